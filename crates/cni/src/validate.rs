@@ -1,0 +1,107 @@
+//! Input validation exactly as libcni does it (pkg/utils), so a name that one
+//! runtime accepts is accepted by every Plexus component and vice versa.
+
+use crate::error::{CniError, ErrorCode};
+
+/// Linux IFNAMSIZ minus the trailing NUL.
+pub const MAX_IFNAME_LEN: usize = 15;
+
+fn is_valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphanumeric() => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+pub fn container_id(id: &str) -> Result<(), CniError> {
+    if id.is_empty() {
+        return Err(CniError::new(
+            ErrorCode::UnknownContainer,
+            "missing containerID",
+        ));
+    }
+    if !is_valid_name(id) {
+        return Err(CniError::invalid_env("invalid characters in containerID").with_details(id));
+    }
+    Ok(())
+}
+
+pub fn network_name(name: &str) -> Result<(), CniError> {
+    if name.is_empty() {
+        return Err(CniError::invalid_config("missing network name"));
+    }
+    if !is_valid_name(name) {
+        return Err(
+            CniError::invalid_config("invalid characters found in network name").with_details(name),
+        );
+    }
+    Ok(())
+}
+
+pub fn interface_name(name: &str) -> Result<(), CniError> {
+    if name.is_empty() {
+        return Err(CniError::invalid_env("interface name is empty"));
+    }
+    if name.len() > MAX_IFNAME_LEN {
+        return Err(
+            CniError::invalid_env("interface name is too long").with_details(format!(
+                "interface name \"{name}\" should be at most {MAX_IFNAME_LEN} characters"
+            )),
+        );
+    }
+    if name == "." || name == ".." {
+        return Err(CniError::invalid_env("interface name is . or ..").with_details(name));
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
+        return Err(CniError::invalid_env(
+            "interface name contains / or : or whitespace characters",
+        )
+        .with_details(name));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids() {
+        assert!(container_id("abc-123_x.y").is_ok());
+        assert_eq!(container_id("").unwrap_err().code, 3);
+        for bad in ["-abc", "_a", ".a", "a b", "a/b", "a;b", "ä"] {
+            assert_eq!(container_id(bad).unwrap_err().code, 4, "{bad}");
+        }
+    }
+
+    #[test]
+    fn network_names() {
+        assert!(network_name("my-net.1").is_ok());
+        assert_eq!(network_name("").unwrap_err().code, 7);
+        assert_eq!(network_name("../etc").unwrap_err().code, 7);
+        assert_eq!(network_name("a/b").unwrap_err().code, 7);
+    }
+
+    #[test]
+    fn interface_names() {
+        assert!(interface_name("eth0").is_ok());
+        assert!(interface_name("a23456789012345").is_ok());
+        for bad in [
+            "",
+            "a234567890123456",
+            ".",
+            "..",
+            "et/h0",
+            "eth:0",
+            "eth 0",
+            "eth\t0",
+        ] {
+            assert_eq!(interface_name(bad).unwrap_err().code, 4, "{bad:?}");
+        }
+    }
+}

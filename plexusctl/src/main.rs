@@ -1,0 +1,1 @@
+fn main() { eprintln!("plexusctl: not implemented yet (placeholder)"); std::process::exit(1) }
