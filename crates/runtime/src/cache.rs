@@ -1,0 +1,319 @@
+//! The result cache, file-compatible with libcni: one JSON file per
+//! attachment at `<dir>/results/<network>-<containerID>-<ifname>`, kind
+//! `cniCacheV1`, the network config base64-encoded, mode 0600 in a 0700
+//! directory. A node can move between Plexus and a Go runtime and each finds
+//! the other's cached results (DEL needs them to pass prevResult).
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::RuntimeError;
+
+pub const CACHE_KIND: &str = "cniCacheV1";
+/// libcni's default.
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedAttachment {
+    pub kind: String,
+    #[serde(rename = "containerId")]
+    pub container_id: String,
+    /// The conflist bytes, base64 in the file like Go's []byte.
+    #[serde(with = "b64")]
+    pub config: Vec<u8>,
+    #[serde(rename = "ifName")]
+    pub if_name: String,
+    #[serde(rename = "networkName")]
+    pub network_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub netns: String,
+    #[serde(rename = "cniArgs", default, skip_serializing_if = "Vec::is_empty")]
+    pub cni_args: Vec<[String; 2]>,
+    #[serde(
+        rename = "capabilityArgs",
+        default,
+        skip_serializing_if = "Map::is_empty"
+    )]
+    pub capability_args: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+}
+
+mod b64 {
+    use super::*;
+    pub fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = Option::<String>::deserialize(d)?.unwrap_or_default();
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ResultCache {
+    dir: PathBuf,
+}
+
+fn safe_component(s: &str) -> bool {
+    !s.is_empty() && !s.contains('/') && s != "." && s != ".."
+}
+
+impl ResultCache {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ResultCache { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn results_dir(&self) -> PathBuf {
+        self.dir.join("results")
+    }
+
+    pub fn path(
+        &self,
+        net: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<PathBuf, RuntimeError> {
+        if ![net, container_id, ifname]
+            .iter()
+            .all(|c| safe_component(c))
+        {
+            return Err(RuntimeError::Config(format!(
+                "refusing cache path for network \"{net}\", container \"{container_id}\", interface \"{ifname}\""
+            )));
+        }
+        Ok(self
+            .results_dir()
+            .join(format!("{net}-{container_id}-{ifname}")))
+    }
+
+    /// Write atomically (temp file + rename) so a crash never leaves a
+    /// half-written entry that would block DEL.
+    pub fn write(&self, entry: &CachedAttachment) -> Result<(), RuntimeError> {
+        let path = self.path(&entry.network_name, &entry.container_id, &entry.if_name)?;
+        let bytes = serde_json::to_vec(entry).expect("cache entry serializes");
+        write_atomic(&path, &bytes)
+    }
+
+    pub fn read(
+        &self,
+        net: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<CachedAttachment>, RuntimeError> {
+        let path = self.path(net, container_id, ifname)?;
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(RuntimeError::Cache { path, source }),
+        };
+        Ok(parse_entry(&bytes, net, container_id, ifname))
+    }
+
+    pub fn delete(&self, net: &str, container_id: &str, ifname: &str) -> Result<(), RuntimeError> {
+        let path = self.path(net, container_id, ifname)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(RuntimeError::Cache { path, source }),
+        }
+    }
+
+    /// Every readable cached attachment, optionally only for one network.
+    /// Unreadable files are skipped with a warning: GC must still make
+    /// progress past them.
+    pub fn list(&self, net: Option<&str>) -> Result<Vec<CachedAttachment>, RuntimeError> {
+        let dir = self.results_dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(RuntimeError::Cache { path: dir, source }),
+        };
+        let mut out = Vec::new();
+        for ent in rd.filter_map(Result::ok) {
+            let Ok(bytes) = fs::read(ent.path()) else {
+                continue;
+            };
+            match serde_json::from_slice::<CachedAttachment>(&bytes) {
+                Ok(e) if e.kind == CACHE_KIND => {
+                    if net.is_none_or(|n| n == e.network_name) {
+                        out.push(e);
+                    }
+                }
+                _ => tracing::warn!("ignoring unreadable cache file {}", ent.path().display()),
+            }
+        }
+        out.sort_by(|a, b| {
+            (&a.network_name, &a.container_id, &a.if_name).cmp(&(
+                &b.network_name,
+                &b.container_id,
+                &b.if_name,
+            ))
+        });
+        Ok(out)
+    }
+}
+
+/// Files written by old libcni versions hold only the result; accept them.
+fn parse_entry(bytes: &[u8], net: &str, cid: &str, ifname: &str) -> Option<CachedAttachment> {
+    match serde_json::from_slice::<CachedAttachment>(bytes) {
+        Ok(e) if e.kind == CACHE_KIND => Some(e),
+        _ => {
+            let v: Value = serde_json::from_slice(bytes).ok()?;
+            if v.get("kind").is_some() {
+                tracing::warn!("unknown cache kind for {net}-{cid}-{ifname}");
+                return None;
+            }
+            Some(CachedAttachment {
+                kind: CACHE_KIND.into(),
+                container_id: cid.into(),
+                config: Vec::new(),
+                if_name: ifname.into(),
+                network_name: net.into(),
+                netns: String::new(),
+                cni_args: Vec::new(),
+                capability_args: Map::new(),
+                result: Some(v),
+            })
+        }
+    }
+}
+
+/// Write `bytes` to `path` atomically with mode 0600, creating parents 0700.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+    let parent = path.parent().expect("cache paths have a parent");
+    let err = |source| RuntimeError::Cache {
+        path: path.to_path_buf(),
+        source,
+    };
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parent)
+        .map_err(err)?;
+    let tmp = parent.join(format!(
+        ".{}.tmp.{}",
+        path.file_name().expect("has a name").to_string_lossy(),
+        std::process::id()
+    ));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_data().map_err(err)?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        err(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn entry() -> CachedAttachment {
+        CachedAttachment {
+            kind: CACHE_KIND.into(),
+            container_id: "c1".into(),
+            config: br#"{"name":"n"}"#.to_vec(),
+            if_name: "eth0".into(),
+            network_name: "n".into(),
+            netns: "/var/run/netns/x".into(),
+            cni_args: vec![["K".into(), "V".into()]],
+            capability_args: Map::new(),
+            result: Some(serde_json::json!({"cniVersion":"1.0.0"})),
+        }
+    }
+
+    #[test]
+    fn round_trip_layout_and_modes() {
+        let d = tempfile::tempdir().unwrap();
+        let c = ResultCache::new(d.path().join("cache"));
+        c.write(&entry()).unwrap();
+        let p = d.path().join("cache/results/n-c1-eth0");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(p.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+        let raw: Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+        // Go encodes []byte as standard base64.
+        assert_eq!(raw["config"], "eyJuYW1lIjoibiJ9");
+        assert_eq!(raw["containerId"], "c1");
+        assert_eq!(raw["cniArgs"], serde_json::json!([["K", "V"]]));
+        assert_eq!(c.read("n", "c1", "eth0").unwrap().unwrap(), entry());
+        assert_eq!(c.list(Some("n")).unwrap().len(), 1);
+        assert_eq!(c.list(Some("other")).unwrap().len(), 0);
+        c.delete("n", "c1", "eth0").unwrap();
+        c.delete("n", "c1", "eth0").unwrap();
+        assert!(c.read("n", "c1", "eth0").unwrap().is_none());
+    }
+
+    #[test]
+    fn reads_libcni_written_file() {
+        // As written by libcni 1.1 (cnitool add).
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("results")).unwrap();
+        fs::write(
+            d.path().join("results/mynet-cnitool-abc-eth0"),
+            r#"{"kind":"cniCacheV1","containerId":"cnitool-abc","config":"eyJhIjoxfQ==","ifName":"eth0","networkName":"mynet","netns":"/var/run/netns/t","result":{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}}"#,
+        )
+        .unwrap();
+        let c = ResultCache::new(d.path());
+        let e = c.read("mynet", "cnitool-abc", "eth0").unwrap().unwrap();
+        assert_eq!(e.config, br#"{"a":1}"#);
+        assert!(e.result.is_some());
+    }
+
+    #[test]
+    fn legacy_result_only_file_and_garbage() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("results")).unwrap();
+        fs::write(
+            d.path().join("results/n-c-eth0"),
+            r#"{"cniVersion":"0.3.1","ips":[]}"#,
+        )
+        .unwrap();
+        fs::write(d.path().join("results/n-d-eth0"), "garbage").unwrap();
+        let c = ResultCache::new(d.path());
+        assert!(c.read("n", "c", "eth0").unwrap().unwrap().result.is_some());
+        assert!(c.read("n", "d", "eth0").unwrap().is_none());
+        assert_eq!(
+            c.list(None).unwrap().len(),
+            0,
+            "legacy and garbage files are not listed"
+        );
+    }
+
+    #[test]
+    fn refuses_unsafe_names() {
+        let c = ResultCache::new("/tmp/x");
+        assert!(c.path("n", "../../etc", "eth0").is_err());
+        assert!(c.path("n", "c", "").is_err());
+    }
+}
