@@ -1,0 +1,40 @@
+//! Plexus netlink: network namespaces and a thin typed rtnetlink layer.
+//!
+//! * [`netns`]: [`Netns`] handles, running code inside a namespace on a
+//!   dedicated thread, named namespaces (`ip netns add/del`).
+//! * [`Netlink`]: one rtnetlink socket bound to one namespace; operations
+//!   are methods grouped by module: [`link`], [`addr`], [`route`],
+//!   [`neigh`], [`fdb`].
+//! * [`sysctl`]: get/set inside a namespace.
+//! * [`Error`]: one error type with `is_not_found` / `is_exists` /
+//!   `is_not_supported` for idempotent DEL and clear feature reports.
+//!
+//! Logging goes through `tracing`; nothing is printed to stdout.
+
+pub mod addr;
+pub mod error;
+pub mod fdb;
+pub mod handle;
+pub mod link;
+pub mod mac;
+pub mod neigh;
+pub mod netns;
+pub mod route;
+pub mod sysctl;
+
+pub use addr::{AddrOptions, AddrScope, Address};
+pub use error::{Error, Result};
+pub use fdb::Fdb;
+pub use handle::Netlink;
+pub use link::{
+    Bridge, BridgePortSettings, BridgeVlan, BridgeVlanEntry, Ipvlan, IpvlanMode, Link, Macvlan,
+    MacvlanMode, Veth, Vxlan,
+};
+pub use mac::MacAddr;
+pub use neigh::Neighbour;
+pub use netns::{create_named, delete_named, Netns};
+pub use route::{Route, RouteFilter, RouteKind, Scope};
+
+/// Re-exported so callers can build requests this crate does not wrap and
+/// send them through [`Netlink::rtnetlink`] with matching crate versions.
+pub use rtnetlink;
