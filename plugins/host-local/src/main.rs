@@ -1,8 +1,6 @@
-//! Placeholder until its issue lands: answers every call with a CNI error.
+//! `plexus-host-local`: the CNI entry point. All logic lives in the library so
+//! it can be tested without the binary.
 
 fn main() {
-    plexus_cni::plugin::run(&plexus_cni::plugin::NotImplemented {
-        name: "plexus-host-local",
-        planned: "being implemented",
-    })
+    plexus_cni::plugin::run(&plexus_host_local::HostLocal)
 }
