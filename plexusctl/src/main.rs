@@ -1,1 +1,37 @@
-fn main() { eprintln!("plexusctl: not implemented yet (placeholder)"); std::process::exit(1) }
+//! plexusctl: the operator's tool.
+//!
+//! `plexusctl cni add|check|del|status|gc` behaves like cnitool: the same
+//! environment variables (NETCONFPATH, CNI_PATH, CNI_ARGS, CAP_ARGS,
+//! CNI_IFNAME), the same container ID derived from the netns path, the result
+//! JSON on stdout.
+
+mod cni;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "plexusctl",
+    version,
+    about = "Operate Plexus and call CNI plugins by hand"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Call a network's plugin chain like cnitool does.
+    Cni(cni::CniCmd),
+}
+
+fn main() -> ExitCode {
+    plexus_cni::logging::init(None, None);
+    let cli = Cli::parse();
+    match cli.command {
+        Top::Cni(c) => cni::run(c),
+    }
+}

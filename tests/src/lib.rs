@@ -1,1 +1,228 @@
-//! Placeholder: filled in by issue #2.
+//! The test harness: network namespaces standing for nodes and pods, a
+//! throwaway CNI environment per test, and helpers to run the built binaries.
+//!
+//! Rules every test follows through this harness:
+//! - everything happens in namespaces the test created (names carry the
+//!   test process's pid, so parallel tests never collide);
+//! - namespaces are deleted by `Drop`, so a failing test cleans up too, and
+//!   namespaces left by a killed test process are swept on the next run;
+//! - nothing is configured in the root namespace.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
+
+use serde_json::Value;
+
+pub mod cni;
+
+pub use cni::{CniSandbox, CtlOutput};
+
+/// Where Debian's containernetworking-plugins puts the reference plugins.
+pub const REFERENCE_DIR: &str = "/usr/lib/cni";
+const PREFIX: &str = "plx";
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Return early (the test passes with a SKIP line) when not root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root() {
+            eprintln!("SKIP: this test needs root to create network namespaces");
+            return;
+        }
+    };
+}
+
+/// Return early when the reference plugins are not installed.
+#[macro_export]
+macro_rules! require_reference_plugins {
+    () => {
+        if !$crate::reference_available() {
+            eprintln!(
+                "SKIP: the reference plugins are not in {} (apt-get install containernetworking-plugins)",
+                $crate::REFERENCE_DIR
+            );
+            return;
+        }
+    };
+}
+
+pub fn reference_available() -> bool {
+    Path::new(REFERENCE_DIR).join("bridge").exists()
+}
+
+/// The directory holding this workspace's built binaries (target/debug when
+/// tests run in debug): the test executable lives in `<dir>/deps`.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("PLEXUS_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|p| {
+            if p.ends_with("deps") {
+                p.parent()
+            } else {
+                Some(p)
+            }
+        })
+        .expect("target dir")
+        .to_path_buf();
+    assert!(
+        dir.join("plexusctl").exists(),
+        "{} has no plexusctl: run `cargo build --workspace --bins` before the integration tests",
+        dir.display()
+    );
+    dir
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+static SWEEP: Once = Once::new();
+
+/// Delete `plx-<pid>-...` namespaces whose creating process is gone.
+fn sweep_stale() {
+    let Ok(rd) = std::fs::read_dir("/var/run/netns") else {
+        return;
+    };
+    for ent in rd.filter_map(Result::ok) {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let mut parts = name.splitn(3, '-');
+        if parts.next() != Some(PREFIX) {
+            continue;
+        }
+        let Some(pid) = parts.next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        }
+    }
+}
+
+/// A named network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Create `plx-<pid>-<n>-<tag>` with loopback up.
+    pub fn new(tag: &str) -> Netns {
+        SWEEP.call_once(sweep_stale);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("{PREFIX}-{}-{n}-{tag}", std::process::id());
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/var/run/netns/{}", self.name))
+    }
+
+    /// A command that runs inside this namespace (`ip netns exec`, which also
+    /// gives it this namespace's /sys).
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Run `ip ARGS` in the namespace; panics on failure.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut c = Command::new("ip");
+        c.args(["-n", &self.name]).args(args);
+        run_ok(&mut c)
+    }
+
+    /// `ip -j ARGS` parsed.
+    pub fn ip_json(&self, args: &[&str]) -> Value {
+        let mut c = Command::new("ip");
+        c.args(["-j", "-n", &self.name]).args(args);
+        let out = run_ok(&mut c);
+        serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })
+            .unwrap_or_else(|e| panic!("ip -j {args:?}: {e}: {out}"))
+    }
+
+    /// Run `sh -c SCRIPT` in the namespace.
+    pub fn sh(&self, script: &str) -> Output {
+        self.cmd("sh")
+            .args(["-c", script])
+            .output()
+            .expect("spawn sh")
+    }
+
+    /// Names of the links in this namespace.
+    pub fn links(&self) -> Vec<String> {
+        self.ip_json(&["link", "show"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["ifname"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn has_link(&self, name: &str) -> bool {
+        self.links().iter().any(|l| l == name)
+    }
+
+    /// Global addresses on `dev`, as "addr/prefix".
+    pub fn addrs(&self, dev: &str) -> Vec<String> {
+        let v = self.ip_json(&["addr", "show", "dev", dev]);
+        v[0]["addr_info"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|i| i["scope"] == "global")
+                    .map(|i| format!("{}/{}", i["local"].as_str().unwrap(), i["prefixlen"]))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// True when `ping -c1` from this namespace reaches `addr`. Only ever
+    /// aimed at addresses inside namespaces the test created.
+    pub fn ping(&self, addr: &str) -> bool {
+        let flag = if addr.contains(':') { "-6" } else { "-4" };
+        let out = self
+            .cmd("ping")
+            .args([flag, "-c1", "-W2", addr])
+            .output()
+            .expect("spawn ping");
+        // Exit 2 and above means ping itself could not run, not "no reply".
+        assert!(
+            out.status.code().is_some_and(|c| c <= 1),
+            "ping could not run (is iputils-ping installed?): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.status.success()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Run a command, panic with its output if it fails, return stdout.
+pub fn run_ok(c: &mut Command) -> String {
+    let out = c.output().unwrap_or_else(|e| panic!("spawn {c:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{c:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
