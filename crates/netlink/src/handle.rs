@@ -59,6 +59,8 @@ impl Netlink {
             .run_async(move || -> std::io::Result<_> {
                 let _guard = rt2.enter();
                 let (mut conn, handle, _unsolicited) = rtnetlink::new_connection()?;
+                conn.set_forward_ack(true);
+                conn.set_forward_done(true);
                 let sock = conn.socket_mut().socket_mut();
                 // Best effort: richer kernel error messages, smaller error replies.
                 let _ = sock.set_ext_ack(true);

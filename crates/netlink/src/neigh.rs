@@ -34,6 +34,12 @@ pub(crate) fn from_neigh_addr(a: &NeighbourAddress) -> Option<IpAddr> {
     match a {
         NeighbourAddress::Inet(a) => Some(IpAddr::V4(*a)),
         NeighbourAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+        // AF_BRIDGE (FDB) messages carry the remote's address untyped.
+        NeighbourAddress::Other(v) => match v.len() {
+            4 => <[u8; 4]>::try_from(v.as_slice()).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(v.as_slice()).ok().map(IpAddr::from),
+            _ => None,
+        },
         _ => None,
     }
 }
