@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up a fresh machine and run every test: formatting and lints, unit
+# tests, integration tests in throwaway network namespaces (root), and the
+# ipvlan tests under a Debian kernel in QEMU (tests/vm).
+#
+#   scripts/test.sh            everything
+#   PLEXUS_SKIP_VM=1 scripts/test.sh   everything but the VM tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "installing system packages"
+scripts/install-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "building binaries (the integration tests run them)"
+cargo build --workspace --bins
+
+step "cargo test (unit and integration)"
+cargo test --workspace --no-fail-fast
+
+if [ -z "${PLEXUS_SKIP_VM:-}" ] && [ -x tests/vm/ipvlan-tests.sh ]; then
+  step "ipvlan tests under a Debian kernel (QEMU)"
+  tests/vm/ipvlan-tests.sh
+fi
+step "all tests passed"
