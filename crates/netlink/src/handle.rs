@@ -84,7 +84,9 @@ impl Netlink {
     }
 
     /// The underlying rtnetlink handle, for requests this crate does not wrap.
-    /// It is bound to the same namespace.
+    /// It is bound to the same namespace and works only while this
+    /// `Netlink` (or a clone) is alive: dropping the last clone stops the
+    /// connection task.
     pub fn rtnetlink(&self) -> &rtnetlink::Handle {
         &self.handle
     }
