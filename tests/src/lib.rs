@@ -15,6 +15,7 @@ use std::sync::Once;
 
 use serde_json::Value;
 
+pub mod apiserver;
 pub mod cni;
 
 pub use cni::{CniSandbox, CtlOutput};
@@ -150,6 +151,29 @@ impl Netns {
         let out = run_ok(&mut c);
         serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })
             .unwrap_or_else(|e| panic!("ip -j {args:?}: {e}: {out}"))
+    }
+
+    /// Run `f` on a thread that entered this namespace (setns is per
+    /// thread), returning its value; a panic inside is passed on.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsRawFd;
+        let ns = std::fs::File::open(self.path()).expect("open netns");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: affects only this scoped thread; the fd is valid.
+                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(
+                    rc,
+                    0,
+                    "setns {}: {}",
+                    self.name,
+                    std::io::Error::last_os_error()
+                );
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
     }
 
     /// Run `sh -c SCRIPT` in the namespace.
