@@ -186,6 +186,7 @@ async fn add(req: &Request<'_>) -> Result<CniResult, CniError> {
     let h = Handles::open(pod_path).await?;
     let choice = select_master(&conf, req.conf.prev_result.as_ref())?;
     let master = h.master(&conf, choice, ifname).await?;
+    addr_source(req, &conf)?;
     if h.pod.link_by_name(ifname).await.map_err(nl_err)?.is_some() {
         return Err(CniError::invalid_config(format!(
             "the pod network namespace already has an interface {ifname:?}"
@@ -233,6 +234,27 @@ async fn add(req: &Request<'_>) -> Result<CniResult, CniError> {
     out
 }
 
+/// Where ADD takes the addresses from.
+enum AddrSource<'a> {
+    Ipam(&'a str),
+    Prev(&'a CniResult),
+}
+
+/// The reference rule: IPAM when configured; without it, a chain's
+/// prevResult if it has IPs; otherwise a config error (found before anything
+/// is created).
+fn addr_source<'a>(req: &'a Request<'_>, conf: &'a IpvlanConf) -> Result<AddrSource<'a>, CniError> {
+    if let Some(t) = &conf.ipam_type {
+        return Ok(AddrSource::Ipam(t));
+    }
+    match req.conf.prev_result.as_ref().filter(|r| !r.ips.is_empty()) {
+        Some(prev) => Ok(AddrSource::Prev(prev)),
+        None => Err(CniError::invalid_config(
+            "no \"ipam\" configured and no prevResult with IPs to take the addresses from",
+        )),
+    }
+}
+
 async fn add_after_link(
     req: &Request<'_>,
     conf: &IpvlanConf,
@@ -250,17 +272,11 @@ async fn add_after_link(
     let link = h.pod.link(ifname).await.map_err(nl_err)?;
 
     // Addresses: from IPAM, or in a chain without IPAM from prevResult.
-    let prev_with_ips = req.conf.prev_result.as_ref().filter(|r| !r.ips.is_empty());
-    let mut result = match (&conf.ipam_type, prev_with_ips) {
-        (None, Some(prev)) => prev.clone(),
-        (None, None) => {
-            return Err(CniError::invalid_config(
-                "no \"ipam\" configured and no prevResult with IPs to take the addresses from",
-            ))
-        }
-        (Some(t), _) => {
+    let mut result = match addr_source(req, conf)? {
+        AddrSource::Prev(prev) => prev.clone(),
+        AddrSource::Ipam(t) => {
             let r = plexus_runtime::delegate::add(t, req.stdin, req.env)?;
-            *ipam_ran = Some(t.clone());
+            *ipam_ran = Some(t.to_owned());
             if r.ips.is_empty() {
                 return Err(CniError::plugin(
                     plexus_codes::DELEGATE_FAILED,
