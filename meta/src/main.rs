@@ -1,8 +1,5 @@
-//! Placeholder until the meta plugin lands: answers every call with a CNI error.
+//! The `plexus` CNI plugin binary; everything lives in the library.
 
 fn main() {
-    plexus_cni::plugin::run(&plexus_cni::plugin::NotImplemented {
-        name: "plexus",
-        planned: "being implemented",
-    })
+    plexus_cni::plugin::run(&plexus_meta::Meta::default())
 }

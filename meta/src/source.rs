@@ -1,0 +1,168 @@
+//! Where a pod's annotations and the NetworkAttachmentDefinitions come from,
+//! and where the merged network status goes: the seams between the core and
+//! the outside world. The core only sees these traits; the CRI capability,
+//! the attachmentsDir store and the status file are implemented here and in
+//! [`crate::nad_store`] / [`crate::status`], and a Kubernetes API backend can
+//! implement the same traits without touching the core.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::error::MetaError;
+use crate::status::NetworkStatus;
+
+/// The runtimeConfig capability containerd and CRI-O fill with the pod's
+/// annotations.
+pub const CRI_POD_ANNOTATIONS: &str = "io.kubernetes.cri.pod-annotations";
+
+/// What the core needs to know about a pod.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Identifies a pod (from CNI_ARGS K8S_POD_NAMESPACE/K8S_POD_NAME/K8S_POD_UID).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+pub trait PodSource: Send + Sync {
+    /// The pod, or `None` when this source does not know it (the next
+    /// source is asked).
+    fn pod(&self, pod: &PodRef) -> Result<Option<PodInfo>, MetaError>;
+}
+
+/// A NetworkAttachmentDefinition reduced to what delegation needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nad {
+    pub namespace: String,
+    pub name: String,
+    /// `spec.config`: a conf or conflist as JSON text; empty means "the
+    /// network of this name in confDir" (Multus).
+    pub config: String,
+    pub annotations: BTreeMap<String, String>,
+}
+
+pub trait NadStore: Send + Sync {
+    /// The NAD `namespace/name`, or `None` when this store does not have it.
+    fn get(&self, namespace: &str, name: &str) -> Result<Option<Nad>, MetaError>;
+}
+
+/// Receives the merged network status after a successful ADD, and hears
+/// about DEL so it can forget the attachment.
+pub trait StatusSink: Send + Sync {
+    fn publish(
+        &self,
+        key: &AttachmentKey,
+        pod: &PodRef,
+        statuses: &[NetworkStatus],
+    ) -> Result<(), MetaError>;
+    fn remove(&self, key: &AttachmentKey) -> Result<(), MetaError>;
+}
+
+/// The meta attachment: container ID and the interface the runtime asked
+/// the meta plugin for (normally eth0).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AttachmentKey {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// Sources asked in order; the first that knows the pod wins.
+#[derive(Default)]
+pub struct PodSources(pub Vec<Box<dyn PodSource>>);
+
+impl PodSources {
+    pub fn pod(&self, pod: &PodRef) -> Result<Option<PodInfo>, MetaError> {
+        for s in &self.0 {
+            if let Some(p) = s.pod(pod)? {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Stores asked in order; the first that has the NAD wins.
+#[derive(Default)]
+pub struct NadStores(pub Vec<Box<dyn NadStore>>);
+
+impl NadStore for NadStores {
+    fn get(&self, namespace: &str, name: &str) -> Result<Option<Nad>, MetaError> {
+        for s in &self.0 {
+            if let Some(n) = s.get(namespace, name)? {
+                return Ok(Some(n));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The pod's annotations from the CRI runtimeConfig capability: no API call.
+#[derive(Debug, Clone)]
+pub struct CriAnnotations {
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+impl CriAnnotations {
+    /// From the meta plugin's own runtimeConfig. A non-string annotation
+    /// value is an error: the runtime always sends strings.
+    pub fn from_runtime_config(rc: &Map<String, Value>) -> Result<Self, MetaError> {
+        let annotations = match rc.get(CRI_POD_ANNOTATIONS) {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(
+                m.iter()
+                    .map(|(k, v)| match v {
+                        Value::String(s) => Ok((k.clone(), s.clone())),
+                        other => Err(MetaError::Config(format!(
+                            "runtimeConfig {CRI_POD_ANNOTATIONS}: annotation {k} is not a string: {other}"
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            Some(other) => {
+                return Err(MetaError::Config(format!(
+                    "runtimeConfig {CRI_POD_ANNOTATIONS} must be an object, got {other}"
+                )))
+            }
+        };
+        Ok(CriAnnotations { annotations })
+    }
+}
+
+impl PodSource for CriAnnotations {
+    fn pod(&self, pod: &PodRef) -> Result<Option<PodInfo>, MetaError> {
+        Ok(self.annotations.as_ref().map(|a| PodInfo {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+            annotations: a.clone(),
+        }))
+    }
+}
+
+/// Stands in for the Kubernetes API source until API mode lands: asked only
+/// when no other source knows the pod, it says so instead of silently
+/// giving the pod fewer networks than it asked for.
+#[derive(Debug, Clone)]
+pub struct KubeApiUnavailable {
+    pub kubeconfig: String,
+}
+
+impl PodSource for KubeApiUnavailable {
+    fn pod(&self, pod: &PodRef) -> Result<Option<PodInfo>, MetaError> {
+        Err(MetaError::Config(format!(
+            "pod {}/{}: the runtime did not pass the pod's annotations ({CRI_POD_ANNOTATIONS}) and \
+             \"kubeconfig\" ({}) is set, but Kubernetes API mode is not available in this build yet; \
+             declare the capability in the plexus conflist entry or remove \"kubeconfig\"",
+            pod.namespace, pod.name, self.kubeconfig
+        )))
+    }
+}
