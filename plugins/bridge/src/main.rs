@@ -1,8 +1,5 @@
-//! Placeholder until its issue lands: answers every call with a CNI error.
+//! `plexus-bridge`: the CNI entry point. All logic lives in the library.
 
 fn main() {
-    plexus_cni::plugin::run(&plexus_cni::plugin::NotImplemented {
-        name: "plexus-bridge",
-        planned: "being implemented",
-    })
+    plexus_cni::plugin::run(&plexus_bridge::BridgePlugin)
 }
