@@ -145,3 +145,134 @@ pub struct AddFailure {
     pub error: MetaError,
     pub rollback: Option<MetaError>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::PLAN_KIND;
+    use plexus_runtime::RuntimeError;
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+
+    /// Records (command, ifname) and fails ADD for networks named "bad*".
+    #[derive(Clone, Default)]
+    struct Fake(Arc<Mutex<Vec<(String, String)>>>);
+
+    impl Exec for Fake {
+        fn run(
+            &self,
+            _plugin: &Path,
+            env: &[(String, String)],
+            stdin: &[u8],
+        ) -> Result<Vec<u8>, RuntimeError> {
+            let get = |k: &str| {
+                env.iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            let cmd = get("CNI_COMMAND");
+            let ifname = get("CNI_IFNAME");
+            self.0.lock().unwrap().push((cmd.clone(), ifname.clone()));
+            let conf: serde_json::Value = serde_json::from_slice(stdin).unwrap();
+            if cmd == "ADD" && conf["name"].as_str().unwrap().starts_with("bad") {
+                return Err(RuntimeError::Plugin {
+                    plugin: "fake".into(),
+                    error: plexus_cni::CniError::plugin(120, "boom"),
+                });
+            }
+            Ok(format!(
+                r#"{{"cniVersion":"1.0.0","interfaces":[{{"name":"{ifname}","sandbox":"/x"}}],"ips":[{{"address":"10.0.0.2/24","interface":0}}]}}"#
+            )
+            .into_bytes())
+        }
+        fn find(&self, t: &str, _: &[PathBuf]) -> Result<PathBuf, RuntimeError> {
+            Ok(PathBuf::from(t))
+        }
+    }
+
+    fn plan(nets: &[&str]) -> Plan {
+        Plan {
+            kind: PLAN_KIND.into(),
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            netns: String::new(),
+            pod_namespace: String::new(),
+            pod_name: String::new(),
+            pod_uid: String::new(),
+            attachments: nets
+                .iter()
+                .enumerate()
+                .map(|(i, n)| PlannedAttachment {
+                    name: n.to_string(),
+                    ifname: if i == 0 { "eth0".into() } else { format!("net{i}") },
+                    master: i == 0,
+                    config: serde_json::json!({"cniVersion":"1.0.0","name":n,"plugins":[{"type":"fake"}]}),
+                    cni_args: vec![],
+                    capability_args: Default::default(),
+                    request: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn delegates(dir: &Path, fake: &Fake) -> Delegates<Fake> {
+        Delegates {
+            cni: Cni::with_exec(vec![], dir, fake.clone()),
+            container_id: "c1".into(),
+            netns: Some("/x".into()),
+        }
+    }
+
+    fn calls(f: &Fake) -> Vec<String> {
+        f.0.lock()
+            .unwrap()
+            .iter()
+            .map(|(c, i)| format!("{c} {i}"))
+            .collect()
+    }
+
+    #[test]
+    fn sequential_rollback_deletes_in_reverse_including_the_failed() {
+        let d = tempfile::tempdir().unwrap();
+        let fake = Fake::default();
+        let err = delegates(d.path(), &fake)
+            .add_all(&plan(&["a", "b", "bad", "never"]), false)
+            .unwrap_err();
+        assert!(err.rollback.is_none());
+        assert!(err.error.to_string().contains("\"bad\" on net2"));
+        assert_eq!(err.error.to_cni().code, 120);
+        assert_eq!(
+            calls(&fake),
+            ["ADD eth0", "ADD net1", "ADD net2", "DEL net2", "DEL net1", "DEL eth0"]
+        );
+    }
+
+    #[test]
+    fn parallel_adds_all_and_rolls_back_all() {
+        let d = tempfile::tempdir().unwrap();
+        let fake = Fake::default();
+        let ok = delegates(d.path(), &fake)
+            .add_all(&plan(&["a", "b", "c"]), true)
+            .unwrap();
+        assert_eq!(ok.len(), 3);
+        assert_eq!(ok[2].interfaces[0].name, "net2");
+        assert_eq!(calls(&fake)[0], "ADD eth0");
+
+        let fake = Fake::default();
+        let err = delegates(d.path(), &fake)
+            .add_all(&plan(&["x", "bad", "y"]), true)
+            .unwrap_err();
+        assert!(err.error.to_string().contains("\"bad\""));
+        let c = calls(&fake);
+        assert_eq!(c.len(), 6, "{c:?}");
+        assert_eq!(&c[3..], ["DEL net2", "DEL net1", "DEL eth0"]);
+
+        // A failing cluster network stops before any secondary runs.
+        let fake = Fake::default();
+        delegates(d.path(), &fake)
+            .add_all(&plan(&["bad", "y"]), true)
+            .unwrap_err();
+        assert_eq!(calls(&fake), ["ADD eth0", "DEL eth0"]);
+    }
+}
