@@ -44,7 +44,13 @@ impl PlanCache {
 
     pub fn write(&self, plan: &Plan) -> Result<(), MetaError> {
         let bytes = serde_json::to_vec_pretty(plan).expect("plan serializes");
-        write_atomic(&self.path(&plan.key()), &bytes, "cannot write plan cache")
+        // Durable: IPAM leases survive a reboot, so must the plan to undo them.
+        write_atomic(
+            &self.path(&plan.key()),
+            &bytes,
+            "cannot write plan cache",
+            true,
+        )
     }
 
     pub fn read(&self, key: &AttachmentKey) -> CachedPlan {
@@ -107,7 +113,13 @@ impl PlanCache {
 /// Write `bytes` to `path` so a reader sees the old file or the new one,
 /// never half of one: temp file in the same directory, fsync, rename.
 /// Directories 0700 and files 0600: plans hold full network configs.
-pub fn write_atomic(path: &Path, bytes: &[u8], what: &'static str) -> Result<(), MetaError> {
+/// `durable` adds an fsync before the rename.
+pub fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    what: &'static str,
+    durable: bool,
+) -> Result<(), MetaError> {
     let io = |source| MetaError::Io {
         what,
         path: path.display().to_string(),
@@ -131,6 +143,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], what: &'static str) -> Result<(),
         .mode(0o600)
         .open(&tmp)
         .map_err(io)?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    if durable {
+        f.sync_all().map_err(io)?;
+    }
     fs::rename(&tmp, path).map_err(io)
 }

@@ -133,7 +133,9 @@ impl StatusSink for FileStatusSink {
             network_status: statuses.to_vec(),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("status serializes");
-        write_atomic(&self.path(key), &bytes, "cannot write status file")
+        // Not fsynced: the status is rewritten by every ADD and is only
+        // information.
+        write_atomic(&self.path(key), &bytes, "cannot write status file", false)
     }
 
     fn remove(&self, key: &AttachmentKey) -> Result<(), MetaError> {

@@ -26,10 +26,23 @@ struct Env {
 }
 
 /// Rewrite what a real node would have but a test node has not: the IPAM
-/// data dir and the macvlan uplink.
+/// data dir and the macvlan uplink. `PLEXUS_TEST_IPAM=plexus-host-local`
+/// swaps the IPAM plugin of every network.
 fn localize(text: &str, sb: &CniSandbox) -> String {
-    text.replace("/var/lib/cni/networks", &sb.data_dir.display().to_string())
-        .replace(r#"\"master\":\"eth1\""#, r#"\"master\":\"uplink0\""#)
+    let mut t = text
+        .replace("/var/lib/cni/networks", &sb.data_dir.display().to_string())
+        .replace(r#"\"master\":\"eth1\""#, r#"\"master\":\"uplink0\""#);
+    if let Ok(ipam) = std::env::var("PLEXUS_TEST_IPAM") {
+        for q in ["\"", "\\\""] {
+            for sep in [":", ": "] {
+                t = t.replace(
+                    &format!("{q}type{q}{sep}{q}host-local{q}"),
+                    &format!("{q}type{q}{sep}{q}{ipam}{q}"),
+                );
+            }
+        }
+    }
+    t
 }
 
 impl Env {
