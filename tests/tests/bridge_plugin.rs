@@ -142,7 +142,10 @@ fn two_pods_ping_each_other_and_the_gateway_with_mtu() {
     assert_eq!(ra["ips"][0]["address"], "10.88.0.2/24");
     assert_eq!(ra["ips"][0]["gateway"], "10.88.0.1");
     assert_eq!(ra["ips"][0]["interface"], 2);
-    assert_eq!(ra["routes"], json!([{"dst": "0.0.0.0/0", "gw": "10.88.0.1"}]));
+    assert_eq!(
+        ra["routes"],
+        json!([{"dst": "0.0.0.0/0", "gw": "10.88.0.1"}])
+    );
     assert_eq!(rb["ips"][0]["address"], "10.88.0.3/24");
 
     // Kernel state: addresses, MACs as reported, MTU on both ends.
@@ -245,7 +248,11 @@ macro_rules! require_vlan_filtering {
 }
 
 fn bridge_vlans(node: &Netns, dev: &str) -> Vec<Value> {
-    let out = node.cmd("bridge").args(["-j", "vlan", "show", "dev", dev]).output().unwrap();
+    let out = node
+        .cmd("bridge")
+        .args(["-j", "vlan", "show", "dev", dev])
+        .output()
+        .unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(json!([]));
     v.as_array()
         .and_then(|a| a.first())
@@ -266,7 +273,10 @@ fn vlan_access_port_and_gateway_interface() {
     assert_eq!(vlans.len(), 1, "{vlans:?}");
     assert_eq!(vlans[0]["vlan"], 100);
     let flags = vlans[0]["flags"].to_string();
-    assert!(flags.contains("PVID") && flags.contains("Untagged"), "{flags}");
+    assert!(
+        flags.contains("PVID") && flags.contains("Untagged"),
+        "{flags}"
+    );
     let br = node.ip_json(&["-d", "link", "show", "plxbr0"]);
     assert_eq!(br[0]["linkinfo"]["info_data"]["vlan_filtering"], 1);
     // The gateway lives on plxbr0.100, reported as a fourth interface.
@@ -370,7 +380,10 @@ fn del_with_the_pod_netns_gone_releases_everything() {
     assert_eq!(allocated(&sb), ["10.88.0.3"], "the IP was not released");
     let masq = nft_list(&node, "inet");
     assert_eq!(masq.matches("masquerade").count(), 1, "{masq}");
-    assert!(masq.contains("10.88.0.3") && !masq.contains("10.88.0.2"), "{masq}");
+    assert!(
+        masq.contains("10.88.0.3") && !masq.contains("10.88.0.2"),
+        "{masq}"
+    );
     assert_eq!(nft_list(&node, "bridge").matches(" drop").count(), 1);
     // Only the other pod's veth is left.
     assert_eq!(veths(&node).len(), 1, "{:?}", veths(&node));
@@ -417,7 +430,11 @@ fn check_detects_a_veth_moved_off_the_bridge() {
 fn requested_mac_from_args_config_and_runtime_config() {
     require_root!();
     let cases: [(Value, &str, &str); 3] = [
-        (json!({}), "IgnoreUnknown=1;MAC=0a:58:00:00:00:01", "0a:58:00:00:00:01"),
+        (
+            json!({}),
+            "IgnoreUnknown=1;MAC=0a:58:00:00:00:01",
+            "0a:58:00:00:00:01",
+        ),
         (
             json!({"args": {"cni": {"mac": "0a:58:00:00:00:02"}}}),
             "IgnoreUnknown=1;MAC=0a:58:00:00:00:01",
@@ -562,15 +579,51 @@ fn bad_input_is_a_cni_error_and_creates_nothing() {
         c
     };
     let cases: Vec<(Value, &str, Option<&str>, u64, &str)> = vec![
-        (with(json!({"hairpinMode": true, "promiscMode": true})), "", Some(&pod_path), 7, "hairpin"),
+        (
+            with(json!({"hairpinMode": true, "promiscMode": true})),
+            "",
+            Some(&pod_path),
+            7,
+            "hairpin",
+        ),
         (with(json!({"vlan": 5000})), "", Some(&pod_path), 7, "VLAN"),
-        (with(json!({"vlanTrunk": [{"minID": 5}]})), "", Some(&pod_path), 7, "maxID"),
-        (with(json!({"runtimeConfig": {"mac": "not-a-mac"}})), "", Some(&pod_path), 7, "MAC"),
-        (with(json!({"args": {"cni": {"mac": "01:00:5e:00:00:01"}}})), "", Some(&pod_path), 7, "multicast"),
+        (
+            with(json!({"vlanTrunk": [{"minID": 5}]})),
+            "",
+            Some(&pod_path),
+            7,
+            "maxID",
+        ),
+        (
+            with(json!({"runtimeConfig": {"mac": "not-a-mac"}})),
+            "",
+            Some(&pod_path),
+            7,
+            "MAC",
+        ),
+        (
+            with(json!({"args": {"cni": {"mac": "01:00:5e:00:00:01"}}})),
+            "",
+            Some(&pod_path),
+            7,
+            "multicast",
+        ),
         (with(json!({})), "MAC=zz", Some(&pod_path), 4, "MAC"),
-        (with(json!({})), "", Some("/var/run/netns/plx-no-such-netns"), 4, "netns"),
+        (
+            with(json!({})),
+            "",
+            Some("/var/run/netns/plx-no-such-netns"),
+            4,
+            "netns",
+        ),
         (with(json!({})), "", None, 4, "CNI_NETNS"),
-        (with(json!({"bridge": "a-bridge-name-too-long"})), "", Some(&pod_path), 7, "bridge"),
+        (
+            with(json!({"bridge": "a-bridge-name-too-long"})),
+            "",
+            Some(&pod_path),
+            7,
+            "bridge",
+        ),
     ];
     for (conf, args, netns, code, word) in cases {
         let (ok, e) = call_plugin(&node, "ADD", netns, &conf, args);

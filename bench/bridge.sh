@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# bench/bridge.sh: plexus-bridge + plexus-host-local against the reference
+# bridge + host-local (/usr/lib/cni), side by side in one run.
+#
+#   sudo bench/bridge.sh [N]            N pods (default 100)
+#
+# Builds the release binaries, creates a throwaway node netns (plxbench-node-PID)
+# and N pod netns, then for each pod runs ADD with both implementations
+# (alternating which goes first), and afterwards DEL for each pod, again
+# alternating. Each implementation has its own bridge and subnet in the same
+# node netns. Every plugin call runs under GNU time (%M: peak RSS in KiB of
+# the plugin or of its IPAM child, whichever is larger); wall time is taken
+# with bash's $EPOCHREALTIME around the call. Prints p50/p99 of ADD and DEL
+# latency, the max peak RSS, and ours/reference ratios. The target is a ratio
+# of at most 0.5 for time and memory. Namespaces and temp files are removed
+# on exit (trap). Environment: BENCH_IPMASQ=1 adds "ipMasq": true to both
+# configs (the reference then uses iptables, we use nftables).
+set -euo pipefail
+
+N=${1:-100}
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+[[ $(id -u) -eq 0 ]] || { echo "bench/bridge.sh: needs root" >&2; exit 1; }
+[[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local ]] || {
+    echo "bench/bridge.sh: reference plugins missing (apt-get install containernetworking-plugins)" >&2; exit 1; }
+[[ -x /usr/bin/time ]] || { echo "bench/bridge.sh: GNU time missing (apt-get install time)" >&2; exit 1; }
+
+(cd "$root" && cargo build --release -q -p plexus-bridge -p plexus-host-local)
+bin="$root/target/release"
+
+node="plxbench-node-$$"
+tmp=$(mktemp -d /tmp/plexus-bench.XXXXXX)
+pods=()
+cleanup() {
+    for p in "${pods[@]}"; do ip netns del "$p" 2>/dev/null || true; done
+    ip netns del "$node" 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+ip netns add "$node"
+ip -n "$node" link set lo up
+for i in $(seq 1 "$N"); do
+    p="plxbench-pod-$$-$i"
+    ip netns add "$p"
+    pods+=("$p")
+done
+
+masq=false
+[[ ${BENCH_IPMASQ:-0} == 1 ]] && masq=true
+
+conf() { # impl bridge subnet ipam
+    cat <<EOF
+{"cniVersion":"1.0.0","name":"bench-$1","type":"$2","bridge":"$3","isGateway":true,
+ "isDefaultGateway":true,"ipMasq":$masq,"mtu":1500,
+ "ipam":{"type":"$5","subnet":"$4","dataDir":"$tmp/ipam-$1"}}
+EOF
+}
+conf ours plexus-bridge plxb-ours 10.201.0.0/16 plexus-host-local >"$tmp/ours.json"
+conf ref bridge plxb-ref 10.202.0.0/16 host-local >"$tmp/ref.json"
+
+# call IMPL CMD POD: appends "seconds rss_kib" to $tmp/IMPL-CMD.
+call() {
+    local impl=$1 cmd=$2 pod=$3 plugin path
+    if [[ $impl == ours ]]; then
+        plugin="$bin/plexus-bridge"; path="$bin"
+    else
+        plugin=/usr/lib/cni/bridge; path=/usr/lib/cni
+    fi
+    local t0=$EPOCHREALTIME
+    if ! CNI_COMMAND=$cmd CNI_CONTAINERID="bench-$pod" CNI_NETNS="/var/run/netns/$pod" \
+        CNI_IFNAME="eth-$impl" CNI_PATH="$path" \
+        /usr/bin/time -f %M -o "$tmp/rss" "$plugin" <"$tmp/$impl.json" >"$tmp/out" 2>"$tmp/err"; then
+        echo "bench/bridge.sh: $impl $cmd $pod failed:" >&2
+        cat "$tmp/out" "$tmp/err" >&2
+        exit 1
+    fi
+    local t1=$EPOCHREALTIME
+    echo "$t0 $t1 $(tail -n1 "$tmp/rss")" | awk '{printf "%.6f %d\n", $2-$1, $3}' >>"$tmp/$impl-$cmd"
+}
+
+run_all() { # CMD
+    local i=0
+    for p in "${pods[@]}"; do
+        if (( i % 2 == 0 )); then call ours "$1" "$p"; call ref "$1" "$p"
+        else call ref "$1" "$p"; call ours "$1" "$p"; fi
+        i=$((i + 1))
+    done
+}
+
+# Everything below runs inside the node netns: re-enter this script's
+# functions there through nsenter of a child bash.
+export -f call run_all
+export tmp bin
+run_in_node() { nsenter --net="/var/run/netns/$node" bash -c "$1"; }
+
+echo "bench/bridge.sh: $N pods, ADD then DEL, ours = plexus-bridge + plexus-host-local, ref = /usr/lib/cni bridge + host-local" >&2
+pods_list="${pods[*]}"
+run_in_node "pods=($pods_list); run_all ADD; run_all DEL"
+
+# The DEL must have left nothing behind.
+left=$(ip -n "$node" -o link show | grep -c veth || true)
+[[ $left -eq 0 ]] || echo "bench/bridge.sh: WARNING: $left veth(s) left in the node netns" >&2
+
+stats() { # file -> "p50_ms p99_ms maxrss_kib sum_s"
+    sort -n "$1" | awk '{t[NR]=$1; s+=$1; if ($2>m) m=$2}
+        END {i50=int(NR*0.50+0.5); if(i50<1)i50=1; i99=int(NR*0.99+0.5); if(i99<1)i99=1; if(i99>NR)i99=NR;
+             printf "%.2f %.2f %d %.3f\n", t[i50]*1000, t[i99]*1000, m, s}'
+}
+
+printf "%-6s %-4s %10s %10s %12s %10s\n" impl op p50_ms p99_ms peakRSS_KiB total_s
+declare -A S
+for impl in ours ref; do
+    for op in ADD DEL; do
+        S[$impl-$op]=$(stats "$tmp/$impl-$op")
+        read -r p50 p99 rss sum <<<"${S[$impl-$op]}"
+        printf "%-6s %-4s %10s %10s %12s %10s\n" "$impl" "$op" "$p50" "$p99" "$rss" "$sum"
+    done
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b>0)?a/b:0}'; }
+for op in ADD DEL; do
+    read -r o50 o99 orss _ <<<"${S[ours-$op]}"
+    read -r r50 r99 rrss _ <<<"${S[ref-$op]}"
+    echo "ratio $op (ours/ref): p50 $(ratio "$o50" "$r50")  p99 $(ratio "$o99" "$r99")  peakRSS $(ratio "$orss" "$rrss")"
+done
+read -r _ _ _ oa <<<"${S[ours-ADD]}"; read -r _ _ _ od <<<"${S[ours-DEL]}"
+read -r _ _ _ ra <<<"${S[ref-ADD]}"; read -r _ _ _ rd <<<"${S[ref-DEL]}"
+ot=$(awk -v a="$oa" -v b="$od" 'BEGIN{print a+b}'); rt=$(awk -v a="$ra" -v b="$rd" 'BEGIN{print a+b}')
+orss=$(awk '{if($2>m)m=$2} END{print m}' "$tmp"/ours-*); rrss=$(awk '{if($2>m)m=$2} END{print m}' "$tmp"/ref-*)
+echo "ADD+DEL total: ours ${ot}s ref ${rt}s ratio $(ratio "$ot" "$rt") (target <= 0.50)"
+echo "peak RSS: ours ${orss} KiB ref ${rrss} KiB ratio $(ratio "$orss" "$rrss") (target <= 0.50)"
