@@ -201,6 +201,19 @@ fn bad_configs_are_clear_errors_and_leave_nothing() {
     let e = sb.ctl(&node, "add", "noipam", Some(&pod.path()), &[]).err();
     assert_error(&e, 7, "no \"ipam\"");
 
+    // CNI_IFNAME already taken in the pod.
+    write_net(&sb, "clash", json!({"master": "up0", "ipam": ipam}));
+    let e = sb
+        .ctl(
+            &node,
+            "add",
+            "clash",
+            Some(&pod.path()),
+            &[("CNI_IFNAME", "pm0")],
+        )
+        .err();
+    assert_error(&e, 7, "already has an interface \"pm0\"");
+
     assert_links(&pod, &["pm0", "pm0p"]);
     assert_links(&node, &["up0", "up0p"]);
     assert!(allocations(&sb).is_empty(), "{:?}", allocations(&sb));
@@ -411,6 +424,14 @@ fn master_defaults_to_the_default_route_interface() {
     let d = link_details(&pod, "eth0");
     assert_eq!(d["link_index"], ifindex(&node, "up1"), "{d}");
     sb.ctl(&node, "check", "dflt", Some(&pod.path()), &[]).ok();
+    // CHECK compares the master: a config naming another one fails.
+    write_net(
+        &sb,
+        "dflt",
+        json!({"master": "up0", "ipam": host_local(&sb, "10.85.0.0/24", json!([]))}),
+    );
+    let e = sb.ctl(&node, "check", "dflt", Some(&pod.path()), &[]).err();
+    assert_error(&e, 100, "not on master \"up0\"");
     sb.ctl(&node, "del", "dflt", Some(&pod.path()), &[]).ok();
     assert_links(&pod, &[]);
     assert!(allocations(&sb).is_empty());
@@ -490,4 +511,37 @@ fn chained_without_ipam_uses_prev_result() {
     sb.ctl(&node, "check", "chain", Some(&pod.path()), &[]).ok();
     sb.ctl(&node, "del", "chain", Some(&pod.path()), &[]).ok();
     assert_links(&pod, &[]);
+}
+
+#[test]
+fn dual_stack_status_and_gc() {
+    require_root!();
+    require_ipvlan!();
+    let sb = CniSandbox::new();
+    let node = node_with_uplink();
+    let (a, b) = (Netns::new("pa"), Netns::new("pb"));
+    let conf = json!({"cniVersion": "1.1.0", "name": "ds", "type": "plexus-ipvlan",
+        "master": "up0",
+        "ipam": {"type": "plexus-host-local", "dataDir": sb.data_dir,
+                 "ranges": [[{"subnet": "10.89.0.0/24"}], [{"subnet": "fd00:89::/64"}]]}});
+    sb.write_conf("10-ds.conf", &conf);
+    sb.ctl_args(&node, &["status", "ds"], &[]).ok();
+    let r = sb.ctl(&node, "add", "ds", Some(&a.path()), &[]).ok().json();
+    assert_eq!(r["ips"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(r["ips"][1]["address"], "fd00:89::2/64");
+    assert_eq!(r["ips"][1]["interface"], 0);
+    sb.ctl(&node, "add", "ds", Some(&b.path()), &[]).ok();
+    assert!(a.ping("10.89.0.3"));
+    assert!(a.ping("fd00:89::3"), "IPv6 between l2 pods");
+    let notify = a.sh("cat /proc/sys/net/ipv6/conf/eth0/ndisc_notify");
+    assert_eq!(String::from_utf8_lossy(&notify.stdout).trim(), "1");
+    sb.ctl(&node, "check", "ds", Some(&a.path()), &[]).ok();
+    assert_eq!(allocations(&sb).len(), 4, "{:?}", allocations(&sb));
+    // GC with no valid attachment releases every address.
+    sb.ctl_args(&node, &["gc", "ds"], &[]).ok();
+    assert!(allocations(&sb).is_empty(), "{:?}", allocations(&sb));
+    sb.ctl(&node, "del", "ds", Some(&a.path()), &[]).ok();
+    sb.ctl(&node, "del", "ds", Some(&b.path()), &[]).ok();
+    assert_links(&a, &[]);
+    assert_links(&b, &[]);
 }
