@@ -129,9 +129,12 @@ fn read_regular(path: &Path) -> std::io::Result<String> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)?;
-    let mut s = String::new();
-    f.read_to_string(&mut s)?;
-    Ok(s)
+    // Records are a few dozen bytes; reading through `take` skips the
+    // size-hint syscalls `read_to_string` makes on a File (this runs once per
+    // reservation on every call). A longer file is not a record of ours.
+    let mut buf = Vec::with_capacity(128);
+    (&mut f).take(4096).read_to_end(&mut buf)?;
+    String::from_utf8(buf).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
 }
 
 impl Store for DiskStore {

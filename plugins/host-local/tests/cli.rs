@@ -288,7 +288,16 @@ fn bad_inputs_are_clean_errors() {
     no_ipam.as_object_mut().unwrap().remove("ipam");
     let mut bad_version = good.clone();
     bad_version["cniVersion"] = json!("0.2.0");
-    let cases: Vec<(&str, Vec<u8>, &str, &str, Vec<(&str, &str)>, u64)> = vec![
+    /// (what, stdin, container ID, ifname, env overrides, expected code)
+    type Case<'a> = (
+        &'a str,
+        Vec<u8>,
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        u64,
+    );
+    let cases: Vec<Case> = vec![
         (
             "malformed JSON",
             b"{\"cniVersion\":".to_vec(),
