@@ -6,6 +6,7 @@
 //! JSON on stdout.
 
 mod cni;
+mod status;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,8 @@ struct Cli {
 enum Top {
     /// Call a network's plugin chain like cnitool does.
     Cni(cni::CniCmd),
+    /// List every attachment the plexus meta plugin made on this node.
+    Status(status::StatusCmd),
 }
 
 fn main() -> ExitCode {
@@ -33,5 +36,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Top::Cni(c) => cni::run(c),
+        Top::Status(s) => status::run(s),
     }
 }

@@ -1,0 +1,228 @@
+//! `plexusctl status`: every attachment the meta plugin made on this node,
+//! read from its cacheDir (plans and status files; see meta/README.md), so
+//! it works without the API server.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use plexus_meta::plan::{Plan, PLAN_KIND};
+use plexus_meta::status::{StatusFile, STATUS_KIND};
+use serde::Serialize;
+
+#[derive(Args)]
+pub struct StatusCmd {
+    /// The meta plugin's cacheDir.
+    #[arg(long, env = "PLEXUS_META_CACHE_DIR", default_value = plexus_meta::config::DEFAULT_CACHE_DIR)]
+    cache_dir: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One row: a pod interface and what is on it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub pod: String,
+    pub container_id: String,
+    pub interface: String,
+    pub network: String,
+    pub ips: Vec<String>,
+    pub mac: String,
+    pub default: bool,
+    /// "attached", or "pending" when ADD started (plan written) but never
+    /// finished: a DEL or GC for that container is owed.
+    pub state: &'static str,
+}
+
+fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn pod_name(ns: &str, name: &str) -> String {
+    match (ns.is_empty(), name.is_empty()) {
+        (_, true) => "-".into(),
+        (true, false) => name.into(),
+        _ => format!("{ns}/{name}"),
+    }
+}
+
+/// Collect rows from a meta cacheDir. Unreadable files are reported on
+/// stderr and skipped.
+pub fn collect(cache_dir: &Path) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut attached = std::collections::HashSet::new();
+    for f in json_files(&cache_dir.join("status")) {
+        let parsed = std::fs::read(&f)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<StatusFile>(&b).ok())
+            .filter(|s| s.kind == STATUS_KIND);
+        let Some(s) = parsed else {
+            eprintln!("plexusctl: skipping unreadable status file {}", f.display());
+            continue;
+        };
+        attached.insert((s.container_id.clone(), s.ifname.clone()));
+        for n in s.network_status {
+            rows.push(Row {
+                pod: pod_name(&s.pod_namespace, &s.pod_name),
+                container_id: s.container_id.clone(),
+                interface: n.interface,
+                network: n.name,
+                ips: n.ips,
+                mac: n.mac,
+                default: n.default,
+                state: "attached",
+            });
+        }
+    }
+    for f in json_files(&cache_dir.join("plans")) {
+        let parsed = std::fs::read(&f)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Plan>(&b).ok())
+            .filter(|p| p.kind == PLAN_KIND);
+        let Some(p) = parsed else {
+            eprintln!("plexusctl: skipping unreadable plan {}", f.display());
+            continue;
+        };
+        if attached.contains(&(p.container_id.clone(), p.ifname.clone())) {
+            continue;
+        }
+        for a in p.attachments {
+            rows.push(Row {
+                pod: pod_name(&p.pod_namespace, &p.pod_name),
+                container_id: p.container_id.clone(),
+                interface: a.ifname,
+                network: a.name,
+                ips: Vec::new(),
+                mac: String::new(),
+                default: false,
+                state: "pending",
+            });
+        }
+    }
+    rows
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(16)]
+}
+
+pub fn run(cmd: StatusCmd) -> ExitCode {
+    let rows = collect(&cmd.cache_dir);
+    if cmd.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("serializes")
+        );
+        return ExitCode::SUCCESS;
+    }
+    if rows.is_empty() {
+        println!("no attachments in {}", cmd.cache_dir.display());
+        return ExitCode::SUCCESS;
+    }
+    let table: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.pod.clone(),
+                short(&r.container_id).to_string(),
+                r.interface.clone(),
+                r.network.clone(),
+                if r.ips.is_empty() {
+                    "-".into()
+                } else {
+                    r.ips.join(",")
+                },
+                if r.mac.is_empty() {
+                    "-".into()
+                } else {
+                    r.mac.clone()
+                },
+                format!("{}{}", r.state, if r.default { " default" } else { "" }),
+            ]
+        })
+        .collect();
+    let header = [
+        "POD",
+        "CONTAINER",
+        "IFACE",
+        "NETWORK",
+        "ADDRESSES",
+        "MAC",
+        "STATE",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &table {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", line(header.to_vec()));
+    for row in &table {
+        println!("{}", line(row.iter().map(String::as_str).collect()));
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_status_and_pending_plans() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("status")).unwrap();
+        std::fs::create_dir_all(d.path().join("plans")).unwrap();
+        std::fs::write(
+            d.path().join("status/c1-eth0.json"),
+            r#"{"kind":"plexusStatusV1","containerId":"c1","ifname":"eth0","podNamespace":"default","podName":"web",
+                "networkStatus":[{"name":"cluster","interface":"eth0","ips":["10.88.0.2"],"mac":"aa:bb:cc:dd:ee:ff","default":true},
+                                 {"name":"default/data","interface":"net1","ips":["10.20.0.2"],"mac":"aa:bb:cc:dd:ee:00"}]}"#,
+        )
+        .unwrap();
+        // c1 finished (status present): its plan is not listed again.
+        std::fs::write(
+            d.path().join("plans/c1-eth0.json"),
+            r#"{"kind":"plexusPlanV1","containerId":"c1","ifname":"eth0","attachments":[{"name":"cluster","ifname":"eth0","master":true,"config":{}}]}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("plans/c2-eth0.json"),
+            r#"{"kind":"plexusPlanV1","containerId":"c2","ifname":"eth0","podNamespace":"ns","podName":"db","attachments":[{"name":"cluster","ifname":"eth0","master":true,"config":{}}]}"#,
+        )
+        .unwrap();
+        std::fs::write(d.path().join("plans/broken.json"), "{").unwrap();
+        let rows = collect(d.path());
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].pod, "default/web");
+        assert_eq!(rows[0].interface, "eth0");
+        assert!(rows[0].default);
+        assert_eq!(rows[1].network, "default/data");
+        assert_eq!(rows[2].pod, "ns/db");
+        assert_eq!(rows[2].state, "pending");
+    }
+
+    #[test]
+    fn empty_or_missing_dir() {
+        assert!(collect(Path::new("/nonexistent/plexus")).is_empty());
+    }
+}
