@@ -8,6 +8,7 @@ PACKAGES=(
   iproute2 iputils-ping nftables iptables
   busybox-static qemu-system-x86 # the test VM (tests/vm)
   time jq
+  podman runc # a real libcni client for the meta plugin test
 )
 
 missing=()
