@@ -40,6 +40,10 @@ pub enum MetaError {
         #[source]
         source: std::io::Error,
     },
+    /// The Kubernetes API failed or refused: code 11 when `transient`
+    /// (unreachable, timeout, 429, 5xx), else code 7.
+    #[error("{msg}")]
+    Kube { msg: String, transient: bool },
     /// Moving the default route failed (code 100).
     #[error("default route: {0}")]
     Route(String),
@@ -51,6 +55,10 @@ impl MetaError {
             MetaError::Config(_) | MetaError::Annotation { .. } | MetaError::Selection(_) => {
                 CniError::invalid_config(self.to_string())
             }
+            MetaError::Kube {
+                transient: true, ..
+            } => CniError::new(ErrorCode::TryAgainLater, self.to_string()),
+            MetaError::Kube { .. } => CniError::invalid_config(self.to_string()),
             MetaError::NotReady(_) | MetaError::Source(_) => {
                 CniError::new(ErrorCode::TryAgainLater, self.to_string())
             }

@@ -11,7 +11,8 @@
 //! * [`cache`]: the plan written before ADD, read by DEL;
 //! * [`delegate`]: running delegates, all-or-nothing ADD;
 //! * [`routes`]: the `default-route` request;
-//! * [`status`]: network-status and the status file.
+//! * [`status`]: network-status and the status file;
+//! * [`kube`]: Kubernetes API mode ([`kube::KubeBackends`]).
 //!
 //! File formats are described in meta/README.md.
 
@@ -20,6 +21,7 @@ pub mod cache;
 pub mod config;
 pub mod delegate;
 pub mod error;
+pub mod kube;
 pub mod nad_store;
 pub mod plan;
 pub mod routes;
@@ -103,6 +105,17 @@ pub struct Meta<B: Backends = LocalBackends, E: Exec + Clone = RawExec, R: Route
     pub backends: B,
     pub exec: E,
     pub routes: R,
+}
+
+impl Meta<kube::KubeBackends> {
+    /// The plugin as the binary runs it: API mode when `kubeconfig` is set.
+    pub fn with_api() -> Self {
+        Meta {
+            backends: kube::KubeBackends::default(),
+            exec: RawExec,
+            routes: NetlinkRoutes,
+        }
+    }
 }
 
 impl Default for Meta {
@@ -224,6 +237,11 @@ impl<B: Backends, E: Exec + Clone, R: RouteOps> Meta<B, E, R> {
             Err(e) => {
                 let rollback = d.del_all(plan.attachments.iter()).err();
                 if rollback.is_none() {
+                    // A status file written before a later sink failed
+                    // must not describe a pod that has no networks.
+                    for s in self.sinks(&c.conf) {
+                        let _ = s.remove(&c.key);
+                    }
                     let _ = plans.remove(&c.key);
                 }
                 Err(with_rollback(e.to_cni(), rollback))

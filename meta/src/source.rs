@@ -148,9 +148,10 @@ impl PodSource for CriAnnotations {
     }
 }
 
-/// Stands in for the Kubernetes API source until API mode lands: asked only
-/// when no other source knows the pod, it says so instead of silently
-/// giving the pod fewer networks than it asked for.
+/// What [`crate::LocalBackends`] (no API client) puts where the API source
+/// would be: asked only when no other source knows the pod, it says so
+/// instead of silently giving the pod fewer networks than it asked for.
+/// The plugin binary uses [`crate::kube::KubeBackends`], which asks the API.
 #[derive(Debug, Clone)]
 pub struct KubeApiUnavailable {
     pub kubeconfig: String,
@@ -160,7 +161,7 @@ impl PodSource for KubeApiUnavailable {
     fn pod(&self, pod: &PodRef) -> Result<Option<PodInfo>, MetaError> {
         Err(MetaError::Config(format!(
             "pod {}/{}: the runtime did not pass the pod's annotations ({CRI_POD_ANNOTATIONS}) and \
-             \"kubeconfig\" ({}) is set, but Kubernetes API mode is not available in this build yet; \
+             \"kubeconfig\" ({}) is set, but these backends have no Kubernetes API client; \
              declare the capability in the plexus conflist entry or remove \"kubeconfig\"",
             pod.namespace, pod.name, self.kubeconfig
         )))
