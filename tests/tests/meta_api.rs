@@ -353,3 +353,25 @@ fn unauthorized_or_unreachable_api_is_a_clear_error() {
     );
     env.assert_clean();
 }
+
+#[test]
+fn del_without_a_plan_and_without_the_pod_still_cleans_up() {
+    require_root!();
+    require_reference_plugins!();
+    let env = Env::new();
+    env.api.add_pod(
+        "default",
+        "web",
+        json!({"k8s.v1.cni.cncf.io/networks": "apinet,data"}),
+    );
+    env.api_nad("default", "apinet", apinet());
+    env.run("add", None).ok();
+    assert_eq!(env.pod_links(), ["eth0", "net1", "net2"]);
+    // Plan lost, pod and NADs gone from the API: DEL asks the API, hears
+    // NotFound, and deletes what the delegates' result cache remembers.
+    std::fs::remove_dir_all(env.cache.join("plans")).unwrap();
+    env.api.remove_pod("default", "web");
+    env.api.state.lock().unwrap().nads.clear();
+    env.run("del", None).ok();
+    env.assert_clean();
+}
