@@ -25,8 +25,8 @@ cargo build --workspace --bins
 step "cargo test (unit and integration)"
 cargo test --workspace --no-fail-fast
 
-if [ -z "${PLEXUS_SKIP_VM:-}" ] && [ -x tests/vm/ipvlan-tests.sh ]; then
-  step "ipvlan tests under a Debian kernel (QEMU)"
-  tests/vm/ipvlan-tests.sh
+if [ -z "${PLEXUS_SKIP_VM:-}" ] && [ -x tests/vm/kernel-tests.sh ]; then
+  step "ipvlan and bridge VLAN tests under a Debian kernel (QEMU)"
+  tests/vm/kernel-tests.sh
 fi
 step "all tests passed"

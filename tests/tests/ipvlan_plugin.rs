@@ -2,7 +2,7 @@
 //!
 //! Most of these tests need a kernel with IPVLAN. Our development and CI
 //! kernels have none, so those tests print a SKIP line there and really run
-//! under `tests/vm/ipvlan-tests.sh` (a Debian kernel in QEMU). Inside the VM
+//! under `tests/vm/kernel-tests.sh` (a Debian kernel in QEMU). Inside the VM
 //! (`PLEXUS_IN_VM=1`) a missing IPVLAN is a failure, not a skip.
 //! One test runs only where IPVLAN is missing: the plugin must answer with
 //! code 101 naming the missing feature and leave nothing behind.
