@@ -3,9 +3,7 @@
 //! DEL can undo exactly what ADD did after the pod, the NADs or the API
 //! server are gone. The format is documented in meta/README.md.
 
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::MetaError;
@@ -110,42 +108,25 @@ impl PlanCache {
     }
 }
 
-/// Write `bytes` to `path` so a reader sees the old file or the new one,
-/// never half of one: temp file in the same directory, fsync, rename.
-/// Directories 0700 and files 0600: plans hold full network configs.
-/// `durable` adds an fsync before the rename.
+/// [`plexus_runtime::cache::write_atomic`] (temp file + rename, 0600 in a
+/// 0700 directory: plans hold full network configs), with the error in our
+/// terms.
 pub fn write_atomic(
     path: &Path,
     bytes: &[u8],
     what: &'static str,
     durable: bool,
 ) -> Result<(), MetaError> {
-    let io = |source| MetaError::Io {
-        what,
-        path: path.display().to_string(),
-        source,
-    };
-    let dir = path.parent().expect("cache paths have a parent");
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().expect("file name").to_string_lossy(),
-        std::process::id()
-    ));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    if durable {
-        f.sync_all().map_err(io)?;
-    }
-    fs::rename(&tmp, path).map_err(io)
+    plexus_runtime::cache::write_atomic(path, bytes, durable).map_err(|e| match e {
+        plexus_runtime::RuntimeError::Cache { path, source } => MetaError::Io {
+            what,
+            path: path.display().to_string(),
+            source,
+        },
+        other => MetaError::Io {
+            what,
+            path: path.display().to_string(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
 }

@@ -126,6 +126,20 @@ impl CniSandbox {
         }
     }
 
+    /// Addresses host-local (ours or the reference) still holds in
+    /// [`CniSandbox::data_dir`]: the files named like an IP address.
+    pub fn leases(&self) -> Vec<String> {
+        Self::files_under(&self.data_dir)
+            .into_iter()
+            .filter(|f| {
+                Path::new(f)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
+            })
+            .collect()
+    }
+
     /// Files below `dir` (relative paths, sorted), for leak checks.
     pub fn files_under(dir: &Path) -> Vec<String> {
         fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {

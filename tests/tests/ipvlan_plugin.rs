@@ -7,7 +7,6 @@
 //! One test runs only where IPVLAN is missing: the plugin must answer with
 //! code 101 naming the missing feature and leave nothing behind.
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -86,19 +85,6 @@ fn write_net(sb: &CniSandbox, net: &str, keys: Value) -> Value {
         .extend(keys.as_object().unwrap().clone());
     sb.write_conf(&format!("10-{net}.conf"), &conf);
     conf
-}
-
-/// Addresses host-local still holds (files named like an IP address).
-fn allocations(sb: &CniSandbox) -> Vec<String> {
-    CniSandbox::files_under(&sb.data_dir)
-        .into_iter()
-        .filter(|f| {
-            Path::new(f)
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
-        })
-        .collect()
 }
 
 /// `ip -d -j link show DEV` of one link.
@@ -216,7 +202,7 @@ fn bad_configs_are_clear_errors_and_leave_nothing() {
 
     assert_links(&pod, &["pm0", "pm0p"]);
     assert_links(&node, &["up0", "up0p"]);
-    assert!(allocations(&sb).is_empty(), "{:?}", allocations(&sb));
+    assert!(sb.leases().is_empty(), "{:?}", sb.leases());
 
     // DEL of a config ADD rejected still works (and releases nothing).
     sb.ctl(&node, "del", "badmode", Some(&pod.path()), &[]).ok();
@@ -246,7 +232,7 @@ fn kernel_without_ipvlan_is_code_101() {
     // Nothing left: no link in either namespace, no address held, no cache.
     assert_links(&pod, &[]);
     assert_links(&node, &["up0", "up0p"]);
-    assert!(allocations(&sb).is_empty(), "{:?}", allocations(&sb));
+    assert!(sb.leases().is_empty(), "{:?}", sb.leases());
     assert!(CniSandbox::files_under(&sb.cache_dir).is_empty());
     // DEL after the failed ADD is fine.
     sb.ctl(&node, "del", "ipvnet", Some(&pod.path()), &[]).ok();
@@ -322,7 +308,7 @@ fn l2_pods_ping_check_del() {
     assert_links(&a, &[]);
     assert_links(&b, &[]);
     assert_links(&node, &["up0", "up0p"]);
-    assert!(allocations(&sb).is_empty(), "{:?}", allocations(&sb));
+    assert!(sb.leases().is_empty(), "{:?}", sb.leases());
 }
 
 #[test]
@@ -366,7 +352,7 @@ fn l3_pair_routes_between_subnets() {
     sb.ctl(&node, "del", "l3b", Some(&b.path()), &[]).ok();
     assert_links(&a, &[]);
     assert_links(&b, &[]);
-    assert!(allocations(&sb).is_empty(), "{:?}", allocations(&sb));
+    assert!(sb.leases().is_empty(), "{:?}", sb.leases());
 }
 
 #[test]
@@ -385,20 +371,20 @@ fn del_releases_ipam_when_netns_or_master_is_gone() {
     let pod = Netns::new("pod");
     let path = pod.path();
     sb.ctl(&node, "add", "gone", Some(&path), &[]).ok();
-    assert_eq!(allocations(&sb).len(), 1);
+    assert_eq!(sb.leases().len(), 1);
     drop(pod);
     assert!(!path.exists());
     sb.ctl(&node, "del", "gone", Some(&path), &[]).ok();
-    assert!(allocations(&sb).is_empty(), "{:?}", allocations(&sb));
+    assert!(sb.leases().is_empty(), "{:?}", sb.leases());
 
     // The master is deleted before DEL (the kernel removes the ipvlan link).
     let pod = Netns::new("pod");
     sb.ctl(&node, "add", "gone", Some(&pod.path()), &[]).ok();
     assert!(pod.has_link("eth0"));
-    assert_eq!(allocations(&sb).len(), 1);
+    assert_eq!(sb.leases().len(), 1);
     node.ip(&["link", "del", "up0"]);
     sb.ctl(&node, "del", "gone", Some(&pod.path()), &[]).ok();
-    assert!(allocations(&sb).is_empty(), "{:?}", allocations(&sb));
+    assert!(sb.leases().is_empty(), "{:?}", sb.leases());
     assert_links(&pod, &[]);
     // And once more, with both gone.
     sb.ctl(&node, "del", "gone", Some(&pod.path()), &[]).ok();
@@ -434,7 +420,7 @@ fn master_defaults_to_the_default_route_interface() {
     assert_error(&e, 100, "not on master \"up0\"");
     sb.ctl(&node, "del", "dflt", Some(&pod.path()), &[]).ok();
     assert_links(&pod, &[]);
-    assert!(allocations(&sb).is_empty());
+    assert!(sb.leases().is_empty());
 }
 
 #[test]
@@ -462,7 +448,7 @@ fn master_inside_the_pod_with_link_in_container() {
     sb.ctl(&node, "del", "incont", Some(&pod.path()), &[]).ok();
     assert_links(&pod, &["pm0", "pm0p"]);
     assert_links(&node, &[]);
-    assert!(allocations(&sb).is_empty());
+    assert!(sb.leases().is_empty());
 }
 
 /// A stand-in for an earlier plugin of a chain: its result names the master
@@ -536,10 +522,10 @@ fn dual_stack_status_and_gc() {
     let notify = a.sh("cat /proc/sys/net/ipv6/conf/eth0/ndisc_notify");
     assert_eq!(String::from_utf8_lossy(&notify.stdout).trim(), "1");
     sb.ctl(&node, "check", "ds", Some(&a.path()), &[]).ok();
-    assert_eq!(allocations(&sb).len(), 4, "{:?}", allocations(&sb));
+    assert_eq!(sb.leases().len(), 4, "{:?}", sb.leases());
     // GC with no valid attachment releases every address.
     sb.ctl_args(&node, &["gc", "ds"], &[]).ok();
-    assert!(allocations(&sb).is_empty(), "{:?}", allocations(&sb));
+    assert!(sb.leases().is_empty(), "{:?}", sb.leases());
     sb.ctl(&node, "del", "ds", Some(&a.path()), &[]).ok();
     sb.ctl(&node, "del", "ds", Some(&b.path()), &[]).ok();
     assert_links(&a, &[]);

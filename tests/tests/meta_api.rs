@@ -140,15 +140,7 @@ impl Env {
     }
 
     fn leases(&self) -> Vec<String> {
-        CniSandbox::files_under(&self.sb.data_dir)
-            .into_iter()
-            .filter(|f| {
-                Path::new(f)
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
-            })
-            .collect()
+        self.sb.leases()
     }
 
     fn assert_clean(&self) {

@@ -152,17 +152,8 @@ impl Env {
         l
     }
 
-    /// Addresses host-local still holds (files named after an IP).
     fn leases(&self) -> Vec<String> {
-        CniSandbox::files_under(&self.sb.data_dir)
-            .into_iter()
-            .filter(|f| {
-                Path::new(f)
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.parse::<std::net::IpAddr>().is_ok())
-            })
-            .collect()
+        self.sb.leases()
     }
 
     /// Everything that must be gone after DEL or a rollback.

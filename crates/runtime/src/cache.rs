@@ -104,7 +104,7 @@ impl ResultCache {
     pub fn write(&self, entry: &CachedAttachment) -> Result<(), RuntimeError> {
         let path = self.path(&entry.network_name, &entry.container_id, &entry.if_name)?;
         let bytes = serde_json::to_vec(entry).expect("cache entry serializes");
-        write_atomic(&path, &bytes)
+        write_atomic(&path, &bytes, true)
     }
 
     pub fn read(
@@ -191,8 +191,11 @@ fn parse_entry(bytes: &[u8], net: &str, cid: &str, ifname: &str) -> Option<Cache
     }
 }
 
-/// Write `bytes` to `path` atomically with mode 0600, creating parents 0700.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+/// Write `bytes` to `path` so a reader sees the old file or the new one,
+/// never half of one (temp file in the same directory, then rename), mode
+/// 0600 with parents created 0700. `durable` adds an fsync before the
+/// rename, for state that must survive a crash or a reboot.
+pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), RuntimeError> {
     let parent = path.parent().expect("cache paths have a parent");
     let err = |source| RuntimeError::Cache {
         path: path.to_path_buf(),
@@ -216,7 +219,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
         .open(&tmp)
         .map_err(err)?;
     f.write_all(bytes).map_err(err)?;
-    f.sync_data().map_err(err)?;
+    if durable {
+        f.sync_data().map_err(err)?;
+    }
     drop(f);
     fs::rename(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
