@@ -2,6 +2,7 @@
 //! read from its cacheDir (plans and status files; see meta/README.md), so
 //! it works without the API server.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -118,16 +119,21 @@ fn short(id: &str) -> &str {
 
 pub fn run(cmd: StatusCmd) -> ExitCode {
     let rows = collect(&cmd.cache_dir);
+    // A closed pipe (e.g. `| head`) is not an error worth reporting.
+    let _ = write_report(&mut std::io::stdout().lock(), &cmd, &rows);
+    ExitCode::SUCCESS
+}
+
+fn write_report(out: &mut impl Write, cmd: &StatusCmd, rows: &[Row]) -> std::io::Result<()> {
     if cmd.json {
-        println!(
+        return writeln!(
+            out,
             "{}",
-            serde_json::to_string_pretty(&rows).expect("serializes")
+            serde_json::to_string_pretty(rows).expect("serializes")
         );
-        return ExitCode::SUCCESS;
     }
     if rows.is_empty() {
-        println!("no attachments in {}", cmd.cache_dir.display());
-        return ExitCode::SUCCESS;
+        return writeln!(out, "no attachments in {}", cmd.cache_dir.display());
     }
     let table: Vec<[String; 7]> = rows
         .iter()
@@ -176,11 +182,11 @@ pub fn run(cmd: StatusCmd) -> ExitCode {
             .trim_end()
             .to_string()
     };
-    println!("{}", line(header.to_vec()));
+    writeln!(out, "{}", line(header.to_vec()))?;
     for row in &table {
-        println!("{}", line(row.iter().map(String::as_str).collect()));
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 #[cfg(test)]
