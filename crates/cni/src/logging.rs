@@ -4,18 +4,32 @@
 //! The level comes from `PLEXUS_LOG` (an `EnvFilter` directive, default
 //! `warn`) or from a config's `logLevel`; the destination from a config's
 //! `logFile` (appended to), else stderr.
+//!
+//! When none of the three is set (the common case on a node), a minimal
+//! subscriber prints warnings and errors to stderr: building an `EnvFilter`
+//! and the `fmt` machinery costs more start-up time and memory than a whole
+//! short-lived plugin call otherwise needs.
 
+use std::fmt::Write as _;
 use std::fs::OpenOptions;
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::Mutex;
 
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::EnvFilter;
 
 /// Install the global subscriber. Safe to call more than once: later calls
 /// are ignored (the first configuration wins).
 pub fn init(level: Option<&str>, file: Option<&Path>) {
-    let filter = std::env::var("PLEXUS_LOG")
-        .ok()
+    let env = std::env::var("PLEXUS_LOG").ok();
+    if env.is_none() && level.is_none() && file.is_none() {
+        let _ = tracing::subscriber::set_global_default(WarnToStderr);
+        return;
+    }
+    let filter = env
         .or_else(|| level.map(|l| l.to_ascii_lowercase()))
         .and_then(|d| EnvFilter::try_new(d).ok())
         .unwrap_or_else(|| EnvFilter::new("warn"));
@@ -37,4 +51,84 @@ pub fn init(level: Option<&str>, file: Option<&Path>) {
             .try_init(),
         None => builder.with_writer(std::io::stderr).try_init(),
     };
+}
+
+/// The default subscriber: WARN and ERROR events, one line each on stderr
+/// (`LEVEL message key=value ...`). Spans are not tracked.
+struct WarnToStderr;
+
+impl Subscriber for WarnToStderr {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        *metadata.level() <= Level::WARN
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::WARN)
+    }
+
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        let mut line = format!("{:>5} ", event.metadata().level());
+        let mut fields = Fields {
+            message: String::new(),
+            rest: String::new(),
+        };
+        event.record(&mut fields);
+        line.push_str(&fields.message);
+        line.push_str(&fields.rest);
+        line.push('\n');
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+
+    fn enter(&self, _: &Id) {}
+
+    fn exit(&self, _: &Id) {}
+}
+
+struct Fields {
+    message: String,
+    rest: String,
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let _ = write!(self.rest, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            let _ = write!(self.rest, " {}={value:?}", field.name());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_subscriber_levels() {
+        let s = WarnToStderr;
+        let d = tracing::Dispatch::new(s);
+        tracing::dispatcher::with_default(&d, || {
+            assert!(tracing::enabled!(Level::ERROR));
+            assert!(tracing::enabled!(Level::WARN));
+            assert!(!tracing::enabled!(Level::INFO));
+            assert!(!tracing::enabled!(Level::DEBUG));
+            tracing::warn!(code = 7, "printed to stderr");
+        });
+    }
 }
