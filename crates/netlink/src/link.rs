@@ -493,6 +493,16 @@ fn link_msg(index: u32) -> LinkMessage {
     m
 }
 
+/// What ipvlan and macvlan links share: a name, a master and where to
+/// create them.
+struct OnMaster<'a> {
+    name: &'a str,
+    mtu: Option<u32>,
+    mac: Option<MacAddr>,
+    master: u32,
+    netns: Option<&'a Netns>,
+}
+
 fn info_attr(kind: InfoKind, data: Option<InfoData>) -> LinkAttribute {
     let mut infos = vec![LinkInfo::Kind(kind)];
     if let Some(d) = data {
@@ -771,57 +781,64 @@ impl Netlink {
     /// `None` if it was created directly in `spec.netns`.
     /// On kernels without ipvlan this fails with [`Error::is_not_supported`].
     pub async fn create_ipvlan(&self, x: &Ipvlan<'_>) -> Result<Option<Link>> {
-        validate_ifname(&x.name)?;
-        let mut m = LinkMessage::default();
-        common_attrs(&mut m, &x.name, x.mtu, None);
-        m.attributes.push(LinkAttribute::Link(x.master));
-        if let Some(ns) = x.netns {
-            m.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
-        }
-        m.attributes.push(info_attr(
-            InfoKind::IpVlan,
-            Some(InfoData::IpVlan(vec![InfoIpVlan::Mode(x.mode.into())])),
-        ));
-        self.new_link(
-            m,
-            format!(
-                "create ipvlan {:?} (master #{}, {:?})",
-                x.name, x.master, x.mode
-            ),
-        )
-        .await?;
-        tracing::debug!(netns = self.netns(), name = %x.name, "created ipvlan");
-        match x.netns {
-            Some(_) => Ok(None),
-            None => self.link(&x.name).await.map(Some),
-        }
+        let info = InfoData::IpVlan(vec![InfoIpVlan::Mode(x.mode.into())]);
+        let what = format!("ipvlan {:?} (master #{}, {:?})", x.name, x.master, x.mode);
+        let on = OnMaster {
+            name: &x.name,
+            mtu: x.mtu,
+            mac: None,
+            master: x.master,
+            netns: x.netns,
+        };
+        self.create_on_master(on, InfoKind::IpVlan, info, what)
+            .await
     }
 
     /// Creates a MACVLAN device on `master`; see [`Netlink::create_ipvlan`].
     pub async fn create_macvlan(&self, x: &Macvlan<'_>) -> Result<Option<Link>> {
-        validate_ifname(&x.name)?;
+        let info = InfoData::MacVlan(vec![InfoMacVlan::Mode(x.mode.into())]);
+        let what = format!("macvlan {:?} (master #{}, {:?})", x.name, x.master, x.mode);
+        let on = OnMaster {
+            name: &x.name,
+            mtu: x.mtu,
+            mac: x.mac,
+            master: x.master,
+            netns: x.netns,
+        };
+        self.create_on_master(on, InfoKind::MacVlan, info, what)
+            .await
+    }
+
+    /// A link stacked on `master` (ipvlan, macvlan), created in this
+    /// namespace or directly in `netns`; the link is returned only when it
+    /// is here to look up.
+    async fn create_on_master(
+        &self,
+        on: OnMaster<'_>,
+        kind: InfoKind,
+        info: InfoData,
+        what: String,
+    ) -> Result<Option<Link>> {
+        let OnMaster {
+            name,
+            mtu,
+            mac,
+            master,
+            netns,
+        } = on;
+        validate_ifname(name)?;
         let mut m = LinkMessage::default();
-        common_attrs(&mut m, &x.name, x.mtu, x.mac);
-        m.attributes.push(LinkAttribute::Link(x.master));
-        if let Some(ns) = x.netns {
+        common_attrs(&mut m, name, mtu, mac);
+        m.attributes.push(LinkAttribute::Link(master));
+        if let Some(ns) = netns {
             m.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
         }
-        m.attributes.push(info_attr(
-            InfoKind::MacVlan,
-            Some(InfoData::MacVlan(vec![InfoMacVlan::Mode(x.mode.into())])),
-        ));
-        self.new_link(
-            m,
-            format!(
-                "create macvlan {:?} (master #{}, {:?})",
-                x.name, x.master, x.mode
-            ),
-        )
-        .await?;
-        tracing::debug!(netns = self.netns(), name = %x.name, "created macvlan");
-        match x.netns {
+        m.attributes.push(info_attr(kind, Some(info)));
+        self.new_link(m, format!("create {what}")).await?;
+        tracing::debug!(netns = self.netns(), name = %name, "created {what}");
+        match netns {
             Some(_) => Ok(None),
-            None => self.link(&x.name).await.map(Some),
+            None => self.link(name).await.map(Some),
         }
     }
 
