@@ -2,29 +2,20 @@
 //! the API stand-in (tests/src/apiserver.rs), listening on the node
 //! namespace's loopback where plexusctl and the plugin run. Pods and NADs
 //! come from it, the network-status annotation goes to it; the real kube
-//! client talks to it. Delegates are the reference plugins.
+//! client talks to it. Delegates are those conf/ names (plexus-bridge,
+//! plexus-host-local, the reference macvlan, ptp and portmap).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use plexus_k8s::NETWORK_STATUS_ANNOTATION;
 use plexus_tests::apiserver::FakeApiServer;
+use plexus_tests::example::{localize, ExampleNode};
 use plexus_tests::{require_reference_plugins, require_root, CniSandbox, CtlOutput, Netns};
 use serde_json::{json, Value};
 
 const POD_ARGS: &str = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web";
 const POD_GET: &str = "GET /api/v1/namespaces/default/pods/web";
 const STATUS_PATCH: &str = "PATCH /api/v1/namespaces/default/pods/web/status";
-
-fn conf_src() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf")
-}
-
-/// What a real node has and a test node has not: the IPAM data dir and the
-/// macvlan uplink.
-fn localize(text: &str, sb: &CniSandbox) -> String {
-    text.replace("/var/lib/cni/networks", &sb.data_dir.display().to_string())
-        .replace(r#"\"master\":\"eth1\""#, r#"\"master\":\"uplink0\""#)
-}
 
 /// Rewrites the stand-in's kubeconfig text.
 type EditKubeconfig = dyn Fn(&FakeApiServer, String) -> String;
@@ -48,49 +39,28 @@ impl Env {
 
     /// `kubeconfig`: a replacement for the stand-in's (wrong token, port).
     fn with_kubeconfig(edit: Option<&EditKubeconfig>) -> Env {
-        let sb = CniSandbox::new();
-        let node = Netns::new("node");
-        let pod = Netns::new("pod");
-        node.ip(&[
-            "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p",
-        ]);
-        node.ip(&["link", "set", "uplink0", "up"]);
-        node.ip(&["link", "set", "uplink0p", "up"]);
-        let api = FakeApiServer::start_in(&node);
-        let plexus_dir = sb.dir.path().join("plexus-net.d");
-        let attachments = sb.dir.path().join("attachments");
-        let cache = sb.dir.path().join("plexus-cache");
-        for (from, to) in [
-            (conf_src().join("plexus/net.d"), &plexus_dir),
-            (conf_src().join("plexus/attachments"), &attachments),
-        ] {
-            std::fs::create_dir_all(to).unwrap();
-            for f in std::fs::read_dir(&from).unwrap() {
-                let f = f.unwrap().path();
-                let text = std::fs::read_to_string(&f).unwrap();
-                std::fs::write(to.join(f.file_name().unwrap()), localize(&text, &sb)).unwrap();
-            }
-        }
+        let ex = ExampleNode::new();
+        let api = FakeApiServer::start_in(&ex.node);
         let kubeconfig = match edit {
             None => api.kubeconfig.clone(),
             Some(edit) => {
-                let p = sb.dir.path().join("kubeconfig-edited");
+                let p = ex.sb.dir.path().join("kubeconfig-edited");
                 let text = std::fs::read_to_string(&api.kubeconfig).unwrap();
                 std::fs::write(&p, edit(&api, text)).unwrap();
                 p
             }
         };
-        let mut conf: Value =
-            serde_json::from_slice(&std::fs::read(conf_src().join("plexus.conflist")).unwrap())
-                .unwrap();
-        let p = &mut conf["plugins"][0];
-        p["confDir"] = json!(plexus_dir);
-        p["attachmentsDir"] = json!(attachments);
-        p["cacheDir"] = json!(cache);
-        p["kubeconfig"] = json!(kubeconfig);
-        p["logFile"] = json!(sb.dir.path().join("plexus.log"));
-        p["logLevel"] = json!("debug");
-        sb.write_conf("00-plexus.conflist", &conf);
+        let mut extra = serde_json::Map::new();
+        extra.insert("kubeconfig".into(), json!(kubeconfig));
+        ex.write_plexus_conflist(&extra);
+        let ExampleNode {
+            sb,
+            node,
+            pod,
+            attachments,
+            cache,
+            ..
+        } = ex;
         Env {
             api,
             sb,

@@ -1,19 +1,17 @@
 //! The `plexus` meta plugin driven through `plexusctl cni` in a node netns,
 //! with the example configuration from conf/ (cluster network + NADs from
 //! an attachmentsDir) and pod annotations passed as CAP_ARGS, the way
-//! containerd passes `io.kubernetes.cri.pod-annotations`. Delegates are the
-//! reference plugins (bridge, macvlan, ptp, host-local).
+//! containerd passes `io.kubernetes.cri.pod-annotations`. Delegates are those
+//! conf/ names: plexus-bridge and plexus-host-local, plus the reference
+//! macvlan, ptp and portmap.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use plexus_tests::example::{localize, ExampleNode};
 use plexus_tests::{require_reference_plugins, require_root, CniSandbox, CtlOutput, Netns};
 use serde_json::{json, Value};
 
 const POD_ARGS: &str = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web";
-
-fn conf_src() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf")
-}
 
 /// A node with the example configuration installed into a sandbox.
 struct Env {
@@ -25,64 +23,18 @@ struct Env {
     cache: PathBuf,
 }
 
-/// Rewrite what a real node would have but a test node has not: the IPAM
-/// data dir and the macvlan uplink. `PLEXUS_TEST_IPAM=plexus-host-local`
-/// swaps the IPAM plugin of every network.
-fn localize(text: &str, sb: &CniSandbox) -> String {
-    let mut t = text
-        .replace("/var/lib/cni/networks", &sb.data_dir.display().to_string())
-        .replace(r#"\"master\":\"eth1\""#, r#"\"master\":\"uplink0\""#);
-    if let Ok(ipam) = std::env::var("PLEXUS_TEST_IPAM") {
-        for q in ["\"", "\\\""] {
-            for sep in [":", ": "] {
-                t = t.replace(
-                    &format!("{q}type{q}{sep}{q}host-local{q}"),
-                    &format!("{q}type{q}{sep}{q}{ipam}{q}"),
-                );
-            }
-        }
-    }
-    t
-}
-
 impl Env {
     fn new(extra: Value) -> Env {
-        let sb = CniSandbox::new();
-        let node = Netns::new("node");
-        let pod = Netns::new("pod");
-        // The macvlan uplink: one end of a veth pair in the node.
-        node.ip(&[
-            "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p",
-        ]);
-        node.ip(&["link", "set", "uplink0", "up"]);
-        node.ip(&["link", "set", "uplink0p", "up"]);
-        let plexus_dir = sb.dir.path().join("plexus-net.d");
-        let attachments = sb.dir.path().join("attachments");
-        let cache = sb.dir.path().join("plexus-cache");
-        for (from, to) in [
-            (conf_src().join("plexus/net.d"), &plexus_dir),
-            (conf_src().join("plexus/attachments"), &attachments),
-        ] {
-            std::fs::create_dir_all(to).unwrap();
-            for f in std::fs::read_dir(&from).unwrap() {
-                let f = f.unwrap().path();
-                let text = std::fs::read_to_string(&f).unwrap();
-                std::fs::write(to.join(f.file_name().unwrap()), localize(&text, &sb)).unwrap();
-            }
-        }
-        let mut conf: Value =
-            serde_json::from_slice(&std::fs::read(conf_src().join("plexus.conflist")).unwrap())
-                .unwrap();
-        let p = &mut conf["plugins"][0];
-        p["confDir"] = json!(plexus_dir);
-        p["attachmentsDir"] = json!(attachments);
-        p["cacheDir"] = json!(cache);
-        p["logFile"] = json!(sb.dir.path().join("plexus.log"));
-        p["logLevel"] = json!("debug");
-        for (k, v) in extra.as_object().unwrap() {
-            p[k] = v.clone();
-        }
-        sb.write_conf("00-plexus.conflist", &conf);
+        let ex = ExampleNode::new();
+        ex.write_plexus_conflist(extra.as_object().unwrap());
+        let ExampleNode {
+            sb,
+            node,
+            pod,
+            plexus_dir,
+            attachments,
+            cache,
+        } = ex;
         Env {
             sb,
             node,
