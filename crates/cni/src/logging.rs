@@ -1,14 +1,17 @@
 //! Logging for plugin binaries: `tracing` to stderr or a file, never stdout,
 //! because stdout carries the CNI result.
 //!
-//! The level comes from `PLEXUS_LOG` (an `EnvFilter` directive, default
-//! `warn`) or from a config's `logLevel`; the destination from a config's
-//! `logFile` (appended to), else stderr.
+//! The level comes from `PLEXUS_LOG` (`level` or `target=level,...`
+//! directives, default `warn`) or from a config's `logLevel` (also Multus's
+//! `verbose` and `panic`); the destination from a config's `logFile`
+//! (appended to), else stderr.
 //!
+//! Filtering uses `Targets`, not `EnvFilter`: EnvFilter drags in a regex
+//! engine, a few hundred KiB of code that a plugin's peak RSS would pay for.
 //! When none of the three is set (the common case on a node), a minimal
-//! subscriber prints warnings and errors to stderr: building an `EnvFilter`
-//! and the `fmt` machinery costs more start-up time and memory than a whole
-//! short-lived plugin call otherwise needs.
+//! subscriber prints warnings and errors to stderr: the `fmt` machinery costs
+//! more start-up time and memory than a whole short-lived plugin call
+//! otherwise needs.
 
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
@@ -19,7 +22,9 @@ use std::sync::Mutex;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Install the global subscriber. Safe to call more than once: later calls
 /// are ignored (the first configuration wins).
@@ -30,12 +35,11 @@ pub fn init(level: Option<&str>, file: Option<&Path>) {
         return;
     }
     let filter = env
-        .or_else(|| level.map(|l| l.to_ascii_lowercase()))
-        .and_then(|d| EnvFilter::try_new(d).ok())
-        .unwrap_or_else(|| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+        .as_deref()
+        .or(level)
+        .and_then(parse_filter)
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::WARN));
+    let builder = tracing_subscriber::fmt().with_target(false);
     let opened = file.and_then(|p| {
         OpenOptions::new()
             .create(true)
@@ -48,9 +52,27 @@ pub fn init(level: Option<&str>, file: Option<&Path>) {
         Some(f) => builder
             .with_ansi(false)
             .with_writer(Mutex::new(f))
+            .finish()
+            .with(filter)
             .try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
+        None => builder
+            .with_writer(std::io::stderr)
+            .finish()
+            .with(filter)
+            .try_init(),
     };
+}
+
+/// `debug`, `plexus_meta=trace,warn`, or one of Multus's `logLevel` words
+/// (`verbose` = trace, `panic` = error). None when it does not parse.
+fn parse_filter(directives: &str) -> Option<Targets> {
+    let d = directives.trim().to_ascii_lowercase();
+    let d = match d.as_str() {
+        "verbose" => "trace",
+        "panic" => "error",
+        other => other,
+    };
+    d.parse().ok()
 }
 
 /// The default subscriber: WARN and ERROR events, one line each on stderr
@@ -118,6 +140,22 @@ impl Visit for Fields {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_parse() {
+        let t = parse_filter("debug").unwrap();
+        assert!(t.would_enable("anything", &Level::DEBUG));
+        assert!(!t.would_enable("anything", &Level::TRACE));
+        let t = parse_filter("VERBOSE").unwrap();
+        assert!(t.would_enable("x", &Level::TRACE));
+        let t = parse_filter("panic").unwrap();
+        assert!(!t.would_enable("x", &Level::WARN));
+        assert!(t.would_enable("x", &Level::ERROR));
+        let t = parse_filter("warn,plexus_meta=trace").unwrap();
+        assert!(t.would_enable("plexus_meta::plan", &Level::TRACE));
+        assert!(!t.would_enable("plexus_runtime", &Level::INFO));
+        assert!(parse_filter("plexus=loud").is_none());
+    }
 
     #[test]
     fn default_subscriber_levels() {
