@@ -25,6 +25,9 @@ const NLMSGERR_ATTR_MSG: u16 = 1;
 pub struct Netlink {
     handle: rtnetlink::Handle,
     netns: Arc<str>,
+    /// Kept for work that must happen in the namespace outside this
+    /// socket, e.g. [`Netlink::delete_link_detached`].
+    ns: Arc<Netns>,
     _conn: Arc<ConnTask>,
 }
 
@@ -55,6 +58,7 @@ impl Netlink {
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|e| Error::protocol(ctx(), format!("no tokio runtime: {e}")))?;
         let rt2 = rt.clone();
+        let ns_handle = Arc::new(ns.try_clone()?);
         let (conn, handle) = ns
             .run_async(move || -> std::io::Result<_> {
                 let _guard = rt2.enter();
@@ -74,6 +78,7 @@ impl Netlink {
         Ok(Netlink {
             handle,
             netns: label,
+            ns: ns_handle,
             _conn: Arc::new(ConnTask(task)),
         })
     }
@@ -89,6 +94,11 @@ impl Netlink {
     /// connection task.
     pub fn rtnetlink(&self) -> &rtnetlink::Handle {
         &self.handle
+    }
+
+    pub(crate) fn netns_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.ns.as_raw_fd()
     }
 
     pub(crate) fn ctx(&self, what: impl fmt::Display) -> String {

@@ -6,12 +6,15 @@
 //!   are methods grouped by module: [`link`], [`addr`], [`route`],
 //!   [`neigh`], [`fdb`].
 //! * [`sysctl`]: get/set inside a namespace.
+//! * [`detached`]: link deletion that does not wait for the kernel to free
+//!   the device.
 //! * [`Error`]: one error type with `is_not_found` / `is_exists` /
 //!   `is_not_supported` for idempotent DEL and clear feature reports.
 //!
 //! Logging goes through `tracing`; nothing is printed to stdout.
 
 pub mod addr;
+pub mod detached;
 pub mod error;
 pub mod fdb;
 pub mod handle;

@@ -487,7 +487,7 @@ pub struct BridgeVlanEntry {
     pub untagged: bool,
 }
 
-fn link_msg(index: u32) -> LinkMessage {
+pub(crate) fn link_msg(index: u32) -> LinkMessage {
     let mut m = LinkMessage::default();
     m.header.index = index;
     m
