@@ -6,6 +6,8 @@
 //!   are methods grouped by module: [`link`], [`addr`], [`route`],
 //!   [`neigh`], [`fdb`].
 //! * [`sysctl`]: get/set inside a namespace.
+//! * [`nft`]: nftables over NETLINK_NETFILTER (batches of tables, chains
+//!   and rules; chain listing), without the `nft` binary.
 //! * [`detached`]: link deletion that does not wait for the kernel to free
 //!   the device.
 //! * [`Error`]: one error type with `is_not_found` / `is_exists` /
@@ -22,6 +24,7 @@ pub mod link;
 pub mod mac;
 pub mod neigh;
 pub mod netns;
+pub mod nft;
 pub mod route;
 pub mod sysctl;
 
