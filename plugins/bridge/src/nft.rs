@@ -1,25 +1,49 @@
-//! nftables rules for ipMasq and macspoofchk, through the `nft` CLI in the
-//! current (node) network namespace.
+//! nftables rules for ipMasq and macspoofchk, sent over NETLINK_NETFILTER
+//! ([`plexus_netlink::nft`]) in the current (node) network namespace.
 //!
 //! Every attachment gets its own *base* chains, named from a hash of
 //! network, interface and container ID, in Plexus's own tables
 //! (`inet plexus_bridge` for masquerading, `bridge plexus_bridge` for the MAC
 //! spoof check). Nothing else references those chains, so DEL removes them
-//! with one fixed script (`add; flush; delete`) that needs neither the pod
+//! with one fixed batch (`add; flush; delete`) that needs neither the pod
 //! netns nor its addresses, succeeds when they are already gone, and never
 //! has to list the ruleset first. Chains and rules carry a comment naming
 //! the network, interface and container ID so an operator can find them.
-
-use std::io::Write;
-use std::process::{Command, Stdio};
+//!
+//! The batches are what `nft -f` sends for the equivalent script (the unit
+//! tests compare the bytes), so `nft list ruleset` prints the same rules as
+//! when Plexus ran the `nft` binary, without its fork+exec and memory.
 
 use ipnet::IpNet;
+pub use plexus_netlink::nft::Batch;
+use plexus_netlink::nft::{
+    self, BaseChain, ChainType, CmpOp, Expr, Family, Hook, MetaKey, PayloadBase, Policy,
+};
+use plexus_netlink::MacAddr;
 use sha2::{Digest, Sha256};
+
+pub use plexus_netlink::Error as NftError;
 
 pub const TABLE: &str = "plexus_bridge";
 /// nftables comments hold at most 128 bytes.
-const COMMENT_MAX: usize = 128;
+const COMMENT_MAX: usize = nft::COMMENT_MAX;
 const COMMENT_PREFIX: &str = "plexus-bridge";
+
+/// `type nat hook postrouting priority srcnat; policy accept;`
+const MASQ_CHAIN: BaseChain = BaseChain {
+    chain_type: ChainType::Nat,
+    hook: Hook::Postrouting,
+    priority: nft::priority::SRCNAT,
+    policy: Policy::Accept,
+};
+
+/// `type filter hook prerouting priority -300; policy accept;`
+const SPOOF_CHAIN: BaseChain = BaseChain {
+    chain_type: ChainType::Filter,
+    hook: Hook::Prerouting,
+    priority: nft::priority::BRIDGE_DSTNAT,
+    policy: Policy::Accept,
+};
 
 /// One attachment's identity.
 #[derive(Debug, Clone, Copy)]
@@ -51,8 +75,10 @@ impl Attachment<'_> {
     }
 
     /// `plexus-bridge net: NET, if: IF, id: CONTAINERID` (truncated to fit).
+    /// Quotes, backslashes and newlines are dropped, as they were when the
+    /// comment went through an `nft` script, so comments stay the same.
     pub fn comment(&self) -> String {
-        let clean = |s: &str| s.replace(['"', '\\', '\n'], "");
+        let clean = |s: &str| s.replace(['"', '\\', '\n', '\0'], "");
         let mut c = format!(
             "{COMMENT_PREFIX} net: {}, if: {}, id: {}",
             clean(self.network),
@@ -78,178 +104,159 @@ fn parse_comment(c: &str) -> Option<(&str, &str, &str)> {
     Some((net, ifname, id))
 }
 
-fn masq_chain_decl(a: &Attachment) -> String {
-    format!(
-        "add table inet {TABLE}\nadd chain inet {TABLE} {} {{ type nat hook postrouting priority srcnat; policy accept; comment \"{}\"; }}\n",
-        a.masq_chain(),
-        a.comment()
-    )
+/// `add table; add chain { ... comment }; flush chain` for one chain.
+fn declare(b: &mut Batch, family: Family, chain: &str, base: &BaseChain, comment: &str) {
+    b.add_table(family, TABLE)
+        .add_chain(family, TABLE, chain, Some(base), Some(comment))
+        .flush_chain(family, TABLE, chain);
 }
 
-fn spoof_chain_decl(a: &Attachment) -> String {
-    format!(
-        "add table bridge {TABLE}\nadd chain bridge {TABLE} {} {{ type filter hook prerouting priority -300; policy accept; comment \"{}\"; }}\n",
-        a.spoof_chain(),
-        a.comment()
-    )
+/// `ip saddr A ip daddr != SUBNET ip daddr != 224.0.0.0/4 masquerade`
+/// (`ip6 ... ff00::/8` for IPv6), preceded by the `meta nfproto ipv4|ipv6`
+/// that `nft` adds in the inet family.
+fn masq_exprs(ip: &IpNet) -> Vec<Expr> {
+    let net = PayloadBase::Network;
+    // (nfproto, saddr offset, daddr offset, address, subnet, multicast range)
+    let (nfproto, saddr, daddr, addr, subnet, mcast, mcast_len): (u8, u32, u32, Vec<u8>, _, _, _) =
+        match ip {
+            IpNet::V4(n) => (
+                2, // NFPROTO_IPV4
+                12,
+                16,
+                n.addr().octets().to_vec(),
+                n.trunc().addr().octets().to_vec(),
+                [224, 0, 0, 0].to_vec(),
+                4,
+            ),
+            IpNet::V6(n) => {
+                let mut ff00 = [0u8; 16];
+                ff00[0] = 0xff;
+                (
+                    10, // NFPROTO_IPV6
+                    8,
+                    24,
+                    n.addr().octets().to_vec(),
+                    n.trunc().addr().octets().to_vec(),
+                    ff00.to_vec(),
+                    8,
+                )
+            }
+        };
+    let full = addr.len() as u32 * 8;
+    let mut e = vec![
+        Expr::Meta(MetaKey::NfProto),
+        Expr::cmp(CmpOp::Eq, &[nfproto]),
+    ];
+    e.extend(Expr::prefix_match(net, saddr, &addr, full, CmpOp::Eq));
+    e.extend(Expr::prefix_match(
+        net,
+        daddr,
+        &subnet,
+        ip.prefix_len().into(),
+        CmpOp::Neq,
+    ));
+    e.extend(Expr::prefix_match(
+        net,
+        daddr,
+        &mcast,
+        mcast_len,
+        CmpOp::Neq,
+    ));
+    e.push(Expr::Masq);
+    e
 }
 
 /// Masquerade traffic from each of `ips` to anything outside its subnet
 /// (multicast excepted), like the reference's nftables backend.
-pub fn masq_script(a: &Attachment, ips: &[IpNet]) -> String {
-    let chain = a.masq_chain();
-    let mut s = masq_chain_decl(a);
-    s += &format!("flush chain inet {TABLE} {chain}\n");
+pub fn add_masq(b: &mut Batch, a: &Attachment, ips: &[IpNet]) {
+    let (chain, comment) = (a.masq_chain(), a.comment());
+    declare(b, Family::Inet, &chain, &MASQ_CHAIN, &comment);
     for ip in ips {
-        let (fam, mcast) = if ip.addr().is_ipv4() {
-            ("ip", "224.0.0.0/4")
-        } else {
-            ("ip6", "ff00::/8")
-        };
-        s += &format!(
-            "add rule inet {TABLE} {chain} {fam} saddr {} {fam} daddr != {} {fam} daddr != {mcast} masquerade comment \"{}\"\n",
-            ip.addr(),
-            ip.trunc(),
-            a.comment()
-        );
+        b.add_rule(Family::Inet, TABLE, &chain, &masq_exprs(ip), Some(&comment));
     }
-    s
 }
 
-/// Drop frames entering from `host_veth` whose source MAC is not `mac`.
-pub fn spoof_script(a: &Attachment, host_veth: &str, mac: &str) -> String {
-    let chain = a.spoof_chain();
-    let mut s = spoof_chain_decl(a);
-    s += &format!("flush chain bridge {TABLE} {chain}\n");
-    s += &format!(
-        "add rule bridge {TABLE} {chain} iifname \"{host_veth}\" ether saddr != {mac} drop comment \"{}\"\n",
-        a.comment()
-    );
-    s
+/// Drop frames entering from `host_veth` whose source MAC is not `mac`:
+/// `iifname "HOSTVETH" ether saddr != MAC drop`.
+pub fn add_spoof(b: &mut Batch, a: &Attachment, host_veth: &str, mac: MacAddr) {
+    let (chain, comment) = (a.spoof_chain(), a.comment());
+    declare(b, Family::Bridge, &chain, &SPOOF_CHAIN, &comment);
+    // The kernel compares the whole IFNAMSIZ field, NUL padded (as nft).
+    let mut ifname = [0u8; 16];
+    let n = host_veth.len().min(15);
+    ifname[..n].copy_from_slice(&host_veth.as_bytes()[..n]);
+    let exprs = [
+        Expr::Meta(MetaKey::IifName),
+        Expr::cmp(CmpOp::Eq, &ifname),
+        // ether saddr: 6 bytes at offset 6 of the Ethernet header.
+        Expr::Payload {
+            base: PayloadBase::LinkLayer,
+            offset: 6,
+            len: 6,
+        },
+        Expr::cmp(CmpOp::Neq, &mac.octets()),
+        Expr::Verdict(nft::Verdict::Drop),
+    ];
+    b.add_rule(Family::Bridge, TABLE, &chain, &exprs, Some(&comment));
 }
 
 /// Removes the attachment's chains; succeeds when they do not exist.
-pub fn teardown_script(a: &Attachment, masq: bool, spoof: bool) -> String {
-    let mut s = String::new();
+pub fn teardown(a: &Attachment, masq: bool, spoof: bool) -> Batch {
+    let mut b = Batch::new();
+    let comment = a.comment();
     if masq {
-        s += &masq_chain_decl(a);
-        s += &format!(
-            "flush chain inet {TABLE} {c}\ndelete chain inet {TABLE} {c}\n",
-            c = a.masq_chain()
-        );
+        let chain = a.masq_chain();
+        declare(&mut b, Family::Inet, &chain, &MASQ_CHAIN, &comment);
+        b.delete_chain(Family::Inet, TABLE, &chain);
     }
     if spoof {
-        s += &spoof_chain_decl(a);
-        s += &format!(
-            "flush chain bridge {TABLE} {c}\ndelete chain bridge {TABLE} {c}\n",
-            c = a.spoof_chain()
-        );
+        let chain = a.spoof_chain();
+        declare(&mut b, Family::Bridge, &chain, &SPOOF_CHAIN, &comment);
+        b.delete_chain(Family::Bridge, TABLE, &chain);
     }
-    s
+    b
 }
 
-fn nft_binary() -> &'static str {
-    for p in ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft", "/bin/nft"] {
-        if std::path::Path::new(p).exists() {
-            return p;
-        }
-    }
-    "nft"
-}
-
-/// Error from running nft: whether the binary is missing, and the message.
-#[derive(Debug)]
-pub struct NftError {
-    pub missing: bool,
-    pub msg: String,
-}
-
-impl std::fmt::Display for NftError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.msg)
-    }
-}
-
-fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
-    let bin = nft_binary();
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| NftError {
-            missing: e.kind() == std::io::ErrorKind::NotFound,
-            msg: format!("cannot run {bin}: {e}"),
-        })?;
-    if let (Some(script), Some(mut w)) = (stdin, child.stdin.take()) {
-        let _ = w.write_all(script.as_bytes());
-    }
-    let out = child.wait_with_output().map_err(|e| NftError {
-        missing: false,
-        msg: format!("nft: {e}"),
-    })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(NftError {
-            missing: false,
-            msg: format!(
-                "nft {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        })
-    }
-}
-
-/// Applies a script atomically (`nft -f -`).
-pub fn apply(script: &str) -> Result<(), NftError> {
-    if script.is_empty() {
+/// Applies a batch atomically in the calling thread's network namespace;
+/// an empty batch does nothing (and opens no socket).
+pub fn apply(b: &Batch) -> Result<(), NftError> {
+    if b.is_empty() {
         return Ok(());
     }
-    tracing::debug!(script, "nft -f -");
-    nft(&["-f", "-"], Some(script)).map(|_| ())
+    let sock = nft::Socket::open()?;
+    b.commit(&sock)
 }
 
-/// Chains in our tables that belong to `network` but to none of `valid`
-/// attachments (container ID, ifname); returns a script deleting them.
-pub fn gc_script(network: &str, valid: &[(String, String)]) -> Result<String, NftError> {
-    let mut s = String::new();
-    for family in ["inet", "bridge"] {
-        let listing = match nft(&["-j", "list", "table", family, TABLE], None) {
-            Ok(l) => l,
-            Err(e) if e.missing || e.msg.contains("No such file") => continue,
-            Err(e) => return Err(e),
-        };
-        let v: serde_json::Value = serde_json::from_str(&listing).map_err(|e| NftError {
-            missing: false,
-            msg: format!("cannot parse nft -j output: {e}"),
-        })?;
-        for item in v["nftables"].as_array().into_iter().flatten() {
-            let Some(chain) = item.get("chain") else {
-                continue;
-            };
-            let (Some(name), Some(comment)) = (chain["name"].as_str(), chain["comment"].as_str())
-            else {
-                continue;
-            };
-            let Some((net, ifname, id)) = parse_comment(comment) else {
+/// Deletes the chains in our tables that belong to `network` but to none
+/// of the `valid` attachments (container ID, ifname). A kernel without
+/// nf_tables cannot hold any: nothing to do.
+pub fn gc(network: &str, valid: &[(String, String)]) -> Result<(), NftError> {
+    match collect(network, valid) {
+        Err(e) if e.is_not_supported() => {
+            tracing::debug!("{e}: no nftables chains to collect");
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+fn collect(network: &str, valid: &[(String, String)]) -> Result<(), NftError> {
+    let sock = nft::Socket::open()?;
+    let mut b = Batch::new();
+    for family in [Family::Inet, Family::Bridge] {
+        for chain in nft::list_chains(&sock, family, TABLE)? {
+            let Some((net, ifname, id)) = chain.comment.as_deref().and_then(parse_comment) else {
                 continue;
             };
             if net != network || valid.iter().any(|(c, i)| c == id && i == ifname) {
                 continue;
             }
-            s += &format!(
-                "flush chain {family} {TABLE} {name}\ndelete chain {family} {TABLE} {name}\n"
-            );
+            tracing::debug!(chain = chain.name, %family, "removing stale chain");
+            b.flush_chain(family, TABLE, &chain.name)
+                .delete_chain(family, TABLE, &chain.name);
         }
     }
-    Ok(s)
+    b.commit(&sock)
 }
 
 #[cfg(test)]
@@ -287,26 +294,120 @@ mod tests {
         assert_eq!(c.comment().len(), COMMENT_MAX);
     }
 
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Clears the NLM_F_ACK and NLM_F_CREATE flags of every message: `nft`
+    /// 1.0.6 asks for neither on a table, nor for ACKs at all.
+    fn without_ack_create(mut data: Vec<u8>) -> Vec<u8> {
+        let mut off = 0;
+        while off + 16 <= data.len() {
+            let len = u32::from_ne_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+            let ty = u16::from_ne_bytes([data[off + 4], data[off + 5]]);
+            let mut flags = u16::from_ne_bytes([data[off + 6], data[off + 7]]);
+            flags &= !0x4;
+            if ty == 10 << 8 {
+                flags &= !0x400; // NEWTABLE
+            }
+            data[off + 6..off + 8].copy_from_slice(&flags.to_ne_bytes());
+            off += (len + 3) & !3;
+        }
+        assert_eq!(off, data.len());
+        data
+    }
+
+    /// `strace -e write=3 nft -f -` (nft 1.0.6, libnftnl 1.2.4) for the
+    /// script the `nft`-based plugin wrote for
+    /// `masq_script(&A, &["10.1.0.5/24", "fd00::5/64"])`:
+    ///
+    /// ```text
+    /// add table inet plexus_bridge
+    /// add chain inet plexus_bridge masq-… { type nat hook postrouting priority srcnat; policy accept; comment "…"; }
+    /// flush chain inet plexus_bridge masq-…
+    /// add rule inet plexus_bridge masq-… ip saddr 10.1.0.5 ip daddr != 10.1.0.0/24 ip daddr != 224.0.0.0/4 masquerade comment "…"
+    /// add rule inet plexus_bridge masq-… ip6 saddr fd00::5 ip6 daddr != fd00::/64 ip6 daddr != ff00::/8 masquerade comment "…"
+    /// ```
+    const NFT_MASQ_BATCH: &str = "\
+    140000001000010000000000000000000000000a30000000000a010001000000000000000100000012000100706c6578\
+    75735f6272696467650000000800020000000000a0000000030a010402000000000000000100000012000100706c6578\
+    75735f6272696467650000001a0003006d6173712d36653966623963363465373237313438000000080007006e617400\
+    0800050000000001140004800800010000000004080002000000006435000c00002f706c657875732d62726964676520\
+    6e65743a206d796e65742c2069663a20657468302c2069643a206162633132330000000044000000080a010003000000\
+    000000000100000012000100706c657875735f6272696467650000001a0002006d6173712d3665396662396336346537\
+    323731343800000048020000060a010c04000000000000000100000012000100706c657875735f627269646765000000\
+    1a0002006d6173712d36653966623963363465373237313438000000cc01048024000180090001006d65746100000000\
+    14000280080002000000000f08000100000000012c00018008000100636d700020000280080001000000000108000200\
+    000000000c0003800500010002000000340001800c0001007061796c6f61640024000280080001000000000108000200\
+    00000001080003000000000c08000400000000042c00018008000100636d700020000280080001000000000108000200\
+    000000000c000380080001000a010005340001800c0001007061796c6f61640024000280080001000000000108000200\
+    00000001080003000000001008000400000000032c00018008000100636d700020000280080001000000000108000200\
+    000000010c000380070001000a010000340001800c0001007061796c6f61640024000280080001000000000108000200\
+    0000000108000300000000100800040000000004440001800c0001006269747769736500340002800800010000000001\
+    080002000000000108000300000000040c00048008000100f00000000c00058008000100000000002c00018008000100\
+    636d700020000280080001000000000108000200000000010c00038008000100e000000014000180090001006d617371\
+    000000000400028035000700002f706c657875732d627269646765206e65743a206d796e65742c2069663a2065746830\
+    2c2069643a206162633132330000000014020000060a010c05000000000000000100000012000100706c657875735f62\
+    72696467650000001a0002006d6173712d36653966623963363465373237313438000000980104802400018009000100\
+    6d6574610000000014000280080002000000000f08000100000000012c00018008000100636d70002000028008000100\
+    0000000108000200000000000c000380050001000a000000340001800c0001007061796c6f6164002400028008000100\
+    000000010800020000000001080003000000000808000400000000103800018008000100636d70002c00028008000100\
+    0000000108000200000000001800038014000100fd000000000000000000000000000005340001800c0001007061796c\
+    6f6164002400028008000100000000010800020000000001080003000000001808000400000000083000018008000100\
+    636d70002400028008000100000000010800020000000001100003800c000100fd00000000000000340001800c000100\
+    7061796c6f6164002400028008000100000000010800020000000001080003000000001808000400000000012c000180\
+    08000100636d700020000280080001000000000108000200000000010c00038005000100ff0000001400018009000100\
+    6d617371000000000400028035000700002f706c657875732d627269646765206e65743a206d796e65742c2069663a20\
+    657468302c2069643a2061626331323300000000140000001100010006000000000000000000000a";
+
     #[test]
-    fn scripts() {
-        let s = masq_script(
+    fn masq_batch_is_what_nft_sends() {
+        let mut b = Batch::new();
+        add_masq(
+            &mut b,
             &A,
             &[
                 "10.1.0.5/24".parse().unwrap(),
                 "fd00::5/64".parse().unwrap(),
             ],
         );
-        assert!(s.contains("ip saddr 10.1.0.5 ip daddr != 10.1.0.0/24 ip daddr != 224.0.0.0/4 masquerade comment \"plexus-bridge net: mynet, if: eth0, id: abc123\""), "{s}");
-        assert!(
-            s.contains("ip6 saddr fd00::5 ip6 daddr != fd00::/64"),
-            "{s}"
+        assert_eq!(
+            without_ack_create(b.encode(0)),
+            hex(NFT_MASQ_BATCH),
+            "masq batch differs from nft's"
         );
-        assert!(s.contains("hook postrouting priority srcnat"));
-        let s = spoof_script(&A, "veth01234567", "02:00:00:00:00:01");
-        assert!(s.contains("iifname \"veth01234567\" ether saddr != 02:00:00:00:00:01 drop"));
-        let t = teardown_script(&A, true, true);
-        assert!(t.contains(&format!("delete chain inet {TABLE} {}", A.masq_chain())));
-        assert!(t.contains(&format!("delete chain bridge {TABLE} {}", A.spoof_chain())));
-        assert!(teardown_script(&A, false, false).is_empty());
+    }
+
+    #[test]
+    fn spoof_and_teardown_batches() {
+        let mut b = Batch::new();
+        add_spoof(&mut b, &A, "veth01234567", MacAddr([2, 0, 0, 0, 0, 1]));
+        assert_eq!(b.len(), 4);
+        let bytes = b.encode(0);
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"veth01234567\0\0\0\0"));
+        assert!(has(A.spoof_chain().as_bytes()));
+        assert!(has(b"plexus-bridge net: mynet, if: eth0, id: abc123\0"));
+        // add table, add chain, flush, delete: twice.
+        assert_eq!(teardown(&A, true, true).len(), 8);
+        assert_eq!(teardown(&A, false, true).len(), 4);
+        assert!(teardown(&A, false, false).is_empty());
+        assert!(apply(&Batch::new()).is_ok());
+    }
+
+    #[test]
+    fn host_address_and_odd_prefixes() {
+        // A /32 pod address: `ip daddr != 10.1.0.5`, a plain compare.
+        let e = masq_exprs(&"10.1.0.5/32".parse().unwrap());
+        assert_eq!(e.len(), 10);
+        assert_eq!(e[5], Expr::cmp(CmpOp::Neq, &[10, 1, 0, 5]));
+        // /20: a masked full load, like nft.
+        let e = masq_exprs(&"10.1.31.5/20".parse().unwrap());
+        assert!(matches!(&e[5], Expr::Bitwise { mask, .. } if mask == &[255, 255, 240, 0]));
+        assert_eq!(e[6], Expr::cmp(CmpOp::Neq, &[10, 1, 16, 0]));
     }
 }

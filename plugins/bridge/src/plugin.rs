@@ -53,11 +53,11 @@ fn nl_ctx(what: impl std::fmt::Display) -> impl FnOnce(plexus_netlink::Error) ->
 }
 
 fn nft_err(e: nft::NftError) -> CniError {
-    if e.missing {
-        CniError::plugin(plexus_codes::KERNEL_FEATURE_MISSING, e.msg)
-            .with_details("ipMasq and macspoofchk need the nft binary (package nftables)")
+    if e.is_not_supported() {
+        CniError::plugin(plexus_codes::KERNEL_FEATURE_MISSING, e.to_string())
+            .with_details("ipMasq and macspoofchk need nftables (nf_tables) in the kernel")
     } else {
-        CniError::kernel(e.msg)
+        CniError::kernel(e.to_string())
     }
 }
 
@@ -171,8 +171,7 @@ impl Plugin for BridgePlugin {
             Some(t) => delegate::gc(t, req.stdin, req.env),
             None => Ok(()),
         };
-        let script = nft::gc_script(&req.conf.name, &valid).map_err(nft_err)?;
-        nft::apply(&script).map_err(nft_err)?;
+        nft::gc(&req.conf.name, &valid).map_err(nft_err)?;
         ipam
     }
 }
@@ -240,8 +239,7 @@ async fn add(req: &Request<'_>, conf: &BridgeConf, pod_ns: &Netns) -> Result<Cni
                 }
             }
             let a = attachment(conf, env);
-            if let Err(e2) = nft::apply(&nft::teardown_script(&a, conf.ip_masq, conf.mac_spoof_chk))
-            {
+            if let Err(e2) = nft::apply(&nft::teardown(&a, conf.ip_masq, conf.mac_spoof_chk)) {
                 tracing::warn!("removing nftables rules after a failed ADD: {e2}");
             }
             if ipam_ran {
@@ -694,7 +692,7 @@ async fn configure(
     let base = result.interfaces.len();
     let netns_path = req.netns()?.display().to_string();
     let mut extra_ifaces = Vec::new();
-    let mut script = String::new();
+    let mut rules = nft::Batch::new();
     let att = attachment(conf, env);
 
     if let Some(mut ipam) = ipam {
@@ -748,7 +746,7 @@ async fn configure(
         }
         if conf.ip_masq {
             let nets: Vec<IpNet> = ipam.ips.iter().map(|i| i.address).collect();
-            script += &nft::masq_script(&att, &nets);
+            nft::add_masq(&mut rules, &att, &nets);
         }
         result.ips.extend(ipam.ips);
         result.routes.extend(ipam.routes);
@@ -763,9 +761,13 @@ async fn configure(
 
     let cont_mac = w.cont.mac.map(|m| m.to_string()).unwrap_or_default();
     if conf.mac_spoof_chk {
-        script += &nft::spoof_script(&att, &w.host.name, &cont_mac);
+        let mac = w
+            .cont
+            .mac
+            .ok_or_else(|| CniError::kernel(format!("{:?} has no MAC address", w.cont.name)))?;
+        nft::add_spoof(&mut rules, &att, &w.host.name, mac);
     }
-    nft::apply(&script).map_err(nft_err)?;
+    nft::apply(&rules).map_err(nft_err)?;
 
     // The bridge port must come up (the reference polls the same way).
     let mut hv = w.host.clone();
@@ -875,18 +877,24 @@ async fn del(req: &Request<'_>, conf: &BridgeConf) -> Result<(), CniError> {
         let (stdin, env) = (req.stdin.to_vec(), env.clone());
         std::thread::spawn(move || delegate::del(&t, &stdin, &env))
     });
-    let links = remove_links(req).await;
-    let nft_r = nft::apply(&nft::teardown_script(
+    // Removing nftables chains and removing the veth each wait for an RCU
+    // grace period in the kernel: overlap them. A new thread starts in this
+    // thread's netns, the node's, where the chains live.
+    let teardown = nft::teardown(
         &attachment(conf, env),
         conf.ip_masq && conf.is_layer3(),
         conf.mac_spoof_chk,
-    ));
-    let nft_r = match nft_r {
-        Err(e) if e.missing => {
+    );
+    let nft_job = (!teardown.is_empty()).then(|| std::thread::spawn(move || nft::apply(&teardown)));
+    let links = remove_links(req).await;
+    let nft_r = match nft_job.map(JoinHandle::join) {
+        None => Ok(()),
+        Some(Err(_)) => Err(CniError::io("the nftables thread panicked")),
+        Some(Ok(Err(e))) if e.is_not_supported() => {
             tracing::warn!("{e}: no nftables rules to remove");
             Ok(())
         }
-        other => other.map_err(nft_err),
+        Some(Ok(r)) => r.map_err(nft_err),
     };
     let ipam = match ipam_job {
         Some(j) => j
