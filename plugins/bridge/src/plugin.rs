@@ -834,7 +834,7 @@ async fn remove_links(req: &Request<'_>) -> Result<(), CniError> {
             Ok(ns) => {
                 let pod = Netlink::open(&ns).await.map_err(nl_err)?;
                 if let Some(l) = pod.link_by_name(&env.ifname).await.map_err(nl_err)? {
-                    match pod.delete_link(l.index).await {
+                    match pod.delete_link_detached(l.index).await {
                         Ok(()) => return Ok(()),
                         Err(e) if e.is_not_found() => {}
                         Err(e) => {
@@ -862,7 +862,7 @@ async fn remove_links(req: &Request<'_>) -> Result<(), CniError> {
         .await
         .map_err(CniError::kernel)?
     {
-        match host.delete_link(idx).await {
+        match host.delete_link_detached(idx).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(nl_ctx("failed to delete the host veth")(e)),
