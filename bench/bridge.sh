@@ -4,7 +4,8 @@
 #
 #   sudo bench/bridge.sh [N]            N pods (default 100)
 #
-# Builds the release binaries, creates a throwaway node netns (plxbench-node-PID)
+# Builds our plugins as shipped (scripts/build-dist.sh: static, size-optimised),
+# creates a throwaway node netns (plxbench-node-PID)
 # and N pod netns, then for each pod runs ADD with both implementations
 # (alternating which goes first), and afterwards DEL for each pod, again
 # alternating. Each implementation has its own bridge and subnet in the same
@@ -15,6 +16,10 @@
 # of at most 0.5 for time and memory. Namespaces and temp files are removed
 # on exit (trap). Environment: BENCH_IPMASQ=1 adds "ipMasq": true to both
 # configs (the reference then uses iptables, we use nftables).
+#
+# Last, it times N bare veth deletions (`ip link del`, minus the cost of an
+# `ip` call that changes nothing) in the same node netns: the kernel's own
+# share of every DEL, which both implementations pay and neither can shorten.
 set -euo pipefail
 
 N=${1:-100}
@@ -24,8 +29,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
     echo "bench/bridge.sh: reference plugins missing (apt-get install containernetworking-plugins)" >&2; exit 1; }
 [[ -x /usr/bin/time ]] || { echo "bench/bridge.sh: GNU time missing (apt-get install time)" >&2; exit 1; }
 
-(cd "$root" && cargo build --release -q -p plexus-bridge -p plexus-host-local)
-bin="$root/target/release"
+bin=$("$root/scripts/build-dist.sh")
 
 node="plxbench-node-$$"
 tmp=$(mktemp -d /tmp/plexus-bench.XXXXXX)
@@ -128,3 +132,22 @@ ot=$(awk -v a="$oa" -v b="$od" 'BEGIN{print a+b}'); rt=$(awk -v a="$ra" -v b="$r
 orss=$(awk '{if($2>m)m=$2} END{print m}' "$tmp"/ours-*); rrss=$(awk '{if($2>m)m=$2} END{print m}' "$tmp"/ref-*)
 echo "ADD+DEL total: ours ${ot}s ref ${rt}s ratio $(ratio "$ot" "$rt") (target <= 0.50)"
 echo "peak RSS: ours ${orss} KiB ref ${rrss} KiB ratio $(ratio "$orss" "$rrss") (target <= 0.50)"
+
+# The kernel's share of DEL: delete N idle veth pairs with `ip`, and subtract
+# the time of an `ip` call that only reads.
+floor() {
+    local i t0 t1
+    for i in $(seq 1 "$N"); do ip link add plxf$i type veth peer name plxg$i; done
+    for i in $(seq 1 "$N"); do
+        t0=$EPOCHREALTIME; ip link del plxf$i; t1=$EPOCHREALTIME
+        echo "$t0 $t1" | awk '{printf "%.6f 0\n", $2-$1}' >>"$tmp/floor-del"
+        t0=$EPOCHREALTIME; ip link show lo >/dev/null; t1=$EPOCHREALTIME
+        echo "$t0 $t1" | awk '{printf "%.6f 0\n", $2-$1}' >>"$tmp/floor-ip"
+    done
+}
+export -f floor
+export N
+run_in_node floor
+read -r fdel _ _ _ <<<"$(stats "$tmp/floor-del")"
+read -r fip _ _ _ <<<"$(stats "$tmp/floor-ip")"
+echo "kernel veth delete (ip link del minus an ip no-op, p50): $(awk -v a="$fdel" -v b="$fip" 'BEGIN{printf "%.2f", a-b}') ms of every DEL, on both sides"
