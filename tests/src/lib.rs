@@ -195,6 +195,17 @@ impl Netns {
             .collect()
     }
 
+    /// `nft list table FAMILY TABLE` in the namespace; empty if the table
+    /// does not exist.
+    pub fn nft_table(&self, family: &str, table: &str) -> String {
+        let out = self
+            .cmd("nft")
+            .args(["list", "table", family, table])
+            .output()
+            .expect("spawn nft");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn has_link(&self, name: &str) -> bool {
         self.links().iter().any(|l| l == name)
     }

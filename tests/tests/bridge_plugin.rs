@@ -67,12 +67,7 @@ fn allocated(sb: &CniSandbox) -> Vec<String> {
 }
 
 fn nft_list(node: &Netns, family: &str) -> String {
-    let out = node
-        .cmd("nft")
-        .args(["list", "table", family, "plexus_bridge"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    node.nft_table(family, "plexus_bridge")
 }
 
 fn veths(node: &Netns) -> Vec<String> {

@@ -43,12 +43,7 @@ fn nft_available() -> bool {
 }
 
 fn nft_list(node: &Netns, family: &str) -> String {
-    let out = node
-        .cmd("nft")
-        .args(["list", "table", family, "plexus_bridge"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    node.nft_table(family, "plexus_bridge")
 }
 
 fn nft_script(node: &Netns, script: &str) {
