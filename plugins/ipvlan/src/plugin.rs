@@ -431,17 +431,22 @@ async fn del_link(req: &Request<'_>) -> Result<(), CniError> {
         }
     };
     let nl = Netlink::open(&ns).await.map_err(nl_err)?;
+    let fail = |e: plexus_netlink::Error| {
+        CniError::kernel(format!(
+            "failed to delete {:?} in {}: {e}",
+            req.env.ifname,
+            path.display()
+        ))
+    };
     // The link also vanishes on its own when its master is deleted.
-    nl.delete_link_if_exists(&req.env.ifname)
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            CniError::kernel(format!(
-                "failed to delete {:?} in {}: {e}",
-                req.env.ifname,
-                path.display()
-            ))
-        })
+    let Some(link) = nl.link_by_name(&req.env.ifname).await.map_err(fail)? else {
+        return Ok(());
+    };
+    // Returns once the link is gone, without waiting for the kernel to free it.
+    match nl.delete_link_detached(link.index).await {
+        Err(e) if !e.is_not_found() => Err(fail(e)),
+        _ => Ok(()),
+    }
 }
 
 fn check_err(msg: impl Into<String>) -> CniError {
