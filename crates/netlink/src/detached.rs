@@ -25,6 +25,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use rtnetlink::packet_core::{NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 
 use crate::error::{Error, Result};
@@ -32,9 +33,6 @@ use crate::handle::Netlink;
 use crate::link::link_msg;
 
 const RTM_DELLINK: u16 = 17;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
 /// The loopback device has this index in every namespace.
 const LOOPBACK_IFINDEX: u32 = 1;
 /// How long to wait for the kernel to unlist the link before giving up.

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use rtnetlink::packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CAPPED, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP,
+    NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::AsyncSocket;
@@ -13,10 +14,8 @@ use rtnetlink::sys::AsyncSocket;
 use crate::error::{Error, Result};
 use crate::netns::Netns;
 
-/// NLM_F_ACK_TLVS: the error message carries extended-ack attributes.
-const NLM_F_ACK_TLVS: u16 = 0x200;
 /// NLMSGERR_ATTR_MSG: the human readable extended-ack message.
-const NLMSGERR_ATTR_MSG: u16 = 1;
+pub(crate) const NLMSGERR_ATTR_MSG: u16 = 1;
 
 /// A netlink (NETLINK_ROUTE) handle whose socket is bound to one network
 /// namespace. Cheap to clone; the connection task stops when the last clone
@@ -193,7 +192,7 @@ fn align4(n: usize) -> usize {
 
 /// Extracts NLMSGERR_ATTR_MSG from the payload of an NLMSG_ERROR message
 /// (after the error code: the original header, the original payload unless
-/// capped, then TLVs).
+/// capped, then TLVs). Used for rtnetlink and nftables answers alike.
 pub(crate) fn ext_ack_message(flags: u16, payload: &[u8]) -> Option<String> {
     if flags & NLM_F_ACK_TLVS == 0 || payload.len() < 16 {
         return None;

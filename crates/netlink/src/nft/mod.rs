@@ -31,6 +31,11 @@ pub use expr::{CmpOp, Expr, MetaKey, PayloadBase, Verdict};
 pub use wire::{decode_comment, encode_comment, COMMENT_MAX};
 
 use crate::error::{Error, Result};
+use crate::handle::ext_ack_message;
+use rtnetlink::packet_core::{
+    NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NLM_F_REQUEST,
+};
 use wire::{attrs, get_str, put, put_be32, put_msg, put_str};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -60,18 +65,6 @@ const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_RULE_USERDATA: u16 = 7;
-
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP_INTR: u16 = 0x10;
-const NLM_F_CAPPED: u16 = 0x100;
-const NLM_F_ACK_TLVS: u16 = 0x200;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_APPEND: u16 = 0x800;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSGERR_ATTR_MSG: u16 = 1;
 
 /// How long to wait for the kernel. Batches are processed synchronously
 /// inside `sendmsg`, so their answers are already queued; this only bounds
@@ -443,24 +436,7 @@ fn parse_error(m: &wire::RawMsg) -> (i32, Option<String>) {
         return (libc::EPROTO, None);
     };
     let errno = -i32::from_ne_bytes(code.try_into().expect("4 bytes"));
-    // The TLVs follow the error code and the request's header, or the whole
-    // request when the kernel did not honour NETLINK_CAP_ACK.
-    let mut message = None;
-    if m.flags & NLM_F_ACK_TLVS != 0 {
-        let echoed = if m.flags & NLM_F_CAPPED != 0 {
-            wire::NLMSG_HDRLEN
-        } else {
-            m.payload.get(4..8).map_or(0, |l| {
-                u32::from_ne_bytes(l.try_into().expect("4 bytes")) as usize
-            })
-        };
-        if let Some(tlvs) = m.payload.get(4 + wire::align4(echoed)..) {
-            message = attrs(tlvs)
-                .find(|(t, _)| *t == NLMSGERR_ATTR_MSG)
-                .map(|(_, p)| get_str(p));
-        }
-    }
-    (errno, message)
+    (errno, ext_ack_message(m.flags, &m.payload[4..]))
 }
 
 /// A NETLINK_NETFILTER socket bound to the network namespace of the thread

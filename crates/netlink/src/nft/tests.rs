@@ -1,6 +1,8 @@
 //! Encoding tests against what `nft` itself sends (no root needed).
 
 use super::*;
+use crate::handle::NLMSGERR_ATTR_MSG;
+use rtnetlink::packet_core::{NLM_F_ACK_TLVS, NLM_F_CAPPED};
 
 /// `strace -e write=3 nft -f spoof.nft` (nft 1.0.6, libnftnl 1.2.4) for:
 ///
