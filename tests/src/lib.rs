@@ -251,6 +251,28 @@ impl Drop for Netns {
     }
 }
 
+/// Run a command with `input` on its stdin; stdout and stderr are captured.
+pub fn output_with_stdin(c: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {c:?}: {e}"));
+    // Dropping stdin after the write closes it, so the child sees EOF.
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input)
+        .unwrap_or_else(|e| panic!("write to {c:?}: {e}"));
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("wait for {c:?}: {e}"))
+}
+
 /// Run a command, panic with its output if it fails, return stdout.
 pub fn run_ok(c: &mut Command) -> String {
     let out = c.output().unwrap_or_else(|e| panic!("spawn {c:?}: {e}"));

@@ -11,7 +11,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use plexus_tests::{bin_dir, require_reference_plugins, require_root, CniSandbox, Netns};
+use plexus_tests::{
+    bin_dir, output_with_stdin, require_reference_plugins, require_root, CniSandbox, Netns,
+};
 use serde_json::{json, Value};
 
 const NET: &str = "brnet";
@@ -89,7 +91,6 @@ fn call_plugin(
     conf: &Value,
     args: &str,
 ) -> (bool, Value) {
-    use std::io::Write;
     let mut c: Command = node.cmd(bin_dir().join("plexus-bridge"));
     c.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -101,18 +102,7 @@ fn call_plugin(
     if let Some(n) = netns {
         c.env("CNI_NETNS", n);
     }
-    let mut child = c
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(conf).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(&mut c, &serde_json::to_vec(conf).unwrap());
     let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out.status.success(), v)
 }

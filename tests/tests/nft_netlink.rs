@@ -4,10 +4,9 @@
 //! against `nft` itself fed the old plugin's script in another netns), DEL
 //! must remove the chains, and GC must remove only stale attachments' chains.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 
-use plexus_tests::{require_root, CniSandbox, Netns};
+use plexus_tests::{output_with_stdin, require_root, CniSandbox, Netns};
 use serde_json::{json, Value};
 
 const NET: &str = "nftnet";
@@ -47,19 +46,12 @@ fn nft_list(node: &Netns, family: &str) -> String {
 }
 
 fn nft_script(node: &Netns, script: &str) {
-    let mut child = node
-        .cmd("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "nft -f failed:\n{script}");
+    let out = output_with_stdin(node.cmd("nft").args(["-f", "-"]), script.as_bytes());
+    assert!(
+        out.status.success(),
+        "nft -f failed: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// One ADD through plexusctl: (container ID, result).
@@ -81,18 +73,10 @@ fn add(sb: &CniSandbox, node: &Netns, pod: &Netns) -> (String, Value) {
 /// The 16 hex digits the plugin names chains with: SHA-256 of
 /// "NET\0IF\0ID\0" (through sha256sum: the test needs no hashing crate).
 fn chain_hash(cid: &str) -> String {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{NET}\0eth0\0{cid}\0").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        &mut Command::new("sha256sum"),
+        format!("{NET}\0eth0\0{cid}\0").as_bytes(),
+    );
     String::from_utf8_lossy(&out.stdout)[..16].to_string()
 }
 
