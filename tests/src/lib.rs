@@ -30,26 +30,62 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Return early (the test passes with a SKIP line) when not root.
+/// Whether a test that cannot run must fail instead of skipping.
+/// `scripts/test.sh` (and so CI) sets `PLEXUS_REQUIRE_ALL=1`: there every
+/// prerequisite is installed by the script, so a missing one is breakage.
+pub fn require_all() -> bool {
+    std::env::var_os("PLEXUS_REQUIRE_ALL").is_some_and(|v| v == "1")
+}
+
+/// Say why a test cannot run here. Outside `PLEXUS_REQUIRE_ALL=1` it prints a
+/// SKIP line and the caller returns; under it, the test fails naming what is
+/// missing.
+pub fn skip(why: &str) {
+    assert!(
+        !require_all(),
+        "PLEXUS_REQUIRE_ALL=1 and this test cannot run: {why}"
+    );
+    eprintln!("SKIP: {why}");
+}
+
+/// Skip for a kernel feature this kernel lacks (or has, for tests that provoke
+/// its absence) where another run of the same test covers it: the QEMU VM
+/// (`tests/vm/kernel-tests.sh`) for features the host lacks, the host run for
+/// features the VM has. Under `PLEXUS_REQUIRE_ALL=1` this passes only when
+/// that other run is part of this test run (`scripts/test.sh` sets
+/// `PLEXUS_KERNEL_TESTS_COVERED=1` unless `PLEXUS_SKIP_VM` is set).
+pub fn skip_kernel_feature(why: &str) {
+    let covered = std::env::var_os("PLEXUS_KERNEL_TESTS_COVERED").is_some_and(|v| v == "1")
+        || std::env::var_os("PLEXUS_IN_VM").is_some_and(|v| v == "1");
+    assert!(
+        !require_all() || covered,
+        "PLEXUS_REQUIRE_ALL=1, the kernel-feature tests are not part of this run, and this test cannot run: {why}"
+    );
+    eprintln!("SKIP here (the other kernel runs it): {why}");
+}
+
+/// Return early (a SKIP line, or a failure under `PLEXUS_REQUIRE_ALL=1`) when
+/// not root.
 #[macro_export]
 macro_rules! require_root {
     () => {
         if !$crate::is_root() {
-            eprintln!("SKIP: this test needs root to create network namespaces");
+            $crate::skip("this test needs root to create network namespaces");
             return;
         }
     };
 }
 
-/// Return early when the reference plugins are not installed.
+/// Return early (or fail, see [`skip`]) when the reference plugins are not
+/// installed.
 #[macro_export]
 macro_rules! require_reference_plugins {
     () => {
         if !$crate::reference_available() {
-            eprintln!(
-                "SKIP: the reference plugins are not in {} (apt-get install containernetworking-plugins)",
+            $crate::skip(&format!(
+                "the reference plugins are not in {} (apt-get install containernetworking-plugins)",
                 $crate::REFERENCE_DIR
-            );
+            ));
             return;
         }
     };

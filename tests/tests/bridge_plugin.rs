@@ -226,7 +226,9 @@ fn vlan_filtering_supported() -> bool {
 macro_rules! require_vlan_filtering {
     () => {
         if !vlan_filtering_supported() {
-            eprintln!("SKIP: kernel has no bridge VLAN filtering; run under tests/vm/run-in-vm.sh");
+            plexus_tests::skip_kernel_feature(
+                "kernel has no bridge VLAN filtering; run under tests/vm/run-in-vm.sh",
+            );
             return;
         }
     };
@@ -309,7 +311,9 @@ fn vlan_trunk_and_preserve_default_vlan() {
 fn vlan_without_kernel_support_is_a_clean_error() {
     require_root!();
     if vlan_filtering_supported() {
-        eprintln!("SKIP: this kernel filters VLANs; the missing-feature error cannot be provoked");
+        plexus_tests::skip_kernel_feature(
+            "this kernel filters VLANs; the missing-feature error cannot be provoked",
+        );
         return;
     }
     let (sb, node) = setup("1.0.0", json!({"vlan": 100}));

@@ -14,7 +14,7 @@ use plexus_tests::{require_root, CniSandbox, Netns};
 use serde_json::{json, Value};
 
 const SKIP_MSG: &str =
-    "SKIP: kernel has no IPVLAN support (CONFIG_IPVLAN); run under tests/vm/run-in-vm.sh";
+    "kernel has no IPVLAN support (CONFIG_IPVLAN); run under tests/vm/run-in-vm.sh";
 
 fn in_vm() -> bool {
     std::env::var("PLEXUS_IN_VM").is_ok_and(|v| v == "1")
@@ -52,7 +52,7 @@ macro_rules! require_ipvlan {
                 !in_vm(),
                 "PLEXUS_IN_VM=1 but this kernel cannot create ipvlan links (is ipvlan.ko loaded?)"
             );
-            eprintln!("{SKIP_MSG}");
+            plexus_tests::skip_kernel_feature(SKIP_MSG);
             return;
         }
     };
@@ -212,8 +212,8 @@ fn bad_configs_are_clear_errors_and_leave_nothing() {
 fn kernel_without_ipvlan_is_code_101() {
     require_root!();
     if ipvlan_supported() {
-        eprintln!(
-            "SKIP: this kernel has IPVLAN; the missing-feature error cannot be provoked here"
+        plexus_tests::skip_kernel_feature(
+            "this kernel has IPVLAN; the missing-feature error cannot be provoked here",
         );
         return;
     }

@@ -140,7 +140,7 @@ fn expected(cid: &str, r: &Value) -> Expected {
 fn rules_read_back_exactly_and_del_removes_them() {
     require_root!();
     if !nft_available() {
-        eprintln!("SKIP: no nft binary to read the ruleset back");
+        plexus_tests::skip("no nft binary to read the ruleset back (apt-get install nftables)");
         return;
     }
     let (sb, node) = setup();
@@ -172,7 +172,7 @@ fn rules_read_back_exactly_and_del_removes_them() {
 fn gc_removes_only_stale_chains_of_this_network() {
     require_root!();
     if !nft_available() {
-        eprintln!("SKIP: no nft binary to read the ruleset back");
+        plexus_tests::skip("no nft binary to read the ruleset back (apt-get install nftables)");
         return;
     }
     let (sb, node) = setup();

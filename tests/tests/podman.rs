@@ -54,12 +54,14 @@ fn podman_container_gets_eth0_and_net1_through_plexus() {
     require_root!();
     for tool in ["podman", "runc", "nsenter"] {
         if !have(tool) {
-            eprintln!("SKIP: {tool} is not installed (scripts/install-deps.sh installs it)");
+            plexus_tests::skip(&format!(
+                "{tool} is not installed (scripts/install-deps.sh installs it)"
+            ));
             return;
         }
     }
     if !Path::new("/bin/busybox").exists() {
-        eprintln!("SKIP: /bin/busybox missing (apt-get install busybox-static)");
+        plexus_tests::skip("/bin/busybox missing (apt-get install busybox-static)");
         return;
     }
     let sb = CniSandbox::new();

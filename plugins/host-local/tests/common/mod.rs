@@ -14,11 +14,16 @@ pub const OURS: &str = env!("CARGO_BIN_EXE_plexus-host-local");
 pub const REFERENCE: &str = "/usr/lib/cni/host-local";
 
 /// The reference binary, or `None` with a message on stderr saying why the
-/// caller is skipping.
+/// caller is skipping. Under `PLEXUS_REQUIRE_ALL=1` (scripts/test.sh, CI) a
+/// missing reference fails the test instead.
 pub fn reference() -> Option<&'static str> {
     if Path::new(REFERENCE).exists() {
         Some(REFERENCE)
     } else {
+        assert!(
+            std::env::var_os("PLEXUS_REQUIRE_ALL").is_none_or(|v| v != "1"),
+            "PLEXUS_REQUIRE_ALL=1 and the reference plugin {REFERENCE} is missing"
+        );
         eprintln!(
             "SKIPPED: reference plugin {REFERENCE} is missing; install it with \
              `apt-get install -y containernetworking-plugins`"

@@ -1,0 +1,95 @@
+//! The cluster store behind `plexusd`.
+//!
+//! Two layers, so that every network model shares the store clients:
+//! - [`Kv`]: a revisioned key-value store with compare-and-swap, TTL leases and
+//!   watches: etcd v3 (`etcd://host:port,...`), and an embedded single-node
+//!   store (`file:PATH`). Later models (block IPAM, BGP config) keep their
+//!   state here too.
+//! - [`LeaseRegistry`]: the overlay's subnet leases, in flannel's layout.
+//!   One implementation over any [`Kv`] (keys under `<prefix>/subnets/`), one
+//!   over the Kubernetes API (`node.spec.podCIDR` and flannel's node
+//!   annotations).
+//!
+//! SKELETON (issue 11, in progress): the traits are the interface plexusd is
+//! written against; the implementations are being written.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use futures::stream::BoxStream;
+use plexus_subnet::{Lease, LeaseAttrs, NetworkConfig};
+
+/// A store revision (etcd's `mod_revision`, a Kubernetes `resourceVersion`
+/// mapped to a number, or the file store's counter).
+pub type Revision = i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or answered an error; retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The network config is missing from the store.
+    #[error("no network config at {0}")]
+    NoConfig(String),
+    /// The config or a record in the store is malformed.
+    #[error(transparent)]
+    Invalid(#[from] plexus_subnet::SubnetError),
+    /// Watch history before this revision is gone (etcd compaction): relist.
+    #[error("revision {0} was compacted")]
+    Compacted(Revision),
+    /// Any other store failure, with context.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What an agent asks for when it (re)acquires its lease.
+#[derive(Debug, Clone)]
+pub struct AcquireRequest {
+    pub node_name: String,
+    pub public_ip: Option<Ipv4Addr>,
+    pub public_ipv6: Option<Ipv6Addr>,
+    /// The lease this node held before (from its subnet.env), tried after a
+    /// lease already carrying our public IP and before a free subnet.
+    pub previous: Option<Lease>,
+    /// Attributes to publish (BackendType, VNI, VTEP MAC).
+    pub attrs: LeaseAttrs,
+}
+
+/// Every lease at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseSnapshot {
+    pub leases: Vec<Lease>,
+    pub revision: Revision,
+}
+
+/// A change to the set of leases.
+#[derive(Debug, Clone)]
+pub enum LeaseEvent {
+    /// A lease appeared or its attributes changed.
+    Added(Lease),
+    /// A lease was deleted or expired.
+    Removed(Lease),
+    /// History was lost (compaction, a re-established watch): the whole set,
+    /// to be diffed against what is programmed.
+    Resync(LeaseSnapshot),
+}
+
+/// The overlay's view of the store.
+#[async_trait::async_trait]
+pub trait LeaseRegistry: Send + Sync {
+    /// The network config.
+    async fn network_config(&self) -> Result<NetworkConfig, StoreError>;
+    /// Acquire this node's lease: reuse the one carrying our public IP, else
+    /// `previous`, else claim a free subnet (compare-and-swap: never two
+    /// nodes on one subnet). The lease is published with `attrs`.
+    async fn acquire(&self, req: &AcquireRequest) -> Result<Lease, StoreError>;
+    /// Keep our lease alive (called well ahead of its expiry).
+    async fn renew(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// Every lease now.
+    async fn list(&self) -> Result<LeaseSnapshot, StoreError>;
+    /// Changes after `after`. Yields `Err(Compacted)` or `Resync` when
+    /// history is gone; the stream ending means the watch broke (re-list).
+    async fn watch(
+        &self,
+        after: Revision,
+    ) -> Result<BoxStream<'static, Result<LeaseEvent, StoreError>>, StoreError>;
+}

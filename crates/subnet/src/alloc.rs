@@ -1,0 +1,3 @@
+//! Choosing a free subnet for a node.
+//!
+//! SKELETON (issue 11, in progress).
