@@ -18,3 +18,18 @@ pub struct SubnetEnv {
     pub mtu: u32,
     pub ipmasq: bool,
 }
+
+impl SubnetEnv {
+    /// The file's text (`KEY=value` lines).
+    pub fn render(&self) -> String {
+        unimplemented!("placeholder: subnet.env rendering is not written yet (issue 11)")
+    }
+
+    /// Parse the file's text.
+    pub fn parse(text: &str) -> Result<SubnetEnv, crate::SubnetError> {
+        let _ = text;
+        Err(crate::SubnetError::Env(
+            "placeholder: the subnet.env parser is not written yet (issue 11)".into(),
+        ))
+    }
+}
