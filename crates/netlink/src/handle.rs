@@ -87,11 +87,13 @@ impl Netlink {
         &self.netns
     }
 
-    /// The underlying rtnetlink handle, for requests this crate does not wrap.
+    /// The underlying rtnetlink handle, for requests built in this crate.
     /// It is bound to the same namespace and works only while this
     /// `Netlink` (or a clone) is alive: dropping the last clone stops the
-    /// connection task.
-    pub fn rtnetlink(&self) -> &rtnetlink::Handle {
+    /// connection task. Not public: what a caller needs gets a typed
+    /// method here, so no plugin keeps its own copy of raw netlink code.
+    #[allow(dead_code)]
+    pub(crate) fn rtnetlink(&self) -> &rtnetlink::Handle {
         &self.handle
     }
 

@@ -40,7 +40,3 @@ pub use mac::MacAddr;
 pub use neigh::Neighbour;
 pub use netns::{create_named, delete_named, Netns};
 pub use route::{Route, RouteFilter, RouteKind, Scope};
-
-/// Re-exported so callers can build requests this crate does not wrap and
-/// send them through [`Netlink::rtnetlink`] with matching crate versions.
-pub use rtnetlink;
