@@ -916,7 +916,8 @@ impl Netlink {
         }
         let mut m = link_msg(index);
         m.attributes.push(LinkAttribute::IfAlias(alias.to_owned()));
-        self.set_link(m, format!("set alias on link #{index}")).await
+        self.set_link(m, format!("set alias on link #{index}"))
+            .await
     }
 
     /// Enslaves a link to `master` (e.g. a bridge).

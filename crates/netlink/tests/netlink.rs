@@ -559,8 +559,14 @@ async fn sysctl_is_per_netns() {
     .unwrap();
     assert!(r[0].is_ok() && r[2].is_ok(), "{r:?}");
     assert!(r[1].as_ref().unwrap_err().is_not_found(), "{r:?}");
-    assert_eq!(sysctl::get(&a.ns, "net.ipv4.conf.s0.arp_notify").unwrap(), "0");
-    assert_eq!(sysctl::get(&a.ns, "net/ipv6/conf/s0/accept_dad").unwrap(), "0");
+    assert_eq!(
+        sysctl::get(&a.ns, "net.ipv4.conf.s0.arp_notify").unwrap(),
+        "0"
+    );
+    assert_eq!(
+        sysctl::get(&a.ns, "net/ipv6/conf/s0/accept_dad").unwrap(),
+        "0"
+    );
 }
 
 #[tokio::test]
