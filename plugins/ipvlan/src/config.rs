@@ -24,8 +24,6 @@ struct RawConf {
     mtu: Option<i64>,
     #[serde(default, rename = "linkInContainer")]
     link_in_container: bool,
-    #[serde(default)]
-    dns: Option<Dns>,
 }
 
 /// The validated configuration.
@@ -46,22 +44,11 @@ pub struct IpvlanConf {
 
 /// Parse `mode` as the reference does: exactly "", "l2", "l3" or "l3s".
 pub fn parse_mode(s: &str) -> Result<IpvlanMode, CniError> {
-    match s {
-        "" | "l2" => Ok(IpvlanMode::L2),
-        "l3" => Ok(IpvlanMode::L3),
-        "l3s" => Ok(IpvlanMode::L3s),
-        other => Err(CniError::invalid_config(format!(
-            "unknown ipvlan mode {other:?}: \"mode\" must be \"l2\" (the default), \"l3\" or \"l3s\""
-        ))),
-    }
-}
-
-pub fn mode_name(m: IpvlanMode) -> &'static str {
-    match m {
-        IpvlanMode::L2 => "l2",
-        IpvlanMode::L3 => "l3",
-        IpvlanMode::L3s => "l3s",
-    }
+    s.parse().map_err(|_| {
+        CniError::invalid_config(format!(
+            "unknown ipvlan mode {s:?}: \"mode\" must be \"l2\" (the default), \"l3\" or \"l3s\""
+        ))
+    })
 }
 
 impl IpvlanConf {
@@ -92,8 +79,8 @@ impl IpvlanConf {
             mode_name,
             mtu,
             link_in_container: raw.link_in_container,
-            dns: raw.dns.filter(|d| !d.is_empty()),
-            ipam_type: conf.ipam_type().map(str::to_owned),
+            dns: plexus_plugin::conf::dns(conf)?,
+            ipam_type: plexus_plugin::conf::ipam_type(conf)?,
         })
     }
 
@@ -211,7 +198,6 @@ mod tests {
             assert_eq!(e.code, 7);
             assert!(e.msg.contains("unknown ipvlan mode"), "{}", e.msg);
         }
-        assert_eq!(mode_name(IpvlanMode::L3s), "l3s");
     }
 
     #[test]
@@ -240,6 +226,19 @@ mod tests {
                 .code,
             7
         );
+        for bad in [
+            json!({"dns": "x"}),
+            json!({"ipam": "x"}),
+            json!({"ipam": {"type": 5}}),
+        ] {
+            assert_eq!(
+                IpvlanConf::from_netconf(&conf(bad.clone()))
+                    .unwrap_err()
+                    .code,
+                7,
+                "{bad}"
+            );
+        }
     }
 
     fn iface(name: &str) -> Interface {
