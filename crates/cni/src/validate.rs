@@ -15,7 +15,20 @@ fn is_valid_name(s: &str) -> bool {
     chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+/// The longest container ID a plugin can be given: one environment string
+/// is at most MAX_ARG_STRLEN (32 pages, 131072 bytes) with its
+/// `CNI_CONTAINERID=` and the NUL, so a longer one could never be passed on
+/// to a delegate. libcni sets no limit of its own; everything up to this
+/// one must work.
+pub const MAX_CONTAINER_ID_LEN: usize = 131_072 - "CNI_CONTAINERID=".len() - 1;
+
 pub fn container_id(id: &str) -> Result<(), CniError> {
+    if id.len() > MAX_CONTAINER_ID_LEN {
+        return Err(CniError::invalid_env(format!(
+            "containerID is {} bytes long; at most {MAX_CONTAINER_ID_LEN} fit in an environment variable",
+            id.len()
+        )));
+    }
     if id.is_empty() {
         return Err(CniError::new(
             ErrorCode::UnknownContainer,
@@ -77,6 +90,10 @@ mod tests {
         for bad in ["-abc", "_a", ".a", "a b", "a/b", "a;b", "ä"] {
             assert_eq!(container_id(bad).unwrap_err().code, 4, "{bad}");
         }
+        assert!(container_id(&"a".repeat(MAX_CONTAINER_ID_LEN)).is_ok());
+        let e = container_id(&"a".repeat(MAX_CONTAINER_ID_LEN + 1)).unwrap_err();
+        assert_eq!(e.code, 4);
+        assert!(e.msg.contains("at most"), "{}", e.msg);
     }
 
     #[test]
