@@ -68,12 +68,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn conf(extra: Value) -> NetConf {
-        let mut v = json!({"cniVersion": "1.0.0", "name": "n", "type": "t"});
-        v.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        NetConf::from_value(v).unwrap()
+    /// A config of the common keys plus `keys`.
+    fn conf(keys: Value) -> NetConf {
+        let Value::Object(mut m) = keys else {
+            panic!("keys must be an object")
+        };
+        for (k, v) in [("cniVersion", "1.0.0"), ("name", "n"), ("type", "t")] {
+            m.insert(k.into(), json!(v));
+        }
+        NetConf::from_value(Value::Object(m)).unwrap()
     }
 
     #[test]
