@@ -10,7 +10,7 @@
 use std::process::Command;
 use std::sync::OnceLock;
 
-use plexus_tests::{require_root, CniSandbox, Netns};
+use plexus_tests::{bin_dir, output_with_stdin, require_root, CniSandbox, Netns};
 use serde_json::{json, Value};
 
 const SKIP_MSG: &str =
@@ -530,4 +530,56 @@ fn dual_stack_status_and_gc() {
     sb.ctl(&node, "del", "ds", Some(&b.path()), &[]).ok();
     assert_links(&a, &[]);
     assert_links(&b, &[]);
+}
+
+/// Runs plexus-ipvlan directly inside `node` for container `cid`.
+fn call(node: &Netns, cmd: &str, cid: &str, pod: &Netns, conf: &Value) -> (bool, Value) {
+    let mut c = node.cmd(bin_dir().join("plexus-ipvlan"));
+    c.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_NETNS", pod.path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", bin_dir());
+    let out = output_with_stdin(&mut c, &serde_json::to_vec(conf).unwrap());
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.success(), v)
+}
+
+#[test]
+fn del_with_another_pods_netns_leaves_that_pods_link_alone() {
+    require_root!();
+    require_ipvlan!();
+    let sb = CniSandbox::new();
+    let node = node_with_uplink();
+    let conf = write_net(
+        &sb,
+        "wrongns",
+        json!({"master": "up0", "ipam": host_local(&sb, "10.85.0.0/24", json!([]))}),
+    );
+    let (a, b) = (Netns::new("a"), Netns::new("b"));
+    assert!(call(&node, "ADD", "pod-a", &a, &conf).0);
+    let (ok, rb) = call(&node, "ADD", "pod-b", &b, &conf);
+    assert!(ok, "{rb}");
+    let b_index = ifindex(&b, "eth0");
+
+    // DEL of pod A, but with pod B's netns (a runtime mix-up): A's address
+    // is released, B's link is not A's and stays.
+    let (ok, e) = call(&node, "DEL", "pod-a", &b, &conf);
+    assert!(ok, "{e}");
+    assert_eq!(ifindex(&b, "eth0"), b_index);
+    assert_eq!(b.addrs("eth0"), ["10.85.0.3/24"]);
+    assert_eq!(sb.leases().len(), 1, "{:?}", sb.leases());
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = rb;
+    let (ok, e) = call(&node, "CHECK", "pod-b", &b, &with_prev);
+    assert!(ok, "pod B still checks out: {e}");
+
+    // The right DELs remove each pod's own link.
+    assert!(call(&node, "DEL", "pod-a", &a, &conf).0);
+    assert_links(&a, &[]);
+    assert!(call(&node, "DEL", "pod-b", &b, &conf).0);
+    assert_links(&b, &[]);
+    assert!(sb.leases().is_empty(), "{:?}", sb.leases());
 }
