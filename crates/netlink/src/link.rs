@@ -19,7 +19,7 @@ use crate::mac::MacAddr;
 use crate::netns::Netns;
 
 /// Maximum interface name length in bytes (IFNAMSIZ - 1).
-pub const IFNAME_MAX: usize = 15;
+pub const IFNAME_MAX: usize = plexus_cni::validate::MAX_IFNAME_LEN;
 
 // IFLA_BRPORT_* attribute numbers (linux/if_link.h).
 const IFLA_BRPORT_MODE: u16 = 4; // hairpin
@@ -27,25 +27,13 @@ const IFLA_BRPORT_LEARNING: u16 = 8;
 const IFLA_BRPORT_ISOLATED: u16 = 33;
 
 /// Checks an interface name like the kernel's `dev_valid_name`: 1..=15
-/// bytes, not `.`/`..`, no `/`, `:` or whitespace.
+/// bytes, not `.`/`..`, no `/`, `:` or whitespace (the rule is
+/// plexus-cni's, the one copy libcni's checks and ours share).
 pub fn validate_ifname(name: &str) -> Result<()> {
-    let bad = |reason: &str| Err(Error::invalid("interface name", name, reason));
-    if name.is_empty() {
-        return bad("must not be empty");
+    match plexus_cni::validate::ifname_problem(name) {
+        None => Ok(()),
+        Some(p) => Err(Error::invalid("interface name", name, p.reason())),
     }
-    if name.len() > IFNAME_MAX {
-        return bad("longer than 15 bytes");
-    }
-    if name == "." || name == ".." {
-        return bad("must not be '.' or '..'");
-    }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
-    {
-        return bad("must not contain '/', ':' or whitespace");
-    }
-    Ok(())
 }
 
 /// What the kernel reports about a link.
