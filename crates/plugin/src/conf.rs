@@ -33,9 +33,17 @@ pub fn ipam_type(conf: &NetConf) -> Result<Option<String>, CniError> {
 pub fn dns(conf: &NetConf) -> Result<Option<Dns>, CniError> {
     match conf.raw.get("dns") {
         None | Some(Value::Null) => Ok(None),
-        Some(v @ Value::Object(_)) => serde_json::from_value::<Dns>(v.clone())
-            .map(|d| (!d.is_empty()).then_some(d))
-            .map_err(|e| CniError::invalid_config(format!("invalid \"dns\": {e}"))),
+        Some(Value::Object(m)) => {
+            // A null list is an empty one, as Go's decoding has it.
+            let m: serde_json::Map<String, Value> = m
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            serde_json::from_value::<Dns>(Value::Object(m))
+                .map(|d| (!d.is_empty()).then_some(d))
+                .map_err(|e| CniError::invalid_config(format!("invalid \"dns\": {e}")))
+        }
         Some(other) => Err(CniError::invalid_config(format!(
             "\"dns\" must be an object, got {other}"
         ))),
@@ -103,6 +111,10 @@ mod tests {
     fn dns_shapes() {
         assert_eq!(dns(&conf(json!({}))).unwrap(), None);
         assert_eq!(dns(&conf(json!({"dns": {}}))).unwrap(), None);
+        assert_eq!(
+            dns(&conf(json!({"dns": {"nameservers": null, "domain": null}}))).unwrap(),
+            None
+        );
         assert_eq!(
             dns(&conf(json!({"dns": {"nameservers": ["10.0.0.53"]}})))
                 .unwrap()
