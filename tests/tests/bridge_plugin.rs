@@ -646,6 +646,16 @@ fn bad_input_is_a_cni_error_and_creates_nothing() {
         assert_eq!(pod.links(), ["lo"]);
         assert!(CniSandbox::files_under(&sb.data_dir).is_empty(), "{conf}");
     }
+    // DEL of a config ADD refused succeeds and changes nothing.
+    for bad in [
+        json!({"ipam": "x"}),
+        json!({"dns": "x"}),
+        json!({"ipam": {"type": 5}}),
+    ] {
+        let (ok, e) = call_plugin(&node, "DEL", Some(&pod_path), &with(bad.clone()), "");
+        assert!(ok, "DEL {bad}: {e}");
+        assert_eq!(node.links(), ["lo"]);
+    }
 }
 
 /// The single-plugin config [`call_plugin`] takes.

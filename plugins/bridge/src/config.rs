@@ -109,7 +109,19 @@ impl BridgeConf {
         format!("{}.{}", self.bridge, self.vlan)
     }
 
+    /// The config for ADD and CHECK: every key validated.
     pub fn load(conf: &NetConf, env: &CniEnv) -> Result<Self, CniError> {
+        Self::load_with(conf, env, true)
+    }
+
+    /// The config for DEL: an `ipam` or `dns` of the wrong shape (which
+    /// ADD refused before creating anything) reads as absent, so DEL of
+    /// such a config succeeds and changes nothing.
+    pub fn load_for_del(conf: &NetConf, env: &CniEnv) -> Result<Self, CniError> {
+        Self::load_with(conf, env, false)
+    }
+
+    fn load_with(conf: &NetConf, env: &CniEnv, strict: bool) -> Result<Self, CniError> {
         let raw: Raw = conf.plugin_config()?;
         let bad = |msg: String| Err(CniError::invalid_config(msg));
         conf::ifname("bridge", &raw.bridge)?;
@@ -124,7 +136,10 @@ impl BridgeConf {
         if raw.hairpin_mode && raw.promisc_mode {
             return bad("cannot set hairpin mode and promiscuous mode at the same time".into());
         }
-        let ipam_type = conf::ipam_type(conf)?;
+        let ipam_type = match conf::ipam_type(conf) {
+            Err(_) if !strict => None,
+            r => r?,
+        };
         if ipam_type.is_some() && raw.disable_container_interface {
             return bad("cannot use IPAM when DisableContainerInterface flag is set".into());
         }
@@ -171,7 +186,10 @@ impl BridgeConf {
             })?),
         };
 
-        let dns = conf::dns(conf)?;
+        let dns = match conf::dns(conf) {
+            Err(_) if !strict => None,
+            r => r?,
+        };
 
         Ok(BridgeConf {
             network: conf.name.clone(),
@@ -328,6 +346,14 @@ mod tests {
             let e = load(&format!("{{{BASE},{extra}}}"), "").unwrap_err();
             assert_eq!(e.code, 7, "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn del_reads_what_add_refused_as_absent() {
+        let c = NetConf::parse(format!(r#"{{{BASE},"ipam":"x","dns":"x"}}"#).as_bytes()).unwrap();
+        let d = BridgeConf::load_for_del(&c, &env("")).unwrap();
+        assert_eq!((d.ipam_type, d.dns), (None, None));
+        assert_eq!(BridgeConf::load(&c, &env("")).unwrap_err().code, 7);
     }
 
     #[test]

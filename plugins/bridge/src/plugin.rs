@@ -48,7 +48,7 @@ impl Plugin for BridgePlugin {
     }
 
     fn del(&self, req: &Request) -> Result<(), CniError> {
-        let conf = BridgeConf::load(req.conf, req.env)?;
+        let conf = BridgeConf::load_for_del(req.conf, req.env)?;
         block_on(del::del(req, &conf))
     }
 
@@ -80,7 +80,8 @@ impl Plugin for BridgePlugin {
             .into_iter()
             .map(|a| (a.container_id, a.ifname))
             .collect();
-        let ipam = match plexus_plugin::conf::ipam_type(req.conf)? {
+        // Like DEL, GC works on any config: a malformed `ipam` allocated nothing.
+        let ipam = match plexus_plugin::conf::ipam_type(req.conf).unwrap_or_default() {
             Some(t) => delegate::gc(&t, req.stdin, req.env),
             None => Ok(()),
         };

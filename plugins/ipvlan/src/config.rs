@@ -56,11 +56,14 @@ impl IpvlanConf {
     pub fn from_netconf(conf: &NetConf) -> Result<Self, CniError> {
         let c = Self::from_netconf_lenient(conf)?;
         parse_mode(&c.mode_name)?;
+        plexus_plugin::conf::dns(conf)?;
+        plexus_plugin::conf::ipam_type(conf)?;
         Ok(c)
     }
 
-    /// Read the plugin keys without rejecting a bad mode (DEL, STATUS, GC:
-    /// they must work on whatever config ADD was given).
+    /// Read the plugin keys without rejecting a bad mode, `dns` or `ipam`
+    /// (DEL, STATUS, GC: they must work on whatever config ADD was given;
+    /// a malformed `ipam` reads as none, as ADD allocated nothing).
     pub fn from_netconf_lenient(conf: &NetConf) -> Result<Self, CniError> {
         let raw: RawConf = conf.plugin_config()?;
         let mode_name = raw.mode.unwrap_or_default();
@@ -79,8 +82,8 @@ impl IpvlanConf {
             mode_name,
             mtu,
             link_in_container: raw.link_in_container,
-            dns: plexus_plugin::conf::dns(conf)?,
-            ipam_type: plexus_plugin::conf::ipam_type(conf)?,
+            dns: plexus_plugin::conf::dns(conf).unwrap_or_default(),
+            ipam_type: plexus_plugin::conf::ipam_type(conf).unwrap_or_default(),
         })
     }
 
@@ -208,6 +211,8 @@ mod tests {
         // DEL still reads it.
         let c = IpvlanConf::from_netconf_lenient(&conf(json!({"mode": "l9"}))).unwrap();
         assert_eq!(c.mode_name, "l9");
+        let c = IpvlanConf::from_netconf_lenient(&conf(json!({"ipam": "x", "dns": 1}))).unwrap();
+        assert_eq!((c.ipam_type, c.dns), (None, None));
         assert_eq!(
             IpvlanConf::from_netconf(&conf(json!({"mtu": -1})))
                 .unwrap_err()
