@@ -87,16 +87,6 @@ impl Netlink {
         &self.netns
     }
 
-    /// The underlying rtnetlink handle, for requests built in this crate.
-    /// It is bound to the same namespace and works only while this
-    /// `Netlink` (or a clone) is alive: dropping the last clone stops the
-    /// connection task. Not public: what a caller needs gets a typed
-    /// method here, so no plugin keeps its own copy of raw netlink code.
-    #[allow(dead_code)]
-    pub(crate) fn rtnetlink(&self) -> &rtnetlink::Handle {
-        &self.handle
-    }
-
     pub(crate) fn netns_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
         self.ns.as_raw_fd()
