@@ -9,11 +9,8 @@
 //! Inside the VM (`PLEXUS_IN_VM=1`) a missing feature is a failure.
 
 use std::path::Path;
-use std::process::Command;
 
-use plexus_tests::{
-    bin_dir, output_with_stdin, require_reference_plugins, require_root, CniSandbox, Netns,
-};
+use plexus_tests::{require_reference_plugins, require_root, CniSandbox, Netns};
 use serde_json::{json, Value};
 
 const NET: &str = "brnet";
@@ -83,7 +80,7 @@ fn port_data(node: &Netns, dev: &str) -> Value {
     node.ip_json(&["-d", "link", "show", "dev", dev])[0]["linkinfo"]["info_slave_data"].clone()
 }
 
-/// Runs the plugin binary directly (no runtime) inside `node`.
+/// Runs plexus-bridge directly (no runtime) inside `node`.
 fn call_plugin(
     node: &Netns,
     cmd: &str,
@@ -103,20 +100,9 @@ fn call_plugin_as(
     conf: &Value,
     args: &str,
 ) -> (bool, Value) {
-    let mut c: Command = node.cmd(bin_dir().join("plexus-bridge"));
-    c.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", cid)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", format!("{}:/usr/lib/cni", bin_dir().display()))
-        .env("CNI_ARGS", args);
-    if let Some(n) = netns {
-        c.env("CNI_NETNS", n);
-    }
-    let out = output_with_stdin(&mut c, &serde_json::to_vec(conf).unwrap());
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.success(), v)
+    let mut env = vec![("CNI_ARGS", args)];
+    env.extend(netns.map(|n| ("CNI_NETNS", n)));
+    plexus_tests::call_plugin(node, "plexus-bridge", cmd, cid, &env, conf)
 }
 
 #[test]

@@ -10,7 +10,7 @@
 use std::process::Command;
 use std::sync::OnceLock;
 
-use plexus_tests::{bin_dir, output_with_stdin, require_root, CniSandbox, Netns};
+use plexus_tests::{require_root, CniSandbox, Netns};
 use serde_json::{json, Value};
 
 const SKIP_MSG: &str =
@@ -534,17 +534,15 @@ fn dual_stack_status_and_gc() {
 
 /// Runs plexus-ipvlan directly inside `node` for container `cid`.
 fn call(node: &Netns, cmd: &str, cid: &str, pod: &Netns, conf: &Value) -> (bool, Value) {
-    let mut c = node.cmd(bin_dir().join("plexus-ipvlan"));
-    c.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", cid)
-        .env("CNI_NETNS", pod.path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", bin_dir());
-    let out = output_with_stdin(&mut c, &serde_json::to_vec(conf).unwrap());
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.success(), v)
+    let netns = pod.path().display().to_string();
+    plexus_tests::call_plugin(
+        node,
+        "plexus-ipvlan",
+        cmd,
+        cid,
+        &[("CNI_NETNS", &netns)],
+        conf,
+    )
 }
 
 #[test]
