@@ -309,6 +309,32 @@ pub fn output_with_stdin(c: &mut Command, input: &[u8]) -> Output {
         .unwrap_or_else(|e| panic!("wait for {c:?}: {e}"))
 }
 
+/// Runs the plugin binary `plugin` directly (no runtime) inside `node` for
+/// container `cid` with `CNI_IFNAME=eth0` and `CNI_PATH` = our binaries,
+/// then the reference plugins; `env` adds to or overrides that (CNI_NETNS,
+/// CNI_ARGS, ...). Returns whether it succeeded and its stdout as JSON
+/// (`Null` when empty).
+pub fn call_plugin(
+    node: &Netns,
+    plugin: &str,
+    cmd: &str,
+    cid: &str,
+    env: &[(&str, &str)],
+    conf: &serde_json::Value,
+) -> (bool, serde_json::Value) {
+    let mut c = node.cmd(bin_dir().join(plugin));
+    c.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", cmd)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", format!("{}:/usr/lib/cni", bin_dir().display()));
+    c.envs(env.iter().copied());
+    let out = output_with_stdin(&mut c, &serde_json::to_vec(conf).unwrap());
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.success(), v)
+}
+
 /// Run a command, panic with its output if it fails, return stdout.
 pub fn run_ok(c: &mut Command) -> String {
     let out = c.output().unwrap_or_else(|e| panic!("spawn {c:?}: {e}"));

@@ -104,9 +104,60 @@ fn run(plugin: &str, extra: &Value) -> State {
     state
 }
 
+/// What the configuration must produce, whoever runs it: the comparison
+/// alone would pass if both plugins did the same wrong thing.
+fn assert_expected(s: &State, extra: &Value, who: &str) {
+    let on = |k: &str| extra[k].as_bool() == Some(true);
+    let gateway = on("isGateway") || on("isDefaultGateway");
+    let ctx = format!("{who} with {extra}");
+    assert_eq!(s.pod_addrs, ["10.66.0.2/24"], "{ctx}");
+    assert_eq!(s.result["ips"][0]["address"], "10.66.0.2/24", "{ctx}");
+    assert_eq!(s.result["interfaces"][0]["name"], "diffbr0", "{ctx}");
+    assert_eq!(s.result["interfaces"][2]["name"], "eth0", "{ctx}");
+    assert_eq!(s.result["interfaces"][2]["sandbox"], "SANDBOX", "{ctx}");
+    let route = |dst: &str, via: &str| format!("\"{dst}\" via {via} dev \"eth0\"");
+    // host-local hands out the subnet's .1 as gateway either way.
+    for (dst, via) in [
+        ("192.168.50.0/24", "\"10.66.0.1\""),
+        ("10.66.0.0/24", "null"),
+    ] {
+        assert!(
+            s.pod_routes.contains(&route(dst, via)),
+            "{ctx}: {:?}",
+            s.pod_routes
+        );
+    }
+    assert_eq!(
+        s.pod_routes.contains(&route("default", "\"10.66.0.1\"")),
+        on("isDefaultGateway"),
+        "{ctx}: {:?}",
+        s.pod_routes
+    );
+    let mtu = extra["mtu"].as_u64().unwrap_or(1500);
+    assert_eq!(s.pod_mtu, mtu, "{ctx}");
+    assert_eq!(s.bridge_mtu, mtu, "{ctx}");
+    assert_eq!(s.port["mtu"], mtu, "{ctx}");
+    assert_eq!(s.port["master"], "diffbr0", "{ctx}");
+    assert_eq!(s.port["hairpin"], on("hairpinMode"), "{ctx}");
+    assert!(
+        s.pod_flags.as_array().unwrap().contains(&json!("UP")),
+        "{ctx}: {}",
+        s.pod_flags
+    );
+    assert_eq!(s.arp_notify.trim(), "1", "{ctx}");
+    if gateway {
+        assert_eq!(s.bridge_addrs, ["10.66.0.1/24"], "{ctx}");
+        assert_eq!(s.ip_forward.trim(), "1", "{ctx}");
+    } else {
+        assert!(s.bridge_addrs.is_empty(), "{ctx}: {:?}", s.bridge_addrs);
+    }
+}
+
 fn compare(extra: Value) {
     let r = run("bridge", &extra);
     let o = run("plexus-bridge", &extra);
+    assert_expected(&r, &extra, "the reference");
+    assert_expected(&o, &extra, "plexus-bridge");
     assert_eq!(o.result, r.result, "result differs for {extra}");
     assert_eq!(o.pod_addrs, r.pod_addrs, "{extra}");
     assert_eq!(o.pod_routes, r.pod_routes, "{extra}");

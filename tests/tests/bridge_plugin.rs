@@ -9,11 +9,8 @@
 //! Inside the VM (`PLEXUS_IN_VM=1`) a missing feature is a failure.
 
 use std::path::Path;
-use std::process::Command;
 
-use plexus_tests::{
-    bin_dir, output_with_stdin, require_reference_plugins, require_root, CniSandbox, Netns,
-};
+use plexus_tests::{require_reference_plugins, require_root, CniSandbox, Netns};
 use serde_json::{json, Value};
 
 const NET: &str = "brnet";
@@ -83,7 +80,7 @@ fn port_data(node: &Netns, dev: &str) -> Value {
     node.ip_json(&["-d", "link", "show", "dev", dev])[0]["linkinfo"]["info_slave_data"].clone()
 }
 
-/// Runs the plugin binary directly (no runtime) inside `node`.
+/// Runs plexus-bridge directly (no runtime) inside `node`.
 fn call_plugin(
     node: &Netns,
     cmd: &str,
@@ -91,20 +88,21 @@ fn call_plugin(
     conf: &Value,
     args: &str,
 ) -> (bool, Value) {
-    let mut c: Command = node.cmd(bin_dir().join("plexus-bridge"));
-    c.env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", "direct-1")
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", format!("{}:/usr/lib/cni", bin_dir().display()))
-        .env("CNI_ARGS", args);
-    if let Some(n) = netns {
-        c.env("CNI_NETNS", n);
-    }
-    let out = output_with_stdin(&mut c, &serde_json::to_vec(conf).unwrap());
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.success(), v)
+    call_plugin_as(node, cmd, "direct-1", netns, conf, args)
+}
+
+/// [`call_plugin`] for container `cid`.
+fn call_plugin_as(
+    node: &Netns,
+    cmd: &str,
+    cid: &str,
+    netns: Option<&str>,
+    conf: &Value,
+    args: &str,
+) -> (bool, Value) {
+    let mut env = vec![("CNI_ARGS", args)];
+    env.extend(netns.map(|n| ("CNI_NETNS", n)));
+    plexus_tests::call_plugin(node, "plexus-bridge", cmd, cid, &env, conf)
 }
 
 #[test]
@@ -613,6 +611,17 @@ fn bad_input_is_a_cni_error_and_creates_nothing() {
             7,
             "bridge",
         ),
+        // Shapes the reference's JSON decoding refuses: never a pod
+        // without an address.
+        (with(json!({"dns": "x"})), "", Some(&pod_path), 7, "dns"),
+        (with(json!({"ipam": "x"})), "", Some(&pod_path), 7, "ipam"),
+        (
+            with(json!({"ipam": {"type": 5}})),
+            "",
+            Some(&pod_path),
+            7,
+            "ipam",
+        ),
     ];
     for (conf, args, netns, code, word) in cases {
         let (ok, e) = call_plugin(&node, "ADD", netns, &conf, args);
@@ -622,5 +631,92 @@ fn bad_input_is_a_cni_error_and_creates_nothing() {
         assert_eq!(node.links(), ["lo"], "{conf}: something was created");
         assert_eq!(pod.links(), ["lo"]);
         assert!(CniSandbox::files_under(&sb.data_dir).is_empty(), "{conf}");
+    }
+    // DEL of a config ADD refused succeeds and changes nothing.
+    for bad in [
+        json!({"ipam": "x"}),
+        json!({"dns": "x"}),
+        json!({"ipam": {"type": 5}}),
+    ] {
+        let (ok, e) = call_plugin(&node, "DEL", Some(&pod_path), &with(bad.clone()), "");
+        assert!(ok, "DEL {bad}: {e}");
+        assert_eq!(node.links(), ["lo"]);
+    }
+}
+
+/// The single-plugin config [`call_plugin`] takes.
+fn plugin_conf(sb: &CniSandbox, extra: Value) -> Value {
+    let mut c = bridge_conf(sb, "1.0.0", extra)["plugins"][0].clone();
+    c["cniVersion"] = json!("1.0.0");
+    c["name"] = json!(NET);
+    c
+}
+
+#[test]
+fn del_with_another_pods_netns_leaves_that_pods_interface_alone() {
+    require_root!();
+    let sb = CniSandbox::new();
+    let node = Netns::new("node");
+    let conf = plugin_conf(&sb, json!({"ipMasq": true}));
+    let (a, b) = (Netns::new("a"), Netns::new("b"));
+    let (pa, pb) = (
+        a.path().display().to_string(),
+        b.path().display().to_string(),
+    );
+    let (ok, _) = call_plugin_as(&node, "ADD", "pod-a", Some(&pa), &conf, "");
+    assert!(ok);
+    let (ok, rb) = call_plugin_as(&node, "ADD", "pod-b", Some(&pb), &conf, "");
+    assert!(ok, "{rb}");
+    let b_mac = rb["interfaces"][2]["mac"].as_str().unwrap().to_string();
+    assert_eq!(veths(&node).len(), 2);
+
+    // DEL of pod A, but with pod B's netns (a runtime mix-up).
+    let (ok, e) = call_plugin_as(&node, "DEL", "pod-a", Some(&pb), &conf, "");
+    assert!(ok, "{e}");
+    // B keeps its interface, address and veth; A's veth and lease are gone.
+    let eth0 = &b.ip_json(&["addr", "show", "dev", "eth0"])[0];
+    assert_eq!(eth0["address"], b_mac.as_str(), "{eth0}");
+    assert_eq!(eth0["addr_info"][0]["local"], "10.88.0.3", "{eth0}");
+    assert_eq!(veths(&node).len(), 1, "{:?}", veths(&node));
+    assert!(!a.has_link("eth0"), "pod A's end goes with its veth");
+    assert_eq!(allocated(&sb), ["10.88.0.3"]);
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = rb.clone();
+    let (ok, e) = call_plugin_as(&node, "CHECK", "pod-b", Some(&pb), &with_prev, "");
+    assert!(ok, "pod B still checks out: {e}");
+
+    let (ok, _) = call_plugin_as(&node, "DEL", "pod-b", Some(&pb), &conf, "");
+    assert!(ok);
+    assert!(veths(&node).is_empty());
+    assert!(!b.has_link("eth0"));
+    assert!(allocated(&sb).is_empty());
+}
+
+#[test]
+fn long_container_ids_are_accepted_and_fully_removed() {
+    require_root!();
+    let sb = CniSandbox::new();
+    let node = Netns::new("node");
+    let conf = plugin_conf(&sb, json!({"ipMasq": true, "macspoofchk": true}));
+    // libcni accepts any length; 300 was refused before, 65,000 panicked.
+    for len in [300, 65_000] {
+        let cid = format!("c{}", "0123456789".repeat(len / 10))[..len].to_string();
+        let pod = Netns::new("long");
+        let p = pod.path().display().to_string();
+        let (ok, r) = call_plugin_as(&node, "ADD", &cid, Some(&p), &conf, "");
+        assert!(ok, "{len}: {r}");
+        let addr = r["ips"][0]["address"].as_str().unwrap_or_default();
+        assert!(addr.starts_with("10.88.0."), "{len}: {r}");
+        assert_eq!(allocated(&sb).len(), 1, "{len}");
+        assert_eq!(veths(&node).len(), 1);
+        assert!(nft_list(&node, "inet").contains("masquerade"));
+        // DEL with the netns gone: the host veth is found by its alias.
+        drop(pod);
+        let (ok, e) = call_plugin_as(&node, "DEL", &cid, Some(&p), &conf, "");
+        assert!(ok, "{len}: {e}");
+        assert!(veths(&node).is_empty(), "{len}: {:?}", veths(&node));
+        assert!(allocated(&sb).is_empty(), "{len}: lease kept");
+        assert!(!nft_list(&node, "inet").contains("masquerade"), "{len}");
+        assert!(!nft_list(&node, "bridge").contains(" drop"), "{len}");
     }
 }

@@ -531,3 +531,53 @@ fn dual_stack_status_and_gc() {
     assert_links(&a, &[]);
     assert_links(&b, &[]);
 }
+
+/// Runs plexus-ipvlan directly inside `node` for container `cid`.
+fn call(node: &Netns, cmd: &str, cid: &str, pod: &Netns, conf: &Value) -> (bool, Value) {
+    let netns = pod.path().display().to_string();
+    plexus_tests::call_plugin(
+        node,
+        "plexus-ipvlan",
+        cmd,
+        cid,
+        &[("CNI_NETNS", &netns)],
+        conf,
+    )
+}
+
+#[test]
+fn del_with_another_pods_netns_leaves_that_pods_link_alone() {
+    require_root!();
+    require_ipvlan!();
+    let sb = CniSandbox::new();
+    let node = node_with_uplink();
+    let conf = write_net(
+        &sb,
+        "wrongns",
+        json!({"master": "up0", "ipam": host_local(&sb, "10.85.0.0/24", json!([]))}),
+    );
+    let (a, b) = (Netns::new("a"), Netns::new("b"));
+    assert!(call(&node, "ADD", "pod-a", &a, &conf).0);
+    let (ok, rb) = call(&node, "ADD", "pod-b", &b, &conf);
+    assert!(ok, "{rb}");
+    let b_index = ifindex(&b, "eth0");
+
+    // DEL of pod A, but with pod B's netns (a runtime mix-up): A's address
+    // is released, B's link is not A's and stays.
+    let (ok, e) = call(&node, "DEL", "pod-a", &b, &conf);
+    assert!(ok, "{e}");
+    assert_eq!(ifindex(&b, "eth0"), b_index);
+    assert_eq!(b.addrs("eth0"), ["10.85.0.3/24"]);
+    assert_eq!(sb.leases().len(), 1, "{:?}", sb.leases());
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = rb;
+    let (ok, e) = call(&node, "CHECK", "pod-b", &b, &with_prev);
+    assert!(ok, "pod B still checks out: {e}");
+
+    // The right DELs remove each pod's own link.
+    assert!(call(&node, "DEL", "pod-a", &a, &conf).0);
+    assert_links(&a, &[]);
+    assert!(call(&node, "DEL", "pod-b", &b, &conf).0);
+    assert_links(&b, &[]);
+    assert!(sb.leases().is_empty(), "{:?}", sb.leases());
+}

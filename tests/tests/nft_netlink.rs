@@ -12,10 +12,16 @@ use serde_json::{json, Value};
 const NET: &str = "nftnet";
 
 fn setup() -> (CniSandbox, Netns) {
+    setup_net(NET, "1.0.0")
+}
+
+/// GC reaches the plugin only from version 1.1.0 on (before, the runtime
+/// only DELs the cached attachments not listed).
+fn setup_net(net: &str, version: &str) -> (CniSandbox, Netns) {
     let sb = CniSandbox::new();
     let conf = json!({
-        "cniVersion": "1.0.0",
-        "name": NET,
+        "cniVersion": version,
+        "name": net,
         "plugins": [{
             "type": "plexus-bridge",
             "bridge": "nftbr0",
@@ -56,13 +62,17 @@ fn nft_script(node: &Netns, script: &str) {
 
 /// One ADD through plexusctl: (container ID, result).
 fn add(sb: &CniSandbox, node: &Netns, pod: &Netns) -> (String, Value) {
+    add_net(sb, node, pod, NET)
+}
+
+fn add_net(sb: &CniSandbox, node: &Netns, pod: &Netns, net: &str) -> (String, Value) {
     let before = CniSandbox::files_under(&sb.cache_dir);
-    let r = sb.ctl(node, "add", NET, Some(&pod.path()), &[]).ok().json();
+    let r = sb.ctl(node, "add", net, Some(&pod.path()), &[]).ok().json();
     let cid = CniSandbox::files_under(&sb.cache_dir)
         .into_iter()
         .filter(|f| !before.contains(f))
         .find_map(|f| {
-            f.strip_prefix(&format!("results/{NET}-"))?
+            f.strip_prefix(&format!("results/{net}-"))?
                 .strip_suffix("-eth0")
                 .map(str::to_string)
         })
@@ -175,7 +185,7 @@ fn gc_removes_only_stale_chains_of_this_network() {
         plexus_tests::skip("no nft binary to read the ruleset back (apt-get install nftables)");
         return;
     }
-    let (sb, node) = setup();
+    let (sb, node) = setup_net(NET, "1.1.0");
     let (a, b) = (Netns::new("nftga"), Netns::new("nftgb"));
     let (a_id, _) = add(&sb, &node, &a);
     let (b_id, _) = add(&sb, &node, &b);
@@ -201,4 +211,40 @@ fn gc_removes_only_stale_chains_of_this_network() {
     sb.ctl(&node, "del", NET, Some(&b.path()), &[]).ok();
     let masq = nft_list(&node, "inet");
     assert!(!masq.contains("masquerade"), "{masq}");
+}
+
+#[test]
+fn gc_keeps_live_chains_of_networks_with_long_names() {
+    require_root!();
+    if !nft_available() {
+        plexus_tests::skip("no nft binary to read the ruleset back (apt-get install nftables)");
+        return;
+    }
+    // With long network names the comment used to lose the container ID's
+    // end (cnitool's IDs are 28 characters: from about 80 on) and GC
+    // removed live pods' chains.
+    for net in [format!("net-{}", "x".repeat(76)), "n".repeat(120)] {
+        let net = net.as_str();
+        let (sb, node) = setup_net(net, "1.1.0");
+        let (a, b) = (Netns::new("nftla"), Netns::new("nftlb"));
+        let (a_id, _) = add_net(&sb, &node, &a, net);
+        let (b_id, _) = add_net(&sb, &node, &b, net);
+        let masq = nft_list(&node, "inet");
+        assert_eq!(masq.matches("masquerade").count(), 4, "{masq}");
+        sb.ctl_args(&node, &["gc", net, "--valid", &format!("{a_id}/eth0")], &[])
+            .ok();
+        let (masq, spoof) = (nft_list(&node, "inet"), nft_list(&node, "bridge"));
+        // Pod A (dual stack): both masquerade rules and its spoof check stay.
+        assert_eq!(masq.matches("masquerade").count(), 2, "{net}: {masq}");
+        assert_eq!(masq.matches("chain masq-").count(), 1, "{net}: {masq}");
+        assert_eq!(spoof.matches("chain spoof-").count(), 1, "{net}: {spoof}");
+        assert!(!masq.contains(&b_id[..20]), "{net}: {masq}");
+        // Everything of a still listed pod survives a second GC too.
+        sb.ctl_args(&node, &["gc", net, "--valid", &format!("{a_id}/eth0")], &[])
+            .ok();
+        assert_eq!(nft_list(&node, "inet").matches("masquerade").count(), 2);
+        sb.ctl(&node, "del", net, Some(&a.path()), &[]).ok();
+        sb.ctl(&node, "del", net, Some(&b.path()), &[]).ok();
+        assert!(!nft_list(&node, "inet").contains("masquerade"));
+    }
 }

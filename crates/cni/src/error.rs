@@ -48,6 +48,8 @@ pub mod plexus_codes {
     pub const ADDRESS_UNAVAILABLE: u32 = 102;
     /// A delegated plugin failed.
     pub const DELEGATE_FAILED: u32 = 103;
+    /// The plugin panicked (a bug): the message says where.
+    pub const PANICKED: u32 = 104;
     /// A placeholder plugin that is not implemented yet.
     pub const NOT_IMPLEMENTED: u32 = 199;
 }

@@ -14,6 +14,7 @@ pub mod env;
 pub mod error;
 pub mod files;
 pub mod logging;
+pub mod panic;
 pub mod plugin;
 pub mod result;
 pub mod validate;

@@ -100,7 +100,9 @@ fn dispatch_inner<P: Plugin>(
     }
     let conf = NetConf::parse(stdin)?;
     *version = conf.cni_version;
+    crate::panic::set_version(conf.cni_version);
     init_logging_from(&conf);
+    crate::panic::test_trigger();
     if !supported.contains(&conf.cni_version) {
         return Err(CniError::new(
             ErrorCode::IncompatibleVersion,
@@ -177,6 +179,7 @@ fn init_logging_from(conf: &NetConf) {
 
 /// The `main` of a plugin binary.
 pub fn run<P: Plugin>(plugin: &P) -> ! {
+    crate::panic::install();
     let mut stdin = Vec::new();
     let env_vars: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))

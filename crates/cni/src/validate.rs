@@ -15,7 +15,20 @@ fn is_valid_name(s: &str) -> bool {
     chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+/// The longest container ID a plugin can be given: one environment string
+/// is at most MAX_ARG_STRLEN (32 pages, 131072 bytes) with its
+/// `CNI_CONTAINERID=` and the NUL, so a longer one could never be passed on
+/// to a delegate. libcni sets no limit of its own; everything up to this
+/// one must work.
+pub const MAX_CONTAINER_ID_LEN: usize = 131_072 - "CNI_CONTAINERID=".len() - 1;
+
 pub fn container_id(id: &str) -> Result<(), CniError> {
+    if id.len() > MAX_CONTAINER_ID_LEN {
+        return Err(CniError::invalid_env(format!(
+            "containerID is {} bytes long; at most {MAX_CONTAINER_ID_LEN} fit in an environment variable",
+            id.len()
+        )));
+    }
     if id.is_empty() {
         return Err(CniError::new(
             ErrorCode::UnknownContainer,
@@ -40,30 +53,59 @@ pub fn network_name(name: &str) -> Result<(), CniError> {
     Ok(())
 }
 
-pub fn interface_name(name: &str) -> Result<(), CniError> {
+/// Why an interface name is refused: the kernel's `dev_valid_name`, which
+/// libcni's `ValidateInterfaceName` mirrors. The one copy of the rule:
+/// plexus-netlink checks names with it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfnameProblem {
+    Empty,
+    TooLong,
+    Dots,
+    BadChar,
+}
+
+impl IfnameProblem {
+    pub fn reason(self) -> &'static str {
+        match self {
+            IfnameProblem::Empty => "interface name is empty",
+            IfnameProblem::TooLong => "interface name is too long",
+            IfnameProblem::Dots => "interface name is . or ..",
+            IfnameProblem::BadChar => "interface name contains / or : or whitespace characters",
+        }
+    }
+}
+
+/// `None` when `name` is a valid interface name.
+pub fn ifname_problem(name: &str) -> Option<IfnameProblem> {
     if name.is_empty() {
-        return Err(CniError::invalid_env("interface name is empty"));
-    }
-    if name.len() > MAX_IFNAME_LEN {
-        return Err(
-            CniError::invalid_env("interface name is too long").with_details(format!(
-                "interface name \"{name}\" should be at most {MAX_IFNAME_LEN} characters"
-            )),
-        );
-    }
-    if name == "." || name == ".." {
-        return Err(CniError::invalid_env("interface name is . or ..").with_details(name));
-    }
-    if name
+        Some(IfnameProblem::Empty)
+    } else if name.len() > MAX_IFNAME_LEN {
+        Some(IfnameProblem::TooLong)
+    } else if name == "." || name == ".." {
+        Some(IfnameProblem::Dots)
+    } else if name
         .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+        .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
     {
-        return Err(CniError::invalid_env(
-            "interface name contains / or : or whitespace characters",
-        )
-        .with_details(name));
+        Some(IfnameProblem::BadChar)
+    } else {
+        None
     }
-    Ok(())
+}
+
+/// CNI_IFNAME: code 4 when the kernel would refuse it.
+pub fn interface_name(name: &str) -> Result<(), CniError> {
+    let Some(p) = ifname_problem(name) else {
+        return Ok(());
+    };
+    let e = CniError::invalid_env(p.reason());
+    Err(match p {
+        IfnameProblem::Empty => e,
+        IfnameProblem::TooLong => e.with_details(format!(
+            "interface name \"{name}\" should be at most {MAX_IFNAME_LEN} characters"
+        )),
+        IfnameProblem::Dots | IfnameProblem::BadChar => e.with_details(name),
+    })
 }
 
 #[cfg(test)]
@@ -77,6 +119,10 @@ mod tests {
         for bad in ["-abc", "_a", ".a", "a b", "a/b", "a;b", "ä"] {
             assert_eq!(container_id(bad).unwrap_err().code, 4, "{bad}");
         }
+        assert!(container_id(&"a".repeat(MAX_CONTAINER_ID_LEN)).is_ok());
+        let e = container_id(&"a".repeat(MAX_CONTAINER_ID_LEN + 1)).unwrap_err();
+        assert_eq!(e.code, 4);
+        assert!(e.msg.contains("at most"), "{}", e.msg);
     }
 
     #[test]
@@ -100,6 +146,7 @@ mod tests {
             "eth:0",
             "eth 0",
             "eth\t0",
+            "eth\0x",
         ] {
             assert_eq!(interface_name(bad).unwrap_err().code, 4, "{bad:?}");
         }

@@ -87,14 +87,6 @@ impl Netlink {
         &self.netns
     }
 
-    /// The underlying rtnetlink handle, for requests this crate does not wrap.
-    /// It is bound to the same namespace and works only while this
-    /// `Netlink` (or a clone) is alive: dropping the last clone stops the
-    /// connection task.
-    pub fn rtnetlink(&self) -> &rtnetlink::Handle {
-        &self.handle
-    }
-
     pub(crate) fn netns_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
         self.ns.as_raw_fd()

@@ -5,7 +5,8 @@
 //! * [`Netlink`]: one rtnetlink socket bound to one namespace; operations
 //!   are methods grouped by module: [`link`], [`addr`], [`route`],
 //!   [`neigh`], [`fdb`].
-//! * [`sysctl`]: get/set inside a namespace.
+//! * [`sysctl`]: get/set inside a namespace; [`sysctl::set_many`] writes
+//!   several in one trip into it.
 //! * [`nft`]: nftables over NETLINK_NETFILTER (batches of tables, chains
 //!   and rules; chain listing), without the `nft` binary.
 //! * [`detached`]: link deletion that does not wait for the kernel to free
@@ -40,7 +41,3 @@ pub use mac::MacAddr;
 pub use neigh::Neighbour;
 pub use netns::{create_named, delete_named, Netns};
 pub use route::{Route, RouteFilter, RouteKind, Scope};
-
-/// Re-exported so callers can build requests this crate does not wrap and
-/// send them through [`Netlink::rtnetlink`] with matching crate versions.
-pub use rtnetlink;

@@ -19,7 +19,7 @@ use crate::mac::MacAddr;
 use crate::netns::Netns;
 
 /// Maximum interface name length in bytes (IFNAMSIZ - 1).
-pub const IFNAME_MAX: usize = 15;
+pub const IFNAME_MAX: usize = plexus_cni::validate::MAX_IFNAME_LEN;
 
 // IFLA_BRPORT_* attribute numbers (linux/if_link.h).
 const IFLA_BRPORT_MODE: u16 = 4; // hairpin
@@ -27,25 +27,13 @@ const IFLA_BRPORT_LEARNING: u16 = 8;
 const IFLA_BRPORT_ISOLATED: u16 = 33;
 
 /// Checks an interface name like the kernel's `dev_valid_name`: 1..=15
-/// bytes, not `.`/`..`, no `/`, `:` or whitespace.
+/// bytes, not `.`/`..`, no `/`, `:` or whitespace (the rule is
+/// plexus-cni's, the one copy libcni's checks and ours share).
 pub fn validate_ifname(name: &str) -> Result<()> {
-    let bad = |reason: &str| Err(Error::invalid("interface name", name, reason));
-    if name.is_empty() {
-        return bad("must not be empty");
+    match plexus_cni::validate::ifname_problem(name) {
+        None => Ok(()),
+        Some(p) => Err(Error::invalid("interface name", name, p.reason())),
     }
-    if name.len() > IFNAME_MAX {
-        return bad("longer than 15 bytes");
-    }
-    if name == "." || name == ".." {
-        return bad("must not be '.' or '..'");
-    }
-    if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
-    {
-        return bad("must not contain '/', ':' or whitespace");
-    }
-    Ok(())
 }
 
 /// What the kernel reports about a link.
@@ -76,7 +64,13 @@ pub struct Link {
     pub vxlan: Option<VxlanInfo>,
     pub ipvlan_mode: Option<IpvlanMode>,
     pub macvlan_mode: Option<MacvlanMode>,
+    /// IFLA_IFALIAS (`ip link set X alias A`): plugins record there which
+    /// attachment a link belongs to.
+    pub alias: Option<String>,
 }
+
+/// Longest alias the kernel keeps (IFALIASZ - 1).
+pub const ALIAS_MAX: usize = 255;
 
 /// Attributes of a bridge device.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -126,10 +120,28 @@ pub enum MacvlanMode {
     Source,
 }
 
+impl IpvlanMode {
+    /// The name the reference plugin and `ip link` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpvlanMode::L2 => "l2",
+            IpvlanMode::L3 => "l3",
+            IpvlanMode::L3s => "l3s",
+        }
+    }
+}
+
+impl std::fmt::Display for IpvlanMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Exactly the reference ipvlan plugin's names ("" is its default, l2).
 impl std::str::FromStr for IpvlanMode {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
+        match s {
             "l2" | "" => Ok(IpvlanMode::L2),
             "l3" => Ok(IpvlanMode::L3),
             "l3s" => Ok(IpvlanMode::L3s),
@@ -550,6 +562,7 @@ pub(crate) fn parse_link(m: &LinkMessage) -> Link {
             LinkAttribute::Controller(i) if *i != 0 => l.master = Some(*i),
             LinkAttribute::Link(i) if *i != 0 => l.link = Some(*i),
             LinkAttribute::LinkNetNsId(i) => l.link_netnsid = Some(*i),
+            LinkAttribute::IfAlias(a) => l.alias = Some(a.clone()),
             LinkAttribute::LinkInfo(infos) => parse_link_info(infos, &mut l),
             _ => {}
         }
@@ -880,6 +893,21 @@ impl Netlink {
             .await
     }
 
+    /// Sets the link's alias (IFLA_IFALIAS); at most [`ALIAS_MAX`] bytes.
+    pub async fn set_alias(&self, index: u32, alias: &str) -> Result<()> {
+        if alias.len() > ALIAS_MAX || alias.contains('\0') {
+            return Err(Error::invalid(
+                "link alias",
+                alias.chars().take(64).collect::<String>(),
+                format!("must be at most {ALIAS_MAX} bytes without NUL"),
+            ));
+        }
+        let mut m = link_msg(index);
+        m.attributes.push(LinkAttribute::IfAlias(alias.to_owned()));
+        self.set_link(m, format!("set alias on link #{index}"))
+            .await
+    }
+
     /// Enslaves a link to `master` (e.g. a bridge).
     pub async fn set_master(&self, index: u32, master: u32) -> Result<()> {
         let mut m = link_msg(index);
@@ -1080,8 +1108,15 @@ mod tests {
 
     #[test]
     fn modes_parse() {
-        assert_eq!("L3S".parse::<IpvlanMode>().unwrap(), IpvlanMode::L3s);
-        assert!("l4".parse::<IpvlanMode>().is_err());
+        // Exactly the reference plugin's names, case included.
+        assert_eq!("l3s".parse::<IpvlanMode>().unwrap(), IpvlanMode::L3s);
+        assert_eq!("".parse::<IpvlanMode>().unwrap(), IpvlanMode::L2);
+        for bad in ["L3S", "l4", " l2"] {
+            assert!(bad.parse::<IpvlanMode>().is_err(), "{bad}");
+        }
+        for m in [IpvlanMode::L2, IpvlanMode::L3, IpvlanMode::L3s] {
+            assert_eq!(m.to_string().parse::<IpvlanMode>().unwrap(), m);
+        }
         assert_eq!("vepa".parse::<MacvlanMode>().unwrap(), MacvlanMode::Vepa);
     }
 

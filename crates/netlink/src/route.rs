@@ -186,6 +186,27 @@ fn from_route_addr(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
+impl Scope {
+    /// The kernel's number for this scope (RT_SCOPE_*), as CNI results
+    /// carry it.
+    pub fn as_u8(self) -> u8 {
+        u8::from(scope_to(self))
+    }
+
+    /// The scope for a kernel number; `None` for a number without a name
+    /// (user-defined scopes from /etc/iproute2/rt_scopes).
+    pub fn from_u8(v: u8) -> Option<Scope> {
+        match RouteScope::from(v) {
+            RouteScope::Universe => Some(Scope::Universe),
+            RouteScope::Site => Some(Scope::Site),
+            RouteScope::Link => Some(Scope::Link),
+            RouteScope::Host => Some(Scope::Host),
+            RouteScope::NoWhere => Some(Scope::Nowhere),
+            _ => None,
+        }
+    }
+}
+
 fn scope_to(s: Scope) -> RouteScope {
     match s {
         Scope::Universe => RouteScope::Universe,
@@ -325,13 +346,7 @@ pub(crate) fn parse_route(m: &RouteMessage) -> Option<Route> {
     if let Some(d) = dst {
         r.dst = IpNet::new(d, h.destination_prefix_length).ok()?;
     }
-    r.scope = Some(match h.scope {
-        RouteScope::Universe => Scope::Universe,
-        RouteScope::Site => Scope::Site,
-        RouteScope::Link => Scope::Link,
-        RouteScope::Host => Scope::Host,
-        _ => Scope::Nowhere,
-    });
+    r.scope = Some(Scope::from_u8(u8::from(h.scope)).unwrap_or(Scope::Nowhere));
     r.kind = match h.kind {
         RouteType::Unicast => RouteKind::Unicast,
         RouteType::Local => RouteKind::Local,
@@ -447,6 +462,21 @@ impl Netlink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scope_numbers_round_trip() {
+        for (s, n) in [
+            (Scope::Universe, 0),
+            (Scope::Site, 200),
+            (Scope::Link, 253),
+            (Scope::Host, 254),
+            (Scope::Nowhere, 255),
+        ] {
+            assert_eq!(s.as_u8(), n);
+            assert_eq!(Scope::from_u8(n), Some(s));
+        }
+        assert_eq!(Scope::from_u8(100), None);
+    }
 
     #[test]
     fn add_message_defaults() {

@@ -76,6 +76,53 @@ pub async fn set_async(ns: &Netns, name: &str, value: &str) -> Result<()> {
     r.map_err(|e| Error::io(ctx, e))
 }
 
+/// One write of a [`set_many`] batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub name: String,
+    pub value: String,
+}
+
+impl Write {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Write {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// Writes every sysctl of `writes` in `ns` in one trip into the namespace
+/// (one thread, one setns) and returns one result per write, in order, so
+/// the caller decides which failures matter. A sysctl that already has the
+/// value is not written: a read-only /proc/sys (some sandboxes) then fails
+/// only for values that really need to change.
+pub async fn set_many(ns: &Netns, writes: &[Write]) -> Result<Vec<Result<()>>> {
+    let mut jobs = Vec::with_capacity(writes.len());
+    for w in writes {
+        jobs.push((sysctl_path(&w.name), w.clone()));
+    }
+    let label = ns.path().display().to_string();
+    ns.run_async(move || {
+        jobs.into_iter()
+            .map(|(path, w)| {
+                let path = path?;
+                let current = std::fs::read_to_string(&path);
+                if current.is_ok_and(|c| c.trim_end_matches('\n') == w.value) {
+                    return Ok(());
+                }
+                std::fs::write(&path, w.value.as_bytes()).map_err(|e| {
+                    Error::io(
+                        format!("write sysctl {}={} in netns {label}", w.name, w.value),
+                        e,
+                    )
+                })
+            })
+            .collect()
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -545,6 +545,53 @@ async fn sysctl_is_per_netns() {
         "1"
     );
     assert_eq!(sysctl::get(&b.ns, "net.ipv4.ip_forward").unwrap(), "0");
+
+    // A batch: one result per write, in order; a failure does not stop it.
+    let r = sysctl::set_many(
+        &a.ns,
+        &[
+            sysctl::Write::new("net/ipv4/conf/s0/arp_notify", "0"),
+            sysctl::Write::new("net/ipv4/conf/nosuch0/arp_notify", "1"),
+            sysctl::Write::new("net/ipv6/conf/s0/accept_dad", "0"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(r[0].is_ok() && r[2].is_ok(), "{r:?}");
+    assert!(r[1].as_ref().unwrap_err().is_not_found(), "{r:?}");
+    assert_eq!(
+        sysctl::get(&a.ns, "net.ipv4.conf.s0.arp_notify").unwrap(),
+        "0"
+    );
+    assert_eq!(
+        sysctl::get(&a.ns, "net/ipv6/conf/s0/accept_dad").unwrap(),
+        "0"
+    );
+}
+
+#[tokio::test]
+async fn link_alias_is_set_and_read_back() {
+    if !root_or_skip("link_alias_is_set_and_read_back") {
+        return;
+    }
+    let a = TestNs::new();
+    let nla = a.nl().await;
+    let (i0, _) = veth_pair(&nla, "al0", "al1").await;
+    assert_eq!(nla.link("al0").await.unwrap().alias, None);
+    nla.set_alias(i0, "plexus-test:c1:eth0").await.unwrap();
+    assert_eq!(
+        nla.link("al0").await.unwrap().alias.as_deref(),
+        Some("plexus-test:c1:eth0")
+    );
+    let listed = nla.links().await.unwrap();
+    assert!(listed
+        .iter()
+        .any(|l| l.index == i0 && l.alias.as_deref() == Some("plexus-test:c1:eth0")));
+    let long = "x".repeat(plexus_netlink::link::ALIAS_MAX + 1);
+    assert!(matches!(
+        nla.set_alias(i0, &long).await.unwrap_err(),
+        plexus_netlink::Error::InvalidArgument { .. }
+    ));
 }
 
 #[tokio::test]

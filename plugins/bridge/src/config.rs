@@ -4,6 +4,7 @@
 use plexus_cni::args::K8S_KEYS;
 use plexus_cni::{CniEnv, CniError, Dns, NetConf};
 use plexus_netlink::MacAddr;
+use plexus_plugin::conf;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -108,12 +109,22 @@ impl BridgeConf {
         format!("{}.{}", self.bridge, self.vlan)
     }
 
+    /// The config for ADD and CHECK: every key validated.
     pub fn load(conf: &NetConf, env: &CniEnv) -> Result<Self, CniError> {
+        Self::load_with(conf, env, true)
+    }
+
+    /// The config for DEL: an `ipam` or `dns` of the wrong shape (which
+    /// ADD refused before creating anything) reads as absent, so DEL of
+    /// such a config succeeds and changes nothing.
+    pub fn load_for_del(conf: &NetConf, env: &CniEnv) -> Result<Self, CniError> {
+        Self::load_with(conf, env, false)
+    }
+
+    fn load_with(conf: &NetConf, env: &CniEnv, strict: bool) -> Result<Self, CniError> {
         let raw: Raw = conf.plugin_config()?;
         let bad = |msg: String| Err(CniError::invalid_config(msg));
-        if let Err(e) = plexus_netlink::link::validate_ifname(&raw.bridge) {
-            return bad(format!("invalid bridge name: {e}"));
-        }
+        conf::ifname("bridge", &raw.bridge)?;
         if !(0..=4094).contains(&raw.vlan) {
             return bad(format!(
                 "invalid VLAN ID {} (must be between 0 and 4094)",
@@ -125,7 +136,10 @@ impl BridgeConf {
         if raw.hairpin_mode && raw.promisc_mode {
             return bad("cannot set hairpin mode and promiscuous mode at the same time".into());
         }
-        let ipam_type = conf.ipam_type().map(str::to_string);
+        let ipam_type = match conf::ipam_type(conf) {
+            Err(_) if !strict => None,
+            r => r?,
+        };
         if ipam_type.is_some() && raw.disable_container_interface {
             return bad("cannot use IPAM when DisableContainerInterface flag is set".into());
         }
@@ -137,11 +151,12 @@ impl BridgeConf {
         let vlan = raw.vlan as u16;
         if vlan != 0 && is_gateway && ipam_type.is_some() {
             let name = format!("{}.{}", raw.bridge, vlan);
-            if let Err(e) = plexus_netlink::link::validate_ifname(&name) {
-                return bad(format!(
-                    "bridge name too long for the VLAN gateway interface: {e}"
-                ));
-            }
+            conf::ifname("bridge", &name).map_err(|e| {
+                CniError::invalid_config(format!(
+                    "bridge name too long for the VLAN gateway interface: {}",
+                    e.msg
+                ))
+            })?;
         }
 
         // CNI_ARGS MAC=..., then args.cni.mac, then runtimeConfig.mac.
@@ -162,7 +177,7 @@ impl BridgeConf {
         }
         let mac = match mac_src {
             None => None,
-            Some((s, from_env)) => Some(parse_mac(&s).map_err(|msg| {
+            Some((s, from_env)) => Some(conf::unicast_mac(&s).map_err(|msg| {
                 if from_env {
                     CniError::invalid_env(format!("CNI_ARGS: {msg}"))
                 } else {
@@ -171,21 +186,9 @@ impl BridgeConf {
             })?),
         };
 
-        let dns = match conf.raw.get("dns") {
-            Some(v @ Value::Object(m))
-                if ["nameservers", "search", "options"]
-                    .iter()
-                    .any(|k| m.get(*k).is_some_and(|x| !x.is_null()))
-                    || m.get("domain")
-                        .and_then(Value::as_str)
-                        .is_some_and(|d| !d.is_empty()) =>
-            {
-                Some(
-                    serde_json::from_value::<Dns>(v.clone())
-                        .map_err(|e| CniError::invalid_config(format!("invalid \"dns\": {e}")))?,
-                )
-            }
-            _ => None,
+        let dns = match conf::dns(conf) {
+            Err(_) if !strict => None,
+            r => r?,
         };
 
         Ok(BridgeConf {
@@ -211,18 +214,6 @@ impl BridgeConf {
             dns,
         })
     }
-}
-
-/// A MAC the kernel accepts for a veth: six bytes, unicast.
-fn parse_mac(s: &str) -> Result<MacAddr, String> {
-    let m: MacAddr = s.parse().map_err(|e| format!("{e}"))?;
-    if m.0[0] & 1 != 0 {
-        return Err(format!("invalid MAC address \"{s}\": multicast address"));
-    }
-    if m == MacAddr::ZERO {
-        return Err(format!("invalid MAC address \"{s}\": all zeros"));
-    }
-    Ok(m)
 }
 
 /// The trunk VLANs, sorted and deduplicated, with the reference's checks.
@@ -347,10 +338,22 @@ mod tests {
             r#""disableContainerInterface":true,"ipam":{"type":"host-local"}"#,
             r#""runtimeConfig":{"mac":"zz:00:00:00:00:01"}"#,
             r#""args":{"cni":{"mac":"01:00:00:00:00:01"}}"#,
+            // Wrong shapes the reference's JSON decoding refuses too.
+            r#""dns":"x""#,
+            r#""ipam":"x""#,
+            r#""ipam":{"type":5}"#,
         ] {
             let e = load(&format!("{{{BASE},{extra}}}"), "").unwrap_err();
             assert_eq!(e.code, 7, "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn del_reads_what_add_refused_as_absent() {
+        let c = NetConf::parse(format!(r#"{{{BASE},"ipam":"x","dns":"x"}}"#).as_bytes()).unwrap();
+        let d = BridgeConf::load_for_del(&c, &env("")).unwrap();
+        assert_eq!((d.ipam_type, d.dns), (None, None));
+        assert_eq!(BridgeConf::load(&c, &env("")).unwrap_err().code, 7);
     }
 
     #[test]

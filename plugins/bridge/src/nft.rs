@@ -76,12 +76,14 @@ impl Attachment<'_> {
 
     /// `plexus-bridge net: NET, if: IF, id: CONTAINERID` (truncated to fit).
     /// Quotes, backslashes and newlines are dropped, as they were when the
-    /// comment went through an `nft` script, so comments stay the same.
+    /// comment went through an `nft` script, so comments stay the same. A
+    /// network name too long to leave room for the rest is shortened by
+    /// [`net_label`], so the network part is always whole.
     pub fn comment(&self) -> String {
         let clean = |s: &str| s.replace(['"', '\\', '\n', '\0'], "");
         let mut c = format!(
             "{COMMENT_PREFIX} net: {}, if: {}, id: {}",
-            clean(self.network),
+            net_label(self.network),
             clean(self.ifname),
             clean(self.container_id)
         );
@@ -96,12 +98,32 @@ impl Attachment<'_> {
     }
 }
 
-/// Parses a chain comment back into (network, ifname, container ID).
-fn parse_comment(c: &str) -> Option<(&str, &str, &str)> {
+/// Network names up to this length appear whole in chain comments.
+const NET_LABEL_MAX: usize = 64;
+
+/// The network as chain comments name it: the name itself, or for a longer
+/// one its first 40 characters, `~` and a hash of the whole name (`~` never
+/// appears in a network name, so the two forms cannot collide). It always
+/// fits in a comment, so GC can tell a chain's network even when the
+/// container ID at the end was cut off.
+pub fn net_label(network: &str) -> String {
+    if network.len() <= NET_LABEL_MAX && !network.contains(['"', '\\', '\n', '\0']) {
+        return network.to_string();
+    }
+    let head: String = network
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(40)
+        .collect();
+    let digest = Sha256::digest(network.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{head}~{hex}")
+}
+
+/// The network part of one of our chain comments.
+fn comment_network(c: &str) -> Option<&str> {
     let rest = c.strip_prefix(COMMENT_PREFIX)?.strip_prefix(" net: ")?;
-    let (net, rest) = rest.split_once(", if: ")?;
-    let (ifname, id) = rest.split_once(", id: ")?;
-    Some((net, ifname, id))
+    Some(rest.split_once(", if: ")?.0)
 }
 
 /// `add table; add chain { ... comment }; flush chain` for one chain.
@@ -240,15 +262,29 @@ pub fn gc(network: &str, valid: &[(String, String)]) -> Result<(), NftError> {
     }
 }
 
+/// A chain is this network's when its comment names the network; it is
+/// stale when its name is none of the valid attachments' chain names (the
+/// name is a hash of network, ifname and container ID, so a comment cut
+/// short by a long container ID does not matter).
 fn collect(network: &str, valid: &[(String, String)]) -> Result<(), NftError> {
+    let label = net_label(network);
+    let keep: std::collections::HashSet<String> = valid
+        .iter()
+        .flat_map(|(id, ifname)| {
+            let a = Attachment {
+                network,
+                ifname,
+                container_id: id,
+            };
+            [a.masq_chain(), a.spoof_chain()]
+        })
+        .collect();
     let sock = nft::Socket::open()?;
     let mut b = Batch::new();
     for family in [Family::Inet, Family::Bridge] {
         for chain in nft::list_chains(&sock, family, TABLE)? {
-            let Some((net, ifname, id)) = chain.comment.as_deref().and_then(parse_comment) else {
-                continue;
-            };
-            if net != network || valid.iter().any(|(c, i)| c == id && i == ifname) {
+            let ours = chain.comment.as_deref().and_then(comment_network) == Some(label.as_str());
+            if !ours || keep.contains(&chain.name) {
                 continue;
             }
             tracing::debug!(chain = chain.name, %family, "removing stale chain");
@@ -282,16 +318,34 @@ mod tests {
             A.comment(),
             "plexus-bridge net: mynet, if: eth0, id: abc123"
         );
-        assert_eq!(
-            parse_comment(&A.comment()),
-            Some(("mynet", "eth0", "abc123"))
-        );
+        assert_eq!(comment_network(&A.comment()), Some("mynet"));
         let long = "x".repeat(300);
         let c = Attachment {
             container_id: &long,
             ..A
         };
         assert_eq!(c.comment().len(), COMMENT_MAX);
+        assert_eq!(comment_network(&c.comment()), Some("mynet"));
+    }
+
+    #[test]
+    fn long_network_names_stay_whole_in_comments() {
+        let id = "f".repeat(64);
+        let name64 = "n".repeat(64);
+        let name200 = "n".repeat(200);
+        let name201 = "n".repeat(201);
+        for net in [name64.as_str(), name200.as_str(), name201.as_str()] {
+            let a = Attachment {
+                network: net,
+                ifname: "eth0",
+                container_id: &id,
+            };
+            assert!(a.comment().len() <= COMMENT_MAX);
+            assert_eq!(comment_network(&a.comment()), Some(net_label(net).as_str()));
+        }
+        assert_eq!(net_label(&name64), name64);
+        assert_ne!(net_label(&name200), net_label(&name201));
+        assert!(net_label(&name200).len() <= NET_LABEL_MAX);
     }
 
     fn hex(s: &str) -> Vec<u8> {

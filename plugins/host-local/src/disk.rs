@@ -34,6 +34,9 @@ pub const TEMP_PREFIX: &str = ".plexus-tmp.";
 /// writes them since v1.2 (Debian's 1.1.1 still used 0644; the files carry
 /// container IDs, so the stricter mode is the one we keep).
 pub const DIR_MODE: u32 = 0o755;
+/// `<containerID>\r\n<ifname>` at its longest.
+const MAX_RECORD: usize =
+    plexus_cni::validate::MAX_CONTAINER_ID_LEN + 2 + plexus_cni::validate::MAX_IFNAME_LEN;
 pub const LOCK_MODE: u32 = 0o750;
 pub const FILE_MODE: u32 = 0o600;
 
@@ -129,11 +132,19 @@ fn read_regular(path: &Path) -> std::io::Result<String> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)?;
-    // Records are a few dozen bytes; reading through `take` skips the
-    // size-hint syscalls `read_to_string` makes on a File (this runs once per
-    // reservation on every call). A longer file is not a record of ours.
+    // Records are usually a few dozen bytes; reading through `take` skips
+    // the size-hint syscalls `read_to_string` makes on a File (this runs
+    // once per reservation on every call). The limit is the longest record
+    // we can write (the longest container ID a plugin can get): a longer
+    // file is not a record of ours.
     let mut buf = Vec::with_capacity(128);
-    (&mut f).take(4096).read_to_end(&mut buf)?;
+    (&mut f).take(MAX_RECORD as u64 + 1).read_to_end(&mut buf)?;
+    if buf.len() > MAX_RECORD {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            format!("{} is longer than any record", path.display()),
+        ));
+    }
     String::from_utf8(buf).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
 }
 

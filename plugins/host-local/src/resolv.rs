@@ -3,6 +3,10 @@
 
 use plexus_cni::Dns;
 
+/// The largest resolvConf read: a resolv.conf is a few hundred bytes; this
+/// bounds what a wrong path (`/dev/zero`, a huge file) can make us read.
+pub const MAX_SIZE: u64 = 1 << 20;
+
 pub fn parse(text: &str) -> Dns {
     let mut dns = Dns::default();
     for line in text.lines() {

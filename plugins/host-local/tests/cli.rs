@@ -562,3 +562,47 @@ fn version_command() {
         .unwrap()
         .contains(&json!("0.3.1")));
 }
+
+#[test]
+fn long_container_ids_are_released_by_del() {
+    let (_t, dir) = tempdir();
+    let c = v4(&dir);
+    let net = dir.join("net1");
+    // Over 4,096 characters DEL used to answer 0 and keep the lease.
+    for len in [300, 5_000, 100_000] {
+        let cid = format!("c{}", "x".repeat(len - 1));
+        assert_eq!(
+            call(OURS, "ADD", &c, &cid, "eth0", &[]).ips(),
+            ["10.10.0.2/24"]
+        );
+        assert!(call(OURS, "CHECK", &c, &cid, "eth0", &[]).ok, "{len}");
+        let del = call(OURS, "DEL", &c, &cid, "eth0", &[]);
+        assert!(del.ok, "{len}: {}", del.raw);
+        assert_eq!(
+            names(&net),
+            ["last_reserved_ip.0", "lock"],
+            "{len}: lease kept"
+        );
+        // Round robin would move on; start over for the next length.
+        std::fs::remove_file(net.join("last_reserved_ip.0")).unwrap();
+    }
+}
+
+#[test]
+fn resolv_conf_is_read_with_a_limit() {
+    let (_t, dir) = tempdir();
+    let big = dir.join("big.conf");
+    std::fs::write(&big, "# padding\n".repeat(200_000)).unwrap();
+    for path in [std::path::Path::new("/dev/zero"), big.as_path()] {
+        let c = conf(
+            "1.0.0",
+            "net1",
+            &dir,
+            json!({"subnet": "10.10.0.0/24", "resolvConf": path}),
+        );
+        let out = call(OURS, "ADD", &c, "ctr1", "eth0", &[]);
+        assert_eq!(out.code(), 5, "{}: {}", path.display(), out.raw);
+        assert!(out.raw.contains("resolvConf"), "{}", out.raw);
+        assert!(!dir.join("net1").exists(), "nothing allocated");
+    }
+}

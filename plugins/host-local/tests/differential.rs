@@ -25,6 +25,32 @@ enum Step {
 
 use Step::*;
 
+/// What a step must give, whichever binary runs it: comparing the two alone
+/// would pass if both failed the same way.
+#[derive(Clone, Copy, Debug)]
+enum Want {
+    /// ADD succeeds with exactly these addresses.
+    Ips(&'static [&'static str]),
+    /// The call fails.
+    Refused,
+    /// DEL succeeds.
+    Done,
+}
+
+use Want::*;
+
+fn assert_want(got: &(bool, Vec<String>), want: Want, ctx: &str) {
+    match want {
+        Ips(ips) => assert_eq!(
+            got,
+            &(true, ips.iter().map(|s| s.to_string()).collect()),
+            "{ctx}"
+        ),
+        Refused => assert!(!got.0, "{ctx}: expected a failure, got {got:?}"),
+        Done => assert_eq!(got, &(true, Vec::new()), "{ctx}"),
+    }
+}
+
 fn run_step(bin: &str, base: &Value, step: &Step) -> (bool, Vec<String>) {
     let out = match step {
         Add(c, i) => call(bin, "ADD", base, c, i, &[]),
@@ -73,7 +99,7 @@ fn assert_same_dir(ours: &Snap, theirs: &Snap, ctx: &str) {
 
 /// Run `steps` with both binaries in their own data directories, comparing
 /// results and directories after every step.
-fn differential(name: &str, ipam: Value, setup: impl Fn(&Path), steps: &[Step]) {
+fn differential(name: &str, ipam: Value, setup: impl Fn(&Path), steps: &[(Step, Want)]) {
     let Some(reference) = reference() else { return };
     let (_t1, ours_dir) = tempdir();
     let (_t2, ref_dir) = tempdir();
@@ -81,9 +107,11 @@ fn differential(name: &str, ipam: Value, setup: impl Fn(&Path), steps: &[Step]) 
     setup(&ref_dir);
     let ours_conf = conf("1.0.0", name, &ours_dir, ipam.clone());
     let ref_conf = conf("1.0.0", name, &ref_dir, ipam);
-    for (n, step) in steps.iter().enumerate() {
+    for (n, (step, want)) in steps.iter().enumerate() {
         let a = run_step(OURS, &ours_conf, step);
         let b = run_step(reference, &ref_conf, step);
+        assert_want(&b, *want, &format!("{name} step {n}: the reference"));
+        assert_want(&a, *want, &format!("{name} step {n}: ours"));
         assert_eq!(a, b, "step {n}: ours vs reference");
         assert_same_dir(
             &snapshot(&ours_dir),
@@ -103,25 +131,31 @@ fn single_range_wrap_around_requested_and_exhaustion() {
         ipam,
         |_| {},
         &[
-            Add("c0", "eth0"),
-            Add("c1", "eth0"),
-            Add("c2", "eth0"),
-            Add("c3", "eth0"),
-            Del("c1", "eth0"),
-            Add("c4", "eth0"),
-            Add("c5", "eth0"),                      // wraps around to the freed .11
-            AddArgs("c6", "eth0", "IP=10.70.0.14"), // taken
-            Del("c0", "eth0"),
-            AddArgs("c6", "eth0", "IP=10.70.0.10"),
-            Add("c7", "eth0"), // exhausted
-            Del("c2", "eth0"),
-            Del("c2", "eth0"),
-            Del("nobody", "eth0"),
-            Add("c2", "eth1"),
-            Add("c2", "eth1"), // duplicate ADD is refused by both
-            AddArgs("c8", "eth0", "IgnoreUnknown=1;IP=10.70.0.13"),
-            Del("c3", "eth0"),
-            Add("c9", "eth0"),
+            (Add("c0", "eth0"), Ips(&["10.70.0.10/24"])),
+            (Add("c1", "eth0"), Ips(&["10.70.0.11/24"])),
+            (Add("c2", "eth0"), Ips(&["10.70.0.13/24"])), // .12 is the gateway
+            (Add("c3", "eth0"), Ips(&["10.70.0.14/24"])),
+            (Del("c1", "eth0"), Done),
+            (Add("c4", "eth0"), Ips(&["10.70.0.15/24"])),
+            (Add("c5", "eth0"), Ips(&["10.70.0.11/24"])), // wraps around to the freed .11
+            (AddArgs("c6", "eth0", "IP=10.70.0.14"), Refused), // taken
+            (Del("c0", "eth0"), Done),
+            (
+                AddArgs("c6", "eth0", "IP=10.70.0.10"),
+                Ips(&["10.70.0.10/24"]),
+            ),
+            (Add("c7", "eth0"), Refused), // exhausted
+            (Del("c2", "eth0"), Done),
+            (Del("c2", "eth0"), Done),
+            (Del("nobody", "eth0"), Done),
+            (Add("c2", "eth1"), Ips(&["10.70.0.13/24"])),
+            (Add("c2", "eth1"), Refused), // duplicate ADD is refused by both
+            (
+                AddArgs("c8", "eth0", "IgnoreUnknown=1;IP=10.70.0.13"),
+                Refused,
+            ), // taken
+            (Del("c3", "eth0"), Done),
+            (Add("c9", "eth0"), Ips(&["10.70.0.14/24"])),
         ],
     );
 }
@@ -132,30 +166,38 @@ fn dual_stack_multi_range_and_capabilities() {
         [{"subnet": "10.71.0.0/29"}, {"subnet": "10.71.1.0/29", "rangeStart": "10.71.1.4"}],
         [{"subnet": "fd71::/125"}]
     ], "routes": [{"dst": "0.0.0.0/0"}]});
-    let mut steps = Vec::new();
-    const IDS: [&str; 9] = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
-    for id in &IDS[..5] {
-        steps.push(Add(id, "eth0"));
-    }
-    steps.push(AddConf(
-        "r1",
-        "eth0",
-        json!({"runtimeConfig": {"ips": ["fd71::7"]}}),
-    ));
-    steps.push(Del("b", "eth0"));
-    steps.push(Del("d", "eth0"));
-    steps.push(AddConf(
-        "r2",
-        "net1",
-        json!({"args": {"cni": {"ips": ["10.71.1.5", "fd71::3"]}}}),
-    ));
-    for id in &IDS[5..] {
-        steps.push(Add(id, "eth0")); // v6 (6 addresses) runs out first
-    }
-    steps.push(Del("a", "eth0"));
-    steps.push(Del("r2", "net1"));
-    steps.push(Add("j", "eth0"));
-    steps.push(Add("k", "eth0"));
+    let steps = vec![
+        (Add("a", "eth0"), Ips(&["10.71.0.2/29", "fd71::2/125"])),
+        (Add("b", "eth0"), Ips(&["10.71.0.3/29", "fd71::3/125"])),
+        (Add("c", "eth0"), Ips(&["10.71.0.4/29", "fd71::4/125"])),
+        (Add("d", "eth0"), Ips(&["10.71.0.5/29", "fd71::5/125"])),
+        (Add("e", "eth0"), Ips(&["10.71.0.6/29", "fd71::6/125"])),
+        // The first range is full: the second one, from its rangeStart.
+        (
+            AddConf("r1", "eth0", json!({"runtimeConfig": {"ips": ["fd71::7"]}})),
+            Ips(&["10.71.1.4/29", "fd71::7/125"]),
+        ),
+        (Del("b", "eth0"), Done),
+        (Del("d", "eth0"), Done),
+        (
+            AddConf(
+                "r2",
+                "net1",
+                json!({"args": {"cni": {"ips": ["10.71.1.5", "fd71::3"]}}}),
+            ),
+            Ips(&["10.71.1.5/29", "fd71::3/125"]),
+        ),
+        (Add("f", "eth0"), Ips(&["10.71.1.6/29", "fd71::5/125"])),
+        // v6 (6 addresses) runs out first.
+        (Add("g", "eth0"), Refused),
+        (Add("h", "eth0"), Refused),
+        (Add("i", "eth0"), Refused),
+        (Del("a", "eth0"), Done),
+        (Del("r2", "net1"), Done),
+        // The failed ADDs moved the v4 round robin on (as the reference).
+        (Add("j", "eth0"), Ips(&["10.71.0.5/29", "fd71::2/125"])),
+        (Add("k", "eth0"), Ips(&["10.71.1.5/29", "fd71::3/125"])),
+    ];
     differential("ds", ipam, |_| {}, &steps);
 }
 
@@ -174,12 +216,13 @@ fn legacy_files_are_released_like_the_reference() {
         json!({"subnet": "10.72.0.0/24"}),
         setup,
         &[
-            Add("old1", "eth0"), // a legacy record counts as this attachment's: refused
-            Add("old2", "eth0"),
-            Del("old2", "eth0"), // exact match found: legacy ones stay
-            Del("old2", "eth0"), // now the legacy ones go
-            Del("old1", "eth9"),
-            Add("n", "eth0"),
+            // A legacy record counts as this attachment's: refused.
+            (Add("old1", "eth0"), Refused),
+            (Add("old2", "eth0"), Refused),
+            (Del("old2", "eth0"), Done), // exact match found: legacy ones stay
+            (Del("old2", "eth0"), Done), // now the legacy ones go
+            (Del("old1", "eth9"), Done),
+            (Add("n", "eth0"), Ips(&["10.72.0.2/24"])),
         ],
     );
 }

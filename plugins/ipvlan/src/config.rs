@@ -24,8 +24,6 @@ struct RawConf {
     mtu: Option<i64>,
     #[serde(default, rename = "linkInContainer")]
     link_in_container: bool,
-    #[serde(default)]
-    dns: Option<Dns>,
 }
 
 /// The validated configuration.
@@ -46,22 +44,11 @@ pub struct IpvlanConf {
 
 /// Parse `mode` as the reference does: exactly "", "l2", "l3" or "l3s".
 pub fn parse_mode(s: &str) -> Result<IpvlanMode, CniError> {
-    match s {
-        "" | "l2" => Ok(IpvlanMode::L2),
-        "l3" => Ok(IpvlanMode::L3),
-        "l3s" => Ok(IpvlanMode::L3s),
-        other => Err(CniError::invalid_config(format!(
-            "unknown ipvlan mode {other:?}: \"mode\" must be \"l2\" (the default), \"l3\" or \"l3s\""
-        ))),
-    }
-}
-
-pub fn mode_name(m: IpvlanMode) -> &'static str {
-    match m {
-        IpvlanMode::L2 => "l2",
-        IpvlanMode::L3 => "l3",
-        IpvlanMode::L3s => "l3s",
-    }
+    s.parse().map_err(|_| {
+        CniError::invalid_config(format!(
+            "unknown ipvlan mode {s:?}: \"mode\" must be \"l2\" (the default), \"l3\" or \"l3s\""
+        ))
+    })
 }
 
 impl IpvlanConf {
@@ -69,11 +56,14 @@ impl IpvlanConf {
     pub fn from_netconf(conf: &NetConf) -> Result<Self, CniError> {
         let c = Self::from_netconf_lenient(conf)?;
         parse_mode(&c.mode_name)?;
+        plexus_plugin::conf::dns(conf)?;
+        plexus_plugin::conf::ipam_type(conf)?;
         Ok(c)
     }
 
-    /// Read the plugin keys without rejecting a bad mode (DEL, STATUS, GC:
-    /// they must work on whatever config ADD was given).
+    /// Read the plugin keys without rejecting a bad mode, `dns` or `ipam`
+    /// (DEL, STATUS, GC: they must work on whatever config ADD was given;
+    /// a malformed `ipam` reads as none, as ADD allocated nothing).
     pub fn from_netconf_lenient(conf: &NetConf) -> Result<Self, CniError> {
         let raw: RawConf = conf.plugin_config()?;
         let mode_name = raw.mode.unwrap_or_default();
@@ -92,8 +82,8 @@ impl IpvlanConf {
             mode_name,
             mtu,
             link_in_container: raw.link_in_container,
-            dns: raw.dns.filter(|d| !d.is_empty()),
-            ipam_type: conf.ipam_type().map(str::to_owned),
+            dns: plexus_plugin::conf::dns(conf).unwrap_or_default(),
+            ipam_type: plexus_plugin::conf::ipam_type(conf).unwrap_or_default(),
         })
     }
 
@@ -211,7 +201,6 @@ mod tests {
             assert_eq!(e.code, 7);
             assert!(e.msg.contains("unknown ipvlan mode"), "{}", e.msg);
         }
-        assert_eq!(mode_name(IpvlanMode::L3s), "l3s");
     }
 
     #[test]
@@ -222,6 +211,8 @@ mod tests {
         // DEL still reads it.
         let c = IpvlanConf::from_netconf_lenient(&conf(json!({"mode": "l9"}))).unwrap();
         assert_eq!(c.mode_name, "l9");
+        let c = IpvlanConf::from_netconf_lenient(&conf(json!({"ipam": "x", "dns": 1}))).unwrap();
+        assert_eq!((c.ipam_type, c.dns), (None, None));
         assert_eq!(
             IpvlanConf::from_netconf(&conf(json!({"mtu": -1})))
                 .unwrap_err()
@@ -240,6 +231,19 @@ mod tests {
                 .code,
             7
         );
+        for bad in [
+            json!({"dns": "x"}),
+            json!({"ipam": "x"}),
+            json!({"ipam": {"type": 5}}),
+        ] {
+            assert_eq!(
+                IpvlanConf::from_netconf(&conf(bad.clone()))
+                    .unwrap_err()
+                    .code,
+                7,
+                "{bad}"
+            );
+        }
     }
 
     fn iface(name: &str) -> Interface {

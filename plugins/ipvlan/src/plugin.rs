@@ -1,26 +1,25 @@
 //! ADD, DEL, CHECK, STATUS and GC.
 
-use std::net::IpAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use plexus_cni::error::plexus_codes;
 use plexus_cni::plugin::{Plugin, Request};
 use plexus_cni::{CniError, CniResult, ErrorCode, Interface};
-use plexus_netlink::{AddrOptions, Ipvlan, Link, Netlink, Netns, RouteFilter, Scope};
+use plexus_netlink::{Ipvlan, Link, Netlink, Netns, RouteFilter};
+use plexus_plugin::del::delete_pod_iface;
+use plexus_plugin::iface::{self, Dad};
+use plexus_plugin::names::random_ifname;
+use plexus_plugin::{
+    block_on, netlink_ctx, netlink_err as nl_err, open_pod_netns, owner, Collected,
+};
 
-use crate::config::{default_route_oif, mode_name, select_master, IpvlanConf, MasterChoice};
+use crate::config::{default_route_oif, select_master, IpvlanConf, MasterChoice};
+
+/// The name the plugin marks its links with (see plexus-plugin's `owner`).
+const PLUGIN: &str = "plexus-ipvlan";
 
 #[derive(Debug)]
 pub struct IpvlanPlugin;
-
-fn block_on<T>(f: impl std::future::Future<Output = Result<T, CniError>>) -> Result<T, CniError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CniError::io(format!("cannot start the async runtime: {e}")))?
-        .block_on(f)
-}
 
 impl Plugin for IpvlanPlugin {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
@@ -48,10 +47,6 @@ impl Plugin for IpvlanPlugin {
     }
 }
 
-fn nl_err(e: plexus_netlink::Error) -> CniError {
-    CniError::kernel(e.to_string())
-}
-
 /// The error for a kernel built without IPVLAN.
 pub fn kernel_missing_ipvlan(e: &plexus_netlink::Error) -> CniError {
     CniError::plugin(
@@ -61,27 +56,6 @@ pub fn kernel_missing_ipvlan(e: &plexus_netlink::Error) -> CniError {
     .with_details(format!(
         "load the ipvlan module or use a kernel built with CONFIG_IPVLAN; kernel said: {e}"
     ))
-}
-
-fn open_pod_netns(path: &Path) -> Result<Netns, CniError> {
-    Netns::open(path).map_err(|e| {
-        CniError::io(format!(
-            "failed to open the pod network namespace {}: {e}",
-            path.display()
-        ))
-    })
-}
-
-/// A name for the link until it is renamed in the pod (the reference does the
-/// same: creating it under its final name could clash with a node link).
-fn temp_name() -> String {
-    let mut b = [0u8; 4];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut b);
-    }
-    let n = u32::from_ne_bytes(b) ^ std::process::id().rotate_left(16);
-    format!("ipvl{n:08x}")
 }
 
 /// Both namespaces' netlink sockets.
@@ -152,11 +126,7 @@ impl Handles {
                 "master {name:?} has the name the pod interface should get (CNI_IFNAME)"
             )));
         }
-        if plexus_netlink::link::validate_ifname(&name).is_err() {
-            return Err(CniError::invalid_config(format!(
-                "master {name:?} is not a valid interface name"
-            )));
-        }
+        plexus_plugin::conf::ifname("master", &name)?;
         if let Some(l) = nl.link_by_name(&name).await.map_err(nl_err)? {
             return Ok(l);
         }
@@ -193,8 +163,10 @@ async fn add(req: &Request<'_>) -> Result<CniResult, CniError> {
         )));
     }
 
-    // Create the link directly in the pod namespace under a temporary name.
-    let tmp = temp_name();
+    // Create the link directly in the pod namespace under a temporary name
+    // (the reference does the same: creating it under its final name could
+    // clash with a node link).
+    let tmp = random_ifname("ipvl");
     let mut spec = Ipvlan::new(&tmp, master.index, conf.mode);
     if let Some(m) = conf.mtu {
         spec = spec.mtu(m);
@@ -270,6 +242,10 @@ async fn add_after_link(
         ))
     })?;
     let link = h.pod.link(ifname).await.map_err(nl_err)?;
+    h.pod
+        .set_alias(link.index, &link_alias(req))
+        .await
+        .map_err(netlink_ctx(format!("failed to label {ifname:?}")))?;
 
     // Addresses: from IPAM, or in a chain without IPAM from prevResult.
     let mut result = match addr_source(req, conf)? {
@@ -300,153 +276,34 @@ async fn add_after_link(
         result.dns = dns.clone();
     }
 
-    // Best effort, like the reference.
-    for (fam, key) in [("ipv4", "arp_notify"), ("ipv6", "ndisc_notify")] {
-        let name = format!("net/{fam}/conf/{ifname}/{key}");
-        if let Err(e) = plexus_netlink::sysctl::set_async(&h.pod_ns, &name, "1").await {
-            tracing::debug!("sysctl {name}: {e}");
-        }
-    }
-    configure_iface(&h.pod, &h.pod_ns, link.index, ifname, &result).await?;
+    iface::configure(&h.pod, &h.pod_ns, &link, &result, Dad::Keep).await?;
     Ok(result)
 }
 
-/// What the reference's ipam.ConfigureIface does: addresses, link up, wait
-/// for IPv6 DAD, routes (a route without gateway uses the first gateway of
-/// its family).
-async fn configure_iface(
-    nl: &Netlink,
-    ns: &Netns,
-    index: u32,
-    ifname: &str,
-    result: &CniResult,
-) -> Result<(), CniError> {
-    let mut v4gw: Option<IpAddr> = None;
-    let mut v6gw: Option<IpAddr> = None;
-    let mut has_v6 = false;
-    for ip in &result.ips {
-        if ip.address.addr().is_ipv6() && !has_v6 {
-            has_v6 = true;
-            let name = format!("net/ipv6/conf/{ifname}/disable_ipv6");
-            if let Err(e) = plexus_netlink::sysctl::set_async(ns, &name, "0").await {
-                tracing::debug!("sysctl {name}: {e}");
-            }
-        }
-        nl.addr_add_with(index, ip.address, AddrOptions::default())
-            .await
-            .map_err(|e| {
-                CniError::kernel(format!("failed to add {} to {ifname:?}: {e}", ip.address))
-            })?;
-        match ip.gateway {
-            Some(g @ IpAddr::V4(_)) if v4gw.is_none() => v4gw = Some(g),
-            Some(g @ IpAddr::V6(_)) if v6gw.is_none() => v6gw = Some(g),
-            _ => {}
-        }
-    }
-    nl.set_link_up(index, true)
-        .await
-        .map_err(|e| CniError::kernel(format!("failed to set {ifname:?} up: {e}")))?;
-    if has_v6 {
-        settle_v6(nl, index).await;
-    }
-    for r in &result.routes {
-        let gw = r.gw.or(if r.dst.addr().is_ipv4() { v4gw } else { v6gw });
-        let mut route = plexus_netlink::Route::new(r.dst).dev(index);
-        if let Some(g) = gw {
-            route = route.via(g);
-        }
-        if let Some(p) = r.priority {
-            route = route.metric(p);
-        }
-        if let Some(t) = r.table {
-            route = route.table(t);
-        }
-        if let Some(m) = r.mtu {
-            route = route.mtu(m);
-        }
-        if let Some(a) = r.advmss {
-            route = route.advmss(a);
-        }
-        if let Some(s) = r.scope {
-            route = route.scope(scope_from(s));
-        }
-        match nl.route_add(&route).await {
-            Ok(()) => {}
-            Err(e) if e.is_exists() => {}
-            Err(e) => {
-                return Err(CniError::kernel(format!(
-                    "failed to add route {} on {ifname:?}: {e}",
-                    r.dst
-                )))
-            }
-        }
-    }
-    Ok(())
-}
-
-fn scope_from(s: u8) -> Scope {
-    match s {
-        0 => Scope::Universe,
-        200 => Scope::Site,
-        253 => Scope::Link,
-        254 => Scope::Host,
-        _ => Scope::Nowhere,
-    }
-}
-
-/// Wait (up to 10 s, like the reference) until no IPv6 address on the link is
-/// tentative.
-async fn settle_v6(nl: &Netlink, index: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        match nl.addrs(Some(index)).await {
-            Ok(a) if a.iter().any(|a| a.tentative) => {}
-            _ => return,
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// The alias that marks the pod's link as this attachment's.
+fn link_alias(req: &Request<'_>) -> String {
+    owner::alias(PLUGIN, &req.env.container_id, &req.env.ifname)
 }
 
 async fn del(req: &Request<'_>) -> Result<(), CniError> {
     let conf = IpvlanConf::from_netconf_lenient(req.conf)?;
-    // Release the addresses first and whatever happens to the netns/master.
-    let ipam = match &conf.ipam_type {
-        Some(t) => plexus_runtime::delegate::del(t, req.stdin, req.env),
-        None => Ok(()),
-    };
-    let link = del_link(req).await;
-    ipam.and(link)
-}
-
-async fn del_link(req: &Request<'_>) -> Result<(), CniError> {
-    let Some(path) = req.env.netns.as_deref() else {
-        return Ok(());
-    };
-    let ns = match Netns::open(path) {
-        Ok(ns) => ns,
-        Err(e) => {
-            // The pod netns is gone (or no longer a netns): nothing to delete.
-            tracing::debug!("DEL: pod netns {}: {e}", path.display());
-            return Ok(());
-        }
-    };
-    let nl = Netlink::open(&ns).await.map_err(nl_err)?;
-    let fail = |e: plexus_netlink::Error| {
-        CniError::kernel(format!(
-            "failed to delete {:?} in {}: {e}",
-            req.env.ifname,
-            path.display()
-        ))
-    };
-    // The link also vanishes on its own when its master is deleted.
-    let Some(link) = nl.link_by_name(&req.env.ifname).await.map_err(fail)? else {
-        return Ok(());
-    };
-    // Returns once the link is gone, without waiting for the kernel to free it.
-    match nl.delete_link_detached(link.index).await {
-        Err(e) if !e.is_not_found() => Err(fail(e)),
-        _ => Ok(()),
+    // Release the addresses whatever happens to the netns or the master,
+    // and remove the link whatever the IPAM says.
+    let mut errors = Collected::new();
+    if let Some(t) = &conf.ipam_type {
+        errors.take(
+            "IPAM DEL",
+            plexus_runtime::delegate::del(t, req.stdin, req.env),
+        );
     }
+    // The link also vanishes on its own when its master is deleted.
+    let alias = link_alias(req);
+    let ours = async |l: &Link| Ok(l.alias.as_deref() == Some(alias.as_str()));
+    errors.take(
+        "removing the ipvlan link",
+        delete_pod_iface(req.env.netns.as_deref(), &req.env.ifname, ours).await,
+    );
+    errors.finish()
 }
 
 fn check_err(msg: impl Into<String>) -> CniError {
@@ -499,8 +356,8 @@ async fn check(req: &Request<'_>) -> Result<(), CniError> {
     if link.ipvlan_mode != Some(conf.mode) {
         return Err(check_err(format!(
             "interface {ifname:?} has ipvlan mode {}, the config says {}",
-            link.ipvlan_mode.map(mode_name).unwrap_or("unknown"),
-            mode_name(conf.mode)
+            link.ipvlan_mode.map(|m| m.as_str()).unwrap_or("unknown"),
+            conf.mode
         )));
     }
     match master {
@@ -528,27 +385,5 @@ async fn check(req: &Request<'_>) -> Result<(), CniError> {
             )));
         }
     }
-    let addrs = h.pod.addrs(Some(link.index)).await.map_err(nl_err)?;
-    for ip in prev.ips.iter().filter(|i| i.interface == Some(idx)) {
-        if !addrs.iter().any(|a| a.net == ip.address) {
-            return Err(check_err(format!(
-                "address {} from prevResult is not on {ifname:?}",
-                ip.address
-            )));
-        }
-    }
-    let routes = h.pod.routes(RouteFilter::default()).await.map_err(nl_err)?;
-    for r in &prev.routes {
-        let found = routes
-            .iter()
-            .any(|k| k.dst == r.dst.trunc() && r.gw.is_none_or(|g| k.gateway == Some(g)));
-        if !found {
-            return Err(check_err(format!(
-                "route {}{} from prevResult is missing in {sandbox}",
-                r.dst,
-                r.gw.map(|g| format!(" via {g}")).unwrap_or_default()
-            )));
-        }
-    }
-    Ok(())
+    plexus_plugin::check::addrs_and_routes(&h.pod, &link, prev, idx).await
 }
