@@ -1,3 +1,5 @@
 pub mod attrs;
 pub mod codec;
+pub mod decision;
+pub mod rib;
 pub mod fsm;
