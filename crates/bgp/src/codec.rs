@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use netgauze_bgp_pkt::community::Community;
 use netgauze_bgp_pkt::iana::AS_TRANS;
 use netgauze_bgp_pkt::nlri::{Ipv4Unicast, Ipv4UnicastAddress, Ipv6Unicast, Ipv6UnicastAddress};
 use netgauze_bgp_pkt::notification::{
@@ -18,15 +19,13 @@ use netgauze_bgp_pkt::notification::{
     MessageHeaderError, OpenMessageError,
 };
 use netgauze_bgp_pkt::path_attribute::{
-    As2PathSegment, As4Path, As4PathSegment, AsPath, AsPathSegmentType, AtomicAggregate,
-    ClusterId, ClusterList, Communities, LocalPreference, MpReach, MpUnreach,
-    MultiExitDiscriminator, NextHop, Origin as WireOrigin, Originator, PathAttribute,
-    PathAttributeValue,
+    As2PathSegment, As4Path, As4PathSegment, AsPath, AsPathSegmentType, AtomicAggregate, ClusterId,
+    ClusterList, Communities, LocalPreference, MpReach, MpUnreach, MultiExitDiscriminator, NextHop,
+    Origin as WireOrigin, Originator, PathAttribute, PathAttributeValue,
 };
 use netgauze_bgp_pkt::update::BgpUpdateMessage;
 use netgauze_bgp_pkt::wire::deserializer::BgpParsingContext;
 use netgauze_bgp_pkt::BgpMessage;
-use netgauze_bgp_pkt::community::Community;
 use netgauze_iana::address_family::AddressType;
 use netgauze_parse_utils::reader::SliceReader;
 use netgauze_parse_utils::traits::ParseFromWithOneInput;
@@ -191,10 +190,18 @@ pub fn parse_update(update: &BgpUpdateMessage) -> ParsedUpdate {
     if out.end_of_rib.is_some() {
         return out;
     }
-    out.withdrawn
-        .extend(update.withdraw_routes().iter().map(|a| IpNet::V4(a.network().address())));
-    out.announced
-        .extend(update.nlri().iter().map(|a| IpNet::V4(a.network().address())));
+    out.withdrawn.extend(
+        update
+            .withdraw_routes()
+            .iter()
+            .map(|a| IpNet::V4(a.network().address())),
+    );
+    out.announced.extend(
+        update
+            .nlri()
+            .iter()
+            .map(|a| IpNet::V4(a.network().address())),
+    );
     let mut attrs = PathAttrs::local();
     let mut as4_path: Option<Vec<AsSegment>> = None;
     let mut have_as2 = false;
@@ -336,9 +343,16 @@ fn common_attrs(attrs: &PathAttrs, opts: EncodeOptions) -> Vec<PathAttribute> {
         .map(|s| As4PathSegment::new(seg_type(s.set), s.asns.clone()))
         .collect();
     if opts.asn4 {
-        out.extend(attr(false, true, PathAttributeValue::AsPath(AsPath::as4_path_segments(as4))));
+        out.extend(attr(
+            false,
+            true,
+            PathAttributeValue::AsPath(AsPath::as4_path_segments(as4)),
+        ));
     } else {
-        let needs_as4 = attrs.as_path.iter().any(|s| s.asns.iter().any(|&a| a > 0xffff));
+        let needs_as4 = attrs
+            .as_path
+            .iter()
+            .any(|s| s.asns.iter().any(|&a| a > 0xffff));
         let as2: Vec<As2PathSegment> = attrs
             .as_path
             .iter()
@@ -351,9 +365,17 @@ fn common_attrs(attrs: &PathAttrs, opts: EncodeOptions) -> Vec<PathAttribute> {
                 As2PathSegment::new(seg_type(s.set), asns)
             })
             .collect();
-        out.extend(attr(false, true, PathAttributeValue::AsPath(AsPath::as2_path_segments(as2))));
+        out.extend(attr(
+            false,
+            true,
+            PathAttributeValue::AsPath(AsPath::as2_path_segments(as2)),
+        ));
         if needs_as4 {
-            out.extend(attr(true, true, PathAttributeValue::As4Path(As4Path::new(as4))));
+            out.extend(attr(
+                true,
+                true,
+                PathAttributeValue::As4Path(As4Path::new(as4)),
+            ));
         }
     }
     if let Some(m) = attrs.med {
@@ -373,18 +395,42 @@ fn common_attrs(attrs: &PathAttrs, opts: EncodeOptions) -> Vec<PathAttribute> {
         ));
     }
     if attrs.atomic_aggregate {
-        out.extend(attr(false, true, PathAttributeValue::AtomicAggregate(AtomicAggregate)));
+        out.extend(attr(
+            false,
+            true,
+            PathAttributeValue::AtomicAggregate(AtomicAggregate),
+        ));
     }
     if !attrs.communities.is_empty() {
-        let c: Vec<Community> = attrs.communities.iter().map(|&c| Community::new(c)).collect();
-        out.extend(attr(true, true, PathAttributeValue::Communities(Communities::new(c))));
+        let c: Vec<Community> = attrs
+            .communities
+            .iter()
+            .map(|&c| Community::new(c))
+            .collect();
+        out.extend(attr(
+            true,
+            true,
+            PathAttributeValue::Communities(Communities::new(c)),
+        ));
     }
     if let Some(o) = attrs.originator_id {
-        out.extend(attr(true, false, PathAttributeValue::Originator(Originator::new(o))));
+        out.extend(attr(
+            true,
+            false,
+            PathAttributeValue::Originator(Originator::new(o)),
+        ));
     }
     if !attrs.cluster_list.is_empty() {
-        let c: Vec<ClusterId> = attrs.cluster_list.iter().map(|&c| ClusterId::new(c)).collect();
-        out.extend(attr(true, false, PathAttributeValue::ClusterList(ClusterList::new(c))));
+        let c: Vec<ClusterId> = attrs
+            .cluster_list
+            .iter()
+            .map(|&c| ClusterId::new(c))
+            .collect();
+        out.extend(attr(
+            true,
+            false,
+            PathAttributeValue::ClusterList(ClusterList::new(c)),
+        ));
     }
     out
 }
@@ -395,7 +441,9 @@ const V4_PER_UPDATE: usize = 500;
 const V6_PER_UPDATE: usize = 150;
 
 fn v4_nlri(p: &Ipv4Net) -> Option<Ipv4UnicastAddress> {
-    Ipv4Unicast::from_net(*p).ok().map(Ipv4UnicastAddress::new_no_path_id)
+    Ipv4Unicast::from_net(*p)
+        .ok()
+        .map(Ipv4UnicastAddress::new_no_path_id)
 }
 
 fn v6_nlri(p: &Ipv6Net) -> Option<Ipv6UnicastAddress> {
@@ -427,7 +475,11 @@ pub fn announce(prefixes: &[IpNet], attrs: &PathAttrs, opts: EncodeOptions) -> V
     if let Some(IpAddr::V4(nh)) = attrs.next_hop {
         for chunk in v4.chunks(V4_PER_UPDATE) {
             let mut pa = common.clone();
-            pa.extend(attr(false, true, PathAttributeValue::NextHop(NextHop::new(nh))));
+            pa.extend(attr(
+                false,
+                true,
+                PathAttributeValue::NextHop(NextHop::new(nh)),
+            ));
             let nlri: Vec<_> = chunk.iter().filter_map(v4_nlri).collect();
             out.push(BgpMessage::Update(BgpUpdateMessage::new(vec![], pa, nlri)));
         }
@@ -445,7 +497,11 @@ pub fn announce(prefixes: &[IpNet], attrs: &PathAttrs, opts: EncodeOptions) -> V
                     nlri: nlri.into(),
                 }),
             ));
-            out.push(BgpMessage::Update(BgpUpdateMessage::new(vec![], pa, vec![])));
+            out.push(BgpMessage::Update(BgpUpdateMessage::new(
+                vec![],
+                pa,
+                vec![],
+            )));
         }
     }
     out
@@ -463,7 +519,11 @@ pub fn withdraw(prefixes: &[IpNet]) -> Vec<BgpMessage> {
     }
     let mut out = Vec::new();
     for chunk in v4.chunks(V4_PER_UPDATE) {
-        out.push(BgpMessage::Update(BgpUpdateMessage::new(chunk.to_vec(), vec![], vec![])));
+        out.push(BgpMessage::Update(BgpUpdateMessage::new(
+            chunk.to_vec(),
+            vec![],
+            vec![],
+        )));
     }
     for chunk in v6.chunks(V6_PER_UPDATE) {
         let pa: Vec<_> = attr(
@@ -475,7 +535,11 @@ pub fn withdraw(prefixes: &[IpNet]) -> Vec<BgpMessage> {
         )
         .into_iter()
         .collect();
-        out.push(BgpMessage::Update(BgpUpdateMessage::new(vec![], pa, vec![])));
+        out.push(BgpMessage::Update(BgpUpdateMessage::new(
+            vec![],
+            pa,
+            vec![],
+        )));
     }
     out
 }
@@ -489,9 +553,7 @@ pub fn end_of_rib(afi: Afi) -> BgpMessage {
             attr(
                 true,
                 false,
-                PathAttributeValue::MpUnreach(MpUnreach::Ipv6Unicast {
-                    nlri: Box::new([]),
-                }),
+                PathAttributeValue::MpUnreach(MpUnreach::Ipv6Unicast { nlri: Box::new([]) }),
             )
             .into_iter()
             .collect::<Vec<_>>(),

@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use netgauze_bgp_pkt::capabilities::{
-    BgpCapability, FourOctetAsCapability, GracefulRestartAddressFamily,
-    GracefulRestartCapability, MultiProtocolExtensionsCapability,
+    BgpCapability, FourOctetAsCapability, GracefulRestartAddressFamily, GracefulRestartCapability,
+    MultiProtocolExtensionsCapability,
 };
 use netgauze_bgp_pkt::iana::AS_TRANS;
 use netgauze_bgp_pkt::notification::{BgpNotificationMessage, CeaseError, OpenMessageError};
@@ -138,7 +138,10 @@ pub enum Event {
     /// Stop it (ManualStop): Cease to the peer, routes withdrawn.
     Stop,
     /// A TCP connection is up.
-    Connected { conn: ConnId, dir: Direction },
+    Connected {
+        conn: ConnId,
+        dir: Direction,
+    },
     /// Our outgoing connection attempt failed.
     ConnectFailed,
     /// The peer closed the connection (or it failed).
@@ -162,7 +165,10 @@ pub enum Action {
     Up(ConnId, Negotiated),
     /// The session is gone. `graceful`: keep the peer's routes, marked
     /// stale (we are its graceful-restart helper).
-    Down { graceful: bool, reason: String },
+    Down {
+        graceful: bool,
+        reason: String,
+    },
     /// Routes announced or withdrawn by the peer (or its End-of-RIB).
     Update(ParsedUpdate),
     /// The peer asked for our routes again (RFC 2918).
@@ -289,14 +295,19 @@ impl Fsm {
         } else {
             self.base = State::Connect;
             out.push(Action::Connect);
-            out.push(Action::StartTimer(Timer::ConnectRetry, self.cfg.connect_retry));
+            out.push(Action::StartTimer(
+                Timer::ConnectRetry,
+                self.cfg.connect_retry,
+            ));
         }
     }
 
     fn stop(&mut self, out: &mut Actions) {
         let ids: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
         for id in ids {
-            let n = codec::cease(CeaseError::AdministrativeShutdown { value: Box::new([]) });
+            let n = codec::cease(CeaseError::AdministrativeShutdown {
+                value: Box::new([]),
+            });
             self.notify_and_drop(id, n, out);
         }
         out.push(Action::StopTimer(Timer::ConnectRetry));
@@ -356,7 +367,9 @@ impl Fsm {
         if let Some(gr) = self.cfg.graceful_restart {
             let fams: Vec<GracefulRestartAddressFamily> = [Afi::Ipv4, Afi::Ipv6]
                 .iter()
-                .map(|a| GracefulRestartAddressFamily::new(gr.forwarding_preserved, a.address_type()))
+                .map(|a| {
+                    GracefulRestartAddressFamily::new(gr.forwarding_preserved, a.address_type())
+                })
                 .collect();
             caps.push(BgpCapability::GracefulRestartCapability(
                 GracefulRestartCapability::new(gr.restarting, false, gr.restart_time, fams),
@@ -378,7 +391,10 @@ impl Fsm {
                 }
                 self.base = State::Connect;
                 out.push(Action::Connect);
-                out.push(Action::StartTimer(Timer::ConnectRetry, self.cfg.connect_retry));
+                out.push(Action::StartTimer(
+                    Timer::ConnectRetry,
+                    self.cfg.connect_retry,
+                ));
             }
             Timer::Hold(conn) => {
                 if self.conns.iter().any(|c| c.id == conn) {
@@ -396,8 +412,7 @@ impl Fsm {
             }
             Timer::GrRestart | Timer::GrStale => {
                 // The peer did not come back (or did not finish) in time.
-                if !self.stale.is_empty() && (t == Timer::GrStale || self.established().is_none())
-                {
+                if !self.stale.is_empty() && (t == Timer::GrStale || self.established().is_none()) {
                     self.stale.clear();
                     out.push(Action::PurgeStale(None));
                 }
@@ -434,7 +449,10 @@ impl Fsm {
         if self.conns.is_empty() && self.base != State::Idle {
             self.base = State::Active;
             if !self.cfg.passive {
-                out.push(Action::StartTimer(Timer::ConnectRetry, self.cfg.connect_retry));
+                out.push(Action::StartTimer(
+                    Timer::ConnectRetry,
+                    self.cfg.connect_retry,
+                ));
             }
         }
     }
@@ -512,7 +530,12 @@ impl Fsm {
     }
 
     fn restart_hold(&self, conn: ConnId, out: &mut Actions) {
-        if let Some(n) = self.conns.iter().find(|c| c.id == conn).and_then(|c| c.neg.as_ref()) {
+        if let Some(n) = self
+            .conns
+            .iter()
+            .find(|c| c.id == conn)
+            .and_then(|c| c.neg.as_ref())
+        {
             if n.hold_time > 0 {
                 out.push(Action::StartTimer(Timer::Hold(conn), n.hold_time));
             }
@@ -557,7 +580,8 @@ impl Fsm {
                 BgpCapability::FourOctetAs(_) => neg.asn4 = true,
                 BgpCapability::MultiProtocolExtensions(mp) => {
                     mp_seen = true;
-                    neg.families.extend(Afi::from_address_type(mp.address_type()));
+                    neg.families
+                        .extend(Afi::from_address_type(mp.address_type()));
                 }
                 BgpCapability::RouteRefresh | BgpCapability::EnhancedRouteRefresh => {
                     neg.route_refresh = true
@@ -627,7 +651,11 @@ impl Fsm {
             return true;
         };
         let (other_id, other_dir, other_state, other_neg) = other;
-        let collision = || codec::cease(CeaseError::ConnectionCollisionResolution { value: Box::new([]) });
+        let collision = || {
+            codec::cease(CeaseError::ConnectionCollisionResolution {
+                value: Box::new([]),
+            })
+        };
         if other_state == ConnState::Established {
             // RFC 4724 §4.2: a new OPEN from a peer that restarts gracefully
             // ends the old session; its routes stay, stale.

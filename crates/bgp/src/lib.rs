@@ -1,5 +1,7 @@
 pub mod attrs;
 pub mod codec;
 pub mod decision;
-pub mod rib;
+pub mod error;
 pub mod fsm;
+pub mod rib;
+pub mod speaker;

@@ -371,7 +371,11 @@ impl Rib {
         let want = self
             .loc
             .get(&prefix)
-            .and_then(|b| self.known.get(&addr).and_then(|to| self.export(&prefix, b, to)))
+            .and_then(|b| {
+                self.known
+                    .get(&addr)
+                    .and_then(|to| self.export(&prefix, b, to))
+            })
             .map(Arc::new);
         let table = self.adj_out.entry(addr).or_default();
         let entry = out.out.entry(addr).or_default();

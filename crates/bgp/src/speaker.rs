@@ -1,0 +1,774 @@
+//! The session runtime on tokio: TCP (listen and connect), one reader and
+//! one writer task per connection, the timers, and one core task that owns
+//! every peer's [`Fsm`] and the [`Rib`] and carries out their actions. The
+//! agent talks to it through [`Speaker`]; best-route changes come out of the
+//! [`RouteFeed`].
+//!
+//! Sockets are created on the runtime's threads: run the runtime in the
+//! network namespace the speaker belongs to.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use netgauze_bgp_pkt::capabilities::BgpCapability;
+use netgauze_bgp_pkt::notification::BgpNotificationMessage;
+use netgauze_bgp_pkt::BgpMessage;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::attrs::PathAttrs;
+use crate::codec::{self, EncodeOptions};
+use crate::error::BgpError;
+use crate::fsm::{
+    Action, ConnId, Direction, Event, Fsm, FsmConfig, GracefulRestart, Negotiated, State, Timer,
+};
+use crate::rib::{OutUpdate, PeerInfo, Rib, RibConfig, RibOutput, RouteChange};
+
+/// The BGP port.
+pub const BGP_PORT: u16 = 179;
+
+/// Speaker-wide settings.
+#[derive(Debug, Clone)]
+pub struct SpeakerConfig {
+    pub router_id: Ipv4Addr,
+    pub local_as: u32,
+    /// Where to accept connections (port 179 normally); None: only connect.
+    pub listen: Option<SocketAddr>,
+    /// Hold time we offer (0: no keepalives; else at least 3).
+    pub hold_time: u16,
+    pub connect_retry: u16,
+    /// Route reflector CLUSTER_ID; defaults to the router ID.
+    pub cluster_id: Option<Ipv4Addr>,
+    pub graceful_restart: Option<GracefulRestart>,
+    /// Next hops for a family the session's own address is not of (an IPv6
+    /// next hop for IPv6 prefixes over an IPv4 session, and the reverse).
+    pub next_hop_v4: Option<Ipv4Addr>,
+    pub next_hop_v6: Option<Ipv6Addr>,
+}
+
+impl SpeakerConfig {
+    pub fn new(router_id: Ipv4Addr, local_as: u32) -> SpeakerConfig {
+        SpeakerConfig {
+            router_id,
+            local_as,
+            listen: Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), BGP_PORT)),
+            hold_time: 90,
+            connect_retry: 30,
+            cluster_id: None,
+            graceful_restart: Some(GracefulRestart::default()),
+            next_hop_v4: None,
+            next_hop_v6: None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), BgpError> {
+        if self.local_as == 0 {
+            return Err(BgpError::Config("the local AS must not be 0".into()));
+        }
+        if self.router_id.is_unspecified() {
+            return Err(BgpError::Config("the router ID must not be 0.0.0.0".into()));
+        }
+        if self.hold_time != 0 && self.hold_time < 3 {
+            return Err(BgpError::Config(format!(
+                "hold time {} is neither 0 nor at least 3 seconds",
+                self.hold_time
+            )));
+        }
+        if self.connect_retry == 0 {
+            return Err(BgpError::Config(
+                "connect retry must be at least 1 second".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub address: IpAddr,
+    pub remote_as: u32,
+    /// Our AS towards this peer; defaults to the speaker's.
+    pub local_as: Option<u32>,
+    /// A route-reflector client of ours (RFC 4456).
+    pub rr_client: bool,
+    /// Never connect; wait for the peer.
+    pub passive: bool,
+    /// The peer's port (179).
+    pub port: u16,
+    /// Local address to connect from.
+    pub source: Option<IpAddr>,
+}
+
+impl PeerConfig {
+    pub fn new(address: IpAddr, remote_as: u32) -> PeerConfig {
+        PeerConfig {
+            address,
+            remote_as,
+            local_as: None,
+            rr_client: false,
+            passive: false,
+            port: BGP_PORT,
+            source: None,
+        }
+    }
+}
+
+/// A peer's status for `plexusctl bgp status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub address: IpAddr,
+    pub remote_as: u32,
+    pub ibgp: bool,
+    pub state: State,
+    /// When the state last changed.
+    pub since: SystemTime,
+    pub last_error: Option<String>,
+    pub remote_id: Option<Ipv4Addr>,
+    pub prefixes_received: usize,
+    pub prefixes_sent: usize,
+}
+
+/// Best-route changes for the routing component, in order.
+pub type RouteFeed = mpsc::UnboundedReceiver<RouteChange>;
+
+enum Command {
+    AddPeer(PeerConfig, oneshot::Sender<Result<(), BgpError>>),
+    RemovePeer(IpAddr, oneshot::Sender<Result<(), BgpError>>),
+    Originate(IpNet, bool, oneshot::Sender<()>),
+    Status(oneshot::Sender<Vec<PeerStatus>>),
+    LocRib(oneshot::Sender<Vec<(IpNet, Option<IpAddr>, Arc<PathAttrs>)>>),
+    Shutdown(oneshot::Sender<Vec<JoinHandle<()>>>),
+}
+
+enum Internal {
+    Cmd(Command),
+    Accepted(TcpStream, SocketAddr),
+    Connected(IpAddr, TcpStream),
+    ConnectFailed(IpAddr, String),
+    Frame(ConnId, Vec<u8>),
+    Malformed(ConnId, BgpNotificationMessage),
+    Closed(ConnId),
+}
+
+/// The agent's handle on the speaker.
+#[derive(Debug)]
+pub struct Speaker {
+    tx: mpsc::UnboundedSender<Internal>,
+    listen: Option<SocketAddr>,
+    core: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Internal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Internal")
+    }
+}
+
+impl Speaker {
+    /// Start the speaker (and its listener) on the current tokio runtime.
+    pub async fn start(cfg: SpeakerConfig) -> Result<(Speaker, RouteFeed), BgpError> {
+        cfg.validate()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (feed_tx, feed_rx) = mpsc::unbounded_channel();
+        let mut listen = None;
+        if let Some(addr) = cfg.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| BgpError::Listen { addr, source })?;
+            listen = Some(
+                listener
+                    .local_addr()
+                    .map_err(|source| BgpError::Listen { addr, source })?,
+            );
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((s, from)) => {
+                            if tx.send(Internal::Accepted(s, from)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "BGP accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            });
+        }
+        let core = Core {
+            rib: Rib::new(RibConfig {
+                router_id: cfg.router_id,
+                cluster_id: cfg.cluster_id,
+            }),
+            cfg,
+            peers: HashMap::new(),
+            conns: HashMap::new(),
+            timers: HashMap::new(),
+            tx: tx.clone(),
+            feed: feed_tx,
+            next_conn: 1,
+        };
+        let core = tokio::spawn(core.run(rx));
+        Ok((Speaker { tx, listen, core }, feed_rx))
+    }
+
+    /// The address the listener is bound to (its port when 0 was asked).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen
+    }
+
+    async fn ask<T>(&self, f: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, BgpError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Internal::Cmd(f(tx)))
+            .map_err(|_| BgpError::Stopped)?;
+        rx.await.map_err(|_| BgpError::Stopped)
+    }
+
+    pub async fn add_peer(&self, peer: PeerConfig) -> Result<(), BgpError> {
+        self.ask(|tx| Command::AddPeer(peer, tx)).await?
+    }
+
+    /// Stop a peer's session (Cease) and withdraw its routes.
+    pub async fn remove_peer(&self, address: IpAddr) -> Result<(), BgpError> {
+        self.ask(|tx| Command::RemovePeer(address, tx)).await?
+    }
+
+    /// Announce one of the node's prefixes.
+    pub async fn originate(&self, prefix: IpNet) -> Result<(), BgpError> {
+        self.ask(|tx| Command::Originate(prefix.trunc(), true, tx))
+            .await
+    }
+
+    pub async fn withdraw(&self, prefix: IpNet) -> Result<(), BgpError> {
+        self.ask(|tx| Command::Originate(prefix.trunc(), false, tx))
+            .await
+    }
+
+    pub async fn status(&self) -> Result<Vec<PeerStatus>, BgpError> {
+        self.ask(Command::Status).await
+    }
+
+    /// The Loc-RIB: prefix, the peer of its best path (None: ours), attributes.
+    pub async fn loc_rib(&self) -> Result<Vec<(IpNet, Option<IpAddr>, Arc<PathAttrs>)>, BgpError> {
+        self.ask(Command::LocRib).await
+    }
+
+    /// Cease every session and stop; waits (at most a second) for the
+    /// NOTIFICATIONs to be written.
+    pub async fn shutdown(self) {
+        if let Ok(writers) = self.ask(Command::Shutdown).await {
+            let all = futures_join(writers);
+            let _ = tokio::time::timeout(Duration::from_secs(1), all).await;
+        }
+        let _ = self.core.await;
+    }
+}
+
+async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+struct PeerSlot {
+    cfg: PeerConfig,
+    fsm: Fsm,
+    since: SystemTime,
+    last_state: State,
+}
+
+struct ConnHandle {
+    peer: IpAddr,
+    writer: mpsc::UnboundedSender<Vec<u8>>,
+    writer_task: JoinHandle<()>,
+    reader_task: JoinHandle<()>,
+    local: SocketAddr,
+    /// Both sides announced 4-octet AS numbers (set by the OPENs).
+    asn4_sent: bool,
+    asn4_received: bool,
+}
+
+struct Core {
+    cfg: SpeakerConfig,
+    rib: Rib,
+    peers: HashMap<IpAddr, PeerSlot>,
+    conns: HashMap<ConnId, ConnHandle>,
+    timers: HashMap<(IpAddr, Timer), Instant>,
+    tx: mpsc::UnboundedSender<Internal>,
+    feed: mpsc::UnboundedSender<RouteChange>,
+    next_conn: ConnId,
+}
+
+/// An address as the peer table keys it (IPv4-mapped IPv6 as IPv4).
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl Core {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Internal>) {
+        loop {
+            let next = self.timers.values().min().copied();
+            let ev = tokio::select! {
+                ev = rx.recv() => ev,
+                _ = sleep_until(next) => {
+                    self.fire_timers();
+                    continue;
+                }
+            };
+            let Some(ev) = ev else { return };
+            if let Internal::Cmd(Command::Shutdown(reply)) = ev {
+                let _ = reply.send(self.shutdown());
+                return;
+            }
+            self.internal(ev);
+        }
+    }
+
+    fn shutdown(&mut self) -> Vec<JoinHandle<()>> {
+        let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
+        for a in addrs {
+            self.event(a, Event::Stop);
+        }
+        self.conns
+            .drain()
+            .map(|(_, c)| {
+                c.reader_task.abort();
+                c.writer_task
+            })
+            .collect()
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(IpAddr, Timer)> = self
+            .timers
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            self.timers.remove(&key);
+            self.event(key.0, Event::Timer(key.1));
+        }
+    }
+
+    fn internal(&mut self, ev: Internal) {
+        match ev {
+            Internal::Cmd(cmd) => self.command(cmd),
+            Internal::Accepted(stream, from) => {
+                let peer = canonical(from.ip());
+                if !self.peers.contains_key(&peer) {
+                    tracing::info!(%from, "BGP connection from an unconfigured address refused");
+                    return;
+                }
+                let conn = self.register(peer, stream);
+                if let Some(conn) = conn {
+                    self.event(
+                        peer,
+                        Event::Connected {
+                            conn,
+                            dir: Direction::Incoming,
+                        },
+                    );
+                }
+            }
+            Internal::Connected(peer, stream) => {
+                if !self.peers.contains_key(&peer) {
+                    return;
+                }
+                if let Some(conn) = self.register(peer, stream) {
+                    self.event(
+                        peer,
+                        Event::Connected {
+                            conn,
+                            dir: Direction::Outgoing,
+                        },
+                    );
+                }
+            }
+            Internal::ConnectFailed(peer, why) => {
+                tracing::debug!(%peer, error = %why, "BGP connect failed");
+                self.event(peer, Event::ConnectFailed);
+            }
+            Internal::Frame(conn, bytes) => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                let peer = c.peer;
+                let ev = match codec::decode(&bytes, c.asn4_sent && c.asn4_received) {
+                    Ok(msg) => {
+                        if let BgpMessage::Open(open) = &msg {
+                            c.asn4_received = open
+                                .capabilities()
+                                .iter()
+                                .any(|cap| matches!(cap, BgpCapability::FourOctetAs(_)));
+                        }
+                        Event::Message(conn, msg)
+                    }
+                    Err(n) => {
+                        tracing::warn!(%peer, error = %codec::describe_notification(&n), "malformed BGP message");
+                        Event::Malformed(conn, n)
+                    }
+                };
+                self.event(peer, ev);
+            }
+            Internal::Malformed(conn, n) => {
+                if let Some(peer) = self.conns.get(&conn).map(|c| c.peer) {
+                    tracing::warn!(%peer, error = %codec::describe_notification(&n), "malformed BGP header");
+                    self.event(peer, Event::Malformed(conn, n));
+                }
+            }
+            Internal::Closed(conn) => {
+                if let Some(peer) = self.conns.get(&conn).map(|c| c.peer) {
+                    self.event(peer, Event::Closed(conn));
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::AddPeer(pc, reply) => {
+                let _ = reply.send(self.add_peer(pc));
+            }
+            Command::RemovePeer(addr, reply) => {
+                let addr = canonical(addr);
+                if !self.peers.contains_key(&addr) {
+                    let _ = reply.send(Err(BgpError::NoSuchPeer(addr)));
+                    return;
+                }
+                self.event(addr, Event::Stop);
+                self.peers.remove(&addr);
+                self.timers.retain(|(a, _), _| *a != addr);
+                let out = self.rib.remove_peer(addr);
+                self.apply_rib(out);
+                let _ = reply.send(Ok(()));
+            }
+            Command::Originate(prefix, add, reply) => {
+                let out = if add {
+                    self.rib.originate(prefix)
+                } else {
+                    self.rib.withdraw_local(prefix)
+                };
+                self.apply_rib(out);
+                let _ = reply.send(());
+            }
+            Command::Status(reply) => {
+                let mut v: Vec<PeerStatus> = self
+                    .peers
+                    .values()
+                    .map(|p| {
+                        let (rx, sent) = self.rib.counts(&p.cfg.address);
+                        let local_as = p.cfg.local_as.unwrap_or(self.cfg.local_as);
+                        PeerStatus {
+                            address: p.cfg.address,
+                            remote_as: p.cfg.remote_as,
+                            ibgp: local_as == p.cfg.remote_as,
+                            state: p.fsm.state(),
+                            since: p.since,
+                            last_error: p.fsm.last_error().map(str::to_owned),
+                            remote_id: p.fsm.established().map(|(_, n)| n.remote_id),
+                            prefixes_received: rx,
+                            prefixes_sent: sent,
+                        }
+                    })
+                    .collect();
+                v.sort_by_key(|s| s.address);
+                let _ = reply.send(v);
+            }
+            Command::LocRib(reply) => {
+                let _ = reply.send(self.rib.loc_rib());
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    fn add_peer(&mut self, pc: PeerConfig) -> Result<(), BgpError> {
+        let mut pc = pc;
+        pc.address = canonical(pc.address);
+        if self.peers.contains_key(&pc.address) {
+            return Err(BgpError::PeerExists(pc.address));
+        }
+        if pc.remote_as == 0 || pc.local_as == Some(0) {
+            return Err(BgpError::Config(format!(
+                "peer {}: AS 0 is reserved",
+                pc.address
+            )));
+        }
+        let fsm = Fsm::new(FsmConfig {
+            local_as: pc.local_as.unwrap_or(self.cfg.local_as),
+            remote_as: pc.remote_as,
+            router_id: self.cfg.router_id,
+            hold_time: self.cfg.hold_time,
+            connect_retry: self.cfg.connect_retry,
+            passive: pc.passive,
+            graceful_restart: self.cfg.graceful_restart,
+        });
+        let addr = pc.address;
+        self.peers.insert(
+            addr,
+            PeerSlot {
+                cfg: pc,
+                fsm,
+                since: SystemTime::now(),
+                last_state: State::Idle,
+            },
+        );
+        self.event(addr, Event::Start);
+        Ok(())
+    }
+
+    fn register(&mut self, peer: IpAddr, stream: TcpStream) -> Option<ConnId> {
+        let local = stream.local_addr().ok()?;
+        let _ = stream.set_nodelay(true);
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let (mut rd, mut wr) = stream.into_split();
+        let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let writer_task = tokio::spawn(async move {
+            while let Some(buf) = wrx.recv().await {
+                if wr.write_all(&buf).await.is_err() {
+                    return;
+                }
+            }
+            let _ = wr.shutdown().await;
+        });
+        let tx = self.tx.clone();
+        let reader_task = tokio::spawn(async move {
+            loop {
+                let mut header = [0u8; codec::HEADER_LEN];
+                if rd.read_exact(&mut header).await.is_err() {
+                    let _ = tx.send(Internal::Closed(id));
+                    return;
+                }
+                let len = match codec::check_header(&header) {
+                    Ok(len) => len,
+                    Err(n) => {
+                        let _ = tx.send(Internal::Malformed(id, n));
+                        return;
+                    }
+                };
+                let mut frame = header.to_vec();
+                frame.resize(len, 0);
+                if rd
+                    .read_exact(&mut frame[codec::HEADER_LEN..])
+                    .await
+                    .is_err()
+                {
+                    let _ = tx.send(Internal::Closed(id));
+                    return;
+                }
+                if tx.send(Internal::Frame(id, frame)).is_err() {
+                    return;
+                }
+            }
+        });
+        self.conns.insert(
+            id,
+            ConnHandle {
+                peer,
+                writer: wtx,
+                writer_task,
+                reader_task,
+                local,
+                asn4_sent: false,
+                asn4_received: false,
+            },
+        );
+        Some(id)
+    }
+
+    /// Feed one event to a peer's FSM and carry out what it says.
+    fn event(&mut self, peer: IpAddr, ev: Event) {
+        let Some(slot) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let actions = slot.fsm.handle(ev);
+        let state = slot.fsm.state();
+        if state != slot.last_state {
+            tracing::info!(%peer, from = %slot.last_state, to = %state, "BGP state change");
+            slot.last_state = state;
+            slot.since = SystemTime::now();
+        }
+        for a in actions {
+            self.action(peer, a);
+        }
+    }
+
+    fn action(&mut self, peer: IpAddr, action: Action) {
+        match action {
+            Action::Connect => self.connect(peer),
+            Action::Send(conn, msg) => self.send(conn, &msg),
+            Action::Close(conn) => {
+                if let Some(c) = self.conns.remove(&conn) {
+                    c.reader_task.abort();
+                    // Dropping the writer's channel lets it flush and close.
+                }
+            }
+            Action::StartTimer(t, secs) => {
+                let at = Instant::now() + Duration::from_secs(u64::from(secs));
+                self.timers.insert((peer, t), at);
+            }
+            Action::StopTimer(t) => {
+                self.timers.remove(&(peer, t));
+            }
+            Action::Up(conn, neg) => self.session_up(peer, conn, &neg),
+            Action::Down { graceful, reason } => {
+                tracing::info!(%peer, graceful, %reason, "BGP session down");
+                let out = self.rib.peer_down(peer, graceful);
+                self.apply_rib(out);
+            }
+            Action::Update(u) => {
+                let out = self.rib.update(peer, &u);
+                self.apply_rib(out);
+            }
+            Action::RouteRefresh(afi) => {
+                let u = self.rib.adj_out(&peer, afi);
+                self.send_update(peer, &u);
+                self.send_to_peer(peer, &codec::end_of_rib(afi));
+            }
+            Action::PurgeStale(afi) => {
+                let out = self.rib.purge_stale(peer, afi);
+                self.apply_rib(out);
+            }
+        }
+    }
+
+    fn connect(&mut self, peer: IpAddr) {
+        let Some(slot) = self.peers.get(&peer) else {
+            return;
+        };
+        let to = SocketAddr::new(peer, slot.cfg.port);
+        let source = slot.cfg.source;
+        let limit = Duration::from_secs(u64::from(self.cfg.connect_retry));
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let attempt = async {
+                let sock = if to.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                if let Some(src) = source {
+                    sock.bind(SocketAddr::new(src, 0))?;
+                }
+                sock.connect(to).await
+            };
+            let ev = match tokio::time::timeout(limit, attempt).await {
+                Ok(Ok(s)) => Internal::Connected(peer, s),
+                Ok(Err(e)) => Internal::ConnectFailed(peer, e.to_string()),
+                Err(_) => Internal::ConnectFailed(peer, "timed out".into()),
+            };
+            let _ = tx.send(ev);
+        });
+    }
+
+    fn send(&mut self, conn: ConnId, msg: &BgpMessage) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let BgpMessage::Open(open) = msg {
+            c.asn4_sent = open
+                .capabilities()
+                .iter()
+                .any(|cap| matches!(cap, BgpCapability::FourOctetAs(_)));
+        }
+        let _ = c.writer.send(codec::encode(msg));
+    }
+
+    fn session_up(&mut self, peer: IpAddr, conn: ConnId, neg: &Negotiated) {
+        let (Some(slot), Some(c)) = (self.peers.get(&peer), self.conns.get(&conn)) else {
+            return;
+        };
+        let local_ip = canonical(c.local.ip());
+        let info = PeerInfo {
+            addr: peer,
+            remote_as: slot.cfg.remote_as,
+            local_as: slot.cfg.local_as.unwrap_or(self.cfg.local_as),
+            router_id: neg.remote_id,
+            rr_client: slot.cfg.rr_client,
+            next_hop_v4: match local_ip {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => self.cfg.next_hop_v4,
+            },
+            next_hop_v6: match local_ip {
+                IpAddr::V6(a) => Some(a),
+                IpAddr::V4(_) => self.cfg.next_hop_v6,
+            },
+            families: neg.families.clone(),
+        };
+        tracing::info!(%peer, remote_id = %neg.remote_id, hold = neg.hold_time, "BGP session established");
+        let out = self.rib.peer_up(info);
+        self.apply_rib(out);
+        // RFC 4724: End-of-RIB after the initial table, per family.
+        for afi in &neg.families {
+            self.send_to_peer(peer, &codec::end_of_rib(*afi));
+        }
+    }
+
+    fn established_conn(&self, peer: IpAddr) -> Option<(ConnId, EncodeOptions)> {
+        let slot = self.peers.get(&peer)?;
+        let (conn, neg) = slot.fsm.established()?;
+        let local_as = slot.cfg.local_as.unwrap_or(self.cfg.local_as);
+        Some((
+            conn,
+            EncodeOptions {
+                asn4: neg.asn4,
+                ibgp: local_as == slot.cfg.remote_as,
+            },
+        ))
+    }
+
+    fn send_to_peer(&mut self, peer: IpAddr, msg: &BgpMessage) {
+        if let Some((conn, _)) = self.established_conn(peer) {
+            self.send(conn, msg);
+        }
+    }
+
+    fn send_update(&mut self, peer: IpAddr, u: &OutUpdate) {
+        let Some((conn, opts)) = self.established_conn(peer) else {
+            return;
+        };
+        let mut msgs = codec::withdraw(&u.withdraw);
+        // One UPDATE per set of attributes.
+        let mut groups: HashMap<&Arc<PathAttrs>, Vec<IpNet>> = HashMap::new();
+        for (p, a) in &u.announce {
+            groups.entry(a).or_default().push(*p);
+        }
+        for (attrs, prefixes) in groups {
+            msgs.extend(codec::announce(&prefixes, attrs, opts));
+        }
+        for m in msgs {
+            self.send(conn, &m);
+        }
+    }
+
+    fn apply_rib(&mut self, out: RibOutput) {
+        for change in out.changes {
+            let _ = self.feed.send(change);
+        }
+        for (peer, u) in out.out {
+            self.send_update(peer, &u);
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
