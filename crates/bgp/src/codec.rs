@@ -8,7 +8,7 @@
 //! capability would stall the session instead of getting Bad Message Length.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netgauze_bgp_pkt::community::Community;
@@ -560,13 +560,4 @@ pub fn end_of_rib(afi: Afi) -> BgpMessage {
             vec![],
         )),
     }
-}
-
-/// An unspecified next hop placeholder is never sent; these help tests.
-pub fn v4(a: [u8; 4]) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(a))
-}
-
-pub fn v6(a: Ipv6Addr) -> IpAddr {
-    IpAddr::V6(a)
 }

@@ -63,6 +63,15 @@ pub struct RouteChange {
     pub route: Option<BestRoute>,
 }
 
+/// One Loc-RIB entry: the best path of a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocRibEntry {
+    pub prefix: IpNet,
+    /// Where the best path came from; None: we originate it.
+    pub peer: Option<IpAddr>,
+    pub attrs: Arc<PathAttrs>,
+}
+
 /// What to send one peer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OutUpdate {
@@ -134,10 +143,14 @@ impl Rib {
 
     /// The Loc-RIB: every prefix with its best path's attributes and the
     /// peer it came from (None: ours).
-    pub fn loc_rib(&self) -> Vec<(IpNet, Option<IpAddr>, Arc<PathAttrs>)> {
+    pub fn loc_rib(&self) -> Vec<LocRibEntry> {
         self.loc
             .iter()
-            .map(|(p, b)| (*p, b.peer, b.attrs.clone()))
+            .map(|(p, b)| LocRibEntry {
+                prefix: *p,
+                peer: b.peer,
+                attrs: b.attrs.clone(),
+            })
             .collect()
     }
 
@@ -290,7 +303,7 @@ impl Rib {
                 .filter(|(p, _)| Afi::of(p) == afi)
                 .map(|(p, a)| (*p, a.clone()))
                 .collect();
-            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v.sort_by_key(|e| e.0);
             u.announce = v;
         }
         u

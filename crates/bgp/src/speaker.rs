@@ -28,7 +28,7 @@ use crate::error::BgpError;
 use crate::fsm::{
     Action, ConnId, Direction, Event, Fsm, FsmConfig, GracefulRestart, Negotiated, State, Timer,
 };
-use crate::rib::{OutUpdate, PeerInfo, Rib, RibConfig, RibOutput, RouteChange};
+use crate::rib::{LocRibEntry, OutUpdate, PeerInfo, Rib, RibConfig, RibOutput, RouteChange};
 
 /// The BGP port.
 pub const BGP_PORT: u16 = 179;
@@ -143,7 +143,7 @@ enum Command {
     RemovePeer(IpAddr, oneshot::Sender<Result<(), BgpError>>),
     Originate(IpNet, bool, oneshot::Sender<()>),
     Status(oneshot::Sender<Vec<PeerStatus>>),
-    LocRib(oneshot::Sender<Vec<(IpNet, Option<IpAddr>, Arc<PathAttrs>)>>),
+    LocRib(oneshot::Sender<Vec<LocRibEntry>>),
     Shutdown(oneshot::Sender<Vec<JoinHandle<()>>>),
 }
 
@@ -259,7 +259,7 @@ impl Speaker {
     }
 
     /// The Loc-RIB: prefix, the peer of its best path (None: ours), attributes.
-    pub async fn loc_rib(&self) -> Result<Vec<(IpNet, Option<IpAddr>, Arc<PathAttrs>)>, BgpError> {
+    pub async fn loc_rib(&self) -> Result<Vec<LocRibEntry>, BgpError> {
         self.ask(Command::LocRib).await
     }
 
