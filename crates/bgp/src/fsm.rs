@@ -488,7 +488,18 @@ impl Fsm {
         };
         if let BgpMessage::Notification(n) = &msg {
             self.set_error(format!("received {}", codec::describe_notification(n)));
-            self.drop_conn(conn, true, out);
+            // Both sides connected at once and the peer resolved the
+            // collision against a connection we had already established
+            // (it saw our KEEPALIVE before its own check): the session moves
+            // to the other connection, so treat this like a restart, not a
+            // reset, and keep the routes (stale) when the peer can.
+            let handover = matches!(
+                n,
+                BgpNotificationMessage::CeaseError(
+                    CeaseError::ConnectionCollisionResolution { .. }
+                )
+            ) && self.conns.len() > 1;
+            self.drop_conn(conn, !handover, out);
             return;
         }
         match (state, msg) {

@@ -640,3 +640,36 @@ fn stop_sends_cease_and_goes_idle() {
     assert_eq!(closed(&a), vec![3]);
     assert!(h.log.iter().any(|a| matches!(a, Action::Up(..))));
 }
+
+#[test]
+fn collision_cease_on_an_established_connection_hands_over_gracefully() {
+    let mut h = Harness::new(gr_cfg());
+    h.establish(open_gr(65002, 90, [10, 0, 0, 9], Some((60, false, true))));
+    // The peer's own connection is under way when it resolves the collision
+    // against ours.
+    h.ev(Event::Connected {
+        conn: 2,
+        dir: Direction::Incoming,
+    });
+    let cease = codec::cease(
+        netgauze_bgp_pkt::notification::CeaseError::ConnectionCollisionResolution {
+            value: Box::new([]),
+        },
+    );
+    let a = h.ev(Event::Message(1, BgpMessage::Notification(cease.clone())));
+    assert!(a
+        .iter()
+        .any(|a| matches!(a, Action::Down { graceful: true, .. })));
+    assert!(h.fsm.has_stale());
+    // Without a second connection the same Cease is a plain reset.
+    let mut h = Harness::new(gr_cfg());
+    h.establish(open_gr(65002, 90, [10, 0, 0, 9], Some((60, false, true))));
+    let a = h.ev(Event::Message(1, BgpMessage::Notification(cease)));
+    assert!(a.iter().any(|a| matches!(
+        a,
+        Action::Down {
+            graceful: false,
+            ..
+        }
+    )));
+}

@@ -1,0 +1,539 @@
+//! plexus-bgp against real routers: BIRD 2 and GoBGP, each in its own
+//! namespace joined to ours by a veth pair, plus a second plexus speaker
+//! (graceful restart) and a raw-socket peer sending malformed messages.
+//!
+//! Our speaker runs on a tokio runtime whose worker threads entered the
+//! test's "us" namespace, so its sockets live there.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use plexus_bgp::fsm::{GracefulRestart, State};
+use plexus_bgp::rib::{BestRoute, RouteChange};
+use plexus_bgp::speaker::{PeerConfig, PeerStatus, RouteFeed, Speaker, SpeakerConfig};
+use plexus_tests::routers::{tool_available, veth_link, wait_for, Bird, GoBgp};
+use plexus_tests::{require_root, skip, Netns};
+use tokio::runtime::Runtime;
+
+const LIMIT: Duration = Duration::from_secs(60);
+const OUR_AS: u32 = 64512;
+
+/// A runtime whose threads all entered `ns`.
+fn runtime_in(ns: &Netns) -> Runtime {
+    let f = Arc::new(File::open(ns.path()).expect("open netns"));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .on_thread_start(move || {
+            // SAFETY: affects only this runtime thread; the fd stays open
+            // as long as the runtime holds the closure.
+            let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        })
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Start a speaker on `rt` (on a worker thread, so the listener is bound in
+/// the runtime's namespace).
+fn start_speaker(rt: &Runtime, cfg: SpeakerConfig) -> (Speaker, Feed) {
+    let (s, rx) = rt
+        .block_on(rt.spawn(Speaker::start(cfg)))
+        .expect("speaker task")
+        .expect("speaker starts");
+    (
+        s,
+        Feed {
+            rx,
+            table: HashMap::new(),
+            log: Vec::new(),
+        },
+    )
+}
+
+fn speaker_cfg(id: [u8; 4]) -> SpeakerConfig {
+    let mut cfg = SpeakerConfig::new(Ipv4Addr::from(id), OUR_AS);
+    cfg.connect_retry = 2;
+    cfg
+}
+
+/// The change feed with the routing table it implies.
+struct Feed {
+    rx: RouteFeed,
+    table: HashMap<IpNet, BestRoute>,
+    log: Vec<RouteChange>,
+}
+
+impl Feed {
+    fn drain(&mut self) {
+        while let Ok(c) = self.rx.try_recv() {
+            match &c.route {
+                Some(r) => self.table.insert(c.prefix, r.clone()),
+                None => self.table.remove(&c.prefix),
+            };
+            self.log.push(c);
+        }
+    }
+
+    /// Wait until the table's route for `prefix` has next hop `nh` (None:
+    /// no route).
+    fn wait(&mut self, prefix: &str, nh: Option<&str>) {
+        let p: IpNet = prefix.parse().unwrap();
+        let want: Option<IpAddr> = nh.map(|n| n.parse().unwrap());
+        wait_for(
+            &format!("{prefix} via {nh:?} in the change feed"),
+            LIMIT,
+            || {
+                self.drain();
+                (self.table.get(&p).map(|r| r.next_hop) == want).then_some(())
+            },
+        );
+    }
+
+    /// Every change seen so far for `prefix`.
+    fn history(&mut self, prefix: &str) -> Vec<Option<IpAddr>> {
+        self.drain();
+        let p: IpNet = prefix.parse().unwrap();
+        self.log
+            .iter()
+            .filter(|c| c.prefix == p)
+            .map(|c| c.route.as_ref().map(|r| r.next_hop))
+            .collect()
+    }
+}
+
+fn status_of(rt: &Runtime, s: &Speaker, peer: &str) -> PeerStatus {
+    let addr: IpAddr = peer.parse().unwrap();
+    rt.block_on(s.status())
+        .expect("status")
+        .into_iter()
+        .find(|p| p.address == addr)
+        .expect("peer in status")
+}
+
+fn wait_established(rt: &Runtime, s: &Speaker, peer: &str) -> PeerStatus {
+    wait_for(&format!("session with {peer} Established"), LIMIT, || {
+        let st = status_of(rt, s, peer);
+        (st.state == State::Established).then_some(st)
+    })
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn prereqs(tools: &[&str]) -> bool {
+    for t in tools {
+        if !tool_available(t) {
+            skip(&format!(
+                "{t} is not installed (scripts/install-deps.sh installs it)"
+            ));
+            return false;
+        }
+    }
+    true
+}
+
+fn bird_config(static4: &str, static6: &str) -> String {
+    format!(
+        r#"router id 10.10.1.2;
+protocol device {{ }}
+protocol static announce4 {{ ipv4; route {static4} blackhole; }}
+protocol static announce6 {{ ipv6; route {static6} blackhole; }}
+protocol bgp plexus {{
+  local 10.10.1.2 as 65010;
+  neighbor 10.10.1.1 as {OUR_AS};
+  hold time 9;
+  connect delay time 1;
+  connect retry time 2;
+  error wait time 1, 5;
+  graceful restart on;
+  ipv4 {{ import all; export where source = RTS_STATIC; }};
+  ipv6 {{ import all; export where source = RTS_STATIC; next hop address fd10:1::2; }};
+}}
+"#
+    )
+}
+
+/// Our namespace and BIRD's, wired, BIRD running, our speaker started with
+/// BIRD as a peer.
+struct BirdSetup {
+    us: Netns,
+    _bird_ns: Netns,
+    _dir: tempfile::TempDir,
+    bird: Bird,
+    rt: Runtime,
+    speaker: Speaker,
+    feed: Feed,
+}
+
+fn bird_setup() -> BirdSetup {
+    let us = Netns::new("bgpus");
+    let bird_ns = Netns::new("bgpbird");
+    veth_link(
+        &us,
+        "to-bird",
+        &["10.10.1.1/24", "fd10:1::1/64"],
+        &bird_ns,
+        "to-us",
+        &["10.10.1.2/24", "fd10:1::2/64"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bird = Bird::start(
+        &bird_ns,
+        dir.path(),
+        &bird_config("10.50.0.0/24", "fd50::/64"),
+    );
+    let rt = runtime_in(&us);
+    let mut cfg = speaker_cfg([10, 10, 1, 1]);
+    cfg.next_hop_v6 = Some("fd10:1::1".parse().unwrap());
+    let (speaker, feed) = start_speaker(&rt, cfg);
+    rt.block_on(speaker.add_peer(PeerConfig::new("10.10.1.2".parse().unwrap(), 65010)))
+        .unwrap();
+    BirdSetup {
+        us,
+        _bird_ns: bird_ns,
+        _dir: dir,
+        bird,
+        rt,
+        speaker,
+        feed,
+    }
+}
+
+#[test]
+fn bird_session_and_routes_both_ways() {
+    require_root!();
+    if !prereqs(&["bird", "birdc"]) {
+        return;
+    }
+    let mut t = bird_setup();
+    let rt = &t.rt;
+    rt.block_on(t.speaker.originate(net("10.244.1.0/26")))
+        .unwrap();
+    rt.block_on(t.speaker.originate(net("fd00:244:1::/64")))
+        .unwrap();
+    wait_for("BIRD's session Established", LIMIT, || {
+        t.bird.established("plexus").then_some(())
+    });
+    let st = wait_established(rt, &t.speaker, "10.10.1.2");
+    assert_eq!(st.remote_id, Some(Ipv4Addr::new(10, 10, 1, 2)));
+
+    // Our blocks in BIRD's table, from AS 64512 via our address.
+    let r4 = wait_for("10.244.1.0/26 in BIRD", LIMIT, || {
+        t.bird.route("10.244.1.0/26")
+    });
+    assert!(r4.contains("via 10.10.1.1"), "{r4}");
+    assert!(r4.contains(&format!("BGP.as_path: {OUR_AS}")), "{r4}");
+    let r6 = wait_for("fd00:244:1::/64 in BIRD", LIMIT, || {
+        t.bird.route("fd00:244:1::/64")
+    });
+    assert!(r6.contains("fd10:1::1"), "{r6}");
+
+    // BIRD's statics in our feed.
+    t.feed.wait("10.50.0.0/24", Some("10.10.1.2"));
+    t.feed.wait("fd50::/64", Some("fd10:1::2"));
+    let route = t.feed.table[&net("10.50.0.0/24")].clone();
+    assert_eq!(route.attrs.as_path[0].asns, vec![65010]);
+
+    // Withdrawals, both ways.
+    t.bird.birdc(&["disable", "announce4"]);
+    t.feed.wait("10.50.0.0/24", None);
+    rt.block_on(t.speaker.withdraw(net("10.244.1.0/26")))
+        .unwrap();
+    wait_for("10.244.1.0/26 gone from BIRD", LIMIT, || {
+        t.bird.route("10.244.1.0/26").is_none().then_some(())
+    });
+    let st = status_of(rt, &t.speaker, "10.10.1.2");
+    assert_eq!((st.prefixes_received, st.prefixes_sent), (1, 1));
+
+    // A clean shutdown tells BIRD why.
+    let BirdSetup {
+        speaker,
+        rt,
+        bird,
+        us,
+        ..
+    } = t;
+    rt.block_on(speaker.shutdown());
+    wait_for("BIRD to see the Cease", LIMIT, || {
+        let s = bird.birdc(&["show", "protocols", "all", "plexus"]);
+        s.contains("Administrative shutdown").then_some(())
+    });
+    drop(us);
+}
+
+#[test]
+fn gobgp_session_and_routes_both_ways() {
+    require_root!();
+    if !prereqs(&["gobgpd", "gobgp"]) {
+        return;
+    }
+    let us = Netns::new("bgpus");
+    let gns = Netns::new("bgpgo");
+    veth_link(
+        &us,
+        "to-gobgp",
+        &["10.10.2.1/24"],
+        &gns,
+        "to-us",
+        &["10.10.2.2/24"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let conf = format!(
+        r#"[global.config]
+  as = 65020
+  router-id = "10.10.2.2"
+  local-address-list = ["10.10.2.2"]
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "10.10.2.1"
+    peer-as = {OUR_AS}
+  [neighbors.timers.config]
+    connect-retry = 2
+    hold-time = 9
+    keepalive-interval = 3
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+"#
+    );
+    let gobgp = GoBgp::start(&gns, dir.path(), &conf);
+    let rt = runtime_in(&us);
+    let (speaker, mut feed) = start_speaker(&rt, speaker_cfg([10, 10, 2, 1]));
+    rt.block_on(speaker.originate(net("10.244.7.0/26")))
+        .unwrap();
+    rt.block_on(speaker.add_peer(PeerConfig::new("10.10.2.2".parse().unwrap(), 65020)))
+        .unwrap();
+    wait_for("GoBGP's session established", LIMIT, || {
+        gobgp.established("10.10.2.1").then_some(())
+    });
+    wait_established(&rt, &speaker, "10.10.2.2");
+
+    let rib = wait_for("10.244.7.0/26 in GoBGP's RIB", LIMIT, || {
+        let out = gobgp.cli(&["global", "rib", "-a", "ipv4"]);
+        out.contains("10.244.7.0/26").then_some(out)
+    });
+    assert!(rib.contains("10.10.2.1"), "{rib}");
+    assert!(rib.contains(&OUR_AS.to_string()), "{rib}");
+
+    gobgp.cli(&["global", "rib", "add", "10.60.0.0/24", "-a", "ipv4"]);
+    feed.wait("10.60.0.0/24", Some("10.10.2.2"));
+    gobgp.cli(&["global", "rib", "del", "10.60.0.0/24", "-a", "ipv4"]);
+    feed.wait("10.60.0.0/24", None);
+
+    rt.block_on(speaker.withdraw(net("10.244.7.0/26"))).unwrap();
+    wait_for("10.244.7.0/26 gone from GoBGP", LIMIT, || {
+        let out = gobgp.cli(&["global", "rib", "-a", "ipv4"]);
+        (!out.contains("10.244.7.0/26")).then_some(())
+    });
+    rt.block_on(speaker.shutdown());
+}
+
+// ---- malformed messages from a raw socket ----
+
+fn header(len: usize, kind: u8) -> Vec<u8> {
+    let mut v = vec![0xff; 16];
+    v.extend((len as u16).to_be_bytes());
+    v.push(kind);
+    v
+}
+
+fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = header(19 + body.len(), kind);
+    m.extend(body);
+    m
+}
+
+fn open(version: u8, asn: u16, hold: u16) -> Vec<u8> {
+    let mut b = vec![version];
+    b.extend(asn.to_be_bytes());
+    b.extend(hold.to_be_bytes());
+    b.extend([10, 10, 3, 2]);
+    b.push(0);
+    message(1, &b)
+}
+
+/// Read one BGP message: (type, body).
+fn read_msg(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut h = [0u8; 19];
+    s.read_exact(&mut h).ok()?;
+    let len = u16::from_be_bytes([h[16], h[17]]) as usize;
+    let mut body = vec![0u8; len.checked_sub(19)?];
+    s.read_exact(&mut body).ok()?;
+    Some((h[18], body))
+}
+
+/// Connect as the raw peer, optionally establish, send `bad`, and return
+/// the NOTIFICATION's (code, subcode); also checks the speaker closes.
+fn provoke(evil: &Netns, establish: bool, bad: &[u8]) -> (u8, u8) {
+    evil.run(|| {
+        let to = SocketAddr::from(([10, 10, 3, 1], 179));
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(10)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let (kind, _) = read_msg(&mut s).expect("our OPEN");
+        assert_eq!(kind, 1);
+        if establish {
+            s.write_all(&open(4, 65099, 90)).unwrap();
+            s.write_all(&message(4, &[])).unwrap();
+            let (kind, _) = read_msg(&mut s).expect("our KEEPALIVE");
+            assert_eq!(kind, 4);
+        }
+        s.write_all(bad).unwrap();
+        loop {
+            let (kind, body) = read_msg(&mut s).expect("a NOTIFICATION before the close");
+            if kind == 3 {
+                assert!(
+                    read_msg(&mut s).is_none(),
+                    "the speaker closes after a NOTIFICATION"
+                );
+                return (body[0], body[1]);
+            }
+        }
+    })
+}
+
+#[test]
+fn malformed_messages_get_notifications_and_other_sessions_survive() {
+    require_root!();
+    if !prereqs(&["bird", "birdc"]) {
+        return;
+    }
+    let mut t = bird_setup();
+    let evil = Netns::new("bgpraw");
+    veth_link(
+        &t.us,
+        "to-raw",
+        &["10.10.3.1/24"],
+        &evil,
+        "to-us",
+        &["10.10.3.2/24"],
+    );
+    let mut raw_peer = PeerConfig::new("10.10.3.2".parse().unwrap(), 65099);
+    raw_peer.passive = true;
+    t.rt.block_on(t.speaker.add_peer(raw_peer)).unwrap();
+    t.rt.block_on(t.speaker.originate(net("10.244.1.0/26")))
+        .unwrap();
+    let before = wait_established(&t.rt, &t.speaker, "10.10.1.2");
+
+    let mut bad_marker = message(4, &[]);
+    bad_marker[0] = 0;
+    // An UPDATE whose attribute list claims more bytes than it has.
+    let bad_attrs = message(2, &[0, 0, 0, 40, 0x40, 1, 1, 0]);
+    type Case = (&'static str, bool, Vec<u8>, (u8, u8));
+    let cases: Vec<Case> = vec![
+        ("bad marker", false, bad_marker, (1, 1)),
+        ("length below 19", false, header(18, 4), (1, 2)),
+        ("length above 4096", false, header(5000, 2), (1, 2)),
+        ("unknown type", false, message(9, &[]), (1, 3)),
+        ("BGP version 3", false, open(3, 65099, 90), (2, 1)),
+        ("wrong peer AS", false, open(4, 65098, 90), (2, 2)),
+        ("hold time 1", false, open(4, 65099, 1), (2, 6)),
+        (
+            "UPDATE in OpenSent",
+            false,
+            message(2, &[0, 0, 0, 0]),
+            (5, 1),
+        ),
+        ("malformed attribute list", true, bad_attrs, (3, 1)),
+    ];
+    for (what, establish, bytes, want) in cases {
+        assert_eq!(provoke(&evil, establish, &bytes), want, "{what}");
+        let st = status_of(&t.rt, &t.speaker, "10.10.3.2");
+        assert!(st.last_error.is_some(), "{what}: no last error in {st:?}");
+    }
+
+    // BIRD's session never dropped, and still carries updates.
+    let after = status_of(&t.rt, &t.speaker, "10.10.1.2");
+    assert_eq!(after.state, State::Established);
+    assert_eq!(after.since, before.since, "the BIRD session flapped");
+    t.rt.block_on(t.speaker.originate(net("10.244.9.0/26")))
+        .unwrap();
+    wait_for("10.244.9.0/26 in BIRD", LIMIT, || {
+        t.bird.route("10.244.9.0/26")
+    });
+    t.feed.wait("10.50.0.0/24", Some("10.10.1.2"));
+}
+
+// ---- two plexus speakers: iBGP, collision, graceful restart ----
+
+#[test]
+fn two_speakers_graceful_restart_keeps_routes_until_end_of_rib() {
+    require_root!();
+    let a_ns = Netns::new("bgpa");
+    let b_ns = Netns::new("bgpb");
+    veth_link(
+        &a_ns,
+        "to-b",
+        &["10.10.4.1/24"],
+        &b_ns,
+        "to-a",
+        &["10.10.4.2/24"],
+    );
+    let gr = GracefulRestart {
+        restart_time: 120,
+        ..GracefulRestart::default()
+    };
+    let a_rt = runtime_in(&a_ns);
+    let mut a_cfg = speaker_cfg([10, 10, 4, 1]);
+    a_cfg.graceful_restart = Some(gr);
+    let (a, mut a_feed) = start_speaker(&a_rt, a_cfg);
+    a_rt.block_on(a.add_peer(PeerConfig::new("10.10.4.2".parse().unwrap(), OUR_AS)))
+        .unwrap();
+    a_rt.block_on(a.originate(net("10.244.1.0/26"))).unwrap();
+
+    let start_b = |restarting: bool, blocks: &[&str]| {
+        let rt = runtime_in(&b_ns);
+        let mut cfg = speaker_cfg([10, 10, 4, 2]);
+        // Like plexusd, whose kernel routes outlive it: forwarding is
+        // always preserved; R only after a restart.
+        cfg.graceful_restart = Some(GracefulRestart {
+            restarting,
+            forwarding_preserved: true,
+            ..gr
+        });
+        let (b, feed) = start_speaker(&rt, cfg);
+        for p in blocks {
+            rt.block_on(b.originate(net(p))).unwrap();
+        }
+        rt.block_on(b.add_peer(PeerConfig::new("10.10.4.1".parse().unwrap(), OUR_AS)))
+            .unwrap();
+        (rt, b, feed)
+    };
+    let (b_rt, b, mut b_feed) = start_b(false, &["10.244.2.0/26", "10.244.3.0/26"]);
+    // Both sides connect actively: collision resolution leaves one session.
+    wait_established(&a_rt, &a, "10.10.4.2");
+    wait_established(&b_rt, &b, "10.10.4.1");
+    a_feed.wait("10.244.2.0/26", Some("10.10.4.2"));
+    a_feed.wait("10.244.3.0/26", Some("10.10.4.2"));
+    b_feed.wait("10.244.1.0/26", Some("10.10.4.1"));
+
+    // B dies without a NOTIFICATION (its runtime and sockets vanish).
+    drop(b);
+    drop(b_rt);
+    wait_for("A to notice B is gone", LIMIT, || {
+        (status_of(&a_rt, &a, "10.10.4.2").state != State::Established).then_some(())
+    });
+    // A keeps B's routes (stale) meanwhile.
+    let rib = a_rt.block_on(a.loc_rib()).unwrap();
+    assert!(rib.iter().any(|e| e.prefix == net("10.244.3.0/26")));
+
+    // B restarts (R and F bits) and now holds only one of its two blocks:
+    // after its End-of-RIB, A drops the other.
+    let (b_rt, b, _b_feed) = start_b(true, &["10.244.2.0/26"]);
+    wait_established(&a_rt, &a, "10.10.4.2");
+    a_feed.wait("10.244.3.0/26", None);
+    assert_eq!(
+        a_feed.history("10.244.2.0/26"),
+        vec![Some("10.10.4.2".parse().unwrap())],
+        "the preserved route was never withdrawn"
+    );
+    b_rt.block_on(b.shutdown());
+    a_rt.block_on(a.shutdown());
+}
