@@ -207,6 +207,15 @@ fn bird_setup() -> BirdSetup {
     }
 }
 
+/// "Import updates: received" from `birdc show protocols all` (summed
+/// over channels).
+fn import_updates(show: &str) -> u64 {
+    show.lines()
+        .filter(|l| l.trim_start().starts_with("Import updates:"))
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum()
+}
+
 #[test]
 fn bird_session_and_routes_both_ways() {
     require_root!();
@@ -241,6 +250,17 @@ fn bird_session_and_routes_both_ways() {
     t.feed.wait("fd50::/64", Some("fd10:1::2"));
     let route = t.feed.table[&net("10.50.0.0/24")].clone();
     assert_eq!(route.attrs.as_path[0].asns, vec![65010]);
+
+    // Route refresh (RFC 2918): `reload in` makes BIRD ask; we answer
+    // with the table again, which BIRD counts as received updates.
+    let received = |b: &Bird| import_updates(&b.birdc(&["show", "protocols", "all", "plexus"]));
+    let before = received(&t.bird);
+    t.bird.birdc(&["reload", "in", "plexus"]);
+    wait_for(
+        "BIRD to receive our answer to its ROUTE-REFRESH",
+        LIMIT,
+        || (received(&t.bird) > before).then_some(()),
+    );
 
     // Withdrawals, both ways.
     t.bird.birdc(&["disable", "announce4"]);
@@ -536,4 +556,123 @@ fn two_speakers_graceful_restart_keeps_routes_until_end_of_rib() {
     );
     b_rt.block_on(b.shutdown());
     a_rt.block_on(a.shutdown());
+}
+
+// ---- route reflection between BIRD and GoBGP ----
+
+#[test]
+fn route_reflector_between_bird_and_gobgp_clients() {
+    require_root!();
+    if !prereqs(&["bird", "birdc", "gobgpd", "gobgp"]) {
+        return;
+    }
+    let us = Netns::new("bgprr");
+    let bird_ns = Netns::new("bgprrbird");
+    let go_ns = Netns::new("bgprrgo");
+    veth_link(
+        &us,
+        "to-bird",
+        &["10.10.1.1/24"],
+        &bird_ns,
+        "to-us",
+        &["10.10.1.2/24"],
+    );
+    veth_link(
+        &us,
+        "to-gobgp",
+        &["10.10.2.1/24"],
+        &go_ns,
+        "to-us",
+        &["10.10.2.2/24"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bird_dir = dir.path().join("bird");
+    let go_dir = dir.path().join("gobgp");
+    std::fs::create_dir_all(&bird_dir).unwrap();
+    std::fs::create_dir_all(&go_dir).unwrap();
+    // iBGP resolves next hops recursively: BIRD learns the way to GoBGP's
+    // subnet from a static route.
+    let bird = Bird::start(
+        &bird_ns,
+        &bird_dir,
+        &format!(
+            r#"router id 10.10.1.2;
+protocol device {{ }}
+protocol direct {{ ipv4; interface "to-us"; }}
+protocol static announce4 {{ ipv4; route 10.50.0.0/24 blackhole; }}
+protocol static reach {{ ipv4; route 10.10.2.0/24 via 10.10.1.1; }}
+protocol bgp plexus {{
+  local 10.10.1.2 as {OUR_AS};
+  neighbor 10.10.1.1 as {OUR_AS};
+  connect delay time 1;
+  connect retry time 2;
+  ipv4 {{ import all; export where net = 10.50.0.0/24; }};
+}}
+"#
+        ),
+    );
+    let gobgp = GoBgp::start(
+        &go_ns,
+        &go_dir,
+        &format!(
+            r#"[global.config]
+  as = {OUR_AS}
+  router-id = "10.10.2.2"
+  local-address-list = ["10.10.2.2"]
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "10.10.2.1"
+    peer-as = {OUR_AS}
+  [neighbors.timers.config]
+    connect-retry = 2
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+"#
+        ),
+    );
+    let rt = runtime_in(&us);
+    let (speaker, mut feed) = start_speaker(&rt, speaker_cfg([10, 10, 1, 1]));
+    for (addr, _) in [("10.10.1.2", "bird"), ("10.10.2.2", "gobgp")] {
+        let mut p = PeerConfig::new(addr.parse().unwrap(), OUR_AS);
+        p.rr_client = true;
+        rt.block_on(speaker.add_peer(p)).unwrap();
+    }
+    rt.block_on(speaker.originate(net("10.244.5.0/26")))
+        .unwrap();
+    wait_established(&rt, &speaker, "10.10.1.2");
+    wait_established(&rt, &speaker, "10.10.2.2");
+    gobgp.cli(&["global", "rib", "add", "10.60.0.0/24", "-a", "ipv4"]);
+
+    // Each client's route reaches us...
+    feed.wait("10.50.0.0/24", Some("10.10.1.2"));
+    feed.wait("10.60.0.0/24", Some("10.10.2.2"));
+    // ...and is reflected to the other with its next hop unchanged,
+    // ORIGINATOR_ID = the client's router ID, CLUSTER_LIST = our cluster.
+    let at_go = wait_for("10.50.0.0/24 reflected to GoBGP", LIMIT, || {
+        let out = gobgp.cli(&["global", "rib", "-a", "ipv4", "10.50.0.0/24"]);
+        out.contains("10.50.0.0/24").then_some(out)
+    });
+    assert!(at_go.contains("10.10.1.2"), "{at_go}");
+    let attrs = gobgp.cli(&["global", "rib", "-a", "ipv4", "10.50.0.0/24", "-j"]);
+    assert!(
+        attrs.contains("10.10.1.2") && attrs.contains("10.10.1.1"),
+        "{attrs}"
+    );
+    let at_bird = wait_for("10.60.0.0/24 reflected to BIRD", LIMIT, || {
+        bird.route("10.60.0.0/24")
+    });
+    assert!(
+        at_bird.contains("BGP.originator_id: 10.10.2.2"),
+        "{at_bird}"
+    );
+    assert!(at_bird.contains("BGP.cluster_list: 10.10.1.1"), "{at_bird}");
+    assert!(at_bird.contains("BGP.next_hop: 10.10.2.2"), "{at_bird}");
+    // Our own block goes to both with our next hop.
+    let own = wait_for("10.244.5.0/26 in BIRD", LIMIT, || {
+        bird.route("10.244.5.0/26")
+    });
+    assert!(own.contains("BGP.next_hop: 10.10.1.1"), "{own}");
+    assert!(!own.contains("originator_id"), "{own}");
+    rt.block_on(speaker.shutdown());
 }
