@@ -676,3 +676,73 @@ protocol bgp plexus {{
     assert!(!own.contains("originator_id"), "{own}");
     rt.block_on(speaker.shutdown());
 }
+
+// ---- a full table's worth of prefixes ----
+
+#[test]
+fn ten_thousand_prefixes_from_bird_reach_the_feed_and_leave_it() {
+    require_root!();
+    if !prereqs(&["bird", "birdc"]) {
+        return;
+    }
+    let us = Netns::new("bgpbig");
+    let bird_ns = Netns::new("bgpbigbird");
+    veth_link(
+        &us,
+        "to-bird",
+        &["10.10.1.1/24"],
+        &bird_ns,
+        "to-us",
+        &["10.10.1.2/24"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let routes: String = (0..10_000u32)
+        .map(|i| format!("  route 172.{}.{}.0/24 blackhole;\n", 16 + i / 256, i % 256))
+        .collect();
+    let bird = Bird::start(
+        &bird_ns,
+        dir.path(),
+        &format!(
+            r#"router id 10.10.1.2;
+protocol device {{ }}
+protocol static many {{ ipv4;
+{routes}}}
+protocol bgp plexus {{
+  local 10.10.1.2 as 65010;
+  neighbor 10.10.1.1 as {OUR_AS};
+  connect delay time 1;
+  connect retry time 2;
+  ipv4 {{ import none; export where source = RTS_STATIC; }};
+}}
+"#
+        ),
+    );
+    let rt = runtime_in(&us);
+    let (speaker, mut feed) = start_speaker(&rt, speaker_cfg([10, 10, 1, 1]));
+    rt.block_on(speaker.add_peer(PeerConfig::new("10.10.1.2".parse().unwrap(), 65010)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    wait_for("10,000 routes in the feed", LIMIT, || {
+        feed.drain();
+        (feed.table.len() == 10_000).then_some(())
+    });
+    eprintln!(
+        "10,000 routes from session start to feed: {:?}",
+        started.elapsed()
+    );
+    assert!(feed
+        .table
+        .values()
+        .all(|r| r.next_hop == "10.10.1.2".parse::<IpAddr>().unwrap()));
+    assert_eq!(
+        status_of(&rt, &speaker, "10.10.1.2").prefixes_received,
+        10_000
+    );
+    bird.birdc(&["disable", "many"]);
+    wait_for("all 10,000 withdrawn", LIMIT, || {
+        feed.drain();
+        feed.table.is_empty().then_some(())
+    });
+    assert_eq!(feed.log.len(), 20_000);
+    rt.block_on(speaker.shutdown());
+}
