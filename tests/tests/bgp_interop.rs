@@ -14,9 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use plexus_bgp::codec::Afi;
 use plexus_bgp::fsm::{GracefulRestart, State};
 use plexus_bgp::rib::{BestRoute, RouteChange};
 use plexus_bgp::speaker::{PeerConfig, PeerStatus, RouteFeed, Speaker, SpeakerConfig};
+use plexus_bgp::BgpError;
 use plexus_tests::routers::{tool_available, veth_link, wait_for, Bird, GoBgp};
 use plexus_tests::{require_root, skip, Netns};
 use tokio::runtime::Runtime;
@@ -207,11 +209,12 @@ fn bird_setup() -> BirdSetup {
     }
 }
 
-/// "Import updates: received" from `birdc show protocols all` (summed
-/// over channels).
-fn import_updates(show: &str) -> u64 {
+/// The first column of a `birdc show protocols all` statistics line
+/// ("Import updates:" = received, "Export updates:" = offered to the peer),
+/// summed over channels.
+fn bird_counter(show: &str, line: &str) -> u64 {
     show.lines()
-        .filter(|l| l.trim_start().starts_with("Import updates:"))
+        .filter(|l| l.trim_start().starts_with(line))
         .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
         .sum()
 }
@@ -253,14 +256,29 @@ fn bird_session_and_routes_both_ways() {
 
     // Route refresh (RFC 2918): `reload in` makes BIRD ask; we answer
     // with the table again, which BIRD counts as received updates.
-    let received = |b: &Bird| import_updates(&b.birdc(&["show", "protocols", "all", "plexus"]));
-    let before = received(&t.bird);
+    let counter = |b: &Bird, line: &str| {
+        bird_counter(&b.birdc(&["show", "protocols", "all", "plexus"]), line)
+    };
+    let before = counter(&t.bird, "Import updates:");
     t.bird.birdc(&["reload", "in", "plexus"]);
     wait_for(
         "BIRD to receive our answer to its ROUTE-REFRESH",
         LIMIT,
-        || (received(&t.bird) > before).then_some(()),
+        || (counter(&t.bird, "Import updates:") > before).then_some(()),
     );
+    // ...and the other way: we ask, BIRD sends its table again.
+    let before = counter(&t.bird, "Export updates:");
+    let bird_addr: IpAddr = "10.10.1.2".parse().unwrap();
+    rt.block_on(t.speaker.refresh(bird_addr, Afi::Ipv4))
+        .unwrap();
+    wait_for("BIRD to answer our ROUTE-REFRESH", LIMIT, || {
+        (counter(&t.bird, "Export updates:") > before).then_some(())
+    });
+    let unknown: IpAddr = "10.10.1.99".parse().unwrap();
+    assert!(matches!(
+        rt.block_on(t.speaker.refresh(unknown, Afi::Ipv4)),
+        Err(BgpError::NoSuchPeer(_))
+    ));
 
     // Withdrawals, both ways.
     t.bird.birdc(&["disable", "announce4"]);
@@ -390,6 +408,24 @@ fn read_msg(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     Some((h[18], body))
 }
 
+/// A TCP connection from `source` (an address of the current namespace).
+fn socket_from(source: &str, to: SocketAddr) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::new(source.parse().unwrap(), 0))
+            .unwrap();
+        sock.connect(to).await.expect("connect")
+    });
+    let s = s.into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
+}
+
 /// Connect as the raw peer, optionally establish, send `bad`, and return
 /// the NOTIFICATION's (code, subcode); also checks the speaker closes.
 fn provoke(evil: &Netns, establish: bool, bad: &[u8]) -> (u8, u8) {
@@ -468,6 +504,16 @@ fn malformed_messages_get_notifications_and_other_sessions_survive() {
         let st = status_of(&t.rt, &t.speaker, "10.10.3.2");
         assert!(st.last_error.is_some(), "{what}: no last error in {st:?}");
     }
+
+    // An address that is not a configured peer gets Cease / Connection
+    // Rejected.
+    evil.ip(&["addr", "add", "10.10.3.3/24", "dev", "to-us", "nodad"]);
+    let rejected = evil.run(|| {
+        let mut s = socket_from("10.10.3.3", SocketAddr::from(([10, 10, 3, 1], 179)));
+        let (kind, body) = read_msg(&mut s).expect("a NOTIFICATION");
+        (kind, body[0], body[1])
+    });
+    assert_eq!(rejected, (3, 6, 5));
 
     // BIRD's session never dropped, and still carries updates.
     let after = status_of(&t.rt, &t.speaker, "10.10.1.2");

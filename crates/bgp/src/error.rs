@@ -13,6 +13,10 @@ pub enum BgpError {
     PeerExists(IpAddr),
     #[error("no peer {0} is configured")]
     NoSuchPeer(IpAddr),
+    #[error("the session with {0} is not established")]
+    NotEstablished(IpAddr),
+    #[error("peer {0}: {1}")]
+    Unsupported(IpAddr, String),
     #[error("the BGP speaker has stopped")]
     Stopped,
 }

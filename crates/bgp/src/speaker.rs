@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
 use netgauze_bgp_pkt::capabilities::BgpCapability;
-use netgauze_bgp_pkt::notification::BgpNotificationMessage;
+use netgauze_bgp_pkt::iana::RouteRefreshSubcode;
+use netgauze_bgp_pkt::notification::{BgpNotificationMessage, CeaseError};
+use netgauze_bgp_pkt::route_refresh::BgpRouteRefreshMessage;
 use netgauze_bgp_pkt::BgpMessage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -23,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::attrs::PathAttrs;
-use crate::codec::{self, EncodeOptions};
+use crate::codec::{self, Afi, EncodeOptions};
 use crate::error::BgpError;
 use crate::fsm::{
     Action, ConnId, Direction, Event, Fsm, FsmConfig, GracefulRestart, Negotiated, State, Timer,
@@ -142,6 +144,7 @@ enum Command {
     AddPeer(PeerConfig, oneshot::Sender<Result<(), BgpError>>),
     RemovePeer(IpAddr, oneshot::Sender<Result<(), BgpError>>),
     Originate(IpNet, bool, oneshot::Sender<()>),
+    Refresh(IpAddr, Afi, oneshot::Sender<Result<(), BgpError>>),
     Status(oneshot::Sender<Vec<PeerStatus>>),
     LocRib(oneshot::Sender<Vec<LocRibEntry>>),
     Shutdown(oneshot::Sender<Vec<JoinHandle<()>>>),
@@ -252,6 +255,13 @@ impl Speaker {
     pub async fn withdraw(&self, prefix: IpNet) -> Result<(), BgpError> {
         self.ask(|tx| Command::Originate(prefix.trunc(), false, tx))
             .await
+    }
+
+    /// Ask a peer to send its routes of one family again (RFC 2918), e.g.
+    /// after the routing component lost its table.
+    pub async fn refresh(&self, address: IpAddr, afi: Afi) -> Result<(), BgpError> {
+        self.ask(|tx| Command::Refresh(canonical(address), afi, tx))
+            .await?
     }
 
     pub async fn status(&self) -> Result<Vec<PeerStatus>, BgpError> {
@@ -372,6 +382,7 @@ impl Core {
                 let peer = canonical(from.ip());
                 if !self.peers.contains_key(&peer) {
                     tracing::info!(%from, "BGP connection from an unconfigured address refused");
+                    reject(stream);
                     return;
                 }
                 let conn = self.register(peer, stream);
@@ -466,6 +477,9 @@ impl Core {
                 self.apply_rib(out);
                 let _ = reply.send(());
             }
+            Command::Refresh(addr, afi, reply) => {
+                let _ = reply.send(self.refresh(addr, afi));
+            }
             Command::Status(reply) => {
                 let mut v: Vec<PeerStatus> = self
                     .peers
@@ -528,6 +542,25 @@ impl Core {
             },
         );
         self.event(addr, Event::Start);
+        Ok(())
+    }
+
+    fn refresh(&mut self, addr: IpAddr, afi: Afi) -> Result<(), BgpError> {
+        let slot = self.peers.get(&addr).ok_or(BgpError::NoSuchPeer(addr))?;
+        let Some((conn, neg)) = slot.fsm.established() else {
+            return Err(BgpError::NotEstablished(addr));
+        };
+        if !neg.route_refresh || !neg.families.contains(&afi) {
+            return Err(BgpError::Unsupported(
+                addr,
+                format!("route refresh of {afi:?} was not negotiated"),
+            ));
+        }
+        let msg = BgpMessage::RouteRefresh(BgpRouteRefreshMessage::new(
+            afi.address_type(),
+            RouteRefreshSubcode::NormalRequest,
+        ));
+        self.send(conn, &msg);
         Ok(())
     }
 
@@ -764,6 +797,21 @@ impl Core {
             self.send_update(peer, &u);
         }
     }
+}
+
+/// Refuse a connection with Cease / Connection Rejected (RFC 4486).
+fn reject(mut stream: TcpStream) {
+    let n = codec::cease(CeaseError::ConnectionRejected {
+        value: Box::new([]),
+    });
+    let bytes = codec::encode(&BgpMessage::Notification(n));
+    tokio::spawn(async move {
+        let write = async {
+            stream.write_all(&bytes).await?;
+            stream.shutdown().await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
+    });
 }
 
 async fn sleep_until(at: Option<Instant>) {
