@@ -20,7 +20,7 @@ use plexus_bgp::rib::{BestRoute, RouteChange};
 use plexus_bgp::speaker::{PeerConfig, PeerStatus, RouteFeed, Speaker, SpeakerConfig};
 use plexus_bgp::BgpError;
 use plexus_tests::routers::{tool_available, veth_link, wait_for, Bird, GoBgp};
-use plexus_tests::{require_root, skip, Netns};
+use plexus_tests::{skip, Netns};
 use tokio::runtime::Runtime;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -130,7 +130,13 @@ fn net(s: &str) -> IpNet {
     s.parse().unwrap()
 }
 
-fn prereqs(tools: &[&str]) -> bool {
+/// Root and the given programs, or a SKIP (a failure under
+/// PLEXUS_REQUIRE_ALL=1).
+fn can_run(tools: &[&str]) -> bool {
+    if !plexus_tests::is_root() {
+        skip("this test needs root to create network namespaces");
+        return false;
+    }
     for t in tools {
         if !tool_available(t) {
             skip(&format!(
@@ -140,6 +146,21 @@ fn prereqs(tools: &[&str]) -> bool {
         }
     }
     true
+}
+
+/// A namespace wired to `us`: `us_if` holds 10.10.N.1/24 (and fd10:N::1/64
+/// with `v6`), the new namespace's "to-us" holds .2 / ::2.
+fn neighbour(us: &Netns, tag: &str, us_if: &str, n: u8, v6: bool) -> Netns {
+    let ns = Netns::new(tag);
+    let (a4, b4) = (format!("10.10.{n}.1/24"), format!("10.10.{n}.2/24"));
+    let (a6, b6) = (format!("fd10:{n}::1/64"), format!("fd10:{n}::2/64"));
+    let (mut ours, mut theirs) = (vec![a4.as_str()], vec![b4.as_str()]);
+    if v6 {
+        ours.push(&a6);
+        theirs.push(&b6);
+    }
+    veth_link(us, us_if, &ours, &ns, "to-us", &theirs);
+    ns
 }
 
 fn bird_config(static4: &str, static6: &str) -> String {
@@ -177,15 +198,7 @@ struct BirdSetup {
 
 fn bird_setup() -> BirdSetup {
     let us = Netns::new("bgpus");
-    let bird_ns = Netns::new("bgpbird");
-    veth_link(
-        &us,
-        "to-bird",
-        &["10.10.1.1/24", "fd10:1::1/64"],
-        &bird_ns,
-        "to-us",
-        &["10.10.1.2/24", "fd10:1::2/64"],
-    );
+    let bird_ns = neighbour(&us, "bgpbird", "to-bird", 1, true);
     let dir = tempfile::tempdir().unwrap();
     let bird = Bird::start(
         &bird_ns,
@@ -221,8 +234,7 @@ fn bird_counter(show: &str, line: &str) -> u64 {
 
 #[test]
 fn bird_session_and_routes_both_ways() {
-    require_root!();
-    if !prereqs(&["bird", "birdc"]) {
+    if !can_run(&["bird", "birdc"]) {
         return;
     }
     let mut t = bird_setup();
@@ -309,20 +321,11 @@ fn bird_session_and_routes_both_ways() {
 
 #[test]
 fn gobgp_session_and_routes_both_ways() {
-    require_root!();
-    if !prereqs(&["gobgpd", "gobgp"]) {
+    if !can_run(&["gobgpd", "gobgp"]) {
         return;
     }
     let us = Netns::new("bgpus");
-    let gns = Netns::new("bgpgo");
-    veth_link(
-        &us,
-        "to-gobgp",
-        &["10.10.2.1/24"],
-        &gns,
-        "to-us",
-        &["10.10.2.2/24"],
-    );
+    let gns = neighbour(&us, "bgpgo", "to-gobgp", 2, false);
     let dir = tempfile::tempdir().unwrap();
     let conf = format!(
         r#"[global.config]
@@ -457,20 +460,11 @@ fn provoke(evil: &Netns, establish: bool, bad: &[u8]) -> (u8, u8) {
 
 #[test]
 fn malformed_messages_get_notifications_and_other_sessions_survive() {
-    require_root!();
-    if !prereqs(&["bird", "birdc"]) {
+    if !can_run(&["bird", "birdc"]) {
         return;
     }
     let mut t = bird_setup();
-    let evil = Netns::new("bgpraw");
-    veth_link(
-        &t.us,
-        "to-raw",
-        &["10.10.3.1/24"],
-        &evil,
-        "to-us",
-        &["10.10.3.2/24"],
-    );
+    let evil = neighbour(&t.us, "bgpraw", "to-raw", 3, false);
     let mut raw_peer = PeerConfig::new("10.10.3.2".parse().unwrap(), 65099);
     raw_peer.passive = true;
     t.rt.block_on(t.speaker.add_peer(raw_peer)).unwrap();
@@ -531,17 +525,11 @@ fn malformed_messages_get_notifications_and_other_sessions_survive() {
 
 #[test]
 fn two_speakers_graceful_restart_keeps_routes_until_end_of_rib() {
-    require_root!();
+    if !can_run(&[]) {
+        return;
+    }
     let a_ns = Netns::new("bgpa");
-    let b_ns = Netns::new("bgpb");
-    veth_link(
-        &a_ns,
-        "to-b",
-        &["10.10.4.1/24"],
-        &b_ns,
-        "to-a",
-        &["10.10.4.2/24"],
-    );
+    let b_ns = neighbour(&a_ns, "bgpb", "to-b", 4, false);
     let gr = GracefulRestart {
         restart_time: 120,
         ..GracefulRestart::default()
@@ -608,29 +596,12 @@ fn two_speakers_graceful_restart_keeps_routes_until_end_of_rib() {
 
 #[test]
 fn route_reflector_between_bird_and_gobgp_clients() {
-    require_root!();
-    if !prereqs(&["bird", "birdc", "gobgpd", "gobgp"]) {
+    if !can_run(&["bird", "birdc", "gobgpd", "gobgp"]) {
         return;
     }
     let us = Netns::new("bgprr");
-    let bird_ns = Netns::new("bgprrbird");
-    let go_ns = Netns::new("bgprrgo");
-    veth_link(
-        &us,
-        "to-bird",
-        &["10.10.1.1/24"],
-        &bird_ns,
-        "to-us",
-        &["10.10.1.2/24"],
-    );
-    veth_link(
-        &us,
-        "to-gobgp",
-        &["10.10.2.1/24"],
-        &go_ns,
-        "to-us",
-        &["10.10.2.2/24"],
-    );
+    let bird_ns = neighbour(&us, "bgprrbird", "to-bird", 1, false);
+    let go_ns = neighbour(&us, "bgprrgo", "to-gobgp", 2, false);
     let dir = tempfile::tempdir().unwrap();
     let bird_dir = dir.path().join("bird");
     let go_dir = dir.path().join("gobgp");
@@ -727,20 +698,11 @@ protocol bgp plexus {{
 
 #[test]
 fn ten_thousand_prefixes_from_bird_reach_the_feed_and_leave_it() {
-    require_root!();
-    if !prereqs(&["bird", "birdc"]) {
+    if !can_run(&["bird", "birdc"]) {
         return;
     }
     let us = Netns::new("bgpbig");
-    let bird_ns = Netns::new("bgpbigbird");
-    veth_link(
-        &us,
-        "to-bird",
-        &["10.10.1.1/24"],
-        &bird_ns,
-        "to-us",
-        &["10.10.1.2/24"],
-    );
+    let bird_ns = neighbour(&us, "bgpbigbird", "to-bird", 1, false);
     let dir = tempfile::tempdir().unwrap();
     let routes: String = (0..10_000u32)
         .map(|i| format!("  route 172.{}.{}.0/24 blackhole;\n", 16 + i / 256, i % 256))
