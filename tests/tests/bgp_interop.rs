@@ -754,3 +754,57 @@ protocol bgp plexus {{
     assert_eq!(feed.log.len(), 20_000);
     rt.block_on(speaker.shutdown());
 }
+
+// ---- a session over IPv6 ----
+
+#[test]
+fn bird_session_over_ipv6_carries_both_families() {
+    if !can_run(&["bird", "birdc"]) {
+        return;
+    }
+    let us = Netns::new("bgpv6");
+    let bird_ns = neighbour(&us, "bgpv6bird", "to-bird", 1, true);
+    let dir = tempfile::tempdir().unwrap();
+    let bird = Bird::start(
+        &bird_ns,
+        dir.path(),
+        &format!(
+            r#"router id 10.10.1.2;
+protocol device {{ }}
+protocol static announce4 {{ ipv4; route 10.50.0.0/24 blackhole; }}
+protocol static announce6 {{ ipv6; route fd50::/64 blackhole; }}
+protocol bgp plexus {{
+  local fd10:1::2 as 65010;
+  neighbor fd10:1::1 as {OUR_AS};
+  connect delay time 1;
+  connect retry time 2;
+  ipv4 {{ import all; export where source = RTS_STATIC; next hop address 10.10.1.2; }};
+  ipv6 {{ import all; export where source = RTS_STATIC; }};
+}}
+"#
+        ),
+    );
+    let rt = runtime_in(&us);
+    let mut cfg = speaker_cfg([10, 10, 1, 1]);
+    // IPv4 prefixes over an IPv6 session need an IPv4 next hop.
+    cfg.next_hop_v4 = Some(Ipv4Addr::new(10, 10, 1, 1));
+    let (speaker, mut feed) = start_speaker(&rt, cfg);
+    rt.block_on(speaker.originate(net("10.244.6.0/26")))
+        .unwrap();
+    rt.block_on(speaker.originate(net("fd00:244:6::/64")))
+        .unwrap();
+    rt.block_on(speaker.add_peer(PeerConfig::new("fd10:1::2".parse().unwrap(), 65010)))
+        .unwrap();
+    wait_established(&rt, &speaker, "fd10:1::2");
+    feed.wait("fd50::/64", Some("fd10:1::2"));
+    feed.wait("10.50.0.0/24", Some("10.10.1.2"));
+    let r6 = wait_for("fd00:244:6::/64 in BIRD", LIMIT, || {
+        bird.route("fd00:244:6::/64")
+    });
+    assert!(r6.contains("BGP.next_hop: fd10:1::1"), "{r6}");
+    let r4 = wait_for("10.244.6.0/26 in BIRD", LIMIT, || {
+        bird.route("10.244.6.0/26")
+    });
+    assert!(r4.contains("BGP.next_hop: 10.10.1.1"), "{r4}");
+    rt.block_on(speaker.shutdown());
+}
