@@ -321,8 +321,12 @@ impl Fsm {
     }
 
     fn connected(&mut self, conn: ConnId, dir: Direction, out: &mut Actions) {
-        if self.base == State::Idle {
-            // Stopped: refuse.
+        // Stopped: refuse. Established: an outgoing connection that was
+        // under way when the peer's own got there first is not needed.
+        // (An incoming one is kept: it may be the peer coming back after a
+        // restart, RFC 4724 §4.2.)
+        let redundant = dir == Direction::Outgoing && self.established().is_some();
+        if self.base == State::Idle || redundant {
             out.push(Action::Close(conn));
             return;
         }

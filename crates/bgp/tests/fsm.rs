@@ -673,3 +673,26 @@ fn collision_cease_on_an_established_connection_hands_over_gracefully() {
         }
     )));
 }
+
+#[test]
+fn a_late_outgoing_connection_is_closed_when_already_established() {
+    let mut h = Harness::new(cfg());
+    h.ev(Event::Start);
+    h.ev(Event::Connected {
+        conn: 2,
+        dir: Direction::Incoming,
+    });
+    h.ev(Event::Message(
+        2,
+        BgpMessage::Open(open(65002, 90, [10, 0, 0, 2])),
+    ));
+    h.ev(Event::Message(2, BgpMessage::KeepAlive));
+    assert_eq!(h.fsm.state(), State::Established);
+    let a = h.ev(Event::Connected {
+        conn: 3,
+        dir: Direction::Outgoing,
+    });
+    assert_eq!(closed(&a), vec![3]);
+    assert!(sent(&a).is_empty());
+    assert_eq!(h.fsm.established().unwrap().0, 2);
+}
