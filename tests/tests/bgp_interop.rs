@@ -583,6 +583,13 @@ fn two_speakers_graceful_restart_keeps_routes_until_end_of_rib() {
     let (b_rt, b, _b_feed) = start_b(true, &["10.244.2.0/26"]);
     wait_established(&a_rt, &a, "10.10.4.2");
     a_feed.wait("10.244.3.0/26", None);
+    // Both ends have each other's whole table.
+    wait_for("A synced with B", LIMIT, || {
+        status_of(&a_rt, &a, "10.10.4.2").synced.then_some(())
+    });
+    wait_for("B synced with A", LIMIT, || {
+        status_of(&b_rt, &b, "10.10.4.1").synced.then_some(())
+    });
     assert_eq!(
         a_feed.history("10.244.2.0/26"),
         vec![Some("10.10.4.2".parse().unwrap())],

@@ -7,7 +7,7 @@
 //! Sockets are created on the runtime's threads: run the runtime in the
 //! network namespace the speaker belongs to.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -135,6 +135,8 @@ pub struct PeerStatus {
     pub remote_id: Option<Ipv4Addr>,
     pub prefixes_received: usize,
     pub prefixes_sent: usize,
+    /// The peer has sent its whole table (End-of-RIB for every family).
+    pub synced: bool,
 }
 
 /// Best-route changes for the routing component, in order.
@@ -207,6 +209,10 @@ impl Speaker {
                 }
             });
         }
+        let deferral = cfg
+            .graceful_restart
+            .filter(|g| g.restarting)
+            .map(|g| Instant::now() + Duration::from_secs(u64::from(g.restart_time)));
         let core = Core {
             rib: Rib::new(RibConfig {
                 router_id: cfg.router_id,
@@ -219,6 +225,7 @@ impl Speaker {
             tx: tx.clone(),
             feed: feed_tx,
             next_conn: 1,
+            deferral,
         };
         let core = tokio::spawn(core.run(rx));
         Ok((Speaker { tx, listen, core }, feed_rx))
@@ -295,6 +302,30 @@ struct PeerSlot {
     fsm: Fsm,
     since: SystemTime,
     last_state: State,
+    /// Families of the current session whose End-of-RIB the peer sent.
+    eor_received: BTreeSet<Afi>,
+    /// We sent our End-of-RIB on the current session.
+    eor_sent: bool,
+}
+
+impl PeerSlot {
+    /// The peer's initial table is complete (End-of-RIB for every family).
+    fn synced(&self) -> bool {
+        self.fsm
+            .established()
+            .is_some_and(|(_, n)| n.families.is_subset(&self.eor_received))
+    }
+
+    /// While we restart: this peer no longer holds up our End-of-RIB. A
+    /// peer restarting too (R bit) is deferring as well, so waiting for it
+    /// would only run into the deadline.
+    fn restart_done(&self) -> bool {
+        self.synced()
+            || self
+                .fsm
+                .established()
+                .is_some_and(|(_, n)| n.peer_gr.as_ref().is_some_and(|g| g.restarting))
+    }
 }
 
 struct ConnHandle {
@@ -317,6 +348,10 @@ struct Core {
     tx: mpsc::UnboundedSender<Internal>,
     feed: mpsc::UnboundedSender<RouteChange>,
     next_conn: ConnId,
+    /// Restarting speaker (RFC 4724 §4.1): our End-of-RIB waits until every
+    /// peer has sent its own, or until this deadline, so helpers do not
+    /// drop routes we have not relearnt yet.
+    deferral: Option<Instant>,
 }
 
 /// An address as the peer table keys it (IPv4-mapped IPv6 as IPv4).
@@ -330,10 +365,13 @@ fn canonical(ip: IpAddr) -> IpAddr {
 impl Core {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Internal>) {
         loop {
-            let next = self.timers.values().min().copied();
+            let next = self.timers.values().chain(&self.deferral).min().copied();
             let ev = tokio::select! {
                 ev = rx.recv() => ev,
                 _ = sleep_until(next) => {
+                    if self.deferral.is_some_and(|d| d <= Instant::now()) {
+                        self.end_deferral();
+                    }
                     self.fire_timers();
                     continue;
                 }
@@ -497,6 +535,7 @@ impl Core {
                             remote_id: p.fsm.established().map(|(_, n)| n.remote_id),
                             prefixes_received: rx,
                             prefixes_sent: sent,
+                            synced: p.synced(),
                         }
                     })
                     .collect();
@@ -539,6 +578,8 @@ impl Core {
                 fsm,
                 since: SystemTime::now(),
                 last_state: State::Idle,
+                eor_received: BTreeSet::new(),
+                eor_sent: false,
             },
         );
         self.event(addr, Event::Start);
@@ -667,6 +708,14 @@ impl Core {
             Action::Update(u) => {
                 let out = self.rib.update(peer, &u);
                 self.apply_rib(out);
+                if let Some(afi) = u.end_of_rib {
+                    if let Some(slot) = self.peers.get_mut(&peer) {
+                        slot.eor_received.insert(afi);
+                    }
+                    if self.deferral.is_some() && self.peers.values().all(PeerSlot::restart_done) {
+                        self.end_deferral();
+                    }
+                }
             }
             Action::RouteRefresh(afi) => {
                 let u = self.rib.adj_out(&peer, afi);
@@ -744,11 +793,44 @@ impl Core {
             families: neg.families.clone(),
         };
         tracing::info!(%peer, remote_id = %neg.remote_id, hold = neg.hold_time, "BGP session established");
+        if let Some(slot) = self.peers.get_mut(&peer) {
+            slot.eor_received.clear();
+            slot.eor_sent = false;
+        }
         let out = self.rib.peer_up(info);
         self.apply_rib(out);
-        // RFC 4724: End-of-RIB after the initial table, per family.
-        for afi in &neg.families {
-            self.send_to_peer(peer, &codec::end_of_rib(*afi));
+        if self.deferral.is_none() {
+            self.send_end_of_rib(peer);
+        }
+    }
+
+    /// RFC 4724: End-of-RIB after the initial table, per family.
+    fn send_end_of_rib(&mut self, peer: IpAddr) {
+        let Some(slot) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let Some((_, neg)) = slot.fsm.established() else {
+            return;
+        };
+        let families: Vec<Afi> = neg.families.iter().copied().collect();
+        slot.eor_sent = true;
+        for afi in families {
+            self.send_to_peer(peer, &codec::end_of_rib(afi));
+        }
+    }
+
+    /// The restart is over: every established peer gets our End-of-RIB.
+    fn end_deferral(&mut self) {
+        tracing::info!("BGP restart: selection deferral over, sending End-of-RIB");
+        self.deferral = None;
+        let waiting: Vec<IpAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| !s.eor_sent && s.fsm.established().is_some())
+            .map(|(a, _)| *a)
+            .collect();
+        for peer in waiting {
+            self.send_end_of_rib(peer);
         }
     }
 
