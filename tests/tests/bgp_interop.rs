@@ -666,7 +666,16 @@ protocol bgp plexus {{
         .unwrap();
     wait_established(&rt, &speaker, "10.10.1.2");
     wait_established(&rt, &speaker, "10.10.2.2");
-    gobgp.cli(&["global", "rib", "add", "10.60.0.0/24", "-a", "ipv4"]);
+    gobgp.cli(&[
+        "global",
+        "rib",
+        "add",
+        "10.60.0.0/24",
+        "large-community",
+        "65000:1:2",
+        "-a",
+        "ipv4",
+    ]);
 
     // Each client's route reaches us...
     feed.wait("10.50.0.0/24", Some("10.10.1.2"));
@@ -692,6 +701,11 @@ protocol bgp plexus {{
     );
     assert!(at_bird.contains("BGP.cluster_list: 10.10.1.1"), "{at_bird}");
     assert!(at_bird.contains("BGP.next_hop: 10.10.2.2"), "{at_bird}");
+    // An attribute we do not act on is passed on.
+    assert!(
+        at_bird.contains("BGP.large_community: (65000, 1, 2)"),
+        "{at_bird}"
+    );
     // Our own block goes to both with our next hop.
     let own = wait_for("10.244.5.0/26 in BIRD", LIMIT, || {
         bird.route("10.244.5.0/26")

@@ -4,6 +4,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use netgauze_bgp_pkt::path_attribute::PathAttribute;
+use netgauze_parse_utils::WritablePdu;
+
 /// ORIGIN (RFC 4271 §5.1.1); the order is the preference order (IGP best).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Origin {
@@ -35,6 +38,44 @@ pub struct PathAttrs {
     /// RFC 4456.
     pub originator_id: Option<Ipv4Addr>,
     pub cluster_list: Vec<Ipv4Addr>,
+    /// Optional transitive attributes we do not act on (large and extended
+    /// communities, unknown ones...), passed on as RFC 4271 §5 asks.
+    pub other: Vec<OtherAttr>,
+}
+
+/// An attribute passed through untouched; compared by its encoding.
+#[derive(Debug, Clone)]
+pub struct OtherAttr {
+    attr: PathAttribute,
+    wire: Vec<u8>,
+}
+
+impl OtherAttr {
+    pub fn new(attr: PathAttribute) -> OtherAttr {
+        let mut wire = Vec::new();
+        // A failed encoding leaves an empty key: such attributes then
+        // compare equal by kind only, which is harmless.
+        let _ = attr.write(&mut wire);
+        OtherAttr { attr, wire }
+    }
+
+    pub fn attr(&self) -> &PathAttribute {
+        &self.attr
+    }
+}
+
+impl PartialEq for OtherAttr {
+    fn eq(&self, other: &Self) -> bool {
+        self.wire == other.wire
+    }
+}
+
+impl Eq for OtherAttr {}
+
+impl std::hash::Hash for OtherAttr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.wire.hash(state)
+    }
 }
 
 impl PathAttrs {
@@ -50,6 +91,7 @@ impl PathAttrs {
             communities: Vec::new(),
             originator_id: None,
             cluster_list: Vec::new(),
+            other: Vec::new(),
         }
     }
 

@@ -31,7 +31,7 @@ use netgauze_parse_utils::reader::SliceReader;
 use netgauze_parse_utils::traits::ParseFromWithOneInput;
 use netgauze_parse_utils::WritablePdu;
 
-use crate::attrs::{AsSegment, Origin, PathAttrs};
+use crate::attrs::{AsSegment, Origin, OtherAttr, PathAttrs};
 
 pub const HEADER_LEN: usize = 19;
 pub const MAX_MESSAGE_LEN: usize = 4096;
@@ -261,6 +261,12 @@ pub fn parse_update(update: &BgpUpdateMessage) -> ParsedUpdate {
             PathAttributeValue::MpUnreach(MpUnreach::Ipv6Unicast { nlri }) => out
                 .withdrawn
                 .extend(nlri.iter().map(|a| IpNet::V6(a.network().address()))),
+            // AGGREGATOR's encoding depends on the session's AS size; it is
+            // informational, so it is not passed on.
+            PathAttributeValue::Aggregator(_)
+            | PathAttributeValue::MpReach(_)
+            | PathAttributeValue::MpUnreach(_) => {}
+            _ if attr.optional() && attr.transitive() => attrs.other.push(pass_on(attr)),
             _ => {}
         }
     }
@@ -273,6 +279,24 @@ pub fn parse_update(update: &BgpUpdateMessage) -> ParsedUpdate {
         out.attrs = Some(attrs);
     }
     out
+}
+
+/// An optional transitive attribute to pass on; an unrecognised one gets
+/// the Partial bit (RFC 4271 §5).
+fn pass_on(attr: &PathAttribute) -> OtherAttr {
+    if let PathAttributeValue::UnknownAttribute(_) = attr.value() {
+        let partial = PathAttribute::from(
+            true,
+            true,
+            true,
+            attr.extended_length(),
+            attr.value().clone(),
+        );
+        if let Ok(p) = partial {
+            return OtherAttr::new(p);
+        }
+    }
+    OtherAttr::new(attr.clone())
 }
 
 fn segment4(s: &As4PathSegment) -> AsSegment {
@@ -432,6 +456,7 @@ fn common_attrs(attrs: &PathAttrs, opts: EncodeOptions) -> Vec<PathAttribute> {
             PathAttributeValue::ClusterList(ClusterList::new(c)),
         ));
     }
+    out.extend(attrs.other.iter().map(|o| o.attr().clone()));
     out
 }
 

@@ -30,7 +30,8 @@
 //! - RFC 6793 4-octet AS numbers (AS_TRANS and AS4_PATH towards 2-octet peers),
 //!   RFC 4760 MP-BGP IPv4 and IPv6 unicast, RFC 2918 route refresh (answered).
 //! - RFC 4724 graceful restart: as restarting speaker (R and F bits from
-//!   [`fsm::GracefulRestart`], End-of-RIB after the initial table) and as
+//!   [`fsm::GracefulRestart`]; our End-of-RIB waits until every peer has
+//!   sent its own, or until our restart time) and as
 //!   helper (a peer's routes stay, stale, after its TCP session fails, until
 //!   its End-of-RIB or the restart/stale timers; a peer back without the F
 //!   bit loses them at once).
@@ -40,15 +41,19 @@
 //! - Export: no iBGP-learned routes to iBGP peers except by route reflection
 //!   (RFC 4456: client routes to all, non-client routes to clients,
 //!   ORIGINATOR_ID and CLUSTER_LIST set and checked for loops); next-hop-self
-//!   and AS_PATH prepend towards eBGP peers; eBGP loop detection.
+//!   and AS_PATH prepend towards eBGP peers; eBGP loop detection. Optional
+//!   transitive attributes we do not act on (communities of all kinds,
+//!   unknown ones with the Partial bit) are passed on.
+//! - Connections from addresses that are not peers get Cease / Connection
+//!   Rejected (RFC 4486); [`Speaker::refresh`] sends ROUTE-REFRESH.
 //!
 //! # Not implemented
 //!
-//! Unknown optional transitive attributes are not passed on; no RFC 7606
-//! treat-as-withdraw (a malformed attribute resets the session, RFC 4271
-//! style); no selection deferral for a restarting speaker; no IPv4 prefixes
-//! with IPv6 next hops (RFC 8950); no ADD-PATH, TCP-MD5/AO, enhanced route
-//! refresh, prefix limits or damping; we never send ROUTE-REFRESH ourselves.
+//! No RFC 7606 treat-as-withdraw (a malformed attribute resets the session,
+//! RFC 4271 style); AGGREGATOR is not passed on; no IPv4 prefixes with IPv6
+//! next hops (RFC 8950); no ADD-PATH, TCP-MD5/AO, enhanced route refresh,
+//! long-lived graceful restart, prefix limits, damping, DelayOpen or timer
+//! jitter; no import/export policy beyond the rules above.
 //!
 //! # Use
 //!

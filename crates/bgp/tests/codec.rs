@@ -128,6 +128,7 @@ fn attrs(nh: IpAddr) -> PathAttrs {
         communities: vec![0xfde8_0001],
         originator_id: Some(Ipv4Addr::new(1, 1, 1, 1)),
         cluster_list: vec![Ipv4Addr::new(2, 2, 2, 2)],
+        other: vec![],
     }
 }
 
@@ -231,4 +232,76 @@ fn end_of_rib_markers_round_trip() {
             Some(afi)
         );
     }
+}
+
+#[test]
+fn optional_transitive_attributes_are_passed_on_unknown_ones_marked_partial() {
+    use netgauze_bgp_pkt::community::LargeCommunity;
+    use netgauze_bgp_pkt::path_attribute::{
+        LargeCommunities, PathAttribute, PathAttributeValue, UnknownAttribute,
+    };
+    let large = PathAttribute::from(
+        true,
+        true,
+        false,
+        false,
+        PathAttributeValue::LargeCommunities(LargeCommunities::new(vec![LargeCommunity::new(
+            1, 2, 3,
+        )])),
+    )
+    .unwrap();
+    let unknown = PathAttribute::from(
+        true,
+        true,
+        false,
+        false,
+        PathAttributeValue::UnknownAttribute(UnknownAttribute::new(250, vec![9, 9])),
+    )
+    .unwrap();
+    // Optional non-transitive unknown: dropped.
+    let local_only = PathAttribute::from(
+        true,
+        false,
+        false,
+        false,
+        PathAttributeValue::UnknownAttribute(UnknownAttribute::new(251, vec![7])),
+    )
+    .unwrap();
+    let mut pa: Vec<PathAttribute> = Vec::new();
+    let base = attrs(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+    let p: Vec<IpNet> = vec!["10.3.0.0/24".parse().unwrap()];
+    let BgpMessage::Update(u) = &codec::announce(
+        &p,
+        &base,
+        EncodeOptions {
+            asn4: true,
+            ibgp: true,
+        },
+    )[0] else {
+        panic!()
+    };
+    pa.extend(u.path_attributes().iter().cloned());
+    pa.extend([large.clone(), unknown, local_only]);
+    let msg = BgpMessage::Update(netgauze_bgp_pkt::update::BgpUpdateMessage::new(
+        vec![],
+        pa,
+        u.nlri().to_vec(),
+    ));
+    let got = roundtrip(&msg, true).attrs.unwrap();
+    assert_eq!(got.other.len(), 2);
+    assert_eq!(got.other[0].attr(), &large);
+    assert!(got.other[1].attr().partial());
+    // ...and they go out again.
+    let again = roundtrip(
+        &codec::announce(
+            &p,
+            &got,
+            EncodeOptions {
+                asn4: true,
+                ibgp: true,
+            },
+        )[0],
+        true,
+    );
+    assert_eq!(again.attrs.unwrap().other, got.other);
 }
