@@ -312,6 +312,9 @@ fn bird_session_and_routes_both_ways() {
         ..
     } = t;
     rt.block_on(speaker.shutdown());
+    // shutdown() returns once the NOTIFICATION is written: the runtime and
+    // its sockets may go at once.
+    drop(rt);
     wait_for("BIRD to see the Cease", LIMIT, || {
         let s = bird.birdc(&["show", "protocols", "all", "plexus"]);
         s.contains("Administrative shutdown").then_some(())

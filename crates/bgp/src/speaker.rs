@@ -167,7 +167,21 @@ enum Internal {
 pub struct Speaker {
     tx: mpsc::UnboundedSender<Internal>,
     listen: Option<SocketAddr>,
-    core: JoinHandle<()>,
+    core: Option<JoinHandle<()>>,
+    listener: Option<JoinHandle<()>>,
+}
+
+impl Drop for Speaker {
+    /// Without [`Speaker::shutdown`]: stop at once; connections close
+    /// without a NOTIFICATION (peers doing graceful restart keep our routes).
+    fn drop(&mut self) {
+        for task in [self.core.take(), self.listener.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Internal {
@@ -183,6 +197,7 @@ impl Speaker {
         let (tx, rx) = mpsc::unbounded_channel();
         let (feed_tx, feed_rx) = mpsc::unbounded_channel();
         let mut listen = None;
+        let mut listener_task = None;
         if let Some(addr) = cfg.listen {
             let listener = TcpListener::bind(addr)
                 .await
@@ -193,7 +208,7 @@ impl Speaker {
                     .map_err(|source| BgpError::Listen { addr, source })?,
             );
             let tx = tx.clone();
-            tokio::spawn(async move {
+            listener_task = Some(tokio::spawn(async move {
                 loop {
                     match listener.accept().await {
                         Ok((s, from)) => {
@@ -207,7 +222,7 @@ impl Speaker {
                         }
                     }
                 }
-            });
+            }));
         }
         let deferral = cfg
             .graceful_restart
@@ -226,9 +241,18 @@ impl Speaker {
             feed: feed_tx,
             next_conn: 1,
             deferral,
+            closing: Vec::new(),
         };
         let core = tokio::spawn(core.run(rx));
-        Ok((Speaker { tx, listen, core }, feed_rx))
+        Ok((
+            Speaker {
+                tx,
+                listen,
+                core: Some(core),
+                listener: listener_task,
+            },
+            feed_rx,
+        ))
     }
 
     /// The address the listener is bound to (its port when 0 was asked).
@@ -282,12 +306,14 @@ impl Speaker {
 
     /// Cease every session and stop; waits (at most a second) for the
     /// NOTIFICATIONs to be written.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         if let Ok(writers) = self.ask(Command::Shutdown).await {
             let all = futures_join(writers);
             let _ = tokio::time::timeout(Duration::from_secs(1), all).await;
         }
-        let _ = self.core.await;
+        if let Some(core) = self.core.take() {
+            let _ = core.await;
+        }
     }
 }
 
@@ -331,12 +357,20 @@ impl PeerSlot {
 struct ConnHandle {
     peer: IpAddr,
     writer: mpsc::UnboundedSender<Vec<u8>>,
-    writer_task: JoinHandle<()>,
+    writer_task: Option<JoinHandle<()>>,
     reader_task: JoinHandle<()>,
     local: SocketAddr,
     /// Both sides announced 4-octet AS numbers (set by the OPENs).
     asn4_sent: bool,
     asn4_received: bool,
+}
+
+impl Drop for ConnHandle {
+    /// The reader goes with the connection; the writer ends by itself once
+    /// it has flushed what was queued (its channel is closed).
+    fn drop(&mut self) {
+        self.reader_task.abort();
+    }
 }
 
 struct Core {
@@ -352,6 +386,8 @@ struct Core {
     /// peer has sent its own, or until this deadline, so helpers do not
     /// drop routes we have not relearnt yet.
     deferral: Option<Instant>,
+    /// Writers of closed connections still flushing (a NOTIFICATION).
+    closing: Vec<JoinHandle<()>>,
 }
 
 /// An address as the peer table keys it (IPv4-mapped IPv6 as IPv4).
@@ -390,13 +426,19 @@ impl Core {
         for a in addrs {
             self.event(a, Event::Stop);
         }
-        self.conns
-            .drain()
-            .map(|(_, c)| {
-                c.reader_task.abort();
-                c.writer_task
-            })
-            .collect()
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for c in conns {
+            self.close(c);
+        }
+        std::mem::take(&mut self.closing)
+    }
+
+    /// Forget a connection; its writer flushes what is queued, then closes.
+    fn close(&mut self, conn: ConnId) {
+        if let Some(mut c) = self.conns.remove(&conn) {
+            self.closing.retain(|t| !t.is_finished());
+            self.closing.extend(c.writer_task.take());
+        }
     }
 
     fn fire_timers(&mut self) {
@@ -655,7 +697,7 @@ impl Core {
             ConnHandle {
                 peer,
                 writer: wtx,
-                writer_task,
+                writer_task: Some(writer_task),
                 reader_task,
                 local,
                 asn4_sent: false,
@@ -686,12 +728,7 @@ impl Core {
         match action {
             Action::Connect => self.connect(peer),
             Action::Send(conn, msg) => self.send(conn, &msg),
-            Action::Close(conn) => {
-                if let Some(c) = self.conns.remove(&conn) {
-                    c.reader_task.abort();
-                    // Dropping the writer's channel lets it flush and close.
-                }
-            }
+            Action::Close(conn) => self.close(conn),
             Action::StartTimer(t, secs) => {
                 let at = Instant::now() + Duration::from_secs(u64::from(secs));
                 self.timers.insert((peer, t), at);
