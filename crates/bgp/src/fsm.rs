@@ -37,7 +37,7 @@ pub enum Direction {
 }
 
 /// RFC 4271 §8.2.2 states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum State {
     Idle,
     Connect,

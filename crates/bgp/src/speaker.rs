@@ -122,8 +122,9 @@ impl PeerConfig {
     }
 }
 
-/// A peer's status for `plexusctl bgp status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A peer's status for `plexusctl bgp status` (serialisable for the
+/// run-dir socket).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PeerStatus {
     pub address: IpAddr,
     pub remote_as: u32,

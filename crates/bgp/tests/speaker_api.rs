@@ -57,6 +57,11 @@ async fn peers_are_added_listed_and_removed() {
     assert!(st[0].ibgp && !st[1].ibgp);
     // Passive peers wait in Active.
     assert!(st.iter().all(|p| p.state == State::Active && !p.synced));
+    // What plexusctl bgp status gets over the run-dir socket.
+    let json = serde_json::to_value(&st[1]).unwrap();
+    assert_eq!(json["address"], "fd00::2");
+    assert_eq!(json["state"], "Active");
+    assert_eq!(json["remote_as"], 65001);
     assert!(matches!(
         s.refresh("10.0.0.2".parse().unwrap(), plexus_bgp::codec::Afi::Ipv4)
             .await,
