@@ -495,6 +495,12 @@ fn malformed_messages_get_notifications_and_other_sessions_survive() {
             (5, 1),
         ),
         ("malformed attribute list", true, bad_attrs, (3, 1)),
+        (
+            "NLRI without attributes",
+            true,
+            message(2, &[0, 0, 0, 0, 24, 10, 1, 0]),
+            (3, 3),
+        ),
     ];
     for (what, establish, bytes, want) in cases {
         assert_eq!(provoke(&evil, establish, &bytes), want, "{what}");

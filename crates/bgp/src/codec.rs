@@ -16,7 +16,7 @@ use netgauze_bgp_pkt::iana::AS_TRANS;
 use netgauze_bgp_pkt::nlri::{Ipv4Unicast, Ipv4UnicastAddress, Ipv6Unicast, Ipv6UnicastAddress};
 use netgauze_bgp_pkt::notification::{
     BgpNotificationMessage, CeaseError, FiniteStateMachineError, HoldTimerExpiredError,
-    MessageHeaderError, OpenMessageError,
+    MessageHeaderError, OpenMessageError, UpdateMessageError,
 };
 use netgauze_bgp_pkt::path_attribute::{
     As2PathSegment, As4Path, As4PathSegment, AsPath, AsPathSegmentType, AtomicAggregate, ClusterId,
@@ -181,14 +181,16 @@ impl Afi {
 }
 
 /// Turn a decoded UPDATE into prefixes and attributes. Families other than
-/// IPv4/IPv6 unicast are ignored (we never negotiate them).
-pub fn parse_update(update: &BgpUpdateMessage) -> ParsedUpdate {
+/// IPv4/IPv6 unicast are ignored (we never negotiate them). An UPDATE that
+/// announces routes without ORIGIN, AS_PATH or (for IPv4 NLRI) NEXT_HOP
+/// gets Missing Well-known Attribute (RFC 4271 §6.3).
+pub fn parse_update(update: &BgpUpdateMessage) -> Result<ParsedUpdate, BgpNotificationMessage> {
     let mut out = ParsedUpdate {
         end_of_rib: update.end_of_rib().and_then(Afi::from_address_type),
         ..ParsedUpdate::default()
     };
     if out.end_of_rib.is_some() {
-        return out;
+        return Ok(out);
     }
     out.withdrawn.extend(
         update
@@ -205,7 +207,15 @@ pub fn parse_update(update: &BgpUpdateMessage) -> ParsedUpdate {
     let mut attrs = PathAttrs::local();
     let mut as4_path: Option<Vec<AsSegment>> = None;
     let mut have_as2 = false;
+    // Type codes of the well-known mandatory attributes present.
+    let mut seen = [false; 4];
     for attr in update.path_attributes() {
+        match attr.value() {
+            PathAttributeValue::Origin(_) => seen[1] = true,
+            PathAttributeValue::AsPath(_) => seen[2] = true,
+            PathAttributeValue::NextHop(_) => seen[3] = true,
+            _ => {}
+        }
         match attr.value() {
             PathAttributeValue::Origin(o) => {
                 attrs.origin = match o {
@@ -276,9 +286,20 @@ pub fn parse_update(update: &BgpUpdateMessage) -> ParsedUpdate {
         attrs.as_path = merge_as4_path(&attrs.as_path, p4);
     }
     if !out.announced.is_empty() {
+        let needs_next_hop = !update.nlri().is_empty();
+        let missing = [1u8, 2, 3]
+            .into_iter()
+            .find(|&code| !seen[usize::from(code)] && (code != 3 || needs_next_hop));
+        if let Some(code) = missing {
+            return Err(BgpNotificationMessage::UpdateMessageError(
+                UpdateMessageError::MissingWellKnownAttribute {
+                    value: Box::new([code]),
+                },
+            ));
+        }
         out.attrs = Some(attrs);
     }
-    out
+    Ok(out)
 }
 
 /// An optional transitive attribute to pass on; an unrecognised one gets

@@ -520,7 +520,14 @@ impl Fsm {
             (ConnState::Established, BgpMessage::KeepAlive) => self.restart_hold(conn, out),
             (ConnState::Established, BgpMessage::Update(u)) => {
                 self.restart_hold(conn, out);
-                let parsed = codec::parse_update(&u);
+                let parsed = match codec::parse_update(&u) {
+                    Ok(p) => p,
+                    Err(n) => {
+                        self.set_error(format!("sent {}", codec::describe_notification(&n)));
+                        self.notify_and_drop(conn, n, out);
+                        return;
+                    }
+                };
                 if let Some(afi) = parsed.end_of_rib {
                     if self.stale.remove(&afi) {
                         out.push(Action::PurgeStale(Some(afi)));

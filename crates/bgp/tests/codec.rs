@@ -135,7 +135,7 @@ fn attrs(nh: IpAddr) -> PathAttrs {
 fn roundtrip(msg: &BgpMessage, asn4: bool) -> codec::ParsedUpdate {
     let bytes = codec::encode(msg);
     match codec::decode(&bytes, asn4).expect("decodes") {
-        BgpMessage::Update(u) => codec::parse_update(&u),
+        BgpMessage::Update(u) => codec::parse_update(&u).expect("valid UPDATE"),
         other => panic!("not an UPDATE: {other:?}"),
     }
 }
@@ -195,7 +195,7 @@ fn two_octet_session_carries_as_trans_and_as4_path() {
         .unwrap();
     assert_eq!(as2, vec![65010, 23456, 65020]);
     // ...and the receiver rebuilds the real path from AS4_PATH.
-    let u = codec::parse_update(&raw);
+    let u = codec::parse_update(&raw).unwrap();
     assert_eq!(u.attrs.unwrap().as_path, a.as_path);
 }
 
@@ -304,4 +304,37 @@ fn optional_transitive_attributes_are_passed_on_unknown_ones_marked_partial() {
         true,
     );
     assert_eq!(again.attrs.unwrap().other, got.other);
+}
+
+#[test]
+fn announcements_without_mandatory_attributes_are_missing_well_known_attribute() {
+    let origin = [0x40, 1, 1, 0];
+    let as_path = [0x40, 2, 0];
+    let next_hop = [0x40, 3, 4, 10, 0, 0, 2];
+    let nlri = [24, 10, 1, 0];
+    let cases: [(Vec<u8>, u8); 3] = [
+        ([&as_path[..], &next_hop].concat(), 1),
+        ([&origin[..], &next_hop].concat(), 2),
+        ([&origin[..], &as_path].concat(), 3),
+    ];
+    for (attrs, missing) in cases {
+        let m = update(&[], &attrs, &nlri);
+        let BgpMessage::Update(u) = codec::decode(&m, true).unwrap() else {
+            panic!()
+        };
+        let n = codec::parse_update(&u).unwrap_err();
+        assert_eq!(codec::notification_code(&n), (3, 3));
+        let bytes = codec::encode(&BgpMessage::Notification(n));
+        assert_eq!(bytes[21], missing, "data names the missing attribute");
+    }
+    // All three present: fine. A pure withdrawal needs none.
+    let all = [&origin[..], &as_path, &next_hop].concat();
+    let BgpMessage::Update(u) = codec::decode(&update(&[], &all, &nlri), true).unwrap() else {
+        panic!()
+    };
+    assert_eq!(codec::parse_update(&u).unwrap().announced.len(), 1);
+    let BgpMessage::Update(u) = codec::decode(&update(&nlri, &[], &[]), true).unwrap() else {
+        panic!()
+    };
+    assert_eq!(codec::parse_update(&u).unwrap().withdrawn.len(), 1);
 }

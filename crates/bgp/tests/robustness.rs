@@ -95,11 +95,16 @@ fn receive(bytes: &[u8], rib: &mut Rib, asn4: bool) -> bool {
         return false;
     }
     match codec::decode(&bytes[..len], asn4) {
-        Ok(BgpMessage::Update(u)) => {
-            let parsed = codec::parse_update(&u);
-            rib.update(peer().addr, &parsed);
-            true
-        }
+        Ok(BgpMessage::Update(u)) => match codec::parse_update(&u) {
+            Ok(parsed) => {
+                rib.update(peer().addr, &parsed);
+                true
+            }
+            Err(n) => {
+                assert_eq!(codec::notification_code(&n).0, 3);
+                false
+            }
+        },
         Ok(_) => true,
         Err(n) => {
             // Every rejection maps to a real NOTIFICATION code.
