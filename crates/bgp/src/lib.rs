@@ -26,7 +26,9 @@
 //!   ConnectRetry/Hold/Keepalive timers, hold-time negotiation (0 = no
 //!   keepalives), active and passive peers, collision detection by BGP
 //!   identifier (§6.8), NOTIFICATION with the right code/subcode for bad
-//!   headers, OPENs, UPDATEs and unexpected messages; only that session ends.
+//!   headers (marker, length, type), OPENs (version, peer AS, BGP identifier,
+//!   hold time), UPDATEs (attribute list, flags, lengths, ORIGIN, missing
+//!   well-known attributes) and unexpected messages; only that session ends.
 //! - RFC 6793 4-octet AS numbers (AS_TRANS and AS4_PATH towards 2-octet peers),
 //!   RFC 4760 MP-BGP IPv4 and IPv6 unicast, RFC 2918 route refresh (answered).
 //! - RFC 4724 graceful restart: as restarting speaker (R and F bits from
