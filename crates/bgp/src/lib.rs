@@ -11,7 +11,8 @@
 //!   │       task per connection, timers, and one core task that owns every
 //!   │       peer's Fsm and the Rib; the agent's API (Speaker) and RouteFeed
 //!   ├── fsm       RFC 4271 §8 per-peer state machine, pure: Event in → Action
-//!   │             out (send, close, start/stop timer, up/down, routes in)
+//!   │   │         out (send, close, start/stop timer, up/down, routes in)
+//!   │   └── open  our OPEN, checks and capability negotiation of the peer's
 //!   ├── rib       Adj-RIB-In per peer, Loc-RIB, Adj-RIB-Out per peer (diffed),
 //!   │   │         export rules; returns best-route changes + per-peer updates
 //!   │   └── decision   §9.1.2.2 comparison (plus RFC 4456 tie breakers)
@@ -78,6 +79,7 @@ pub mod codec;
 pub mod decision;
 pub mod error;
 pub mod fsm;
+pub mod open;
 pub mod rib;
 pub mod speaker;
 
