@@ -9,6 +9,7 @@ PACKAGES=(
   busybox-static qemu-system-x86 # the test VM (tests/vm)
   time jq
   podman runc # a real libcni client for the meta plugin test
+  bird2 gobgpd # real BGP routers for plexus-bgp's interoperability tests
 )
 
 missing=()

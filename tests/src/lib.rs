@@ -18,6 +18,7 @@ use serde_json::Value;
 pub mod apiserver;
 pub mod cni;
 pub mod example;
+pub mod routers;
 
 pub use cni::{CniSandbox, CtlOutput};
 

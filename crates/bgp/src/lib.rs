@@ -1,0 +1,88 @@
+//! The BGP speaker of `plexusd` (the calico-style routed network): its
+//! protocol logic, free of netlink so all of it is tested without root.
+//! The model is holo-bgp: the FSM and the RIB talk to a routing component
+//! through a channel, never to the kernel. plexusd installs what the
+//! [`speaker::RouteFeed`] says with its own route protocol number.
+//!
+//! # Structure (dependencies point down)
+//!
+//! ```text
+//! speaker   tokio runtime: listen/connect on port 179, a reader and a writer
+//!   │       task per connection, timers, and one core task that owns every
+//!   │       peer's Fsm and the Rib; the agent's API (Speaker) and RouteFeed
+//!   ├── fsm       RFC 4271 §8 per-peer state machine, pure: Event in → Action
+//!   │   │         out (send, close, start/stop timer, up/down, routes in)
+//!   │   └── open  our OPEN, checks and capability negotiation of the peer's
+//!   ├── rib       Adj-RIB-In per peer, Loc-RIB, Adj-RIB-Out per peer (diffed),
+//!   │   │         export rules; returns best-route changes + per-peer updates
+//!   │   └── decision   §9.1.2.2 comparison (plus RFC 4456 tie breakers)
+//!   ├── codec     framing, netgauze-bgp-pkt encode/decode, NOTIFICATION for
+//!   │             malformed input, UPDATE ⇄ (prefixes, PathAttrs)
+//!   └── attrs     the route attributes the RIB keeps (4-octet AS paths)
+//! ```
+//!
+//! # What it implements
+//!
+//! - RFC 4271 sessions: Idle/Connect/Active/OpenSent/OpenConfirm/Established,
+//!   ConnectRetry/Hold/Keepalive timers, hold-time negotiation (0 = no
+//!   keepalives), active and passive peers, collision detection by BGP
+//!   identifier (§6.8), NOTIFICATION with the right code/subcode for bad
+//!   headers (marker, length, type), OPENs (version, peer AS, BGP identifier,
+//!   hold time), UPDATEs (attribute list, flags, lengths, ORIGIN, missing
+//!   well-known attributes) and unexpected messages; only that session ends.
+//! - RFC 6793 4-octet AS numbers (AS_TRANS and AS4_PATH towards 2-octet peers),
+//!   RFC 4760 MP-BGP IPv4 and IPv6 unicast, RFC 2918 route refresh (answered).
+//! - RFC 4724 graceful restart: as restarting speaker (R and F bits from
+//!   [`fsm::GracefulRestart`]; our End-of-RIB waits until every peer has
+//!   sent its own, or until our restart time) and as
+//!   helper (a peer's routes stay, stale, after its TCP session fails, until
+//!   its End-of-RIB or the restart/stale timers; a peer back without the F
+//!   bit loses them at once).
+//! - The decision process: own prefixes first, LOCAL_PREF, AS_PATH length,
+//!   ORIGIN, MED (same neighbour AS), eBGP over iBGP, router ID /
+//!   ORIGINATOR_ID, CLUSTER_LIST length, peer address.
+//! - Export: no iBGP-learned routes to iBGP peers except by route reflection
+//!   (RFC 4456: client routes to all, non-client routes to clients,
+//!   ORIGINATOR_ID and CLUSTER_LIST set and checked for loops); next-hop-self
+//!   and AS_PATH prepend towards eBGP peers; eBGP loop detection. Optional
+//!   transitive attributes we do not act on (communities of all kinds,
+//!   unknown ones with the Partial bit) are passed on.
+//! - Connections from addresses that are not peers get Cease / Connection
+//!   Rejected (RFC 4486); [`Speaker::refresh`] sends ROUTE-REFRESH.
+//!
+//! # Not implemented
+//!
+//! No RFC 7606 treat-as-withdraw (a malformed attribute resets the session,
+//! RFC 4271 style); AGGREGATOR is not passed on; no IPv4 prefixes with IPv6
+//! next hops (RFC 8950); no ADD-PATH, TCP-MD5/AO, enhanced route refresh,
+//! long-lived graceful restart, prefix limits, damping, DelayOpen or timer
+//! jitter; no import/export policy beyond the rules above.
+//!
+//! # Use
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), plexus_bgp::BgpError> {
+//! use plexus_bgp::speaker::{PeerConfig, Speaker, SpeakerConfig};
+//! let cfg = SpeakerConfig::new("10.0.0.1".parse().unwrap(), 64512);
+//! let (speaker, mut feed) = Speaker::start(cfg).await?;
+//! speaker.originate("10.244.1.0/26".parse().unwrap()).await?;
+//! speaker.add_peer(PeerConfig::new("10.0.0.2".parse().unwrap(), 64512)).await?;
+//! while let Some(change) = feed.recv().await {
+//!     // change.route: Some(best) = install via best.next_hop; None = remove
+//! #   let _ = change;
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod attrs;
+pub mod codec;
+pub mod decision;
+pub mod error;
+pub mod fsm;
+pub mod open;
+pub mod rib;
+pub mod speaker;
+
+pub use error::BgpError;
+pub use rib::{BestRoute, RouteChange};
+pub use speaker::{PeerConfig, PeerStatus, RouteFeed, Speaker, SpeakerConfig};

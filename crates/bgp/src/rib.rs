@@ -1,0 +1,456 @@
+//! The RIB: Adj-RIB-In per peer, the Loc-RIB chosen by the decision process,
+//! and Adj-RIB-Out per established peer after the export rules (iBGP split
+//! horizon, route reflection, eBGP next-hop-self and AS_PATH prepend).
+//!
+//! Every change returns a [`RibOutput`]: the best-route changes for the
+//! routing component and the announcements/withdrawals per peer, already
+//! diffed against what each peer was sent.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::attrs::PathAttrs;
+use crate::codec::{Afi, ParsedUpdate};
+use crate::decision::{self, Candidate, DEFAULT_LOCAL_PREF};
+
+/// The speaker-wide settings the RIB needs.
+#[derive(Debug, Clone, Copy)]
+pub struct RibConfig {
+    pub router_id: Ipv4Addr,
+    /// Route reflector CLUSTER_ID (RFC 4456); defaults to the router ID.
+    pub cluster_id: Option<Ipv4Addr>,
+}
+
+/// An established peer, as the RIB needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub addr: IpAddr,
+    pub remote_as: u32,
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    pub rr_client: bool,
+    /// Our next hop towards this peer (next-hop-self), per family; a family
+    /// without one is not sent to the peer.
+    pub next_hop_v4: Option<Ipv4Addr>,
+    pub next_hop_v6: Option<Ipv6Addr>,
+    /// Families negotiated on the session.
+    pub families: BTreeSet<Afi>,
+}
+
+impl PeerInfo {
+    pub fn ibgp(&self) -> bool {
+        self.remote_as == self.local_as
+    }
+}
+
+/// A best route for the routing component to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BestRoute {
+    pub next_hop: IpAddr,
+    /// The peer it was learned from.
+    pub peer: IpAddr,
+    pub attrs: Arc<PathAttrs>,
+}
+
+/// A best-route change: `route` None means "remove the route" (the prefix is
+/// gone, or it is now our own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteChange {
+    pub prefix: IpNet,
+    pub route: Option<BestRoute>,
+}
+
+/// One Loc-RIB entry: the best path of a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocRibEntry {
+    pub prefix: IpNet,
+    /// Where the best path came from; None: we originate it.
+    pub peer: Option<IpAddr>,
+    pub attrs: Arc<PathAttrs>,
+}
+
+/// What to send one peer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutUpdate {
+    pub announce: Vec<(IpNet, Arc<PathAttrs>)>,
+    pub withdraw: Vec<IpNet>,
+}
+
+impl OutUpdate {
+    pub fn is_empty(&self) -> bool {
+        self.announce.is_empty() && self.withdraw.is_empty()
+    }
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct RibOutput {
+    pub changes: Vec<RouteChange>,
+    pub out: BTreeMap<IpAddr, OutUpdate>,
+}
+
+#[derive(Debug, Clone)]
+struct InPath {
+    attrs: Arc<PathAttrs>,
+    stale: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Best {
+    peer: Option<IpAddr>,
+    attrs: Arc<PathAttrs>,
+}
+
+#[derive(Debug)]
+pub struct Rib {
+    cfg: RibConfig,
+    /// Every peer we hold routes of or send routes to (the last session's
+    /// facts are kept while its routes are stale).
+    known: HashMap<IpAddr, PeerInfo>,
+    up: BTreeSet<IpAddr>,
+    adj_in: HashMap<IpAddr, HashMap<IpNet, InPath>>,
+    local: BTreeSet<IpNet>,
+    loc: BTreeMap<IpNet, Best>,
+    adj_out: HashMap<IpAddr, HashMap<IpNet, Arc<PathAttrs>>>,
+}
+
+impl Rib {
+    pub fn new(cfg: RibConfig) -> Rib {
+        Rib {
+            cfg,
+            known: HashMap::new(),
+            up: BTreeSet::new(),
+            adj_in: HashMap::new(),
+            local: BTreeSet::new(),
+            loc: BTreeMap::new(),
+            adj_out: HashMap::new(),
+        }
+    }
+
+    fn cluster_id(&self) -> Ipv4Addr {
+        self.cfg.cluster_id.unwrap_or(self.cfg.router_id)
+    }
+
+    /// Prefixes received from (in Adj-RIB-In) and sent to a peer.
+    pub fn counts(&self, peer: &IpAddr) -> (usize, usize) {
+        (
+            self.adj_in.get(peer).map_or(0, HashMap::len),
+            self.adj_out.get(peer).map_or(0, HashMap::len),
+        )
+    }
+
+    /// The Loc-RIB: every prefix with its best path's attributes and the
+    /// peer it came from (None: ours).
+    pub fn loc_rib(&self) -> Vec<LocRibEntry> {
+        self.loc
+            .iter()
+            .map(|(p, b)| LocRibEntry {
+                prefix: *p,
+                peer: b.peer,
+                attrs: b.attrs.clone(),
+            })
+            .collect()
+    }
+
+    /// Whether a peer's route for `prefix` is held stale.
+    pub fn is_stale(&self, peer: &IpAddr, prefix: &IpNet) -> Option<bool> {
+        self.adj_in.get(peer)?.get(prefix).map(|p| p.stale)
+    }
+
+    /// A session came up: send it everything it may have.
+    pub fn peer_up(&mut self, info: PeerInfo) -> RibOutput {
+        let addr = info.addr;
+        self.known.insert(addr, info);
+        self.up.insert(addr);
+        self.adj_out.insert(addr, HashMap::new());
+        let mut out = RibOutput::default();
+        let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
+        for p in prefixes {
+            self.sync_peer(addr, p, &mut out);
+        }
+        out
+    }
+
+    /// A session went down. `graceful`: keep its routes, marked stale, until
+    /// [`Rib::purge_stale`] (graceful-restart helper).
+    pub fn peer_down(&mut self, addr: IpAddr, graceful: bool) -> RibOutput {
+        self.up.remove(&addr);
+        self.adj_out.remove(&addr);
+        if graceful {
+            for p in self.adj_in.entry(addr).or_default().values_mut() {
+                p.stale = true;
+            }
+            return RibOutput::default();
+        }
+        let gone: Vec<IpNet> = self
+            .adj_in
+            .remove(&addr)
+            .map(|m| m.into_keys().collect())
+            .unwrap_or_default();
+        let mut out = RibOutput::default();
+        for p in gone {
+            self.recompute(p, &mut out);
+        }
+        out
+    }
+
+    /// Forget a removed peer entirely.
+    pub fn remove_peer(&mut self, addr: IpAddr) -> RibOutput {
+        let out = self.peer_down(addr, false);
+        self.known.remove(&addr);
+        out
+    }
+
+    /// Drop a peer's stale routes (all families, or one).
+    pub fn purge_stale(&mut self, addr: IpAddr, afi: Option<Afi>) -> RibOutput {
+        let mut gone = Vec::new();
+        if let Some(m) = self.adj_in.get_mut(&addr) {
+            m.retain(|p, path| {
+                let purge = path.stale && afi.is_none_or(|a| Afi::of(p) == a);
+                if purge {
+                    gone.push(*p);
+                }
+                !purge
+            });
+        }
+        let mut out = RibOutput::default();
+        for p in gone {
+            self.recompute(p, &mut out);
+        }
+        out
+    }
+
+    /// Routes from a peer's UPDATE (import rules: AS_PATH, ORIGINATOR_ID and
+    /// CLUSTER_LIST loop detection; a route without a next hop is dropped).
+    pub fn update(&mut self, addr: IpAddr, update: &ParsedUpdate) -> RibOutput {
+        let mut out = RibOutput::default();
+        let Some(info) = self.known.get(&addr).cloned() else {
+            return out;
+        };
+        let cluster_id = self.cluster_id();
+        let router_id = self.cfg.router_id;
+        let table = self.adj_in.entry(addr).or_default();
+        let mut touched = Vec::new();
+        for p in &update.withdrawn {
+            if table.remove(p).is_some() {
+                touched.push(*p);
+            }
+        }
+        if let Some(attrs) = &update.attrs {
+            let looped = if info.ibgp() {
+                attrs.originator_id == Some(router_id) || attrs.cluster_list.contains(&cluster_id)
+            } else {
+                attrs.contains_as(info.local_as)
+            };
+            let attrs = Arc::new(attrs.clone());
+            for p in &update.announced {
+                let usable = attrs.next_hop.is_some_and(|nh| match (p, nh) {
+                    (IpNet::V4(_), _) => true,
+                    (IpNet::V6(_), nh) => nh.is_ipv6(),
+                });
+                if looped || !usable {
+                    // Treat as a withdrawal of any earlier path.
+                    if table.remove(p).is_some() {
+                        touched.push(*p);
+                    }
+                    continue;
+                }
+                table.insert(
+                    *p,
+                    InPath {
+                        attrs: attrs.clone(),
+                        stale: false,
+                    },
+                );
+                touched.push(*p);
+            }
+        }
+        for p in touched {
+            self.recompute(p, &mut out);
+        }
+        out
+    }
+
+    /// Announce one of our own prefixes (the node's blocks).
+    pub fn originate(&mut self, prefix: IpNet) -> RibOutput {
+        let mut out = RibOutput::default();
+        if self.local.insert(prefix) {
+            self.recompute(prefix, &mut out);
+        }
+        out
+    }
+
+    pub fn withdraw_local(&mut self, prefix: IpNet) -> RibOutput {
+        let mut out = RibOutput::default();
+        if self.local.remove(&prefix) {
+            self.recompute(prefix, &mut out);
+        }
+        out
+    }
+
+    pub fn originated(&self) -> impl Iterator<Item = &IpNet> {
+        self.local.iter()
+    }
+
+    /// Everything a peer was sent for one family (ROUTE-REFRESH).
+    pub fn adj_out(&self, addr: &IpAddr, afi: Afi) -> OutUpdate {
+        let mut u = OutUpdate::default();
+        if let Some(m) = self.adj_out.get(addr) {
+            let mut v: Vec<_> = m
+                .iter()
+                .filter(|(p, _)| Afi::of(p) == afi)
+                .map(|(p, a)| (*p, a.clone()))
+                .collect();
+            v.sort_by_key(|e| e.0);
+            u.announce = v;
+        }
+        u
+    }
+
+    fn best_of(&self, prefix: &IpNet) -> Option<Best> {
+        let local_attrs = Arc::new(PathAttrs::local());
+        let mut cands: Vec<(Candidate, Best)> = Vec::new();
+        if self.local.contains(prefix) {
+            let c = Candidate {
+                attrs: &local_attrs,
+                peer: None,
+                ibgp: false,
+                peer_router_id: self.cfg.router_id,
+            };
+            let b = Best {
+                peer: None,
+                attrs: local_attrs.clone(),
+            };
+            cands.push((c, b));
+        }
+        for (addr, table) in &self.adj_in {
+            let (Some(path), Some(info)) = (table.get(prefix), self.known.get(addr)) else {
+                continue;
+            };
+            let c = Candidate {
+                attrs: &path.attrs,
+                peer: Some(*addr),
+                ibgp: info.ibgp(),
+                peer_router_id: info.router_id,
+            };
+            let b = Best {
+                peer: Some(*addr),
+                attrs: path.attrs.clone(),
+            };
+            cands.push((c, b));
+        }
+        cands
+            .into_iter()
+            .min_by(|a, b| decision::compare(&a.0, &b.0))
+            .map(|(_, b)| b)
+    }
+
+    fn install_view(best: Option<&Best>) -> Option<BestRoute> {
+        let b = best?;
+        Some(BestRoute {
+            next_hop: b.attrs.next_hop?,
+            peer: b.peer?,
+            attrs: b.attrs.clone(),
+        })
+    }
+
+    fn recompute(&mut self, prefix: IpNet, out: &mut RibOutput) {
+        let new = self.best_of(&prefix);
+        let old = self.loc.get(&prefix);
+        if old == new.as_ref() {
+            return;
+        }
+        let (old_view, new_view) = (Self::install_view(old), Self::install_view(new.as_ref()));
+        if old_view != new_view {
+            out.changes.push(RouteChange {
+                prefix,
+                route: new_view,
+            });
+        }
+        match new {
+            Some(b) => self.loc.insert(prefix, b),
+            None => self.loc.remove(&prefix),
+        };
+        let peers: Vec<IpAddr> = self.up.iter().copied().collect();
+        for p in peers {
+            self.sync_peer(p, prefix, out);
+        }
+    }
+
+    /// Bring one peer's Adj-RIB-Out for `prefix` in line with the Loc-RIB.
+    fn sync_peer(&mut self, addr: IpAddr, prefix: IpNet, out: &mut RibOutput) {
+        let want = self
+            .loc
+            .get(&prefix)
+            .and_then(|b| {
+                self.known
+                    .get(&addr)
+                    .and_then(|to| self.export(&prefix, b, to))
+            })
+            .map(Arc::new);
+        let table = self.adj_out.entry(addr).or_default();
+        let entry = out.out.entry(addr).or_default();
+        match want {
+            Some(a) => {
+                if table.get(&prefix) != Some(&a) {
+                    table.insert(prefix, a.clone());
+                    entry.announce.push((prefix, a));
+                }
+            }
+            None => {
+                if table.remove(&prefix).is_some() {
+                    entry.withdraw.push(prefix);
+                }
+            }
+        }
+        if entry.is_empty() {
+            out.out.remove(&addr);
+        }
+    }
+
+    /// The export rules: what `to` is sent for `best`, if anything.
+    fn export(&self, prefix: &IpNet, best: &Best, to: &PeerInfo) -> Option<PathAttrs> {
+        if best.peer == Some(to.addr) || !to.families.contains(&Afi::of(prefix)) {
+            return None;
+        }
+        let self_nh: Option<IpAddr> = match prefix {
+            IpNet::V4(_) => to.next_hop_v4.map(IpAddr::V4),
+            IpNet::V6(_) => to.next_hop_v6.map(IpAddr::V6),
+        };
+        let from = best.peer.and_then(|p| self.known.get(&p));
+        let mut attrs = (*best.attrs).clone();
+        if to.ibgp() {
+            match from {
+                Some(src) if src.ibgp() => {
+                    // iBGP-learned to iBGP: only as a route reflector
+                    // (RFC 4456 §6): client routes to everyone, non-client
+                    // routes to clients.
+                    if !(src.rr_client || to.rr_client) {
+                        return None;
+                    }
+                    attrs.originator_id.get_or_insert(src.router_id);
+                    attrs.cluster_list.insert(0, self.cluster_id());
+                }
+                _ => {
+                    attrs.next_hop = Some(self_nh?);
+                    attrs.local_pref.get_or_insert(DEFAULT_LOCAL_PREF);
+                    attrs.originator_id = None;
+                    attrs.cluster_list.clear();
+                }
+            }
+        } else {
+            attrs.next_hop = Some(self_nh?);
+            attrs.local_pref = None;
+            attrs.originator_id = None;
+            attrs.cluster_list.clear();
+            // A MED from another AS is not passed on (RFC 4271 §5.1.4).
+            if from.is_some() {
+                attrs.med = None;
+            }
+            attrs.prepend(to.local_as);
+        }
+        Some(attrs)
+    }
+}

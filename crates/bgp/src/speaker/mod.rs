@@ -1,0 +1,309 @@
+//! The session runtime on tokio: TCP (listen and connect), one reader and
+//! one writer task per connection (`conn`), the timers, and one core task
+//! (`core_task`) that owns every peer's [`Fsm`](crate::fsm::Fsm) and the
+//! [`Rib`](crate::rib::Rib) and carries out their actions. The agent talks to
+//! it through [`Speaker`]; best-route changes come out of the [`RouteFeed`].
+//!
+//! Sockets are created on the runtime's threads: run the runtime in the
+//! network namespace the speaker belongs to.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use netgauze_bgp_pkt::notification::BgpNotificationMessage;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::codec::Afi;
+use crate::error::BgpError;
+use crate::fsm::{ConnId, GracefulRestart, State};
+use crate::rib::{LocRibEntry, RouteChange};
+
+mod conn;
+mod core_task;
+
+use self::core_task::Core;
+
+/// The BGP port.
+pub const BGP_PORT: u16 = 179;
+
+/// Speaker-wide settings.
+#[derive(Debug, Clone)]
+pub struct SpeakerConfig {
+    pub router_id: Ipv4Addr,
+    pub local_as: u32,
+    /// Where to accept connections (port 179 normally); None: only connect.
+    pub listen: Option<SocketAddr>,
+    /// Hold time we offer (0: no keepalives; else at least 3).
+    pub hold_time: u16,
+    pub connect_retry: u16,
+    /// Route reflector CLUSTER_ID; defaults to the router ID.
+    pub cluster_id: Option<Ipv4Addr>,
+    pub graceful_restart: Option<GracefulRestart>,
+    /// Next hops for a family the session's own address is not of (an IPv6
+    /// next hop for IPv6 prefixes over an IPv4 session, and the reverse).
+    pub next_hop_v4: Option<Ipv4Addr>,
+    pub next_hop_v6: Option<Ipv6Addr>,
+}
+
+impl SpeakerConfig {
+    pub fn new(router_id: Ipv4Addr, local_as: u32) -> SpeakerConfig {
+        SpeakerConfig {
+            router_id,
+            local_as,
+            listen: Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), BGP_PORT)),
+            hold_time: 90,
+            connect_retry: 30,
+            cluster_id: None,
+            graceful_restart: Some(GracefulRestart::default()),
+            next_hop_v4: None,
+            next_hop_v6: None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), BgpError> {
+        if self.local_as == 0 {
+            return Err(BgpError::Config("the local AS must not be 0".into()));
+        }
+        if self.router_id.is_unspecified() {
+            return Err(BgpError::Config("the router ID must not be 0.0.0.0".into()));
+        }
+        if self.hold_time != 0 && self.hold_time < 3 {
+            return Err(BgpError::Config(format!(
+                "hold time {} is neither 0 nor at least 3 seconds",
+                self.hold_time
+            )));
+        }
+        if self.connect_retry == 0 {
+            return Err(BgpError::Config(
+                "connect retry must be at least 1 second".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub address: IpAddr,
+    pub remote_as: u32,
+    /// Our AS towards this peer; defaults to the speaker's.
+    pub local_as: Option<u32>,
+    /// A route-reflector client of ours (RFC 4456).
+    pub rr_client: bool,
+    /// Never connect; wait for the peer.
+    pub passive: bool,
+    /// The peer's port (179).
+    pub port: u16,
+    /// Local address to connect from.
+    pub source: Option<IpAddr>,
+}
+
+impl PeerConfig {
+    pub fn new(address: IpAddr, remote_as: u32) -> PeerConfig {
+        PeerConfig {
+            address,
+            remote_as,
+            local_as: None,
+            rr_client: false,
+            passive: false,
+            port: BGP_PORT,
+            source: None,
+        }
+    }
+}
+
+/// A peer's status for `plexusctl bgp status` (serialisable for the
+/// run-dir socket).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeerStatus {
+    pub address: IpAddr,
+    pub remote_as: u32,
+    pub ibgp: bool,
+    pub state: State,
+    /// When the state last changed.
+    pub since: SystemTime,
+    pub last_error: Option<String>,
+    pub remote_id: Option<Ipv4Addr>,
+    pub prefixes_received: usize,
+    pub prefixes_sent: usize,
+    /// The peer has sent its whole table (End-of-RIB for every family).
+    pub synced: bool,
+}
+
+/// Best-route changes for the routing component, in order.
+pub type RouteFeed = mpsc::UnboundedReceiver<RouteChange>;
+
+enum Command {
+    AddPeer(PeerConfig, oneshot::Sender<Result<(), BgpError>>),
+    RemovePeer(IpAddr, oneshot::Sender<Result<(), BgpError>>),
+    Originate(IpNet, bool, oneshot::Sender<()>),
+    Refresh(IpAddr, Afi, oneshot::Sender<Result<(), BgpError>>),
+    Status(oneshot::Sender<Vec<PeerStatus>>),
+    LocRib(oneshot::Sender<Vec<LocRibEntry>>),
+    Shutdown(oneshot::Sender<Vec<JoinHandle<()>>>),
+}
+
+enum Internal {
+    Cmd(Command),
+    Accepted(TcpStream, SocketAddr),
+    Connected(IpAddr, TcpStream),
+    ConnectFailed(IpAddr, String),
+    Frame(ConnId, Vec<u8>),
+    Malformed(ConnId, BgpNotificationMessage),
+    Closed(ConnId),
+}
+
+/// The agent's handle on the speaker.
+#[derive(Debug)]
+pub struct Speaker {
+    tx: mpsc::UnboundedSender<Internal>,
+    listen: Option<SocketAddr>,
+    core: Option<JoinHandle<()>>,
+    listener: Option<JoinHandle<()>>,
+}
+
+impl Drop for Speaker {
+    /// Without [`Speaker::shutdown`]: stop at once; connections close
+    /// without a NOTIFICATION (peers doing graceful restart keep our routes).
+    fn drop(&mut self) {
+        for task in [self.core.take(), self.listener.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for Internal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Internal")
+    }
+}
+
+impl Speaker {
+    /// Start the speaker (and its listener) on the current tokio runtime.
+    pub async fn start(cfg: SpeakerConfig) -> Result<(Speaker, RouteFeed), BgpError> {
+        cfg.validate()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (feed_tx, feed_rx) = mpsc::unbounded_channel();
+        let mut listen = None;
+        let mut listener_task = None;
+        if let Some(addr) = cfg.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| BgpError::Listen { addr, source })?;
+            listen = Some(
+                listener
+                    .local_addr()
+                    .map_err(|source| BgpError::Listen { addr, source })?,
+            );
+            let tx = tx.clone();
+            listener_task = Some(tokio::spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((s, from)) => {
+                            if tx.send(Internal::Accepted(s, from)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "BGP accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        let core = Core::new(cfg, tx.clone(), feed_tx);
+        let core = tokio::spawn(core.run(rx));
+        Ok((
+            Speaker {
+                tx,
+                listen,
+                core: Some(core),
+                listener: listener_task,
+            },
+            feed_rx,
+        ))
+    }
+
+    /// The address the listener is bound to (its port when 0 was asked).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen
+    }
+
+    async fn ask<T>(&self, f: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, BgpError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Internal::Cmd(f(tx)))
+            .map_err(|_| BgpError::Stopped)?;
+        rx.await.map_err(|_| BgpError::Stopped)
+    }
+
+    pub async fn add_peer(&self, peer: PeerConfig) -> Result<(), BgpError> {
+        self.ask(|tx| Command::AddPeer(peer, tx)).await?
+    }
+
+    /// Stop a peer's session (Cease) and withdraw its routes.
+    pub async fn remove_peer(&self, address: IpAddr) -> Result<(), BgpError> {
+        self.ask(|tx| Command::RemovePeer(address, tx)).await?
+    }
+
+    /// Announce one of the node's prefixes.
+    pub async fn originate(&self, prefix: IpNet) -> Result<(), BgpError> {
+        self.ask(|tx| Command::Originate(prefix.trunc(), true, tx))
+            .await
+    }
+
+    pub async fn withdraw(&self, prefix: IpNet) -> Result<(), BgpError> {
+        self.ask(|tx| Command::Originate(prefix.trunc(), false, tx))
+            .await
+    }
+
+    /// Ask a peer to send its routes of one family again (RFC 2918), e.g.
+    /// after the routing component lost its table.
+    pub async fn refresh(&self, address: IpAddr, afi: Afi) -> Result<(), BgpError> {
+        self.ask(|tx| Command::Refresh(canonical(address), afi, tx))
+            .await?
+    }
+
+    pub async fn status(&self) -> Result<Vec<PeerStatus>, BgpError> {
+        self.ask(Command::Status).await
+    }
+
+    /// The Loc-RIB: prefix, the peer of its best path (None: ours), attributes.
+    pub async fn loc_rib(&self) -> Result<Vec<LocRibEntry>, BgpError> {
+        self.ask(Command::LocRib).await
+    }
+
+    /// Cease every session and stop; waits (at most a second) for the
+    /// NOTIFICATIONs to be written.
+    pub async fn shutdown(mut self) {
+        if let Ok(writers) = self.ask(Command::Shutdown).await {
+            let all = futures_join(writers);
+            let _ = tokio::time::timeout(Duration::from_secs(1), all).await;
+        }
+        if let Some(core) = self.core.take() {
+            let _ = core.await;
+        }
+    }
+}
+
+async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// An address as the peer table keys it (IPv4-mapped IPv6 as IPv4).
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
