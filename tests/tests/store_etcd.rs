@@ -302,3 +302,66 @@ fn an_unreachable_store_is_a_clear_error_not_a_hang() {
     let bad = bad.expect("a bad URL is an error").to_string();
     assert!(bad.contains("invalid store URL"), "{bad}");
 }
+
+#[test]
+fn tls_with_client_certificates() {
+    require_root!();
+    require_etcd!();
+    let ns = Netns::new("etcdtls");
+    let etcd = Etcd::start_tls(&ns, "127.0.0.1");
+    etcd.put(
+        &format!("{PREFIX}/config"),
+        r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#,
+    );
+    let t = etcd.tls_files().unwrap().clone();
+    let url = etcd.url();
+    let with_certs = StoreOptions {
+        etcd_cafile: Some(t.ca.clone()),
+        etcd_certfile: Some(t.client_cert.clone()),
+        etcd_keyfile: Some(t.client_key.clone()),
+        ..Default::default()
+    };
+    let (lease, plain, no_client_cert, no_ca) = block_in(&ns, async {
+        let r = open_lease_registry(&url, &with_certs).await.unwrap();
+        let mut q = req("a", "192.168.0.1", 1);
+        q.attrs.backend_type = "host-gw".into();
+        q.attrs.backend_data = None;
+        let lease = r.acquire(&q).await.unwrap();
+        let plain = open_lease_registry(&url, &StoreOptions::default())
+            .await
+            .err();
+        let no_client_cert = open_lease_registry(
+            &url,
+            &StoreOptions {
+                etcd_cafile: Some(t.ca.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .err();
+        let no_ca = open_lease_registry(
+            &url,
+            &StoreOptions {
+                etcd_certfile: Some(t.client_cert.clone()),
+                etcd_keyfile: Some(t.client_key.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .err();
+        (lease, plain, no_client_cert, no_ca)
+    });
+    assert_eq!(
+        etcd.get(&format!("{PREFIX}/subnets/{}", lease.key()))
+            .unwrap(),
+        r#"{"PublicIP":"192.168.0.1","PublicIPv6":null,"BackendType":"host-gw"}"#
+    );
+    // Plain HTTP to a TLS port, and TLS without the client certificate the
+    // server demands, fail cleanly.
+    assert!(
+        plain.is_some() && no_client_cert.is_some(),
+        "{plain:?} {no_client_cert:?}"
+    );
+    let e = no_ca.expect("no CA is an error").to_string();
+    assert!(e.contains("--etcd-cafile"), "{e}");
+}

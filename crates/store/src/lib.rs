@@ -161,13 +161,14 @@ pub async fn open_kv(url: &str, opts: &StoreOptions) -> Result<Option<Arc<dyn Kv
     }
     if url.starts_with("etcd://") {
         let endpoints = etcd::parse_endpoints(url)?;
-        if opts.etcd_cafile.is_some() || opts.etcd_certfile.is_some() || opts.etcd_keyfile.is_some()
-        {
-            return Err(StoreError::Other(
-                "TLS to etcd (--etcd-cafile/--etcd-certfile/--etcd-keyfile) is not supported yet"
-                    .into(),
-            ));
-        }
+        let tls = (opts.etcd_cafile.is_some()
+            || opts.etcd_certfile.is_some()
+            || opts.etcd_keyfile.is_some())
+        .then(|| etcd::EtcdTls {
+            ca_file: opts.etcd_cafile.clone(),
+            cert_file: opts.etcd_certfile.clone(),
+            key_file: opts.etcd_keyfile.clone(),
+        });
         let auth = match (&opts.etcd_username, &opts.etcd_password) {
             (Some(u), Some(p)) => Some(etcd::EtcdAuth {
                 username: u.clone(),
@@ -180,7 +181,9 @@ pub async fn open_kv(url: &str, opts: &StoreOptions) -> Result<Option<Arc<dyn Kv
                 ))
             }
         };
-        return Ok(Some(Arc::new(EtcdKv::connect(endpoints, auth).await?)));
+        return Ok(Some(Arc::new(
+            EtcdKv::connect_tls(endpoints, auth, tls).await?,
+        )));
     }
     Err(StoreError::Other(format!(
         "invalid store URL {url:?}: expected etcd://HOST:PORT[,HOST:PORT...], kubernetes or file:PATH"
