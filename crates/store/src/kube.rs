@@ -454,3 +454,77 @@ impl NodeWatch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(cidrs: &[&str], ann: Value) -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": "n", "annotations": ann},
+            "spec": {"podCIDR": cidrs.first(), "podCIDRs": cidrs},
+        }))
+        .unwrap()
+    }
+
+    fn attrs() -> LeaseAttrs {
+        LeaseAttrs {
+            public_ip: Some("192.168.0.1".parse().unwrap()),
+            backend_type: "vxlan".into(),
+            backend_data: Some(VxlanBackendData {
+                vni: 1,
+                vtep_mac: [0x0a, 0x58, 0, 0, 0, 1],
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn annotations_are_flannels() {
+        let a = annotations(&attrs(), true, false, &Map::new());
+        assert_eq!(
+            Value::Object(a.clone()),
+            json!({
+                SUBNET_KUBE_MANAGED: "true",
+                BACKEND_TYPE: "vxlan",
+                BACKEND_DATA: r#"{"VNI":1,"VtepMAC":"0a:58:00:00:00:01"}"#,
+                PUBLIC_IP: "192.168.0.1",
+            })
+        );
+        // host-gw has no backend data: flannel writes "null".
+        let hg = LeaseAttrs {
+            backend_type: "host-gw".into(),
+            backend_data: None,
+            ..attrs()
+        };
+        assert_eq!(
+            annotations(&hg, true, false, &Map::new())[BACKEND_DATA],
+            json!("null")
+        );
+        // An operator's public-ip-overwrite wins.
+        let cur: Map<String, Value> = [(PUBLIC_IP_OVERWRITE.to_string(), json!("10.0.0.9"))]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            annotations(&attrs(), true, false, &cur)[PUBLIC_IP],
+            json!("10.0.0.9")
+        );
+        // Our own annotations read back as the same lease.
+        let n = node(&["10.5.1.0/24"], Value::Object(a));
+        let l = node_lease(&n).unwrap();
+        assert_eq!(l.attrs, attrs());
+        assert_eq!(l.key(), "10.5.1.0-24");
+    }
+
+    #[test]
+    fn only_managed_nodes_with_a_pod_cidr_are_leases() {
+        let managed =
+            json!({SUBNET_KUBE_MANAGED: "true", BACKEND_TYPE: "host-gw", PUBLIC_IP: "192.168.0.2"});
+        assert!(node_lease(&node(&[], managed.clone())).is_none());
+        assert!(node_lease(&node(&["10.5.1.0/24"], json!({}))).is_none());
+        let dual = node_lease(&node(&["10.5.1.0/24", "fc00:0:0:1::/64"], managed)).unwrap();
+        assert_eq!(dual.key(), "10.5.1.0-24&fc00:0:0:1::-64");
+        let bad = node(&["nonsense"], json!({}));
+        assert!(pod_cidrs(&bad).unwrap_err().contains("nonsense"));
+    }
+}
