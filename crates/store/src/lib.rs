@@ -30,7 +30,7 @@ pub use etcd::EtcdKv;
 pub use file::FileKv;
 pub use kube::KubeLeaseRegistry;
 pub use kv::{KeyValue, Kv, KvEvent, LeaseId, RangeResult};
-pub use registry::{KvLeaseRegistry, DEFAULT_PREFIX, SUBNET_TTL};
+pub use registry::{KvLeaseRegistry, DEFAULT_PREFIX, RENEW_MARGIN, SUBNET_TTL};
 
 /// A store revision (etcd's `mod_revision`, a Kubernetes `resourceVersion`
 /// mapped to a number, or the file store's counter).
