@@ -245,6 +245,12 @@ impl EtcdKv {
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         http.set_nodelay(true);
         http.enforce_http(false);
+        // A watch is one long-lived response: TCP keepalive notices a peer
+        // that vanished without a FIN (about a minute), so the stream ends
+        // and the agent relists instead of waiting forever.
+        http.set_keepalive(Some(Duration::from_secs(30)));
+        http.set_keepalive_interval(Some(Duration::from_secs(10)));
+        http.set_keepalive_retries(Some(3));
         let (config, endpoints) = match &tls {
             Some(t) => (
                 t.client_config()?,
