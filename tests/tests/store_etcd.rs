@@ -260,6 +260,23 @@ fn kv_compare_and_swap_and_ttl_leases() {
         kv.revoke(l).await.unwrap();
         assert_eq!(kv.get("/t/b").await.unwrap(), None, "revoking took the key");
         assert_eq!(kv.keepalive(l).await.unwrap(), None);
+        // An expiring lease deletes its key; the watch says so, with the
+        // last value (what a node needs to remove a remote's entries).
+        let short = kv.grant(std::time::Duration::from_secs(2)).await.unwrap();
+        let rev = kv
+            .put("/t/c", b"last", Some(short), None)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut w = kv.watch("/t/", rev + 1).await.unwrap();
+        let ev = w.next().await.unwrap().unwrap();
+        match &ev[0] {
+            plexus_store::KvEvent::Delete { key, prev, .. } => {
+                assert_eq!(key, "/t/c");
+                assert_eq!(prev.as_ref().unwrap().value, b"last");
+            }
+            e => panic!("expected the expiry's Delete, got {e:?}"),
+        }
     });
 }
 
