@@ -74,11 +74,7 @@ impl EtcdTls {
                 .add(c)
                 .map_err(|e| bad(ca, "CA file", e.to_string()))?;
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| StoreError::Other(format!("etcd TLS: {e}")))?
-            .with_root_certificates(roots);
+        let builder = tls_builder()?.with_root_certificates(roots);
         match (&self.cert_file, &self.key_file) {
             (None, None) => Ok(builder.with_no_client_auth()),
             (Some(cert), Some(key)) => {
@@ -97,6 +93,14 @@ impl EtcdTls {
             )),
         }
     }
+}
+
+/// rustls with the ring provider (the one the Kubernetes client uses).
+fn tls_builder(
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, StoreError> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Other(format!("etcd TLS: {e}")))
 }
 
 /// An etcd v3 cluster reached through its JSON gateway.
@@ -261,13 +265,9 @@ impl EtcdKv {
             ),
             // Plain HTTP: the TLS layer is never used.
             None => (
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| StoreError::Other(format!("etcd TLS: {e}")))?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
+                tls_builder()?
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
                 endpoints,
             ),
         };
