@@ -233,3 +233,24 @@ fn missing_pieces_are_clear_errors() {
         "nothing patched"
     );
 }
+
+#[test]
+fn an_unreachable_api_server_is_a_clear_error() {
+    require_root!();
+    let c = cluster();
+    // The stand-in's kubeconfig, pointed at a port nothing listens on.
+    let text = std::fs::read_to_string(&c.api.kubeconfig).unwrap();
+    let dead = c._dir.path().join("dead-kubeconfig");
+    std::fs::write(&dead, text.replace(&format!(":{}", c.api.port), ":1")).unwrap();
+    let opts = StoreOptions {
+        kubeconfig: Some(dead),
+        ..c.opts.clone()
+    };
+    let e = block_in(&c.ns, async {
+        open_lease_registry("kubernetes", &opts).await.err()
+    });
+    match e {
+        Some(StoreError::Unavailable(m)) => assert!(m.contains("get node n1"), "{m}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
