@@ -506,17 +506,11 @@ impl LeaseWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rt;
     use crate::FileKv;
     use plexus_subnet::VxlanBackendData;
 
     const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
 
     fn req(node: &str, ip: &str, mac: u8) -> AcquireRequest {
         AcquireRequest {
