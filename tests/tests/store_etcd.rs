@@ -439,3 +439,56 @@ fn username_and_password() {
         "{anonymous}"
     );
 }
+
+#[test]
+fn a_thousand_leases_in_one_transaction_reach_the_watch() {
+    require_root!();
+    require_etcd!();
+    let ns = Netns::new("etcdbig");
+    let etcd = Etcd::start_with(&ns, "127.0.0.1", &["--max-txn-ops", "2000"]);
+    etcd.put(
+        &format!("{PREFIX}/config"),
+        r#"{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}"#,
+    );
+    let url = etcd.url();
+    // etcdctl txn reads: compares, blank line, success ops, blank line, failure ops.
+    let mut script = String::from("\n");
+    for i in 0..1000u32 {
+        let (a, b) = (i / 250 + 1, i % 250);
+        let value = format!(
+            r#"{{"PublicIP":"192.168.{a}.{b}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"0a:58:00:00:{a:02x}:{b:02x}"}}}}"#
+        );
+        // etcdctl txn takes a double-quoted, backslash-escaped value
+        // (single quotes are not stripped), which {:?} writes.
+        script += &format!("put {PREFIX}/subnets/10.{a}.{b}.0-24 {value:?}\n");
+    }
+    script += "\n\n";
+    let got = block_in(&ns, async {
+        let r = registry(&url).await;
+        let mut w = r.watch(r.list().await.unwrap().revision).await.unwrap();
+        let mut c = etcd.ctl();
+        c.arg("txn");
+        let out = plexus_tests::output_with_stdin(&mut c, script.as_bytes());
+        assert!(
+            out.status.success(),
+            "etcdctl txn: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut keys = BTreeSet::new();
+        while keys.len() < 1000 {
+            // A guard against hanging on a lost event, not a speed check.
+            let next = tokio::time::timeout(std::time::Duration::from_secs(120), w.next());
+            match next
+                .await
+                .expect("the watch delivered all 1000 leases")
+                .unwrap()
+                .unwrap()
+            {
+                LeaseEvent::Added(l) => keys.insert(l.key()),
+                e => panic!("expected Added, got {e:?}"),
+            };
+        }
+        keys
+    });
+    assert!(got.contains("10.4.249.0-24") && got.contains("10.1.0.0-24"));
+}

@@ -660,6 +660,9 @@ fn watch_batch(line: &Value) -> Result<Option<Vec<KvEvent>>, StoreError> {
 struct LineReader {
     body: Incoming,
     buf: BytesMut,
+    /// How much of `buf` is known to hold no newline (a thousand-event
+    /// line arrives in many frames; each is scanned once).
+    scanned: usize,
 }
 
 impl LineReader {
@@ -667,12 +670,15 @@ impl LineReader {
         LineReader {
             body,
             buf: BytesMut::new(),
+            scanned: 0,
         }
     }
 
     async fn next_line(&mut self) -> Result<Option<Value>, StoreError> {
         loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+            let found = self.buf[self.scanned..].iter().position(|b| *b == b'\n');
+            if let Some(pos) = found.map(|p| p + self.scanned) {
+                self.scanned = 0;
                 let line = self.buf.split_to(pos + 1);
                 let line = &line[..pos];
                 if line.iter().all(u8::is_ascii_whitespace) {
@@ -682,6 +688,7 @@ impl LineReader {
                     .map(Some)
                     .map_err(|e| StoreError::Other(format!("etcd stream: bad JSON line: {e}")));
             }
+            self.scanned = self.buf.len();
             match self.body.frame().await {
                 None => {
                     // A last line without a newline.
