@@ -28,6 +28,15 @@ fn block_in<T: Send>(ns: &Netns, f: impl std::future::Future<Output = T> + Send)
     })
 }
 
+/// The stream's next item; a stream that goes quiet fails the test after a
+/// minute instead of hanging it (a guard, not a speed check).
+async fn next<S: futures::Stream + Unpin>(w: &mut S) -> S::Item {
+    tokio::time::timeout(std::time::Duration::from_secs(60), w.next())
+        .await
+        .expect("no event within 60 s")
+        .expect("the stream ended")
+}
+
 fn setup(config: &str) -> (Netns, Etcd) {
     let ns = Netns::new("etcd");
     let etcd = Etcd::start(&ns, "127.0.0.1");
@@ -171,14 +180,14 @@ fn watch_sees_adds_and_deletes_and_resyncs_after_compaction() {
         let start = r.list().await.unwrap().revision;
         let mut w = r.watch(start).await.unwrap();
         etcd.put(&k("10.5.1.0-24"), &value("192.168.0.1"));
-        match w.next().await.unwrap().unwrap() {
+        match next(&mut w).await.unwrap() {
             LeaseEvent::Added(l) => {
                 assert_eq!(l.attrs.public_ip, Some("192.168.0.1".parse().unwrap()))
             }
             e => panic!("expected Added, got {e:?}"),
         }
         etcd.del(&k("10.5.1.0-24"));
-        match w.next().await.unwrap().unwrap() {
+        match next(&mut w).await.unwrap() {
             LeaseEvent::Removed(l) => {
                 assert_eq!(l.subnet, Some("10.5.1.0/24".parse().unwrap()));
                 // The deleted value's attributes come with it (prev_kv).
@@ -196,7 +205,7 @@ fn watch_sees_adds_and_deletes_and_resyncs_after_compaction() {
         etcd.del(&k("10.5.2.0-24"));
         etcd.compact(etcd.revision());
         let mut w = r.watch(before).await.unwrap();
-        match w.next().await.unwrap().unwrap() {
+        match next(&mut w).await.unwrap() {
             LeaseEvent::Resync(s) => {
                 let subnets: Vec<String> = s.leases.iter().map(|l| l.key()).collect();
                 assert_eq!(
@@ -209,7 +218,7 @@ fn watch_sees_adds_and_deletes_and_resyncs_after_compaction() {
         }
         // ...and the watch goes on after the resync.
         etcd.del(&k("10.5.3.0-24"));
-        match w.next().await.unwrap().unwrap() {
+        match next(&mut w).await.unwrap() {
             LeaseEvent::Removed(l) => assert_eq!(l.key(), "10.5.3.0-24"),
             e => panic!("expected Removed, got {e:?}"),
         }
@@ -269,7 +278,7 @@ fn kv_compare_and_swap_and_ttl_leases() {
             .unwrap()
             .unwrap();
         let mut w = kv.watch("/t/", rev + 1).await.unwrap();
-        let ev = w.next().await.unwrap().unwrap();
+        let ev = next(&mut w).await.unwrap();
         match &ev[0] {
             plexus_store::KvEvent::Delete { key, prev, .. } => {
                 assert_eq!(key, "/t/c");
