@@ -10,6 +10,7 @@ PACKAGES=(
   time jq
   podman runc # a real libcni client for the meta plugin test
   bird2 gobgpd # real BGP routers for plexus-bgp's interoperability tests
+  etcd-server etcd-client # the overlay's store (tests start etcd in a netns)
 )
 
 missing=()

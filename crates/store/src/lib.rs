@@ -10,13 +10,27 @@
 //!   over the Kubernetes API (`node.spec.podCIDR` and flannel's node
 //!   annotations).
 //!
-//! SKELETON (issue 11, in progress): the traits are the interface plexusd is
-//! written against; the implementations are being written.
+//! Modules: [`kv`] (the trait), [`etcd`] (etcd v3 over its JSON gateway),
+//! [`file`] (the embedded store), [`registry`] (leases over a Kv),
+//! [`kube`] (leases over the Kubernetes API).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use futures::stream::BoxStream;
 use plexus_subnet::{Lease, LeaseAttrs, NetworkConfig};
+
+pub mod etcd;
+pub mod file;
+pub mod kube;
+pub mod kv;
+pub mod registry;
+
+pub use etcd::EtcdKv;
+pub use file::FileKv;
+pub use kube::KubeLeaseRegistry;
+pub use kv::{KeyValue, Kv, KvEvent, LeaseId, RangeResult};
+pub use registry::{KvLeaseRegistry, DEFAULT_PREFIX, RENEW_MARGIN, SUBNET_TTL};
 
 /// A store revision (etcd's `mod_revision`, a Kubernetes `resourceVersion`
 /// mapped to a number, or the file store's counter).
@@ -110,16 +124,156 @@ pub struct StoreOptions {
     pub kubeconfig: Option<std::path::PathBuf>,
     /// This node's name (the Node object in `kubernetes` mode).
     pub node_name: String,
+    /// `--net-config`: the network config file (flannel's
+    /// /etc/kube-flannel/net-conf.json). Required in `kubernetes` mode; with
+    /// `file:` and `etcd://` it is used when `<prefix>/config` is absent.
+    pub net_config: Option<std::path::PathBuf>,
 }
 
 /// Open the lease registry a `--store` URL names: `etcd://HOST:PORT[,...]`,
-/// `kubernetes`, or `file:PATH`.
+/// `kubernetes`, or `file:PATH`. Bounded: an unreachable store is an
+/// `Unavailable` error within seconds, never a hang.
 pub async fn open_lease_registry(
     url: &str,
     opts: &StoreOptions,
 ) -> Result<Box<dyn LeaseRegistry>, StoreError> {
-    let _ = opts;
+    let kv: Arc<dyn Kv> = match open_kv(url, opts).await? {
+        Some(kv) => kv,
+        None => return Ok(Box::new(KubeLeaseRegistry::connect(opts).await?)),
+    };
+    Ok(Box::new(
+        KvLeaseRegistry::new(kv, &opts.etcd_prefix).with_config_file(opts.net_config.clone()),
+    ))
+}
+
+/// The [`Kv`] store a URL names (`None` for `kubernetes`, which has none).
+pub async fn open_kv(url: &str, opts: &StoreOptions) -> Result<Option<Arc<dyn Kv>>, StoreError> {
+    if url == "kubernetes" {
+        return Ok(None);
+    }
+    if let Some(path) = url.strip_prefix("file:") {
+        if path.is_empty() {
+            return Err(StoreError::Other(format!(
+                "invalid store URL {url:?}: file: needs a path (file:/var/lib/plexus/store.json)"
+            )));
+        }
+        return Ok(Some(Arc::new(FileKv::open(std::path::Path::new(path))?)));
+    }
+    if url.starts_with("etcd://") {
+        let endpoints = etcd::parse_endpoints(url)?;
+        let tls = (opts.etcd_cafile.is_some()
+            || opts.etcd_certfile.is_some()
+            || opts.etcd_keyfile.is_some())
+        .then(|| etcd::EtcdTls {
+            ca_file: opts.etcd_cafile.clone(),
+            cert_file: opts.etcd_certfile.clone(),
+            key_file: opts.etcd_keyfile.clone(),
+        });
+        let auth = match (&opts.etcd_username, &opts.etcd_password) {
+            (Some(u), Some(p)) => Some(etcd::EtcdAuth {
+                username: u.clone(),
+                password: p.clone(),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(StoreError::Other(
+                    "--etcd-username and --etcd-password go together".into(),
+                ))
+            }
+        };
+        return Ok(Some(Arc::new(
+            EtcdKv::connect_tls(endpoints, auth, tls).await?,
+        )));
+    }
     Err(StoreError::Other(format!(
-        "placeholder: no store client is written yet for {url} (issue 11)"
+        "invalid store URL {url:?}: expected etcd://HOST:PORT[,HOST:PORT...], kubernetes or file:PATH"
     )))
+}
+
+/// A current-thread runtime for the unit tests' async calls.
+#[cfg(test)]
+pub(crate) fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_urls_are_clear_errors() {
+        rt().block_on(async {
+            for (url, want) in [
+                ("", "expected etcd://"),
+                ("http://10.0.0.1:2379", "expected etcd://"),
+                ("file:", "file: needs a path"),
+                ("etcd://", "no endpoint"),
+                ("etcd://10.0.0.1:x", "is not a port"),
+                ("kube", "expected etcd://"),
+            ] {
+                let e = open_lease_registry(url, &StoreOptions::default())
+                    .await
+                    .err()
+                    .unwrap_or_else(|| panic!("{url:?} opened"))
+                    .to_string();
+                assert!(e.contains(want), "{url:?}: {e}");
+            }
+            let opts = StoreOptions {
+                etcd_username: Some("u".into()),
+                ..Default::default()
+            };
+            let e = open_kv("etcd://10.0.0.1", &opts)
+                .await
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("go together"), "{e}");
+            let e = open_lease_registry("kubernetes", &StoreOptions::default())
+                .await
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("--node-name"), "{e}");
+        });
+    }
+
+    #[test]
+    fn file_store_with_a_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("net-conf.json");
+        std::fs::write(
+            &conf,
+            r#"{"Network":"10.7.0.0/16","Backend":{"Type":"host-gw"}}"#,
+        )
+        .unwrap();
+        let url = format!("file:{}", dir.path().join("store.json").display());
+        rt().block_on(async {
+            let opts = StoreOptions {
+                net_config: Some(conf),
+                ..Default::default()
+            };
+            let r = open_lease_registry(&url, &opts).await.unwrap();
+            let cfg = r.network_config().await.unwrap();
+            assert_eq!(cfg.backend, plexus_subnet::Backend::HostGw);
+            let lease = r
+                .acquire(&AcquireRequest {
+                    node_name: "solo".into(),
+                    public_ip: Some("192.168.0.1".parse().unwrap()),
+                    public_ipv6: None,
+                    previous: None,
+                    attrs: LeaseAttrs {
+                        public_ip: Some("192.168.0.1".parse().unwrap()),
+                        backend_type: "host-gw".into(),
+                        ..Default::default()
+                    },
+                })
+                .await
+                .unwrap();
+            assert!(cfg.fits(&lease));
+            assert_eq!(r.list().await.unwrap().leases, vec![lease]);
+        });
+    }
 }
