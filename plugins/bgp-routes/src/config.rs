@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 use plexus_cni::{CniError, Dns, NetConf, Route};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// The pod's IPv4 next hop: a link-local address no network uses, answered
@@ -33,16 +33,15 @@ pub fn gateway_for(addr: IpAddr) -> IpAddr {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct RawConf {
-    #[serde(default, rename = "runDir")]
-    run_dir: Option<PathBuf>,
-    #[serde(default)]
-    pool: Option<String>,
-    #[serde(default)]
-    mtu: Option<i64>,
-    #[serde(default)]
-    routes: Option<Vec<Route>>,
+/// Key `key` of the config: `None` when absent or null; code 7 naming the
+/// key when it has the wrong shape.
+fn key<T: DeserializeOwned>(conf: &NetConf, key: &str) -> Result<Option<T>, CniError> {
+    match conf.raw.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| CniError::invalid_config(format!("invalid \"{key}\": {e}"))),
+    }
 }
 
 /// Where the pod's addresses come from.
@@ -86,28 +85,29 @@ impl RoutedConf {
     }
 
     fn read(conf: &NetConf, strict: bool) -> Result<Self, CniError> {
-        let raw: RawConf = if strict {
-            conf.plugin_config()?
+        // DEL reads only what it needs, and a malformed key as absent.
+        let get = |k: &str| key::<Value>(conf, k).ok().flatten();
+        let run_dir: Option<PathBuf> = if strict {
+            key(conf, "runDir")?
         } else {
-            // Only the keys DEL needs, each read on its own.
-            RawConf {
-                run_dir: conf
-                    .raw
-                    .get("runDir")
-                    .and_then(Value::as_str)
-                    .map(PathBuf::from),
-                pool: conf.raw.get("pool").and_then(Value::as_str).map(Into::into),
-                ..Default::default()
-            }
+            get("runDir").and_then(|v| v.as_str().map(PathBuf::from))
+        };
+        let pool: Option<String> = if strict {
+            key(conf, "pool")?
+        } else {
+            get("pool").and_then(|v| v.as_str().map(String::from))
+        };
+        let (mtu, routes): (Option<i64>, Option<Vec<Route>>) = if strict {
+            (key(conf, "mtu")?, key(conf, "routes")?)
+        } else {
+            (None, None)
         };
         let ipam = if strict {
             plexus_plugin::conf::ipam_type(conf)?
         } else {
             plexus_plugin::conf::ipam_type(conf).unwrap_or_default()
         };
-        let run_dir = raw
-            .run_dir
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR));
+        let run_dir = run_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_RUN_DIR));
         if strict && !run_dir.is_absolute() {
             return Err(CniError::invalid_config(format!(
                 "\"runDir\" must be an absolute path, got {:?}",
@@ -120,25 +120,26 @@ impl RoutedConf {
                 socket: run_dir.join(plexus_agent_api::SOCKET_NAME),
             },
         };
-        let mtu = match raw.mtu {
+        let mtu = match mtu {
             None | Some(0) => None,
             Some(m) if (68..=65535).contains(&m) => Some(m as u32),
-            Some(m) => return Err(CniError::invalid_config(format!(
+            Some(m) => {
+                return Err(CniError::invalid_config(format!(
                 "invalid \"mtu\" {m}: must be between 68 and 65535 (or 0 for the kernel's default)"
-            ))),
+            )))
+            }
         };
-        if let Some(p) = &raw.pool {
+        if let Some(p) = &pool {
             if p.is_empty() {
                 return Err(CniError::invalid_config(
                     "\"pool\" is empty: name a pool or give its CIDR, or leave the key out",
                 ));
             }
         }
-        if let Some(routes) = &raw.routes {
+        if let Some(routes) = &routes {
             check_routes(routes)?;
         }
-        let mut pool_cidrs: Vec<IpNet> = raw
-            .pool
+        let mut pool_cidrs: Vec<IpNet> = pool
             .as_deref()
             .and_then(|p| p.parse::<IpNet>().ok())
             .map(|n| n.trunc())
@@ -151,9 +152,9 @@ impl RoutedConf {
         Ok(RoutedConf {
             network: conf.name.clone(),
             source,
-            pool: raw.pool,
+            pool,
             mtu,
-            routes: raw.routes,
+            routes,
             pool_cidrs,
             dns: plexus_plugin::conf::dns(conf).unwrap_or_default(),
         })
@@ -168,7 +169,7 @@ fn check_routes(routes: &[Route]) -> Result<(), CniError> {
             let want = gateway_for(r.dst.addr());
             if gw != want {
                 return Err(CniError::invalid_config(format!(
-                    "route {}: \"gw\" {gw} is not reachable from a routed pod; leave \"gw\" out (the gateway is {want})",
+                    "invalid \"routes\": {}: \"gw\" {gw} is not reachable from a routed pod; leave \"gw\" out (the gateway is {want})",
                     r.dst
                 )));
             }
@@ -177,7 +178,7 @@ fn check_routes(routes: &[Route]) -> Result<(), CniError> {
             .is_some_and(|s| plexus_netlink::Scope::from_u8(s).is_none())
         {
             return Err(CniError::invalid_config(format!(
-                "route {}: unknown scope {}",
+                "invalid \"routes\": {}: unknown scope {}",
                 r.dst,
                 r.scope.unwrap_or_default()
             )));
@@ -287,6 +288,9 @@ mod tests {
         ] {
             let e = RoutedConf::load(&conf(bad.clone())).unwrap_err();
             assert_eq!(e.code, 7, "{bad}: {e}");
+            // The message names the key.
+            let k = bad.as_object().unwrap().keys().next().unwrap();
+            assert!(e.msg.contains(k.as_str()), "{bad}: {e}");
         }
         // The gateway itself is a fine "gw".
         let c = RoutedConf::load(&conf(json!({"routes": [

@@ -172,9 +172,14 @@ async fn wire(
         ..Default::default()
     };
 
-    // The pod's gateway, on the node end's MAC, before the routes that use
-    // it (the pod's link is up by then, so the kernel takes the entry).
-    iface::configure(pod, pod_ns, &cont, &own, Dad::Disable).await?;
+    // Addresses and link up through the kit; the gateway's permanent
+    // neighbour entry (the node end's MAC); then the routes, `onlink`
+    // since no subnet on the link holds the gateway.
+    let addrs_only = CniResult {
+        ips: own.ips.clone(),
+        ..Default::default()
+    };
+    iface::configure(pod, pod_ns, &cont, &addrs_only, Dad::Disable).await?;
     for a in &addrs.ips {
         let gw = gateway_for(a.addr());
         pod.neigh_replace(cont.index, gw, host_mac)
@@ -182,6 +187,20 @@ async fn wire(
             .map_err(netlink_ctx(format!(
                 "failed to add the neighbour entry {gw} in the pod"
             )))?;
+    }
+    for r in iface::routes(&own, cont.index)? {
+        let r = r.onlink();
+        match pod.route_add(&r).await {
+            Ok(()) => {}
+            Err(e) if e.is_exists() => {}
+            Err(e) => {
+                return Err(netlink_ctx(format!(
+                    "failed to add route {} via {} dev {ifname}",
+                    r.dst,
+                    r.gateway.map(|g| g.to_string()).unwrap_or_default()
+                ))(e))
+            }
+        }
     }
     host::route_pod(node, &host, pod_mac, &addrs.ips).await?;
 

@@ -1,17 +1,15 @@
 //! Which routes the pod gets, decided without the kernel. Per family of
-//! its addresses:
+//! its addresses: `routes` from the config when given; otherwise, as the
+//! pod's primary network, `default via GATEWAY`; as a secondary network
+//! (the pod already has a default route of that family on another
+//! interface), a route to each routed pool via GATEWAY instead.
 //!
-//! 1. the gateway itself on the link (`169.254.1.1/32 dev eth0 scope link`,
-//!    `fe80::1/128 dev eth0`), so the next hop is reachable though no
-//!    subnet is on the link;
-//! 2. then `routes` from the config when given; otherwise, as the pod's
-//!    primary network, `default via GATEWAY`; as a secondary network (the
-//!    pod already has a default route of that family on another
-//!    interface), a route to each routed pool via GATEWAY instead.
+//! The kernel gets them `onlink` (see `plugin`): no subnet is on the link,
+//! and a `169.254.1.1/32 dev net1` route would make the gateway reachable
+//! through one interface only when a pod has two routed networks.
 
 use ipnet::IpNet;
 use plexus_cni::{CniError, Route};
-use plexus_netlink::Scope;
 
 use crate::config::{gateway_for, GATEWAY_V4, GATEWAY_V6};
 
@@ -45,11 +43,6 @@ pub fn pod_routes(
             continue;
         }
         let gw = if v4 { GATEWAY_V4 } else { GATEWAY_V6 };
-        let mut link = Route::new(IpNet::from(gw), None);
-        if v4 {
-            link.scope = Some(Scope::Link.as_u8());
-        }
-        out.push(link);
         let same = |n: &IpNet| n.addr().is_ipv4() == v4;
         if let Some(routes) = configured {
             out.extend(routes.iter().filter(|r| same(&r.dst)).map(|r| Route {
@@ -106,19 +99,9 @@ mod tests {
             Secondary::default(),
         )
         .unwrap();
-        assert_eq!(
-            show(&r),
-            [
-                "169.254.1.1/32",
-                "0.0.0.0/0 via 169.254.1.1",
-                "fe80::1/128",
-                "::/0 via fe80::1"
-            ]
-        );
-        assert_eq!(r[0].scope, Some(253));
-        assert_eq!(r[2].scope, None);
+        assert_eq!(show(&r), ["0.0.0.0/0 via 169.254.1.1", "::/0 via fe80::1"]);
         let r = pod_routes(&nets(&["10.1.0.5/32"]), None, &[], Secondary::default()).unwrap();
-        assert_eq!(r.len(), 2);
+        assert_eq!(r.len(), 1);
     }
 
     #[test]
@@ -132,10 +115,8 @@ mod tests {
         assert_eq!(
             show(&r),
             [
-                "169.254.1.1/32",
                 "10.1.0.0/16 via 169.254.1.1",
                 "10.2.0.0/16 via 169.254.1.1",
-                "fe80::1/128",
                 "::/0 via fe80::1"
             ]
         );
@@ -152,7 +133,7 @@ mod tests {
         ];
         for sec in [Secondary::default(), Secondary { v4: true, v6: true }] {
             let r = pod_routes(&nets(&["10.1.0.5/32"]), Some(&routes), &[], sec).unwrap();
-            assert_eq!(show(&r), ["169.254.1.1/32", "10.96.0.0/12 via 169.254.1.1"]);
+            assert_eq!(show(&r), ["10.96.0.0/12 via 169.254.1.1"]);
         }
     }
 }
