@@ -314,4 +314,18 @@ mod tests {
         );
         assert_eq!(gateway_for("fd00::1".parse().unwrap()), GATEWAY_V6);
     }
+
+    #[test]
+    fn the_examples_in_conf_load() {
+        for text in [
+            include_str!("../../../conf/bgp-routes/10-routed.conflist"),
+            include_str!("../../../conf/bgp-routes/10-routed-host-local.conflist"),
+        ] {
+            let list: Value = serde_json::from_str(text).unwrap();
+            let mut p = list["plugins"][0].clone();
+            p["cniVersion"] = list["cniVersion"].clone();
+            p["name"] = list["name"].clone();
+            RoutedConf::load(&NetConf::from_value(p).unwrap()).unwrap();
+        }
+    }
 }
