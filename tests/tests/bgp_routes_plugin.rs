@@ -518,3 +518,33 @@ fn no_agent_is_code_11_and_leaves_nothing() {
     let e = sb.ctl_args(&node, &["status", NET], &[]).err();
     assert_error(&e, 50, &sock.display().to_string());
 }
+
+#[test]
+fn a_failed_add_leaves_nothing_and_check_sees_the_pod_side() {
+    require_root!();
+    let (sb, node) = setup(json!({}));
+    let pod = Netns::new("pod");
+    // Someone else already routes the first address host-local hands out:
+    // ADD fails after creating the veth and allocating, and undoes both.
+    node.ip(&["route", "add", "10.90.0.2/32", "dev", "lo"]);
+    let e = sb.ctl(&node, "add", NET, Some(&pod.path()), &[]).err();
+    assert_error(&e, 100, "already has a route to 10.90.0.2");
+    assert!(node_veths(&node).is_empty(), "{:?}", node.links());
+    assert_eq!(pod.links(), ["lo"]);
+    assert!(leases(&sb).is_empty(), "{:?}", leases(&sb));
+    node.ip(&["route", "del", "10.90.0.2/32", "dev", "lo"]);
+
+    add(&sb, &node, &pod);
+    sb.ctl(&node, "check", NET, Some(&pod.path()), &[]).ok();
+    // Without its default route, then without its gateway's neighbour
+    // entry (the pod could not send): CHECK says which.
+    pod.ip(&["route", "del", "default"]);
+    let e = sb.ctl(&node, "check", NET, Some(&pod.path()), &[]).err();
+    assert_error(&e, 100, "Expected Route 0.0.0.0/0 via 169.254.1.1");
+    pod.ip(&["neigh", "del", "169.254.1.1", "dev", "eth0"]);
+    let e = sb.ctl(&node, "check", NET, Some(&pod.path()), &[]).err();
+    assert_error(&e, 100, "neighbour entry for its gateway 169.254.1.1");
+    del(&sb, &node, &pod.path());
+    assert!(node_veths(&node).is_empty());
+    assert!(leases(&sb).is_empty());
+}
