@@ -15,9 +15,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use plexus_agent_api::ROUTE_PROTOCOL_POD;
 use plexus_cni::{CniEnv, CniError};
-use plexus_netlink::sysctl::{self, Write};
+use plexus_netlink::sysctl::Write;
 use plexus_netlink::{Link, MacAddr, Netlink, Netns, Route, Scope, Veth};
-use plexus_plugin::{netlink_ctx, netlink_err, owner};
+use plexus_plugin::{iface, netlink_ctx, netlink_err, owner};
 
 use crate::PLUGIN;
 
@@ -96,18 +96,7 @@ pub async fn sysctls(host_name: &str, v4: bool, v6: bool) -> Result<(), CniError
         ));
         plan.push((Write::new("net/ipv6/conf/all/forwarding", "1"), true));
     }
-    let writes: Vec<Write> = plan.iter().map(|(w, _)| w.clone()).collect();
-    let results = sysctl::set_many(&ns, &writes).await.map_err(netlink_err)?;
-    for ((w, required), r) in plan.iter().zip(results) {
-        match r {
-            Ok(()) => {}
-            Err(e) if *required => {
-                return Err(netlink_ctx(format!("failed to set {}={}", w.name, w.value))(e))
-            }
-            Err(e) => tracing::debug!("best-effort sysctl: {e}"),
-        }
-    }
-    Ok(())
+    iface::set_sysctls(&ns, &plan).await
 }
 
 /// The node's route to one pod address: through the node end, scope link,

@@ -188,20 +188,11 @@ async fn wire(
                 "failed to add the neighbour entry {gw} in the pod"
             )))?;
     }
-    for r in iface::routes(&own, cont.index)? {
-        let r = r.onlink();
-        match pod.route_add(&r).await {
-            Ok(()) => {}
-            Err(e) if e.is_exists() => {}
-            Err(e) => {
-                return Err(netlink_ctx(format!(
-                    "failed to add route {} via {} dev {ifname}",
-                    r.dst,
-                    r.gateway.map(|g| g.to_string()).unwrap_or_default()
-                ))(e))
-            }
-        }
-    }
+    let onlink: Vec<_> = iface::routes(&own, cont.index)?
+        .into_iter()
+        .map(|r| r.onlink())
+        .collect();
+    iface::add_routes(pod, &onlink, ifname).await?;
     host::route_pod(node, &host, pod_mac, &addrs.ips).await?;
 
     let cont = pod.link(ifname).await.map_err(netlink_err)?;
