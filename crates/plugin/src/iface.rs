@@ -63,8 +63,14 @@ pub async fn configure(
     if has_v6 {
         settle_addresses(nl, link).await?;
     }
-    for route in routes(result, link.index)? {
-        match nl.route_add(&route).await {
+    add_routes(nl, &routes(result, link.index)?, ifname).await
+}
+
+/// Adds `routes` (on interface `ifname`, for messages) in order; a route
+/// that exists already is fine.
+pub async fn add_routes(nl: &Netlink, routes: &[Route], ifname: &str) -> Result<(), CniError> {
+    for route in routes {
+        match nl.route_add(route).await {
             Ok(()) => {}
             Err(e) if e.is_exists() => {}
             Err(e) => {
@@ -108,7 +114,12 @@ pub fn sysctl_writes(ifname: &str, dad: Dad, has_v6: bool) -> Vec<(Write, bool)>
 }
 
 async fn sysctls(ns: &Netns, ifname: &str, dad: Dad, has_v6: bool) -> Result<(), CniError> {
-    let plan = sysctl_writes(ifname, dad, has_v6);
+    set_sysctls(ns, &sysctl_writes(ifname, dad, has_v6)).await
+}
+
+/// Writes `plan`'s sysctls in `ns` in one trip; a failing write marked
+/// `true` (must succeed) fails the call, the others are only logged.
+pub async fn set_sysctls(ns: &Netns, plan: &[(Write, bool)]) -> Result<(), CniError> {
     let writes: Vec<Write> = plan.iter().map(|(w, _)| w.clone()).collect();
     let results = sysctl::set_many(ns, &writes).await.map_err(netlink_err)?;
     for ((w, required), r) in plan.iter().zip(results) {

@@ -1,0 +1,27 @@
+//! The node agent's socket protocol: what plexusd serves on
+//! `<run-dir>/plexusd.sock`, written once for the agent and its clients
+//! (`plexus-bgp-routes`' block IPAM, `plexusctl node status`).
+//!
+//! Framing: one connection per call; the client writes one JSON
+//! [`Request`] line, the agent answers one JSON line and closes. The
+//! request is tagged by `"command"` (`{"command":"status"}` is the
+//! agent's status query); the answer is the command's own object
+//! ([`Allocation`], [`Released`], [`Status`]) or an [`AgentError`]
+//! (`{"error": ...}`), told apart by [`Answer`].
+//!
+//! * [`cidr`]: an address with its prefix length, as the messages carry it;
+//! * [`proto`]: the messages, and the route protocol number of pod routes;
+//! * [`client`]: a blocking client with a bounded timeout.
+//!
+//! Only serde, serde_json and std: a CNI plugin links this crate.
+
+pub mod cidr;
+pub mod client;
+pub mod proto;
+
+pub use cidr::Cidr;
+pub use client::{call, ClientError, DEFAULT_TIMEOUT, SOCKET_NAME};
+pub use proto::{
+    AgentError, Allocation, Answer, AttachmentKey, GcDone, Released, Request, Status, MAX_LINE,
+    ROUTE_PROTOCOL_POD,
+};

@@ -1,0 +1,210 @@
+//! The messages. A request names its command in `"command"`; the agent's
+//! existing `{"command":"status"}` is [`Request::Status`], so every client
+//! and the agent share this one enum.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::cidr::Cidr;
+
+/// The route protocol number (RTPROT) of the node's routes to its pods
+/// (`ip route ... proto 112`): the agent tells the routes of local pods
+/// from its BGP routes, and from everyone else's, by it. 112 is not in
+/// iproute2's `rt_protos` list nor used by BIRD (12), FRR (186-192) or
+/// Calico (80).
+pub const ROUTE_PROTOCOL_POD: u8 = 112;
+
+/// Longest line either side reads: a bound, not an expected size.
+pub const MAX_LINE: u64 = 1 << 20;
+
+/// One attachment, as CNI names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AttachmentKey {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// What a client asks. The answer to each is named on the variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    /// The agent's status document; answered with [`Status`].
+    Status,
+    /// Addresses for one attachment from the node's blocks (one per family
+    /// the pool has); answered with [`Allocation`]. Asking again for the
+    /// same attachment returns the addresses it already holds.
+    Allocate {
+        /// The CNI network name (the config's `name`).
+        network: String,
+        container_id: String,
+        ifname: String,
+        /// The pool's name or CIDR; `None`: the agent's default pool(s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<String>,
+    },
+    /// Frees whatever the attachment holds (nothing is not an error);
+    /// answered with [`Released`].
+    Release {
+        network: String,
+        container_id: String,
+        ifname: String,
+    },
+    /// Frees the addresses of every attachment of `network` not in
+    /// `valid` (CNI GC); answered with [`GcDone`].
+    Gc {
+        network: String,
+        valid: Vec<AttachmentKey>,
+    },
+}
+
+impl Request {
+    /// The request as it goes on the wire: JSON and a newline.
+    pub fn to_line(&self) -> Vec<u8> {
+        to_line(self)
+    }
+}
+
+/// The answer to [`Request::Allocate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// The pod's addresses with the prefix length it gets (`/32`, `/128`).
+    pub addresses: Vec<Cidr>,
+    /// The CIDRs of the routed pools: a pod attached as a secondary
+    /// network gets routes to these instead of a default route.
+    #[serde(default)]
+    pub pools: Vec<Cidr>,
+}
+
+/// The answer to [`Request::Release`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Released {
+    /// How many addresses were freed (0 when the attachment held none).
+    pub released: usize,
+}
+
+/// The answer to [`Request::Gc`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcDone {
+    pub released: usize,
+}
+
+/// The answer to [`Request::Status`]: the agent's whole status document;
+/// a client that only needs readiness reads `ready`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub ready: bool,
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A refused or failed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentError {
+    pub error: String,
+    /// The CNI error code the client should report (11 while the agent is
+    /// not ready, 102 when the pool is exhausted); `None`: a failure of the
+    /// agent, which plugins report as a delegate failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u32>,
+}
+
+impl std::fmt::Display for AgentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.error)
+    }
+}
+
+impl std::error::Error for AgentError {}
+
+/// An answer line: the command's object, or an error (an object with
+/// `"error"`, tried first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Answer<T> {
+    Err(AgentError),
+    Ok(T),
+}
+
+impl<T: Serialize> Answer<T> {
+    pub fn to_line(&self) -> Vec<u8> {
+        to_line(self)
+    }
+}
+
+impl<T: DeserializeOwned> Answer<T> {
+    pub fn from_line(line: &str) -> Result<Answer<T>, serde_json::Error> {
+        serde_json::from_str(line)
+    }
+}
+
+fn to_line<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
+    // Serialising these types cannot fail: string keys, no maps of other keys.
+    let mut out = serde_json::to_vec(v).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn status_is_the_agents_existing_request() {
+        let r: Request = serde_json::from_str(r#"{"command":"status"}"#).unwrap();
+        assert_eq!(r, Request::Status);
+        assert_eq!(r.to_line(), b"{\"command\":\"status\"}\n");
+    }
+
+    #[test]
+    fn requests_on_the_wire() {
+        let a = Request::Allocate {
+            network: "routed".into(),
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            pool: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            json!({"command":"allocate","network":"routed","container_id":"c1","ifname":"eth0"})
+        );
+        let gc = Request::Gc {
+            network: "routed".into(),
+            valid: vec![AttachmentKey {
+                container_id: "c1".into(),
+                ifname: "eth0".into(),
+            }],
+        };
+        let back: Request = serde_json::from_slice(&gc.to_line()).unwrap();
+        assert_eq!(back, gc);
+        assert!(serde_json::from_str::<Request>(r#"{"command":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn answers_tell_errors_apart() {
+        let ok: Answer<Allocation> = Answer::from_line(
+            r#"{"addresses":["10.244.1.5/32","fd00::5/128"],"pools":["10.244.0.0/16"]}"#,
+        )
+        .unwrap();
+        let Answer::Ok(a) = ok else { panic!("{ok:?}") };
+        assert_eq!(a.addresses[1].to_string(), "fd00::5/128");
+        let err: Answer<Allocation> =
+            Answer::from_line(r#"{"error":"not ready","code":11}"#).unwrap();
+        assert_eq!(
+            err,
+            Answer::Err(AgentError {
+                error: "not ready".into(),
+                code: Some(11)
+            })
+        );
+        // An error is an error even for an answer whose fields all default.
+        let err: Answer<Released> = Answer::from_line(r#"{"error":"x"}"#).unwrap();
+        assert!(matches!(err, Answer::Err(_)));
+        // The agent's status document, whatever else it holds.
+        let st: Answer<Status> =
+            Answer::from_line(r#"{"node_name":"n1","ready":true,"leases":3}"#).unwrap();
+        let Answer::Ok(st) = st else { panic!() };
+        assert!(st.ready);
+        assert_eq!(st.rest["node_name"], "n1");
+    }
+}
