@@ -273,6 +273,7 @@ impl<E: Exec> Cni<E> {
         if list.disable_gc {
             return Ok(());
         }
+        self.cache.sweep_stale_temporaries();
         let mut errs = Vec::new();
         for cached in self.cache.list(Some(&list.name))? {
             let still_valid = valid
