@@ -58,9 +58,18 @@ impl AttachmentLock {
     ) -> Result<Self, MetaError> {
         let deadline = Instant::now() + wait;
         let mut pause = Duration::from_millis(2);
+        let mut told = false;
         loop {
             if let Some(l) = Self::try_acquire(cache_dir, key)? {
                 return Ok(l);
+            }
+            if !told {
+                told = true;
+                tracing::info!(
+                    container_id = %key.container_id,
+                    ifname = %key.ifname,
+                    "waiting for the attachment lock: another call, or the delegates of a killed one, still run"
+                );
             }
             if Instant::now() >= deadline {
                 return Err(MetaError::Busy(format!(

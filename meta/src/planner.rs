@@ -64,20 +64,48 @@ pub fn build_plan(
         Err(e) => Err(e),
     };
 
-    // 1. The cluster network, unless the pod overrides it.
+    // 0. Both annotations are parsed (and every name in them checked)
+    // before any network is looked up, so a bad one never reaches a NAD
+    // store or the API.
     let annotations = pod.map(|p| &p.annotations);
-    let default_override = annotations.and_then(|a| a.get(DEFAULT_NETWORK_KEY));
-    let master = match default_override {
+    let default_override = match annotations.and_then(|a| a.get(DEFAULT_NETWORK_KEY)) {
         Some(v) => {
             let nets = annotation::parse_networks(v, &conf.plexus_namespace, DEFAULT_NETWORK_KEY)?;
-            let [one] = nets.as_slice() else {
-                return Err(MetaError::Annotation {
+            let [one] =
+                <[NetworkSelection; 1]>::try_from(nets).map_err(|nets| MetaError::Annotation {
                     key: DEFAULT_NETWORK_KEY,
                     msg: format!("exactly one network must be named, got {}", nets.len()),
-                });
-            };
-            resolve_nad(conf, nads, one)
+                })?;
+            Some(one)
         }
+        None => None,
+    };
+    let requested = match (pod, annotations.and_then(|a| a.get(NETWORKS_KEY))) {
+        (Some(p), Some(v)) => {
+            let sels = annotation::parse_networks(v, &p.namespace, NETWORKS_KEY)?;
+            for sel in &sels {
+                if conf.namespace_isolation
+                    && sel.namespace != p.namespace
+                    && !conf.global_namespaces.contains(&sel.namespace)
+                {
+                    return Err(MetaError::Selection(format!(
+                        "namespace isolation: pod {}/{} may not use network {}/{} (only its own namespace and [{}])",
+                        p.namespace,
+                        p.name,
+                        sel.namespace,
+                        sel.name,
+                        conf.global_namespaces.join(", ")
+                    )));
+                }
+            }
+            sels
+        }
+        _ => Vec::new(),
+    };
+
+    // 1. The cluster network, unless the pod overrides it.
+    let master = match &default_override {
+        Some(one) => resolve_nad(conf, nads, one),
         None if !conf.cluster_network.is_empty() => {
             resolve_named(conf, nads, &conf.cluster_network)
         }
@@ -99,23 +127,8 @@ pub fn build_plan(
     }
 
     // 3. The networks the pod asks for.
-    if let (Some(p), Some(v)) = (pod, annotations.and_then(|a| a.get(NETWORKS_KEY))) {
-        for sel in annotation::parse_networks(v, &p.namespace, NETWORKS_KEY)? {
-            if conf.namespace_isolation
-                && sel.namespace != p.namespace
-                && !conf.global_namespaces.contains(&sel.namespace)
-            {
-                return Err(MetaError::Selection(format!(
-                    "namespace isolation: pod {}/{} may not use network {}/{} (only its own namespace and [{}])",
-                    p.namespace,
-                    p.name,
-                    sel.namespace,
-                    sel.name,
-                    conf.global_namespaces.join(", ")
-                )));
-            }
-            lenient(resolve_nad(conf, nads, &sel), &mut selected)?;
-        }
+    for sel in &requested {
+        lenient(resolve_nad(conf, nads, sel), &mut selected)?;
     }
 
     check_default_routes(&selected)?;
