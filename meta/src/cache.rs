@@ -15,7 +15,6 @@
 //! documented in meta/README.md.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use plexus_cni::files;
 use serde::de::DeserializeOwned;
@@ -37,8 +36,9 @@ pub const NAME_MAX: usize = 255;
 const READ_LIMIT: u64 = files::DEFAULT_READ_LIMIT;
 
 /// A temporary older than this belongs to a writer that was killed between
-/// create and rename (a live write takes milliseconds).
-pub const STALE_TEMPORARY_AGE: Duration = Duration::from_secs(600);
+/// create and rename (a live write takes milliseconds); the inner runtime's
+/// threshold, so both sweep alike.
+pub use plexus_runtime::cache::STALE_TEMPORARY_AGE;
 
 /// The inner runtime's cache directory.
 pub fn delegate_cache_dir(cache_dir: &Path) -> PathBuf {
@@ -176,7 +176,9 @@ pub fn sweep_stale_temporaries(cache_dir: &Path) {
         cache_dir.join(STATUS_SUBDIR),
         delegate_cache_dir(cache_dir).join("results"),
     ] {
-        let n = files::sweep_stale_temporaries(&d, STALE_TEMPORARY_AGE);
+        // Ours, and the `.<name>.tmp.<pid>` files of the writer before it.
+        let n = files::sweep_stale_temporaries(&d, STALE_TEMPORARY_AGE)
+            + plexus_runtime::cache::sweep_legacy_temporaries(&d, STALE_TEMPORARY_AGE);
         if n > 0 {
             tracing::info!(dir = %d.display(), removed = n, "removed stale temporary files");
         }

@@ -526,3 +526,177 @@ impl<B: Backends, E: Exec + Clone, R: RouteOps> Plugin for Meta<B, E, R> {
         self.do_gc(req)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plexus_cni::{CniEnv, NetConf};
+    use plexus_runtime::RuntimeError;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// Records "COMMAND network"; ADD of "bad" fails, DEL of "bad" always
+    /// fails, DEL of "a" fails while `del_a_fails` is set.
+    #[derive(Clone, Default)]
+    struct Fake {
+        calls: Arc<Mutex<Vec<String>>>,
+        del_a_fails: Arc<AtomicBool>,
+    }
+
+    impl Exec for Fake {
+        fn run(
+            &self,
+            _: &Path,
+            env: &[(String, String)],
+            stdin: &[u8],
+        ) -> Result<Vec<u8>, RuntimeError> {
+            let get = |k: &str| {
+                env.iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            let (cmd, ifname) = (get("CNI_COMMAND"), get("CNI_IFNAME"));
+            let conf: Value = serde_json::from_slice(stdin).unwrap();
+            let net = conf["name"].as_str().unwrap().to_string();
+            self.calls.lock().unwrap().push(format!("{cmd} {net}"));
+            let fail = match (cmd.as_str(), net.as_str()) {
+                ("ADD", "bad") | ("DEL", "bad") => true,
+                ("DEL", "a") => self.del_a_fails.load(Ordering::SeqCst),
+                _ => false,
+            };
+            if fail {
+                return Err(RuntimeError::Plugin {
+                    plugin: "fake".into(),
+                    error: CniError::plugin(120, format!("{cmd} {net} failed")),
+                });
+            }
+            Ok(format!(
+                r#"{{"cniVersion":"1.0.0","interfaces":[{{"name":"{ifname}","sandbox":"/x"}}]}}"#
+            )
+            .into_bytes())
+        }
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        meta: Meta<LocalBackends, Fake, NetlinkRoutes>,
+        fake: Fake,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+            std::fs::write(dir.path().join("bin/fake"), "").unwrap();
+            let fake = Fake::default();
+            let meta = Meta {
+                backends: LocalBackends,
+                exec: fake.clone(),
+                routes: NetlinkRoutes,
+            };
+            Fixture { dir, meta, fake }
+        }
+
+        fn cache(&self) -> PathBuf {
+            self.dir.path().join("cache")
+        }
+
+        fn call(&self, cmd: &str, nets: &[&str]) -> Result<(), CniError> {
+            let delegates: Vec<Value> = nets
+                .iter()
+                .map(|n| serde_json::json!({"cniVersion": "1.0.0", "name": n, "type": "fake"}))
+                .collect();
+            let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "plexus", "type": "plexus",
+                "delegates": delegates, "cacheDir": self.cache()});
+            let conf = NetConf::parse(&serde_json::to_vec(&conf).unwrap()).unwrap();
+            let env = CniEnv::from_vars([
+                ("CNI_COMMAND".to_string(), cmd.to_string()),
+                ("CNI_CONTAINERID".into(), "c1".into()),
+                ("CNI_NETNS".into(), "/var/run/netns/x".into()),
+                ("CNI_IFNAME".into(), "eth0".into()),
+                (
+                    "CNI_PATH".into(),
+                    self.dir.path().join("bin").display().to_string(),
+                ),
+            ])
+            .unwrap();
+            let req = Request {
+                env: &env,
+                conf: &conf,
+                stdin: b"",
+            };
+            match cmd {
+                "ADD" => self.meta.add(&req).map(|_| ()),
+                "DEL" => self.meta.del(&req),
+                _ => unreachable!(),
+            }
+        }
+
+        fn calls(&self) -> Vec<String> {
+            std::mem::take(&mut *self.fake.calls.lock().unwrap())
+        }
+
+        fn files(&self) -> Vec<String> {
+            let mut out = Vec::new();
+            for sub in ["plans", "status", "locks"] {
+                if let Ok(rd) = std::fs::read_dir(self.cache().join(sub)) {
+                    out.extend(
+                        rd.flatten()
+                            .map(|e| format!("{sub}/{}", e.file_name().to_string_lossy())),
+                    );
+                }
+            }
+            out.sort();
+            out
+        }
+    }
+
+    #[test]
+    fn failed_rollback_leaves_a_plan_del_can_always_finish() {
+        let f = Fixture::new();
+        f.fake.del_a_fails.store(true, Ordering::SeqCst);
+        let e = f.call("ADD", &["a", "bad", "never"]).unwrap_err();
+        assert_eq!(e.code, 120);
+        assert!(e.details.contains("rollback failed"), "{e:?}");
+        assert_eq!(f.calls(), ["ADD a", "ADD bad", "DEL bad", "DEL a"]);
+        // The plan now names what was tried, the failed one marked.
+        let Read::Found(plan) = PlanCache::new(&f.cache()).read(&AttachmentKey {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+        }) else {
+            panic!("no plan kept")
+        };
+        let kept: Vec<(&str, bool)> = plan
+            .attachments
+            .iter()
+            .map(|a| (a.name.as_str(), a.add_failed))
+            .collect();
+        assert_eq!(kept, [("a", false), ("bad", true)]);
+        // "bad" still fails DEL; once "a" can be deleted, DEL succeeds and
+        // leaves nothing.
+        assert!(f.call("DEL", &["a", "bad", "never"]).is_err());
+        f.calls();
+        f.fake.del_a_fails.store(false, Ordering::SeqCst);
+        f.call("DEL", &["a", "bad", "never"]).unwrap();
+        assert_eq!(f.calls(), ["DEL bad", "DEL a"]);
+        assert_eq!(f.files(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_second_add_touches_nothing() {
+        let f = Fixture::new();
+        f.call("ADD", &["a", "b"]).unwrap();
+        f.calls();
+        let before = f.files();
+        let e = f.call("ADD", &["a", "b"]).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("already attached"), "{e:?}");
+        assert_eq!(f.calls(), Vec::<String>::new());
+        assert_eq!(f.files(), before);
+        f.call("DEL", &["a", "b"]).unwrap();
+        assert_eq!(f.calls(), ["DEL b", "DEL a"]);
+        assert_eq!(f.files(), Vec::<String>::new());
+    }
+}

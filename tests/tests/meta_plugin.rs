@@ -654,18 +654,26 @@ fn cache_dir_must_be_absolute_and_stale_temporaries_go() {
     // What a plugin killed between create and rename left, long ago.
     let plans = env.cache.join("plans");
     std::fs::create_dir_all(&plans).unwrap();
-    let stale = plans.join(".plexus-tmp.c-eth0.json.1.0");
-    std::fs::write(&stale, "{").unwrap();
+    // Ours, and the `.<name>.tmp.<pid>` of the writer before it.
+    let stale = [
+        plans.join(".plexus-tmp.c-eth0.json.1.0"),
+        plans.join(".c-eth0.json.tmp.4242"),
+    ];
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    std::fs::File::options()
-        .write(true)
-        .open(&stale)
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    for f in &stale {
+        std::fs::write(f, "{").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
     env.add("storage").ok();
     env.del("storage").ok();
-    assert!(!stale.exists());
+    for f in &stale {
+        assert!(!f.exists(), "{} left", f.display());
+    }
     env.assert_clean();
 }
 

@@ -129,6 +129,7 @@ impl ResultCache {
     /// Remove temporaries that killed writers left in the results directory.
     pub fn sweep_stale_temporaries(&self) -> usize {
         files::sweep_stale_temporaries(&self.results_dir(), STALE_TEMPORARY_AGE)
+            + sweep_legacy_temporaries(&self.results_dir(), STALE_TEMPORARY_AGE)
     }
 
     pub fn read(
@@ -195,6 +196,34 @@ impl ResultCache {
         });
         Ok(out)
     }
+}
+
+/// Remove what the writer before `plexus_cni::files::write_atomic` left when
+/// it was killed: `.<name>.tmp.<pid>`, older than `age`. Returns how many.
+pub fn sweep_legacy_temporaries(dir: &Path, age: Duration) -> usize {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let legacy = name.starts_with('.')
+            && name
+                .rsplit_once(".tmp.")
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        // lstat: a symlink planted under such a name is judged itself.
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|d| d >= age);
+        if legacy && old && fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Files written by old libcni versions hold only the result; accept them.
@@ -306,6 +335,29 @@ mod tests {
             0,
             "legacy and garbage files are not listed"
         );
+    }
+
+    #[test]
+    fn legacy_temporaries_of_killed_writers_are_swept() {
+        let d = tempfile::tempdir().unwrap();
+        let results = d.path().join("results");
+        fs::create_dir_all(&results).unwrap();
+        let old = std::time::SystemTime::now() - 2 * STALE_TEMPORARY_AGE;
+        for name in [".n-c1-eth0.tmp.4242", "n-c1-eth0", ".n-c2-eth0.tmp.x"] {
+            fs::write(results.join(name), "x").unwrap();
+            fs::File::options()
+                .write(true)
+                .open(results.join(name))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        fs::write(results.join(".n-c3-eth0.tmp.7"), "x").unwrap();
+        assert_eq!(ResultCache::new(d.path()).sweep_stale_temporaries(), 1);
+        assert!(!results.join(".n-c1-eth0.tmp.4242").exists());
+        assert!(results.join("n-c1-eth0").exists());
+        assert!(results.join(".n-c2-eth0.tmp.x").exists());
+        assert!(results.join(".n-c3-eth0.tmp.7").exists(), "too young");
     }
 
     #[test]
