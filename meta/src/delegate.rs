@@ -165,12 +165,20 @@ pub struct AddFailure {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::plan::PLAN_KIND;
     use plexus_runtime::RuntimeError;
     use std::path::Path;
     use std::sync::{Arc, Mutex};
+
+    /// The value of `k` in a plugin's environment, for fake executors.
+    pub(crate) fn env_var(env: &[(String, String)], k: &str) -> String {
+        env.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
 
     /// Records (command, ifname) and fails ADD for networks named "bad*".
     #[derive(Clone, Default)]
@@ -183,14 +191,8 @@ mod tests {
             env: &[(String, String)],
             stdin: &[u8],
         ) -> Result<Vec<u8>, RuntimeError> {
-            let get = |k: &str| {
-                env.iter()
-                    .find(|(key, _)| key == k)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
-            let cmd = get("CNI_COMMAND");
-            let ifname = get("CNI_IFNAME");
+            let cmd = env_var(env, "CNI_COMMAND");
+            let ifname = env_var(env, "CNI_IFNAME");
             self.0.lock().unwrap().push((cmd.clone(), ifname.clone()));
             let conf: serde_json::Value = serde_json::from_slice(stdin).unwrap();
             let name = conf["name"].as_str().unwrap();

@@ -530,6 +530,7 @@ impl<B: Backends, E: Exec + Clone, R: RouteOps> Plugin for Meta<B, E, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delegate::tests::env_var;
     use plexus_cni::{CniEnv, NetConf};
     use plexus_runtime::RuntimeError;
     use std::path::Path;
@@ -551,13 +552,7 @@ mod tests {
             env: &[(String, String)],
             stdin: &[u8],
         ) -> Result<Vec<u8>, RuntimeError> {
-            let get = |k: &str| {
-                env.iter()
-                    .find(|(key, _)| key == k)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
-            let (cmd, ifname) = (get("CNI_COMMAND"), get("CNI_IFNAME"));
+            let (cmd, ifname) = (env_var(env, "CNI_COMMAND"), env_var(env, "CNI_IFNAME"));
             let conf: Value = serde_json::from_slice(stdin).unwrap();
             let net = conf["name"].as_str().unwrap().to_string();
             self.calls.lock().unwrap().push(format!("{cmd} {net}"));

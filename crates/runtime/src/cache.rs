@@ -201,29 +201,12 @@ impl ResultCache {
 /// Remove what the writer before `plexus_cni::files::write_atomic` left when
 /// it was killed: `.<name>.tmp.<pid>`, older than `age`. Returns how many.
 pub fn sweep_legacy_temporaries(dir: &Path, age: Duration) -> usize {
-    let Ok(rd) = fs::read_dir(dir) else {
-        return 0;
-    };
-    let now = std::time::SystemTime::now();
-    let mut removed = 0;
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let legacy = name.starts_with('.')
+    files::sweep_old_files(dir, age, |name| {
+        name.starts_with('.')
             && name
                 .rsplit_once(".tmp.")
-                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
-        // lstat: a symlink planted under such a name is judged itself.
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|m| now.duration_since(m).ok())
-            .is_some_and(|d| d >= age);
-        if legacy && old && fs::remove_file(e.path()).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 /// Files written by old libcni versions hold only the result; accept them.
