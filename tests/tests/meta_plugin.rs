@@ -710,6 +710,26 @@ fn read_pid(path: &std::path::Path) -> i32 {
         .unwrap()
 }
 
+/// Kills (SIGKILL) the processes whose pids the files name, if still there.
+struct KillOnDrop(Vec<std::path::PathBuf>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let Some(pid) = std::fs::read_to_string(f)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid_alive(pid) {
+                // SAFETY: kill(2) on a pid a process of this test recorded.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
 #[test]
 fn del_waits_for_the_delegates_of_a_killed_add() {
     require_root!();
@@ -728,7 +748,7 @@ fn del_waits_for_the_delegates_of_a_killed_add() {
 case "$CNI_COMMAND" in
 ADD)
   echo $PPID > {s}/meta.tmp && mv {s}/meta.tmp {s}/meta.pid
-  ( while [ ! -e {s}/go ]; do sleep 0.02; done; touch {s}/lease-$CNI_CONTAINERID ) &
+  ( while [ ! -e {s}/go ]; do [ -d {s} ] || exit 0; sleep 0.02; done; touch {s}/lease-$CNI_CONTAINERID ) &
   echo $! > {s}/worker.tmp && mv {s}/worker.tmp {s}/worker.pid
   wait
   printf '{{"cniVersion":"1.0.0","interfaces":[{{"name":"%s","sandbox":"%s"}}]}}' "$CNI_IFNAME" "$CNI_NETNS"
@@ -746,6 +766,8 @@ esac"#
         json!({"cniVersion": "1.0.0", "type": "slowpoke"}),
     );
     let log = env.sb.dir.path().join("plexus.log");
+    // If the test fails half-way, the processes it started must not live on.
+    let _reap = KillOnDrop(vec![state.join("meta.pid"), state.join("worker.pid")]);
     std::thread::scope(|scope| {
         let add = scope.spawn(|| env.add("storage,slow"));
         wait_for("the slow delegate's worker", || {
