@@ -17,6 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use plexus_cni::files;
+use plexus_runtime::cache::ResultCache;
 use serde::de::DeserializeOwned;
 
 use crate::error::MetaError;
@@ -29,8 +30,8 @@ pub const LOCKS_SUBDIR: &str = "locks";
 /// Where the inner runtime caches delegates' results.
 pub const DELEGATE_CACHE_SUBDIR: &str = "delegates";
 
-/// The longest file name Linux stores (NAME_MAX).
-pub const NAME_MAX: usize = 255;
+/// The longest file name Linux stores.
+pub use plexus_runtime::cache::NAME_MAX;
 
 /// Plans and status files are small; anything larger was not written by us.
 const READ_LIMIT: u64 = files::DEFAULT_READ_LIMIT;
@@ -48,8 +49,9 @@ pub fn delegate_cache_dir(cache_dir: &Path) -> PathBuf {
 /// ADD refuses, before anything is created, an attachment whose files could
 /// not be stored: a name over NAME_MAX would otherwise fail only after a
 /// delegate ran, and then the rollback (which needs the same files) fails
-/// too. `networks` are the delegate networks' names.
+/// too. `attachments` are the delegate networks' (network name, ifname).
 pub fn check_storable<'a>(
+    cache_dir: &Path,
     key: &AttachmentKey,
     attachments: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<(), MetaError> {
@@ -62,16 +64,11 @@ pub fn check_storable<'a>(
             key.ifname
         )));
     }
+    let inner = ResultCache::new(delegate_cache_dir(cache_dir));
     for (network, ifname) in attachments {
-        let inner = network.len() + key.container_id.len() + ifname.len() + 2;
-        if inner > NAME_MAX {
-            return Err(MetaError::Selection(format!(
-                "network \"{network}\" on {ifname}: the network name ({} characters) with the container ID \
-                 ({} characters) is too long for the delegate result cache ({inner} > {NAME_MAX} bytes)",
-                network.len(),
-                key.container_id.len()
-            )));
-        }
+        inner
+            .check_storable(network, &key.container_id, ifname)
+            .map_err(|e| MetaError::Selection(format!("network \"{network}\" on {ifname}: {e}")))?;
     }
     Ok(())
 }
@@ -264,13 +261,14 @@ mod tests {
 
     #[test]
     fn names_too_long_for_the_cache_are_refused_up_front() {
+        let d = Path::new("/var/lib/cni/plexus");
         let k = key(&"c".repeat(64));
-        assert!(check_storable(&k, [("cluster", "eth0")]).is_ok());
+        assert!(check_storable(d, &k, [("cluster", "eth0")]).is_ok());
         let long = "n".repeat(190);
-        let e = check_storable(&k, [("cluster", "eth0"), (long.as_str(), "net1")]).unwrap_err();
+        let e = check_storable(d, &k, [("cluster", "eth0"), (long.as_str(), "net1")]).unwrap_err();
         assert_eq!(e.to_cni().code, 7);
-        assert!(e.to_string().contains("too long"), "{e}");
-        let e = check_storable(&key(&"c".repeat(250)), []).unwrap_err();
+        assert!(e.to_string().contains("more than 255"), "{e}");
+        let e = check_storable(d, &key(&"c".repeat(250)), []).unwrap_err();
         assert_eq!(e.to_cni().code, 7);
     }
 

@@ -154,6 +154,7 @@ impl<B: Backends, E: Exec + Clone, R: RouteOps> Meta<B, E, R> {
         }
         let plan = self.plan(&c, true)?;
         cache::check_storable(
+            &c.conf.cache_dir,
             &c.key,
             plan.attachments
                 .iter()
@@ -251,7 +252,7 @@ impl<B: Backends, E: Exec + Clone, R: RouteOps> Meta<B, E, R> {
                 tracing::warn!("readiness indicator file {} is missing", f.display());
             }
         }
-        if let Err(e) = cache::check_storable(&c.key, []) {
+        if let Err(e) = cache::check_storable(&c.conf.cache_dir, &c.key, []) {
             // ADD refuses such an attachment before anything is created.
             tracing::info!("nothing to delete: {e}");
             return Ok(());

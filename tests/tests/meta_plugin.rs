@@ -544,7 +544,7 @@ fn a_failed_add_never_makes_del_fail() {
                "ipam": {"type": "plexus-host-local", "subnet": "10.41.0.0/24",
                         "dataDir": "/var/lib/cni/networks"}}),
     );
-    env.add_fails_and_del_cleans("storage,long", 7, "too long");
+    env.add_fails_and_del_cleans("storage,long", 7, "more than 255");
     // A delegate that fails ADD and DEL alike: the rollback deletes the
     // others and ignores its DEL; the runtime's DEL, without a plan, must
     // not fail on it either.

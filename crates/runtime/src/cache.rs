@@ -24,6 +24,9 @@ pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni";
 /// Cache entries are small; a larger file was not written by a runtime.
 const READ_LIMIT: u64 = files::DEFAULT_READ_LIMIT;
 
+/// The longest file name Linux stores.
+pub const NAME_MAX: usize = 255;
+
 /// A temporary this old was left by a writer killed between create and
 /// rename.
 pub const STALE_TEMPORARY_AGE: Duration = Duration::from_secs(600);
@@ -113,6 +116,26 @@ impl ResultCache {
         Ok(self
             .results_dir()
             .join(format!("{net}-{container_id}-{ifname}")))
+    }
+
+    /// Whether an entry for this attachment can be written at all: its file
+    /// name must fit NAME_MAX (255 bytes). Checked before ADD runs a plugin,
+    /// so a name that cannot be cached fails before anything is created.
+    pub fn check_storable(
+        &self,
+        net: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<(), RuntimeError> {
+        let path = self.path(net, container_id, ifname)?;
+        let len = path.file_name().map_or(0, |n| n.len());
+        if len > NAME_MAX {
+            return Err(RuntimeError::Config(format!(
+                "network \"{net}\" with container ID {container_id} and interface {ifname}: the result cache's \
+                 file name would be {len} bytes, more than {NAME_MAX}; use a shorter network name"
+            )));
+        }
+        Ok(())
     }
 
     /// Write atomically (`plexus_cni::files::write_atomic`: an

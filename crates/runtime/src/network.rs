@@ -146,6 +146,8 @@ impl<E: Exec> Cni<E> {
         rt: &RuntimeConf,
     ) -> Result<CniResult, RuntimeError> {
         rt.validate(&list.name)?;
+        self.cache
+            .check_storable(&list.name, &rt.container_id, &rt.ifname)?;
         let mut prev: Option<CniResult> = None;
         for plugin in &list.plugins {
             prev =
