@@ -400,6 +400,9 @@ impl<B: Backends, E: Exec + Clone, R: RouteOps> Meta<B, E, R> {
         let mut errs = Vec::new();
         let mut lists: Vec<NetworkConfigList> = Vec::new();
         let listing = plans.list();
+        // Containers an ADD or DEL is working on right now: their delegates
+        // are not the inner GC's either.
+        let mut busy: HashSet<String> = HashSet::new();
         for why in &listing.unreadable {
             tracing::warn!("GC: ignoring unreadable plan {why}");
         }
@@ -419,7 +422,10 @@ impl<B: Backends, E: Exec + Clone, R: RouteOps> Meta<B, E, R> {
             // are): not stale, or not ours to delete now.
             let lock = match AttachmentLock::try_acquire(&c.conf.cache_dir, &p.key()) {
                 Ok(Some(l)) => l,
-                Ok(None) => continue,
+                Ok(None) => {
+                    busy.insert(p.container_id.clone());
+                    continue;
+                }
                 Err(e) => {
                     errs.push(e);
                     continue;
@@ -442,7 +448,11 @@ impl<B: Backends, E: Exec + Clone, R: RouteOps> Meta<B, E, R> {
             Ok(l) => lists.extend(l),
             Err(e) => tracing::warn!("GC: cannot load the configured networks: {e}"),
         }
-        let valid_ids: HashSet<&str> = valid.iter().map(|v| v.container_id.as_str()).collect();
+        let valid_ids: HashSet<&str> = valid
+            .iter()
+            .map(|v| v.container_id.as_str())
+            .chain(busy.iter().map(String::as_str))
+            .collect();
         let d = self.delegates(&c, None, "gc");
         // Inner attachments of a valid container are valid whatever their
         // interface name.
@@ -626,6 +636,7 @@ mod tests {
             match cmd {
                 "ADD" => self.meta.add(&req).map(|_| ()),
                 "DEL" => self.meta.del(&req),
+                "GC" => self.meta.gc(&req),
                 _ => unreachable!(),
             }
         }
@@ -677,6 +688,29 @@ mod tests {
         f.fake.del_a_fails.store(false, Ordering::SeqCst);
         f.call("DEL", &["a", "bad", "never"]).unwrap();
         assert_eq!(f.calls(), ["DEL bad", "DEL a"]);
+        assert_eq!(f.files(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn gc_leaves_an_attachment_whose_add_still_runs() {
+        let f = Fixture::new();
+        f.call("ADD", &["a", "b"]).unwrap();
+        f.calls();
+        let key = AttachmentKey {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+        };
+        // Held as by an ADD in progress (or a killed ADD's delegates).
+        let busy = AttachmentLock::try_acquire(&f.cache(), &key)
+            .unwrap()
+            .unwrap();
+        f.call("GC", &["a", "b"]).unwrap();
+        assert!(!f.calls().iter().any(|c| c.starts_with("DEL")));
+        assert!(PlanCache::new(&f.cache()).exists(&key));
+        drop(busy);
+        // Free again: not in the (empty) valid list, so GC deletes it.
+        f.call("GC", &["a", "b"]).unwrap();
+        assert_eq!(f.calls()[..2], ["DEL b", "DEL a"]);
         assert_eq!(f.files(), Vec::<String>::new());
     }
 
