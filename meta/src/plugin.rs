@@ -585,6 +585,14 @@ mod tests {
         }
     }
 
+    /// The attachment every fixture call is about.
+    fn key() -> AttachmentKey {
+        AttachmentKey {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+        }
+    }
+
     struct Fixture {
         dir: tempfile::TempDir,
         meta: Meta<LocalBackends, Fake, NetlinkRoutes>,
@@ -669,10 +677,7 @@ mod tests {
         assert!(e.details.contains("rollback failed"), "{e:?}");
         assert_eq!(f.calls(), ["ADD a", "ADD bad", "DEL bad", "DEL a"]);
         // The plan now names what was tried, the failed one marked.
-        let Read::Found(plan) = PlanCache::new(&f.cache()).read(&AttachmentKey {
-            container_id: "c1".into(),
-            ifname: "eth0".into(),
-        }) else {
+        let Read::Found(plan) = PlanCache::new(&f.cache()).read(&key()) else {
             panic!("no plan kept")
         };
         let kept: Vec<(&str, bool)> = plan
@@ -696,10 +701,7 @@ mod tests {
         let f = Fixture::new();
         f.call("ADD", &["a", "b"]).unwrap();
         f.calls();
-        let key = AttachmentKey {
-            container_id: "c1".into(),
-            ifname: "eth0".into(),
-        };
+        let key = key();
         // Held as by an ADD in progress (or a killed ADD's delegates).
         let busy = AttachmentLock::try_acquire(&f.cache(), &key)
             .unwrap()
