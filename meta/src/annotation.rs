@@ -10,6 +10,10 @@ use serde_json::{Map, Value};
 
 use crate::error::MetaError;
 
+/// The Kubernetes name rules, shared with the API client that puts these
+/// names into URLs.
+pub use plexus_k8s::{is_dns1123_label, is_dns1123_subdomain};
+
 pub const NETWORKS_KEY: &str = "k8s.v1.cni.cncf.io/networks";
 pub const DEFAULT_NETWORK_KEY: &str = "v1.multus-cni.io/default-network";
 pub const NETWORK_STATUS_KEY: &str = "k8s.v1.cni.cncf.io/network-status";
@@ -56,17 +60,6 @@ fn err(key: &'static str, msg: impl Into<String>) -> MetaError {
     }
 }
 
-/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
-pub fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    let ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    !b.is_empty()
-        && b.len() <= 63
-        && ok(&b[0])
-        && ok(&b[b.len() - 1])
-        && b.iter().all(|c| ok(c) || *c == b'-')
-}
-
 /// Multus's interface-name rule: at most 15 bytes, no whitespace or '/'.
 /// ':' is refused too because the kernel and libcni refuse it.
 pub fn check_ifname(name: &str) -> Result<(), String> {
@@ -85,20 +78,55 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A MAC address as Go's net.ParseMAC reads the common forms: 6 bytes as
-/// `aa:bb:cc:dd:ee:ff` or `aa-bb-...`.
+/// A MAC address an interface can have, in the common forms Go's
+/// net.ParseMAC reads (6 bytes as `aa:bb:cc:dd:ee:ff` or `aa-bb-...`).
+/// Multicast (broadcast included) and all-zero addresses are refused: the
+/// kernel refuses them on an interface, and a delegate would then fail
+/// every command that carries them.
 pub fn check_mac(mac: &str) -> Result<(), String> {
     let sep = if mac.contains('-') { '-' } else { ':' };
-    let parts: Vec<&str> = mac.split(sep).collect();
-    let ok = parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("invalid MAC address \"{mac}\""))
+    let bytes: Option<Vec<u8>> = mac
+        .split(sep)
+        .map(|p| {
+            (p.len() == 2)
+                .then(|| u8::from_str_radix(p, 16).ok())
+                .flatten()
+        })
+        .collect();
+    match bytes {
+        Some(b) if b.len() == 6 && b[0] & 1 == 1 => Err(format!(
+            "invalid MAC address \"{mac}\": a multicast address cannot be an interface's address"
+        )),
+        Some(b) if b.len() == 6 && b.iter().all(|x| *x == 0) => Err(format!(
+            "invalid MAC address \"{mac}\": the all-zero address cannot be an interface's address"
+        )),
+        Some(b) if b.len() == 6 => Ok(()),
+        _ => Err(format!("invalid MAC address \"{mac}\"")),
     }
+}
+
+/// The `cni-args` keys the conventions give a meaning (`ips`, `mac`) must
+/// have it: they go into every plugin's `args.cni`, and a plugin refusing
+/// them refuses DEL too. Other keys pass through untouched.
+fn check_cni_args(args: &Map<String, Value>) -> Result<(), String> {
+    if let Some(ips) = args.get("ips") {
+        let list = ips
+            .as_array()
+            .ok_or_else(|| format!("cni-args \"ips\" must be a list of addresses, got {ips}"))?;
+        for ip in list {
+            let s = ip
+                .as_str()
+                .ok_or_else(|| format!("cni-args \"ips\": {ip} is not a string"))?;
+            check_ip(s).map_err(|e| format!("cni-args \"ips\": {e}"))?;
+        }
+    }
+    if let Some(mac) = args.get("mac") {
+        let s = mac
+            .as_str()
+            .ok_or_else(|| format!("cni-args \"mac\" must be a string, got {mac}"))?;
+        check_mac(s).map_err(|e| format!("cni-args \"mac\": {e}"))?;
+    }
+    Ok(())
 }
 
 /// An address with or without a prefix length.
@@ -196,6 +224,25 @@ pub fn parse_networks(
         if n.namespace.is_empty() {
             n.namespace = default_namespace.to_string();
         }
+        // Names end up in API URLs and file lookups: Kubernetes names only.
+        if !is_dns1123_subdomain(&n.name) {
+            return Err(err(
+                key,
+                format!(
+                    "\"{}\" is not a valid network name (a Kubernetes object name: lower case alphanumeric characters, '-' or '.')",
+                    n.name
+                ),
+            ));
+        }
+        if !is_dns1123_label(&n.namespace) {
+            return Err(err(
+                key,
+                format!(
+                    "network \"{}\": \"{}\" is not a valid namespace (lower case alphanumeric characters or '-')",
+                    n.name, n.namespace
+                ),
+            ));
+        }
         let ctx = |m: String| err(key, format!("network \"{}\": {m}", n.name));
         if !n.interface.is_empty() {
             check_ifname(&n.interface).map_err(ctx)?;
@@ -203,8 +250,14 @@ pub fn parse_networks(
         if !n.mac.is_empty() {
             check_mac(&n.mac).map_err(ctx)?;
         }
-        for ip in &n.ips {
+        for (i, ip) in n.ips.iter().enumerate() {
             check_ip(ip).map_err(ctx)?;
+            if n.ips[..i].contains(ip) {
+                return Err(ctx(format!("address \"{ip}\" is requested twice")));
+            }
+        }
+        if let Some(a) = &n.cni_args {
+            check_cni_args(a).map_err(ctx)?;
         }
     }
     Ok(nets)
@@ -299,6 +352,37 @@ mod tests {
             (r#"[{"name":""}]"#, "no \"name\""),
             (r#"{"name":"a"}"#, "JSON"),
             (r#"[{"name":"a"#, "JSON"),
+            (r#"[{"name":"a","mac":"01:00:5e:00:00:01"}]"#, "multicast"),
+            (r#"[{"name":"a","mac":"ff:ff:ff:ff:ff:ff"}]"#, "multicast"),
+            (r#"[{"name":"a","mac":"00:00:00:00:00:00"}]"#, "all-zero"),
+            (
+                r#"[{"name":"a","cni-args":{"ips":"10.0.0.1"}}]"#,
+                "must be a list",
+            ),
+            (
+                r#"[{"name":"a","cni-args":{"ips":["x"]}}]"#,
+                "invalid IP address",
+            ),
+            (r#"[{"name":"a","cni-args":{"ips":[5]}}]"#, "not a string"),
+            (
+                r#"[{"name":"a","cni-args":{"mac":"03:00:00:00:00:01"}}]"#,
+                "multicast",
+            ),
+            (
+                r#"[{"name":"a","ips":["10.0.0.1/24","10.0.0.1/24"]}]"#,
+                "requested twice",
+            ),
+            (r#"[{"name":".."}]"#, "not a valid network name"),
+            (r#"[{"name":"a?watch=true"}]"#, "not a valid network name"),
+            (r#"[{"name":"a%2Fb"}]"#, "not a valid network name"),
+            (
+                r#"[{"name":"a","namespace":".."}]"#,
+                "not a valid namespace",
+            ),
+            (
+                r#"[{"name":"a","namespace":"a.b"}]"#,
+                "not a valid namespace",
+            ),
         ] {
             let e = short(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
@@ -312,5 +396,8 @@ mod tests {
         assert!(check_mac("02-00-00-00-00-0a").is_ok());
         assert!(check_ip("fd00::1/64").is_ok() && check_ip("fd00::1/129").is_err());
         assert!(check_ifname("net1").is_ok() && check_ifname("a:b").is_err());
+        assert!(is_dns1123_subdomain("a.b-c") && !is_dns1123_subdomain("a..b"));
+        assert!(!is_dns1123_subdomain(&"a".repeat(254)) && !is_dns1123_subdomain(""));
+        assert!(check_mac("02:00:00:00:00:01").is_ok());
     }
 }

@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use plexus_cni::NetConf;
+use plexus_cni::{files, NetConf};
+use plexus_runtime::NetworkConfigList;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -22,6 +23,7 @@ struct Raw {
     cluster_network: String,
     #[serde(default)]
     default_networks: Vec<String>,
+    /// Objects only (checked below): `[5]` is an error (Multus).
     #[serde(default)]
     delegates: Vec<Value>,
     #[serde(default)]
@@ -75,6 +77,22 @@ impl MetaConf {
                 "at least one of \"clusterNetwork\" or \"delegates\" must be set".into(),
             ));
         }
+        // Every inline delegate must be a usable conf or conflist, whether
+        // or not clusterNetwork makes it unused: a typo must not hide.
+        let delegates = raw.delegates;
+        for (i, d) in delegates.iter().enumerate() {
+            if !d.is_object() {
+                return Err(MetaError::Config(format!(
+                    "delegates[{i}] must be a network configuration object, got {d}"
+                )));
+            }
+            NetworkConfigList::from_any(&serde_json::to_vec(d).expect("serializes"))
+                .map_err(|e| MetaError::Config(format!("delegates[{i}]: {e}")))?;
+        }
+        let cache_dir = raw.cache_dir.unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
+        // Empty or relative, the plans and locks would land in whatever
+        // directory the runtime runs us from.
+        files::require_absolute_dir("cacheDir", &cache_dir).map_err(MetaError::Config)?;
         let global_namespaces = match raw.global_namespaces {
             // Multus: "default" is global unless the key says otherwise.
             None => vec!["default".to_string()],
@@ -89,10 +107,10 @@ impl MetaConf {
             name: conf.name.clone(),
             cluster_network: raw.cluster_network,
             default_networks: raw.default_networks,
-            delegates: raw.delegates,
+            delegates,
             kubeconfig: Some(raw.kubeconfig).filter(|s| !s.is_empty()),
             conf_dir: raw.conf_dir.unwrap_or_else(|| DEFAULT_CONF_DIR.into()),
-            cache_dir: raw.cache_dir.unwrap_or_else(|| DEFAULT_CACHE_DIR.into()),
+            cache_dir,
             bin_dir: raw.bin_dir,
             namespace_isolation: raw.namespace_isolation,
             global_namespaces,
@@ -161,6 +179,30 @@ mod tests {
             c.plugin_path(&["/p".into()]),
             [PathBuf::from("/b"), PathBuf::from("/p")]
         );
+    }
+
+    #[test]
+    fn bad_delegates_and_cache_dirs_are_refused() {
+        for (extra, says) in [
+            (r#","delegates":[5]"#, "delegates"),
+            (r#","delegates":[{"cniVersion":"1.0.0"}]"#, "delegates[0]"),
+            (r#","clusterNetwork":"c","delegates":["x"]"#, "delegates"),
+            (
+                r#","clusterNetwork":"c","cacheDir":"""#,
+                "cacheDir must not be empty",
+            ),
+            (
+                r#","clusterNetwork":"c","cniDir":"rel""#,
+                "cacheDir must be an absolute path",
+            ),
+        ] {
+            let e = conf(extra).unwrap_err();
+            assert_eq!(e.to_cni().code, 7, "{extra}");
+            assert!(e.to_string().contains(says), "{extra}: {e}");
+        }
+        let c =
+            conf(r#","delegates":[{"cniVersion":"1.0.0","name":"d","type":"bridge"}]"#).unwrap();
+        assert_eq!(c.delegates.len(), 1);
     }
 
     #[test]

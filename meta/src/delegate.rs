@@ -66,14 +66,23 @@ impl<E: Exec> Delegates<E> {
             .map_err(|e| Self::wrap(a, e))
     }
 
-    /// DEL `attachments` in reverse, past errors; all errors reported.
+    /// DEL `attachments` in reverse, past errors; all errors reported,
+    /// except those of attachments whose own ADD failed
+    /// ([`PlannedAttachment::add_failed`]), which are logged.
     pub fn del_all<'a>(
         &self,
         attachments: impl DoubleEndedIterator<Item = &'a PlannedAttachment>,
     ) -> Result<(), MetaError> {
         let errs: Vec<MetaError> = attachments
             .rev()
-            .filter_map(|a| self.del(a).err())
+            .filter_map(|a| match self.del(a) {
+                Err(e) if a.add_failed => {
+                    tracing::warn!(network = %a.name, ifname = %a.ifname,
+                        "DEL of a delegate whose ADD failed also failed (ignored): {e}");
+                    None
+                }
+                r => r.err(),
+            })
             .collect();
         MetaError::collect(errs)
     }
@@ -84,7 +93,9 @@ impl<E: Exec> Delegates<E> {
     /// that was tried (the failed ones too, which may hold half-made
     /// state such as an IPAM lease) is deleted in reverse order, and the
     /// first failure (in plan order) is returned with any rollback failure.
-    pub fn add_all(&self, plan: &Plan, parallel: bool) -> Result<Vec<CniResult>, AddFailure> {
+    /// A failed attachment's own DEL failing does not fail the rollback (see
+    /// [`PlannedAttachment::add_failed`]).
+    pub fn add_all(&self, plan: &Plan, parallel: bool) -> Result<Vec<CniResult>, Box<AddFailure>> {
         let atts = &plan.attachments;
         let mut results: Vec<Option<Result<CniResult, MetaError>>> =
             (0..atts.len()).map(|_| None).collect();
@@ -120,22 +131,26 @@ impl<E: Exec> Delegates<E> {
         if results.iter().all(|r| matches!(r, Some(Ok(_)))) {
             return Ok(results.into_iter().flatten().flatten().collect());
         }
-        let tried: Vec<&PlannedAttachment> = atts
+        let tried: Vec<PlannedAttachment> = atts
             .iter()
             .zip(&results)
-            .filter(|(_, r)| r.is_some())
-            .map(|(a, _)| a)
+            .filter_map(|(a, r)| {
+                let mut a = a.clone();
+                a.add_failed = r.as_ref()?.is_err();
+                Some(a)
+            })
             .collect();
         let error = results
             .into_iter()
             .flatten()
             .find_map(Result::err)
             .expect("a failure exists");
-        let rollback = self.del_all(tried.into_iter());
-        Err(AddFailure {
+        let rollback = self.del_all(tried.iter());
+        Err(Box::new(AddFailure {
             error,
             rollback: rollback.err(),
-        })
+            tried,
+        }))
     }
 }
 
@@ -144,15 +159,26 @@ impl<E: Exec> Delegates<E> {
 pub struct AddFailure {
     pub error: MetaError,
     pub rollback: Option<MetaError>,
+    /// The attachments that were tried, in plan order, with `add_failed`
+    /// set on those that failed: what a later DEL still has to undo.
+    pub tried: Vec<PlannedAttachment>,
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::plan::PLAN_KIND;
     use plexus_runtime::RuntimeError;
     use std::path::Path;
     use std::sync::{Arc, Mutex};
+
+    /// The value of `k` in a plugin's environment, for fake executors.
+    pub(crate) fn env_var(env: &[(String, String)], k: &str) -> String {
+        env.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
 
     /// Records (command, ifname) and fails ADD for networks named "bad*".
     #[derive(Clone, Default)]
@@ -165,17 +191,12 @@ mod tests {
             env: &[(String, String)],
             stdin: &[u8],
         ) -> Result<Vec<u8>, RuntimeError> {
-            let get = |k: &str| {
-                env.iter()
-                    .find(|(key, _)| key == k)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
-            let cmd = get("CNI_COMMAND");
-            let ifname = get("CNI_IFNAME");
+            let cmd = env_var(env, "CNI_COMMAND");
+            let ifname = env_var(env, "CNI_IFNAME");
             self.0.lock().unwrap().push((cmd.clone(), ifname.clone()));
             let conf: serde_json::Value = serde_json::from_slice(stdin).unwrap();
-            if cmd == "ADD" && conf["name"].as_str().unwrap().starts_with("bad") {
+            let name = conf["name"].as_str().unwrap();
+            if (cmd == "ADD" && name.starts_with("bad")) || name.starts_with("broken") {
                 return Err(RuntimeError::Plugin {
                     plugin: "fake".into(),
                     error: plexus_cni::CniError::plugin(120, "boom"),
@@ -211,6 +232,7 @@ mod tests {
                     cni_args: vec![],
                     capability_args: Default::default(),
                     request: None,
+                    add_failed: false,
                 })
                 .collect(),
         }
@@ -246,6 +268,26 @@ mod tests {
             calls(&fake),
             ["ADD eth0", "ADD net1", "ADD net2", "DEL net2", "DEL net1", "DEL eth0"]
         );
+    }
+
+    #[test]
+    fn a_delegate_failing_every_command_does_not_fail_the_rollback() {
+        let d = tempfile::tempdir().unwrap();
+        let fake = Fake::default();
+        let err = delegates(d.path(), &fake)
+            .add_all(&plan(&["a", "broken", "never"]), false)
+            .unwrap_err();
+        assert!(err.rollback.is_none(), "{:?}", err.rollback);
+        assert_eq!(
+            calls(&fake),
+            ["ADD eth0", "ADD net1", "DEL net1", "DEL eth0"]
+        );
+        let flags: Vec<(&str, bool)> = err
+            .tried
+            .iter()
+            .map(|a| (a.name.as_str(), a.add_failed))
+            .collect();
+        assert_eq!(flags, [("a", false), ("broken", true)]);
     }
 
     #[test]

@@ -21,6 +21,13 @@ pub enum MetaError {
     /// Where pods or NADs come from failed (code 11: try again later).
     #[error("{0}")]
     Source(String),
+    /// ADD for a container and interface that are already attached
+    /// (code 7: the runtime must DEL first).
+    #[error("{0}")]
+    AlreadyAttached(String),
+    /// Another call on the same attachment is still running (code 11).
+    #[error("{0}")]
+    Busy(String),
     /// A delegate failed; its own CNI error is passed through.
     #[error("network \"{network}\" on {ifname}: {source}")]
     Delegate {
@@ -52,14 +59,15 @@ pub enum MetaError {
 impl MetaError {
     pub fn to_cni(&self) -> CniError {
         match self {
-            MetaError::Config(_) | MetaError::Annotation { .. } | MetaError::Selection(_) => {
-                CniError::invalid_config(self.to_string())
-            }
+            MetaError::Config(_)
+            | MetaError::Annotation { .. }
+            | MetaError::Selection(_)
+            | MetaError::AlreadyAttached(_) => CniError::invalid_config(self.to_string()),
             MetaError::Kube {
                 transient: true, ..
             } => CniError::new(ErrorCode::TryAgainLater, self.to_string()),
             MetaError::Kube { .. } => CniError::invalid_config(self.to_string()),
-            MetaError::NotReady(_) | MetaError::Source(_) => {
+            MetaError::NotReady(_) | MetaError::Source(_) | MetaError::Busy(_) => {
                 CniError::new(ErrorCode::TryAgainLater, self.to_string())
             }
             MetaError::Delegate { source, .. } => {

@@ -22,14 +22,11 @@ use std::time::Duration;
 use plexus_k8s::{BlockingK8s, K8sError};
 use serde_json::{Map, Value};
 
+use crate::backends::{Backends, LocalBackends};
 use crate::config::MetaConf;
 use crate::error::MetaError;
-use crate::source::{
-    AttachmentKey, CriAnnotations, Nad, NadStore, NadStores, PodInfo, PodRef, PodSource,
-    PodSources, StatusSink,
-};
-use crate::status::NetworkStatus;
-use crate::{Backends, LocalBackends};
+use crate::source::{CriAnnotations, NadStore, NadStores, PodSource, PodSources, StatusSink};
+use crate::types::{AttachmentKey, Nad, NetworkStatus, PodInfo, PodRef};
 
 /// Connect, read and write timeout of every API request: an ADD must not
 /// hang on a dead API server.
@@ -73,7 +70,9 @@ pub fn is_transient(e: &K8sError) -> bool {
             _ => false,
         },
         K8sError::Runtime(_) => true,
-        K8sError::Kubeconfig { .. } | K8sError::NadWithoutConfig { .. } => false,
+        K8sError::Kubeconfig { .. }
+        | K8sError::NadWithoutConfig { .. }
+        | K8sError::InvalidName { .. } => false,
     }
 }
 

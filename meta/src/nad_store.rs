@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::MetaError;
-use crate::source::{Nad, NadStore};
+use crate::source::NadStore;
+use crate::types::Nad;
 
 pub const NAD_KIND: &str = "NetworkAttachmentDefinition";
 
@@ -82,9 +83,15 @@ fn load_dir(dir: &Path) -> Result<Index, String> {
     Ok(out)
 }
 
-/// The NADs in one manifest file.
+/// Manifests are small; a FIFO, a device or a huge file in attachmentsDir
+/// is refused, never read until memory runs out.
+pub const MANIFEST_READ_LIMIT: u64 = plexus_cni::files::DEFAULT_READ_LIMIT;
+
+/// The NADs in one manifest file (a regular file of at most
+/// [`MANIFEST_READ_LIMIT`] bytes).
 pub fn load_file(path: &Path) -> Result<Vec<Nad>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let text = plexus_cni::files::read_limited_string(path, MANIFEST_READ_LIMIT)
+        .map_err(|e| e.to_string())?;
     let docs: Vec<Value> = if path.extension().is_some_and(|e| e == "json") {
         vec![serde_json::from_str(&text).map_err(|e| e.to_string())?]
     } else {
@@ -184,6 +191,16 @@ mod tests {
         .unwrap();
         std::fs::write(d.path().join("c.yaml"), "kind: [").unwrap();
         std::fs::write(d.path().join("ignored.txt"), "x").unwrap();
+        // Never read: a device and an oversized manifest are skipped.
+        std::os::unix::fs::symlink("/dev/zero", d.path().join("zero.yaml")).unwrap();
+        let big = format!("# {}\n", "x".repeat(MANIFEST_READ_LIMIT as usize));
+        std::fs::write(d.path().join("big.yaml"), big).unwrap();
+        assert!(load_file(&d.path().join("zero.yaml"))
+            .unwrap_err()
+            .contains("not a regular file"));
+        assert!(load_file(&d.path().join("big.yaml"))
+            .unwrap_err()
+            .contains("larger than"));
         let s = AttachmentsDir::new(d.path());
         let blue = s.get("team", "blue").unwrap().unwrap();
         assert!(blue.config.contains("bridge"));

@@ -139,6 +139,7 @@ mod tests {
                 default_route: gws.iter().map(|g| g.parse().unwrap()).collect(),
                 ..Default::default()
             }),
+            add_failed: false,
         }
     }
 

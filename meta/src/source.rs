@@ -10,44 +10,16 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::error::MetaError;
-use crate::status::NetworkStatus;
+use crate::types::{AttachmentKey, Nad, NetworkStatus, PodInfo, PodRef};
 
 /// The runtimeConfig capability containerd and CRI-O fill with the pod's
 /// annotations.
 pub const CRI_POD_ANNOTATIONS: &str = "io.kubernetes.cri.pod-annotations";
 
-/// What the core needs to know about a pod.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PodInfo {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub annotations: BTreeMap<String, String>,
-}
-
-/// Identifies a pod (from CNI_ARGS K8S_POD_NAMESPACE/K8S_POD_NAME/K8S_POD_UID).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PodRef {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-}
-
 pub trait PodSource: Send + Sync {
     /// The pod, or `None` when this source does not know it (the next
     /// source is asked).
     fn pod(&self, pod: &PodRef) -> Result<Option<PodInfo>, MetaError>;
-}
-
-/// A NetworkAttachmentDefinition reduced to what delegation needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Nad {
-    pub namespace: String,
-    pub name: String,
-    /// `spec.config`: a conf or conflist as JSON text; empty means "the
-    /// network of this name in confDir" (Multus).
-    pub config: String,
-    pub annotations: BTreeMap<String, String>,
 }
 
 pub trait NadStore: Send + Sync {
@@ -65,14 +37,6 @@ pub trait StatusSink: Send + Sync {
         statuses: &[NetworkStatus],
     ) -> Result<(), MetaError>;
     fn remove(&self, key: &AttachmentKey) -> Result<(), MetaError>;
-}
-
-/// The meta attachment: container ID and the interface the runtime asked
-/// the meta plugin for (normally eth0).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct AttachmentKey {
-    pub container_id: String,
-    pub ifname: String,
 }
 
 /// Sources asked in order; the first that knows the pod wins.
@@ -148,7 +112,7 @@ impl PodSource for CriAnnotations {
     }
 }
 
-/// What [`crate::LocalBackends`] (no API client) puts where the API source
+/// What [`crate::backends::LocalBackends`] (no API client) puts where the API source
 /// would be: asked only when no other source knows the pod, it says so
 /// instead of silently giving the pod fewer networks than it asked for.
 /// The plugin binary uses [`crate::kube::KubeBackends`], which asks the API.

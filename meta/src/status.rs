@@ -1,76 +1,16 @@
-//! The merged network status in the shape of the
-//! `k8s.v1.cni.cncf.io/network-status` annotation (Network Plumbing WG
-//! spec), and the status file every ADD writes to cacheDir.
+//! The status file every successful ADD writes to
+//! `<cacheDir>/status/<containerID>-<ifname>.json`: who the pod is and its
+//! merged network status ([`NetworkStatus`], the shape of the
+//! `k8s.v1.cni.cncf.io/network-status` annotation).
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use plexus_cni::{CniResult, Dns};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::write_atomic;
+use crate::cache::{self, Listing, Read, STATUS_SUBDIR};
 use crate::error::MetaError;
-use crate::source::{AttachmentKey, PodRef, StatusSink};
-
-/// One element of the network-status annotation.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NetworkStatus {
-    /// `namespace/name` for a NAD, the network name otherwise.
-    pub name: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub interface: String,
-    /// Addresses without prefix length, as Multus writes them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ips: Vec<String>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub mac: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mtu: Option<u32>,
-    /// The pod's primary (cluster) network.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub default: bool,
-    #[serde(default, skip_serializing_if = "Dns::is_empty")]
-    pub dns: Dns,
-    /// Gateways of the default routes this interface holds.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub gateway: Vec<IpAddr>,
-}
-
-impl NetworkStatus {
-    /// What the pod sees of one attachment, from its delegate's result.
-    pub fn from_result(name: &str, ifname: &str, default: bool, r: &CniResult) -> Self {
-        let idx = r
-            .interfaces
-            .iter()
-            .position(|i| i.name == ifname && !i.sandbox.is_empty())
-            .or_else(|| r.interfaces.iter().position(|i| i.name == ifname));
-        let (mac, mtu) = idx
-            .map(|i| (r.interfaces[i].mac.clone(), r.interfaces[i].mtu))
-            .unwrap_or_default();
-        let ips = r
-            .ips
-            .iter()
-            .filter(|ip| ip.interface.is_none() || ip.interface == idx)
-            .map(|ip| ip.address.addr().to_string())
-            .collect();
-        let gateway = r
-            .routes
-            .iter()
-            .filter(|rt| rt.dst.prefix_len() == 0)
-            .filter_map(|rt| rt.gw)
-            .collect();
-        NetworkStatus {
-            name: name.into(),
-            interface: ifname.into(),
-            ips,
-            mac,
-            mtu,
-            default,
-            dns: r.dns.clone(),
-            gateway,
-        }
-    }
-}
+use crate::source::StatusSink;
+use crate::types::{AttachmentKey, NetworkStatus, PodRef};
 
 pub const STATUS_KIND: &str = "plexusStatusV1";
 
@@ -101,18 +41,24 @@ pub struct FileStatusSink {
 impl FileStatusSink {
     pub fn new(cache_dir: &Path) -> Self {
         FileStatusSink {
-            dir: cache_dir.join("status"),
+            dir: cache_dir.join(STATUS_SUBDIR),
         }
     }
 
     pub fn path(&self, key: &AttachmentKey) -> PathBuf {
-        self.dir
-            .join(format!("{}-{}.json", key.container_id, key.ifname))
+        self.dir.join(format!("{}.json", key.file_stem()))
     }
 
     pub fn read(&self, key: &AttachmentKey) -> Option<StatusFile> {
-        let bytes = std::fs::read(self.path(key)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        match cache::read_json::<StatusFile>(&self.path(key)) {
+            Read::Found(f) if f.kind == STATUS_KIND => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Every readable status file (`plexusctl status`), in file-name order.
+    pub fn list(&self) -> Listing<StatusFile> {
+        cache::list_json(&self.dir, |f: &StatusFile| f.kind == STATUS_KIND)
     }
 }
 
@@ -135,49 +81,17 @@ impl StatusSink for FileStatusSink {
         let bytes = serde_json::to_vec_pretty(&file).expect("status serializes");
         // Not fsynced: the status is rewritten by every ADD and is only
         // information.
-        write_atomic(&self.path(key), &bytes, "cannot write status file", false)
+        cache::write_atomic(&self.path(key), &bytes, "cannot write status file", false)
     }
 
     fn remove(&self, key: &AttachmentKey) -> Result<(), MetaError> {
-        let path = self.path(key);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(MetaError::Io {
-                what: "cannot remove status file",
-                path: path.display().to_string(),
-                source,
-            }),
-        }
+        cache::remove(&self.path(key), "cannot remove status file")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn status_from_result() {
-        let r = CniResult::from_value(&json!({
-            "interfaces": [
-                {"name": "br0", "mac": "aa:aa:aa:aa:aa:aa"},
-                {"name": "net1", "mac": "02:00:00:00:00:01", "sandbox": "/var/run/netns/p"}
-            ],
-            "ips": [{"address": "10.1.0.5/24", "gateway": "10.1.0.1", "interface": 1}],
-            "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}],
-            "dns": {"nameservers": ["10.1.0.53"]}
-        }))
-        .unwrap();
-        let s = NetworkStatus::from_result("team/blue", "net1", false, &r);
-        let v = serde_json::to_value(&s).unwrap();
-        assert_eq!(
-            v,
-            json!({"name": "team/blue", "interface": "net1", "ips": ["10.1.0.5"],
-                   "mac": "02:00:00:00:00:01", "dns": {"nameservers": ["10.1.0.53"]},
-                   "gateway": ["10.1.0.1"]})
-        );
-    }
 
     #[test]
     fn status_file_roundtrip() {
@@ -200,5 +114,10 @@ mod tests {
         sink.remove(&key).unwrap();
         sink.remove(&key).unwrap();
         assert!(sink.read(&key).is_none());
+        sink.publish(&key, &PodRef::default(), &st).unwrap();
+        std::fs::write(sink.dir.join("junk.json"), "[").unwrap();
+        let l = sink.list();
+        assert_eq!(l.items.len(), 1);
+        assert_eq!(l.unreadable.len(), 1);
     }
 }

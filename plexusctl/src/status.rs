@@ -1,14 +1,15 @@
 //! `plexusctl status`: every attachment the meta plugin made on this node,
-//! read from its cacheDir (plans and status files; see meta/README.md), so
-//! it works without the API server.
+//! read from its cacheDir through the meta plugin's own API
+//! (`plexus_meta::cache::PlanCache`, `plexus_meta::status::FileStatusSink`),
+//! so it works without the API server and never hard-codes the layout.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use plexus_meta::plan::{Plan, PLAN_KIND};
-use plexus_meta::status::{StatusFile, STATUS_KIND};
+use plexus_meta::cache::PlanCache;
+use plexus_meta::status::FileStatusSink;
 use serde::Serialize;
 
 #[derive(Args)]
@@ -36,19 +37,6 @@ pub struct Row {
     pub state: &'static str,
 }
 
-fn json_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "json"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 fn pod_name(ns: &str, name: &str) -> String {
     match (ns.is_empty(), name.is_empty()) {
         (_, true) => "-".into(),
@@ -62,15 +50,11 @@ fn pod_name(ns: &str, name: &str) -> String {
 pub fn collect(cache_dir: &Path) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut attached = std::collections::HashSet::new();
-    for f in json_files(&cache_dir.join("status")) {
-        let parsed = std::fs::read(&f)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<StatusFile>(&b).ok())
-            .filter(|s| s.kind == STATUS_KIND);
-        let Some(s) = parsed else {
-            eprintln!("plexusctl: skipping unreadable status file {}", f.display());
-            continue;
-        };
+    let statuses = FileStatusSink::new(cache_dir).list();
+    for why in &statuses.unreadable {
+        eprintln!("plexusctl: skipping unreadable status file {why}");
+    }
+    for s in statuses.items {
         attached.insert((s.container_id.clone(), s.ifname.clone()));
         for n in s.network_status {
             rows.push(Row {
@@ -85,15 +69,11 @@ pub fn collect(cache_dir: &Path) -> Vec<Row> {
             });
         }
     }
-    for f in json_files(&cache_dir.join("plans")) {
-        let parsed = std::fs::read(&f)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Plan>(&b).ok())
-            .filter(|p| p.kind == PLAN_KIND);
-        let Some(p) = parsed else {
-            eprintln!("plexusctl: skipping unreadable plan {}", f.display());
-            continue;
-        };
+    let plans = PlanCache::new(cache_dir).list();
+    for why in &plans.unreadable {
+        eprintln!("plexusctl: skipping unreadable plan {why}");
+    }
+    for p in plans.items {
         if attached.contains(&(p.container_id.clone(), p.ifname.clone())) {
             continue;
         }

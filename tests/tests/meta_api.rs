@@ -337,3 +337,43 @@ fn del_without_a_plan_and_without_the_pod_still_cleans_up() {
     env.run("del", None).ok();
     env.assert_clean();
 }
+
+#[test]
+fn names_that_are_not_kubernetes_names_never_reach_the_api() {
+    require_root!();
+    require_reference_plugins!();
+    let env = Env::new();
+    for bad in [
+        r#"[{"name":".."}]"#,
+        r#"[{"name":"apinet?watch=true"}]"#,
+        r#"[{"name":"a%2Fb"}]"#,
+        r#"[{"name":"apinet","namespace":".."}]"#,
+        r#"[{"name":"apinet","namespace":"default?x=1"}]"#,
+    ] {
+        let before = env.requests().len();
+        let err = env.run("add", Some(bad)).err();
+        assert_eq!(err["code"], 7, "{bad}: {err}");
+        assert_eq!(env.requests()[before..], [] as [String; 0], "{bad}");
+        env.assert_clean();
+    }
+    // The pod's own name from CNI_ARGS goes into the pod GET's URL.
+    let before = env.requests().len();
+    let out = env.sb.ctl(
+        &env.node,
+        "add",
+        "plexus",
+        Some(&env.pod.path()),
+        &[(
+            "CNI_ARGS",
+            "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web%2F..%2Fx",
+        )],
+    );
+    let err = out.err();
+    assert_eq!(err["code"], 7, "{err}");
+    assert!(
+        err["msg"].as_str().unwrap().contains("K8S_POD_NAME"),
+        "{err}"
+    );
+    assert_eq!(env.requests()[before..], [] as [String; 0]);
+    env.assert_clean();
+}

@@ -473,3 +473,336 @@ fn readiness_indicator_file_gates_add() {
     env.del("storage").ok();
     env.assert_clean();
 }
+
+impl Env {
+    /// Set `key` on the plexus entry of the installed conflist.
+    fn set_key(&self, key: &str, value: Value) {
+        let path = self.sb.conf_dir.join("00-plexus.conflist");
+        let mut conf: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        conf["plugins"][0][key] = value;
+        self.sb.write_conf("00-plexus.conflist", &conf);
+    }
+
+    /// A test plugin `name` (a shell script) in the entry's `binDir`.
+    fn plugin_script(&self, name: &str, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = self.sb.dir.path().join("test-bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let p = bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        self.set_key("binDir", json!(bin));
+    }
+
+    /// ADD fails with `code` and a message containing `says`, nothing is
+    /// left, and DEL (the runtime's clean-up) succeeds and leaves nothing.
+    fn add_fails_and_del_cleans(&self, networks: &str, code: u64, says: &str) {
+        let err = self.add(networks).err();
+        assert_eq!(err["code"], code, "{networks}: {err}");
+        let msg = err["msg"].as_str().unwrap();
+        assert!(msg.contains(says), "{networks}: {msg}");
+        self.assert_clean();
+        self.del(networks).ok();
+        self.assert_clean();
+    }
+}
+
+/// A plugin that answers every command with an error.
+const BROKEN_PLUGIN: &str = r#"cat >/dev/null; echo '{"cniVersion":"1.0.0","code":100,"msg":"broken for every command"}'; exit 1"#;
+
+#[test]
+fn a_failed_add_never_makes_del_fail() {
+    require_root!();
+    require_reference_plugins!();
+    let env = Env::new(json!({}));
+    // Refused while planning: nothing runs.
+    env.add_fails_and_del_cleans(
+        r#"[{"name":"storage","mac":"01:00:5e:00:00:01"}]"#,
+        7,
+        "multicast",
+    );
+    env.add_fails_and_del_cleans(
+        r#"[{"name":"data","cni-args":{"ips":"10.20.0.9"}}]"#,
+        7,
+        "cni-args \"ips\"",
+    );
+    env.add_fails_and_del_cleans(
+        r#"[{"name":"data","cni-args":{"ips":["10.20.0.300"]}}]"#,
+        7,
+        "invalid IP address",
+    );
+    // A network name too long for the delegate result cache (its file name
+    // is network-containerID-ifname; plexusctl's IDs have 28 characters,
+    // kubelet's 64): refused before the delegate runs, which then made it
+    // impossible to roll back.
+    let long = "n".repeat(230);
+    env.write_nad(
+        "long.json",
+        "default",
+        "long",
+        json!({"cniVersion": "1.0.0", "name": long, "type": "ptp",
+               "ipam": {"type": "plexus-host-local", "subnet": "10.41.0.0/24",
+                        "dataDir": "/var/lib/cni/networks"}}),
+    );
+    env.add_fails_and_del_cleans("storage,long", 7, "more than 255");
+    // A delegate that fails ADD and DEL alike: the rollback deletes the
+    // others and ignores its DEL; the runtime's DEL, without a plan, must
+    // not fail on it either.
+    env.plugin_script("broken", BROKEN_PLUGIN);
+    env.write_nad(
+        "broken.json",
+        "default",
+        "broken",
+        json!({"cniVersion": "1.0.0", "type": "broken"}),
+    );
+    env.add_fails_and_del_cleans("storage,broken", 100, "broken for every command");
+    env.add_fails_and_del_cleans("broken", 100, "broken for every command");
+}
+
+#[test]
+fn a_second_add_leaves_the_first_attachment_alone() {
+    require_root!();
+    require_reference_plugins!();
+    let env = Env::new(json!({}));
+    env.add("storage").ok();
+    let links = env.pod_links();
+    let leases = env.leases();
+    assert_eq!(links, ["eth0", "net1"]);
+    let err = env.add("storage").err();
+    assert_eq!(err["code"], 7, "{err}");
+    assert!(
+        err["msg"].as_str().unwrap().contains("already attached"),
+        "{err}"
+    );
+    // Nothing of the first ADD was rolled back.
+    assert_eq!(env.pod_links(), links);
+    assert_eq!(env.leases(), leases);
+    assert!(env.pod.ping("10.88.0.1"));
+    env.del("storage").ok();
+    env.assert_clean();
+}
+
+#[test]
+fn silently_ignored_requests_are_refused() {
+    require_root!();
+    require_reference_plugins!();
+    let env = Env::new(json!({}));
+    // A NAD whose plugins do not take the ips capability can receive one
+    // address (CNI_ARGS IP), not two.
+    env.write_nad(
+        "plain.json",
+        "default",
+        "plain",
+        json!({"cniVersion": "1.0.0", "type": "ptp",
+               "ipam": {"type": "plexus-host-local", "subnet": "10.42.0.0/24",
+                        "dataDir": "/var/lib/cni/networks"}}),
+    );
+    env.add_fails_and_del_cleans(
+        r#"[{"name":"plain","ips":["10.42.0.7/24","10.42.0.8/24"]}]"#,
+        7,
+        "\"ips\" capability",
+    );
+    env.add(r#"[{"name":"plain","ips":["10.42.0.7/24"]}]"#).ok();
+    assert_eq!(env.pod.addrs("net1"), ["10.42.0.7/24"]);
+    env.del("").ok();
+    env.assert_clean();
+    // Inline delegates that are not network configurations.
+    for bad in [json!([5]), json!(["x"]), json!([{"cniVersion": "1.0.0"}])] {
+        env.set_key("delegates", bad.clone());
+        let err = env.add("").err();
+        assert_eq!(err["code"], 7, "{bad}: {err}");
+        assert!(
+            err["msg"].as_str().unwrap().contains("delegates[0]"),
+            "{err}"
+        );
+        env.assert_clean();
+    }
+}
+
+#[test]
+fn config_and_manifest_files_are_read_bounded() {
+    require_root!();
+    require_reference_plugins!();
+    let env = Env::new(json!({}));
+    // A FIFO (no writer: reading it would hang) and /dev/zero (reading it
+    // never ends) among the manifests and in confDir must be skipped.
+    for dir in [&env.attachments, &env.plexus_dir] {
+        let fifo = dir.join("00-fifo.yaml");
+        plexus_tests::run_ok(std::process::Command::new("mkfifo").arg(&fifo));
+        std::os::unix::fs::symlink("/dev/zero", dir.join("00-zero.json")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join("00-zero.conflist")).unwrap();
+    }
+    env.add("storage").ok();
+    assert_eq!(env.pod_links(), ["eth0", "net1"]);
+    env.del("storage").ok();
+    env.assert_clean();
+}
+
+#[test]
+fn cache_dir_must_be_absolute_and_stale_temporaries_go() {
+    require_root!();
+    require_reference_plugins!();
+    let env = Env::new(json!({}));
+    for bad in ["", "relative/cache"] {
+        env.set_key("cacheDir", json!(bad));
+        let err = env.add("storage").err();
+        assert_eq!(err["code"], 7, "{bad:?}: {err}");
+        assert!(err["msg"].as_str().unwrap().contains("cacheDir"), "{err}");
+        env.assert_clean();
+    }
+    env.set_key("cacheDir", json!(env.cache));
+    // What a plugin killed between create and rename left, long ago.
+    let plans = env.cache.join("plans");
+    std::fs::create_dir_all(&plans).unwrap();
+    // Ours, and the `.<name>.tmp.<pid>` of the writer before it.
+    let stale = [
+        plans.join(".plexus-tmp.c-eth0.json.1.0"),
+        plans.join(".c-eth0.json.tmp.4242"),
+    ];
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for f in &stale {
+        std::fs::write(f, "{").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    env.add("storage").ok();
+    env.del("storage").ok();
+    for f in &stale {
+        assert!(!f.exists(), "{} left", f.display());
+    }
+    env.assert_clean();
+}
+
+/// Wait (without a time limit that could pass a test) for `cond`; a guard
+/// against hanging forever fails the test after a generous while.
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "gave up waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Running, not gone and not a zombie waiting for a parent to reap it.
+fn pid_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // The state follows the command name in parentheses.
+            let state = s.rsplit_once(')')?.1.trim_start().chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
+fn read_pid(path: &std::path::Path) -> i32 {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Kills (SIGKILL) the processes whose pids the files name, if still there.
+struct KillOnDrop(Vec<std::path::PathBuf>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let Some(pid) = std::fs::read_to_string(f)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid_alive(pid) {
+                // SAFETY: kill(2) on a pid a process of this test recorded.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+#[test]
+fn del_waits_for_the_delegates_of_a_killed_add() {
+    require_root!();
+    require_reference_plugins!();
+    let env = Env::new(json!({}));
+    let state = env.sb.dir.path().join("slow-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let s = state.display();
+    // ADD hands its work to a child that outlives the plugin (as an IPAM
+    // call does) and waits for it; the child "takes a lease" only when the
+    // test says so. DEL gives the lease back.
+    env.plugin_script(
+        "slowpoke",
+        &format!(
+            r#"cat >/dev/null
+case "$CNI_COMMAND" in
+ADD)
+  echo $PPID > {s}/meta.tmp && mv {s}/meta.tmp {s}/meta.pid
+  ( while [ ! -e {s}/go ]; do [ -d {s} ] || exit 0; sleep 0.02; done; touch {s}/lease-$CNI_CONTAINERID ) &
+  echo $! > {s}/worker.tmp && mv {s}/worker.tmp {s}/worker.pid
+  wait
+  printf '{{"cniVersion":"1.0.0","interfaces":[{{"name":"%s","sandbox":"%s"}}]}}' "$CNI_IFNAME" "$CNI_NETNS"
+  ;;
+DEL)
+  rm -f {s}/lease-$CNI_CONTAINERID
+  ;;
+esac"#
+        ),
+    );
+    env.write_nad(
+        "slow.json",
+        "default",
+        "slow",
+        json!({"cniVersion": "1.0.0", "type": "slowpoke"}),
+    );
+    let log = env.sb.dir.path().join("plexus.log");
+    // If the test fails half-way, the processes it started must not live on.
+    let _reap = KillOnDrop(vec![state.join("meta.pid"), state.join("worker.pid")]);
+    std::thread::scope(|scope| {
+        let add = scope.spawn(|| env.add("storage,slow"));
+        wait_for("the slow delegate's worker", || {
+            state.join("worker.pid").exists() && state.join("meta.pid").exists()
+        });
+        // The runtime's timeout: kill -9 of the meta plugin mid-ADD.
+        let meta = read_pid(&state.join("meta.pid"));
+        // SAFETY: kill(2) on a pid we read from the plugin it started.
+        assert_eq!(unsafe { libc::kill(meta, libc::SIGKILL) }, 0);
+        let out = add.join().unwrap();
+        assert!(!out.success, "ADD of a killed plugin succeeded");
+        let worker = read_pid(&state.join("worker.pid"));
+        assert!(pid_alive(worker), "the worker must outlive the plugin");
+
+        // The runtime's DEL comes while the worker still runs: it must wait
+        // for it (the worker holds the attachment lock it inherited).
+        let del = scope.spawn(|| env.del("storage,slow"));
+        wait_for("DEL to wait for the attachment lock", || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("waiting for the attachment lock")
+        });
+        std::fs::write(state.join("go"), "").unwrap();
+        del.join().unwrap().ok();
+        // Everything settles: the worker is gone, and DEL came after it.
+        wait_for("the worker to exit", || !pid_alive(worker));
+    });
+    let leases: Vec<String> = CniSandbox::files_under(&state)
+        .into_iter()
+        .filter(|f| f.starts_with("lease-"))
+        .collect();
+    assert_eq!(
+        leases,
+        Vec::<String>::new(),
+        "the killed ADD's lease leaked"
+    );
+    env.assert_clean();
+}

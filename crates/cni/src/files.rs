@@ -133,13 +133,20 @@ fn create_temp(dir: &Path, target: &Path) -> io::Result<(PathBuf, File)> {
 /// Remove temporary files of ours in `dir` older than `age`: what a killed
 /// writer left between create and rename. Returns how many went.
 pub fn sweep_stale_temporaries(dir: &Path, age: Duration) -> usize {
+    sweep_old_files(dir, age, |name| name.starts_with(TEMP_MARKER))
+}
+
+/// Remove the files in `dir` whose name `is_temporary` accepts and that are
+/// older than `age` (for temporaries of other writers, e.g. an earlier
+/// naming scheme). Returns how many went.
+pub fn sweep_old_files(dir: &Path, age: Duration, is_temporary: impl Fn(&str) -> bool) -> usize {
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
     };
     let now = SystemTime::now();
     let mut removed = 0;
     for e in entries.flatten() {
-        if !e.file_name().to_string_lossy().starts_with(TEMP_MARKER) {
+        if !is_temporary(&e.file_name().to_string_lossy()) {
             continue;
         }
         // DirEntry::metadata is lstat: a planted symlink is judged (and

@@ -31,6 +31,75 @@ pub enum K8sError {
     NadWithoutConfig { namespace: String, name: String },
     #[error("cannot start the API client runtime: {0}")]
     Runtime(std::io::Error),
+    /// A name that is not a Kubernetes name never reaches a URL.
+    #[error("invalid {what} {name:?}: not a Kubernetes name ({rule})")]
+    InvalidName {
+        what: &'static str,
+        name: String,
+        rule: &'static str,
+    },
+}
+
+const LABEL_RULE: &str = "DNS-1123 label: at most 63 lower case alphanumeric characters or '-', \
+                          starting and ending with an alphanumeric character";
+const SUBDOMAIN_RULE: &str =
+    "DNS-1123 subdomain: at most 253 characters, dot-separated DNS-1123 labels";
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters: a namespace.
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    let ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !b.is_empty()
+        && b.len() <= 63
+        && ok(&b[0])
+        && ok(&b[b.len() - 1])
+        && b.iter().all(|c| ok(c) || *c == b'-')
+}
+
+/// Dot-separated DNS-1123 labels, at most 253 characters: an object name
+/// (pods, NetworkAttachmentDefinitions).
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+fn check_namespace(namespace: &str) -> Result<(), K8sError> {
+    if is_dns1123_label(namespace) {
+        Ok(())
+    } else {
+        Err(K8sError::InvalidName {
+            what: "namespace",
+            name: namespace.into(),
+            rule: LABEL_RULE,
+        })
+    }
+}
+
+fn check_object_name(what: &'static str, name: &str) -> Result<(), K8sError> {
+    if is_dns1123_subdomain(name) {
+        Ok(())
+    } else {
+        Err(K8sError::InvalidName {
+            what,
+            name: name.into(),
+            rule: SUBDOMAIN_RULE,
+        })
+    }
+}
+
+/// A URL path segment: everything but RFC 3986's unreserved characters
+/// percent-encoded. Names are validated first, so this changes nothing for
+/// a valid name; it is the second wall should a check ever be loosened
+/// (kube puts names into the path as they are).
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// What Plexus reads of a pod.
@@ -108,9 +177,11 @@ impl K8s {
 
     /// The pod, or `None` when the API says it does not exist.
     pub async fn pod(&self, namespace: &str, name: &str) -> Result<Option<PodInfo>, K8sError> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        check_namespace(namespace)?;
+        check_object_name("pod name", name)?;
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &path_segment(namespace));
         let pod = api
-            .get_opt(name)
+            .get_opt(&path_segment(name))
             .await
             .map_err(Self::api_err(format!("get pod {namespace}/{name}")))?;
         Ok(pod.map(|p| PodInfo {
@@ -127,11 +198,19 @@ impl K8s {
         namespace: &str,
         name: &str,
     ) -> Result<Option<String>, K8sError> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), namespace, &nad_resource());
-        let Some(obj) = api.get_opt(name).await.map_err(Self::api_err(format!(
-            "get network-attachment-definition {namespace}/{name}"
-        )))?
+        check_namespace(namespace)?;
+        check_object_name("network-attachment-definition name", name)?;
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &path_segment(namespace),
+            &nad_resource(),
+        );
+        let Some(obj) = api
+            .get_opt(&path_segment(name))
+            .await
+            .map_err(Self::api_err(format!(
+                "get network-attachment-definition {namespace}/{name}"
+            )))?
         else {
             return Ok(None);
         };
@@ -157,15 +236,21 @@ impl K8s {
         name: &str,
         status_json: &str,
     ) -> Result<(), K8sError> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        check_namespace(namespace)?;
+        check_object_name("pod name", name)?;
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &path_segment(namespace));
         let patch = serde_json::json!({
             "metadata": {"annotations": {NETWORK_STATUS_ANNOTATION: status_json}}
         });
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(Self::api_err(format!(
-                "patch status of pod {namespace}/{name}"
-            )))?;
+        api.patch_status(
+            &path_segment(name),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Self::api_err(format!(
+            "patch status of pod {namespace}/{name}"
+        )))?;
         Ok(())
     }
 }
@@ -203,5 +288,32 @@ impl BlockingK8s {
     ) -> Result<(), K8sError> {
         self.rt
             .block_on(self.inner.set_network_status(namespace, name, status_json))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_escaped() {
+        assert!(is_dns1123_label("kube-system") && !is_dns1123_label("a.b"));
+        assert!(is_dns1123_subdomain("net.v1-a") && !is_dns1123_subdomain("a..b"));
+        for bad in [
+            "..",
+            "a?watch=true",
+            "a%2Fb",
+            "A",
+            "",
+            "a/b",
+            &"a".repeat(254),
+        ] {
+            assert!(check_object_name("pod name", bad).is_err(), "{bad}");
+            assert!(check_namespace(bad).is_err(), "{bad}");
+        }
+        assert!(check_namespace(&"a".repeat(64)).is_err());
+        assert_eq!(path_segment("web-1.x"), "web-1.x");
+        assert_eq!(path_segment("a?watch=true"), "a%3Fwatch%3Dtrue");
+        assert_eq!(path_segment("../%2F"), "..%2F%252F");
     }
 }

@@ -4,10 +4,12 @@
 //! directory. A node can move between Plexus and a Go runtime and each finds
 //! the other's cached results (DEL needs them to pass prevResult).
 
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use plexus_cni::files;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -18,6 +20,23 @@ use crate::error::RuntimeError;
 pub const CACHE_KIND: &str = "cniCacheV1";
 /// libcni's default.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni";
+
+/// Cache entries are small; a larger file was not written by a runtime.
+const READ_LIMIT: u64 = files::DEFAULT_READ_LIMIT;
+
+/// The longest file name Linux stores.
+pub const NAME_MAX: usize = 255;
+
+/// A temporary this old was left by a writer killed between create and
+/// rename.
+pub const STALE_TEMPORARY_AGE: Duration = Duration::from_secs(600);
+
+/// A name too long to be stored was never stored: reading or deleting it is
+/// "not found", so DEL of an attachment whose cache file could not be
+/// written does not fail on it again.
+fn is_absent(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidFilename)
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CachedAttachment {
@@ -99,12 +118,41 @@ impl ResultCache {
             .join(format!("{net}-{container_id}-{ifname}")))
     }
 
-    /// Write atomically (temp file + rename) so a crash never leaves a
-    /// half-written entry that would block DEL.
+    /// Whether an entry for this attachment can be written at all: its file
+    /// name must fit NAME_MAX (255 bytes). Checked before ADD runs a plugin,
+    /// so a name that cannot be cached fails before anything is created.
+    pub fn check_storable(
+        &self,
+        net: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<(), RuntimeError> {
+        let path = self.path(net, container_id, ifname)?;
+        let len = path.file_name().map_or(0, |n| n.len());
+        if len > NAME_MAX {
+            return Err(RuntimeError::Config(format!(
+                "network \"{net}\" with container ID {container_id} and interface {ifname}: the result cache's \
+                 file name would be {len} bytes, more than {NAME_MAX}; use a shorter network name"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Write atomically (`plexus_cni::files::write_atomic`: an
+    /// O_EXCL|O_NOFOLLOW temporary, fsync, rename; 0600 in a 0700
+    /// directory) so a crash never leaves a half-written entry that would
+    /// block DEL, and a planted symlink is never written through.
     pub fn write(&self, entry: &CachedAttachment) -> Result<(), RuntimeError> {
         let path = self.path(&entry.network_name, &entry.container_id, &entry.if_name)?;
         let bytes = serde_json::to_vec(entry).expect("cache entry serializes");
-        write_atomic(&path, &bytes, true)
+        files::write_atomic(&path, &bytes, true)
+            .map_err(|source| RuntimeError::Cache { path, source })
+    }
+
+    /// Remove temporaries that killed writers left in the results directory.
+    pub fn sweep_stale_temporaries(&self) -> usize {
+        files::sweep_stale_temporaries(&self.results_dir(), STALE_TEMPORARY_AGE)
+            + sweep_legacy_temporaries(&self.results_dir(), STALE_TEMPORARY_AGE)
     }
 
     pub fn read(
@@ -114,9 +162,9 @@ impl ResultCache {
         ifname: &str,
     ) -> Result<Option<CachedAttachment>, RuntimeError> {
         let path = self.path(net, container_id, ifname)?;
-        let bytes = match fs::read(&path) {
+        let bytes = match files::read_limited(&path, READ_LIMIT) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if is_absent(&e) => return Ok(None),
             Err(source) => return Err(RuntimeError::Cache { path, source }),
         };
         Ok(parse_entry(&bytes, net, container_id, ifname))
@@ -126,7 +174,7 @@ impl ResultCache {
         let path = self.path(net, container_id, ifname)?;
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) if is_absent(&e) => Ok(()),
             Err(source) => Err(RuntimeError::Cache { path, source }),
         }
     }
@@ -143,7 +191,14 @@ impl ResultCache {
         };
         let mut out = Vec::new();
         for ent in rd.filter_map(Result::ok) {
-            let Ok(bytes) = fs::read(ent.path()) else {
+            if ent
+                .file_name()
+                .to_string_lossy()
+                .starts_with(files::TEMP_MARKER)
+            {
+                continue;
+            }
+            let Ok(bytes) = files::read_limited(&ent.path(), READ_LIMIT) else {
                 continue;
             };
             match serde_json::from_slice::<CachedAttachment>(&bytes) {
@@ -164,6 +219,17 @@ impl ResultCache {
         });
         Ok(out)
     }
+}
+
+/// Remove what the writer before `plexus_cni::files::write_atomic` left when
+/// it was killed: `.<name>.tmp.<pid>`, older than `age`. Returns how many.
+pub fn sweep_legacy_temporaries(dir: &Path, age: Duration) -> usize {
+    files::sweep_old_files(dir, age, |name| {
+        name.starts_with('.')
+            && name
+                .rsplit_once(".tmp.")
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 /// Files written by old libcni versions hold only the result; accept them.
@@ -189,44 +255,6 @@ fn parse_entry(bytes: &[u8], net: &str, cid: &str, ifname: &str) -> Option<Cache
             })
         }
     }
-}
-
-/// Write `bytes` to `path` so a reader sees the old file or the new one,
-/// never half of one (temp file in the same directory, then rename), mode
-/// 0600 with parents created 0700. `durable` adds an fsync before the
-/// rename, for state that must survive a crash or a reboot.
-pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), RuntimeError> {
-    let parent = path.parent().expect("cache paths have a parent");
-    let err = |source| RuntimeError::Cache {
-        path: path.to_path_buf(),
-        source,
-    };
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(parent)
-        .map_err(err)?;
-    let tmp = parent.join(format!(
-        ".{}.tmp.{}",
-        path.file_name().expect("has a name").to_string_lossy(),
-        std::process::id()
-    ));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    if durable {
-        f.sync_data().map_err(err)?;
-    }
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        err(e)
-    })
 }
 
 #[cfg(test)]
@@ -313,6 +341,44 @@ mod tests {
             0,
             "legacy and garbage files are not listed"
         );
+    }
+
+    #[test]
+    fn legacy_temporaries_of_killed_writers_are_swept() {
+        let d = tempfile::tempdir().unwrap();
+        let results = d.path().join("results");
+        fs::create_dir_all(&results).unwrap();
+        let old = std::time::SystemTime::now() - 2 * STALE_TEMPORARY_AGE;
+        for name in [".n-c1-eth0.tmp.4242", "n-c1-eth0", ".n-c2-eth0.tmp.x"] {
+            fs::write(results.join(name), "x").unwrap();
+            fs::File::options()
+                .write(true)
+                .open(results.join(name))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        fs::write(results.join(".n-c3-eth0.tmp.7"), "x").unwrap();
+        assert_eq!(ResultCache::new(d.path()).sweep_stale_temporaries(), 1);
+        assert!(!results.join(".n-c1-eth0.tmp.4242").exists());
+        assert!(results.join("n-c1-eth0").exists());
+        assert!(results.join(".n-c2-eth0.tmp.x").exists());
+        assert!(results.join(".n-c3-eth0.tmp.7").exists(), "too young");
+    }
+
+    #[test]
+    fn names_too_long_to_store_read_as_absent() {
+        let d = tempfile::tempdir().unwrap();
+        let c = ResultCache::new(d.path());
+        let long = "n".repeat(300);
+        assert!(c.read(&long, "c1", "eth0").unwrap().is_none());
+        c.delete(&long, "c1", "eth0").unwrap();
+        assert!(c
+            .write(&CachedAttachment {
+                network_name: long,
+                ..entry()
+            })
+            .is_err());
     }
 
     #[test]

@@ -85,6 +85,7 @@ impl Exec for RawExec {
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
+            die_with_parent(&mut cmd);
             match cmd.spawn() {
                 Ok(mut child) => {
                     let mut sin = child.stdin.take().expect("piped");
@@ -118,6 +119,32 @@ impl Exec for RawExec {
             plugin: plugin_name(plugin),
             error: plugin_error(&output.stdout, &output.stderr, output.status),
         })
+    }
+}
+
+/// A plugin dies with the process that runs it (PR_SET_PDEATHSIG). A
+/// runtime that kills its plugin on a timeout (kill -9) must not leave that
+/// plugin's delegates running on: they would finish their ADD after the
+/// runtime's DEL and leak what they made. The signal follows the *thread*
+/// that spawned the child, which here is the one waiting for it.
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid is async-signal-safe and has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs between fork and exec and calls only
+    // async-signal-safe functions (prctl, getppid); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl: then no signal
+            // will ever come, so do not start at all.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
     }
 }
 
@@ -190,6 +217,35 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["cmd"], "ADD");
         assert_eq!(v["stdin"]["a"], 1);
+    }
+
+    #[test]
+    fn plugins_are_told_to_die_with_their_parent() {
+        let d = tempfile::tempdir().unwrap();
+        // Without the parent-death signal the script would run to the end
+        // and waitpid below would see it exit normally with the marker made.
+        let marker = d.path().join("survived");
+        let p = script(
+            d.path(),
+            "sleeper",
+            &format!("sleep 2; touch {}", marker.display()),
+        );
+        let t = std::thread::spawn(move || {
+            // The thread that spawned the plugin goes away at once.
+            let mut cmd = Command::new(&p);
+            cmd.stdout(Stdio::null());
+            die_with_parent(&mut cmd);
+            cmd.spawn().unwrap().id()
+        });
+        let pid = t.join().unwrap();
+        // Reap it: the kill arrives when the spawning thread exits.
+        let mut status = 0;
+        // SAFETY: waitpid on our own child with a valid out pointer.
+        let rc = unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+        assert_eq!(rc, pid as i32);
+        assert!(libc::WIFSIGNALED(status), "status {status:#x}");
+        assert_eq!(libc::WTERMSIG(status), libc::SIGKILL);
+        assert!(!marker.exists());
     }
 
     #[test]

@@ -146,6 +146,8 @@ impl<E: Exec> Cni<E> {
         rt: &RuntimeConf,
     ) -> Result<CniResult, RuntimeError> {
         rt.validate(&list.name)?;
+        self.cache
+            .check_storable(&list.name, &rt.container_id, &rt.ifname)?;
         let mut prev: Option<CniResult> = None;
         for plugin in &list.plugins {
             prev =
@@ -273,6 +275,7 @@ impl<E: Exec> Cni<E> {
         if list.disable_gc {
             return Ok(());
         }
+        self.cache.sweep_stale_temporaries();
         let mut errs = Vec::new();
         for cached in self.cache.list(Some(&list.name))? {
             let still_valid = valid

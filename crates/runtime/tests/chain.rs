@@ -295,3 +295,23 @@ fn missing_plugin_and_invalid_runtime_conf() {
         .is_err());
     assert!(f.calls().is_empty(), "nothing runs for invalid input");
 }
+
+#[test]
+fn a_network_name_too_long_to_cache_fails_before_any_plugin_and_del_still_works() {
+    let f = fixture();
+    let long = "n".repeat(250);
+    let l = NetworkConfigList::from_bytes(
+        &serde_json::to_vec(
+            &json!({"cniVersion": "1.0.0", "name": long, "plugins": [{"type": "a"}]}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let err = f.cni.add_network_list(&l, &rt("c1")).unwrap_err();
+    assert_eq!(err.to_cni().code, 7, "{err}");
+    assert!(err.to_string().contains("more than 255"), "{err}");
+    assert_eq!(f.seq(), [] as [String; 0]);
+    // DEL of what could never be cached reads "no cached result".
+    f.cni.del_network_list(&l, &rt("c1")).unwrap();
+    assert_eq!(f.seq(), ["a DEL"]);
+}
