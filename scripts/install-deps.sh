@@ -9,6 +9,7 @@ PACKAGES=(
   busybox-static qemu-system-x86 # the test VM (tests/vm)
   time jq
   podman runc # a real libcni client for the meta plugin test
+  etcd-server etcd-client # the overlay's store (tests start etcd in a netns)
 )
 
 missing=()

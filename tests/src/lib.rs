@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub mod apiserver;
 pub mod cni;
+pub mod etcd;
 pub mod example;
 
 pub use cni::{CniSandbox, CtlOutput};
