@@ -8,31 +8,30 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use plexus_netlink::{MacAddr, Netns as NlNetns};
-use plexus_subnet::{Lease, LeaseAttrs, VxlanBackendData};
+use plexus_subnet::{Lease, VxlanBackendData};
 use plexus_tests::{require_root, Netns};
 use plexusd::dataplane::{DataPlane, Entry, MasqRules, Op, Ownership, UnderlaySelect, VxlanSpec};
 use plexusd::kernel::KernelDataPlane;
 use plexusd::overlay::plan::{self, BackendPlan, Local};
 
 fn remote(i: u32) -> Lease {
-    Lease {
-        subnet: Some(
-            format!("10.{}.{}.0/24", 100 + i / 256, i % 256)
-                .parse()
-                .unwrap(),
-        ),
-        subnet6: None,
-        attrs: LeaseAttrs {
-            public_ip: Some(Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 20, 0, 10)) + i)),
-            public_ipv6: None,
-            backend_type: "vxlan".into(),
-            backend_data: Some(VxlanBackendData {
-                vni: 1,
-                vtep_mac: [2, 0xaa, 0, 0, (i >> 8) as u8, i as u8],
-            }),
-            backend_v6_data: None,
-        },
+    plexusd::fake::remote_lease(i, Ipv4Addr::new(172, 20, 0, 10))
+}
+
+/// A namespace with `eth0` (a veth whose peer stays inside) up, holding `addrs`.
+fn node_ns(tag: &str, addrs: &[&str]) -> Netns {
+    let ns = Netns::new(tag);
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+    ]);
+    for a in addrs {
+        // IPv6 without duplicate address detection: usable at once.
+        let nodad = if a.contains(':') { &["nodad"][..] } else { &[] };
+        ns.ip(&[&["addr", "add", a, "dev", "eth0"][..], nodad].concat());
     }
+    ns.ip(&["link", "set", "eth0", "up"]);
+    ns.ip(&["link", "set", "peer0", "up"]);
+    ns
 }
 
 fn count(ns: &Netns, args: &[&str]) -> usize {
@@ -54,13 +53,7 @@ fn fdb_count(ns: &Netns) -> usize {
 #[tokio::test(flavor = "current_thread")]
 async fn vxlan_data_plane_programs_reads_back_and_reconciles() {
     require_root!();
-    let ns = Netns::new("agent-dp");
-    ns.ip(&[
-        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-    ]);
-    ns.ip(&["addr", "add", "172.20.0.1/16", "dev", "eth0"]);
-    ns.ip(&["link", "set", "eth0", "up"]);
-    ns.ip(&["link", "set", "peer0", "up"]);
+    let ns = node_ns("agent-dp", &["172.20.0.1/16"]);
     let mut dp = KernelDataPlane::open(NlNetns::open(ns.path()).unwrap())
         .await
         .unwrap();
@@ -276,14 +269,7 @@ async fn masquerade_rules_in_and_out() {
 #[tokio::test(flavor = "current_thread")]
 async fn ipv6_vtep_and_plain_routes() {
     require_root!();
-    let ns = Netns::new("agent-v6");
-    ns.ip(&[
-        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-    ]);
-    ns.ip(&["addr", "add", "172.21.0.1/16", "dev", "eth0"]);
-    ns.ip(&["addr", "add", "fd00:21::1/64", "dev", "eth0", "nodad"]);
-    ns.ip(&["link", "set", "eth0", "up"]);
-    ns.ip(&["link", "set", "peer0", "up"]);
+    let ns = node_ns("agent-v6", &["172.21.0.1/16", "fd00:21::1/64"]);
     ns.ip(&["route", "add", "default", "via", "172.21.0.254"]);
     let mut dp = KernelDataPlane::open(NlNetns::open(ns.path()).unwrap())
         .await
