@@ -10,7 +10,9 @@ use ipnet::Ipv4Net;
 use plexus_netlink::{MacAddr, Netns as NlNetns};
 use plexus_subnet::{Lease, VxlanBackendData};
 use plexus_tests::{require_root, Netns};
-use plexusd::dataplane::{DataPlane, Entry, MasqRules, Op, Ownership, UnderlaySelect, VxlanSpec};
+use plexusd::dataplane::{
+    DataPlane, Entry, Key, MasqRules, Op, Ownership, UnderlaySelect, VxlanSpec,
+};
 use plexusd::kernel::KernelDataPlane;
 use plexusd::overlay::plan::{self, BackendPlan, Local};
 
@@ -32,6 +34,16 @@ fn node_ns(tag: &str, addrs: &[&str]) -> Netns {
     ns.ip(&["link", "set", "eth0", "up"]);
     ns.ip(&["link", "set", "peer0", "up"]);
     ns
+}
+
+/// What the data plane lists, by key.
+async fn programmed(dp: &mut KernelDataPlane, owner: &Ownership) -> BTreeMap<Key, Entry> {
+    dp.programmed(owner)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.key(), e))
+        .collect()
 }
 
 fn count(ns: &Netns, args: &[&str]) -> usize {
@@ -150,13 +162,7 @@ async fn vxlan_data_plane_programs_reads_back_and_reconciles() {
     assert_eq!(r["dev"], "flannel.1");
 
     // Read back exactly what was written.
-    let have: BTreeMap<_, _> = dp
-        .programmed(&owner)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.key(), e))
-        .collect();
+    let have = programmed(&mut dp, &owner).await;
     assert_eq!(have, want);
 
     // Entries for a node that left while the agent was down (flannel #2554),
@@ -196,13 +202,7 @@ async fn vxlan_data_plane_programs_reads_back_and_reconciles() {
         "onlink",
     ]);
     ns.ip(&["route", "add", "192.168.77.0/24", "via", "172.20.0.254"]);
-    let have: BTreeMap<_, _> = dp
-        .programmed(&owner)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.key(), e))
-        .collect();
+    let have = programmed(&mut dp, &owner).await;
     assert_eq!(have.len(), 3003);
     let ops = plan::plan(&want, &have);
     assert_eq!(ops.len(), 3);
@@ -345,13 +345,7 @@ async fn ipv6_vtep_and_plain_routes() {
         networks: vec!["fd00:5::/32".parse().unwrap()],
         own_subnets: vec!["fd00:5:1::/64".parse().unwrap()],
     };
-    let have: BTreeMap<_, _> = dp
-        .programmed(&owner)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.key(), e))
-        .collect();
+    let have = programmed(&mut dp, &owner).await;
     assert_eq!(have, want);
 
     // host-gw: routes via the remote public IPs out of the underlay.
