@@ -3,6 +3,7 @@
 //! base chain on postrouting at srcnat priority):
 //!
 //! ```text
+//! meta mark & 0x4000 == 0x4000 accept                # kube-proxy's mark: no double NAT
 //! ip saddr NETWORK ip daddr NETWORK accept           # pod to pod: untouched
 //! ip saddr != NETWORK ip daddr SUBNET accept         # to our pods from outside: untouched
 //! ip saddr NETWORK ip daddr != 224.0.0.0/4 masquerade  # pods leaving the cluster
@@ -11,8 +12,7 @@
 //!
 //! (and the same with `ip6` and ff00::/8). `accept` in our own base chain
 //! ends only this chain, like flannel's RETURN from its FLANNEL-POSTRTG
-//! chain. flannel's first rule, skipping packets kube-proxy marked, is not
-//! here: Plexus has no kube-proxy integration yet.
+//! chain.
 
 use ipnet::IpNet;
 use plexus_netlink::nft::{
@@ -32,6 +32,24 @@ const MASQ_CHAIN: BaseChain = BaseChain {
     priority: nft::priority::SRCNAT,
     policy: Policy::Accept,
 };
+
+/// kube-proxy's masquerade mark (`--masquerade-bit` 14): packets it marked
+/// are NATed by kube-proxy's own rules, not a second time here.
+const KUBE_PROXY_MARK: u32 = 0x4000;
+
+/// `meta mark & 0x4000 == 0x4000 accept`, once for both families.
+fn kube_proxy_rule() -> Vec<Expr> {
+    let mark = KUBE_PROXY_MARK.to_ne_bytes();
+    vec![
+        Expr::Meta(MetaKey::Mark),
+        Expr::Bitwise {
+            mask: mark.to_vec(),
+            xor: vec![0; 4],
+        },
+        Expr::cmp(CmpOp::Eq, &mark),
+        Expr::Verdict(Verdict::Accept),
+    ]
+}
 
 /// (nfproto, saddr offset, daddr offset, multicast prefix, its length)
 fn family_layout(net: &IpNet) -> (u8, u32, u32, Vec<u8>, u32) {
@@ -105,7 +123,14 @@ pub fn install(r: &MasqRules) -> Batch {
     let mut b = Batch::new();
     b.add_table(Family::Inet, TABLE)
         .add_chain(Family::Inet, TABLE, CHAIN, Some(&MASQ_CHAIN), Some(COMMENT))
-        .flush_chain(Family::Inet, TABLE, CHAIN);
+        .flush_chain(Family::Inet, TABLE, CHAIN)
+        .add_rule(
+            Family::Inet,
+            TABLE,
+            CHAIN,
+            &kube_proxy_rule(),
+            Some(COMMENT),
+        );
     let pairs = [
         r.network.map(IpNet::V4).zip(r.subnet.map(IpNet::V4)),
         r.ipv6_network
@@ -166,14 +191,14 @@ mod tests {
             ipv6_network: Some("fd00:5::/48".parse().unwrap()),
             ipv6_subnet: Some("fd00:5:1::/64".parse().unwrap()),
         };
-        // table, chain, flush, then 4 rules per family.
-        assert_eq!(install(&r).len(), 3 + 8);
+        // table, chain, flush, the kube-proxy rule, then 4 rules per family.
+        assert_eq!(install(&r).len(), 4 + 8);
         let v4only = MasqRules {
             ipv6_network: None,
             ipv6_subnet: None,
             ..r
         };
-        assert_eq!(install(&v4only).len(), 3 + 4);
+        assert_eq!(install(&v4only).len(), 4 + 4);
         let rs = rules(
             "10.5.0.0/16".parse().unwrap(),
             "10.5.1.0/24".parse().unwrap(),

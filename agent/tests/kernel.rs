@@ -255,6 +255,7 @@ async fn masquerade_rules_in_and_out() {
     dp.set_masq(Some(&rules)).await.unwrap();
     let t = ns.nft_table("inet", "plexusd");
     for want in [
+        "meta mark & 0x00004000 == 0x00004000 accept",
         "ip saddr 10.5.0.0/16 ip daddr 10.5.0.0/16 accept",
         "ip saddr != 10.5.0.0/16 ip daddr 10.5.1.0/24 accept",
         "ip saddr 10.5.0.0/16 ip daddr != 224.0.0.0/4 masquerade",

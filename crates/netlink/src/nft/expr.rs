@@ -28,6 +28,8 @@ pub enum MetaKey {
     IifName,
     /// Layer 3 protocol family of the packet (1 byte): `meta nfproto`.
     NfProto,
+    /// The packet mark (4 bytes, host byte order): `meta mark`.
+    Mark,
 }
 
 impl MetaKey {
@@ -35,6 +37,7 @@ impl MetaKey {
         match self {
             MetaKey::IifName => 6,  // NFT_META_IIFNAME
             MetaKey::NfProto => 15, // NFT_META_NFPROTO
+            MetaKey::Mark => 3,     // NFT_META_MARK
         }
     }
 }
