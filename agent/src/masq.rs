@@ -6,8 +6,8 @@
 //! meta mark & 0x4000 == 0x4000 accept                # kube-proxy's mark: no double NAT
 //! ip saddr NETWORK ip daddr NETWORK accept           # pod to pod: untouched
 //! ip saddr != NETWORK ip daddr SUBNET accept         # to our pods from outside: untouched
-//! ip saddr NETWORK ip daddr != 224.0.0.0/4 masquerade  # pods leaving the cluster
-//! ip saddr != NETWORK ip daddr NETWORK masquerade    # the host into the overlay
+//! ip saddr NETWORK ip daddr != 224.0.0.0/4 masquerade fully-random  # pods leaving the cluster
+//! ip saddr != NETWORK ip daddr NETWORK masquerade fully-random    # the host into the overlay
 //! ```
 //!
 //! (and the same with `ip6` and ff00::/8). `accept` in our own base chain
@@ -107,13 +107,16 @@ fn rules(network: IpNet, subnet: IpNet) -> Vec<Vec<Expr>> {
             vec![m(saddr, &network, CmpOp::Neq), m(daddr, &subnet, CmpOp::Eq)],
             Expr::Verdict(Verdict::Accept),
         ),
-        rule(vec![m(saddr, &network, CmpOp::Eq), mcast_match], Expr::Masq),
+        rule(
+            vec![m(saddr, &network, CmpOp::Eq), mcast_match],
+            Expr::MasqRandomFully,
+        ),
         rule(
             vec![
                 m(saddr, &network, CmpOp::Neq),
                 m(daddr, &network, CmpOp::Eq),
             ],
-            Expr::Masq,
+            Expr::MasqRandomFully,
         ),
     ]
 }
@@ -207,7 +210,7 @@ mod tests {
         assert_eq!(rs[0][1], Expr::cmp(CmpOp::Eq, &[2]));
         assert_eq!(rs[0][3], Expr::cmp(CmpOp::Eq, &[10, 5]));
         assert_eq!(rs[1][5], Expr::cmp(CmpOp::Eq, &[10, 5, 1]));
-        assert_eq!(rs[2].last(), Some(&Expr::Masq));
+        assert_eq!(rs[2].last(), Some(&Expr::MasqRandomFully));
         assert_eq!(rs[0].last(), Some(&Expr::Verdict(Verdict::Accept)));
         assert_eq!(remove().len(), 2);
     }

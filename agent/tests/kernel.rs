@@ -258,8 +258,8 @@ async fn masquerade_rules_in_and_out() {
         "meta mark & 0x00004000 == 0x00004000 accept",
         "ip saddr 10.5.0.0/16 ip daddr 10.5.0.0/16 accept",
         "ip saddr != 10.5.0.0/16 ip daddr 10.5.1.0/24 accept",
-        "ip saddr 10.5.0.0/16 ip daddr != 224.0.0.0/4 masquerade",
-        "ip saddr != 10.5.0.0/16 ip daddr 10.5.0.0/16 masquerade",
+        "ip saddr 10.5.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random",
+        "ip saddr != 10.5.0.0/16 ip daddr 10.5.0.0/16 masquerade fully-random",
     ] {
         assert_eq!(t.matches(want).count(), 1, "{want:?} once in\n{t}");
     }

@@ -93,6 +93,10 @@ pub enum Expr {
     Cmp { op: CmpOp, data: Vec<u8> },
     /// `masquerade` (no port range or flags).
     Masq,
+    /// `masquerade fully-random`: fully randomised source ports (what
+    /// flannel asks iptables for), avoiding port-reuse races between
+    /// connections from different pods.
+    MasqRandomFully,
     /// `immediate reg 0 VERDICT`: drop / accept.
     Verdict(Verdict),
 }
@@ -150,7 +154,7 @@ impl Expr {
             Expr::Payload { .. } => "payload",
             Expr::Bitwise { .. } => "bitwise",
             Expr::Cmp { .. } => "cmp",
-            Expr::Masq => "masq",
+            Expr::Masq | Expr::MasqRandomFully => "masq",
             Expr::Verdict(_) => "immediate",
         }
     }
@@ -181,6 +185,8 @@ impl Expr {
                 nest(b, 3, |b| put(b, NFTA_DATA_VALUE, data)); // NFTA_CMP_DATA
             }
             Expr::Masq => {}
+            // NFTA_MASQ_FLAGS = NF_NAT_RANGE_PROTO_RANDOM_FULLY
+            Expr::MasqRandomFully => put_be32(b, 1, 0x10),
             Expr::Verdict(v) => {
                 put_be32(b, 1, NFT_REG_VERDICT); // NFTA_IMMEDIATE_DREG
                 nest(b, 2, |b| {
