@@ -11,12 +11,15 @@
 //!   and rules; chain listing), without the `nft` binary.
 //! * [`detached`]: link deletion that does not wait for the kernel to free
 //!   the device.
+//! * [`batch`]: many neighbour, FDB and route changes in few datagrams
+//!   ([`RtBatch`] sent through a [`BatchSocket`]).
 //! * [`Error`]: one error type with `is_not_found` / `is_exists` /
 //!   `is_not_supported` for idempotent DEL and clear feature reports.
 //!
 //! Logging goes through `tracing`; nothing is printed to stdout.
 
 pub mod addr;
+pub mod batch;
 pub mod detached;
 pub mod error;
 pub mod fdb;
@@ -30,6 +33,7 @@ pub mod route;
 pub mod sysctl;
 
 pub use addr::{AddrOptions, AddrScope, Address};
+pub use batch::{BatchReport, BatchSocket, RtBatch};
 pub use error::{Error, Result};
 pub use fdb::Fdb;
 pub use handle::Netlink;

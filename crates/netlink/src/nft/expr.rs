@@ -28,6 +28,8 @@ pub enum MetaKey {
     IifName,
     /// Layer 3 protocol family of the packet (1 byte): `meta nfproto`.
     NfProto,
+    /// The packet mark (4 bytes, host byte order): `meta mark`.
+    Mark,
 }
 
 impl MetaKey {
@@ -35,6 +37,7 @@ impl MetaKey {
         match self {
             MetaKey::IifName => 6,  // NFT_META_IIFNAME
             MetaKey::NfProto => 15, // NFT_META_NFPROTO
+            MetaKey::Mark => 3,     // NFT_META_MARK
         }
     }
 }
@@ -90,6 +93,10 @@ pub enum Expr {
     Cmp { op: CmpOp, data: Vec<u8> },
     /// `masquerade` (no port range or flags).
     Masq,
+    /// `masquerade fully-random`: fully randomised source ports (what
+    /// flannel asks iptables for), avoiding port-reuse races between
+    /// connections from different pods.
+    MasqRandomFully,
     /// `immediate reg 0 VERDICT`: drop / accept.
     Verdict(Verdict),
 }
@@ -147,7 +154,7 @@ impl Expr {
             Expr::Payload { .. } => "payload",
             Expr::Bitwise { .. } => "bitwise",
             Expr::Cmp { .. } => "cmp",
-            Expr::Masq => "masq",
+            Expr::Masq | Expr::MasqRandomFully => "masq",
             Expr::Verdict(_) => "immediate",
         }
     }
@@ -178,6 +185,8 @@ impl Expr {
                 nest(b, 3, |b| put(b, NFTA_DATA_VALUE, data)); // NFTA_CMP_DATA
             }
             Expr::Masq => {}
+            // NFTA_MASQ_FLAGS = NF_NAT_RANGE_PROTO_RANDOM_FULLY
+            Expr::MasqRandomFully => put_be32(b, 1, 0x10),
             Expr::Verdict(v) => {
                 put_be32(b, 1, NFT_REG_VERDICT); // NFTA_IMMEDIATE_DREG
                 nest(b, 2, |b| {
