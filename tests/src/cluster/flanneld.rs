@@ -1,0 +1,183 @@
+//! A node set up by hand exactly as flanneld (vxlan backend) sets one up,
+//! to prove a Plexus node and a flannel node share one overlay: `flannel.1`
+//! (VNI 1, port 8472, learning off) holding the subnet's .0/32, `cni0` with
+//! .1, the lease JSON in etcd under a 24 h etcd lease, and for every other
+//! lease a permanent neighbour, an FDB entry to its public IP and an onlink
+//! route via its .0, in flanneld's order.
+
+use std::net::Ipv4Addr;
+
+use serde_json::{json, Value};
+
+use super::{key_to_cidr, network_address, Cluster, Node, Pod};
+use crate::{run_ok, Netns};
+
+pub const DEV: &str = "flannel.1";
+
+/// What the hand-made node holds.
+#[derive(Debug, Clone)]
+pub struct FlanneldNode {
+    /// `10.5.200.0/24`.
+    pub subnet: String,
+    /// The lease key, `10.5.200.0-24`.
+    pub key: String,
+    pub vtep_mac: String,
+}
+
+/// `10.5.200.0/24` + n → `10.5.200.n`.
+fn host(subnet: &str, n: u32) -> String {
+    let base: Ipv4Addr = network_address(subnet).parse().unwrap();
+    Ipv4Addr::from(u32::from(base) + n).to_string()
+}
+
+fn prefix_len(subnet: &str) -> &str {
+    subnet.split('/').nth(1).unwrap()
+}
+
+/// Set up `node` as flanneld would with `subnet` as its lease, and write
+/// the lease. Remote entries come with [`sync`].
+pub fn configure(c: &Cluster, node: &Node, subnet: &str, mtu: u32) -> FlanneldNode {
+    let ns = &node.ns;
+    // A locally administered MAC, fixed so the lease and the device agree.
+    let vtep_mac = format!(
+        "0e:fa:00:00:00:{:02x}",
+        node.ip.rsplit('.').next().unwrap().parse::<u8>().unwrap()
+    );
+    let mtu = mtu.to_string();
+    ns.ip(&[
+        "link",
+        "add",
+        DEV,
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "local",
+        &node.ip,
+        "dev",
+        "eth0",
+        "dstport",
+        "8472",
+        "nolearning",
+    ]);
+    ns.ip(&["link", "set", DEV, "address", &vtep_mac, "mtu", &mtu]);
+    ns.ip(&[
+        "addr",
+        "add",
+        &format!("{}/32", network_address(subnet)),
+        "dev",
+        DEV,
+    ]);
+    ns.ip(&["link", "set", DEV, "up"]);
+    ns.ip(&["link", "add", "cni0", "type", "bridge"]);
+    ns.ip(&["link", "set", "cni0", "mtu", &mtu]);
+    ns.ip(&[
+        "addr",
+        "add",
+        &format!("{}/{}", host(subnet, 1), prefix_len(subnet)),
+        "dev",
+        "cni0",
+    ]);
+    ns.ip(&["link", "set", "cni0", "up"]);
+    let key = subnet.replace('/', "-");
+    c.put_lease(
+        &key,
+        &json!({
+            "PublicIP": node.ip,
+            "PublicIPv6": null,
+            "BackendType": "vxlan",
+            "BackendData": {"VNI": 1, "VtepMAC": vtep_mac}
+        }),
+    );
+    FlanneldNode {
+        subnet: subnet.into(),
+        key,
+        vtep_mac,
+    }
+}
+
+/// Program every other lease now in etcd, as flanneld's watch would:
+/// neighbour, then FDB, then route.
+pub fn sync(c: &Cluster, node: &Node, me: &FlanneldNode) {
+    for (key, lease) in c.leases() {
+        if key == me.key {
+            continue;
+        }
+        let subnet = key_to_cidr(&key);
+        let mac = lease["BackendData"]["VtepMAC"].as_str().expect("VtepMAC");
+        let public = lease["PublicIP"].as_str().expect("PublicIP");
+        let gw = network_address(&subnet);
+        node.ns.ip(&[
+            "neigh",
+            "replace",
+            &gw,
+            "lladdr",
+            mac,
+            "dev",
+            DEV,
+            "nud",
+            "permanent",
+        ]);
+        run_ok(std::process::Command::new("bridge").args([
+            "-n",
+            &node.ns.name,
+            "fdb",
+            "replace",
+            mac,
+            "dev",
+            DEV,
+            "dst",
+            public,
+            "self",
+            "permanent",
+        ]));
+        node.ns.ip(&[
+            "route", "replace", &subnet, "via", &gw, "dev", DEV, "onlink",
+        ]);
+    }
+}
+
+/// A pod on the hand-made node: a veth into `cni0` with `.n`, default
+/// route via `.1` (what flannel's CNI plugin + bridge would give it).
+pub fn pod(node: &Node, me: &FlanneldNode, n: u32, tag: &str) -> Pod {
+    let pod = Netns::new(tag);
+    let host_end = format!("vh{n}");
+    node.ns.ip(&[
+        "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &pod.name,
+    ]);
+    node.ns
+        .ip(&["link", "set", &host_end, "master", "cni0", "up"]);
+    let ip = host(&me.subnet, n);
+    pod.ip(&[
+        "addr",
+        "add",
+        &format!("{ip}/{}", prefix_len(&me.subnet)),
+        "dev",
+        "eth0",
+    ]);
+    pod.ip(&["link", "set", "eth0", "up"]);
+    pod.ip(&["route", "add", "default", "via", &host(&me.subnet, 1)]);
+    Pod {
+        ns: pod,
+        ips: vec![ip],
+    }
+}
+
+/// A lease for a node that does not exist (a public IP nobody holds), to
+/// watch entries appear and go without a second agent.
+pub fn phantom_lease(
+    c: &Cluster,
+    subnet: &str,
+    public_ip: &str,
+    vtep_mac: &str,
+) -> (String, Value) {
+    let key = subnet.replace('/', "-");
+    let v = json!({
+        "PublicIP": public_ip,
+        "PublicIPv6": null,
+        "BackendType": "vxlan",
+        "BackendData": {"VNI": 1, "VtepMAC": vtep_mac}
+    });
+    c.put_lease(&key, &v);
+    (key, v)
+}
