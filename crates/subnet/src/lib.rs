@@ -16,11 +16,12 @@
 pub mod alloc;
 pub mod config;
 pub mod env;
+mod json;
 pub mod lease;
 
 pub use config::{Backend, NetworkConfig, VxlanConfig};
 pub use env::SubnetEnv;
-pub use lease::{Lease, LeaseAttrs, VxlanBackendData};
+pub use lease::{format_mac, parse_mac, Lease, LeaseAttrs, VxlanBackendData};
 
 /// Why flannel data could not be read or used.
 #[derive(Debug, thiserror::Error)]
