@@ -21,7 +21,10 @@ fn two_hand_made_flannel_nodes_pass_traffic() {
     flanneld::sync(&c, &c.nodes[1], &b);
     let pa = flanneld::pod(&c.nodes[0], &a, 2, "pa");
     let pb = flanneld::pod(&c.nodes[1], &b, 2, "pb");
-    assert!(pa.ns.ping(pb.ip4()), "hand-made flannel pods do not reach each other");
+    assert!(
+        pa.ns.ping(pb.ip4()),
+        "hand-made flannel pods do not reach each other"
+    );
     assert!(pb.ns.ping(pa.ip4()));
     let leases = c.leases();
     assert_eq!(leases.len(), 2, "{leases:?}");
@@ -44,14 +47,25 @@ fn flanneld_node_and_plexus_nodes_reach_each_other() {
     let ph = flanneld::pod(hand_node, &hand, 2, "ph");
 
     for (i, node) in c.nodes[..2].iter().enumerate() {
-        wait_for(&format!("node{i} programs the flannel node's lease"), || {
-            node.vxlan_entries(flanneld::DEV, &hand.subnet, &hand.vtep_mac, &hand_node.ip)
-                .all()
-        });
+        wait_for(
+            &format!("node{i} programs the flannel node's lease"),
+            || {
+                node.vxlan_entries(flanneld::DEV, &hand.subnet, &hand.vtep_mac, &hand_node.ip)
+                    .all()
+            },
+        );
     }
     for p in [&pa, &pb] {
-        assert!(p.ns.ping(ph.ip4()), "Plexus pod {} cannot reach the flannel pod", p.ip4());
-        assert!(ph.ns.ping(p.ip4()), "the flannel pod cannot reach Plexus pod {}", p.ip4());
+        assert!(
+            p.ns.ping(ph.ip4()),
+            "Plexus pod {} cannot reach the flannel pod",
+            p.ip4()
+        );
+        assert!(
+            ph.ns.ping(p.ip4()),
+            "the flannel pod cannot reach Plexus pod {}",
+            p.ip4()
+        );
     }
 
     // A flannel node joining later is picked up from the watch.

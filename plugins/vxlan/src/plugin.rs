@@ -106,9 +106,7 @@ impl Plugin for VxlanPlugin {
         let Some(bytes) = saved::load(&conf.data_dir, cid, ifname)
             .map_err(|e| io_err("cannot read", &path, e))?
         else {
-            // Never added, or already deleted: nothing to undo.
-            tracing::debug!(container = %cid, "no saved delegate config, nothing to delete");
-            return Ok(());
+            return del_unsaved(&conf, req);
         };
         let Some(saved_conf) = parse_saved(&bytes) else {
             // Not ours to run; the spec wants DEL to finish.
@@ -203,4 +201,18 @@ impl Plugin for VxlanPlugin {
         }
         Ok(())
     }
+}
+
+/// DEL without a saved config (never added, already deleted, or the file
+/// was lost). flannel stops here; we also run the delegate's DEL with the
+/// config the current lease renders, when there is one, so an address or a
+/// veth of a lost file is still released (host-local releases by container,
+/// whatever the range). Without a lease there is nothing to render: done.
+fn del_unsaved(conf: &VxlanConf, req: &Request) -> Result<(), CniError> {
+    let Ok(env) = read_subnet_env(&conf.subnet_file) else {
+        tracing::debug!(container = %req.env.container_id, "no saved delegate config and no lease: nothing to delete");
+        return Ok(());
+    };
+    let rendered = delegate_config(conf, &req.conf.name, req.conf.cni_version.as_str(), &env)?;
+    delegate::del(&delegate_type(&rendered)?, &to_bytes(&rendered), req.env)
 }
