@@ -4,7 +4,8 @@
 //!   dedicated thread, named namespaces (`ip netns add/del`).
 //! * [`Netlink`]: one rtnetlink socket bound to one namespace; operations
 //!   are methods grouped by module: [`link`], [`addr`], [`route`],
-//!   [`neigh`], [`fdb`].
+//!   [`neigh`], [`fdb`]; [`batch`] sends many neighbour/FDB/route changes
+//!   in few datagrams.
 //! * [`sysctl`]: get/set inside a namespace.
 //! * [`nft`]: nftables over NETLINK_NETFILTER (batches of tables, chains
 //!   and rules; chain listing), without the `nft` binary.
@@ -16,6 +17,7 @@
 //! Logging goes through `tracing`; nothing is printed to stdout.
 
 pub mod addr;
+pub mod batch;
 pub mod detached;
 pub mod error;
 pub mod fdb;
@@ -29,6 +31,7 @@ pub mod route;
 pub mod sysctl;
 
 pub use addr::{AddrOptions, AddrScope, Address};
+pub use batch::{BatchReport, BatchSocket, RtBatch};
 pub use error::{Error, Result};
 pub use fdb::Fdb;
 pub use handle::Netlink;

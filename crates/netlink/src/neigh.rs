@@ -44,7 +44,7 @@ pub(crate) fn from_neigh_addr(a: &NeighbourAddress) -> Option<IpAddr> {
     }
 }
 
-fn neigh_msg(index: u32, ip: IpAddr, mac: Option<MacAddr>) -> NeighbourMessage {
+pub(crate) fn neigh_msg(index: u32, ip: IpAddr, mac: Option<MacAddr>) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
     m.header.family = match ip {
         IpAddr::V4(_) => AddressFamily::Inet,

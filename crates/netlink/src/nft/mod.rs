@@ -19,7 +19,7 @@
 //! * [`list_chains`]: the chains of one table with their comments.
 
 mod expr;
-mod wire;
+pub(crate) mod wire;
 
 use std::cell::Cell;
 use std::fmt;
@@ -431,7 +431,7 @@ impl Batch {
 }
 
 /// (positive errno, extended-ack message) of an NLMSG_ERROR; errno 0 is an ack.
-fn parse_error(m: &wire::RawMsg) -> (i32, Option<String>) {
+pub(crate) fn parse_error(m: &wire::RawMsg) -> (i32, Option<String>) {
     let Some(code) = m.payload.get(..4) else {
         return (libc::EPROTO, None);
     };

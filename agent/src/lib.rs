@@ -1,0 +1,26 @@
+//! plexusd, the Plexus node agent, as a library: the binary (`main.rs`)
+//! parses flags and wires these parts together; tests use them directly.
+//!
+//! - [`dataplane`]: the [`dataplane::DataPlane`] trait (devices, neighbours,
+//!   FDB entries, routes, masquerade rules) and its value types.
+//! - [`kernel`]: the data plane over netlink (batched requests).
+//! - [`fake`]: an in-memory data plane for tests without root.
+//! - [`overlay`]: start-up and the control loop of the flannel-style
+//!   overlay: leases from [`plexus_store::LeaseRegistry`] → desired
+//!   entries → diff against the kernel → ordered changes.
+//! - [`underlay`]: choosing the public interface and address.
+//! - [`masq`]: flannel's masquerade rules as an nftables batch.
+//! - [`runfiles`]: subnet.env, the readiness file, remembered VTEP MACs.
+//! - [`status`], [`ctlsock`], [`http`]: what the agent reports, on its
+//!   control socket and on the optional metrics/health listener.
+
+pub mod ctlsock;
+pub mod dataplane;
+pub mod fake;
+pub mod http;
+pub mod kernel;
+pub mod masq;
+pub mod overlay;
+pub mod runfiles;
+pub mod status;
+pub mod underlay;

@@ -1,0 +1,207 @@
+//! plexusd: the Plexus node agent. One process per node; holds this node's
+//! subnet lease in the cluster store and programs the overlay for every
+//! other node's lease. See README.md ("plexusd") for the flags and files.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use plexus_netlink::Netns;
+use plexus_store::{open_lease_registry, StoreOptions};
+use plexusd::dataplane::UnderlaySelect;
+use plexusd::kernel::KernelDataPlane;
+use plexusd::overlay::{self, Settings};
+use plexusd::status::Shared;
+use plexusd::{ctlsock, http, runfiles};
+use tracing::Instrument;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "plexusd",
+    version,
+    about = "Plexus node agent (flannel-compatible overlay)"
+)]
+struct Args {
+    /// This node's name (the Node object in `kubernetes` mode).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// The cluster store: `etcd://HOST:PORT[,HOST:PORT...]`, `kubernetes`,
+    /// or `file:PATH` (a single node without a cluster).
+    #[arg(long, default_value = "file:/var/lib/plexus/store")]
+    store: String,
+    /// The address other nodes reach this node at (default: the address of
+    /// --iface, else of the interface holding the default route).
+    #[arg(long)]
+    public_ip: Option<Ipv4Addr>,
+    /// The interface the overlay runs over.
+    #[arg(long)]
+    iface: Option<String>,
+    /// The IPv6 address other nodes reach this node at (IPv6Network).
+    #[arg(long)]
+    public_ipv6: Option<Ipv6Addr>,
+    /// The interface for IPv6 (default: --iface, else the IPv6 default route's).
+    #[arg(long)]
+    iface_v6: Option<String>,
+    /// Lease file, readiness file, control socket.
+    #[arg(long, default_value = "/run/plexus")]
+    run_dir: PathBuf,
+    /// Key prefix of the network in etcd (flannel's).
+    #[arg(long, default_value = "/coreos.com/network")]
+    etcd_prefix: String,
+    #[arg(long)]
+    etcd_cafile: Option<PathBuf>,
+    #[arg(long)]
+    etcd_certfile: Option<PathBuf>,
+    #[arg(long)]
+    etcd_keyfile: Option<PathBuf>,
+    #[arg(long)]
+    etcd_username: Option<String>,
+    #[arg(long, env = "ETCD_PASSWORD", hide_env_values = true)]
+    etcd_password: Option<String>,
+    /// kubeconfig for `--store kubernetes` (default: in-cluster config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+    /// Masquerade traffic from the pod network leaving the cluster network
+    /// (flannel's --ip-masq).
+    #[arg(long)]
+    ip_masq: bool,
+    /// Seconds between lease renewals (the lease lives 24 h).
+    #[arg(long, default_value_t = 3600)]
+    renew_interval: u64,
+    /// Seconds between full comparisons of the kernel with the store.
+    #[arg(long, default_value_t = 60)]
+    resync_interval: u64,
+    /// Seconds start-up keeps retrying an unreachable store before failing.
+    #[arg(long, default_value_t = 5)]
+    store_wait: u64,
+    /// Log level or `target=level,...` directives (PLEXUS_LOG wins).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    plexus_cni::logging::init(Some(&args.log_level), None);
+    // One thread: the agent waits on the store and the kernel, it does not
+    // compute; a single thread keeps RSS and idle CPU low.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("plexusd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("plexusd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.run_dir)
+        .with_context(|| format!("create run directory {}", args.run_dir.display()))?;
+    // A ready file left by a killed agent must not claim readiness.
+    runfiles::clear_ready(&args.run_dir);
+    let status = Shared::default();
+    status.update(|s| {
+        s.node_name = args.node_name.clone();
+        s.network = args.etcd_prefix.clone();
+    });
+
+    let sock_path = args.run_dir.join(runfiles::SOCKET);
+    let ctl = ctlsock::bind(&sock_path)?;
+    let _ctl = AbortOnDrop(tokio::spawn(ctlsock::serve(ctl, status.clone())));
+    let _http = match args.metrics_addr {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listen on --metrics-addr {addr}"))?;
+            Some(AbortOnDrop(tokio::spawn(http::serve(l, status.clone()))))
+        }
+        None => None,
+    };
+
+    let signal = shutdown_signal();
+    let agent = agent(&args, &status);
+    let span = tracing::info_span!("network", prefix = %args.etcd_prefix, node = %args.node_name);
+    let result = tokio::select! {
+        r = agent.instrument(span) => r,
+        s = signal => {
+            let s = s?;
+            tracing::info!(signal = s, "shutting down; the data plane stays in place");
+            Ok(())
+        }
+    };
+    runfiles::clear_ready(&args.run_dir);
+    ctlsock::remove(&sock_path);
+    result
+}
+
+async fn agent(args: &Args, status: &Shared) -> anyhow::Result<()> {
+    let opts = StoreOptions {
+        etcd_prefix: args.etcd_prefix.clone(),
+        etcd_cafile: args.etcd_cafile.clone(),
+        etcd_certfile: args.etcd_certfile.clone(),
+        etcd_keyfile: args.etcd_keyfile.clone(),
+        etcd_username: args.etcd_username.clone(),
+        etcd_password: args.etcd_password.clone(),
+        kubeconfig: args.kubeconfig.clone(),
+        node_name: args.node_name.clone(),
+    };
+    let reg = open_lease_registry(&args.store, &opts)
+        .await
+        .inspect_err(|_| status.store_error())
+        .with_context(|| format!("open the store {}", args.store))?;
+    let ns = Netns::current().context("open this process's network namespace")?;
+    let mut dp = KernelDataPlane::open(ns).await?;
+    let settings = Settings {
+        network: args.etcd_prefix.clone(),
+        select: UnderlaySelect {
+            public_ip: args.public_ip,
+            iface: args.iface.clone(),
+            public_ipv6: args.public_ipv6,
+            iface_v6: args.iface_v6.clone(),
+            ..Default::default()
+        },
+        ip_masq: args.ip_masq,
+        renew_every: Duration::from_secs(args.renew_interval.max(1)),
+        resync_every: Duration::from_secs(args.resync_interval.max(1)),
+        store_wait: Duration::from_secs(args.store_wait),
+        ..Settings::new(&args.node_name, &args.run_dir)
+    };
+    let mut ov = overlay::start(&settings, reg.as_ref(), &mut dp, status).await?;
+    ov.run(reg.as_ref(), &mut dp).await
+}
+
+/// Stops a background task when the agent stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,343 @@
+//! The flannel-style overlay: start-up ([`start`]) and the control loop
+//! ([`Overlay::run`]). Both only talk to the store through
+//! [`LeaseRegistry`] and to the kernel through [`DataPlane`], so they are
+//! tested against in-memory fakes of both.
+
+pub mod plan;
+mod startup;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::StreamExt;
+use plexus_store::{LeaseEvent, LeaseRegistry, LeaseSnapshot, StoreError};
+use plexus_subnet::Lease;
+
+use crate::dataplane::{DataPlane, Entry, Key, Op, Ownership, UnderlaySelect};
+use crate::status::Shared;
+use plan::{lease_id, LeaseId, Local};
+
+pub use startup::start;
+
+/// The agent's settings for one overlay network (from the command line).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node_name: String,
+    pub run_dir: PathBuf,
+    /// The store prefix, for logs and status.
+    pub network: String,
+    pub select: UnderlaySelect,
+    pub ip_masq: bool,
+    /// How often the lease is renewed (its TTL is 24 h).
+    pub renew_every: Duration,
+    /// How often the kernel is listed again and compared with the store
+    /// (repairs entries removed by hand).
+    pub resync_every: Duration,
+    /// How long start-up keeps retrying an unreachable store.
+    pub store_wait: Duration,
+}
+
+impl Settings {
+    pub fn new(node_name: impl Into<String>, run_dir: impl Into<PathBuf>) -> Settings {
+        Settings {
+            node_name: node_name.into(),
+            run_dir: run_dir.into(),
+            network: "/coreos.com/network".into(),
+            select: UnderlaySelect::default(),
+            ip_masq: false,
+            renew_every: Duration::from_secs(3600),
+            resync_every: Duration::from_secs(60),
+            store_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A running overlay: this node's lease, the remote leases, and the model
+/// of what is in the kernel.
+#[derive(Debug)]
+pub struct Overlay {
+    settings: Settings,
+    lease: Lease,
+    local: Local,
+    owner: Ownership,
+    /// Remote leases (and ours) by subnets.
+    leases: BTreeMap<LeaseId, Lease>,
+    /// What the kernel holds, as far as we know.
+    programmed: BTreeMap<Key, Entry>,
+    /// Entries that failed to program; retried at the next resync.
+    failed: usize,
+    status: Shared,
+    ready: bool,
+}
+
+/// Why the control loop stopped listening to the store.
+enum Relist {
+    /// The watch ended or lost history: list again and diff.
+    Watch,
+}
+
+impl Overlay {
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// The entries the overlay believes are in the kernel.
+    pub fn programmed(&self) -> impl Iterator<Item = &Entry> {
+        self.programmed.values()
+    }
+
+    /// Runs until the store or the kernel fails for good. Dropping the
+    /// future (on SIGTERM) leaves the data plane as it is.
+    pub async fn run<D: DataPlane>(
+        &mut self,
+        reg: &dyn LeaseRegistry,
+        dp: &mut D,
+    ) -> anyhow::Result<()> {
+        let mut renew = tokio::time::interval(self.settings.renew_every);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.tick().await; // the lease was just acquired
+        let mut resync = tokio::time::interval(self.settings.resync_every);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resync.tick().await;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let snap = match reg.list().await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.status.store_error();
+                    tracing::warn!(error = %e, "cannot list leases; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            self.replace_leases(snap.leases);
+            self.resync_kernel(dp).await?;
+            self.status.programmed_in(started.elapsed());
+            self.check_own_lease(reg, dp).await?;
+            self.set_ready();
+            let stream = match reg.watch(snap.revision).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.status.store_error();
+                    tracing::warn!(error = %e, revision = snap.revision, "cannot watch leases; listing again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            // Everything the store has delivered at once is one round of
+            // programming: 1000 leases written in one transaction become
+            // one diff and one netlink batch.
+            let mut chunks = stream.ready_chunks(4096);
+            let Relist::Watch = loop {
+                tokio::select! {
+                    chunk = chunks.next() => {
+                        let Some(chunk) = chunk else {
+                            tracing::info!("lease watch ended; listing again");
+                            break Relist::Watch;
+                        };
+                        let started = Instant::now();
+                        let mut relist = false;
+                        for item in chunk {
+                            match item {
+                                Ok(ev) => self.on_event(ev),
+                                Err(StoreError::Compacted(rev)) => {
+                                    tracing::info!(revision = rev, "watch history compacted; listing again");
+                                    relist = true;
+                                }
+                                Err(e) => {
+                                    self.status.store_error();
+                                    tracing::warn!(error = %e, "lease watch failed; listing again");
+                                    relist = true;
+                                }
+                            }
+                        }
+                        self.reconcile(dp).await?;
+                        self.status.programmed_in(started.elapsed());
+                        self.check_own_lease(reg, dp).await?;
+                        if relist {
+                            break Relist::Watch;
+                        }
+                    }
+                    _ = renew.tick() => self.renew(reg, dp).await?,
+                    _ = resync.tick() => {
+                        let started = Instant::now();
+                        self.resync_kernel(dp).await?;
+                        if self.failed > 0 || !self.programmed.is_empty() {
+                            self.status.programmed_in(started.elapsed());
+                        }
+                    }
+                }
+            };
+        }
+    }
+
+    fn replace_leases(&mut self, leases: Vec<Lease>) {
+        self.leases = leases.into_iter().map(|l| (lease_id(&l), l)).collect();
+    }
+
+    fn on_event(&mut self, ev: LeaseEvent) {
+        match ev {
+            LeaseEvent::Added(l) => {
+                tracing::debug!(subnet = ?l.subnet, subnet6 = ?l.subnet6, public_ip = ?l.attrs.public_ip, "lease added");
+                self.leases.insert(lease_id(&l), l);
+            }
+            LeaseEvent::Removed(l) => {
+                tracing::debug!(subnet = ?l.subnet, subnet6 = ?l.subnet6, "lease removed");
+                self.leases.remove(&lease_id(&l));
+            }
+            LeaseEvent::Resync(snap) => {
+                let LeaseSnapshot { leases, revision } = snap;
+                tracing::info!(revision, leases = leases.len(), "lease resync");
+                self.replace_leases(leases);
+            }
+        }
+    }
+
+    /// Lists the kernel again, then reconciles.
+    async fn resync_kernel<D: DataPlane>(&mut self, dp: &mut D) -> anyhow::Result<()> {
+        let now = dp
+            .programmed(&self.owner)
+            .await
+            .context("list the overlay's kernel entries")?;
+        self.programmed = now.into_iter().map(|e| (e.key(), e)).collect();
+        self.reconcile(dp).await
+    }
+
+    /// Diffs the store's leases against the kernel model and applies the
+    /// difference.
+    async fn reconcile<D: DataPlane>(&mut self, dp: &mut D) -> anyhow::Result<()> {
+        let desired = plan::desired(&self.local, self.leases.values());
+        let ops = plan::plan(&desired, &self.programmed);
+        if !ops.is_empty() {
+            let failures = dp.apply(&ops).await.context("program the kernel")?;
+            let mut failed = vec![false; ops.len()];
+            for (i, why) in &failures {
+                tracing::warn!(op = ?ops[*i], error = %why, "kernel change failed; retrying at the next resync");
+                if let Some(f) = failed.get_mut(*i) {
+                    *f = true;
+                }
+            }
+            for (op, failed) in ops.iter().zip(failed) {
+                if failed {
+                    continue;
+                }
+                match op {
+                    Op::Add(e) => {
+                        self.programmed.insert(e.key(), e.clone());
+                    }
+                    Op::Del(e) => {
+                        self.programmed.remove(&e.key());
+                    }
+                }
+            }
+            self.failed = failures.len();
+            self.status.dataplane_errors(failures.len());
+            let adds = ops.iter().filter(|o| matches!(o, Op::Add(_))).count();
+            tracing::info!(
+                added = adds,
+                removed = ops.len() - adds,
+                failed = failures.len(),
+                "programmed the overlay"
+            );
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let remote = self
+            .leases
+            .values()
+            .filter(|l| {
+                let e = plan::entries_for(&self.local, l);
+                !e.is_empty() && e.iter().all(|e| self.programmed.get(&e.key()) == Some(e))
+            })
+            .count();
+        let (leases, entries) = (self.leases.len(), self.programmed.len());
+        self.status.update(|s| {
+            s.leases = leases;
+            s.remote_nodes_programmed = remote;
+            s.entries = entries;
+        });
+    }
+
+    fn set_ready(&mut self) {
+        if self.ready {
+            return;
+        }
+        if let Err(e) = crate::runfiles::mark_ready(&self.settings.run_dir) {
+            tracing::warn!(error = %e, "cannot write the readiness file");
+        }
+        self.ready = true;
+        self.status.update(|s| s.ready = true);
+        tracing::info!("ready: lease held, data plane programmed");
+    }
+
+    /// Our lease must stay ours: when it is gone from the store (expired,
+    /// deleted by hand), acquire it again. Getting another subnet would
+    /// strand the pods of this node, so that ends the agent with an error.
+    async fn check_own_lease<D: DataPlane>(
+        &mut self,
+        reg: &dyn LeaseRegistry,
+        dp: &mut D,
+    ) -> anyhow::Result<()> {
+        if self.leases.contains_key(&self.local.own) {
+            return Ok(());
+        }
+        tracing::warn!(subnet = ?self.lease.subnet, "our lease is gone from the store; acquiring it again");
+        self.reacquire(reg, dp).await
+    }
+
+    async fn reacquire<D: DataPlane>(
+        &mut self,
+        reg: &dyn LeaseRegistry,
+        dp: &mut D,
+    ) -> anyhow::Result<()> {
+        let _ = dp;
+        let req = startup::acquire_request(&self.settings, &self.lease);
+        let got = match reg.acquire(&req).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.status.store_error();
+                return Err(e).context("acquire our lease again");
+            }
+        };
+        if lease_id(&got) != self.local.own {
+            bail!(
+                "our lease {:?} was lost and the store gave {:?} instead; restart the agent and the pods of this node",
+                self.local.own,
+                lease_id(&got)
+            );
+        }
+        self.leases.insert(lease_id(&got), got.clone());
+        self.lease = got;
+        Ok(())
+    }
+
+    async fn renew<D: DataPlane>(
+        &mut self,
+        reg: &dyn LeaseRegistry,
+        dp: &mut D,
+    ) -> anyhow::Result<()> {
+        match reg.renew(&self.lease).await {
+            Ok(()) => {
+                tracing::debug!("lease renewed");
+                Ok(())
+            }
+            Err(e) => {
+                self.status.store_error();
+                tracing::warn!(error = %e, "cannot renew our lease; acquiring it again");
+                self.reacquire(reg, dp).await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

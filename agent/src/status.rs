@@ -1,0 +1,184 @@
+//! What the agent reports: node status (control socket, `plexusctl node
+//! status`) and Prometheus metrics (`/metrics`). One value shared by the
+//! control loop, which writes it, and the listeners, which read it.
+
+use std::fmt::Write;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Upper bounds (seconds) of the programming latency histogram.
+const LATENCY_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// The status document (JSON on the control socket).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct NodeStatus {
+    pub node_name: String,
+    /// The store prefix of the network (`/coreos.com/network`).
+    pub network: String,
+    pub backend: String,
+    pub public_ip: Option<String>,
+    pub public_ipv6: Option<String>,
+    /// This node's lease: `10.5.52.0/24`.
+    pub subnet: Option<String>,
+    pub subnet6: Option<String>,
+    /// Leases in the store, this node's included.
+    pub leases: usize,
+    /// Remote nodes whose entries are all in the kernel.
+    pub remote_nodes_programmed: usize,
+    /// Kernel entries (neighbours, FDB entries, routes) the overlay holds.
+    pub entries: usize,
+    pub ready: bool,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    store_errors: u64,
+    dataplane_errors: u64,
+    /// Cumulative counts per bucket, then +Inf.
+    latency_buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    latency_sum: f64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    status: NodeStatus,
+    counters: Counters,
+}
+
+/// Shared, cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Shared(Arc<Mutex<Inner>>);
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere while holding the lock leaves plain data behind:
+        // keep serving it.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut NodeStatus)) {
+        f(&mut self.lock().status)
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        self.lock().status.clone()
+    }
+
+    pub fn store_error(&self) {
+        self.lock().counters.store_errors += 1;
+    }
+
+    pub fn dataplane_errors(&self, n: usize) {
+        self.lock().counters.dataplane_errors += n as u64;
+    }
+
+    /// Records how long one round of programming took.
+    pub fn programmed_in(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let mut g = self.lock();
+        let c = &mut g.counters;
+        c.latency_sum += secs;
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                c.latency_buckets[i] += 1;
+            }
+        }
+        c.latency_buckets[LATENCY_BUCKETS.len()] += 1;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn metrics(&self) -> String {
+        let g = self.lock();
+        let (s, c) = (&g.status, &g.counters);
+        let mut o = String::new();
+        let mut gauge = |name: &str, help: &str, kind: &str, v: String| {
+            let _ = writeln!(o, "# HELP plexusd_{name} {help}");
+            let _ = writeln!(o, "# TYPE plexusd_{name} {kind}");
+            let _ = writeln!(o, "plexusd_{name} {v}");
+        };
+        gauge(
+            "leases",
+            "Subnet leases in the store, this node's included.",
+            "gauge",
+            s.leases.to_string(),
+        );
+        gauge(
+            "remote_nodes_programmed",
+            "Remote nodes whose routes, neighbours and FDB entries are in the kernel.",
+            "gauge",
+            s.remote_nodes_programmed.to_string(),
+        );
+        gauge(
+            "kernel_entries",
+            "Neighbours, FDB entries and routes the overlay holds in the kernel.",
+            "gauge",
+            s.entries.to_string(),
+        );
+        gauge(
+            "ready",
+            "1 when the lease is held and the data plane programmed.",
+            "gauge",
+            u8::from(s.ready).to_string(),
+        );
+        gauge(
+            "store_errors_total",
+            "Failed store requests (config, lease, list, watch, renew).",
+            "counter",
+            c.store_errors.to_string(),
+        );
+        gauge(
+            "dataplane_errors_total",
+            "Kernel changes that failed.",
+            "counter",
+            c.dataplane_errors.to_string(),
+        );
+        let name = "plexusd_programming_latency_seconds";
+        let _ = writeln!(
+            o,
+            "# HELP {name} Time from a store change (or a resync) to the kernel being programmed."
+        );
+        let _ = writeln!(o, "# TYPE {name} histogram");
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            let _ = writeln!(o, "{name}_bucket{{le=\"{le}\"}} {}", c.latency_buckets[i]);
+        }
+        let total = c.latency_buckets[LATENCY_BUCKETS.len()];
+        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {total}");
+        let _ = writeln!(o, "{name}_sum {}", c.latency_sum);
+        let _ = writeln!(o, "{name}_count {total}");
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_text() {
+        let s = Shared::default();
+        s.update(|st| {
+            st.leases = 3;
+            st.remote_nodes_programmed = 2;
+            st.ready = true;
+        });
+        s.store_error();
+        s.programmed_in(Duration::from_millis(3));
+        s.programmed_in(Duration::from_millis(300));
+        let m = s.metrics();
+        for line in [
+            "plexusd_leases 3",
+            "plexusd_remote_nodes_programmed 2",
+            "plexusd_ready 1",
+            "plexusd_store_errors_total 1",
+            "plexusd_programming_latency_seconds_bucket{le=\"0.001\"} 0",
+            "plexusd_programming_latency_seconds_bucket{le=\"0.005\"} 1",
+            "plexusd_programming_latency_seconds_bucket{le=\"0.5\"} 2",
+            "plexusd_programming_latency_seconds_bucket{le=\"+Inf\"} 2",
+            "plexusd_programming_latency_seconds_count 2",
+        ] {
+            assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+        }
+    }
+}
