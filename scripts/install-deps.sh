@@ -9,6 +9,8 @@ PACKAGES=(
   busybox-static qemu-system-x86 # the test VM (tests/vm)
   time jq
   podman runc # a real libcni client for the meta plugin test
+  etcd-server etcd-client util-linux # the overlay tests' store (etcd, etcdctl) and nsenter
+  iperf3 curl bc # bench/overlay.sh: throughput, etcd's JSON API, arithmetic
 )
 
 missing=()

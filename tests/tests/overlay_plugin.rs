@@ -282,3 +282,29 @@ fn gc_releases_attachments_not_in_the_valid_list() {
         .ok();
     assert!(node.cni.leases().is_empty());
 }
+
+/// conf/overlay's conflist (plexus-vxlan, then the reference portmap) as a
+/// user installs it, with its paths moved into the sandbox.
+#[test]
+fn example_conflist_adds_and_deletes() {
+    require_root!();
+    plexus_tests::require_reference_plugins!();
+    let node = Node::new(json!({}));
+    node.write_lease(true);
+    let mut conf = plexus_tests::cluster::example_conflist();
+    conf["plugins"][0]["subnetFile"] = json!(node.subnet_env);
+    conf["plugins"][0]["dataDir"] = json!(node.data_dir);
+    conf["plugins"][0]["ipam"] = json!({"dataDir": node.cni.data_dir});
+    node.cni.write_conf(&format!("{NET}.conflist"), &conf);
+    let pod = Netns::new("vxp");
+    let r = node
+        .cni
+        .ctl(&node.ns, "add", NET, Some(&pod.path()), &[])
+        .ok()
+        .json();
+    assert_eq!(r["cniVersion"], "0.3.1");
+    assert!(r["ips"][0]["address"].as_str().unwrap().starts_with("10.5.7."), "{r}");
+    node.cni.ctl(&node.ns, "del", NET, Some(&pod.path()), &[]).ok();
+    assert!(node.saved().is_empty());
+    assert!(node.cni.leases().is_empty());
+}

@@ -1,13 +1,14 @@
 //! Pods on three Plexus nodes reach each other across the VXLAN overlay.
 
-use plexus_tests::cluster::{vxlan_config, wait_for, Cluster, Pod};
+use plexus_tests::cluster::{example_network_config, wait_for, Cluster, Pod};
 use plexus_tests::{require_overlay, CniSandbox};
 
 #[test]
 fn pods_on_three_nodes_reach_each_other() {
     require_overlay!();
     let c = Cluster::new(3);
-    c.set_config(&vxlan_config("10.5.0.0/16"));
+    // conf/overlay's example config and conflist, as a user would install them.
+    c.set_config(&example_network_config());
     let _agents: Vec<_> = c
         .nodes
         .iter()

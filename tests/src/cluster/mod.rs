@@ -65,6 +65,18 @@ macro_rules! require_overlay {
     };
 }
 
+/// conf/overlay/10-plexus-vxlan.conflist.
+pub fn example_conflist() -> Value {
+    let p = crate::example::conf_src().join("overlay/10-plexus-vxlan.conflist");
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+/// conf/overlay/network-config.json, the example for `<prefix>/config`.
+pub fn example_network_config() -> Value {
+    let p = crate::example::conf_src().join("overlay/network-config.json");
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
 /// flannel's network config with a vxlan backend (VNI 1, port 8472).
 pub fn vxlan_config(network: &str) -> Value {
     json!({"Network": network, "Backend": {"Type": "vxlan"}})
@@ -287,23 +299,16 @@ impl Node {
             .map(|(_, v)| v.to_string())
     }
 
-    /// kube-flannel's conflist with `type` changed, its state in this
-    /// node's sandbox.
+    /// conf/overlay's conflist (kube-flannel's with `type` changed), its
+    /// state moved into this node's run-dir and sandbox.
     pub fn write_vxlan_conflist(&self) {
-        self.cni.write_conf(
-            &format!("{NETWORK}.conflist"),
-            &json!({
-                "cniVersion": "1.0.0",
-                "name": NETWORK,
-                "plugins": [{
-                    "type": "plexus-vxlan",
-                    "subnetFile": self.subnet_env_path(),
-                    "dataDir": self.cni.dir.path().join("vxlan"),
-                    "ipam": {"dataDir": self.cni.data_dir},
-                    "delegate": {"hairpinMode": true, "isDefaultGateway": true}
-                }]
-            }),
-        );
+        let mut conf = example_conflist();
+        let vxlan = &mut conf["plugins"][0];
+        assert_eq!(vxlan["type"], "plexus-vxlan");
+        vxlan["subnetFile"] = json!(self.subnet_env_path());
+        vxlan["dataDir"] = json!(self.cni.dir.path().join("vxlan"));
+        vxlan["ipam"] = json!({"dataDir": self.cni.data_dir});
+        self.cni.write_conf(&format!("{NETWORK}.conflist"), &conf);
     }
 
     /// A pod netns attached through plexus-vxlan (plexusctl in the node).
