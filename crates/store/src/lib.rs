@@ -10,13 +10,27 @@
 //!   over the Kubernetes API (`node.spec.podCIDR` and flannel's node
 //!   annotations).
 //!
-//! SKELETON (issue 11, in progress): the traits are the interface plexusd is
-//! written against; the implementations are being written.
+//! Modules: [`kv`] (the trait), [`etcd`] (etcd v3 over its JSON gateway),
+//! [`file`] (the embedded store), [`registry`] (leases over a Kv),
+//! [`kube`] (leases over the Kubernetes API).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use futures::stream::BoxStream;
 use plexus_subnet::{Lease, LeaseAttrs, NetworkConfig};
+
+pub mod etcd;
+pub mod file;
+pub mod kube;
+pub mod kv;
+pub mod registry;
+
+pub use etcd::EtcdKv;
+pub use file::FileKv;
+pub use kube::KubeLeaseRegistry;
+pub use kv::{KeyValue, Kv, KvEvent, LeaseId, RangeResult};
+pub use registry::{KvLeaseRegistry, DEFAULT_PREFIX, SUBNET_TTL};
 
 /// A store revision (etcd's `mod_revision`, a Kubernetes `resourceVersion`
 /// mapped to a number, or the file store's counter).
@@ -110,16 +124,65 @@ pub struct StoreOptions {
     pub kubeconfig: Option<std::path::PathBuf>,
     /// This node's name (the Node object in `kubernetes` mode).
     pub node_name: String,
+    /// `--net-config`: the network config file (flannel's
+    /// /etc/kube-flannel/net-conf.json). Required in `kubernetes` mode; with
+    /// `file:` and `etcd://` it is used when `<prefix>/config` is absent.
+    pub net_config: Option<std::path::PathBuf>,
 }
 
 /// Open the lease registry a `--store` URL names: `etcd://HOST:PORT[,...]`,
-/// `kubernetes`, or `file:PATH`.
+/// `kubernetes`, or `file:PATH`. Bounded: an unreachable store is an
+/// `Unavailable` error within seconds, never a hang.
 pub async fn open_lease_registry(
     url: &str,
     opts: &StoreOptions,
 ) -> Result<Box<dyn LeaseRegistry>, StoreError> {
-    let _ = opts;
+    let kv: Arc<dyn Kv> = match open_kv(url, opts).await? {
+        Some(kv) => kv,
+        None => return Ok(Box::new(KubeLeaseRegistry::connect(opts).await?)),
+    };
+    Ok(Box::new(
+        KvLeaseRegistry::new(kv, &opts.etcd_prefix).with_config_file(opts.net_config.clone()),
+    ))
+}
+
+/// The [`Kv`] store a URL names (`None` for `kubernetes`, which has none).
+pub async fn open_kv(url: &str, opts: &StoreOptions) -> Result<Option<Arc<dyn Kv>>, StoreError> {
+    if url == "kubernetes" {
+        return Ok(None);
+    }
+    if let Some(path) = url.strip_prefix("file:") {
+        if path.is_empty() {
+            return Err(StoreError::Other(format!(
+                "invalid store URL {url:?}: file: needs a path (file:/var/lib/plexus/store.json)"
+            )));
+        }
+        return Ok(Some(Arc::new(FileKv::open(std::path::Path::new(path))?)));
+    }
+    if url.starts_with("etcd://") {
+        let endpoints = etcd::parse_endpoints(url)?;
+        if opts.etcd_cafile.is_some() || opts.etcd_certfile.is_some() || opts.etcd_keyfile.is_some()
+        {
+            return Err(StoreError::Other(
+                "TLS to etcd (--etcd-cafile/--etcd-certfile/--etcd-keyfile) is not supported yet"
+                    .into(),
+            ));
+        }
+        let auth = match (&opts.etcd_username, &opts.etcd_password) {
+            (Some(u), Some(p)) => Some(etcd::EtcdAuth {
+                username: u.clone(),
+                password: p.clone(),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(StoreError::Other(
+                    "--etcd-username and --etcd-password go together".into(),
+                ))
+            }
+        };
+        return Ok(Some(Arc::new(EtcdKv::connect(endpoints, auth).await?)));
+    }
     Err(StoreError::Other(format!(
-        "placeholder: no store client is written yet for {url} (issue 11)"
+        "invalid store URL {url:?}: expected etcd://HOST:PORT[,HOST:PORT...], kubernetes or file:PATH"
     )))
 }

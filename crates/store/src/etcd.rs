@@ -1,0 +1,669 @@
+//! etcd v3 through its JSON gateway (`POST /v3/kv/range`, `/v3/kv/txn`,
+//! `/v3/watch`, ...), which every etcd v3 server (3.4 on) serves on its
+//! client port. Over hyper, which the agent links for the Kubernetes client
+//! anyway: no gRPC stack, no protoc, a few hundred KiB of RSS.
+//!
+//! Keys and values travel base64-encoded; 64-bit numbers come back as JSON
+//! strings (protobuf's JSON mapping) and are accepted either way.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+use crate::kv::{prefix_end, KeyValue, Kv, KvEvent, KvWatchStream, LeaseId, RangeResult};
+use crate::{Revision, StoreError};
+
+/// How long to wait for a TCP connection to one endpoint.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a unary request may take in all.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Credentials for etcd's auth (`--etcd-username`, `--etcd-password`).
+#[derive(Debug, Clone)]
+pub struct EtcdAuth {
+    pub username: String,
+    pub password: String,
+}
+
+/// An etcd v3 cluster reached through its JSON gateway.
+pub struct EtcdKv {
+    endpoints: Vec<String>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// The endpoint that answered last: tried first.
+    active: AtomicUsize,
+    auth: Option<EtcdAuth>,
+    token: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for EtcdKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdKv")
+            .field("endpoints", &self.endpoints)
+            .finish()
+    }
+}
+
+/// `etcd://HOST:PORT[,HOST:PORT...]` → `http://HOST:PORT` endpoints
+/// (port 2379 when absent; IPv6 hosts in brackets).
+pub fn parse_endpoints(url: &str) -> Result<Vec<String>, StoreError> {
+    let bad = |why: String| StoreError::Other(format!("invalid store URL {url:?}: {why}"));
+    let rest = url
+        .strip_prefix("etcd://")
+        .ok_or_else(|| bad("expected etcd://HOST:PORT[,HOST:PORT...]".into()))?;
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() {
+        return Err(bad("no endpoint".into()));
+    }
+    rest.split(',')
+        .map(|hp| {
+            let hp = hp.trim();
+            let (host, port) = match hp.rsplit_once(':') {
+                // A bare IPv6 address has colons but no brackets.
+                Some((h, p)) if !h.contains(':') || h.starts_with('[') => (h, Some(p)),
+                _ => (hp, None),
+            };
+            let port: u16 = match port {
+                None => 2379,
+                Some(p) => p
+                    .parse()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| bad(format!("{p:?} in {hp:?} is not a port")))?,
+            };
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let valid_host = !bare.is_empty()
+                && (bare.parse::<std::net::IpAddr>().is_ok()
+                    || bare
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+            if !valid_host || (bare.contains(':') && !host.starts_with('[')) {
+                return Err(bad(format!(
+                    "{hp:?} is not HOST:PORT (IPv6 as [ADDR]:PORT)"
+                )));
+            }
+            let host = if bare.contains(':') {
+                format!("[{bare}]")
+            } else {
+                bare.to_string()
+            };
+            Ok(format!("http://{host}:{port}"))
+        })
+        .collect()
+}
+
+fn unavailable(msg: String) -> StoreError {
+    StoreError::Unavailable(msg)
+}
+
+/// An int64 from protobuf JSON (a string or a number; absent = 0).
+fn num(v: &Value, key: &str) -> i64 {
+    match v.get(key) {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn b64(s: &[u8]) -> String {
+    B64.encode(s)
+}
+
+fn unb64(v: &Value, key: &str) -> Result<Vec<u8>, StoreError> {
+    match v.get(key).and_then(Value::as_str) {
+        None => Ok(Vec::new()),
+        Some(s) => B64
+            .decode(s)
+            .map_err(|e| StoreError::Other(format!("etcd sent invalid base64 in {key}: {e}"))),
+    }
+}
+
+fn key_value(v: &Value) -> Result<KeyValue, StoreError> {
+    let key = String::from_utf8(unb64(v, "key")?)
+        .map_err(|_| StoreError::Other("etcd sent a key that is not UTF-8".into()))?;
+    Ok(KeyValue {
+        key,
+        value: unb64(v, "value")?,
+        create_revision: num(v, "create_revision"),
+        mod_revision: num(v, "mod_revision"),
+        version: num(v, "version"),
+        lease: num(v, "lease"),
+    })
+}
+
+fn header_revision(v: &Value) -> Revision {
+    v.get("header").map_or(0, |h| num(h, "revision"))
+}
+
+/// An etcd error answer → StoreError (compaction recognised by its text,
+/// which is stable across etcd versions: "required revision has been
+/// compacted").
+fn etcd_error(what: &str, err: &Value) -> StoreError {
+    let msg = err
+        .get("message")
+        .or_else(|| err.get("error"))
+        .and_then(Value::as_str)
+        .unwrap_or("unknown error")
+        .to_string();
+    if msg.contains("compacted") {
+        return StoreError::Compacted(num(err, "compact_revision"));
+    }
+    StoreError::Other(format!("etcd {what}: {msg}"))
+}
+
+impl EtcdKv {
+    /// Connect to the first endpoint that answers (bounded: at most
+    /// [`CONNECT_TIMEOUT`] per endpoint), authenticating when asked.
+    pub async fn connect(
+        endpoints: Vec<String>,
+        auth: Option<EtcdAuth>,
+    ) -> Result<EtcdKv, StoreError> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(http);
+        let kv = EtcdKv {
+            endpoints,
+            client,
+            active: AtomicUsize::new(0),
+            auth,
+            token: Mutex::new(None),
+        };
+        if kv.auth.is_some() {
+            kv.authenticate().await?;
+        }
+        // One cheap round trip, so a dead or wrong address fails here.
+        kv.call("/v3/maintenance/status", json!({})).await?;
+        Ok(kv)
+    }
+
+    async fn authenticate(&self) -> Result<(), StoreError> {
+        let Some(a) = &self.auth else { return Ok(()) };
+        let resp = self
+            .call_once(
+                "/v3/auth/authenticate",
+                &json!({"name": a.username, "password": a.password}),
+            )
+            .await?;
+        let token = resp
+            .get("token")
+            .and_then(Value::as_str)
+            .ok_or_else(|| StoreError::Other("etcd authenticate: no token in the answer".into()))?;
+        *self.token.lock().unwrap() = Some(token.to_string());
+        Ok(())
+    }
+
+    fn request(&self, endpoint: &str, path: &str, body: &Value) -> hyper::Request<Full<Bytes>> {
+        let mut req = hyper::Request::post(format!("{endpoint}{path}"))
+            .header("content-type", "application/json");
+        if let Some(t) = self.token.lock().unwrap().as_ref() {
+            req = req.header("authorization", t.as_str());
+        }
+        req.body(Full::new(Bytes::from(body.to_string())))
+            .expect("a valid request")
+    }
+
+    /// Send to the endpoints in turn (the last good one first) until one
+    /// answers; the response head, and the endpoint's index.
+    async fn send(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<hyper::Response<Incoming>, StoreError> {
+        let n = self.endpoints.len();
+        let first = self.active.load(Ordering::Relaxed);
+        let mut errors = Vec::new();
+        for i in 0..n {
+            let idx = (first + i) % n;
+            let ep = &self.endpoints[idx];
+            let fut = self.client.request(self.request(ep, path, body));
+            match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+                Ok(Ok(resp)) => {
+                    self.active.store(idx, Ordering::Relaxed);
+                    return Ok(resp);
+                }
+                Ok(Err(e)) => errors.push(format!("{ep}: {}", error_chain(&e))),
+                Err(_) => errors.push(format!("{ep}: no answer within {REQUEST_TIMEOUT:?}")),
+            }
+        }
+        Err(unavailable(format!(
+            "etcd unreachable ({})",
+            errors.join("; ")
+        )))
+    }
+
+    async fn call_once(&self, path: &str, body: &Value) -> Result<Value, StoreError> {
+        let resp = self.send(path, body).await?;
+        let status = resp.status();
+        let bytes = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
+            .await
+            .map_err(|_| {
+                unavailable(format!(
+                    "etcd {path}: answer not complete within {REQUEST_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|e| unavailable(format!("etcd {path}: {e}")))?
+            .to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            StoreError::Other(format!(
+                "etcd {path}: HTTP {status}, not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            ))
+        })?;
+        if !status.is_success() || v.get("error").is_some() {
+            return Err(etcd_error(
+                path,
+                v.get("error").filter(|e| e.is_object()).unwrap_or(&v),
+            ));
+        }
+        Ok(v)
+    }
+
+    /// A unary call; an expired auth token is renewed once.
+    async fn call(&self, path: &str, body: Value) -> Result<Value, StoreError> {
+        match self.call_once(path, &body).await {
+            Err(e) if self.auth.is_some() && e.to_string().contains("invalid auth token") => {
+                self.authenticate().await?;
+                self.call_once(path, &body).await
+            }
+            r => r,
+        }
+    }
+
+    async fn txn(&self, compare: Value, success: Value) -> Result<Option<Revision>, StoreError> {
+        let v = self
+            .call(
+                "/v3/kv/txn",
+                json!({"compare": [compare], "success": [success]}),
+            )
+            .await?;
+        let ok = v.get("succeeded").and_then(Value::as_bool).unwrap_or(false);
+        Ok(ok.then(|| header_revision(&v)))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s += &format!(": {c}");
+        src = c.source();
+    }
+    s
+}
+
+fn put_op(key: &str, value: &[u8], lease: Option<LeaseId>) -> Value {
+    json!({"key": b64(key.as_bytes()), "value": b64(value), "lease": lease.unwrap_or(0).to_string()})
+}
+
+fn mod_compare(key: &str, rev: Revision) -> Value {
+    json!({"key": b64(key.as_bytes()), "target": "MOD", "result": "EQUAL", "mod_revision": rev.to_string()})
+}
+
+#[async_trait::async_trait]
+impl Kv for EtcdKv {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let v = self
+            .call("/v3/kv/range", json!({"key": b64(key.as_bytes())}))
+            .await?;
+        match v
+            .get("kvs")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+        {
+            Some(kv) => Ok(Some(key_value(kv)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn range(&self, prefix: &str) -> Result<RangeResult, StoreError> {
+        let v = self
+            .call(
+                "/v3/kv/range",
+                json!({"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix.as_bytes()))}),
+            )
+            .await?;
+        let kvs = v
+            .get("kvs")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(key_value).collect::<Result<Vec<_>, _>>())
+            .transpose()?
+            .unwrap_or_default();
+        Ok(RangeResult {
+            kvs,
+            revision: header_revision(&v),
+        })
+    }
+
+    async fn create(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: Option<LeaseId>,
+    ) -> Result<Option<Revision>, StoreError> {
+        let cmp = json!({"key": b64(key.as_bytes()), "target": "VERSION", "result": "EQUAL", "version": "0"});
+        self.txn(cmp, json!({"request_put": put_op(key, value, lease)}))
+            .await
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: Option<LeaseId>,
+        expect_mod_revision: Option<Revision>,
+    ) -> Result<Option<Revision>, StoreError> {
+        match expect_mod_revision {
+            Some(rev) => {
+                self.txn(
+                    mod_compare(key, rev),
+                    json!({"request_put": put_op(key, value, lease)}),
+                )
+                .await
+            }
+            None => {
+                let v = self.call("/v3/kv/put", put_op(key, value, lease)).await?;
+                Ok(Some(header_revision(&v)))
+            }
+        }
+    }
+
+    async fn delete(
+        &self,
+        key: &str,
+        expect_mod_revision: Option<Revision>,
+    ) -> Result<bool, StoreError> {
+        let del = json!({"key": b64(key.as_bytes())});
+        match expect_mod_revision {
+            Some(rev) => Ok(self
+                .txn(mod_compare(key, rev), json!({"request_delete_range": del}))
+                .await?
+                .is_some()),
+            None => {
+                let v = self.call("/v3/kv/deleterange", del).await?;
+                Ok(num(&v, "deleted") > 0)
+            }
+        }
+    }
+
+    async fn grant(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        let secs = ttl.as_secs().max(1);
+        let v = self
+            .call(
+                "/v3/lease/grant",
+                json!({"TTL": secs.to_string(), "ID": "0"}),
+            )
+            .await?;
+        match num(&v, "ID") {
+            0 => Err(StoreError::Other(format!(
+                "etcd lease grant: no lease ID in {v}"
+            ))),
+            id => Ok(id),
+        }
+    }
+
+    async fn keepalive(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
+        // A bidirectional stream in gRPC; through the gateway, one request in
+        // the body and the first answer line is the refreshed TTL.
+        let resp = self
+            .send("/v3/lease/keepalive", &json!({"ID": lease.to_string()}))
+            .await?;
+        if !resp.status().is_success() {
+            return Err(StoreError::Other(format!(
+                "etcd lease keepalive: HTTP {}",
+                resp.status()
+            )));
+        }
+        let mut lines = LineReader::new(resp.into_body());
+        let line = tokio::time::timeout(REQUEST_TIMEOUT, lines.next_line())
+            .await
+            .map_err(|_| unavailable("etcd lease keepalive: no answer".into()))??
+            .ok_or_else(|| {
+                unavailable("etcd lease keepalive: stream ended without an answer".into())
+            })?;
+        if let Some(e) = line.get("error") {
+            return Err(etcd_error("lease keepalive", e));
+        }
+        let ttl = line.get("result").map_or(0, |r| num(r, "TTL"));
+        Ok((ttl > 0).then(|| Duration::from_secs(ttl as u64)))
+    }
+
+    async fn revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
+        match self
+            .call("/v3/lease/revoke", json!({"ID": lease.to_string()}))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already gone is what revoking wants.
+            Err(StoreError::Other(m)) if m.contains("lease not found") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<KvWatchStream, StoreError> {
+        let req = json!({"create_request": {
+            "key": b64(prefix.as_bytes()),
+            "range_end": b64(&prefix_end(prefix.as_bytes())),
+            "start_revision": from.max(0).to_string(),
+            "prev_kv": true,
+        }});
+        let resp = self.send("/v3/watch", &req).await?;
+        if !resp.status().is_success() {
+            return Err(StoreError::Other(format!(
+                "etcd watch: HTTP {}",
+                resp.status()
+            )));
+        }
+        let mut lines = LineReader::new(resp.into_body());
+        // The first answer says whether the watch was created, or why not.
+        let first = tokio::time::timeout(REQUEST_TIMEOUT, lines.next_line())
+            .await
+            .map_err(|_| unavailable("etcd watch: not created in time".into()))??
+            .ok_or_else(|| unavailable("etcd watch: stream ended before it was created".into()))?;
+        let first_batch = watch_batch(&first)?;
+        let state = (lines, first_batch, false);
+        let stream = futures::stream::unfold(state, |(mut lines, pending, done)| async move {
+            if done {
+                return None;
+            }
+            if let Some(batch) = pending.filter(|b| !b.is_empty()) {
+                return Some((Ok(batch), (lines, None, false)));
+            }
+            loop {
+                match lines.next_line().await {
+                    Ok(None) => return None,
+                    Err(e) => return Some((Err(e), (lines, None, true))),
+                    Ok(Some(line)) => match watch_batch(&line) {
+                        Ok(Some(b)) if !b.is_empty() => return Some((Ok(b), (lines, None, false))),
+                        Ok(_) => continue,
+                        Err(e) => return Some((Err(e), (lines, None, true))),
+                    },
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+        self.call(
+            "/v3/kv/compaction",
+            json!({"revision": revision.to_string(), "physical": true}),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// The events of one watch answer line; `Ok(None)` for answers without
+/// events (created, progress); an error for compaction or cancellation.
+fn watch_batch(line: &Value) -> Result<Option<Vec<KvEvent>>, StoreError> {
+    if let Some(e) = line.get("error") {
+        return Err(etcd_error("watch", e));
+    }
+    let Some(r) = line.get("result") else {
+        return Ok(None);
+    };
+    let compact = num(r, "compact_revision");
+    if compact > 0 {
+        return Err(StoreError::Compacted(compact));
+    }
+    if r.get("canceled").and_then(Value::as_bool) == Some(true) {
+        let why = r
+            .get("cancel_reason")
+            .and_then(Value::as_str)
+            .unwrap_or("no reason given");
+        if why.contains("compacted") {
+            return Err(StoreError::Compacted(0));
+        }
+        return Err(unavailable(format!("etcd cancelled the watch: {why}")));
+    }
+    let Some(events) = r.get("events").and_then(Value::as_array) else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(events.len());
+    for ev in events {
+        let kv = key_value(ev.get("kv").unwrap_or(&Value::Null))?;
+        // PUT is the enum's zero value, left out of protobuf JSON.
+        let delete = ev.get("type").and_then(Value::as_str) == Some("DELETE");
+        out.push(if delete {
+            KvEvent::Delete {
+                revision: kv.mod_revision,
+                key: kv.key,
+                prev: ev.get("prev_kv").map(key_value).transpose()?,
+            }
+        } else {
+            KvEvent::Put(kv)
+        });
+    }
+    Ok(Some(out))
+}
+
+/// Newline-delimited JSON from a streaming body (the gateway writes one
+/// message per line).
+struct LineReader {
+    body: Incoming,
+    buf: BytesMut,
+}
+
+impl LineReader {
+    fn new(body: Incoming) -> LineReader {
+        LineReader {
+            body,
+            buf: BytesMut::new(),
+        }
+    }
+
+    async fn next_line(&mut self) -> Result<Option<Value>, StoreError> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line = self.buf.split_to(pos + 1);
+                let line = &line[..pos];
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return serde_json::from_slice(line)
+                    .map(Some)
+                    .map_err(|e| StoreError::Other(format!("etcd stream: bad JSON line: {e}")));
+            }
+            match self.body.frame().await {
+                None => {
+                    // A last line without a newline.
+                    if self.buf.iter().all(u8::is_ascii_whitespace) {
+                        return Ok(None);
+                    }
+                    self.buf.extend_from_slice(b"\n");
+                }
+                Some(Err(e)) => return Err(unavailable(format!("etcd stream broke: {e}"))),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            parse_endpoints("etcd://10.0.0.1:2379,etcd-b:12379,[fd00::1]:2379,10.0.0.2").unwrap(),
+            [
+                "http://10.0.0.1:2379",
+                "http://etcd-b:12379",
+                "http://[fd00::1]:2379",
+                "http://10.0.0.2:2379"
+            ]
+        );
+        for bad in [
+            "etcd://",
+            "http://x:1",
+            "etcd://a:b",
+            "etcd://a:0",
+            "etcd://fd00::1:2379",
+            "etcd://a b:1",
+        ] {
+            let e = parse_endpoints(bad).unwrap_err().to_string();
+            assert!(e.contains("invalid store URL"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn watch_answers() {
+        let created: Value =
+            serde_json::from_str(r#"{"result":{"header":{"revision":"5"},"created":true}}"#)
+                .unwrap();
+        assert_eq!(watch_batch(&created).unwrap(), None);
+        let ev: Value = serde_json::from_str(
+            r#"{"result":{"header":{"revision":"7"},"events":[{"kv":{"key":"YQ==","create_revision":"6","mod_revision":"6","version":"1","value":"eA==","lease":"99"}},{"type":"DELETE","kv":{"key":"Yg==","mod_revision":"7"},"prev_kv":{"key":"Yg==","value":"eQ==","mod_revision":"3"}}]}}"#,
+        )
+        .unwrap();
+        let b = watch_batch(&ev).unwrap().unwrap();
+        assert_eq!(
+            b[0],
+            KvEvent::Put(KeyValue {
+                key: "a".into(),
+                value: b"x".to_vec(),
+                create_revision: 6,
+                mod_revision: 6,
+                version: 1,
+                lease: 99
+            })
+        );
+        match &b[1] {
+            KvEvent::Delete {
+                key,
+                revision,
+                prev,
+            } => {
+                assert_eq!((key.as_str(), *revision), ("b", 7));
+                assert_eq!(prev.as_ref().unwrap().value, b"y");
+            }
+            e => panic!("{e:?}"),
+        }
+        let compacted: Value = serde_json::from_str(
+            r#"{"result":{"header":{"revision":"9"},"canceled":true,"compact_revision":"8"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            watch_batch(&compacted),
+            Err(StoreError::Compacted(8))
+        ));
+    }
+}

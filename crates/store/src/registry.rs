@@ -1,0 +1,668 @@
+//! [`KvLeaseRegistry`]: the overlay's subnet leases over any [`Kv`], in
+//! flannel's layout, so flanneld and plexusd share one etcd:
+//!
+//! - `<prefix>/config`: the network config JSON;
+//! - `<prefix>/subnets/<ip>-<len>[&<ip6>-<len6>]`: a lease, value
+//!   `LeaseAttrs` JSON, attached to a 24 h TTL lease, created only if absent.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use plexus_subnet::{alloc, Lease, LeaseAttrs, NetworkConfig};
+
+use crate::kv::{KeyValue, Kv, KvEvent, KvWatchStream, LeaseId};
+use crate::{AcquireRequest, LeaseEvent, LeaseRegistry, LeaseSnapshot, Revision, StoreError};
+
+/// A lease's TTL, as flannel's (`subnetTTL`).
+pub const SUBNET_TTL: Duration = Duration::from_secs(24 * 3600);
+/// flannel's default `--etcd-prefix`.
+pub const DEFAULT_PREFIX: &str = "/coreos.com/network";
+/// Tries before giving up when other nodes keep taking the subnets we pick.
+const ACQUIRE_ATTEMPTS: u32 = 16;
+
+/// The overlay's leases in a [`Kv`] store.
+pub struct KvLeaseRegistry {
+    kv: Arc<dyn Kv>,
+    prefix: String,
+    /// Where the config comes from when the store has none (a single node's
+    /// `file:` store seeded from net-conf.json).
+    config_file: Option<PathBuf>,
+    /// The TTL lease each of our keys is attached to.
+    held: Mutex<HashMap<String, LeaseId>>,
+}
+
+impl std::fmt::Debug for KvLeaseRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvLeaseRegistry")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// Which step of the acquire order gave the lease.
+enum Publish {
+    /// Create; the key must be absent.
+    Create,
+    /// Replace the value whose mod_revision and TTL lease we read.
+    Replace(KeyValue),
+}
+
+impl KvLeaseRegistry {
+    /// `prefix` is flannel's `--etcd-prefix` (empty = `/coreos.com/network`).
+    pub fn new(kv: Arc<dyn Kv>, prefix: &str) -> KvLeaseRegistry {
+        let prefix = prefix.trim_end_matches('/');
+        KvLeaseRegistry {
+            kv,
+            prefix: if prefix.is_empty() {
+                DEFAULT_PREFIX.to_string()
+            } else {
+                prefix.to_string()
+            },
+            config_file: None,
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Read the config from `path` when `<prefix>/config` is absent.
+    pub fn with_config_file(mut self, path: Option<PathBuf>) -> KvLeaseRegistry {
+        self.config_file = path;
+        self
+    }
+
+    pub fn kv(&self) -> &Arc<dyn Kv> {
+        &self.kv
+    }
+
+    pub fn config_key(&self) -> String {
+        format!("{}/config", self.prefix)
+    }
+
+    /// `<prefix>/subnets/`, the leases' common prefix.
+    pub fn subnets_prefix(&self) -> String {
+        format!("{}/subnets/", self.prefix)
+    }
+
+    /// The store key of a lease.
+    pub fn lease_key(&self, lease: &Lease) -> String {
+        format!("{}{}", self.subnets_prefix(), lease.key())
+    }
+
+    async fn leases(&self) -> Result<(Vec<(KeyValue, Lease)>, Revision), StoreError> {
+        let prefix = self.subnets_prefix();
+        let r = self.kv.range(&prefix).await?;
+        let leases = r
+            .kvs
+            .into_iter()
+            .filter_map(|kv| {
+                let lease = to_lease(&prefix, &kv)?;
+                Some((kv, lease))
+            })
+            .collect();
+        Ok((leases, r.revision))
+    }
+
+    /// Publish `attrs` for `subnets` on a fresh TTL lease. `Ok(false)` when
+    /// the store changed under us (the key was taken, or changed since read).
+    async fn publish(&self, lease: &Lease, how: Publish) -> Result<bool, StoreError> {
+        let key = self.lease_key(lease);
+        let value = lease.attrs.to_json();
+        let id = self.kv.grant(SUBNET_TTL).await?;
+        let res = match &how {
+            Publish::Create => self.kv.create(&key, value.as_bytes(), Some(id)).await,
+            Publish::Replace(cur) => {
+                self.kv
+                    .put(&key, value.as_bytes(), Some(id), Some(cur.mod_revision))
+                    .await
+            }
+        };
+        match res {
+            Ok(Some(_)) => {
+                let old = self.held.lock().unwrap().insert(key.clone(), id);
+                // The key's previous TTL lease (ours from before a restart,
+                // or flannel's) now holds no key: end it.
+                let stale = match &how {
+                    Publish::Replace(cur) if cur.lease != 0 && cur.lease != id => Some(cur.lease),
+                    _ => old.filter(|o| *o != id),
+                };
+                if let Some(stale) = stale {
+                    if let Err(e) = self.kv.revoke(stale).await {
+                        tracing::warn!(key, lease = stale, error = %e, "cannot revoke a replaced lease; it expires by itself");
+                    }
+                }
+                Ok(true)
+            }
+            Ok(None) => {
+                let _ = self.kv.revoke(id).await;
+                Ok(false)
+            }
+            Err(e) => {
+                let _ = self.kv.revoke(id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Create a lease key if absent; `Ok(false)` when another node has it.
+    async fn claim(&self, cfg: &NetworkConfig, lease: &Lease) -> Result<bool, StoreError> {
+        if !self.publish(lease, Publish::Create).await? {
+            return Ok(false);
+        }
+        let dual = cfg.enable_ipv4 && cfg.enable_ipv6;
+        Ok(!(dual && self.lost_dual_stack_race(lease).await?))
+    }
+
+    /// After creating a dual-stack key: another key created earlier may
+    /// hold one of our two subnets (the create transaction only guards the
+    /// exact key). The earlier creator keeps it; we give ours back.
+    async fn lost_dual_stack_race(&self, ours: &Lease) -> Result<bool, StoreError> {
+        let (leases, _) = self.leases().await?;
+        let Some((mine, _)) = leases.iter().find(|(_, l)| l.same_subnets(ours)) else {
+            return Ok(true);
+        };
+        let lost = leases.iter().any(|(kv, l)| {
+            !l.same_subnets(ours)
+                && kv.create_revision < mine.create_revision
+                && ((l.subnet.is_some() && l.subnet == ours.subnet)
+                    || (l.subnet6.is_some() && l.subnet6 == ours.subnet6))
+        });
+        if lost {
+            let key = self.lease_key(ours);
+            self.kv.delete(&key, Some(mine.mod_revision)).await?;
+            let held = self.held.lock().unwrap().remove(&key);
+            if let Some(id) = held {
+                let _ = self.kv.revoke(id).await;
+            }
+        }
+        Ok(lost)
+    }
+}
+
+fn to_lease(prefix: &str, kv: &KeyValue) -> Option<Lease> {
+    let key = kv.key.strip_prefix(prefix)?;
+    match Lease::from_kv(key, &kv.value) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(key = %kv.key, error = %e, "ignoring a malformed lease");
+            None
+        }
+    }
+}
+
+/// A lease for a deleted key: its subnets from the key, its attributes from
+/// the last value when the store still had it.
+fn removed_lease(prefix: &str, key: &str, prev: Option<&KeyValue>) -> Option<Lease> {
+    let short = key.strip_prefix(prefix)?;
+    let (subnet, subnet6) = Lease::parse_key(short).ok()?;
+    let attrs = prev
+        .and_then(|p| LeaseAttrs::from_json(&p.value).ok())
+        .unwrap_or_default();
+    Some(Lease {
+        subnet,
+        subnet6,
+        attrs,
+    })
+}
+
+fn carries_our_ip(l: &Lease, req: &AcquireRequest) -> bool {
+    match (req.public_ip, req.public_ipv6) {
+        (Some(ip), _) => l.attrs.public_ip == Some(ip),
+        (None, Some(ip6)) => l.attrs.public_ipv6 == Some(ip6),
+        (None, None) => false,
+    }
+}
+
+fn overlaps(a: &Lease, b: &Lease) -> bool {
+    (a.subnet.is_some() && a.subnet == b.subnet) || (a.subnet6.is_some() && a.subnet6 == b.subnet6)
+}
+
+/// Different nodes start their search at different places, and retries
+/// move on: a hash of the node name, the attempt and the clock.
+fn seed(node: &str, attempt: u32) -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(node.as_bytes());
+    h.write_u32(attempt);
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+#[async_trait::async_trait]
+impl LeaseRegistry for KvLeaseRegistry {
+    async fn network_config(&self) -> Result<NetworkConfig, StoreError> {
+        let key = self.config_key();
+        if let Some(kv) = self.kv.get(&key).await? {
+            return Ok(NetworkConfig::parse(&kv.value)?);
+        }
+        match &self.config_file {
+            Some(path) => {
+                let bytes = plexus_cni::files::read_limited(path, 1 << 20).map_err(|e| {
+                    StoreError::NoConfig(format!("{key} (and {}: {e})", path.display()))
+                })?;
+                Ok(NetworkConfig::parse(&bytes)?)
+            }
+            None => Err(StoreError::NoConfig(key)),
+        }
+    }
+
+    async fn acquire(&self, req: &AcquireRequest) -> Result<Lease, StoreError> {
+        let cfg = self.network_config().await?;
+        let mut lost: Vec<Lease> = Vec::new();
+        for attempt in 0..ACQUIRE_ATTEMPTS {
+            let (leases, _) = self.leases().await?;
+            // 1. The lease already carrying our public IP (our own, from
+            //    before a restart): keep its subnet, publish our attributes.
+            if let Some((kv, l)) = leases
+                .iter()
+                .find(|(_, l)| carries_our_ip(l, req) && cfg.fits(l))
+            {
+                let lease = Lease {
+                    attrs: req.attrs.clone(),
+                    ..l.clone()
+                };
+                if self.publish(&lease, Publish::Replace(kv.clone())).await? {
+                    return Ok(lease);
+                }
+                continue;
+            }
+            // 2. The subnet we held before (subnet.env), if still free.
+            if let Some(prev) = req.previous.as_ref().filter(|p| cfg.fits(p)) {
+                let free = !leases.iter().any(|(_, l)| overlaps(l, prev))
+                    && !lost.iter().any(|l| overlaps(l, prev));
+                if free {
+                    let lease = Lease {
+                        attrs: req.attrs.clone(),
+                        ..prev.clone()
+                    };
+                    if self.claim(&cfg, &lease).await? {
+                        return Ok(lease);
+                    }
+                    lost.push(lease);
+                    continue;
+                }
+            }
+            // 3. A free subnet, starting the search at a random place.
+            let taken: Vec<Lease> = leases
+                .into_iter()
+                .map(|(_, l)| l)
+                .chain(lost.iter().cloned())
+                .collect();
+            let (subnet, subnet6) =
+                alloc::free_subnets(&cfg, &taken, seed(&req.node_name, attempt))?;
+            let lease = Lease {
+                subnet,
+                subnet6,
+                attrs: req.attrs.clone(),
+            };
+            if self.claim(&cfg, &lease).await? {
+                return Ok(lease);
+            }
+            tracing::debug!(key = %lease.key(), "subnet taken by another node meanwhile; trying another");
+            lost.push(lease);
+        }
+        Err(StoreError::Other(format!(
+            "no subnet lease after {ACQUIRE_ATTEMPTS} attempts: other nodes kept taking the subnets picked"
+        )))
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<(), StoreError> {
+        let key = self.lease_key(lease);
+        let held = self.held.lock().unwrap().get(&key).copied();
+        let Some(cur) = self.kv.get(&key).await? else {
+            // Gone (deleted by hand, or expired): claim it again if free.
+            if self.publish(lease, Publish::Create).await? {
+                return Ok(());
+            }
+            return Err(StoreError::Other(format!(
+                "lease {key} was lost and taken by another node"
+            )));
+        };
+        if cur.lease != 0
+            && held == Some(cur.lease)
+            && self.kv.keepalive(cur.lease).await?.is_some()
+        {
+            if cur.value == lease.attrs.to_json().as_bytes() {
+                return Ok(());
+            }
+            // Attributes changed (e.g. a new public IP): rewrite, same lease.
+            return match self
+                .kv
+                .put(
+                    &key,
+                    lease.attrs.to_json().as_bytes(),
+                    Some(cur.lease),
+                    Some(cur.mod_revision),
+                )
+                .await?
+            {
+                Some(_) => Ok(()),
+                None => Err(StoreError::Other(format!(
+                    "lease {key} changed under us while renewing"
+                ))),
+            };
+        }
+        // Not on a TTL lease of ours (written before a restart, or by
+        // flannel): still ours if it carries our public IP.
+        let theirs = LeaseAttrs::from_json(&cur.value).unwrap_or_default();
+        if theirs.public_ip != lease.attrs.public_ip
+            || theirs.public_ipv6 != lease.attrs.public_ipv6
+        {
+            return Err(StoreError::Other(format!(
+                "lease {key} now belongs to another node (public IP {:?})",
+                theirs
+                    .public_ip
+                    .map(|i| i.to_string())
+                    .or(theirs.public_ipv6.map(|i| i.to_string()))
+            )));
+        }
+        if self.publish(lease, Publish::Replace(cur)).await? {
+            Ok(())
+        } else {
+            Err(StoreError::Other(format!(
+                "lease {key} changed under us while renewing"
+            )))
+        }
+    }
+
+    async fn list(&self) -> Result<LeaseSnapshot, StoreError> {
+        let (leases, revision) = self.leases().await?;
+        Ok(LeaseSnapshot {
+            leases: leases.into_iter().map(|(_, l)| l).collect(),
+            revision,
+        })
+    }
+
+    async fn watch(
+        &self,
+        after: Revision,
+    ) -> Result<BoxStream<'static, Result<LeaseEvent, StoreError>>, StoreError> {
+        let prefix = self.subnets_prefix();
+        let (stream, relist) = match self.kv.watch(&prefix, after + 1).await {
+            Ok(s) => (Some(s), false),
+            Err(StoreError::Compacted(_)) => (None, true),
+            Err(e) => return Err(e),
+        };
+        let w = LeaseWatch {
+            kv: self.kv.clone(),
+            prefix,
+            stream,
+            relist,
+            next: after + 1,
+            pending: VecDeque::new(),
+            done: false,
+        };
+        Ok(futures::stream::unfold(w, |mut w| async move {
+            let item = w.next().await?;
+            Some((item, w))
+        })
+        .boxed())
+    }
+}
+
+/// The state of one lease watch: the Kv watch, events not yet handed out,
+/// and where to resume.
+struct LeaseWatch {
+    kv: Arc<dyn Kv>,
+    prefix: String,
+    stream: Option<KvWatchStream>,
+    /// History is gone: list everything (Resync) before watching again.
+    relist: bool,
+    /// The first revision not yet seen.
+    next: Revision,
+    pending: VecDeque<LeaseEvent>,
+    done: bool,
+}
+
+impl LeaseWatch {
+    async fn next(&mut self) -> Option<Result<LeaseEvent, StoreError>> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Some(Ok(ev));
+            }
+            if self.done {
+                return None;
+            }
+            if self.relist {
+                return Some(self.resync().await);
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                match self.kv.watch(&self.prefix, self.next).await {
+                    Ok(s) => self.stream = Some(s),
+                    Err(StoreError::Compacted(_)) => self.relist = true,
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
+                continue;
+            };
+            match stream.next().await {
+                None => {
+                    self.done = true;
+                    return None;
+                }
+                Some(Err(StoreError::Compacted(rev))) => {
+                    tracing::info!(revision = rev, "lease watch history compacted; relisting");
+                    self.stream = None;
+                    self.relist = true;
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                Some(Ok(batch)) => {
+                    for ev in batch {
+                        self.next = self.next.max(ev.revision() + 1);
+                        let lease_ev = match &ev {
+                            KvEvent::Put(kv) => to_lease(&self.prefix, kv).map(LeaseEvent::Added),
+                            KvEvent::Delete { key, prev, .. } => {
+                                removed_lease(&self.prefix, key, prev.as_ref())
+                                    .map(LeaseEvent::Removed)
+                            }
+                        };
+                        self.pending.extend(lease_ev);
+                    }
+                }
+            }
+        }
+    }
+
+    /// List every lease; the watch resumes just after the list's revision,
+    /// so no change (a delete included) falls between the two.
+    async fn resync(&mut self) -> Result<LeaseEvent, StoreError> {
+        let r = match self.kv.range(&self.prefix).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.done = true;
+                return Err(e);
+            }
+        };
+        self.relist = false;
+        self.stream = None;
+        self.next = r.revision + 1;
+        let leases = r
+            .kvs
+            .iter()
+            .filter_map(|kv| to_lease(&self.prefix, kv))
+            .collect();
+        Ok(LeaseEvent::Resync(LeaseSnapshot {
+            leases,
+            revision: r.revision,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FileKv;
+    use plexus_subnet::VxlanBackendData;
+
+    const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn req(node: &str, ip: &str, mac: u8) -> AcquireRequest {
+        AcquireRequest {
+            node_name: node.into(),
+            public_ip: Some(ip.parse().unwrap()),
+            public_ipv6: None,
+            previous: None,
+            attrs: LeaseAttrs {
+                public_ip: Some(ip.parse().unwrap()),
+                backend_type: "vxlan".into(),
+                backend_data: Some(VxlanBackendData {
+                    vni: 1,
+                    vtep_mac: [2, 0, 0, 0, 0, mac],
+                }),
+                ..Default::default()
+            },
+        }
+    }
+
+    async fn registry(dir: &std::path::Path) -> (Arc<dyn Kv>, KvLeaseRegistry) {
+        let kv: Arc<dyn Kv> = Arc::new(FileKv::open(&dir.join("store.json")).unwrap());
+        kv.put("/coreos.com/network/config", CONFIG.as_bytes(), None, None)
+            .await
+            .unwrap();
+        (kv.clone(), KvLeaseRegistry::new(kv, ""))
+    }
+
+    #[test]
+    fn no_config_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let kv: Arc<dyn Kv> = Arc::new(FileKv::open(&dir.path().join("s.json")).unwrap());
+            let r = KvLeaseRegistry::new(kv, "/x/");
+            let e = r.acquire(&req("a", "192.168.0.1", 1)).await.unwrap_err();
+            assert!(
+                matches!(&e, StoreError::NoConfig(k) if k == "/x/config"),
+                "{e}"
+            );
+            // The config file is the fallback.
+            let f = dir.path().join("net-conf.json");
+            std::fs::write(&f, CONFIG).unwrap();
+            let r = r.with_config_file(Some(f));
+            assert_eq!(r.network_config().await.unwrap().subnet_len, 24);
+        });
+    }
+
+    #[test]
+    fn acquire_order_own_ip_then_previous_then_free() {
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let (kv, r) = registry(dir.path()).await;
+            let a = r.acquire(&req("a", "192.168.0.1", 1)).await.unwrap();
+            let stored = kv.get(&r.lease_key(&a)).await.unwrap().unwrap();
+            assert_eq!(stored.value, a.attrs.to_json().as_bytes());
+            assert_ne!(stored.lease, 0, "attached to a TTL lease");
+            // Same public IP again (a restart): the same subnet, new MAC published.
+            let again = r.acquire(&req("a", "192.168.0.1", 9)).await.unwrap();
+            assert_eq!(again.subnet, a.subnet);
+            assert_eq!(again.attrs.backend_data.unwrap().vtep_mac[5], 9);
+            assert_eq!(r.list().await.unwrap().leases.len(), 1);
+            // A new IP with a previous subnet that is free: that subnet.
+            let mut b = req("b", "192.168.0.2", 2);
+            b.previous = Some(Lease {
+                subnet: Some("10.5.77.0/24".parse().unwrap()),
+                subnet6: None,
+                attrs: LeaseAttrs::default(),
+            });
+            assert_eq!(
+                r.acquire(&b).await.unwrap().subnet,
+                Some("10.5.77.0/24".parse().unwrap())
+            );
+            // A previous subnet held by another node is not taken over.
+            let mut c = req("c", "192.168.0.3", 3);
+            c.previous = Some(Lease {
+                subnet: a.subnet,
+                subnet6: None,
+                attrs: LeaseAttrs::default(),
+            });
+            let cl = r.acquire(&c).await.unwrap();
+            assert!(cl.subnet != a.subnet && cl.subnet != Some("10.5.77.0/24".parse().unwrap()));
+            r.renew(&cl).await.unwrap();
+        });
+    }
+
+    #[test]
+    fn many_registries_on_one_store_never_share_a_subnet() {
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let (kv, _) = registry(dir.path()).await;
+            // A tiny network: 3 subnets for 3 nodes, so every pick collides.
+            kv.put(
+                "/coreos.com/network/config",
+                br#"{"Network":"10.5.0.0/28","Backend":{"Type":"vxlan"}}"#,
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+            let regs: Vec<KvLeaseRegistry> = (0..3)
+                .map(|_| KvLeaseRegistry::new(kv.clone(), ""))
+                .collect();
+            let reqs: Vec<AcquireRequest> = (0..3)
+                .map(|i| req(&format!("n{i}"), &format!("192.168.0.{}", i + 1), i))
+                .collect();
+            let got =
+                futures::future::join_all(regs.iter().zip(&reqs).map(|(r, q)| r.acquire(q))).await;
+            let mut subnets: Vec<_> = got
+                .into_iter()
+                .map(|l| l.unwrap().subnet.unwrap())
+                .collect();
+            subnets.sort();
+            subnets.dedup();
+            assert_eq!(subnets.len(), 3);
+            let e = regs[0]
+                .acquire(&req("n9", "192.168.0.9", 9))
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("no free subnet left"), "{e}");
+        });
+    }
+
+    #[test]
+    fn watch_sees_add_and_delete_and_resyncs_after_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let (kv, r) = registry(dir.path()).await;
+            let snap = r.list().await.unwrap();
+            let mut w = r.watch(snap.revision).await.unwrap();
+            let a = r.acquire(&req("a", "192.168.0.1", 1)).await.unwrap();
+            match w.next().await.unwrap().unwrap() {
+                LeaseEvent::Added(l) => assert_eq!(l, a),
+                e => panic!("{e:?}"),
+            }
+            kv.delete(&r.lease_key(&a), None).await.unwrap();
+            match w.next().await.unwrap().unwrap() {
+                LeaseEvent::Removed(l) => assert_eq!(l, a, "attributes from the deleted value"),
+                e => panic!("{e:?}"),
+            }
+            // Watching from compacted history: a Resync, then live events.
+            let b = r.acquire(&req("b", "192.168.0.2", 2)).await.unwrap();
+            let rev = kv.range("/").await.unwrap().revision;
+            kv.compact(rev).await.unwrap();
+            let mut w = r.watch(snap.revision).await.unwrap();
+            match w.next().await.unwrap().unwrap() {
+                LeaseEvent::Resync(s) => assert_eq!(s.leases, vec![b.clone()]),
+                e => panic!("{e:?}"),
+            }
+            kv.delete(&r.lease_key(&b), None).await.unwrap();
+            assert!(matches!(w.next().await.unwrap().unwrap(), LeaseEvent::Removed(l) if l == b));
+        });
+    }
+}
