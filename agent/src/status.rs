@@ -88,6 +88,11 @@ impl Shared {
         c.latency_buckets[LATENCY_BUCKETS.len()] += 1;
     }
 
+    /// How many rounds of programming have been recorded.
+    pub fn rounds(&self) -> u64 {
+        self.lock().counters.latency_buckets[LATENCY_BUCKETS.len()]
+    }
+
     /// The Prometheus text exposition.
     pub fn metrics(&self) -> String {
         let g = self.lock();

@@ -72,12 +72,6 @@ pub struct Overlay {
     ready: bool,
 }
 
-/// Why the control loop stopped listening to the store.
-enum Relist {
-    /// The watch ended or lost history: list again and diff.
-    Watch,
-}
-
 impl Overlay {
     pub fn lease(&self) -> &Lease {
         &self.lease
@@ -134,12 +128,13 @@ impl Overlay {
             // programming: 1000 leases written in one transaction become
             // one diff and one netlink batch.
             let mut chunks = stream.ready_chunks(4096);
-            let Relist::Watch = loop {
+            // Until the watch ends or loses history: then list again and diff.
+            loop {
                 tokio::select! {
                     chunk = chunks.next() => {
                         let Some(chunk) = chunk else {
                             tracing::info!("lease watch ended; listing again");
-                            break Relist::Watch;
+                            break;
                         };
                         let started = Instant::now();
                         let mut relist = false;
@@ -161,7 +156,7 @@ impl Overlay {
                         self.status.programmed_in(started.elapsed());
                         self.check_own_lease(reg, dp).await?;
                         if relist {
-                            break Relist::Watch;
+                            break;
                         }
                     }
                     _ = renew.tick() => self.renew(reg, dp).await?,
@@ -173,7 +168,7 @@ impl Overlay {
                         }
                     }
                 }
-            };
+            }
         }
     }
 
@@ -303,6 +298,12 @@ impl Overlay {
         let req = startup::acquire_request(&self.settings, &self.lease);
         let got = match reg.acquire(&req).await {
             Ok(l) => l,
+            Err(StoreError::Unavailable(why)) => {
+                // The lease lives 24 h: try again at the next renewal.
+                self.status.store_error();
+                tracing::warn!(error = %why, "store unavailable; keeping our lease and retrying later");
+                return Ok(());
+            }
             Err(e) => {
                 self.status.store_error();
                 return Err(e).context("acquire our lease again");
