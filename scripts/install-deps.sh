@@ -9,8 +9,8 @@ PACKAGES=(
   busybox-static qemu-system-x86 # the test VM (tests/vm)
   time jq
   podman runc # a real libcni client for the meta plugin test
-  etcd-server etcd-client util-linux # the overlay tests' store (etcd, etcdctl) and nsenter
-  iperf3 curl bc # bench/overlay.sh: throughput, etcd's JSON API, arithmetic
+  etcd-server etcd-client # the overlay's store (tests start etcd in a netns)
+  util-linux iperf3 curl bc # nsenter for the overlay tests; bench/overlay.sh: throughput, etcd's JSON API, arithmetic
 )
 
 missing=()

@@ -18,6 +18,7 @@ use serde_json::Value;
 pub mod apiserver;
 pub mod cluster;
 pub mod cni;
+pub mod etcd;
 pub mod example;
 
 pub use cni::{CniSandbox, CtlOutput};

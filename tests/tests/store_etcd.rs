@@ -1,0 +1,304 @@
+//! plexus-store against a real etcd (Debian's etcd-server) started in a
+//! namespace this test creates; the store client runs on a thread inside
+//! that namespace, so nothing touches the root namespace.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use plexus_store::{
+    open_lease_registry, AcquireRequest, EtcdKv, Kv, LeaseEvent, LeaseRegistry, StoreError,
+    StoreOptions,
+};
+use plexus_subnet::{Lease, LeaseAttrs, VxlanBackendData};
+use plexus_tests::etcd::Etcd;
+use plexus_tests::{require_etcd, require_root, Netns};
+
+const PREFIX: &str = "/coreos.com/network";
+
+/// Run `f` to completion on a current-thread runtime on a thread inside
+/// `ns`: every socket it opens is in that namespace.
+fn block_in<T: Send>(ns: &Netns, f: impl std::future::Future<Output = T> + Send) -> T {
+    ns.run(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    })
+}
+
+fn setup(config: &str) -> (Netns, Etcd) {
+    let ns = Netns::new("etcd");
+    let etcd = Etcd::start(&ns, "127.0.0.1");
+    etcd.put(&format!("{PREFIX}/config"), config);
+    (ns, etcd)
+}
+
+fn req(node: &str, ip: &str, mac: u8) -> AcquireRequest {
+    AcquireRequest {
+        node_name: node.into(),
+        public_ip: Some(ip.parse().unwrap()),
+        public_ipv6: None,
+        previous: None,
+        attrs: LeaseAttrs {
+            public_ip: Some(ip.parse().unwrap()),
+            public_ipv6: None,
+            backend_type: "vxlan".into(),
+            backend_data: Some(VxlanBackendData {
+                vni: 1,
+                vtep_mac: [0x0a, 0x58, 0, 0, 0, mac],
+            }),
+            backend_v6_data: None,
+        },
+    }
+}
+
+async fn registry(url: &str) -> Box<dyn LeaseRegistry> {
+    open_lease_registry(url, &StoreOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"))
+}
+
+#[test]
+fn concurrent_registries_never_get_the_same_subnet() {
+    require_root!();
+    require_etcd!();
+    // 7 subnets (/30s in a /27, the first one unused) for 7 nodes: the
+    // random picks collide often, only the transactions keep them apart.
+    let (ns, etcd) =
+        setup(r#"{"Network":"10.5.0.0/27","SubnetLen":30,"Backend":{"Type":"vxlan"}}"#);
+    let url = etcd.url();
+    let got = block_in(&ns, async {
+        let mut regs = Vec::new();
+        for _ in 0..7 {
+            regs.push(registry(&url).await);
+        }
+        let reqs: Vec<AcquireRequest> = (0..7)
+            .map(|i| req(&format!("node{i}"), &format!("192.168.0.{}", i + 1), i))
+            .collect();
+        let got =
+            futures::future::join_all(regs.iter().zip(&reqs).map(|(r, q)| r.acquire(q))).await;
+        let extra = regs[0].acquire(&req("late", "192.168.0.99", 99)).await;
+        (got, extra)
+    });
+    let (got, extra) = got;
+    let subnets: BTreeSet<String> = got
+        .into_iter()
+        .map(|l| {
+            l.expect("every node gets a lease")
+                .subnet
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(subnets.len(), 7, "{subnets:?}");
+    // What etcd holds agrees: 7 keys, one per subnet, each on a TTL lease.
+    let keys = etcd.get_prefix(&format!("{PREFIX}/subnets/"));
+    assert_eq!(keys.len(), 7, "{keys:?}");
+    for (k, _) in &keys {
+        assert_ne!(etcd.lease_of(k), 0, "{k} is attached to a TTL lease");
+    }
+    let e = extra.unwrap_err().to_string();
+    assert!(e.contains("no free subnet left in 10.5.0.0/27"), "{e}");
+}
+
+#[test]
+fn leases_are_written_and_read_in_flannels_format() {
+    require_root!();
+    require_etcd!();
+    let (ns, etcd) = setup(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
+    // A lease as flanneld writes it, on a node we do not run.
+    let flannel_key = format!("{PREFIX}/subnets/10.5.52.0-24");
+    let flannel_value = r#"{"PublicIP":"192.168.0.52","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:58:0a:05:34:00"}}"#;
+    etcd.put(&flannel_key, flannel_value);
+    let url = etcd.url();
+    let (listed, ours) = block_in(&ns, async {
+        let r = registry(&url).await;
+        let listed = r.list().await.unwrap();
+        let mut q = req("a", "192.168.0.1", 1);
+        // Our previous subnet is the flannel node's: not taken over.
+        q.previous = Some(Lease {
+            subnet: Some("10.5.52.0/24".parse().unwrap()),
+            subnet6: None,
+            attrs: LeaseAttrs::default(),
+        });
+        let ours = r.acquire(&q).await.unwrap();
+        r.renew(&ours).await.unwrap();
+        (listed, ours)
+    });
+    assert_eq!(listed.leases.len(), 1);
+    let l = &listed.leases[0];
+    assert_eq!(l.subnet, Some("10.5.52.0/24".parse().unwrap()));
+    assert_eq!(l.attrs.public_ip, Some("192.168.0.52".parse().unwrap()));
+    assert_eq!(
+        l.attrs.backend_data.as_ref().unwrap().vtep_mac,
+        [0x0a, 0x58, 0x0a, 0x05, 0x34, 0]
+    );
+    assert_eq!(
+        l.attrs.to_json(),
+        flannel_value,
+        "our JSON is flannel's, byte for byte"
+    );
+    assert_ne!(ours.subnet, l.subnet);
+    let key = format!("{PREFIX}/subnets/{}", ours.key());
+    assert_eq!(
+        etcd.get(&key).unwrap(),
+        format!(
+            r#"{{"PublicIP":"192.168.0.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"0a:58:00:00:00:01"}}}}"#
+        )
+    );
+    // On a 24 h TTL lease, as flannel's.
+    let lease = etcd.lease_of(&key);
+    let ttl = etcd.ctl_out(&["lease", "timetolive", &format!("{lease:x}")]);
+    assert!(ttl.contains("granted with TTL(86400s)"), "{ttl}");
+}
+
+#[test]
+fn watch_sees_adds_and_deletes_and_resyncs_after_compaction() {
+    require_root!();
+    require_etcd!();
+    let (ns, etcd) = setup(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
+    let url = etcd.url();
+    let value = |ip: &str| {
+        format!(
+            r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"0a:58:00:00:00:09"}}}}"#
+        )
+    };
+    let k = |sn: &str| format!("{PREFIX}/subnets/{sn}");
+    block_in(&ns, async {
+        let r = registry(&url).await;
+        let start = r.list().await.unwrap().revision;
+        let mut w = r.watch(start).await.unwrap();
+        etcd.put(&k("10.5.1.0-24"), &value("192.168.0.1"));
+        match w.next().await.unwrap().unwrap() {
+            LeaseEvent::Added(l) => {
+                assert_eq!(l.attrs.public_ip, Some("192.168.0.1".parse().unwrap()))
+            }
+            e => panic!("expected Added, got {e:?}"),
+        }
+        etcd.del(&k("10.5.1.0-24"));
+        match w.next().await.unwrap().unwrap() {
+            LeaseEvent::Removed(l) => {
+                assert_eq!(l.subnet, Some("10.5.1.0/24".parse().unwrap()));
+                // The deleted value's attributes come with it (prev_kv).
+                assert_eq!(l.attrs.public_ip, Some("192.168.0.1".parse().unwrap()));
+            }
+            e => panic!("expected Removed, got {e:?}"),
+        }
+        drop(w);
+
+        // An agent that was away: leases 2 and 3 appear, 2 is deleted, and
+        // the history is compacted before it watches again.
+        let before = r.list().await.unwrap().revision;
+        etcd.put(&k("10.5.2.0-24"), &value("192.168.0.2"));
+        etcd.put(&k("10.5.3.0-24"), &value("192.168.0.3"));
+        etcd.del(&k("10.5.2.0-24"));
+        etcd.compact(etcd.revision());
+        let mut w = r.watch(before).await.unwrap();
+        match w.next().await.unwrap().unwrap() {
+            LeaseEvent::Resync(s) => {
+                let subnets: Vec<String> = s.leases.iter().map(|l| l.key()).collect();
+                assert_eq!(
+                    subnets,
+                    ["10.5.3.0-24"],
+                    "the delete of 10.5.2.0 is not missed"
+                );
+            }
+            e => panic!("expected Resync, got {e:?}"),
+        }
+        // ...and the watch goes on after the resync.
+        etcd.del(&k("10.5.3.0-24"));
+        match w.next().await.unwrap().unwrap() {
+            LeaseEvent::Removed(l) => assert_eq!(l.key(), "10.5.3.0-24"),
+            e => panic!("expected Removed, got {e:?}"),
+        }
+    });
+}
+
+#[test]
+fn kv_compare_and_swap_and_ttl_leases() {
+    require_root!();
+    require_etcd!();
+    let (ns, etcd) = setup("{}");
+    let endpoint = etcd.url();
+    block_in(&ns, async {
+        let eps = plexus_store::etcd::parse_endpoints(&endpoint).unwrap();
+        let kv: Arc<dyn Kv> = Arc::new(EtcdKv::connect(eps, None).await.unwrap());
+        let rev = kv
+            .create("/t/a", b"1", None)
+            .await
+            .unwrap()
+            .expect("created");
+        assert_eq!(kv.create("/t/a", b"2", None).await.unwrap(), None);
+        assert_eq!(
+            kv.put("/t/a", b"3", None, Some(rev - 1)).await.unwrap(),
+            None
+        );
+        let rev2 = kv
+            .put("/t/a", b"3", None, Some(rev))
+            .await
+            .unwrap()
+            .unwrap();
+        let a = kv.get("/t/a").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                a.value.as_slice(),
+                a.create_revision,
+                a.mod_revision,
+                a.version
+            ),
+            (&b"3"[..], rev, rev2, 2)
+        );
+        assert!(!kv.delete("/t/a", Some(rev)).await.unwrap());
+        assert!(kv.delete("/t/a", Some(rev2)).await.unwrap());
+        let l = kv.grant(std::time::Duration::from_secs(60)).await.unwrap();
+        kv.put("/t/b", b"x", Some(l), None).await.unwrap();
+        assert_eq!(kv.get("/t/b").await.unwrap().unwrap().lease, l);
+        let ttl = kv.keepalive(l).await.unwrap().expect("lease alive");
+        assert!(ttl.as_secs() > 0 && ttl.as_secs() <= 60);
+        kv.revoke(l).await.unwrap();
+        assert_eq!(kv.get("/t/b").await.unwrap(), None, "revoking took the key");
+        assert_eq!(kv.keepalive(l).await.unwrap(), None);
+    });
+}
+
+#[test]
+fn an_unreachable_store_is_a_clear_error_not_a_hang() {
+    require_root!();
+    require_etcd!();
+    let (ns, mut etcd) = setup(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
+    let url = etcd.url();
+    let (watch_end, reopen, refused, unroutable, bad) = block_in(&ns, async {
+        let r = registry(&url).await;
+        let mut w = r.watch(r.list().await.unwrap().revision).await.unwrap();
+        etcd.kill();
+        // A running watch ends (or reports the break) when the store dies.
+        let watch_end = w.next().await.map(|r| r.map(|_| ()));
+        let reopen = open_lease_registry(&url, &StoreOptions::default())
+            .await
+            .err();
+        let refused = open_lease_registry("etcd://127.0.0.2:2379", &StoreOptions::default())
+            .await
+            .err();
+        let unroutable = open_lease_registry(
+            "etcd://10.255.255.1:2379,127.0.0.3:2379",
+            &StoreOptions::default(),
+        )
+        .await
+        .err();
+        let bad = open_lease_registry("etcd:/127.0.0.1", &StoreOptions::default())
+            .await
+            .err();
+        (watch_end, reopen, refused, unroutable, bad)
+    });
+    assert!(!matches!(watch_end, Some(Ok(()))), "{watch_end:?}");
+    for e in [reopen, refused, unroutable] {
+        match e {
+            Some(StoreError::Unavailable(m)) => assert!(m.contains("etcd unreachable"), "{m}"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+    let bad = bad.expect("a bad URL is an error").to_string();
+    assert!(bad.contains("invalid store URL"), "{bad}");
+}
