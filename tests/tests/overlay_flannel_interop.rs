@@ -9,10 +9,7 @@ use plexus_tests::{require_overlay, require_root};
 #[test]
 fn two_hand_made_flannel_nodes_pass_traffic() {
     require_root!();
-    if !std::path::Path::new("/usr/bin/etcd").exists() {
-        plexus_tests::skip("etcd is not installed (scripts/install-deps.sh installs etcd-server)");
-        return;
-    }
+    plexus_tests::require_etcd!();
     let c = Cluster::new(2);
     c.set_config(&vxlan_config("10.5.0.0/16"));
     let a = flanneld::configure(&c, &c.nodes[0], "10.5.1.0/24", 1450);

@@ -303,8 +303,16 @@ fn example_conflist_adds_and_deletes() {
         .ok()
         .json();
     assert_eq!(r["cniVersion"], "0.3.1");
-    assert!(r["ips"][0]["address"].as_str().unwrap().starts_with("10.5.7."), "{r}");
-    node.cni.ctl(&node.ns, "del", NET, Some(&pod.path()), &[]).ok();
+    assert!(
+        r["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.5.7."),
+        "{r}"
+    );
+    node.cni
+        .ctl(&node.ns, "del", NET, Some(&pod.path()), &[])
+        .ok();
     assert!(node.saved().is_empty());
     assert!(node.cni.leases().is_empty());
 }

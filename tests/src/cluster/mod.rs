@@ -21,11 +21,10 @@ use serde_json::{json, Value};
 use crate::{run_ok, CniSandbox, Netns};
 
 mod daemon;
-mod etcd_standin;
 pub mod flanneld;
 
+pub use crate::etcd::Etcd;
 pub use daemon::{plexusd_available, Daemon};
-pub use etcd_standin::Etcd;
 
 /// flannel's default etcd prefix.
 pub const PREFIX: &str = "/coreos.com/network";
@@ -54,10 +53,7 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 macro_rules! require_overlay {
     () => {
         $crate::require_root!();
-        if !std::path::Path::new("/usr/bin/etcd").exists() {
-            $crate::skip("etcd is not installed (scripts/install-deps.sh installs etcd-server)");
-            return;
-        }
+        $crate::require_etcd!();
         if !$crate::cluster::plexusd_available() {
             $crate::skip("plexusd is not built (cargo build --bins -p plexusd)");
             return;
@@ -153,21 +149,14 @@ impl Cluster {
 
     /// Every lease under `<prefix>/subnets/`: (key after `subnets/`, value).
     pub fn leases(&self) -> Vec<(String, Value)> {
-        let out = self
-            .etcd
-            .etcdctl(&["get", "--prefix", &format!("{PREFIX}/subnets/")])
-            .unwrap();
-        let lines: Vec<&str> = out.lines().collect();
-        lines
-            .chunks(2)
-            .filter(|kv| kv.len() == 2)
-            .map(|kv| {
-                let key = kv[0]
-                    .strip_prefix(&format!("{PREFIX}/subnets/"))
-                    .unwrap_or(kv[0])
-                    .to_string();
-                let v = serde_json::from_str(kv[1])
-                    .unwrap_or_else(|e| panic!("lease {key} is not JSON ({e}): {}", kv[1]));
+        let dir = format!("{PREFIX}/subnets/");
+        self.etcd
+            .get_prefix(&dir)
+            .into_iter()
+            .map(|(k, v)| {
+                let key = k.strip_prefix(&dir).unwrap_or(&k).to_string();
+                let v = serde_json::from_str(&v)
+                    .unwrap_or_else(|e| panic!("lease {key} is not JSON ({e}): {v}"));
                 (key, v)
             })
             .collect()
@@ -180,21 +169,15 @@ impl Cluster {
 
     /// Write a lease as flanneld does: attached to an etcd lease of 24 h.
     pub fn put_lease(&self, key: &str, value: &Value) {
-        let granted = self.etcd.etcdctl(&["lease", "grant", "86400"]).unwrap();
+        let granted = self.etcd.ctl_out(&["lease", "grant", "86400"]);
         // "lease 694d7d1a2b3c4d5e granted with TTL(86400s)"
-        let id = granted
-            .split_whitespace()
-            .nth(1)
-            .expect("lease id")
-            .to_string();
-        self.etcd
-            .etcdctl(&[
-                "put",
-                &format!("--lease={id}"),
-                &format!("{PREFIX}/subnets/{key}"),
-                &value.to_string(),
-            ])
-            .unwrap();
+        let id = granted.split_whitespace().nth(1).expect("lease id");
+        self.etcd.ctl_out(&[
+            "put",
+            &format!("--lease={id}"),
+            &format!("{PREFIX}/subnets/{key}"),
+            &value.to_string(),
+        ]);
     }
 
     pub fn del_lease(&self, key: &str) {
@@ -204,16 +187,13 @@ impl Cluster {
     /// The TTL the etcd lease attached to `<prefix>/subnets/KEY` was
     /// granted with, in seconds (None when the key has no lease).
     pub fn lease_ttl(&self, key: &str) -> Option<u64> {
+        let id = self.etcd.lease_of(&format!("{PREFIX}/subnets/{key}"));
+        if id == 0 {
+            return None;
+        }
         let out = self
             .etcd
-            .etcdctl(&["get", &format!("{PREFIX}/subnets/{key}"), "-w", "json"])
-            .unwrap();
-        let v: Value = serde_json::from_str(&out).unwrap();
-        let id = v["kvs"][0]["lease"].as_i64().filter(|l| *l != 0)?;
-        let out = self
-            .etcd
-            .etcdctl(&["lease", "timetolive", &format!("{id:x}"), "-w", "json"])
-            .unwrap();
+            .ctl_out(&["lease", "timetolive", &format!("{id:x}"), "-w", "json"]);
         let v: Value = serde_json::from_str(&out).unwrap();
         v["granted-ttl"].as_u64()
     }
