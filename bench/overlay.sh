@@ -37,7 +37,7 @@ IPERF_SECS=${IPERF_SECS:-3}
 N=1000
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 [[ $(id -u) -eq 0 ]] || { echo "bench/overlay.sh: needs root" >&2; exit 1; }
-for c in etcd curl jq iperf3 nsenter bridge; do
+for c in etcd curl jq iperf3 nsenter bridge awk; do
     command -v "$c" >/dev/null || { echo "bench/overlay.sh: $c missing (scripts/install-deps.sh)" >&2; exit 1; }
 done
 
@@ -102,6 +102,7 @@ b64() { printf %s "$1" | base64 -w0; }
 for _ in $(seq 100); do etcd_api /v3/kv/range "{\"key\":\"$(b64 x)\"}" >/dev/null 2>&1 && break; sleep 0.1; done
 etcd_put() { etcd_api /v3/kv/put "{\"key\":\"$(b64 "$1")\",\"value\":\"$(b64 "$2")\"}" >/dev/null; }
 
+declare -A agent_pid
 # agent NODE PREFIX IP: start plexusd, wait until ready
 agent() {
     mkdir -p "$tmp/$1"
@@ -109,13 +110,14 @@ agent() {
         --store "etcd://$etcd_ip:2379" --etcd-prefix "$2" --public-ip "$3" \
         --run-dir "$tmp/$1/run" --log-level warn >"$tmp/$1/plexusd.log" 2>&1 &
     pids+=($!)
-    eval "pid_$1=$!"
+    agent_pid[$1]=$!
     for _ in $(seq 600); do [[ -e $tmp/$1/run/ready ]] && return; sleep 0.05; done
     echo "bench/overlay.sh: plexusd on $1 not ready:" >&2; cat "$tmp/$1/plexusd.log" >&2; exit 1
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.6f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 now() { echo "$EPOCHREALTIME"; }
+calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }   # awk reads iperf3's 1.2e+10
 
 ########## 1. 1000 remote leases ##########
 scale=plxbench-scale-$tag
@@ -126,7 +128,7 @@ sprefix=/bench/scale
 # The agent's own subnet from 10.100.x; the remote leases sit in 10.64-10.67.
 etcd_put "$sprefix/config" '{"Network":"10.64.0.0/10","SubnetMin":"10.100.0.0","SubnetMax":"10.100.255.0","Backend":{"Type":"vxlan"}}'
 agent "$scale" "$sprefix" 10.200.0.10
-scale_pid=$(eval echo "\$pid_$scale")
+scale_pid=${agent_pid[$scale]}
 
 lease_id=$(etcd_api /v3/lease/grant '{"TTL":86400}' | jq -r .ID)
 jq -nc --arg p "$sprefix/subnets/" --arg lease "$lease_id" --argjson n $N '
@@ -176,7 +178,7 @@ for r in $(seq 1 "$ROUNDS"); do
     etcd_api /v3/kv/txn @"$tmp/txn-put.json" >/dev/null
     wait_counts "$scale" $((N + base))
     t1=$(now)
-    echo "$t1 - $t0" | bc -l >>"$tmp/agent.times"
+    { calc "$t1 - $t0"; echo; } >>"$tmp/agent.times"
     etcd_api /v3/kv/txn @"$tmp/txn-del.json" >/dev/null
     wait_counts "$scale" "$base"
 
@@ -187,7 +189,7 @@ for r in $(seq 1 "$ROUNDS"); do
     ip -n "$batch" -batch "$tmp/route.batch"
     t1=$(now)
     [[ $(counts "$batch") == "$N $N $N" ]] || { echo "batch run incomplete: $(counts "$batch")" >&2; exit 1; }
-    echo "$t1 - $t0" | bc -l >>"$tmp/batch.times"
+    { calc "$t1 - $t0"; echo; } >>"$tmp/batch.times"
 done
 agent_med=$(median <"$tmp/agent.times")
 batch_med=$(median <"$tmp/batch.times")
@@ -198,12 +200,12 @@ wait_counts "$scale" $((N + base))
 hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$scale_pid/stat"; }
 c0=$(ticks); sleep "$IDLE_SECS"; c1=$(ticks)
-idle_cpu=$(echo "100 * ($c1 - $c0) / $hz / $IDLE_SECS" | bc -l)
+idle_cpu=$(calc "100 * ($c1 - $c0) / $hz / $IDLE_SECS")
 hwm_kib=$(awk '/^VmHWM/ {print $2}' "/proc/$scale_pid/status")
 rss_kib=$(awk '/^VmRSS/ {print $2}' "/proc/$scale_pid/status")
 
 ########## 3. pod-to-pod throughput ##########
-# pod NODE NAME PREFIX: a pod netns attached through plexus-vxlan; prints its IPv4
+# pod NODE NAME VAR: a pod netns attached through plexus-vxlan; its IPv4 goes to $VAR
 pod() {
     local node=$1 name=$2 p=plxbench-$2-$tag
     mkns "$p"
@@ -213,19 +215,21 @@ pod() {
 EOF
     CNI_COMMAND=ADD CNI_CONTAINERID="bench-$name" CNI_NETNS="/var/run/netns/$p" CNI_IFNAME=eth0 \
         CNI_PATH="$plugin_bin" nsenter --net=/var/run/netns/"$node" "$plugin_bin/plexus-vxlan" \
-        <"$tmp/$name.conf" | jq -r '.ips[0].address | split("/")[0]'
+        <"$tmp/$name.conf" >"$tmp/$name.result"
+    printf -v "$3" %s "$(jq -r '.ips[0].address | split("/")[0]' "$tmp/$name.result")"
 }
-# two_nodes MODE PREFIX CONFIG IP1 IP2: agents + one pod each; sets srv_<mode>, cli_<mode>, ip_<mode>
+# two_nodes MODE PREFIX CONFIG IP1 IP2: agents + one pod each; sets srv_MODE, cli_MODE, ip_MODE
 two_nodes() {
-    local mode=$1 n1=plxbench-$1a-$tag n2=plxbench-$1b-$tag
+    local n1=plxbench-$1a-$tag n2=plxbench-$1b-$tag
     mkns "$n1"; plug "$n1" "$4"
     mkns "$n2"; plug "$n2" "$5"
     etcd_put "$2/config" "$3"
     agent "$n1" "$2" "$4"
     agent "$n2" "$2" "$5"
-    pod "$n1" "$1-c" >/dev/null
-    eval "ip_$mode=$(pod "$n2" "$1-s")"
-    eval "srv_$mode=plxbench-$1-s-$tag cli_$mode=plxbench-$1-c-$tag"
+    pod "$n1" "$1-c" unused
+    pod "$n2" "$1-s" "ip_$1"
+    printf -v "srv_$1" %s "plxbench-$1-s-$tag"
+    printf -v "cli_$1" %s "plxbench-$1-c-$tag"
 }
 two_nodes vxlan /bench/vxlan '{"Network":"10.10.0.0/16","Backend":{"Type":"vxlan"}}' 10.200.0.20 10.200.0.21
 two_nodes direct /bench/direct '{"Network":"10.11.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}' 10.200.0.22 10.200.0.23
@@ -257,12 +261,12 @@ vx=$(median <"$tmp/vxlan.bps"); dr=$(median <"$tmp/direct.bps"); ve=$(median <"$
 printf '\nbench/overlay.sh: %d rounds, %d remote leases\n\n' "$ROUNDS" "$N"
 printf '%-58s %10s\n' "1000 leases in one etcd txn -> all entries (plexusd)" "$(printf '%.3f s' "$agent_med")"
 printf '%-58s %10s\n' "same 3000 ops with ip -batch + bridge -batch" "$(printf '%.3f s' "$batch_med")"
-printf '%-58s %10s   (target <= 3)\n' "ratio plexusd / batch" "$(printf '%.2f' "$(echo "$agent_med / $batch_med" | bc -l)")"
-printf '%-58s %10s   (target < 20 MiB)\n' "plexusd peak RSS (VmHWM), 1000 remote nodes" "$(printf '%.1f MiB' "$(echo "$hwm_kib / 1024" | bc -l)")"
-printf '%-58s %10s\n' "plexusd RSS now" "$(printf '%.1f MiB' "$(echo "$rss_kib / 1024" | bc -l)")"
+printf '%-58s %10s   (target <= 3)\n' "ratio plexusd / batch" "$(printf '%.2f' "$(calc "$agent_med / $batch_med")")"
+printf '%-58s %10s   (target < 20 MiB)\n' "plexusd peak RSS (VmHWM), 1000 remote nodes" "$(printf '%.1f MiB' "$(calc "$hwm_kib / 1024")")"
+printf '%-58s %10s\n' "plexusd RSS now" "$(printf '%.1f MiB' "$(calc "$rss_kib / 1024")")"
 printf '%-58s %10s\n' "plexusd idle CPU over ${IDLE_SECS}s" "$(printf '%.2f %%' "$idle_cpu")"
-printf '%-58s %10s\n' "iperf3 pod->pod, VXLAN" "$(printf '%.2f Gb/s' "$(echo "$vx / 1e9" | bc -l)")"
-printf '%-58s %10s\n' "iperf3 pod->pod, VXLAN + DirectRouting" "$(printf '%.2f Gb/s' "$(echo "$dr / 1e9" | bc -l)")"
-printf '%-58s %10s\n' "iperf3 netns->netns, plain veth pair" "$(printf '%.2f Gb/s' "$(echo "$ve / 1e9" | bc -l)")"
-printf '%-58s %10s\n' "ratio VXLAN / veth" "$(printf '%.2f' "$(echo "$vx / $ve" | bc -l)")"
-printf '%-58s %10s\n' "ratio DirectRouting / veth" "$(printf '%.2f' "$(echo "$dr / $ve" | bc -l)")"
+printf '%-58s %10s\n' "iperf3 pod->pod, VXLAN" "$(printf '%.2f Gb/s' "$(calc "$vx / 1e9")")"
+printf '%-58s %10s\n' "iperf3 pod->pod, VXLAN + DirectRouting" "$(printf '%.2f Gb/s' "$(calc "$dr / 1e9")")"
+printf '%-58s %10s\n' "iperf3 netns->netns, plain veth pair" "$(printf '%.2f Gb/s' "$(calc "$ve / 1e9")")"
+printf '%-58s %10s\n' "ratio VXLAN / veth" "$(printf '%.2f' "$(calc "$vx / $ve")")"
+printf '%-58s %10s\n' "ratio DirectRouting / veth" "$(printf '%.2f' "$(calc "$dr / $ve")")"

@@ -10,7 +10,7 @@ PACKAGES=(
   time jq
   podman runc # a real libcni client for the meta plugin test
   etcd-server etcd-client # the overlay's store (tests start etcd in a netns)
-  util-linux iperf3 curl bc # nsenter for the overlay tests; bench/overlay.sh: throughput, etcd's JSON API, arithmetic
+  util-linux iperf3 curl # nsenter for the overlay tests; bench/overlay.sh: throughput, etcd's JSON API
 )
 
 missing=()
