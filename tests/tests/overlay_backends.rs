@@ -8,11 +8,7 @@ use serde_json::json;
 fn start(config: serde_json::Value) -> (Cluster, Vec<plexus_tests::cluster::Daemon>) {
     let c = Cluster::new(2);
     c.set_config(&config);
-    let agents = c
-        .nodes
-        .iter()
-        .map(|n| n.start_agent(&c.etcd.url(), &[]))
-        .collect();
+    let agents = c.start_agents(&[]);
     (c, agents)
 }
 

@@ -15,11 +15,7 @@ fn dual_stack_pods_reach_each_other_over_ipv6() {
         "Backend": {"Type": "vxlan"}
     }));
     // --iface: the agent takes both public addresses from eth0.
-    let _agents: Vec<_> = c
-        .nodes
-        .iter()
-        .map(|n| n.start_agent(&c.etcd.url(), &["--iface", "eth0"]))
-        .collect();
+    let _agents = c.start_agents(&["--iface", "eth0"]);
     for n in &c.nodes {
         let (key, lease) = c.lease_of(&n.ip).expect("lease");
         let (_, v6) = key

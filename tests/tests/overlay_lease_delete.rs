@@ -13,11 +13,7 @@ fn deleted_lease_goes_from_every_node() {
     require_overlay!();
     let c = Cluster::new(3);
     c.set_config(&vxlan_config("10.5.0.0/16"));
-    let _agents: Vec<_> = c
-        .nodes
-        .iter()
-        .map(|n| n.start_agent(&c.etcd.url(), &[]))
-        .collect();
+    let _agents = c.start_agents(&[]);
     let (key, _) = phantom_lease(&c, PHANTOM, PHANTOM_IP, PHANTOM_MAC);
     for n in &c.nodes {
         wait_for(&format!("{} programs the new lease", n.name), || {

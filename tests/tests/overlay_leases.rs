@@ -13,11 +13,7 @@ fn leases_subnet_env_and_device_are_flannels() {
     require_overlay!();
     let c = Cluster::new(3);
     c.set_config(&vxlan_config("10.5.0.0/16"));
-    let _agents: Vec<_> = c
-        .nodes
-        .iter()
-        .map(|n| n.start_agent(&c.etcd.url(), &[]))
-        .collect();
+    let _agents = c.start_agents(&[]);
 
     let leases = c.leases();
     assert_eq!(leases.len(), 3, "{leases:?}");

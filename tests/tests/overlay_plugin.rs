@@ -53,8 +53,20 @@ impl Node {
         .unwrap();
     }
 
+    /// `plexusctl cni OP cbr0 POD` in the node.
+    fn call(&self, op: &str, pod: &std::path::Path) -> plexus_tests::CtlOutput {
+        self.cni.ctl(&self.ns, op, NET, Some(pod), &[])
+    }
+
     fn saved(&self) -> Vec<String> {
         CniSandbox::files_under(&self.data_dir)
+    }
+
+    /// The one saved delegate config.
+    fn saved_conf(&self) -> Value {
+        let saved = self.saved();
+        assert_eq!(saved.len(), 1, "{saved:?}");
+        serde_json::from_slice(&std::fs::read(self.data_dir.join(&saved[0])).unwrap()).unwrap()
     }
 
     /// The host ends of pod veths on cni0.
@@ -77,10 +89,7 @@ fn no_lease_is_try_again_later_and_changes_nothing() {
     require_root!();
     let node = Node::new(json!({}));
     let pod = Netns::new("vxp");
-    let e = node
-        .cni
-        .ctl(&node.ns, "add", NET, Some(&pod.path()), &[])
-        .err();
+    let e = node.call("add", &pod.path()).err();
     assert_eq!(e["code"], 11, "{e}");
     let msg = e["msg"].as_str().unwrap();
     assert!(
@@ -94,9 +103,7 @@ fn no_lease_is_try_again_later_and_changes_nothing() {
     let e = node.cni.ctl(&node.ns, "status", NET, None, &[]).err();
     assert_eq!(e["code"], 50, "{e}");
     // DEL of that failed ADD finishes.
-    node.cni
-        .ctl(&node.ns, "del", NET, Some(&pod.path()), &[])
-        .ok();
+    node.call("del", &pod.path()).ok();
 }
 
 #[test]
@@ -106,11 +113,7 @@ fn add_renders_the_lease_and_del_leaves_nothing() {
     node.write_lease(true);
     node.cni.ctl(&node.ns, "status", NET, None, &[]).ok();
     let pod = Netns::new("vxp");
-    let r = node
-        .cni
-        .ctl(&node.ns, "add", NET, Some(&pod.path()), &[])
-        .ok()
-        .json();
+    let r = node.call("add", &pod.path()).ok().json();
     let addr = r["ips"][0]["address"].as_str().unwrap();
     assert!(addr.starts_with("10.5.7.") && addr.ends_with("/24"), "{r}");
     assert_eq!(r["ips"][0]["gateway"], "10.5.7.1");
@@ -135,10 +138,7 @@ fn add_renders_the_lease_and_del_leaves_nothing() {
         "{info}"
     );
     // The saved config is what ran: the agent masquerades, so the bridge does not.
-    let saved = node.saved();
-    assert_eq!(saved.len(), 1, "{saved:?}");
-    let conf: Value =
-        serde_json::from_slice(&std::fs::read(node.data_dir.join(&saved[0])).unwrap()).unwrap();
+    let conf = node.saved_conf();
     assert_eq!(conf["type"], "plexus-bridge");
     assert_eq!(conf["ipMasq"], false);
     assert!(!node
@@ -150,19 +150,13 @@ fn add_renders_the_lease_and_del_leaves_nothing() {
     assert_eq!(conf["ipam"]["type"], "plexus-host-local");
     assert_eq!(conf["ipam"]["ranges"], json!([[{"subnet": "10.5.7.0/24"}]]));
 
-    node.cni
-        .ctl(&node.ns, "check", NET, Some(&pod.path()), &[])
-        .ok();
-    node.cni
-        .ctl(&node.ns, "del", NET, Some(&pod.path()), &[])
-        .ok();
+    node.call("check", &pod.path()).ok();
+    node.call("del", &pod.path()).ok();
     assert!(node.saved().is_empty());
     assert!(node.cni.leases().is_empty());
     assert!(node.ports().is_empty());
     assert_eq!(pod.links(), vec!["lo"]);
-    node.cni
-        .ctl(&node.ns, "del", NET, Some(&pod.path()), &[])
-        .ok();
+    node.call("del", &pod.path()).ok();
 }
 
 #[test]
@@ -171,12 +165,8 @@ fn ipmasq_off_in_the_agent_means_the_bridge_masquerades() {
     let node = Node::new(json!({}));
     node.write_lease(false);
     let pod = Netns::new("vxp");
-    node.cni
-        .ctl(&node.ns, "add", NET, Some(&pod.path()), &[])
-        .ok();
-    let saved = node.saved();
-    let conf: Value =
-        serde_json::from_slice(&std::fs::read(node.data_dir.join(&saved[0])).unwrap()).unwrap();
+    node.call("add", &pod.path()).ok();
+    let conf = node.saved_conf();
     assert_eq!(conf["ipMasq"], true);
     let masq = |ns: &Netns| {
         ns.nft_table("inet", "plexus_bridge")
@@ -190,9 +180,7 @@ fn ipmasq_off_in_the_agent_means_the_bridge_masquerades() {
         "{}",
         node.ns.nft_table("inet", "plexus_bridge")
     );
-    node.cni
-        .ctl(&node.ns, "del", NET, Some(&pod.path()), &[])
-        .ok();
+    node.call("del", &pod.path()).ok();
     assert_eq!(masq(&node.ns), 0);
 }
 
@@ -205,37 +193,27 @@ fn del_finishes_without_netns_or_saved_config() {
     // The netns is gone before DEL.
     let pod = Netns::new("vxp");
     let pod_path = pod.path();
-    node.cni
-        .ctl(&node.ns, "add", NET, Some(&pod_path), &[])
-        .ok();
+    node.call("add", &pod_path).ok();
     drop(pod);
-    node.cni
-        .ctl(&node.ns, "del", NET, Some(&pod_path), &[])
-        .ok();
+    node.call("del", &pod_path).ok();
     assert!(node.saved().is_empty());
     assert!(node.cni.leases().is_empty(), "{:?}", node.cni.leases());
     assert!(node.ports().is_empty(), "{:?}", node.ports());
 
     // The saved config was lost: DEL still releases what the lease renders.
     let pod = Netns::new("vxp");
-    node.cni
-        .ctl(&node.ns, "add", NET, Some(&pod.path()), &[])
-        .ok();
+    node.call("add", &pod.path()).ok();
     for f in node.saved() {
         std::fs::remove_file(node.data_dir.join(f)).unwrap();
     }
-    node.cni
-        .ctl(&node.ns, "del", NET, Some(&pod.path()), &[])
-        .ok();
+    node.call("del", &pod.path()).ok();
     assert!(node.cni.leases().is_empty(), "{:?}", node.cni.leases());
     assert!(node.ports().is_empty());
     assert_eq!(pod.links(), vec!["lo"]);
 
     // Neither saved config nor lease: nothing to do, and that is success.
     std::fs::remove_file(&node.subnet_env).unwrap();
-    node.cni
-        .ctl(&node.ns, "del", NET, Some(&pod.path()), &[])
-        .ok();
+    node.call("del", &pod.path()).ok();
 }
 
 #[test]
@@ -244,10 +222,7 @@ fn bad_delegate_is_refused_before_anything_is_written() {
     let node = Node::new(json!({"name": "other"}));
     node.write_lease(true);
     let pod = Netns::new("vxp");
-    let e = node
-        .cni
-        .ctl(&node.ns, "add", NET, Some(&pod.path()), &[])
-        .err();
+    let e = node.call("add", &pod.path()).err();
     assert_eq!(e["code"], 7, "{e}");
     assert!(node.saved().is_empty());
     assert!(!node.ns.has_link("cni0"));
@@ -260,13 +235,9 @@ fn gc_releases_attachments_not_in_the_valid_list() {
     node.write_lease(true);
     let keep = Netns::new("vxk");
     let gone = Netns::new("vxg");
-    node.cni
-        .ctl(&node.ns, "add", NET, Some(&keep.path()), &[])
-        .ok();
+    node.call("add", &keep.path()).ok();
     let keep_id = node.saved()[0].clone();
-    node.cni
-        .ctl(&node.ns, "add", NET, Some(&gone.path()), &[])
-        .ok();
+    node.call("add", &gone.path()).ok();
     assert_eq!(node.cni.leases().len(), 2);
     node.cni
         .ctl_args(
@@ -277,9 +248,7 @@ fn gc_releases_attachments_not_in_the_valid_list() {
         .ok();
     assert_eq!(node.saved(), vec![keep_id]);
     assert_eq!(node.cni.leases().len(), 1);
-    node.cni
-        .ctl(&node.ns, "del", NET, Some(&keep.path()), &[])
-        .ok();
+    node.call("del", &keep.path()).ok();
     assert!(node.cni.leases().is_empty());
 }
 
@@ -297,11 +266,7 @@ fn example_conflist_adds_and_deletes() {
     conf["plugins"][0]["ipam"] = json!({"dataDir": node.cni.data_dir});
     node.cni.write_conf(&format!("{NET}.conflist"), &conf);
     let pod = Netns::new("vxp");
-    let r = node
-        .cni
-        .ctl(&node.ns, "add", NET, Some(&pod.path()), &[])
-        .ok()
-        .json();
+    let r = node.call("add", &pod.path()).ok().json();
     assert_eq!(r["cniVersion"], "0.3.1");
     assert!(
         r["ips"][0]["address"]
@@ -310,9 +275,7 @@ fn example_conflist_adds_and_deletes() {
             .starts_with("10.5.7."),
         "{r}"
     );
-    node.cni
-        .ctl(&node.ns, "del", NET, Some(&pod.path()), &[])
-        .ok();
+    node.call("del", &pod.path()).ok();
     assert!(node.saved().is_empty());
     assert!(node.cni.leases().is_empty());
 }

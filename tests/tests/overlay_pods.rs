@@ -9,11 +9,7 @@ fn pods_on_three_nodes_reach_each_other() {
     let c = Cluster::new(3);
     // conf/overlay's example config and conflist, as a user would install them.
     c.set_config(&example_network_config());
-    let _agents: Vec<_> = c
-        .nodes
-        .iter()
-        .map(|n| n.start_agent(&c.etcd.url(), &[]))
-        .collect();
+    let _agents = c.start_agents(&[]);
     let pods: Vec<Pod> = c
         .nodes
         .iter()

@@ -141,6 +141,14 @@ impl Cluster {
         i
     }
 
+    /// One ready agent per node against this cluster's etcd, in node order.
+    pub fn start_agents(&self, extra: &[&str]) -> Vec<Daemon> {
+        self.nodes
+            .iter()
+            .map(|n| n.start_agent(&self.etcd.url(), extra))
+            .collect()
+    }
+
     /// Write flannel's network config at `<prefix>/config`.
     pub fn set_config(&self, config: &Value) {
         self.etcd
