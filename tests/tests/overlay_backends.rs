@@ -70,9 +70,17 @@ fn host_gw_routes_via_public_ips_without_a_vxlan_device() {
     let p1 = n1.add_pod("p1");
     wait_for("pods reach each other", || p0.ns.ping(p1.ip4()));
     assert!(p1.ns.ping(p0.ip4()));
-    // A deleted lease takes its route with it.
-    c.del_lease(&k1);
-    wait_for("node0 drops node1's route", || {
-        n0.route_to(&key_to_cidr(&k1)).is_none()
+    // A node that joins (its lease in host-gw's format, as node0's) gets a
+    // route, and loses it when its lease goes.
+    let mut phantom = l0.clone();
+    phantom["PublicIP"] = json!("10.200.0.250");
+    c.put_lease("10.5.250.0-24", &phantom);
+    wait_for("node0 routes the new node via its public IP", || {
+        n0.route_to("10.5.250.0/24")
+            .is_some_and(|r| r["gateway"] == "10.200.0.250" && r["dev"] == "eth0")
+    });
+    c.del_lease("10.5.250.0-24");
+    wait_for("node0 drops the route of the deleted lease", || {
+        n0.route_to("10.5.250.0/24").is_none()
     });
 }
