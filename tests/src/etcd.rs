@@ -38,13 +38,117 @@ macro_rules! require_etcd {
     };
 }
 
-/// One etcd member serving `http://IP:2379` inside a namespace.
+/// One etcd member serving `http://IP:2379` (or `https://` with
+/// [`Etcd::start_tls`]) inside a namespace.
 #[derive(Debug)]
 pub struct Etcd {
     child: Option<Child>,
     netns: String,
     ip: String,
     dir: tempfile::TempDir,
+    tls: Option<TlsFiles>,
+}
+
+/// The PEM files of a TLS etcd: a throwaway CA, and a client certificate
+/// it signed (the server demands one: `--client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+/// Make a CA, a server certificate for `ip` and a client certificate in
+/// `dir` with openssl (EC P-256: quick to generate). The server certificate
+/// is good for client auth too: with `--client-cert-auth`, etcd's JSON
+/// gateway dials etcd's own gRPC port presenting the server certificate.
+fn make_certs(dir: &std::path::Path, ip: &str) -> TlsFiles {
+    let p = |n: &str| dir.join(n);
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("spawn openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &key,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=plexus-test-ca",
+            ],
+        ]
+        .concat(),
+    );
+    for (name, ext) in [
+        (
+            "server",
+            format!("subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth,clientAuth\n"),
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n".to_string()),
+    ] {
+        std::fs::write(p(&format!("{name}.ext")), ext).unwrap();
+        let (k, csr, crt, extf) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &key,
+                &["-keyout", &k, "-out", &csr, "-subj", &format!("/CN={name}")],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &extf,
+        ]);
+    }
+    TlsFiles {
+        ca: p("ca.crt"),
+        client_cert: p("client.crt"),
+        client_key: p("client.key"),
+        server_cert: p("server.crt"),
+        server_key: p("server.key"),
+    }
 }
 
 impl Etcd {
@@ -52,12 +156,33 @@ impl Etcd {
     /// the namespace already has), and wait until it answers (at most 30 s;
     /// it usually takes about a second).
     pub fn start(netns: &Netns, ip: &str) -> Etcd {
+        Etcd::spawn(netns, ip, false)
+    }
+
+    /// [`Etcd::start`] serving HTTPS only, requiring client certificates
+    /// signed by its own throwaway CA ([`Etcd::tls_files`]).
+    pub fn start_tls(netns: &Netns, ip: &str) -> Etcd {
+        Etcd::spawn(netns, ip, true)
+    }
+
+    fn spawn(netns: &Netns, ip: &str, tls: bool) -> Etcd {
         let dir = tempfile::tempdir().expect("etcd temp dir");
+        let tls = tls.then(|| make_certs(dir.path(), ip));
         let data = dir.path().join("data");
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
-        let client = format!("http://{}:2379", bracket(ip));
-        let child = netns
-            .cmd(ETCD)
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://{}:2379", bracket(ip));
+        let mut cmd = netns.cmd(ETCD);
+        if let Some(t) = &tls {
+            cmd.arg("--cert-file")
+                .arg(&t.server_cert)
+                .arg("--key-file")
+                .arg(&t.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "n", "--data-dir"])
             .arg(&data)
             .args(["--listen-client-urls", &client])
@@ -75,6 +200,7 @@ impl Etcd {
             netns: netns.name.clone(),
             ip: ip.to_string(),
             dir,
+            tls,
         };
         etcd.wait_ready();
         etcd
@@ -107,9 +233,15 @@ impl Etcd {
         }
     }
 
-    /// `http://IP:2379`.
+    /// `http://IP:2379` (`https://` for a TLS etcd).
     pub fn endpoint(&self) -> String {
-        format!("http://{}:2379", bracket(&self.ip))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:2379", bracket(&self.ip))
+    }
+
+    /// The CA and client certificate of a TLS etcd.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// `etcd://IP:2379`, the `--store` URL.
@@ -145,6 +277,14 @@ impl Etcd {
                 "--command-timeout",
                 "5s",
             ]);
+        if let Some(t) = &self.tls {
+            c.arg("--cacert")
+                .arg(&t.ca)
+                .arg("--cert")
+                .arg(&t.client_cert)
+                .arg("--key")
+                .arg(&t.client_key);
+        }
         c
     }
 

@@ -302,3 +302,123 @@ fn an_unreachable_store_is_a_clear_error_not_a_hang() {
     let bad = bad.expect("a bad URL is an error").to_string();
     assert!(bad.contains("invalid store URL"), "{bad}");
 }
+
+#[test]
+fn tls_with_client_certificates() {
+    require_root!();
+    require_etcd!();
+    let ns = Netns::new("etcdtls");
+    let etcd = Etcd::start_tls(&ns, "127.0.0.1");
+    etcd.put(
+        &format!("{PREFIX}/config"),
+        r#"{"Network":"10.5.0.0/16","Backend":{"Type":"host-gw"}}"#,
+    );
+    let t = etcd.tls_files().unwrap().clone();
+    let url = etcd.url();
+    let with_certs = StoreOptions {
+        etcd_cafile: Some(t.ca.clone()),
+        etcd_certfile: Some(t.client_cert.clone()),
+        etcd_keyfile: Some(t.client_key.clone()),
+        ..Default::default()
+    };
+    let (lease, plain, no_client_cert, no_ca) = block_in(&ns, async {
+        let r = open_lease_registry(&url, &with_certs).await.unwrap();
+        let mut q = req("a", "192.168.0.1", 1);
+        q.attrs.backend_type = "host-gw".into();
+        q.attrs.backend_data = None;
+        let lease = r.acquire(&q).await.unwrap();
+        let plain = open_lease_registry(&url, &StoreOptions::default())
+            .await
+            .err();
+        let no_client_cert = open_lease_registry(
+            &url,
+            &StoreOptions {
+                etcd_cafile: Some(t.ca.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .err();
+        let no_ca = open_lease_registry(
+            &url,
+            &StoreOptions {
+                etcd_certfile: Some(t.client_cert.clone()),
+                etcd_keyfile: Some(t.client_key.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .err();
+        (lease, plain, no_client_cert, no_ca)
+    });
+    assert_eq!(
+        etcd.get(&format!("{PREFIX}/subnets/{}", lease.key()))
+            .unwrap(),
+        r#"{"PublicIP":"192.168.0.1","PublicIPv6":null,"BackendType":"host-gw"}"#
+    );
+    // Plain HTTP to a TLS port, and TLS without the client certificate the
+    // server demands, fail cleanly.
+    assert!(
+        plain.is_some() && no_client_cert.is_some(),
+        "{plain:?} {no_client_cert:?}"
+    );
+    let e = no_ca.expect("no CA is an error").to_string();
+    assert!(e.contains("--etcd-cafile"), "{e}");
+}
+
+#[test]
+fn username_and_password() {
+    require_root!();
+    require_etcd!();
+    let (ns, etcd) = setup(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "add", "plexus:s3cret"],
+        &["role", "add", "plexus"],
+        &[
+            "role",
+            "grant-permission",
+            "plexus",
+            "--prefix=true",
+            "readwrite",
+            "/coreos.com/network/",
+        ],
+        &["user", "grant-role", "plexus", "plexus"],
+        &["auth", "enable"],
+    ] {
+        etcd.ctl_out(args);
+    }
+    let url = etcd.url();
+    let creds = |u: &str, p: &str| StoreOptions {
+        etcd_username: Some(u.into()),
+        etcd_password: Some(p.into()),
+        ..Default::default()
+    };
+    let (lease, wrong, anonymous) = block_in(&ns, async {
+        let r = open_lease_registry(&url, &creds("plexus", "s3cret"))
+            .await
+            .unwrap();
+        let lease = r.acquire(&req("a", "192.168.0.1", 1)).await.unwrap();
+        r.renew(&lease).await.unwrap();
+        let wrong = open_lease_registry(&url, &creds("plexus", "nope"))
+            .await
+            .err();
+        let anon = open_lease_registry(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        let anonymous = anon.list().await.err();
+        (lease, wrong, anonymous)
+    });
+    let key = format!("{PREFIX}/subnets/{}", lease.key());
+    let mut c = etcd.ctl();
+    c.args(["--user", "root:rootpw", "get", &key, "--print-value-only"]);
+    let out = String::from_utf8(c.output().unwrap().stdout).unwrap();
+    assert!(out.contains(r#""PublicIP":"192.168.0.1""#), "{out}");
+    let wrong = wrong.expect("a wrong password is an error").to_string();
+    assert!(wrong.contains("authentication failed"), "{wrong}");
+    let anonymous = anonymous.expect("no credentials: no access").to_string();
+    assert!(
+        anonymous.contains("user name is empty") || anonymous.contains("permission denied"),
+        "{anonymous}"
+    );
+}

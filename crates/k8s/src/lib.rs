@@ -62,19 +62,41 @@ impl K8s {
     /// A client from a kubeconfig file (the meta plugin's `kubeconfig` key).
     /// Timeouts are short: a CNI ADD must not hang on a dead API server.
     pub async fn from_kubeconfig(path: &Path, timeout: Duration) -> Result<Self, K8sError> {
+        K8s::connect(Some(path), timeout, Some(timeout)).await
+    }
+
+    /// A client from `kubeconfig`, or the in-cluster config (service
+    /// account) when `None`. `timeout` bounds connecting and writing;
+    /// `read_timeout` bounds each read (give a long watch room, or `None`).
+    pub async fn connect(
+        kubeconfig: Option<&Path>,
+        timeout: Duration,
+        read_timeout: Option<Duration>,
+    ) -> Result<Self, K8sError> {
+        let source = kubeconfig.map_or("in-cluster config".into(), |p| p.display().to_string());
         let err = |msg: String| K8sError::Kubeconfig {
-            path: path.display().to_string(),
+            path: source.clone(),
             msg,
         };
-        let kc = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
-        let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-            .await
-            .map_err(|e| err(e.to_string()))?;
+        let mut config = match kubeconfig {
+            Some(path) => {
+                let kc = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+                Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                    .await
+                    .map_err(|e| err(e.to_string()))?
+            }
+            None => Config::incluster().map_err(|e| err(e.to_string()))?,
+        };
         config.connect_timeout = Some(timeout);
-        config.read_timeout = Some(timeout);
+        config.read_timeout = read_timeout;
         config.write_timeout = Some(timeout);
         let client = Client::try_from(config).map_err(|e| err(e.to_string()))?;
         Ok(K8s { client })
+    }
+
+    /// The underlying client, for API calls this crate does not wrap.
+    pub fn client(&self) -> Client {
+        self.client.clone()
     }
 
     fn api_err(op: String) -> impl FnOnce(kube::Error) -> K8sError {

@@ -3,11 +3,15 @@
 //! client port. Over hyper, which the agent links for the Kubernetes client
 //! anyway: no gRPC stack, no protoc, a few hundred KiB of RSS.
 //!
+//! TLS (flannel's `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`) is
+//! rustls with the ring provider, as the Kubernetes client already uses.
+//!
 //! Keys and values travel base64-encoded; 64-bit numbers come back as JSON
 //! strings (protobuf's JSON mapping) and are accepted either way.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -16,6 +20,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -36,10 +41,68 @@ pub struct EtcdAuth {
     pub password: String,
 }
 
+/// TLS to etcd: the CA that signed the servers' certificates, and our
+/// client certificate and key when the servers ask for one
+/// (`--client-cert-auth`). PEM files, as flannel takes them.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl EtcdTls {
+    fn client_config(&self) -> Result<rustls::ClientConfig, StoreError> {
+        let bad = |path: &Path, what: &str, e: String| {
+            StoreError::Other(format!("etcd TLS: {} ({what}): {e}", path.display()))
+        };
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let ca = self.ca_file.as_deref().ok_or_else(|| {
+            StoreError::Other("etcd TLS needs --etcd-cafile (the CA of the etcd servers)".into())
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        let cas = CertificateDer::pem_file_iter(ca)
+            .map_err(|e| bad(ca, "CA file", e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(ca, "CA file", e.to_string()))?;
+        if cas.is_empty() {
+            return Err(bad(ca, "CA file", "no certificate in it".into()));
+        }
+        for c in cas {
+            roots
+                .add(c)
+                .map_err(|e| bad(ca, "CA file", e.to_string()))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| StoreError::Other(format!("etcd TLS: {e}")))?
+            .with_root_certificates(roots);
+        match (&self.cert_file, &self.key_file) {
+            (None, None) => Ok(builder.with_no_client_auth()),
+            (Some(cert), Some(key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| bad(cert, "certificate file", e.to_string()))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| bad(cert, "certificate file", e.to_string()))?;
+                let key_der = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| bad(key, "key file", e.to_string()))?;
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| bad(cert, "certificate and key", e.to_string()))
+            }
+            _ => Err(StoreError::Other(
+                "etcd TLS: --etcd-certfile and --etcd-keyfile go together".into(),
+            )),
+        }
+    }
+}
+
 /// An etcd v3 cluster reached through its JSON gateway.
 pub struct EtcdKv {
     endpoints: Vec<String>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// The endpoint that answered last: tried first.
     active: AtomicUsize,
     auth: Option<EtcdAuth>,
@@ -168,12 +231,48 @@ impl EtcdKv {
         endpoints: Vec<String>,
         auth: Option<EtcdAuth>,
     ) -> Result<EtcdKv, StoreError> {
+        EtcdKv::connect_tls(endpoints, auth, None).await
+    }
+
+    /// [`connect`](Self::connect), over TLS when `tls` is given (the
+    /// endpoints' `http://` becomes `https://`).
+    pub async fn connect_tls(
+        endpoints: Vec<String>,
+        auth: Option<EtcdAuth>,
+        tls: Option<EtcdTls>,
+    ) -> Result<EtcdKv, StoreError> {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         http.set_nodelay(true);
+        http.enforce_http(false);
+        let (config, endpoints) = match &tls {
+            Some(t) => (
+                t.client_config()?,
+                endpoints
+                    .iter()
+                    .map(|e| e.replacen("http://", "https://", 1))
+                    .collect(),
+            ),
+            // Plain HTTP: the TLS layer is never used.
+            None => (
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| StoreError::Other(format!("etcd TLS: {e}")))?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+                endpoints,
+            ),
+        };
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(http);
+            .build(connector);
         let kv = EtcdKv {
             endpoints,
             client,

@@ -30,7 +30,7 @@ pub use etcd::EtcdKv;
 pub use file::FileKv;
 pub use kube::KubeLeaseRegistry;
 pub use kv::{KeyValue, Kv, KvEvent, LeaseId, RangeResult};
-pub use registry::{KvLeaseRegistry, DEFAULT_PREFIX, SUBNET_TTL};
+pub use registry::{KvLeaseRegistry, DEFAULT_PREFIX, RENEW_MARGIN, SUBNET_TTL};
 
 /// A store revision (etcd's `mod_revision`, a Kubernetes `resourceVersion`
 /// mapped to a number, or the file store's counter).
@@ -161,13 +161,14 @@ pub async fn open_kv(url: &str, opts: &StoreOptions) -> Result<Option<Arc<dyn Kv
     }
     if url.starts_with("etcd://") {
         let endpoints = etcd::parse_endpoints(url)?;
-        if opts.etcd_cafile.is_some() || opts.etcd_certfile.is_some() || opts.etcd_keyfile.is_some()
-        {
-            return Err(StoreError::Other(
-                "TLS to etcd (--etcd-cafile/--etcd-certfile/--etcd-keyfile) is not supported yet"
-                    .into(),
-            ));
-        }
+        let tls = (opts.etcd_cafile.is_some()
+            || opts.etcd_certfile.is_some()
+            || opts.etcd_keyfile.is_some())
+        .then(|| etcd::EtcdTls {
+            ca_file: opts.etcd_cafile.clone(),
+            cert_file: opts.etcd_certfile.clone(),
+            key_file: opts.etcd_keyfile.clone(),
+        });
         let auth = match (&opts.etcd_username, &opts.etcd_password) {
             (Some(u), Some(p)) => Some(etcd::EtcdAuth {
                 username: u.clone(),
@@ -180,9 +181,97 @@ pub async fn open_kv(url: &str, opts: &StoreOptions) -> Result<Option<Arc<dyn Kv
                 ))
             }
         };
-        return Ok(Some(Arc::new(EtcdKv::connect(endpoints, auth).await?)));
+        return Ok(Some(Arc::new(
+            EtcdKv::connect_tls(endpoints, auth, tls).await?,
+        )));
     }
     Err(StoreError::Other(format!(
         "invalid store URL {url:?}: expected etcd://HOST:PORT[,HOST:PORT...], kubernetes or file:PATH"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn bad_urls_are_clear_errors() {
+        rt().block_on(async {
+            for (url, want) in [
+                ("", "expected etcd://"),
+                ("http://10.0.0.1:2379", "expected etcd://"),
+                ("file:", "file: needs a path"),
+                ("etcd://", "no endpoint"),
+                ("etcd://10.0.0.1:x", "is not a port"),
+                ("kube", "expected etcd://"),
+            ] {
+                let e = open_lease_registry(url, &StoreOptions::default())
+                    .await
+                    .err()
+                    .unwrap_or_else(|| panic!("{url:?} opened"))
+                    .to_string();
+                assert!(e.contains(want), "{url:?}: {e}");
+            }
+            let opts = StoreOptions {
+                etcd_username: Some("u".into()),
+                ..Default::default()
+            };
+            let e = open_kv("etcd://10.0.0.1", &opts)
+                .await
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("go together"), "{e}");
+            let e = open_lease_registry("kubernetes", &StoreOptions::default())
+                .await
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("--node-name"), "{e}");
+        });
+    }
+
+    #[test]
+    fn file_store_with_a_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("net-conf.json");
+        std::fs::write(
+            &conf,
+            r#"{"Network":"10.7.0.0/16","Backend":{"Type":"host-gw"}}"#,
+        )
+        .unwrap();
+        let url = format!("file:{}", dir.path().join("store.json").display());
+        rt().block_on(async {
+            let opts = StoreOptions {
+                net_config: Some(conf),
+                ..Default::default()
+            };
+            let r = open_lease_registry(&url, &opts).await.unwrap();
+            let cfg = r.network_config().await.unwrap();
+            assert_eq!(cfg.backend, plexus_subnet::Backend::HostGw);
+            let lease = r
+                .acquire(&AcquireRequest {
+                    node_name: "solo".into(),
+                    public_ip: Some("192.168.0.1".parse().unwrap()),
+                    public_ipv6: None,
+                    previous: None,
+                    attrs: LeaseAttrs {
+                        public_ip: Some("192.168.0.1".parse().unwrap()),
+                        backend_type: "host-gw".into(),
+                        ..Default::default()
+                    },
+                })
+                .await
+                .unwrap();
+            assert!(cfg.fits(&lease));
+            assert_eq!(r.list().await.unwrap().leases, vec![lease]);
+        });
+    }
 }

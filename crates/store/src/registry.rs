@@ -20,6 +20,10 @@ use crate::{AcquireRequest, LeaseEvent, LeaseRegistry, LeaseSnapshot, Revision, 
 
 /// A lease's TTL, as flannel's (`subnetTTL`).
 pub const SUBNET_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long before a lease's expiry to renew it: flannel's default
+/// `--subnet-lease-renew-margin` (60 min). Renewing every few minutes is
+/// fine too: a keepalive is one small request.
+pub const RENEW_MARGIN: Duration = Duration::from_secs(3600);
 /// flannel's default `--etcd-prefix`.
 pub const DEFAULT_PREFIX: &str = "/coreos.com/network";
 /// Tries before giving up when other nodes keep taking the subnets we pick.

@@ -299,45 +299,38 @@ impl Range {
     }
 }
 
-fn parse_v4_net(obj: &Map<String, Value>, key: &str) -> Result<Option<Ipv4Net>, SubnetError> {
+/// A string field parsed as `T` (`what` names T in the error).
+fn parse_field<T: std::str::FromStr>(
+    obj: &Map<String, Value>,
+    key: &str,
+    what: &str,
+) -> Result<Option<T>, SubnetError> {
     let Some(s) = str_field(obj, key).map_err(err)? else {
         return Ok(None);
     };
-    // Go's net.ParseCIDR: host bits are allowed and masked off.
-    s.parse::<Ipv4Net>().map(|n| Some(n.trunc())).map_err(|_| {
-        err(format!(
-            "{key} {s:?} is not an IPv4 CIDR (e.g. \"10.244.0.0/16\")"
-        ))
-    })
+    s.parse()
+        .map(Some)
+        .map_err(|_| err(format!("{key} {s:?} is not {what}")))
+}
+
+// Go's net.ParseCIDR: host bits are allowed and masked off.
+fn parse_v4_net(obj: &Map<String, Value>, key: &str) -> Result<Option<Ipv4Net>, SubnetError> {
+    Ok(
+        parse_field::<Ipv4Net>(obj, key, "an IPv4 CIDR (e.g. \"10.244.0.0/16\")")?
+            .map(|n| n.trunc()),
+    )
 }
 
 fn parse_v6_net(obj: &Map<String, Value>, key: &str) -> Result<Option<Ipv6Net>, SubnetError> {
-    let Some(s) = str_field(obj, key).map_err(err)? else {
-        return Ok(None);
-    };
-    s.parse::<Ipv6Net>().map(|n| Some(n.trunc())).map_err(|_| {
-        err(format!(
-            "{key} {s:?} is not an IPv6 CIDR (e.g. \"fc00::/48\")"
-        ))
-    })
+    Ok(parse_field::<Ipv6Net>(obj, key, "an IPv6 CIDR (e.g. \"fc00::/48\")")?.map(|n| n.trunc()))
 }
 
 fn parse_v4_addr(obj: &Map<String, Value>, key: &str) -> Result<Option<Ipv4Addr>, SubnetError> {
-    let Some(s) = str_field(obj, key).map_err(err)? else {
-        return Ok(None);
-    };
-    s.parse()
-        .map(Some)
-        .map_err(|_| err(format!("{key} {s:?} is not an IPv4 address")))
+    parse_field(obj, key, "an IPv4 address")
 }
 
 fn parse_v6_addr(obj: &Map<String, Value>, key: &str) -> Result<Option<Ipv6Addr>, SubnetError> {
-    let Some(s) = str_field(obj, key).map_err(err)? else {
-        return Ok(None);
-    };
-    s.parse()
-        .map(Some)
-        .map_err(|_| err(format!("{key} {s:?} is not an IPv6 address")))
+    parse_field(obj, key, "an IPv6 address")
 }
 
 fn parse_backend(obj: &Map<String, Value>) -> Result<Backend, SubnetError> {

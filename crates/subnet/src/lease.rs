@@ -71,29 +71,14 @@ impl Lease {
             Some((a, b)) => (a, Some(b)),
             None => (key, None),
         };
-        let (ip, len) = v4
-            .split_once('-')
-            .ok_or_else(|| bad(key, "expected <ip>-<prefix length>"))?;
-        let ip: Ipv4Addr = ip
-            .parse()
-            .map_err(|_| bad(key, format!("{ip:?} is not an IPv4 address")))?;
-        let len: u8 = len
-            .parse()
-            .map_err(|_| bad(key, format!("{len:?} is not a prefix length")))?;
+        let (ip, len) = addr_len::<Ipv4Addr>(key, v4, "IPv4")?;
         let sn = Ipv4Net::new(ip, len).map_err(|_| bad(key, "prefix length above 32"))?;
+        // flannel keys an IPv6-only lease with an empty IPv4 part.
         let sn = (!(ip.is_unspecified() && len == 0)).then_some(sn);
         let sn6 = match v6 {
             None => None,
             Some(v6) => {
-                let (ip, len) = v6
-                    .rsplit_once('-')
-                    .ok_or_else(|| bad(key, "expected <ip6>-<prefix length> after '&'"))?;
-                let ip: Ipv6Addr = ip
-                    .parse()
-                    .map_err(|_| bad(key, format!("{ip:?} is not an IPv6 address")))?;
-                let len: u8 = len
-                    .parse()
-                    .map_err(|_| bad(key, format!("{len:?} is not a prefix length")))?;
+                let (ip, len) = addr_len::<Ipv6Addr>(key, v6, "IPv6")?;
                 Some(Ipv6Net::new(ip, len).map_err(|_| bad(key, "prefix length above 128"))?)
             }
         };
@@ -118,6 +103,27 @@ impl Lease {
     pub fn same_subnets(&self, other: &Lease) -> bool {
         self.subnet == other.subnet && self.subnet6 == other.subnet6
     }
+}
+
+/// One `<ip>-<len>` part of a key.
+fn addr_len<A: std::str::FromStr>(
+    key: &str,
+    part: &str,
+    family: &str,
+) -> Result<(A, u8), SubnetError> {
+    let (ip, len) = part.rsplit_once('-').ok_or_else(|| {
+        bad(
+            key,
+            format!("expected <{family} address>-<prefix length>, got {part:?}"),
+        )
+    })?;
+    let ip = ip
+        .parse()
+        .map_err(|_| bad(key, format!("{ip:?} is not an {family} address")))?;
+    let len = len
+        .parse()
+        .map_err(|_| bad(key, format!("{len:?} is not a prefix length")))?;
+    Ok((ip, len))
 }
 
 /// `aa:bb:cc:dd:ee:ff`, lower case, as Go's `net.HardwareAddr` prints.

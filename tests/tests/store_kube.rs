@@ -1,0 +1,235 @@
+//! plexus-store's Kubernetes lease registry against the API stand-in
+//! (tests/src/apiserver.rs), listening inside a namespace this test creates;
+//! the client runs on a thread inside it.
+
+use futures::StreamExt;
+use plexus_store::kube::{BACKEND_DATA, BACKEND_TYPE, PUBLIC_IP, SUBNET_KUBE_MANAGED};
+use plexus_store::{open_lease_registry, AcquireRequest, LeaseEvent, StoreError, StoreOptions};
+use plexus_subnet::{LeaseAttrs, VxlanBackendData};
+use plexus_tests::apiserver::FakeApiServer;
+use plexus_tests::{require_root, Netns};
+use serde_json::json;
+
+fn block_in<T: Send>(ns: &Netns, f: impl std::future::Future<Output = T> + Send) -> T {
+    ns.run(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    })
+}
+
+/// flannel's annotations for a node it manages.
+fn flannel_annotations(ip: &str, mac: &str) -> serde_json::Value {
+    json!({
+        SUBNET_KUBE_MANAGED: "true",
+        BACKEND_TYPE: "vxlan",
+        BACKEND_DATA: format!(r#"{{"VNI":1,"VtepMAC":"{mac}"}}"#),
+        PUBLIC_IP: ip,
+    })
+}
+
+fn request() -> AcquireRequest {
+    AcquireRequest {
+        node_name: "n1".into(),
+        public_ip: Some("192.168.0.1".parse().unwrap()),
+        public_ipv6: None,
+        previous: None,
+        attrs: LeaseAttrs {
+            public_ip: Some("192.168.0.1".parse().unwrap()),
+            backend_type: "vxlan".into(),
+            backend_data: Some(VxlanBackendData {
+                vni: 1,
+                vtep_mac: [0x0a, 0x58, 0, 0, 0, 1],
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+struct Cluster {
+    ns: Netns,
+    api: FakeApiServer,
+    _dir: tempfile::TempDir,
+    opts: StoreOptions,
+}
+
+fn cluster() -> Cluster {
+    let ns = Netns::new("kube");
+    let api = FakeApiServer::start_in(&ns);
+    let dir = tempfile::tempdir().unwrap();
+    let net_conf = dir.path().join("net-conf.json");
+    std::fs::write(
+        &net_conf,
+        r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#,
+    )
+    .unwrap();
+    let opts = StoreOptions {
+        kubeconfig: Some(api.kubeconfig.clone()),
+        node_name: "n1".into(),
+        net_config: Some(net_conf),
+        ..Default::default()
+    };
+    Cluster {
+        ns,
+        api,
+        _dir: dir,
+        opts,
+    }
+}
+
+#[test]
+fn acquire_publishes_flannels_annotations_and_lists_flannel_nodes() {
+    require_root!();
+    let c = cluster();
+    c.api.add_node("n1", &["10.5.1.0/24"], json!({}));
+    c.api.add_node(
+        "n2",
+        &["10.5.2.0/24"],
+        flannel_annotations("192.168.0.2", "0a:58:00:00:00:02"),
+    );
+    // Not managed by flannel or Plexus: not a lease.
+    c.api.add_node("n3", &["10.5.3.0/24"], json!({}));
+    let (lease, snap) = block_in(&c.ns, async {
+        let r = open_lease_registry("kubernetes", &c.opts).await.unwrap();
+        assert_eq!(r.network_config().await.unwrap().subnet_len, 24);
+        let lease = r.acquire(&request()).await.unwrap();
+        r.renew(&lease).await.unwrap();
+        (lease, r.list().await.unwrap())
+    });
+    assert_eq!(lease.subnet, Some("10.5.1.0/24".parse().unwrap()));
+    assert_eq!(
+        c.api.node_annotation("n1", BACKEND_DATA).as_deref(),
+        Some(r#"{"VNI":1,"VtepMAC":"0a:58:00:00:00:01"}"#)
+    );
+    assert_eq!(
+        c.api.node_annotation("n1", BACKEND_TYPE).as_deref(),
+        Some("vxlan")
+    );
+    assert_eq!(
+        c.api.node_annotation("n1", PUBLIC_IP).as_deref(),
+        Some("192.168.0.1")
+    );
+    assert_eq!(
+        c.api.node_annotation("n1", SUBNET_KUBE_MANAGED).as_deref(),
+        Some("true")
+    );
+    // Renewing with unchanged annotations patches nothing more.
+    assert_eq!(c.api.state.lock().unwrap().node_patches.len(), 1);
+    let mut keys: Vec<String> = snap.leases.iter().map(|l| l.key()).collect();
+    keys.sort();
+    assert_eq!(keys, ["10.5.1.0-24", "10.5.2.0-24"]);
+    let n2 = snap
+        .leases
+        .iter()
+        .find(|l| l.key() == "10.5.2.0-24")
+        .unwrap();
+    assert_eq!(n2.attrs.public_ip, Some("192.168.0.2".parse().unwrap()));
+    assert_eq!(n2.attrs.backend_data.as_ref().unwrap().vtep_mac[5], 2);
+}
+
+#[test]
+fn watch_follows_nodes_and_resyncs_after_expiry() {
+    require_root!();
+    let c = cluster();
+    c.api.add_node("n1", &["10.5.1.0/24"], json!({}));
+    c.api.add_node(
+        "n2",
+        &["10.5.2.0/24"],
+        flannel_annotations("192.168.0.2", "0a:58:00:00:00:02"),
+    );
+    block_in(&c.ns, async {
+        let r = open_lease_registry("kubernetes", &c.opts).await.unwrap();
+        let start = r.list().await.unwrap().revision;
+        let mut w = r.watch(start).await.unwrap();
+        c.api.add_node(
+            "n4",
+            &["10.5.4.0/24"],
+            flannel_annotations("192.168.0.4", "0a:58:00:00:00:04"),
+        );
+        match w.next().await.unwrap().unwrap() {
+            LeaseEvent::Added(l) => assert_eq!(l.key(), "10.5.4.0-24"),
+            e => panic!("expected Added, got {e:?}"),
+        }
+        c.api.delete_node("n2");
+        match w.next().await.unwrap().unwrap() {
+            LeaseEvent::Removed(l) => {
+                assert_eq!(l.key(), "10.5.2.0-24");
+                assert_eq!(l.attrs.public_ip, Some("192.168.0.2".parse().unwrap()));
+            }
+            e => panic!("expected Removed, got {e:?}"),
+        }
+        // A node that stops being managed (annotation removed) is removed.
+        c.api
+            .annotate_node("n4", json!({SUBNET_KUBE_MANAGED: null}));
+        match w.next().await.unwrap().unwrap() {
+            LeaseEvent::Removed(l) => assert_eq!(l.key(), "10.5.4.0-24"),
+            e => panic!("expected Removed, got {e:?}"),
+        }
+        drop(w);
+        // History gone (410 Expired): a Resync with the current set.
+        c.api.add_node(
+            "n5",
+            &["10.5.5.0/24"],
+            flannel_annotations("192.168.0.5", "0a:58:00:00:00:05"),
+        );
+        c.api.compact_nodes();
+        let mut w = r.watch(start).await.unwrap();
+        match w.next().await.unwrap().unwrap() {
+            LeaseEvent::Resync(s) => {
+                let keys: Vec<String> = s.leases.iter().map(|l| l.key()).collect();
+                assert_eq!(keys, ["10.5.5.0-24"]);
+            }
+            e => panic!("expected Resync, got {e:?}"),
+        }
+        c.api.delete_node("n5");
+        assert!(
+            matches!(w.next().await.unwrap().unwrap(), LeaseEvent::Removed(l) if l.key() == "10.5.5.0-24")
+        );
+    });
+}
+
+#[test]
+fn missing_pieces_are_clear_errors() {
+    require_root!();
+    let c = cluster();
+    c.api.add_node("n1", &[], json!({}));
+    block_in(&c.ns, async {
+        let r = open_lease_registry("kubernetes", &c.opts).await.unwrap();
+        match r.acquire(&request()).await {
+            Err(StoreError::Unavailable(m)) => assert!(m.contains("no spec.podCIDR"), "{m}"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        let mut o = c.opts.clone();
+        o.node_name = "ghost".into();
+        let e = open_lease_registry("kubernetes", &o)
+            .await
+            .err()
+            .expect("an error")
+            .to_string();
+        assert!(e.contains("node \"ghost\" not found"), "{e}");
+        o.net_config = None;
+        let e = open_lease_registry("kubernetes", &o)
+            .await
+            .err()
+            .expect("an error")
+            .to_string();
+        assert!(e.contains("--net-config"), "{e}");
+    });
+    // A podCIDR outside the configured Network is refused.
+    c.api.add_node("n1", &["10.9.1.0/24"], json!({}));
+    let e = block_in(&c.ns, async {
+        let r = open_lease_registry("kubernetes", &c.opts).await.unwrap();
+        r.acquire(&request()).await.unwrap_err().to_string()
+    });
+    assert!(
+        e.contains("does not contain node n1's podCIDR 10.9.1.0/24"),
+        "{e}"
+    );
+    assert_eq!(
+        c.api.node_annotation("n1", PUBLIC_IP),
+        None,
+        "nothing patched"
+    );
+}
