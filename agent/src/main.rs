@@ -64,6 +64,10 @@ struct Args {
     /// kubeconfig for `--store kubernetes` (default: in-cluster config).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// The network config as a file (flannel's net-conf.json): required with
+    /// `--store kubernetes`; otherwise used when `<prefix>/config` is absent.
+    #[arg(long)]
+    net_config: Option<PathBuf>,
     /// Serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
@@ -171,6 +175,7 @@ async fn agent(args: &Args, status: &Shared) -> anyhow::Result<()> {
         etcd_password: args.etcd_password.clone(),
         kubeconfig: args.kubeconfig.clone(),
         node_name: args.node_name.clone(),
+        net_config: args.net_config.clone(),
     };
     let reg = open_lease_registry(&args.store, &opts)
         .await

@@ -112,11 +112,13 @@ pub fn select(
     let mut v6 = None;
     if sel.want_v6 {
         let name = sel.iface_v6.as_deref().or(sel.iface.as_deref());
+        // Without an IPv6 default route, the IPv4 interface (as flanneld,
+        // which uses one external interface for both).
         let i = pick(
             ifaces,
             name,
             sel.public_ipv6.map(IpAddr::V6),
-            default_v6,
+            default_v6.or(main.map(|m: &Iface| m.index)),
             "IPv6",
         )?;
         let net = match sel.public_ipv6 {

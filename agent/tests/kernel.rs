@@ -272,3 +272,119 @@ async fn masquerade_rules_in_and_out() {
     dp.set_masq(None).await.unwrap();
     assert!(!ns.nft_table("inet", "plexusd").contains("overlay-masq"));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn ipv6_vtep_and_plain_routes() {
+    require_root!();
+    let ns = Netns::new("agent-v6");
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+    ]);
+    ns.ip(&["addr", "add", "172.21.0.1/16", "dev", "eth0"]);
+    ns.ip(&["addr", "add", "fd00:21::1/64", "dev", "eth0", "nodad"]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+    ns.ip(&["link", "set", "peer0", "up"]);
+    ns.ip(&["route", "add", "default", "via", "172.21.0.254"]);
+    let mut dp = KernelDataPlane::open(NlNetns::open(ns.path()).unwrap())
+        .await
+        .unwrap();
+    // No --iface: the default route's interface; IPv6 from the same one.
+    let u = dp
+        .underlay(&UnderlaySelect {
+            want_v4: true,
+            want_v6: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(u.name, "eth0");
+    let u6 = u.v6.clone().unwrap();
+    assert_eq!(u6.addr.to_string(), "fd00:21::1");
+
+    let dev6 = dp
+        .ensure_vxlan(&VxlanSpec {
+            name: "flannel-v6.1".into(),
+            vni: 1,
+            port: 8472,
+            local: u6.addr.into(),
+            underlay: u6.index,
+            learning: false,
+            mtu: u6.mtu - 70,
+            mac: "0e:00:00:00:06:01".parse().unwrap(),
+            addr: "fd00:5:1::/128".parse().unwrap(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(ns.addrs("flannel-v6.1"), ["fd00:5:1::/128"]);
+
+    let local = Local {
+        own: (
+            Some("10.5.1.0/24".parse().unwrap()),
+            Some("fd00:5:1::/64".parse().unwrap()),
+        ),
+        backend: BackendPlan::Vxlan {
+            dev_v4: None,
+            dev_v6: Some(dev6.index),
+            direct_routing: true,
+        },
+        underlay_v4: Some((u.index, u.v4.unwrap().1)),
+        underlay_v6: Some((u6.index, u6.net)),
+    };
+    let mut far = remote(1);
+    far.subnet6 = Some("fd00:5:2::/64".parse().unwrap());
+    far.attrs.public_ipv6 = Some("fd00:99::2".parse().unwrap());
+    far.attrs.backend_v6_data = Some(VxlanBackendData {
+        vni: 1,
+        vtep_mac: [2, 0, 0, 0, 6, 2],
+    });
+    let mut near = remote(2);
+    near.subnet6 = Some("fd00:5:3::/64".parse().unwrap());
+    near.attrs.public_ipv6 = Some("fd00:21::3".parse().unwrap());
+    near.attrs.backend_v6_data = far.attrs.backend_v6_data.clone();
+    let want = plan::desired(&local, [&far, &near]);
+    // far: neighbour, FDB, onlink route over flannel-v6.1; near (same L2,
+    // DirectRouting): one route via its public IPv6. No IPv4 device here.
+    assert_eq!(want.len(), 4);
+    let ops = plan::plan(&want, &BTreeMap::new());
+    assert!(dp.apply(&ops).await.unwrap().is_empty());
+    let r = &ns.ip_json(&["-6", "route", "show", "fd00:5:3::/64"])[0];
+    assert_eq!(
+        (r["gateway"].as_str(), r["dev"].as_str()),
+        (Some("fd00:21::3"), Some("eth0"))
+    );
+    let r = &ns.ip_json(&["-6", "route", "show", "fd00:5:2::/64"])[0];
+    assert_eq!(r["dev"], "flannel-v6.1");
+    let owner = Ownership {
+        devices: vec![dev6.index],
+        networks: vec!["fd00:5::/32".parse().unwrap()],
+        own_subnets: vec!["fd00:5:1::/64".parse().unwrap()],
+    };
+    let have: BTreeMap<_, _> = dp
+        .programmed(&owner)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.key(), e))
+        .collect();
+    assert_eq!(have, want);
+
+    // host-gw: routes via the remote public IPs out of the underlay.
+    let hg = Local {
+        backend: BackendPlan::HostGw,
+        ..local
+    };
+    let mut a = remote(3);
+    a.attrs.backend_type = "host-gw".into();
+    a.attrs.public_ip = Some("172.21.0.3".parse().unwrap());
+    let want = plan::desired(&hg, [&a]);
+    assert!(dp
+        .apply(&plan::plan(&want, &BTreeMap::new()))
+        .await
+        .unwrap()
+        .is_empty());
+    let r = &ns.ip_json(&["route", "show", "10.100.3.0/24"])[0];
+    assert_eq!(
+        (r["gateway"].as_str(), r["dev"].as_str()),
+        (Some("172.21.0.3"), Some("eth0"))
+    );
+}

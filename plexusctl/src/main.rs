@@ -6,6 +6,7 @@
 //! JSON on stdout.
 
 mod cni;
+mod node;
 mod status;
 
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Top {
     Cni(cni::CniCmd),
     /// List every attachment the plexus meta plugin made on this node.
     Status(status::StatusCmd),
+    /// Ask the node agent (plexusd) about this node.
+    Node(node::NodeCmd),
 }
 
 fn main() -> ExitCode {
@@ -37,5 +40,6 @@ fn main() -> ExitCode {
     match cli.command {
         Top::Cni(c) => cni::run(c),
         Top::Status(s) => status::run(s),
+        Top::Node(n) => node::run(n),
     }
 }
