@@ -37,12 +37,26 @@ fn prefix_len(subnet: &str) -> &str {
 /// Set up `node` as flanneld would with `subnet` as its lease, and write
 /// the lease. Remote entries come with [`sync`].
 pub fn configure(c: &Cluster, node: &Node, subnet: &str, mtu: u32) -> FlanneldNode {
+    let me = configure_device(node, subnet, mtu);
+    c.put_lease(
+        &me.key,
+        &json!({
+            "PublicIP": node.ip,
+            "PublicIPv6": null,
+            "BackendType": "vxlan",
+            "BackendData": {"VNI": 1, "VtepMAC": me.vtep_mac}
+        }),
+    );
+    me
+}
+
+/// The node side alone (for a store other than etcd): `flannel.1` and
+/// `cni0` for `subnet`.
+pub fn configure_device(node: &Node, subnet: &str, mtu: u32) -> FlanneldNode {
     let ns = &node.ns;
     // A locally administered MAC, fixed so the lease and the device agree.
-    let vtep_mac = format!(
-        "0e:fa:00:00:00:{:02x}",
-        node.ip.rsplit('.').next().unwrap().parse::<u8>().unwrap()
-    );
+    let last: u8 = node.ip.rsplit('.').next().unwrap().parse().unwrap();
+    let vtep_mac = format!("0e:fa:00:00:00:{last:02x}");
     let mtu = mtu.to_string();
     ns.ip(&[
         "link",
@@ -71,70 +85,57 @@ pub fn configure(c: &Cluster, node: &Node, subnet: &str, mtu: u32) -> FlanneldNo
     ns.ip(&["link", "set", DEV, "up"]);
     ns.ip(&["link", "add", "cni0", "type", "bridge"]);
     ns.ip(&["link", "set", "cni0", "mtu", &mtu]);
-    ns.ip(&[
-        "addr",
-        "add",
-        &format!("{}/{}", host(subnet, 1), prefix_len(subnet)),
-        "dev",
-        "cni0",
-    ]);
+    let gw = format!("{}/{}", host(subnet, 1), prefix_len(subnet));
+    ns.ip(&["addr", "add", &gw, "dev", "cni0"]);
     ns.ip(&["link", "set", "cni0", "up"]);
-    let key = subnet.replace('/', "-");
-    c.put_lease(
-        &key,
-        &json!({
-            "PublicIP": node.ip,
-            "PublicIPv6": null,
-            "BackendType": "vxlan",
-            "BackendData": {"VNI": 1, "VtepMAC": vtep_mac}
-        }),
-    );
     FlanneldNode {
         subnet: subnet.into(),
-        key,
+        key: subnet.replace('/', "-"),
         vtep_mac,
     }
 }
 
-/// Program every other lease now in etcd, as flanneld's watch would:
-/// neighbour, then FDB, then route.
+/// Program every other lease now in etcd, as flanneld's watch would.
 pub fn sync(c: &Cluster, node: &Node, me: &FlanneldNode) {
     for (key, lease) in c.leases() {
         if key == me.key {
             continue;
         }
-        let subnet = key_to_cidr(&key);
         let mac = lease["BackendData"]["VtepMAC"].as_str().expect("VtepMAC");
         let public = lease["PublicIP"].as_str().expect("PublicIP");
-        let gw = network_address(&subnet);
-        node.ns.ip(&[
-            "neigh",
-            "replace",
-            &gw,
-            "lladdr",
-            mac,
-            "dev",
-            DEV,
-            "nud",
-            "permanent",
-        ]);
-        run_ok(std::process::Command::new("bridge").args([
-            "-n",
-            &node.ns.name,
-            "fdb",
-            "replace",
-            mac,
-            "dev",
-            DEV,
-            "dst",
-            public,
-            "self",
-            "permanent",
-        ]));
-        node.ns.ip(&[
-            "route", "replace", &subnet, "via", &gw, "dev", DEV, "onlink",
-        ]);
+        program_remote(node, &key_to_cidr(&key), mac, public);
     }
+}
+
+/// One remote node, in flanneld's order: neighbour, FDB entry, route.
+pub fn program_remote(node: &Node, subnet: &str, vtep_mac: &str, public_ip: &str) {
+    let gw = network_address(subnet);
+    node.ns.ip(&[
+        "neigh",
+        "replace",
+        &gw,
+        "lladdr",
+        vtep_mac,
+        "dev",
+        DEV,
+        "nud",
+        "permanent",
+    ]);
+    run_ok(std::process::Command::new("bridge").args([
+        "-n",
+        &node.ns.name,
+        "fdb",
+        "replace",
+        vtep_mac,
+        "dev",
+        DEV,
+        "dst",
+        public_ip,
+        "self",
+        "permanent",
+    ]));
+    node.ns
+        .ip(&["route", "replace", subnet, "via", &gw, "dev", DEV, "onlink"]);
 }
 
 /// A pod on the hand-made node: a veth into `cni0` with `.n`, default
