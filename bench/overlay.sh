@@ -58,14 +58,24 @@ pids=()
 etcd_ip=10.200.0.2
 etcd_url=http://$etcd_ip:2379
 
+# Still our unreaped child? (A reaped pid may belong to someone else now.)
+mine() { [[ $(awk '{print $4}' "/proc/$1/stat" 2>/dev/null) == "$$" ]]; }
 cleanup() {
     set +e
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null
+    # Our own children only, by pid: SIGTERM, SIGKILL for any still running
+    # after 10 s, then a wait that reaps them (no zombies left behind).
+    local p live
+    for p in "${pids[@]}"; do mine "$p" && kill -TERM "$p" 2>/dev/null; done
+    for _ in $(seq 100); do
+        live=0
+        for p in "${pids[@]}"; do
+            mine "$p" && [[ $(awk '{print $3}' "/proc/$p/stat") != Z ]] && live=1
+        done
+        ((live)) || break
+        sleep 0.1
     done
-    for f in "$tmp"/*.iperf.pid; do [[ -f $f ]] && kill "$(cat "$f")" 2>/dev/null; done
+    for p in "${pids[@]}"; do mine "$p" && kill -KILL "$p" 2>/dev/null; done
+    wait 2>/dev/null
     for n in "${netns[@]}"; do ip netns del "$n" 2>/dev/null; done
     rm -rf "$tmp"
 }
@@ -244,7 +254,8 @@ ip_veth=10.99.0.2 srv_veth=plxbench-veth-s-$tag cli_veth=plxbench-veth-c-$tag
 
 for m in vxlan direct veth; do
     srv=$(eval echo "\$srv_$m")
-    ip netns exec "$srv" iperf3 -s -D -p 5201 --pidfile "$tmp/$m.iperf.pid"
+    nsenter --net=/var/run/netns/"$srv" iperf3 -s -p 5201 >/dev/null 2>&1 &
+    pids+=($!)
 done
 sleep 0.5
 for m in vxlan direct veth; do : >"$tmp/$m.bps"; done
