@@ -31,7 +31,7 @@ fn two_hand_made_flannel_nodes_pass_traffic() {
 #[test]
 fn flanneld_node_and_plexus_nodes_reach_each_other() {
     require_overlay!();
-    let c = Cluster::new(3);
+    let mut c = Cluster::new(3);
     c.set_config(&vxlan_config("10.5.0.0/16"));
     // The flannel node comes first, so the agents find its lease at start.
     let hand_node = &c.nodes[2];
@@ -66,7 +66,6 @@ fn flanneld_node_and_plexus_nodes_reach_each_other() {
     }
 
     // A flannel node joining later is picked up from the watch.
-    let mut c = c;
     let late = c.add_node();
     let late_node = &c.nodes[late];
     let l = flanneld::configure(&c, late_node, "10.5.201.0/24", 1450);
