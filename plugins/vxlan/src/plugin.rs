@@ -175,7 +175,7 @@ impl Plugin for VxlanPlugin {
             )?),
             Err(_) => saved_all
                 .iter()
-                .find_map(|s| files::read_limited(&s.path, 1 << 20).ok())
+                .find_map(saved::Saved::read)
                 .and_then(|b| parse_saved(&b)),
         };
         if let Some(mut gc_conf) = gc_conf {

@@ -57,6 +57,13 @@ pub fn load(dir: &Path, container_id: &str, ifname: &str) -> io::Result<Option<V
     }
 }
 
+impl Saved {
+    /// Its bytes, if it can still be read.
+    pub fn read(&self) -> Option<Vec<u8>> {
+        files::read_limited(&self.path, READ_LIMIT).ok()
+    }
+}
+
 /// Remove the saved config; a missing one is not an error.
 pub fn remove(dir: &Path, container_id: &str, ifname: &str) -> io::Result<()> {
     match std::fs::remove_file(path(dir, container_id, ifname)) {
