@@ -156,16 +156,22 @@ impl Etcd {
     /// the namespace already has), and wait until it answers (at most 30 s;
     /// it usually takes about a second).
     pub fn start(netns: &Netns, ip: &str) -> Etcd {
-        Etcd::spawn(netns, ip, false)
+        Etcd::spawn(netns, ip, false, &[])
+    }
+
+    /// [`Etcd::start`] with extra etcd flags, e.g. `["--max-txn-ops",
+    /// "4096"]` for a transaction writing a thousand leases.
+    pub fn start_with(netns: &Netns, ip: &str, extra: &[&str]) -> Etcd {
+        Etcd::spawn(netns, ip, false, extra)
     }
 
     /// [`Etcd::start`] serving HTTPS only, requiring client certificates
     /// signed by its own throwaway CA ([`Etcd::tls_files`]).
     pub fn start_tls(netns: &Netns, ip: &str) -> Etcd {
-        Etcd::spawn(netns, ip, true)
+        Etcd::spawn(netns, ip, true, &[])
     }
 
-    fn spawn(netns: &Netns, ip: &str, tls: bool) -> Etcd {
+    fn spawn(netns: &Netns, ip: &str, tls: bool, extra: &[&str]) -> Etcd {
         let dir = tempfile::tempdir().expect("etcd temp dir");
         let tls = tls.then(|| make_certs(dir.path(), ip));
         let data = dir.path().join("data");
@@ -173,6 +179,7 @@ impl Etcd {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let client = format!("{scheme}://{}:2379", bracket(ip));
         let mut cmd = netns.cmd(ETCD);
+        cmd.args(extra);
         if let Some(t) = &tls {
             cmd.arg("--cert-file")
                 .arg(&t.server_cert)

@@ -28,6 +28,15 @@ fn block_in<T: Send>(ns: &Netns, f: impl std::future::Future<Output = T> + Send)
     })
 }
 
+/// The stream's next item; a stream that goes quiet fails the test after a
+/// minute instead of hanging it (a guard, not a speed check).
+async fn next<S: futures::Stream + Unpin>(w: &mut S) -> S::Item {
+    tokio::time::timeout(std::time::Duration::from_secs(60), w.next())
+        .await
+        .expect("no event within 60 s")
+        .expect("the stream ended")
+}
+
 fn setup(config: &str) -> (Netns, Etcd) {
     let ns = Netns::new("etcd");
     let etcd = Etcd::start(&ns, "127.0.0.1");
@@ -171,14 +180,14 @@ fn watch_sees_adds_and_deletes_and_resyncs_after_compaction() {
         let start = r.list().await.unwrap().revision;
         let mut w = r.watch(start).await.unwrap();
         etcd.put(&k("10.5.1.0-24"), &value("192.168.0.1"));
-        match w.next().await.unwrap().unwrap() {
+        match next(&mut w).await.unwrap() {
             LeaseEvent::Added(l) => {
                 assert_eq!(l.attrs.public_ip, Some("192.168.0.1".parse().unwrap()))
             }
             e => panic!("expected Added, got {e:?}"),
         }
         etcd.del(&k("10.5.1.0-24"));
-        match w.next().await.unwrap().unwrap() {
+        match next(&mut w).await.unwrap() {
             LeaseEvent::Removed(l) => {
                 assert_eq!(l.subnet, Some("10.5.1.0/24".parse().unwrap()));
                 // The deleted value's attributes come with it (prev_kv).
@@ -196,7 +205,7 @@ fn watch_sees_adds_and_deletes_and_resyncs_after_compaction() {
         etcd.del(&k("10.5.2.0-24"));
         etcd.compact(etcd.revision());
         let mut w = r.watch(before).await.unwrap();
-        match w.next().await.unwrap().unwrap() {
+        match next(&mut w).await.unwrap() {
             LeaseEvent::Resync(s) => {
                 let subnets: Vec<String> = s.leases.iter().map(|l| l.key()).collect();
                 assert_eq!(
@@ -209,7 +218,7 @@ fn watch_sees_adds_and_deletes_and_resyncs_after_compaction() {
         }
         // ...and the watch goes on after the resync.
         etcd.del(&k("10.5.3.0-24"));
-        match w.next().await.unwrap().unwrap() {
+        match next(&mut w).await.unwrap() {
             LeaseEvent::Removed(l) => assert_eq!(l.key(), "10.5.3.0-24"),
             e => panic!("expected Removed, got {e:?}"),
         }
@@ -260,6 +269,23 @@ fn kv_compare_and_swap_and_ttl_leases() {
         kv.revoke(l).await.unwrap();
         assert_eq!(kv.get("/t/b").await.unwrap(), None, "revoking took the key");
         assert_eq!(kv.keepalive(l).await.unwrap(), None);
+        // An expiring lease deletes its key; the watch says so, with the
+        // last value (what a node needs to remove a remote's entries).
+        let short = kv.grant(std::time::Duration::from_secs(2)).await.unwrap();
+        let rev = kv
+            .put("/t/c", b"last", Some(short), None)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut w = kv.watch("/t/", rev + 1).await.unwrap();
+        let ev = next(&mut w).await.unwrap();
+        match &ev[0] {
+            plexus_store::KvEvent::Delete { key, prev, .. } => {
+                assert_eq!(key, "/t/c");
+                assert_eq!(prev.as_ref().unwrap().value, b"last");
+            }
+            e => panic!("expected the expiry's Delete, got {e:?}"),
+        }
     });
 }
 
@@ -421,4 +447,57 @@ fn username_and_password() {
         anonymous.contains("user name is empty") || anonymous.contains("permission denied"),
         "{anonymous}"
     );
+}
+
+#[test]
+fn a_thousand_leases_in_one_transaction_reach_the_watch() {
+    require_root!();
+    require_etcd!();
+    let ns = Netns::new("etcdbig");
+    let etcd = Etcd::start_with(&ns, "127.0.0.1", &["--max-txn-ops", "2000"]);
+    etcd.put(
+        &format!("{PREFIX}/config"),
+        r#"{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}"#,
+    );
+    let url = etcd.url();
+    // etcdctl txn reads: compares, blank line, success ops, blank line, failure ops.
+    let mut script = String::from("\n");
+    for i in 0..1000u32 {
+        let (a, b) = (i / 250 + 1, i % 250);
+        let value = format!(
+            r#"{{"PublicIP":"192.168.{a}.{b}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"0a:58:00:00:{a:02x}:{b:02x}"}}}}"#
+        );
+        // etcdctl txn takes a double-quoted, backslash-escaped value
+        // (single quotes are not stripped), which {:?} writes.
+        script += &format!("put {PREFIX}/subnets/10.{a}.{b}.0-24 {value:?}\n");
+    }
+    script += "\n\n";
+    let got = block_in(&ns, async {
+        let r = registry(&url).await;
+        let mut w = r.watch(r.list().await.unwrap().revision).await.unwrap();
+        let mut c = etcd.ctl();
+        c.arg("txn");
+        let out = plexus_tests::output_with_stdin(&mut c, script.as_bytes());
+        assert!(
+            out.status.success(),
+            "etcdctl txn: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut keys = BTreeSet::new();
+        while keys.len() < 1000 {
+            // A guard against hanging on a lost event, not a speed check.
+            let next = tokio::time::timeout(std::time::Duration::from_secs(120), w.next());
+            match next
+                .await
+                .expect("the watch delivered all 1000 leases")
+                .unwrap()
+                .unwrap()
+            {
+                LeaseEvent::Added(l) => keys.insert(l.key()),
+                e => panic!("expected Added, got {e:?}"),
+            };
+        }
+        keys
+    });
+    assert!(got.contains("10.4.249.0-24") && got.contains("10.1.0.0-24"));
 }

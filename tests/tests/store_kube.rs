@@ -20,6 +20,15 @@ fn block_in<T: Send>(ns: &Netns, f: impl std::future::Future<Output = T> + Send)
     })
 }
 
+/// The stream's next item; a stream that goes quiet fails the test after a
+/// minute instead of hanging it (a guard, not a speed check).
+async fn next<S: futures::Stream + Unpin>(w: &mut S) -> S::Item {
+    tokio::time::timeout(std::time::Duration::from_secs(60), w.next())
+        .await
+        .expect("no event within 60 s")
+        .expect("the stream ended")
+}
+
 /// flannel's annotations for a node it manages.
 fn flannel_annotations(ip: &str, mac: &str) -> serde_json::Value {
     json!({
@@ -148,12 +157,12 @@ fn watch_follows_nodes_and_resyncs_after_expiry() {
             &["10.5.4.0/24"],
             flannel_annotations("192.168.0.4", "0a:58:00:00:00:04"),
         );
-        match w.next().await.unwrap().unwrap() {
+        match next(&mut w).await.unwrap() {
             LeaseEvent::Added(l) => assert_eq!(l.key(), "10.5.4.0-24"),
             e => panic!("expected Added, got {e:?}"),
         }
         c.api.delete_node("n2");
-        match w.next().await.unwrap().unwrap() {
+        match next(&mut w).await.unwrap() {
             LeaseEvent::Removed(l) => {
                 assert_eq!(l.key(), "10.5.2.0-24");
                 assert_eq!(l.attrs.public_ip, Some("192.168.0.2".parse().unwrap()));
@@ -163,7 +172,7 @@ fn watch_follows_nodes_and_resyncs_after_expiry() {
         // A node that stops being managed (annotation removed) is removed.
         c.api
             .annotate_node("n4", json!({SUBNET_KUBE_MANAGED: null}));
-        match w.next().await.unwrap().unwrap() {
+        match next(&mut w).await.unwrap() {
             LeaseEvent::Removed(l) => assert_eq!(l.key(), "10.5.4.0-24"),
             e => panic!("expected Removed, got {e:?}"),
         }
@@ -176,7 +185,7 @@ fn watch_follows_nodes_and_resyncs_after_expiry() {
         );
         c.api.compact_nodes();
         let mut w = r.watch(start).await.unwrap();
-        match w.next().await.unwrap().unwrap() {
+        match next(&mut w).await.unwrap() {
             LeaseEvent::Resync(s) => {
                 let keys: Vec<String> = s.leases.iter().map(|l| l.key()).collect();
                 assert_eq!(keys, ["10.5.5.0-24"]);
@@ -185,7 +194,7 @@ fn watch_follows_nodes_and_resyncs_after_expiry() {
         }
         c.api.delete_node("n5");
         assert!(
-            matches!(w.next().await.unwrap().unwrap(), LeaseEvent::Removed(l) if l.key() == "10.5.5.0-24")
+            matches!(next(&mut w).await.unwrap(), LeaseEvent::Removed(l) if l.key() == "10.5.5.0-24")
         );
     });
 }
@@ -232,4 +241,25 @@ fn missing_pieces_are_clear_errors() {
         None,
         "nothing patched"
     );
+}
+
+#[test]
+fn an_unreachable_api_server_is_a_clear_error() {
+    require_root!();
+    let c = cluster();
+    // The stand-in's kubeconfig, pointed at a port nothing listens on.
+    let text = std::fs::read_to_string(&c.api.kubeconfig).unwrap();
+    let dead = c._dir.path().join("dead-kubeconfig");
+    std::fs::write(&dead, text.replace(&format!(":{}", c.api.port), ":1")).unwrap();
+    let opts = StoreOptions {
+        kubeconfig: Some(dead),
+        ..c.opts.clone()
+    };
+    let e = block_in(&c.ns, async {
+        open_lease_registry("kubernetes", &opts).await.err()
+    });
+    match e {
+        Some(StoreError::Unavailable(m)) => assert!(m.contains("get node n1"), "{m}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
 }

@@ -74,11 +74,7 @@ impl EtcdTls {
                 .add(c)
                 .map_err(|e| bad(ca, "CA file", e.to_string()))?;
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| StoreError::Other(format!("etcd TLS: {e}")))?
-            .with_root_certificates(roots);
+        let builder = tls_builder()?.with_root_certificates(roots);
         match (&self.cert_file, &self.key_file) {
             (None, None) => Ok(builder.with_no_client_auth()),
             (Some(cert), Some(key)) => {
@@ -97,6 +93,14 @@ impl EtcdTls {
             )),
         }
     }
+}
+
+/// rustls with the ring provider (the one the Kubernetes client uses).
+fn tls_builder(
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, StoreError> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Other(format!("etcd TLS: {e}")))
 }
 
 /// An etcd v3 cluster reached through its JSON gateway.
@@ -245,6 +249,12 @@ impl EtcdKv {
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         http.set_nodelay(true);
         http.enforce_http(false);
+        // A watch is one long-lived response: TCP keepalive notices a peer
+        // that vanished without a FIN (about a minute), so the stream ends
+        // and the agent relists instead of waiting forever.
+        http.set_keepalive(Some(Duration::from_secs(30)));
+        http.set_keepalive_interval(Some(Duration::from_secs(10)));
+        http.set_keepalive_retries(Some(3));
         let (config, endpoints) = match &tls {
             Some(t) => (
                 t.client_config()?,
@@ -255,13 +265,9 @@ impl EtcdKv {
             ),
             // Plain HTTP: the TLS layer is never used.
             None => (
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| StoreError::Other(format!("etcd TLS: {e}")))?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
+                tls_builder()?
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
                 endpoints,
             ),
         };
@@ -654,6 +660,9 @@ fn watch_batch(line: &Value) -> Result<Option<Vec<KvEvent>>, StoreError> {
 struct LineReader {
     body: Incoming,
     buf: BytesMut,
+    /// How much of `buf` is known to hold no newline (a thousand-event
+    /// line arrives in many frames; each is scanned once).
+    scanned: usize,
 }
 
 impl LineReader {
@@ -661,12 +670,15 @@ impl LineReader {
         LineReader {
             body,
             buf: BytesMut::new(),
+            scanned: 0,
         }
     }
 
     async fn next_line(&mut self) -> Result<Option<Value>, StoreError> {
         loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+            let found = self.buf[self.scanned..].iter().position(|b| *b == b'\n');
+            if let Some(pos) = found.map(|p| p + self.scanned) {
+                self.scanned = 0;
                 let line = self.buf.split_to(pos + 1);
                 let line = &line[..pos];
                 if line.iter().all(u8::is_ascii_whitespace) {
@@ -676,6 +688,7 @@ impl LineReader {
                     .map(Some)
                     .map_err(|e| StoreError::Other(format!("etcd stream: bad JSON line: {e}")));
             }
+            self.scanned = self.buf.len();
             match self.body.frame().await {
                 None => {
                     // A last line without a newline.

@@ -517,13 +517,7 @@ impl Kv for FileKv {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
+    use crate::rt;
 
     #[test]
     fn create_put_delete_with_revisions_and_persistence() {

@@ -190,16 +190,18 @@ pub async fn open_kv(url: &str, opts: &StoreOptions) -> Result<Option<Arc<dyn Kv
     )))
 }
 
+/// A current-thread runtime for the unit tests' async calls.
+#[cfg(test)]
+pub(crate) fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
 
     #[test]
     fn bad_urls_are_clear_errors() {

@@ -506,17 +506,11 @@ impl LeaseWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rt;
     use crate::FileKv;
     use plexus_subnet::VxlanBackendData;
 
     const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
 
     fn req(node: &str, ip: &str, mac: u8) -> AcquireRequest {
         AcquireRequest {
@@ -636,6 +630,33 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("no free subnet left"), "{e}");
+        });
+    }
+
+    #[test]
+    fn a_dual_stack_key_sharing_a_subnet_with_an_earlier_one_is_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let (kv, r) = registry(dir.path()).await;
+            let cfg = NetworkConfig::parse(
+                br#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}"#,
+            )
+            .unwrap();
+            // Another node created 10.5.1.0 with another IPv6 subnet first
+            // (both picked 10.5.1.0 from the same listing).
+            let earlier = "/coreos.com/network/subnets/10.5.1.0-24&fc00:0:0:7::-64";
+            kv.create(earlier, br#"{"PublicIP":"192.168.0.7"}"#, None).await.unwrap();
+            let ours = Lease {
+                subnet: Some("10.5.1.0/24".parse().unwrap()),
+                subnet6: Some("fc00:0:0:9::/64".parse().unwrap()),
+                attrs: req("a", "192.168.0.1", 1).attrs,
+            };
+            assert!(!r.claim(&cfg, &ours).await.unwrap(), "the earlier key keeps the subnet");
+            assert_eq!(kv.get(&r.lease_key(&ours)).await.unwrap(), None, "ours is deleted again");
+            // Without a clash the claim stands.
+            let free = Lease { subnet: Some("10.5.2.0/24".parse().unwrap()), ..ours };
+            assert!(r.claim(&cfg, &free).await.unwrap());
+            assert!(kv.get(&r.lease_key(&free)).await.unwrap().is_some());
         });
     }
 
