@@ -3,8 +3,10 @@
 //! with an existing key replaces it) and can be told to refuse changes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 use plexus_netlink::MacAddr;
+use plexus_subnet::{Lease, LeaseAttrs, VxlanBackendData};
 
 use crate::dataplane::{
     DataPlane, Entry, Key, MasqRules, Op, Ownership, Underlay, UnderlaySelect, VxlanDevice,
@@ -122,5 +124,26 @@ impl DataPlane for FakeDataPlane {
     async fn set_masq(&mut self, rules: Option<&MasqRules>) -> anyhow::Result<()> {
         self.masq = rules.cloned();
         Ok(())
+    }
+}
+
+/// Remote node `i`'s VXLAN lease, for tests: subnet
+/// `10.(100 + i/256).(i%256).0/24`, public IP `first_ip + i`, VTEP MAC
+/// `02:aa:00:00:HI:LO`.
+pub fn remote_lease(i: u32, first_ip: Ipv4Addr) -> Lease {
+    let subnet = format!("10.{}.{}.0/24", 100 + i / 256, i % 256);
+    Lease {
+        subnet: Some(subnet.parse().expect("a /24")),
+        subnet6: None,
+        attrs: LeaseAttrs {
+            public_ip: Some(Ipv4Addr::from(u32::from(first_ip) + i)),
+            public_ipv6: None,
+            backend_type: "vxlan".into(),
+            backend_data: Some(VxlanBackendData {
+                vni: 1,
+                vtep_mac: [2, 0xaa, 0, 0, (i >> 8) as u8, i as u8],
+            }),
+            backend_v6_data: None,
+        },
     }
 }

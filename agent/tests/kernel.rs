@@ -8,31 +8,42 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use plexus_netlink::{MacAddr, Netns as NlNetns};
-use plexus_subnet::{Lease, LeaseAttrs, VxlanBackendData};
+use plexus_subnet::{Lease, VxlanBackendData};
 use plexus_tests::{require_root, Netns};
-use plexusd::dataplane::{DataPlane, Entry, MasqRules, Op, Ownership, UnderlaySelect, VxlanSpec};
+use plexusd::dataplane::{
+    DataPlane, Entry, Key, MasqRules, Op, Ownership, UnderlaySelect, VxlanSpec,
+};
 use plexusd::kernel::KernelDataPlane;
 use plexusd::overlay::plan::{self, BackendPlan, Local};
 
 fn remote(i: u32) -> Lease {
-    Lease {
-        subnet: Some(
-            format!("10.{}.{}.0/24", 100 + i / 256, i % 256)
-                .parse()
-                .unwrap(),
-        ),
-        subnet6: None,
-        attrs: LeaseAttrs {
-            public_ip: Some(Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 20, 0, 10)) + i)),
-            public_ipv6: None,
-            backend_type: "vxlan".into(),
-            backend_data: Some(VxlanBackendData {
-                vni: 1,
-                vtep_mac: [2, 0xaa, 0, 0, (i >> 8) as u8, i as u8],
-            }),
-            backend_v6_data: None,
-        },
+    plexusd::fake::remote_lease(i, Ipv4Addr::new(172, 20, 0, 10))
+}
+
+/// A namespace with `eth0` (a veth whose peer stays inside) up, holding `addrs`.
+fn node_ns(tag: &str, addrs: &[&str]) -> Netns {
+    let ns = Netns::new(tag);
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+    ]);
+    for a in addrs {
+        // IPv6 without duplicate address detection: usable at once.
+        let nodad = if a.contains(':') { &["nodad"][..] } else { &[] };
+        ns.ip(&[&["addr", "add", a, "dev", "eth0"][..], nodad].concat());
     }
+    ns.ip(&["link", "set", "eth0", "up"]);
+    ns.ip(&["link", "set", "peer0", "up"]);
+    ns
+}
+
+/// What the data plane lists, by key.
+async fn programmed(dp: &mut KernelDataPlane, owner: &Ownership) -> BTreeMap<Key, Entry> {
+    dp.programmed(owner)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.key(), e))
+        .collect()
 }
 
 fn count(ns: &Netns, args: &[&str]) -> usize {
@@ -54,13 +65,7 @@ fn fdb_count(ns: &Netns) -> usize {
 #[tokio::test(flavor = "current_thread")]
 async fn vxlan_data_plane_programs_reads_back_and_reconciles() {
     require_root!();
-    let ns = Netns::new("agent-dp");
-    ns.ip(&[
-        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-    ]);
-    ns.ip(&["addr", "add", "172.20.0.1/16", "dev", "eth0"]);
-    ns.ip(&["link", "set", "eth0", "up"]);
-    ns.ip(&["link", "set", "peer0", "up"]);
+    let ns = node_ns("agent-dp", &["172.20.0.1/16"]);
     let mut dp = KernelDataPlane::open(NlNetns::open(ns.path()).unwrap())
         .await
         .unwrap();
@@ -157,13 +162,7 @@ async fn vxlan_data_plane_programs_reads_back_and_reconciles() {
     assert_eq!(r["dev"], "flannel.1");
 
     // Read back exactly what was written.
-    let have: BTreeMap<_, _> = dp
-        .programmed(&owner)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.key(), e))
-        .collect();
+    let have = programmed(&mut dp, &owner).await;
     assert_eq!(have, want);
 
     // Entries for a node that left while the agent was down (flannel #2554),
@@ -203,13 +202,7 @@ async fn vxlan_data_plane_programs_reads_back_and_reconciles() {
         "onlink",
     ]);
     ns.ip(&["route", "add", "192.168.77.0/24", "via", "172.20.0.254"]);
-    let have: BTreeMap<_, _> = dp
-        .programmed(&owner)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.key(), e))
-        .collect();
+    let have = programmed(&mut dp, &owner).await;
     assert_eq!(have.len(), 3003);
     let ops = plan::plan(&want, &have);
     assert_eq!(ops.len(), 3);
@@ -276,14 +269,7 @@ async fn masquerade_rules_in_and_out() {
 #[tokio::test(flavor = "current_thread")]
 async fn ipv6_vtep_and_plain_routes() {
     require_root!();
-    let ns = Netns::new("agent-v6");
-    ns.ip(&[
-        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-    ]);
-    ns.ip(&["addr", "add", "172.21.0.1/16", "dev", "eth0"]);
-    ns.ip(&["addr", "add", "fd00:21::1/64", "dev", "eth0", "nodad"]);
-    ns.ip(&["link", "set", "eth0", "up"]);
-    ns.ip(&["link", "set", "peer0", "up"]);
+    let ns = node_ns("agent-v6", &["172.21.0.1/16", "fd00:21::1/64"]);
     ns.ip(&["route", "add", "default", "via", "172.21.0.254"]);
     let mut dp = KernelDataPlane::open(NlNetns::open(ns.path()).unwrap())
         .await
@@ -359,13 +345,7 @@ async fn ipv6_vtep_and_plain_routes() {
         networks: vec!["fd00:5::/32".parse().unwrap()],
         own_subnets: vec!["fd00:5:1::/64".parse().unwrap()],
     };
-    let have: BTreeMap<_, _> = dp
-        .programmed(&owner)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.key(), e))
-        .collect();
+    let have = programmed(&mut dp, &owner).await;
     assert_eq!(have, want);
 
     // host-gw: routes via the remote public IPs out of the underlay.

@@ -66,8 +66,6 @@ pub struct Overlay {
     leases: BTreeMap<LeaseId, Lease>,
     /// What the kernel holds, as far as we know.
     programmed: BTreeMap<Key, Entry>,
-    /// Entries that failed to program; retried at the next resync.
-    failed: usize,
     status: Shared,
     ready: bool,
 }
@@ -109,9 +107,10 @@ impl Overlay {
             };
             let started = Instant::now();
             self.replace_leases(snap.leases);
-            self.resync_kernel(dp).await?;
-            self.status.programmed_in(started.elapsed());
-            self.check_own_lease(reg, dp).await?;
+            if self.resync_kernel(dp).await? > 0 {
+                self.status.programmed_in(started.elapsed());
+            }
+            self.check_own_lease(reg).await?;
             self.set_ready();
             let stream = match reg.watch(snap.revision).await {
                 Ok(s) => s,
@@ -137,6 +136,7 @@ impl Overlay {
                             break;
                         };
                         let started = Instant::now();
+                        tracing::debug!(events = chunk.len(), "lease events");
                         let mut relist = false;
                         for item in chunk {
                             match item {
@@ -152,18 +152,18 @@ impl Overlay {
                                 }
                             }
                         }
-                        self.reconcile(dp).await?;
-                        self.status.programmed_in(started.elapsed());
-                        self.check_own_lease(reg, dp).await?;
+                        if self.reconcile(dp).await? > 0 {
+                            self.status.programmed_in(started.elapsed());
+                        }
+                        self.check_own_lease(reg).await?;
                         if relist {
                             break;
                         }
                     }
-                    _ = renew.tick() => self.renew(reg, dp).await?,
+                    _ = renew.tick() => self.renew(reg).await?,
                     _ = resync.tick() => {
                         let started = Instant::now();
-                        self.resync_kernel(dp).await?;
-                        if self.failed > 0 || !self.programmed.is_empty() {
+                        if self.resync_kernel(dp).await? > 0 {
                             self.status.programmed_in(started.elapsed());
                         }
                     }
@@ -179,11 +179,11 @@ impl Overlay {
     fn on_event(&mut self, ev: LeaseEvent) {
         match ev {
             LeaseEvent::Added(l) => {
-                tracing::debug!(subnet = ?l.subnet, subnet6 = ?l.subnet6, public_ip = ?l.attrs.public_ip, "lease added");
+                tracing::trace!(subnet = ?l.subnet, subnet6 = ?l.subnet6, public_ip = ?l.attrs.public_ip, "lease added");
                 self.leases.insert(lease_id(&l), l);
             }
             LeaseEvent::Removed(l) => {
-                tracing::debug!(subnet = ?l.subnet, subnet6 = ?l.subnet6, "lease removed");
+                tracing::trace!(subnet = ?l.subnet, subnet6 = ?l.subnet6, "lease removed");
                 self.leases.remove(&lease_id(&l));
             }
             LeaseEvent::Resync(snap) => {
@@ -194,8 +194,8 @@ impl Overlay {
         }
     }
 
-    /// Lists the kernel again, then reconciles.
-    async fn resync_kernel<D: DataPlane>(&mut self, dp: &mut D) -> anyhow::Result<()> {
+    /// Lists the kernel again, then reconciles; returns the number of changes.
+    async fn resync_kernel<D: DataPlane>(&mut self, dp: &mut D) -> anyhow::Result<usize> {
         let now = dp
             .programmed(&self.owner)
             .await
@@ -205,8 +205,8 @@ impl Overlay {
     }
 
     /// Diffs the store's leases against the kernel model and applies the
-    /// difference.
-    async fn reconcile<D: DataPlane>(&mut self, dp: &mut D) -> anyhow::Result<()> {
+    /// difference; returns the number of changes.
+    async fn reconcile<D: DataPlane>(&mut self, dp: &mut D) -> anyhow::Result<usize> {
         let desired = plan::desired(&self.local, self.leases.values());
         let ops = plan::plan(&desired, &self.programmed);
         if !ops.is_empty() {
@@ -231,7 +231,6 @@ impl Overlay {
                     }
                 }
             }
-            self.failed = failures.len();
             self.status.dataplane_errors(failures.len());
             let adds = ops.iter().filter(|o| matches!(o, Op::Add(_))).count();
             tracing::info!(
@@ -242,7 +241,7 @@ impl Overlay {
             );
         }
         self.publish();
-        Ok(())
+        Ok(ops.len())
     }
 
     fn publish(&self) {
@@ -277,24 +276,15 @@ impl Overlay {
     /// Our lease must stay ours: when it is gone from the store (expired,
     /// deleted by hand), acquire it again. Getting another subnet would
     /// strand the pods of this node, so that ends the agent with an error.
-    async fn check_own_lease<D: DataPlane>(
-        &mut self,
-        reg: &dyn LeaseRegistry,
-        dp: &mut D,
-    ) -> anyhow::Result<()> {
+    async fn check_own_lease(&mut self, reg: &dyn LeaseRegistry) -> anyhow::Result<()> {
         if self.leases.contains_key(&self.local.own) {
             return Ok(());
         }
         tracing::warn!(subnet = ?self.lease.subnet, "our lease is gone from the store; acquiring it again");
-        self.reacquire(reg, dp).await
+        self.reacquire(reg).await
     }
 
-    async fn reacquire<D: DataPlane>(
-        &mut self,
-        reg: &dyn LeaseRegistry,
-        dp: &mut D,
-    ) -> anyhow::Result<()> {
-        let _ = dp;
+    async fn reacquire(&mut self, reg: &dyn LeaseRegistry) -> anyhow::Result<()> {
         let req = startup::acquire_request(&self.settings, &self.lease);
         let got = match reg.acquire(&req).await {
             Ok(l) => l,
@@ -321,11 +311,7 @@ impl Overlay {
         Ok(())
     }
 
-    async fn renew<D: DataPlane>(
-        &mut self,
-        reg: &dyn LeaseRegistry,
-        dp: &mut D,
-    ) -> anyhow::Result<()> {
+    async fn renew(&mut self, reg: &dyn LeaseRegistry) -> anyhow::Result<()> {
         match reg.renew(&self.lease).await {
             Ok(()) => {
                 tracing::debug!("lease renewed");
@@ -334,7 +320,7 @@ impl Overlay {
             Err(e) => {
                 self.status.store_error();
                 tracing::warn!(error = %e, "cannot renew our lease; acquiring it again");
-                self.reacquire(reg, dp).await
+                self.reacquire(reg).await
             }
         }
     }

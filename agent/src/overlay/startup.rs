@@ -15,7 +15,7 @@ use plexus_subnet::{Backend, Lease, LeaseAttrs, NetworkConfig, SubnetEnv, VxlanB
 
 use super::plan::{lease_id, BackendPlan, Local};
 use super::{Overlay, Settings};
-use crate::dataplane::{DataPlane, MasqRules, Ownership, Underlay, UnderlaySelect, VxlanSpec};
+use crate::dataplane::{DataPlane, MasqRules, Ownership, UnderlaySelect, VxlanSpec};
 use crate::runfiles;
 use crate::status::Shared;
 
@@ -122,7 +122,9 @@ pub async fn start<D: DataPlane>(
     let mut mtu = underlay.mtu;
     if let Backend::Vxlan(v) = &cfg.backend {
         if let (Some(subnet), Some(ip)) = (lease.subnet.filter(|_| want_v4), public_ip) {
-            let m = v.mtu.unwrap_or(underlay.mtu - VXLAN_OVERHEAD_V4);
+            let m = v
+                .mtu
+                .unwrap_or(underlay.mtu.saturating_sub(VXLAN_OVERHEAD_V4));
             let spec = vxlan_spec(v, &name4, IpAddr::V4(ip), underlay.index, m, macs[&name4]);
             let addr = IpNet::V4(Ipv4Net::new(subnet.network(), 32).expect("/32"));
             let d = dp.ensure_vxlan(&VxlanSpec { addr, ..spec }).await?;
@@ -130,7 +132,7 @@ pub async fn start<D: DataPlane>(
             mtu = mtu.min(m);
         }
         if let (Some(subnet), Some(u6)) = (lease.subnet6.filter(|_| want_v6), &underlay.v6) {
-            let m = v.mtu.unwrap_or(u6.mtu - VXLAN_OVERHEAD_V6);
+            let m = v.mtu.unwrap_or(u6.mtu.saturating_sub(VXLAN_OVERHEAD_V6));
             let spec = vxlan_spec(v, &name6, IpAddr::V6(u6.addr), u6.index, m, macs[&name6]);
             let addr = IpNet::V6(Ipv6Net::new(subnet.network(), 128).expect("/128"));
             let d = dp.ensure_vxlan(&VxlanSpec { addr, ..spec }).await?;
@@ -182,7 +184,7 @@ pub async fn start<D: DataPlane>(
             .chain(lease.subnet6.map(|n| IpNet::V6(n.trunc())))
             .collect(),
     };
-    publish_identity(settings, status, &cfg, &lease, &underlay);
+    publish_identity(settings, status, &cfg, &lease);
     Ok(Overlay {
         settings: settings.clone(),
         lease: lease.clone(),
@@ -190,7 +192,6 @@ pub async fn start<D: DataPlane>(
         owner,
         leases: [(lease_id(&lease), lease)].into_iter().collect(),
         programmed: BTreeMap::new(),
-        failed: 0,
         status: status.clone(),
         ready: false,
     })
@@ -284,14 +285,7 @@ pub fn subnet_env(cfg: &NetworkConfig, lease: &Lease, mtu: u32, ipmasq: bool) ->
     }
 }
 
-fn publish_identity(
-    settings: &Settings,
-    status: &Shared,
-    cfg: &NetworkConfig,
-    lease: &Lease,
-    underlay: &Underlay,
-) {
-    let _ = underlay;
+fn publish_identity(settings: &Settings, status: &Shared, cfg: &NetworkConfig, lease: &Lease) {
     status.update(|s| {
         s.node_name = settings.node_name.clone();
         s.network = settings.network.clone();

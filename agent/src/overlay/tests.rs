@@ -11,7 +11,7 @@ use ipnet::Ipv4Net;
 use plexus_store::{
     AcquireRequest, LeaseEvent, LeaseRegistry, LeaseSnapshot, Revision, StoreError,
 };
-use plexus_subnet::{Backend, Lease, LeaseAttrs, NetworkConfig, VxlanBackendData, VxlanConfig};
+use plexus_subnet::{Backend, Lease, NetworkConfig, VxlanConfig};
 
 use super::plan::{lease_id, LeaseId};
 use super::*;
@@ -186,25 +186,16 @@ fn underlay() -> Underlay {
 }
 
 fn remote(i: u32) -> Lease {
-    let subnet: Ipv4Net = format!("10.{}.{}.0/24", 100 + i / 256, i % 256)
-        .parse()
-        .unwrap();
-    Lease {
-        subnet: Some(subnet),
-        subnet6: None,
-        attrs: LeaseAttrs {
-            public_ip: Some(Ipv4Addr::from(
-                u32::from(Ipv4Addr::new(192, 168, 0, 10)) + i,
-            )),
-            public_ipv6: None,
-            backend_type: "vxlan".into(),
-            backend_data: Some(VxlanBackendData {
-                vni: 1,
-                vtep_mac: [2, 0xaa, 0, 0, (i >> 8) as u8, i as u8],
-            }),
-            backend_v6_data: None,
-        },
-    }
+    crate::fake::remote_lease(i, Ipv4Addr::new(192, 168, 0, 10))
+}
+
+fn setup(cfg: Option<NetworkConfig>) -> (tempfile::TempDir, FakeRegistry, FakeDataPlane, Shared) {
+    (
+        tempfile::tempdir().unwrap(),
+        FakeRegistry::new(cfg),
+        FakeDataPlane::new(underlay()),
+        Shared::default(),
+    )
 }
 
 fn settings(dir: &std::path::Path) -> Settings {
@@ -241,12 +232,9 @@ fn routes(dp: &FakeDataPlane) -> Vec<String> {
 
 #[tokio::test(flavor = "current_thread")]
 async fn start_reconciles_stale_entries_and_becomes_ready() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = FakeRegistry::new(Some(config()));
+    let (dir, reg, mut dp, st) = setup(Some(config()));
     reg.put(remote(1));
     reg.put(remote(2));
-    let mut dp = FakeDataPlane::new(underlay());
-    let st = Shared::default();
     let mut ov = start(&settings(dir.path()), &reg, &mut dp, &st)
         .await
         .unwrap();
@@ -294,10 +282,7 @@ async fn start_reconciles_stale_entries_and_becomes_ready() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_thousand_leases_in_one_transaction_are_one_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = FakeRegistry::new(Some(config()));
-    let mut dp = FakeDataPlane::new(underlay());
-    let st = Shared::default();
+    let (dir, reg, mut dp, st) = setup(Some(config()));
     let mut ov = start(&settings(dir.path()), &reg, &mut dp, &st)
         .await
         .unwrap();
@@ -324,13 +309,10 @@ async fn a_thousand_leases_in_one_transaction_are_one_batch() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn compaction_relists_and_a_lost_delete_is_not_missed() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = FakeRegistry::new(Some(config()));
+    let (dir, reg, mut dp, st) = setup(Some(config()));
     for i in 0..3 {
         reg.put(remote(i));
     }
-    let mut dp = FakeDataPlane::new(underlay());
-    let st = Shared::default();
     let mut ov = start(&settings(dir.path()), &reg, &mut dp, &st)
         .await
         .unwrap();
@@ -355,11 +337,8 @@ async fn compaction_relists_and_a_lost_delete_is_not_missed() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn changed_vtep_mac_is_replaced_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = FakeRegistry::new(Some(config()));
+    let (dir, reg, mut dp, st) = setup(Some(config()));
     reg.put(remote(1));
-    let mut dp = FakeDataPlane::new(underlay());
-    let st = Shared::default();
     let mut ov = start(&settings(dir.path()), &reg, &mut dp, &st)
         .await
         .unwrap();
@@ -387,11 +366,8 @@ async fn changed_vtep_mac_is_replaced_in_order() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn failed_changes_are_retried_at_resync() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = FakeRegistry::new(Some(config()));
+    let (dir, reg, mut dp, st) = setup(Some(config()));
     reg.put(remote(1));
-    let mut dp = FakeDataPlane::new(underlay());
-    let st = Shared::default();
     let mut s = settings(dir.path());
     s.resync_every = std::time::Duration::from_millis(5);
     let mut ov = start(&s, &reg, &mut dp, &st).await.unwrap();
@@ -418,10 +394,7 @@ async fn failed_changes_are_retried_at_resync() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn restart_keeps_subnet_and_vtep_mac() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = FakeRegistry::new(Some(config()));
-    let mut dp = FakeDataPlane::new(underlay());
-    let st = Shared::default();
+    let (dir, reg, mut dp, st) = setup(Some(config()));
     let first = start(&settings(dir.path()), &reg, &mut dp, &st)
         .await
         .unwrap();
@@ -448,10 +421,7 @@ async fn restart_keeps_subnet_and_vtep_mac() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn bad_config_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = FakeRegistry::new(None);
-    let mut dp = FakeDataPlane::new(underlay());
-    let st = Shared::default();
+    let (dir, reg, mut dp, st) = setup(None);
     let e = start(&settings(dir.path()), &reg, &mut dp, &st)
         .await
         .unwrap_err();
@@ -473,10 +443,7 @@ async fn bad_config_leaves_nothing_behind() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn ip_masq_rules_follow_the_flag() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = FakeRegistry::new(Some(config()));
-    let mut dp = FakeDataPlane::new(underlay());
-    let st = Shared::default();
+    let (dir, reg, mut dp, st) = setup(Some(config()));
     let mut s = settings(dir.path());
     s.ip_masq = true;
     let ov = start(&s, &reg, &mut dp, &st).await.unwrap();
@@ -490,10 +457,7 @@ async fn ip_masq_rules_follow_the_flag() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn own_lease_deleted_is_acquired_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = FakeRegistry::new(Some(config()));
-    let mut dp = FakeDataPlane::new(underlay());
-    let st = Shared::default();
+    let (dir, reg, mut dp, st) = setup(Some(config()));
     let mut ov = start(&settings(dir.path()), &reg, &mut dp, &st)
         .await
         .unwrap();

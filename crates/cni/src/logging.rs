@@ -39,7 +39,10 @@ pub fn init(level: Option<&str>, file: Option<&Path>) {
         .or(level)
         .and_then(parse_filter)
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::WARN));
-    let builder = tracing_subscriber::fmt().with_target(false);
+    // The builder filters at INFO by default; `filter` decides instead.
+    let builder = tracing_subscriber::fmt()
+        .with_target(false)
+        .with_max_level(LevelFilter::TRACE);
     let opened = file.and_then(|p| {
         OpenOptions::new()
             .create(true)

@@ -229,7 +229,9 @@ impl BatchSocket {
         let mut report = BatchReport::default();
         let mut start = 0;
         while start < batch.ops.len() {
-            let (end, first_seq) = self.encode(batch, start);
+            let first_seq = self.seq;
+            let end = encode(batch, start, first_seq, &mut self.buf);
+            self.seq = first_seq.wrapping_add((end - start) as u32);
             let ctx = || format!("netlink batch in netns {}", self.netns);
             self.sock
                 .send(&self.buf)
@@ -241,44 +243,6 @@ impl BatchSocket {
             start = end;
         }
         Ok(report)
-    }
-
-    /// Encodes ops from `start` into `self.buf` until the datagram is full;
-    /// returns (end, seq of the first). Only the last asks for an ACK.
-    fn encode(&mut self, batch: &RtBatch, start: usize) -> (usize, u32) {
-        self.buf.clear();
-        let first_seq = self.seq;
-        let mut end = start;
-        let mut sizes = Vec::new();
-        while end < batch.ops.len() {
-            let op = &batch.ops[end];
-            let mut m = NetlinkMessage::new(
-                NetlinkHeader::default(),
-                NetlinkPayload::InnerMessage(op.msg.clone()),
-            );
-            m.header.flags = NLM_F_REQUEST | op.flags;
-            m.header.sequence_number = self.seq;
-            m.finalize();
-            let len = m.buffer_len();
-            if end > start && self.buf.len() + len > DATAGRAM_MAX {
-                break;
-            }
-            let at = self.buf.len();
-            self.buf.resize(at + len, 0);
-            m.serialize(&mut self.buf[at..]);
-            sizes.push(at);
-            self.seq = self.seq.wrapping_add(1);
-            end += 1;
-        }
-        // The last message asks for an ACK: its answer means every earlier
-        // message of the datagram has been processed.
-        if let Some(&at) = sizes.last() {
-            let flags_at = at + 6;
-            let mut flags = u16::from_ne_bytes([self.buf[flags_at], self.buf[flags_at + 1]]);
-            flags |= NLM_F_ACK;
-            self.buf[flags_at..flags_at + 2].copy_from_slice(&flags.to_ne_bytes());
-        }
-        (end, first_seq)
     }
 
     async fn collect(
@@ -327,6 +291,41 @@ impl BatchSocket {
     }
 }
 
+/// Encodes ops from `start` into `buf` (cleared first), numbered from
+/// `first_seq`, until the datagram is full; returns the end. Only the last
+/// message asks for an ACK: its answer means every earlier one of the
+/// datagram has been processed (the kernel answers failures regardless).
+fn encode(batch: &RtBatch, start: usize, first_seq: u32, buf: &mut Vec<u8>) -> usize {
+    buf.clear();
+    let mut end = start;
+    let mut last_at = None;
+    while end < batch.ops.len() {
+        let op = &batch.ops[end];
+        let mut m = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::InnerMessage(op.msg.clone()),
+        );
+        m.header.flags = NLM_F_REQUEST | op.flags;
+        m.header.sequence_number = first_seq.wrapping_add((end - start) as u32);
+        m.finalize();
+        let len = m.buffer_len();
+        if end > start && buf.len() + len > DATAGRAM_MAX {
+            break;
+        }
+        let at = buf.len();
+        buf.resize(at + len, 0);
+        m.serialize(&mut buf[at..]);
+        last_at = Some(at);
+        end += 1;
+    }
+    if let Some(at) = last_at {
+        let flags_at = at + 6;
+        let flags = u16::from_ne_bytes([buf[flags_at], buf[flags_at + 1]]) | NLM_F_ACK;
+        buf[flags_at..flags_at + 2].copy_from_slice(&flags.to_ne_bytes());
+    }
+    end
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,5 +349,32 @@ mod tests {
             b.ops[2].what.to_string(),
             "replace route 10.5.1.0/24".to_string()
         );
+    }
+
+    #[test]
+    fn datagrams_are_full_and_only_their_last_message_asks_for_an_ack() {
+        let mut b = RtBatch::new();
+        for i in 0..3000u32 {
+            let ip = IpAddr::from([10, (i >> 8) as u8, i as u8, 0]);
+            b.neigh_replace(3, ip, MacAddr([2, 0, 0, 0, (i >> 8) as u8, i as u8]));
+        }
+        let mut buf = Vec::new();
+        let (mut start, mut datagrams) = (0, 0);
+        while start < b.len() {
+            let end = encode(&b, start, 100 + start as u32, &mut buf);
+            assert!(end > start && buf.len() <= DATAGRAM_MAX);
+            let msgs: Vec<_> = wire::messages(&buf).collect();
+            assert_eq!(msgs.len(), end - start);
+            for (k, m) in msgs.iter().enumerate() {
+                assert_eq!(m.seq, 100 + (start + k) as u32);
+                let acked = m.flags & NLM_F_ACK != 0;
+                assert_eq!(acked, k == msgs.len() - 1, "message {k}");
+                assert_eq!(m.flags & NLM_F_REQUEST, NLM_F_REQUEST);
+            }
+            start = end;
+            datagrams += 1;
+        }
+        // 3000 neighbours fit in a handful of datagrams, not 3000.
+        assert!((2..=10).contains(&datagrams), "{datagrams}");
     }
 }

@@ -4,13 +4,14 @@
 //!   dedicated thread, named namespaces (`ip netns add/del`).
 //! * [`Netlink`]: one rtnetlink socket bound to one namespace; operations
 //!   are methods grouped by module: [`link`], [`addr`], [`route`],
-//!   [`neigh`], [`fdb`]; [`batch`] sends many neighbour/FDB/route changes
-//!   in few datagrams.
+//!   [`neigh`], [`fdb`].
 //! * [`sysctl`]: get/set inside a namespace.
 //! * [`nft`]: nftables over NETLINK_NETFILTER (batches of tables, chains
 //!   and rules; chain listing), without the `nft` binary.
 //! * [`detached`]: link deletion that does not wait for the kernel to free
 //!   the device.
+//! * [`batch`]: many neighbour, FDB and route changes in few datagrams
+//!   ([`RtBatch`] sent through a [`BatchSocket`]).
 //! * [`Error`]: one error type with `is_not_found` / `is_exists` /
 //!   `is_not_supported` for idempotent DEL and clear feature reports.
 //!
