@@ -11,6 +11,7 @@ PACKAGES=(
   podman runc # a real libcni client for the meta plugin test
   bird2 gobgpd # real BGP routers for plexus-bgp's interoperability tests
   etcd-server etcd-client # the overlay's store (tests start etcd in a netns)
+  util-linux iperf3 curl # nsenter for the overlay tests; bench/overlay.sh: throughput, etcd's JSON API
 )
 
 missing=()

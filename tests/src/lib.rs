@@ -16,6 +16,7 @@ use std::sync::Once;
 use serde_json::Value;
 
 pub mod apiserver;
+pub mod cluster;
 pub mod cni;
 pub mod etcd;
 pub mod example;

@@ -1,9 +1,5 @@
-//! Placeholder: plexus-vxlan is planned for a later issue. Until then the binary
-//! answers every call with a CNI error that says it is not implemented.
+//! `plexus-vxlan`: the CNI entry point. All logic lives in the library.
 
 fn main() {
-    plexus_cni::plugin::run(&plexus_cni::plugin::NotImplemented {
-        name: "plexus-vxlan",
-        planned: "the vxlan network model needs its node daemon; it comes in a later issue",
-    })
+    plexus_cni::plugin::run(&plexus_vxlan::VxlanPlugin)
 }
