@@ -17,6 +17,7 @@ fn direct_routing_uses_plain_routes_on_the_same_l2() {
     require_overlay!();
     let (c, _agents) = start(json!({
         "Network": "10.5.0.0/16",
+        "SubnetMax": plexus_tests::cluster::phantom_free_max("10.5.0.0/16"),
         "Backend": {"Type": "vxlan", "DirectRouting": true}
     }));
     let (n0, n1) = (&c.nodes[0], &c.nodes[1]);
@@ -44,6 +45,7 @@ fn host_gw_routes_via_public_ips_without_a_vxlan_device() {
     require_overlay!();
     let (c, _agents) = start(json!({
         "Network": "10.5.0.0/16",
+        "SubnetMax": plexus_tests::cluster::phantom_free_max("10.5.0.0/16"),
         "Backend": {"Type": "host-gw"}
     }));
     let (n0, n1) = (&c.nodes[0], &c.nodes[1]);

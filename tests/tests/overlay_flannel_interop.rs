@@ -68,7 +68,7 @@ fn flanneld_node_and_plexus_nodes_reach_each_other() {
     // A flannel node joining later is picked up from the watch.
     let late = c.add_node();
     let late_node = &c.nodes[late];
-    let l = flanneld::configure(&c, late_node, "10.5.201.0/24", 1450);
+    let l = flanneld::configure(&c, late_node, "10.5.241.0/24", 1450);
     flanneld::sync(&c, late_node, &l);
     let pl = flanneld::pod(late_node, &l, 2, "pl");
     wait_for("node0 programs the late flannel node", || {

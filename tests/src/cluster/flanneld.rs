@@ -165,7 +165,9 @@ pub fn pod(node: &Node, me: &FlanneldNode, n: u32, tag: &str) -> Pod {
 }
 
 /// A lease for a node that does not exist (a public IP nobody holds), to
-/// watch entries appear and go without a second agent.
+/// watch entries appear and go without a second agent. The subnet must be
+/// one no agent holds: configs built with [`super::phantom_free_max`] keep
+/// `x.y.240.0/24` and above free for this.
 pub fn phantom_lease(
     c: &Cluster,
     subnet: &str,
@@ -173,6 +175,12 @@ pub fn phantom_lease(
     vtep_mac: &str,
 ) -> (String, Value) {
     let key = subnet.replace('/', "-");
+    assert!(
+        !c.leases()
+            .iter()
+            .any(|(k, _)| k.split('&').next() == Some(key.as_str())),
+        "phantom subnet {subnet} is an agent's lease; keep agents below it (SubnetMax)"
+    );
     let v = json!({
         "PublicIP": public_ip,
         "PublicIPv6": null,

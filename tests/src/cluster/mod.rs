@@ -75,7 +75,21 @@ pub fn example_network_config() -> Value {
 
 /// flannel's network config with a vxlan backend (VNI 1, port 8472).
 pub fn vxlan_config(network: &str) -> Value {
-    json!({"Network": network, "Backend": {"Type": "vxlan"}})
+    json!({"Network": network, "SubnetMax": phantom_free_max(network), "Backend": {"Type": "vxlan"}})
+}
+
+/// `SubnetMax` for a /16 test network with /24 subnets: agents lease below
+/// `x.y.240.0`, so the subnets from there up are free for
+/// [`flanneld::phantom_lease`] (an agent's random pick must never collide
+/// with a test's fixed phantom subnet).
+pub fn phantom_free_max(network: &str) -> String {
+    let base: std::net::Ipv4Addr = network
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("test network {network} is not an IPv4 CIDR"));
+    let [a, b, _, _] = base.octets();
+    format!("{a}.{b}.239.0")
 }
 
 #[derive(Debug)]
