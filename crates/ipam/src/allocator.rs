@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipnet::IpNet;
 use plexus_store::Revision;
@@ -53,6 +54,24 @@ impl State {
     }
 }
 
+/// Counters since the allocator was loaded (for the agent's metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Blocks claimed.
+    pub claims: u64,
+    /// Claims lost to another node creating the same block first.
+    pub claim_races: u64,
+    /// Block writes refused because the block changed in the store.
+    pub write_conflicts: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    claims: AtomicU64,
+    claim_races: AtomicU64,
+    write_conflicts: AtomicU64,
+}
+
 /// A node's allocator: addresses from the blocks it holds, blocks claimed
 /// from the pools when they are full.
 #[derive(Debug)]
@@ -60,6 +79,7 @@ pub struct Allocator {
     cluster: Cluster,
     node: String,
     state: Mutex<State>,
+    counters: Counters,
 }
 
 impl Allocator {
@@ -83,11 +103,21 @@ impl Allocator {
             cluster,
             node: node.to_string(),
             state: Mutex::new(state),
+            counters: Counters::default(),
         })
     }
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = &self.counters;
+        Stats {
+            claims: c.claims.load(Ordering::Relaxed),
+            claim_races: c.claim_races.load(Ordering::Relaxed),
+            write_conflicts: c.write_conflicts.load(Ordering::Relaxed),
+        }
     }
 
     /// The blocks this node holds now (blackhole routes and announcements).
@@ -209,6 +239,9 @@ impl Allocator {
             );
             return Ok(true);
         }
+        self.counters
+            .write_conflicts
+            .fetch_add(1, Ordering::Relaxed);
         match stored::get::<Block>(&**self.cluster.kv(), &key).await? {
             Some(cur) if cur.value.node == self.node => {
                 tracing::info!(node = %self.node, block = %cidr, "block changed in the store; using its copy");
@@ -272,6 +305,7 @@ impl Allocator {
                 .await?
             {
                 tracing::info!(node = %self.node, block = %cidr, pool = pool_name, "claimed block");
+                self.counters.claims.fetch_add(1, Ordering::Relaxed);
                 st.blocks.insert(
                     cidr,
                     Held {
@@ -282,6 +316,7 @@ impl Allocator {
                 return Ok(());
             }
             tracing::debug!(node = %self.node, block = %cidr, "block taken by another node; next");
+            self.counters.claim_races.fetch_add(1, Ordering::Relaxed);
         }
         Err(IpamError::Conflict(format!(
             "could not claim a block of pool {pool_name}: other nodes kept taking them"

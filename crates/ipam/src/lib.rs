@@ -49,7 +49,7 @@ pub mod records;
 pub mod stored;
 pub mod validate;
 
-pub use allocator::Allocator;
+pub use allocator::{Allocator, Stats};
 pub use cluster::{BlockUsage, Cluster, Freed, PoolUsage, Usage};
 pub use layout::{Layout, DEFAULT_PREFIX};
 pub use records::{default_block_size, BgpConfig, Block, Encap, Handle, NodeSettings, Peer, Pool};

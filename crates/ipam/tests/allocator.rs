@@ -221,6 +221,9 @@ fn two_writers_of_one_block_never_give_one_address_twice() {
         }
         let uniq: HashSet<_> = all.iter().collect();
         assert_eq!(uniq.len(), all.len(), "{all:?}");
+        // Each wrote over the other's revision every time but the first.
+        assert!(a.stats().write_conflicts >= 19, "{:?}", a.stats());
+        assert!(b.stats().write_conflicts >= 20, "{:?}", b.stats());
         let stored: usize = stored_blocks(&f.cluster)
             .await
             .iter()
