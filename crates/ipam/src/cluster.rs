@@ -100,6 +100,34 @@ impl Cluster {
             .map(|r| r.value))
     }
 
+    /// The pool a request names, by name or by CIDR (as the agent protocol
+    /// allows), or with `None` the default pools: the enabled ones, the
+    /// first by name of each family.
+    pub async fn resolve_pools(&self, wanted: Option<&str>) -> Result<Vec<Pool>, IpamError> {
+        let pools = self.pools().await?;
+        let Some(w) = wanted else {
+            let v4 = pools
+                .iter()
+                .find(|p| !p.disabled && p.cidr.addr().is_ipv4());
+            let v6 = pools
+                .iter()
+                .find(|p| !p.disabled && p.cidr.addr().is_ipv6());
+            let out: Vec<Pool> = v4.into_iter().chain(v6).cloned().collect();
+            if out.is_empty() {
+                return Err(IpamError::NotFound(
+                    "no enabled pool: add one with plexusctl pool add".into(),
+                ));
+            }
+            return Ok(out);
+        };
+        let cidr: Option<ipnet::IpNet> = w.parse().ok();
+        pools
+            .into_iter()
+            .find(|p| p.name == w || Some(p.cidr) == cidr)
+            .map(|p| vec![p])
+            .ok_or_else(|| IpamError::NotFound(format!("no pool named {w}")))
+    }
+
     /// Add a pool: valid on its own, a new name, overlapping no other pool.
     pub async fn add_pool(&self, pool: &Pool) -> Result<(), IpamError> {
         validate::pool(pool)?;
