@@ -267,6 +267,41 @@ fn plexusctl_routed_commands_against_etcd() {
     assert_eq!(pools[1]["cidr"], "fd00:70::/64");
     assert_eq!(pools[1]["blockSize"], 124);
 
+    // Concurrent adds of overlapping pools: exactly one stays.
+    let racers: Vec<bool> = std::thread::scope(|s| {
+        let t: Vec<_> = (0..6)
+            .map(|i| {
+                let (ns, e) = (&ns, e);
+                s.spawn(move || {
+                    let cidr = format!("10.80.0.0/{}", 16 + i); // all nested
+                    ctl(
+                        ns,
+                        e,
+                        &[
+                            "pool",
+                            "add",
+                            &format!("race{i}"),
+                            &cidr,
+                            "--block-size",
+                            "28",
+                        ],
+                    )
+                    .0
+                })
+            })
+            .collect();
+        t.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let raced: Vec<String> = etcd
+        .get_prefix("/plexus/routed/pools/race")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(raced.len(), 1, "{raced:?}");
+    assert_eq!(racers.iter().filter(|ok| **ok).count(), 1, "{racers:?}");
+    let winner = raced[0].rsplit('/').next().unwrap().to_string();
+    ctl_ok(&ns, e, &["pool", "remove", &winner]);
+
     ctl_ok(&ns, e, &["bgp", "set", "--as", "4200000000", "--no-mesh"]);
     let cfg = etcd.get("/plexus/routed/bgp/config").unwrap();
     let cfg: Value = serde_json::from_str(&cfg).unwrap();

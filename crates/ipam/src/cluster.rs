@@ -145,17 +145,29 @@ impl Cluster {
                 )));
             }
         }
-        match self
-            .kv
-            .create(&self.layout.pool(&pool.name), &encode(pool), None)
-            .await?
-        {
-            Some(_) => Ok(()),
-            None => Err(IpamError::Conflict(format!(
+        let key = self.layout.pool(&pool.name);
+        let Some(rev) = self.kv.create(&key, &encode(pool), None).await? else {
+            return Err(IpamError::Conflict(format!(
                 "pool {} was created by someone else just now",
                 pool.name
-            ))),
+            )));
+        };
+        // Another add may have passed the same check meanwhile: the pool
+        // created first stays, a later overlapping one is taken back.
+        for kv in self.kv.range(&self.layout.pools()).await?.kvs {
+            let Ok(other) = serde_json::from_slice::<Pool>(&kv.value) else {
+                continue;
+            };
+            if kv.key != key && kv.create_revision < rev && arith::overlaps(&other.cidr, &pool.cidr)
+            {
+                self.kv.delete(&key, Some(rev)).await?;
+                return Err(IpamError::Invalid(format!(
+                    "{} overlaps pool {} ({}), added at the same time",
+                    pool.cidr, other.name, other.cidr
+                )));
+            }
         }
+        Ok(())
     }
 
     /// Remove a pool. Its blocks go with it; if any address is in use the
