@@ -34,6 +34,18 @@ enum PoolOp {
         #[arg(long)]
         disabled: bool,
     },
+    /// Change a pool's settings (name, CIDR and block size are fixed).
+    Set {
+        name: String,
+        /// true: no new block is claimed from it (draining it).
+        #[arg(long, value_name = "BOOL")]
+        disabled: Option<bool>,
+        #[arg(long, value_name = "BOOL")]
+        nat_outgoing: Option<bool>,
+        /// none, ipip or ipip-cross-subnet.
+        #[arg(long)]
+        encap: Option<String>,
+    },
     /// List the pools.
     List,
     /// Remove a pool and its blocks; refused while addresses are in use
@@ -74,6 +86,28 @@ pub async fn run(cmd: PoolCmd, c: Cluster) -> anyhow::Result<String> {
                 ),
                 &pool,
             ))
+        }
+        PoolOp::Set {
+            name,
+            disabled,
+            nat_outgoing,
+            encap,
+        } => {
+            if disabled.is_none() && nat_outgoing.is_none() && encap.is_none() {
+                anyhow::bail!("nothing to set: give --disabled, --nat-outgoing or --encap");
+            }
+            let encap: Option<Encap> = encap
+                .map(|e| e.parse())
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let pool = c
+                .update_pool(&name, |p| {
+                    p.disabled = disabled.unwrap_or(p.disabled);
+                    p.nat_outgoing = nat_outgoing.unwrap_or(p.nat_outgoing);
+                    p.encap = encap.unwrap_or(p.encap);
+                })
+                .await?;
+            Ok(done(cmd.json, format!("pool {name} updated"), &pool))
         }
         PoolOp::List => {
             let pools = c.pools().await?;

@@ -302,6 +302,22 @@ fn plexusctl_routed_commands_against_etcd() {
     let winner = raced[0].rsplit('/').next().unwrap().to_string();
     ctl_ok(&ns, e, &["pool", "remove", &winner]);
 
+    ctl_ok(&ns, e, &["pool", "set", "blue", "--disabled", "true"]);
+    let blue: Value =
+        serde_json::from_str(&etcd.get("/plexus/routed/pools/blue").unwrap()).unwrap();
+    assert_eq!(
+        (blue["disabled"].as_bool(), blue["encap"].as_str()),
+        (Some(true), Some("ipip"))
+    );
+    ctl_ok(&ns, e, &["pool", "set", "blue", "--disabled", "false"]);
+    ctl_refused(
+        &ns,
+        e,
+        &["pool", "set", "v6", "--encap", "ipip"],
+        "IPv4 only",
+    );
+    ctl_refused(&ns, e, &["pool", "set", "blue"], "nothing to set");
+
     ctl_ok(&ns, e, &["bgp", "set", "--as", "4200000000", "--no-mesh"]);
     let cfg = etcd.get("/plexus/routed/bgp/config").unwrap();
     let cfg: Value = serde_json::from_str(&cfg).unwrap();

@@ -170,6 +170,38 @@ impl Cluster {
         Ok(())
     }
 
+    /// Change a pool's settings with `f` (compare-and-swap). Its name,
+    /// CIDR and block size cannot change: blocks were cut by them.
+    pub async fn update_pool(&self, name: &str, f: impl Fn(&mut Pool)) -> Result<Pool, IpamError> {
+        let key = self.layout.pool(name);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(cur) = stored::get::<Pool>(&*self.kv, &key).await? else {
+                return Err(IpamError::NotFound(format!("no pool named {name}")));
+            };
+            let mut next = cur.value.clone();
+            f(&mut next);
+            if (&next.name, next.cidr, next.block_size)
+                != (&cur.value.name, cur.value.cidr, cur.value.block_size)
+            {
+                return Err(IpamError::Invalid(format!(
+                    "pool {name}: name, CIDR and block size cannot change (remove and add it again)"
+                )));
+            }
+            validate::pool(&next)?;
+            if self
+                .kv
+                .put(&key, &encode(&next), None, Some(cur.mod_revision))
+                .await?
+                .is_some()
+            {
+                return Ok(next);
+            }
+        }
+        Err(IpamError::Conflict(format!(
+            "pool {name} kept changing under us; try again"
+        )))
+    }
+
     /// Remove a pool. Its blocks go with it; if any address is in use the
     /// removal is refused unless `force`.
     pub async fn remove_pool(&self, name: &str, force: bool) -> Result<Freed, IpamError> {
