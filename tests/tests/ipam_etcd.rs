@@ -139,6 +139,96 @@ fn three_nodes_claiming_concurrently_never_share_a_block_or_an_address() {
     });
 }
 
+#[test]
+fn concurrent_allocate_and_release_on_three_nodes_match_the_store_exactly() {
+    require_root!();
+    require_etcd!();
+    let ns = Netns::new("ipamchurn");
+    let etcd = Etcd::start(&ns, "127.0.0.1");
+    ns.run(|| {
+        runtime().block_on(async {
+            let mut p = Pool {
+                name: "p".into(),
+                cidr: "10.61.0.0/22".parse().unwrap(),
+                block_size: 29,
+                nat_outgoing: false,
+                encap: Encap::None,
+                disabled: false,
+            };
+            cluster("127.0.0.1").await.add_pool(&p).await.unwrap();
+            p.name = "p6".into();
+            p.cidr = "fd00:61::/112".parse().unwrap();
+            p.block_size = 125;
+            cluster("127.0.0.1").await.add_pool(&p).await.unwrap();
+        })
+    });
+    let start = Barrier::new(3);
+    // Each node: 200 attachments, both families; every 4th step it
+    // releases an earlier attachment, whose addresses are then reused.
+    let live: Vec<HashMap<IpAddr, Handle>> = ns.run(|| {
+        std::thread::scope(|s| {
+            let threads: Vec<_> = (0..3)
+                .map(|n| {
+                    let start = &start;
+                    s.spawn(move || {
+                        runtime().block_on(async move {
+                            let a = Allocator::load(cluster("127.0.0.1").await, &format!("n{n}"))
+                                .await
+                                .unwrap();
+                            start.wait();
+                            let mut live = HashMap::new();
+                            for i in 0..PER_NODE {
+                                for pool in ["p", "p6"] {
+                                    let addr = a.allocate(&handle(n, i), pool).await.unwrap();
+                                    let prev = live.insert(addr, handle(n, i));
+                                    assert_eq!(prev, None, "n{n}: {addr} given twice");
+                                }
+                                if i % 4 == 3 {
+                                    assert_eq!(a.release(&handle(n, i - 2)).await.unwrap(), 2);
+                                    live.retain(|_, h| *h != handle(n, i - 2));
+                                }
+                            }
+                            live
+                        })
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        })
+    });
+    let mut want: HashMap<IpAddr, Handle> = HashMap::new();
+    for l in &live {
+        for (a, h) in l {
+            assert!(
+                want.insert(*a, h.clone()).is_none(),
+                "{a} live on two nodes"
+            );
+        }
+    }
+    assert_eq!(want.len(), 3 * 2 * (PER_NODE - PER_NODE / 4));
+    // The store holds exactly the live attachments, address for address.
+    let got: HashMap<IpAddr, Handle> = ns.run(|| {
+        runtime().block_on(async {
+            cluster("127.0.0.1")
+                .await
+                .blocks()
+                .await
+                .unwrap()
+                .into_iter()
+                .flat_map(|b| {
+                    let b = b.value;
+                    b.allocations
+                        .iter()
+                        .map(|(o, h)| (b.address(*o), h.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        })
+    });
+    assert_eq!(got, want);
+    drop(etcd);
+}
+
 /// `plexusctl --store etcd://... ARGS` in the namespace: (exit ok, stdout, stderr).
 fn ctl(ns: &Netns, etcd: &Etcd, args: &[&str]) -> (bool, String, String) {
     let out = ns
