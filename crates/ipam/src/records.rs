@@ -61,7 +61,9 @@ pub struct Pool {
     pub nat_outgoing: bool,
     #[serde(default)]
     pub encap: Encap,
-    /// No new blocks are claimed from a disabled pool, nor addresses given.
+    /// No new block is claimed from a disabled pool; nodes keep filling the
+    /// blocks they already hold (an allocation reads nothing from the store),
+    /// and the default pools of a request skip it.
     #[serde(default)]
     pub disabled: bool,
 }
