@@ -34,6 +34,58 @@ fn handle(node: usize, i: usize) -> Handle {
 
 const PER_NODE: usize = 200;
 
+/// Add pools `(name, cidr, block size)` through a client in `ns`.
+fn add_pools(ns: &Netns, pools: &[(&str, &str, u8)]) {
+    ns.run(|| {
+        runtime().block_on(async {
+            let c = cluster("127.0.0.1").await;
+            for (name, cidr, block_size) in pools {
+                c.add_pool(&Pool {
+                    name: name.to_string(),
+                    cidr: cidr.parse().unwrap(),
+                    block_size: *block_size,
+                    nat_outgoing: false,
+                    encap: Encap::None,
+                    disabled: false,
+                })
+                .await
+                .unwrap();
+            }
+        })
+    });
+}
+
+/// Run `work(n, allocator of node n)` for nodes n0, n1, n2 at once: each on
+/// its own thread inside `ns` (a thread started there inherits the
+/// namespace) with its own etcd connection, released together.
+fn on_three_nodes<T, F, Fut>(ns: &Netns, work: F) -> Vec<T>
+where
+    T: Send,
+    F: Fn(usize, Allocator) -> Fut + Sync,
+    Fut: std::future::Future<Output = T>,
+{
+    let start = Barrier::new(3);
+    ns.run(|| {
+        std::thread::scope(|s| {
+            let threads: Vec<_> = (0..3)
+                .map(|n| {
+                    let (start, work) = (&start, &work);
+                    s.spawn(move || {
+                        runtime().block_on(async move {
+                            let a = Allocator::load(cluster("127.0.0.1").await, &format!("n{n}"))
+                                .await
+                                .unwrap();
+                            start.wait();
+                            work(n, a).await
+                        })
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        })
+    })
+}
+
 #[test]
 fn three_nodes_claiming_concurrently_never_share_a_block_or_an_address() {
     require_root!();
@@ -42,47 +94,14 @@ fn three_nodes_claiming_concurrently_never_share_a_block_or_an_address() {
     let etcd = Etcd::start(&ns, "127.0.0.1");
     // 512 blocks of 8 addresses: 600 allocations claim ~75 of them, every
     // claim racing the two other nodes for the lowest free one.
-    ns.run(|| {
-        runtime().block_on(async {
-            cluster("127.0.0.1")
-                .await
-                .add_pool(&Pool {
-                    name: "p".into(),
-                    cidr: "10.60.0.0/20".parse().unwrap(),
-                    block_size: 29,
-                    nat_outgoing: false,
-                    encap: Encap::None,
-                    disabled: false,
-                })
-                .await
-                .unwrap()
-        })
-    });
-    let start = Barrier::new(3);
-    let results: Vec<(Vec<IpAddr>, Vec<ipnet::IpNet>)> = ns.run(|| {
-        std::thread::scope(|s| {
-            let threads: Vec<_> = (0..3)
-                .map(|n| {
-                    let start = &start;
-                    // A thread started here inherits the namespace.
-                    s.spawn(move || {
-                        runtime().block_on(async move {
-                            let a = Allocator::load(cluster("127.0.0.1").await, &format!("n{n}"))
-                                .await
-                                .unwrap();
-                            start.wait();
-                            let mut got = Vec::new();
-                            for i in 0..PER_NODE {
-                                got.push(a.allocate(&handle(n, i), "p").await.unwrap());
-                            }
-                            eprintln!("n{n}: {:?}", a.stats());
-                            (got, a.blocks().await)
-                        })
-                    })
-                })
-                .collect();
-            threads.into_iter().map(|t| t.join().unwrap()).collect()
-        })
+    add_pools(&ns, &[("p", "10.60.0.0/20", 29)]);
+    let results: Vec<(Vec<IpAddr>, Vec<ipnet::IpNet>)> = on_three_nodes(&ns, |n, a| async move {
+        let mut got = Vec::new();
+        for i in 0..PER_NODE {
+            got.push(a.allocate(&handle(n, i), "p").await.unwrap());
+        }
+        eprintln!("n{n}: {:?}", a.stats());
+        (got, a.blocks().await)
     });
     let all: Vec<IpAddr> = results.iter().flat_map(|r| r.0.clone()).collect();
     assert_eq!(all.len(), 3 * PER_NODE);
@@ -145,56 +164,26 @@ fn concurrent_allocate_and_release_on_three_nodes_match_the_store_exactly() {
     require_etcd!();
     let ns = Netns::new("ipamchurn");
     let etcd = Etcd::start(&ns, "127.0.0.1");
-    ns.run(|| {
-        runtime().block_on(async {
-            let mut p = Pool {
-                name: "p".into(),
-                cidr: "10.61.0.0/22".parse().unwrap(),
-                block_size: 29,
-                nat_outgoing: false,
-                encap: Encap::None,
-                disabled: false,
-            };
-            cluster("127.0.0.1").await.add_pool(&p).await.unwrap();
-            p.name = "p6".into();
-            p.cidr = "fd00:61::/112".parse().unwrap();
-            p.block_size = 125;
-            cluster("127.0.0.1").await.add_pool(&p).await.unwrap();
-        })
-    });
-    let start = Barrier::new(3);
+    add_pools(
+        &ns,
+        &[("p", "10.61.0.0/22", 29), ("p6", "fd00:61::/112", 125)],
+    );
     // Each node: 200 attachments, both families; every 4th step it
     // releases an earlier attachment, whose addresses are then reused.
-    let live: Vec<HashMap<IpAddr, Handle>> = ns.run(|| {
-        std::thread::scope(|s| {
-            let threads: Vec<_> = (0..3)
-                .map(|n| {
-                    let start = &start;
-                    s.spawn(move || {
-                        runtime().block_on(async move {
-                            let a = Allocator::load(cluster("127.0.0.1").await, &format!("n{n}"))
-                                .await
-                                .unwrap();
-                            start.wait();
-                            let mut live = HashMap::new();
-                            for i in 0..PER_NODE {
-                                for pool in ["p", "p6"] {
-                                    let addr = a.allocate(&handle(n, i), pool).await.unwrap();
-                                    let prev = live.insert(addr, handle(n, i));
-                                    assert_eq!(prev, None, "n{n}: {addr} given twice");
-                                }
-                                if i % 4 == 3 {
-                                    assert_eq!(a.release(&handle(n, i - 2)).await.unwrap(), 2);
-                                    live.retain(|_, h| *h != handle(n, i - 2));
-                                }
-                            }
-                            live
-                        })
-                    })
-                })
-                .collect();
-            threads.into_iter().map(|t| t.join().unwrap()).collect()
-        })
+    let live: Vec<HashMap<IpAddr, Handle>> = on_three_nodes(&ns, |n, a| async move {
+        let mut live = HashMap::new();
+        for i in 0..PER_NODE {
+            for pool in ["p", "p6"] {
+                let addr = a.allocate(&handle(n, i), pool).await.unwrap();
+                let prev = live.insert(addr, handle(n, i));
+                assert_eq!(prev, None, "n{n}: {addr} given twice");
+            }
+            if i % 4 == 3 {
+                assert_eq!(a.release(&handle(n, i - 2)).await.unwrap(), 2);
+                live.retain(|_, h| *h != handle(n, i - 2));
+            }
+        }
+        live
     });
     let mut want: HashMap<IpAddr, Handle> = HashMap::new();
     for l in &live {
