@@ -4,10 +4,19 @@
 //! environment variables (NETCONFPATH, CNI_PATH, CNI_ARGS, CAP_ARGS,
 //! CNI_IFNAME), the same container ID derived from the netns path, the result
 //! JSON on stdout.
+//!
+//! `plexusctl --store URL pool|bgp|node|ipam ...` edit and show the routed
+//! network's cluster state (plexus-ipam) in the store plexusd uses.
 
+mod bgp;
 mod cni;
+mod ipam;
 mod node;
+mod node_status;
+mod pool;
+mod routed;
 mod status;
+mod table;
 
 use std::process::ExitCode;
 
@@ -22,6 +31,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Top,
+    #[command(flatten)]
+    store: routed::StoreArgs,
 }
 
 #[derive(Subcommand)]
@@ -30,8 +41,15 @@ enum Top {
     Cni(cni::CniCmd),
     /// List every attachment the plexus meta plugin made on this node.
     Status(status::StatusCmd),
-    /// Ask the node agent (plexusd) about this node.
+    /// The routed network's address pools.
+    Pool(pool::PoolCmd),
+    /// The routed network's BGP settings and peers.
+    Bgp(bgp::BgpCmd),
+    /// Per-node settings, a node leaving the cluster, and `node status`
+    /// (the local agent's view).
     Node(node::NodeCmd),
+    /// Block IPAM: pools' and blocks' use.
+    Ipam(ipam::IpamCmd),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +58,12 @@ fn main() -> ExitCode {
     match cli.command {
         Top::Cni(c) => cni::run(c),
         Top::Status(s) => status::run(s),
-        Top::Node(n) => node::run(n),
+        Top::Pool(c) => routed::run(&cli.store, |cl| pool::run(c, cl)),
+        Top::Bgp(c) => routed::run(&cli.store, |cl| bgp::run(c, cl)),
+        Top::Node(c) => match c.into_status() {
+            Ok((s, json)) => node_status::run(s, json),
+            Err(c) => routed::run(&cli.store, |cl| node::run(c, cl)),
+        },
+        Top::Ipam(c) => routed::run(&cli.store, |cl| ipam::run(c, cl)),
     }
 }

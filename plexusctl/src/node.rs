@@ -1,126 +1,129 @@
-//! `plexusctl node status`: asks the node agent (plexusd) over its control
-//! socket `<run-dir>/plexusd.sock` for this node's lease, public IP,
-//! backend, remote nodes programmed and readiness.
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
-use std::time::Duration;
+//! `plexusctl node set|list|remove`: per-node BGP settings, and a node
+//! leaving the cluster (its blocks and addresses freed).
 
 use clap::{Args, Subcommand};
-use serde_json::Value;
+use plexus_ipam::{validate, Cluster};
+use serde_json::json;
+
+use crate::routed::{done, json, table};
 
 #[derive(Args)]
 pub struct NodeCmd {
     #[command(subcommand)]
-    command: NodeSub,
+    op: NodeOp,
+    /// Print JSON instead of a table or message.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Subcommand)]
-enum NodeSub {
-    /// What plexusd reports about this node.
-    Status(NodeStatusCmd),
+enum NodeOp {
+    /// Change a node's settings (the others stay as they are).
+    Set {
+        node: String,
+        /// The node's own AS, overriding the cluster's.
+        #[arg(long = "as", value_name = "ASN")]
+        asn: Option<String>,
+        /// Make the node a route reflector with this cluster ID
+        /// (a dotted quad such as 244.0.0.1, or a number).
+        #[arg(long, value_name = "CLUSTER_ID")]
+        route_reflector: Option<String>,
+        /// The node's address (peering and next hop); the agent sets it
+        /// itself when it starts.
+        #[arg(long)]
+        address: Option<String>,
+    },
+    /// List the nodes' settings.
+    List,
+    /// A node leaves: its blocks and every address in them are freed, its
+    /// settings deleted (its agent, if still running, withdraws them).
+    Remove { node: String },
+    /// What this node's agent (plexusd) reports; needs no store.
+    Status(crate::node_status::NodeStatusCmd),
 }
 
-#[derive(Args)]
-struct NodeStatusCmd {
-    /// plexusd's --run-dir.
-    #[arg(long, default_value = "/run/plexus")]
-    run_dir: PathBuf,
-    /// Print plexusd's JSON answer.
-    #[arg(long)]
-    json: bool,
-}
-
-pub fn run(cmd: NodeCmd) -> ExitCode {
-    let NodeSub::Status(c) = cmd.command;
-    let sock = c.run_dir.join("plexusd.sock");
-    let status = match query(&sock) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("plexusctl: cannot ask plexusd at {}: {e}", sock.display());
-            return ExitCode::FAILURE;
+impl NodeCmd {
+    /// `node status` talks to the local agent, not the store: split it off
+    /// before a store is opened.
+    pub fn into_status(self) -> Result<(crate::node_status::NodeStatusCmd, bool), NodeCmd> {
+        match self.op {
+            NodeOp::Status(s) => Ok((s, self.json)),
+            op => Err(NodeCmd {
+                op,
+                json: self.json,
+            }),
         }
-    };
-    if let Some(err) = status.get("error").and_then(Value::as_str) {
-        eprintln!("plexusctl: plexusd answered: {err}");
-        return ExitCode::FAILURE;
     }
-    let text = if c.json {
-        serde_json::to_string_pretty(&status).unwrap_or_default() + "\n"
-    } else {
-        render(&status)
-    };
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
-    ExitCode::SUCCESS
 }
 
-fn query(sock: &Path) -> std::io::Result<Value> {
-    let mut s = UnixStream::connect(sock)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"{\"command\":\"status\"}\n")?;
-    // One answer line, at most 1 MiB.
-    let mut line = String::new();
-    BufReader::new(s).take(1 << 20).read_line(&mut line)?;
-    serde_json::from_str(&line).map_err(std::io::Error::other)
-}
-
-/// The human-readable report.
-fn render(v: &Value) -> String {
-    let s = |k: &str| match &v[k] {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    };
-    let mut out = String::new();
-    let mut line = |label: &str, value: String| out.push_str(&format!("{label:<24}{value}\n"));
-    line("node", s("node_name"));
-    line("network", s("network"));
-    line("backend", s("backend"));
-    line("public IP", s("public_ip"));
-    if !v["public_ipv6"].is_null() {
-        line("public IPv6", s("public_ipv6"));
-    }
-    line("subnet", s("subnet"));
-    if !v["subnet6"].is_null() {
-        line("subnet (IPv6)", s("subnet6"));
-    }
-    line("leases in store", s("leases"));
-    line("remote nodes programmed", s("remote_nodes_programmed"));
-    line("kernel entries", s("entries"));
-    let ready = if v["ready"] == Value::Bool(true) {
-        "yes"
-    } else {
-        "no"
-    };
-    line("ready", ready.into());
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_the_status_document() {
-        let v = serde_json::json!({
-            "node_name": "n1", "network": "/coreos.com/network", "backend": "vxlan",
-            "public_ip": "192.168.0.1", "public_ipv6": null, "subnet": "10.5.1.0/24",
-            "subnet6": null, "leases": 3, "remote_nodes_programmed": 2, "entries": 6, "ready": true
-        });
-        let t = render(&v);
-        assert!(t.contains("node                    n1\n"), "{t}");
-        assert!(t.contains("remote nodes programmed 2\n"), "{t}");
-        assert!(t.contains("ready                   yes\n"), "{t}");
-        assert!(!t.contains("IPv6"), "{t}");
-    }
-
-    #[test]
-    fn no_agent_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = query(&dir.path().join("plexusd.sock")).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+pub async fn run(cmd: NodeCmd, c: Cluster) -> anyhow::Result<String> {
+    match cmd.op {
+        NodeOp::Set {
+            node,
+            asn,
+            route_reflector,
+            address,
+        } => {
+            validate::name("node", &node)?;
+            if asn.is_none() && route_reflector.is_none() && address.is_none() {
+                anyhow::bail!("nothing to set: give --as, --route-reflector or --address");
+            }
+            let asn = asn.as_deref().map(validate::asn).transpose()?;
+            let rr = route_reflector
+                .as_deref()
+                .map(validate::cluster_id)
+                .transpose()?;
+            let address = address
+                .as_deref()
+                .map(|a| validate::address("node address", a))
+                .transpose()?;
+            let n = c
+                .update_node(&node, |n| {
+                    if asn.is_some() {
+                        n.asn = asn;
+                    }
+                    if rr.is_some() {
+                        n.route_reflector_cluster_id = rr;
+                    }
+                    if address.is_some() {
+                        n.address = address;
+                    }
+                })
+                .await?;
+            Ok(done(cmd.json, format!("node {node} updated"), &n))
+        }
+        NodeOp::List => {
+            let nodes = c.nodes().await?;
+            if cmd.json {
+                return Ok(json(&nodes));
+            }
+            let dash = |o: Option<String>| o.unwrap_or_else(|| "-".into());
+            let rows: Vec<[String; 4]> = nodes
+                .iter()
+                .map(|n| {
+                    [
+                        n.name.clone(),
+                        dash(n.asn.map(|a| a.to_string())),
+                        dash(n.route_reflector_cluster_id.map(|a| a.to_string())),
+                        dash(n.address.map(|a| a.to_string())),
+                    ]
+                })
+                .collect();
+            Ok(table(["NODE", "AS", "ROUTE REFLECTOR", "ADDRESS"], &rows))
+        }
+        NodeOp::Status(_) => {
+            unreachable!("node status is split off by into_status before a store is opened")
+        }
+        NodeOp::Remove { node } => {
+            let freed = c.remove_node(&node).await?;
+            Ok(done(
+                cmd.json,
+                format!(
+                    "node {node} removed ({} block(s), {} address(es) freed)",
+                    freed.blocks, freed.addresses
+                ),
+                &json!({"removed": node, "freed": freed}),
+            ))
+        }
     }
 }

@@ -146,27 +146,7 @@ fn write_report(out: &mut impl Write, cmd: &StatusCmd, rows: &[Row]) -> std::io:
         "MAC",
         "STATE",
     ];
-    let mut widths = header.map(str::len);
-    for row in &table {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    writeln!(out, "{}", line(header.to_vec()))?;
-    for row in &table {
-        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
-    }
-    Ok(())
+    crate::table::write_table(out, header, &table)
 }
 
 #[cfg(test)]
