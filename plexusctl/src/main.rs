@@ -6,6 +6,7 @@
 //! JSON on stdout.
 
 mod cni;
+mod install;
 mod node;
 mod status;
 
@@ -32,6 +33,10 @@ enum Top {
     Status(status::StatusCmd),
     /// Ask the node agent (plexusd) about this node.
     Node(node::NodeCmd),
+    /// Install the plugins and the conflist wrapping the node's default network.
+    Install(install::InstallCmd),
+    /// Undo exactly what install did.
+    Uninstall(install::UninstallCmd),
 }
 
 fn main() -> ExitCode {
@@ -41,5 +46,7 @@ fn main() -> ExitCode {
         Top::Cni(c) => cni::run(c),
         Top::Status(s) => status::run(s),
         Top::Node(n) => node::run(n),
+        Top::Install(c) => install::run_install(c),
+        Top::Uninstall(c) => install::run_uninstall(c),
     }
 }
