@@ -286,6 +286,16 @@ fn watch_follows_the_default_network() {
         delegate(&n).is_some_and(|d| d == changed)
     });
     assert!(w.0.try_wait().unwrap().is_none(), "the watcher died");
+    // SIGTERM ends it (in a container it is PID 1, which would ignore it
+    // without a handler) with status 0.
+    let pid = nix::unistd::Pid::from_raw(w.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut status = None;
+    wait_for("the watcher to exit on SIGTERM", || {
+        status = w.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(status.unwrap().success(), "{status:?}");
     drop(w);
 
     fs::write(n.path("conf/10-flannel.conflist"), FLANNEL).unwrap();

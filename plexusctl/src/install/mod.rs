@@ -17,10 +17,12 @@ mod wrap;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use nix::sys::signal::{SigSet, Signal};
 use plexus_cni::files;
 use serde_json::{Map, Value};
 
@@ -132,6 +134,10 @@ fn install(c: &InstallCmd) -> Result<()> {
             .map(Path::to_path_buf)
             .ok_or_else(|| anyhow!("give --source-bin-dir"))?,
     };
+    // What an install killed between create and rename left behind.
+    for d in [&c.cni_bin_dir, &c.cni_conf_dir] {
+        files::sweep_stale_temporaries(d, Duration::from_secs(600));
+    }
     let mut want = binaries(&source, &c.cni_bin_dir)?;
     want.extend(configs(c)?);
     let (mut record, record_path) = open_record(&c.cni_conf_dir)?;
@@ -263,23 +269,44 @@ fn open_record(conf_dir: &Path) -> Result<(Record, PathBuf)> {
     Ok((record, path))
 }
 
+/// Polls until SIGTERM or SIGINT, then returns once no write is under
+/// way. In a container this runs as PID 1, which the kernel does not kill
+/// on SIGTERM by default: without this it would sit out the whole grace
+/// period.
 fn watch(c: &InstallCmd, record: &mut Record, record_path: &Path) -> Result<()> {
     let every = Duration::from_millis(c.interval_ms.max(10));
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    // Blocked here, before the poller starts, so it inherits the mask and
+    // the signals wait for sigwait below.
+    signals
+        .thread_block()
+        .context("cannot block SIGTERM/SIGINT")?;
+    let busy = Mutex::new(());
     tracing::info!(
         interval_ms = every.as_millis() as u64,
         "watching for changes"
     );
-    loop {
-        std::thread::sleep(every);
-        // A default network that is missing or broken for a moment (being
-        // rewritten by its own installer) keeps the last good wrapper, as
-        // Multus does; the next round tries again.
-        match configs(c).and_then(|want| apply::apply(&want, record, record_path)) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(written = n, "configuration followed a change"),
-            Err(e) => tracing::warn!("not updated: {e:#}"),
-        }
-    }
+    std::thread::scope(|s| -> Result<()> {
+        s.spawn(|| loop {
+            std::thread::sleep(every);
+            let _writing = busy.lock().unwrap_or_else(|e| e.into_inner());
+            // A default network that is missing or broken for a moment
+            // (being rewritten by its own installer) keeps the last good
+            // wrapper, as Multus does; the next round tries again.
+            match configs(c).and_then(|want| apply::apply(&want, record, record_path)) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(written = n, "configuration followed a change"),
+                Err(e) => tracing::warn!("not updated: {e:#}"),
+            }
+        });
+        let sig = signals.wait().context("waiting for SIGTERM")?;
+        let _idle = busy.lock().unwrap_or_else(|e| e.into_inner());
+        tracing::info!(signal = ?sig, "stopping; the installed files stay");
+        // The poller never returns: leave without joining it.
+        std::process::exit(0)
+    })
 }
 
 fn uninstall(bin_dir: &Path, conf_dir: &Path) -> Result<()> {
