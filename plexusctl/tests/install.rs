@@ -279,8 +279,16 @@ fn watch_follows_the_default_network() {
     });
     assert_eq!(n.wrapper()["cniVersion"], "1.0.0");
 
-    // A broken default network keeps the last good wrapper.
+    // A broken default network keeps the last good wrapper, and the rest
+    // is still followed: the token rotates while calico's file is broken.
+    // Once the new token is in, a round has seen the broken file.
     fs::write(n.path("conf/05-calico.conflist"), "{ not json").unwrap();
+    fs::write(n.path("sa/token"), "rotated.token\n").unwrap();
+    let kubeconfig = n.path("conf/plexus.d/plexus.kubeconfig");
+    wait_for("the rotated token", || {
+        fs::read_to_string(&kubeconfig).is_ok_and(|k| k.contains("token: \"rotated.token\""))
+    });
+    assert_eq!(delegate(&n), Some(calico.clone()));
     fs::remove_file(n.path("conf/05-calico.conflist")).unwrap();
     wait_for("flannel again", || {
         delegate(&n).is_some_and(|d| d == changed)

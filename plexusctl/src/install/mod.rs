@@ -139,7 +139,9 @@ fn install(c: &InstallCmd) -> Result<()> {
         files::sweep_stale_temporaries(d, Duration::from_secs(600));
     }
     let mut want = binaries(&source, &c.cni_bin_dir)?;
-    want.extend(configs(c)?);
+    let (confs, wrapper) = configs(c)?;
+    want.extend(confs);
+    want.push(wrapper?);
     let (mut record, record_path) = open_record(&c.cni_conf_dir)?;
     let n = apply::apply(&want, &mut record, &record_path)?;
     tracing::info!(written = n, of = want.len(), "install done");
@@ -167,9 +169,11 @@ fn binaries(source: &Path, bin_dir: &Path) -> Result<Vec<Desired>> {
         .collect()
 }
 
-/// The conf dir's files: the cluster network's copy, the kubeconfig, the
-/// wrapper. What `--watch` recomputes.
-fn configs(c: &InstallCmd) -> Result<Vec<Desired>> {
+/// The conf dir's files: the cluster network's copy and the kubeconfig,
+/// and apart from them the wrapper, which depends on a file that is not
+/// ours (the default network): `--watch` still follows the others while
+/// that one is broken. What `--watch` recomputes.
+fn configs(c: &InstallCmd) -> Result<(Vec<Desired>, Result<Desired>)> {
     let conf_dir = &c.cni_conf_dir;
     let host_conf_dir = c.host_cni_conf_dir.as_deref().unwrap_or(conf_dir);
     let mut want = Vec::new();
@@ -218,6 +222,17 @@ fn configs(c: &InstallCmd) -> Result<Vec<Desired>> {
             .with_context(|| format!("--meta-config {} is not a JSON object", p.display()))?;
     }
 
+    let wrapper = wrapper(conf_dir, pending.as_ref(), &opts);
+    Ok((want, wrapper))
+}
+
+/// `00-plexus.conflist` for the conf dir's current default network
+/// (`pending`: the cluster network's copy about to be written).
+fn wrapper(
+    conf_dir: &Path,
+    pending: Option<&(String, Value)>,
+    opts: &wrap::WrapOptions,
+) -> Result<Desired> {
     let mut names = wrap::conf_names(conf_dir)?;
     names.extend(pending.iter().map(|(n, _)| n.clone()));
     let Some(default) = wrap::pick_default(names.iter().map(String::as_str)) else {
@@ -228,19 +243,18 @@ fn configs(c: &InstallCmd) -> Result<Vec<Desired>> {
             wrap::CONFLIST_NAME
         );
     };
-    let network = match &pending {
+    let network = match pending {
         Some((n, v)) if n == default => v.clone(),
         _ => wrap::read_network(&conf_dir.join(default))?,
     };
-    let bytes = wrap::render(&network, &opts)
+    let bytes = wrap::render(&network, opts)
         .with_context(|| format!("cannot wrap {}", conf_dir.join(default).display()))?;
     tracing::debug!(default, "default network");
-    want.push(Desired {
+    Ok(Desired {
         path: conf_dir.join(wrap::CONFLIST_NAME),
         bytes,
         mode: 0o644,
-    });
-    Ok(want)
+    })
 }
 
 /// The record, with our state directory made (and recorded) if missing.
@@ -295,7 +309,14 @@ fn watch(c: &InstallCmd, record: &mut Record, record_path: &Path) -> Result<()> 
             // A default network that is missing or broken for a moment
             // (being rewritten by its own installer) keeps the last good
             // wrapper, as Multus does; the next round tries again.
-            match configs(c).and_then(|want| apply::apply(&want, record, record_path)) {
+            let round = configs(c).and_then(|(mut want, wrapper)| {
+                let broken = wrapper.map(|w| want.push(w)).err();
+                let n = apply::apply(&want, record, record_path)?;
+                broken.map_or(Ok(n), |e| {
+                    Err(e.context("00-plexus.conflist left as it was"))
+                })
+            });
+            match round {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(written = n, "configuration followed a change"),
                 Err(e) => tracing::warn!("not updated: {e:#}"),
