@@ -358,6 +358,14 @@ fn bad_input_changes_nothing() {
     .unwrap();
     failed_with(&n.install(&[]), "cniVersion");
     fs::remove_file(n.path("conf/05-broken.conflist")).unwrap();
+    // Not a regular file (a FIFO would block a plain read forever).
+    nix::unistd::mkfifo(
+        &n.path("conf/05-fifo.conflist"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    failed_with(&n.install(&[]), "05-fifo.conflist is not a regular file");
+    fs::remove_file(n.path("conf/05-fifo.conflist")).unwrap();
 
     let o = n
         .install_cmd(&["--meta-config"])
