@@ -4,8 +4,24 @@
 //! CNI bin dir) gets its eth0 from the wrapped network through the meta
 //! plugin; DEL releases it, and uninstall leaves the conf dir as it was.
 
+use std::ffi::OsStr;
+use std::path::Path;
+
 use plexus_tests::{bin_dir, require_reference_plugins, require_root, CniSandbox, Netns};
 use serde_json::{json, Value};
+
+/// `plexusctl OP --cni-bin-dir BIN --cni-conf-dir CONF EXTRA...`.
+fn plexusctl(op: &str, bin: &Path, conf: &Path, extra: &[&OsStr]) -> std::process::Output {
+    std::process::Command::new(bin_dir().join("plexusctl"))
+        .arg(op)
+        .arg("--cni-bin-dir")
+        .arg(bin)
+        .arg("--cni-conf-dir")
+        .arg(conf)
+        .args(extra)
+        .output()
+        .unwrap()
+}
 
 #[test]
 fn a_pod_through_the_installed_wrapper() {
@@ -24,7 +40,7 @@ fn a_pod_through_the_installed_wrapper() {
             }]
         }),
     );
-    let listing = |d: &std::path::Path| CniSandbox::files_under(d);
+    let listing = |d: &Path| CniSandbox::files_under(d);
     let conf_before = listing(&sb.conf_dir);
 
     let bin = sb.dir.path().join("bin");
@@ -36,22 +52,21 @@ fn a_pod_through_the_installed_wrapper() {
         json!({"cacheDir": sb.cache_dir.join("plexus")}).to_string(),
     )
     .unwrap();
-    let install = std::process::Command::new(bin_dir().join("plexusctl"))
-        .arg("install")
-        .arg("--cni-bin-dir")
-        .arg(&bin)
-        .arg("--cni-conf-dir")
-        .arg(&sb.conf_dir)
-        .arg("--source-bin-dir")
-        .arg(bin_dir())
-        .arg("--meta-config")
-        .arg(&meta)
-        .output()
-        .unwrap();
+    let installed = plexusctl(
+        "install",
+        &bin,
+        &sb.conf_dir,
+        &[
+            "--source-bin-dir".as_ref(),
+            bin_dir().as_os_str(),
+            "--meta-config".as_ref(),
+            meta.as_os_str(),
+        ],
+    );
     assert!(
-        install.status.success(),
+        installed.status.success(),
         "{}",
-        String::from_utf8_lossy(&install.stderr)
+        String::from_utf8_lossy(&installed.stderr)
     );
 
     let node = Netns::new("node");
@@ -77,14 +92,7 @@ fn a_pod_through_the_installed_wrapper() {
         .ok();
     assert!(sb.leases().is_empty());
 
-    let un = std::process::Command::new(bin_dir().join("plexusctl"))
-        .arg("uninstall")
-        .arg("--cni-bin-dir")
-        .arg(&bin)
-        .arg("--cni-conf-dir")
-        .arg(&sb.conf_dir)
-        .output()
-        .unwrap();
+    let un = plexusctl("uninstall", &bin, &sb.conf_dir, &[]);
     assert!(
         un.status.success(),
         "{}",
