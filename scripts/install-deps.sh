@@ -12,6 +12,7 @@ PACKAGES=(
   bird2 gobgpd # real BGP routers for plexus-bgp's interoperability tests
   etcd-server etcd-client # the overlay's store (tests start etcd in a netns)
   util-linux iperf3 curl # nsenter for the overlay tests; bench/overlay.sh: throughput, etcd's JSON API
+  python3-venv # deploy/validate.sh: kubernetes-validate in its own venv (below)
 )
 
 missing=()
@@ -27,4 +28,25 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# deploy/validate.sh: kubectl for `kubectl kustomize` (Debian's kubernetes-client
+# unless a kubectl is already there: its kustomize is older, and deploy/ is
+# written so that both build it), and PyPI's kubernetes-validate, pinned, which
+# ships the Kubernetes OpenAPI schemas, in a venv of its own.
+if ! command -v kubectl >/dev/null; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: need root to install kubernetes-client (kubectl)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+fi
+KUBERNETES_VALIDATE_VERSION=1.37.0
+venv=${PLEXUS_TOOLS_VENV:-/opt/plexus-tools/venv}
+if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qx "$KUBERNETES_VALIDATE_VERSION"; then
+  echo "install-deps: installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi

@@ -21,6 +21,9 @@ fi
 step "installing system packages"
 scripts/install-deps.sh
 
+step "deploy/: manifests built with kustomize and validated against the Kubernetes schemas"
+deploy/validate.sh
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

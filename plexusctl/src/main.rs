@@ -10,6 +10,7 @@
 
 mod bgp;
 mod cni;
+mod install;
 mod ipam;
 mod node;
 mod node_status;
@@ -50,6 +51,10 @@ enum Top {
     Node(node::NodeCmd),
     /// Block IPAM: pools' and blocks' use.
     Ipam(ipam::IpamCmd),
+    /// Install the plugins and the conflist wrapping the node's default network.
+    Install(install::InstallCmd),
+    /// Undo exactly what install did.
+    Uninstall(install::UninstallCmd),
 }
 
 fn main() -> ExitCode {
@@ -65,5 +70,7 @@ fn main() -> ExitCode {
             Err(c) => routed::run(&cli.store, |cl| node::run(c, cl)),
         },
         Top::Ipam(c) => routed::run(&cli.store, |cl| ipam::run(c, cl)),
+        Top::Install(c) => install::run_install(c),
+        Top::Uninstall(c) => install::run_uninstall(c),
     }
 }

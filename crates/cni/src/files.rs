@@ -72,6 +72,14 @@ fn too_large(path: &Path, limit: u64) -> io::Error {
 /// created 0700. `durable` fsyncs before the rename, for state that must
 /// survive a crash.
 pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+    write_atomic_mode(path, bytes, 0o600, durable)
+}
+
+/// [`write_atomic`] with the new file's permission bits (before the umask):
+/// 0755 for a plugin binary, 0644 for a config others read. A program that
+/// is running from the old file keeps its inode, so replacing a binary this
+/// way can never fail with ETXTBSY nor change a process mid-exec.
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let parent = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -85,7 +93,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> 
         .recursive(true)
         .mode(0o700)
         .create(parent)?;
-    let (tmp, mut f) = create_temp(parent, path)?;
+    let (tmp, mut f) = create_temp(parent, path, mode)?;
     let written = f
         .write_all(bytes)
         .and_then(|()| if durable { f.sync_data() } else { Ok(()) });
@@ -97,7 +105,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> 
         })
 }
 
-fn create_temp(dir: &Path, target: &Path) -> io::Result<(PathBuf, File)> {
+fn create_temp(dir: &Path, target: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -116,7 +124,7 @@ fn create_temp(dir: &Path, target: &Path) -> io::Result<(PathBuf, File)> {
             .write(true)
             .create_new(true)
             .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_CLOEXEC)
-            .mode(0o600)
+            .mode(mode)
             .open(&tmp)
         {
             Ok(f) => return Ok((tmp, f)),

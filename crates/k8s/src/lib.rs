@@ -180,6 +180,7 @@ impl K8s {
         check_namespace(namespace)?;
         check_object_name("pod name", name)?;
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &path_segment(namespace));
+        // rbac(plexus): get pods
         let pod = api
             .get_opt(&path_segment(name))
             .await
@@ -205,6 +206,7 @@ impl K8s {
             &path_segment(namespace),
             &nad_resource(),
         );
+        // rbac(plexus): get network-attachment-definitions.k8s.cni.cncf.io
         let Some(obj) = api
             .get_opt(&path_segment(name))
             .await
@@ -242,6 +244,7 @@ impl K8s {
         let patch = serde_json::json!({
             "metadata": {"annotations": {NETWORK_STATUS_ANNOTATION: status_json}}
         });
+        // rbac(plexus): patch pods/status
         api.patch_status(
             &path_segment(name),
             &PatchParams::default(),

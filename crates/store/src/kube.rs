@@ -193,6 +193,7 @@ impl KubeLeaseRegistry {
 
     async fn own_node(&self) -> Result<Node, StoreError> {
         let op = format!("get node {}", self.node_name);
+        // rbac(plexus-kube-store): get nodes
         self.nodes
             .get_opt(&self.node_name)
             .await
@@ -250,6 +251,7 @@ impl KubeLeaseRegistry {
         if want.iter().any(|(k, v)| current.get(k) != Some(v)) {
             let patch = json!({"metadata": {"annotations": want}});
             let op = format!("patch node {} annotations", self.node_name);
+            // rbac(plexus-kube-store): patch nodes
             self.nodes
                 .patch(
                     &self.node_name,
@@ -296,6 +298,7 @@ impl LeaseRegistry for KubeLeaseRegistry {
     }
 
     async fn list(&self) -> Result<LeaseSnapshot, StoreError> {
+        // rbac(plexus-kube-store): list nodes
         let list = self
             .nodes
             .list(&ListParams::default())
@@ -347,6 +350,7 @@ struct NodeWatch {
 impl NodeWatch {
     async fn open(&mut self) -> Result<(), StoreError> {
         let wp = WatchParams::default().timeout(WATCH_SECONDS);
+        // rbac(plexus-kube-store): watch nodes
         match self.nodes.watch(&wp, &self.rv).await {
             Ok(s) => {
                 self.stream = Some(s.boxed());
@@ -399,6 +403,7 @@ impl NodeWatch {
             if self.relist {
                 self.relist = false;
                 self.stream = None;
+                // rbac(plexus-kube-store): list nodes
                 let list = match self.nodes.list(&ListParams::default()).await {
                     Ok(l) => l,
                     Err(e) => {

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# deploy/validate.sh: every manifest in deploy/ checked offline.
+#
+# - each overlay builds with kustomize (`kubectl kustomize`; scripts/install-deps.sh
+#   installs Debian's kubectl when there is none);
+# - each built overlay and each base file validates against the Kubernetes
+#   OpenAPI schemas of the version we build against (k8s-openapi's v1_33),
+#   strictly (unknown fields are errors), with PyPI's kubernetes-validate,
+#   which ships the schemas (installed pinned into $PLEXUS_TOOLS_VENV by
+#   scripts/install-deps.sh);
+# - the JSON documents in the ConfigMap parse, and each overlay holds the
+#   objects it promises.
+# Nothing talks to a cluster. Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+venv=${PLEXUS_TOOLS_VENV:-/opt/plexus-tools/venv}
+validate=$venv/bin/kubernetes-validate
+k8s_version=1.33.0
+fail() { echo "deploy/validate.sh: $*" >&2; exit 1; }
+
+[ -x "$validate" ] || fail "$validate missing: run scripts/install-deps.sh"
+command -v kubectl >/dev/null || fail "kubectl missing: run scripts/install-deps.sh"
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+# The plain manifests one by one (kustomization.yaml files are no API objects).
+mapfile -t manifests < <(find deploy -name '*.yaml' ! -name kustomization.yaml ! -name '*-patch.yaml' | sort)
+"$validate" --strict --quiet -k "$k8s_version" "${manifests[@]}"
+
+for overlay in deploy/overlays/*/; do
+  name=$(basename "$overlay")
+  # Newer kustomize warns about `bases`/`patchesStrategicMerge` (kept for
+  # older kubectl): warnings go to stderr, which we keep for errors.
+  kubectl kustomize "$overlay" >"$out/$name.yaml" 2>"$out/$name.err" ||
+    fail "kustomize $overlay: $(cat "$out/$name.err")"
+  "$validate" --strict --quiet -k "$k8s_version" "$out/$name.yaml"
+  "$venv/bin/python3" - "$out/$name.yaml" "$name" <<'PY'
+import json, sys
+import yaml  # kubernetes-validate's dependency; this runs in its venv
+path, name = sys.argv[1], sys.argv[2]
+docs = [d for d in yaml.safe_load_all(open(path)) if d]
+kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+want = {("CustomResourceDefinition", "network-attachment-definitions.k8s.cni.cncf.io"),
+        ("ServiceAccount", "plexus"), ("ClusterRole", "plexus"), ("ClusterRoleBinding", "plexus"),
+        ("ConfigMap", "plexus-config"), ("DaemonSet", "plexus")}
+if name == "kubernetes":
+    want |= {("ClusterRole", "plexus-kube-store"), ("ClusterRoleBinding", "plexus-kube-store")}
+missing = want - kinds
+extra = kinds - want
+assert not missing and not extra, f"{name}: missing {missing}, unexpected {extra}"
+for d in docs:
+    if d["kind"] == "ConfigMap":
+        for key, text in d["data"].items():
+            if key.endswith((".json", ".conflist", ".conf")):
+                try:
+                    json.loads(text)
+                except ValueError as e:
+                    sys.exit(f"{name}: ConfigMap key {key}: {e}")
+    if d["kind"] == "DaemonSet":
+        c = {c["name"]: c for c in d["spec"]["template"]["spec"]["containers"]}
+        store = {e["name"]: e.get("value") for e in c["plexusd"]["env"]}["PLEXUS_STORE"]
+        expect = "kubernetes" if name == "kubernetes" else "etcd://"
+        assert store.startswith(expect), f"{name}: PLEXUS_STORE is {store!r}"
+print(f"deploy/validate.sh: overlay {name}: {len(docs)} objects valid")
+PY
+done
