@@ -5,6 +5,7 @@
 //! CNI_IFNAME), the same container ID derived from the netns path, the result
 //! JSON on stdout.
 
+mod bgp_status;
 mod cni;
 mod node;
 mod status;
@@ -32,6 +33,15 @@ enum Top {
     Status(status::StatusCmd),
     /// Ask the node agent (plexusd) about this node.
     Node(node::NodeCmd),
+    /// The routed network's BGP, as the local agent sees it.
+    #[command(subcommand)]
+    Bgp(BgpSub),
+}
+
+#[derive(Subcommand)]
+enum BgpSub {
+    /// The local agent's BGP peers (like calicoctl node status).
+    Status(bgp_status::BgpStatusCmd),
 }
 
 fn main() -> ExitCode {
@@ -41,5 +51,6 @@ fn main() -> ExitCode {
         Top::Cni(c) => cni::run(c),
         Top::Status(s) => status::run(s),
         Top::Node(n) => node::run(n),
+        Top::Bgp(BgpSub::Status(b)) => bgp_status::run(b),
     }
 }

@@ -1,0 +1,223 @@
+//! The control socket's routed commands: `allocate`, `release`, `gc`
+//! (plexus-bgp-routes' block IPAM) and `bgp_status` (`plexusctl bgp
+//! status`). Addresses come from this node's [`Allocator`]; a new block
+//! is blackholed and announced before the address is handed out.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use plexus_agent_api::{
+    AgentError, Allocation, BgpPeer, BgpStatus, Cidr, GcDone, Released, Request,
+};
+use plexus_ipam::{Allocator, Cluster, Handle, IpamError, Pool};
+use serde_json::{json, Value};
+
+use super::blocks::Blocks;
+use super::PeerTable;
+use crate::ctlsock::Handler;
+
+/// CNI's code for an exhausted pool (plexus_codes).
+const CODE_EXHAUSTED: u32 = 102;
+
+pub struct RoutedHandler {
+    pub cluster: Cluster,
+    pub alloc: Arc<Allocator>,
+    pub blocks: Arc<Blocks>,
+    pub peers: PeerTable,
+    pub router_id: String,
+    pub asn: u32,
+}
+
+fn error(e: impl std::fmt::Display, code: Option<u32>) -> Value {
+    serde_json::to_value(AgentError {
+        error: e.to_string(),
+        code,
+    })
+    .unwrap_or_else(|_| json!({"error": "internal"}))
+}
+
+fn ipam_error(e: &IpamError) -> Value {
+    let code = matches!(e, IpamError::Exhausted(_)).then_some(CODE_EXHAUSTED);
+    error(e, code)
+}
+
+/// The pools an attachment draws from: the named one (by name or CIDR),
+/// else the first enabled pool of each family.
+pub fn pick_pools(pools: &[Pool], wanted: Option<&str>) -> Result<Vec<Pool>, String> {
+    let enabled = pools.iter().filter(|p| !p.disabled);
+    if let Some(w) = wanted {
+        return enabled
+            .clone()
+            .find(|p| p.name == w || p.cidr.to_string() == w)
+            .map(|p| vec![p.clone()])
+            .ok_or_else(|| format!("no enabled pool named {w:?}"));
+    }
+    let mut out: Vec<Pool> = Vec::new();
+    for p in enabled {
+        if !out
+            .iter()
+            .any(|o| o.cidr.addr().is_ipv4() == p.cidr.addr().is_ipv4())
+        {
+            out.push(p.clone());
+        }
+    }
+    if out.is_empty() {
+        return Err("no enabled pool in the store (plexusctl pool add)".into());
+    }
+    Ok(out)
+}
+
+impl RoutedHandler {
+    async fn allocate(&self, handle: Handle, pool: Option<String>) -> Value {
+        let pools = match self.cluster.pools().await {
+            Ok(p) => p,
+            Err(e) => return ipam_error(&e),
+        };
+        let chosen = match pick_pools(&pools, pool.as_deref()) {
+            Ok(c) => c,
+            Err(e) => return error(e, Some(7)),
+        };
+        let mut addresses = Vec::new();
+        for p in &chosen {
+            match self.alloc.allocate(&handle, &p.name).await {
+                Ok(ip) => addresses.push(Cidr::host(ip)),
+                Err(e) => {
+                    // Nothing half-given: the other family's address goes too.
+                    let _ = self.alloc.release(&handle).await;
+                    return ipam_error(&e);
+                }
+            }
+        }
+        // A block claimed just now must be routable before a pod uses it.
+        if let Err(e) = self.blocks.sync(self.alloc.blocks().await).await {
+            tracing::warn!(error = %format!("{e:#}"), "block routes after allocation");
+        }
+        let answer = Allocation {
+            addresses,
+            pools: pools
+                .iter()
+                .filter(|p| !p.disabled)
+                .filter_map(|p| Cidr::new(p.cidr.addr(), p.cidr.prefix_len()))
+                .collect(),
+        };
+        serde_json::to_value(answer).unwrap_or_else(|e| error(e, None))
+    }
+
+    async fn bgp_status(&self) -> Value {
+        let kinds = self.peers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let status = match self.blocks.speaker().status().await {
+            Ok(s) => s,
+            Err(e) => return error(e, None),
+        };
+        let peers = status
+            .into_iter()
+            .map(|s| {
+                let established = s.state == plexus_bgp::fsm::State::Established;
+                BgpPeer {
+                    address: s.address.to_string(),
+                    asn: s.remote_as,
+                    kind: kinds
+                        .get(&s.address)
+                        .map_or("unknown", |d| d.kind.label())
+                        .to_string(),
+                    state: s.state.to_string(),
+                    since: s
+                        .since
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                    info: match (&s.last_error, established) {
+                        (_, true) => {
+                            format!("{} received, {} sent", s.prefixes_received, s.prefixes_sent)
+                        }
+                        (Some(e), false) => e.clone(),
+                        (None, false) => String::new(),
+                    },
+                    prefixes_received: s.prefixes_received,
+                    prefixes_sent: s.prefixes_sent,
+                }
+            })
+            .collect();
+        serde_json::to_value(BgpStatus {
+            router_id: self.router_id.clone(),
+            asn: self.asn,
+            peers,
+        })
+        .unwrap_or_else(|e| error(e, None))
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for RoutedHandler {
+    async fn handle(&self, request: Request) -> Value {
+        match request {
+            Request::Allocate {
+                network,
+                container_id,
+                ifname,
+                pool,
+            } => {
+                self.allocate(Handle::new(&network, &container_id, &ifname), pool)
+                    .await
+            }
+            Request::Release {
+                network,
+                container_id,
+                ifname,
+            } => match self
+                .alloc
+                .release(&Handle::new(&network, &container_id, &ifname))
+                .await
+            {
+                Ok(released) => json!(Released { released }),
+                Err(e) => ipam_error(&e),
+            },
+            Request::Gc { network, valid } => {
+                let valid: HashSet<Handle> = valid
+                    .iter()
+                    .map(|k| Handle::new(&network, &k.container_id, &k.ifname))
+                    .collect();
+                match self.alloc.gc(&network, &valid).await {
+                    Ok(released) => json!(GcDone { released }),
+                    Err(e) => ipam_error(&e),
+                }
+            }
+            Request::BgpStatus => self.bgp_status().await,
+            Request::Status => error("status is answered by the control socket", None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(name: &str, cidr: &str, disabled: bool) -> Pool {
+        Pool {
+            name: name.into(),
+            cidr: cidr.parse().unwrap(),
+            block_size: 26,
+            nat_outgoing: false,
+            encap: Default::default(),
+            disabled,
+        }
+    }
+
+    #[test]
+    fn default_pools_one_per_family() {
+        let pools = [
+            pool("off", "10.1.0.0/16", true),
+            pool("a", "10.2.0.0/16", false),
+            pool("b", "10.3.0.0/16", false),
+            pool("v6", "fd00::/64", false),
+        ];
+        let names = |r: Result<Vec<Pool>, String>| {
+            r.unwrap().into_iter().map(|p| p.name).collect::<Vec<_>>()
+        };
+        assert_eq!(names(pick_pools(&pools, None)), ["a", "v6"]);
+        assert_eq!(names(pick_pools(&pools, Some("b"))), ["b"]);
+        assert_eq!(names(pick_pools(&pools, Some("10.3.0.0/16"))), ["b"]);
+        assert!(pick_pools(&pools, Some("off")).is_err());
+        assert!(pick_pools(&[], None).unwrap_err().contains("pool add"));
+    }
+}

@@ -1,0 +1,244 @@
+//! The calico-style routed network inside plexusd, chosen when the store
+//! holds routed-network config (at least one pool under plexus-ipam's
+//! layout). Pods get /32s from this node's blocks (served on the control
+//! socket to plexus-bgp-routes), the blocks are blackholed locally and
+//! announced over BGP, and the best routes learned are installed in the
+//! kernel. No encapsulation.
+//!
+//! - [`peers`]: which neighbours (mesh, reflectors, global/node peers), pure;
+//! - [`kernel`]: our route protocol numbers and the netlink calls;
+//! - [`blocks`]: a held block → blackhole route + announcement;
+//! - [`ipam`]: the control socket's allocate/release/gc/bgp_status;
+//! - [`routing`]: the RouteFeed → kernel routes, and the stale-route purge;
+//! - this file: start-up and the loop that follows the store.
+
+pub mod blocks;
+pub mod ipam;
+pub mod kernel;
+pub mod peers;
+pub mod routing;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use plexus_bgp::fsm::State;
+use plexus_bgp::open::GracefulRestart;
+use plexus_bgp::{Speaker, SpeakerConfig};
+use plexus_ipam::{Allocator, Cluster};
+use plexus_netlink::{Netlink, Netns};
+
+use crate::ctlsock::Handlers;
+use crate::runfiles;
+use crate::status::{BgpGauges, Shared};
+
+use self::blocks::Blocks;
+use self::peers::{Desired, Me};
+
+/// The neighbours configured now, by address (shared with `bgp_status`).
+pub type PeerTable = Arc<std::sync::Mutex<BTreeMap<IpAddr, Desired>>>;
+
+/// What the routed network needs from the command line.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node: String,
+    pub run_dir: PathBuf,
+    /// The node's address: BGP router ID, peering address, next hop.
+    pub public_ip: Ipv4Addr,
+    /// How often the store is read again for peers, nodes and blocks.
+    pub poll_every: Duration,
+    /// How long to wait for every peer's End-of-RIB before removing the
+    /// previous run's routes that no peer confirmed.
+    pub sync_wait: Duration,
+}
+
+/// The store holds a routed network (a pool).
+pub async fn configured(cluster: &Cluster) -> anyhow::Result<bool> {
+    Ok(!cluster
+        .pools()
+        .await
+        .context("read the routed network's pools")?
+        .is_empty())
+}
+
+/// Runs the routed network until an error (or until the caller drops it).
+pub async fn run(
+    s: &Settings,
+    cluster: Cluster,
+    status: &Shared,
+    handlers: &Handlers,
+) -> anyhow::Result<()> {
+    let ns = Netns::current().context("open this process's network namespace")?;
+    let nl = Arc::new(Netlink::open(&ns).await.context("open netlink")?);
+    let address = IpAddr::V4(s.public_ip);
+    let me_cfg = cluster
+        .update_node(&s.node, |n| {
+            n.address = Some(address);
+            n.router_id = Some(s.public_ip);
+        })
+        .await
+        .context("register this node in the store")?;
+    let alloc = Arc::new(
+        Allocator::load(cluster.clone(), &s.node)
+            .await
+            .context("load this node's blocks")?,
+    );
+    let bgp = cluster.bgp_config().await.context("read the BGP config")?;
+    let asn = peers::node_as(&bgp, Some(&me_cfg));
+
+    // Routes of ours in the kernel: a previous run's. Then we restart
+    // gracefully: peers keep our routes, we keep theirs until they resync.
+    let previous = kernel::ours(&nl, kernel::PROTO_BGP).await?;
+    let restarting =
+        !previous.is_empty() || !kernel::ours(&nl, kernel::PROTO_BLOCK).await?.is_empty();
+    let mut cfg = SpeakerConfig::new(s.public_ip, asn);
+    cfg.cluster_id = me_cfg.route_reflector_cluster_id;
+    cfg.graceful_restart = Some(GracefulRestart {
+        restarting,
+        forwarding_preserved: true,
+        ..GracefulRestart::default()
+    });
+    let (speaker, feed) = Speaker::start(cfg).await.context("start the BGP speaker")?;
+    let speaker = Arc::new(speaker);
+    tracing::info!(asn, router_id = %s.public_ip, restarting, "BGP speaker started");
+
+    let blocks = Arc::new(Blocks::new(nl.clone(), speaker.clone()).await?);
+    blocks
+        .sync(alloc.blocks().await)
+        .await
+        .context("program this node's blocks")?;
+    let routing = routing::Routing::new(nl.clone(), status.clone());
+    let _feed = AbortOnDrop(tokio::spawn(routing.clone().follow(feed)));
+
+    let table = PeerTable::default();
+    let mut follower = Follower {
+        cluster: cluster.clone(),
+        node: s.node.clone(),
+        address,
+        speaker: speaker.clone(),
+        table: table.clone(),
+    };
+    follower.peers().await?;
+
+    *handlers.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ipam::RoutedHandler {
+        cluster: cluster.clone(),
+        alloc: alloc.clone(),
+        blocks: blocks.clone(),
+        peers: table.clone(),
+        router_id: s.public_ip.to_string(),
+        asn,
+    }));
+    status.update(|st| {
+        st.backend = "routed (BGP)".into();
+        st.public_ip = Some(s.public_ip.to_string());
+        st.ready = true;
+    });
+    runfiles::mark_ready(&s.run_dir)?;
+    tracing::info!("routed network ready");
+
+    let _purge = AbortOnDrop(tokio::spawn(routing.purge_after_sync(
+        speaker.clone(),
+        previous,
+        s.sync_wait,
+    )));
+    loop {
+        tokio::time::sleep(s.poll_every).await;
+        if let Err(e) = follower.peers().await {
+            status.store_error();
+            tracing::warn!(error = %format!("{e:#}"), "following the BGP peers");
+        }
+        match alloc.resync().await {
+            Ok(()) => {
+                if let Err(e) = blocks.sync(alloc.blocks().await).await {
+                    status.dataplane_errors(1);
+                    tracing::warn!(error = %format!("{e:#}"), "programming the blocks");
+                }
+            }
+            Err(e) => {
+                status.store_error();
+                tracing::warn!(error = %e, "re-reading this node's blocks");
+            }
+        }
+        if let Ok(peers) = speaker.status().await {
+            let mut g = BgpGauges::default();
+            for p in &peers {
+                *g.sessions.entry(p.state.to_string()).or_default() += 1;
+                g.prefixes_received += p.prefixes_received;
+                g.prefixes_advertised += p.prefixes_sent;
+            }
+            for st in [
+                State::Established,
+                State::Idle,
+                State::Active,
+                State::Connect,
+            ] {
+                g.sessions.entry(st.to_string()).or_default();
+            }
+            status.set_bgp(g);
+        }
+    }
+}
+
+/// Keeps the speaker's neighbours equal to what the store says.
+struct Follower {
+    cluster: Cluster,
+    node: String,
+    address: IpAddr,
+    speaker: Arc<Speaker>,
+    table: PeerTable,
+}
+
+impl Follower {
+    async fn peers(&mut self) -> anyhow::Result<()> {
+        let bgp = self.cluster.bgp_config().await?;
+        let nodes = self.cluster.nodes().await?;
+        let explicit = self.cluster.peers().await?;
+        let mine = nodes.iter().find(|n| n.name == self.node);
+        let me = Me {
+            name: &self.node,
+            address: self.address,
+            asn: peers::node_as(&bgp, mine),
+            cluster_id: mine.and_then(|n| n.route_reflector_cluster_id),
+        };
+        let want = peers::desired(&me, &bgp, &nodes, &explicit);
+        let have = self.table.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (addr, d) in &have {
+            if want.get(addr).map(|w| &w.config) != Some(&d.config) {
+                self.speaker.remove_peer(*addr).await?;
+                self.table
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(addr);
+                tracing::info!(peer = %addr, "BGP peer removed");
+            }
+        }
+        for (addr, d) in want {
+            let known = self
+                .table
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&addr);
+            if !known {
+                self.speaker.add_peer(d.config.clone()).await?;
+                tracing::info!(peer = %addr, kind = d.kind.label(), asn = d.config.remote_as, "BGP peer added");
+            }
+            self.table
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(addr, d);
+        }
+        Ok(())
+    }
+}
+
+/// Stops a background task when the network stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,290 @@
+//! One node's block allocator (see the crate docs for the design).
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use plexus_store::Revision;
+use tokio::sync::Mutex;
+
+use crate::cluster::Cluster;
+use crate::records::{Block, Handle};
+use crate::stored::{self, encode};
+use crate::{arith, IpamError};
+
+/// How many write conflicts one allocation or release rides out before
+/// giving up (each conflict re-reads only the block concerned).
+const ATTEMPTS: usize = 64;
+
+/// A block this node holds, as last written (or read) at `mod_revision`.
+#[derive(Debug, Clone)]
+struct Held {
+    block: Block,
+    mod_revision: Revision,
+}
+
+/// The node's blocks, by CIDR.
+#[derive(Debug, Default)]
+struct State {
+    blocks: BTreeMap<IpNet, Held>,
+}
+
+impl State {
+    /// Where `handle` holds an address in `pool`.
+    fn find(&self, handle: &Handle, pool: &str) -> Option<(IpNet, u32)> {
+        self.blocks.iter().find_map(|(cidr, h)| {
+            if h.block.pool != pool {
+                return None;
+            }
+            h.block
+                .allocations
+                .iter()
+                .find(|(_, hd)| *hd == handle)
+                .map(|(o, _)| (*cidr, *o))
+        })
+    }
+
+    /// A held block of `pool` with a free address, and that address's ordinal.
+    fn free_slot(&self, pool: &str) -> Option<(IpNet, u32)> {
+        self.blocks
+            .iter()
+            .filter(|(_, h)| h.block.pool == pool)
+            .find_map(|(cidr, h)| h.block.first_free().map(|o| (*cidr, o)))
+    }
+}
+
+/// A node's allocator: addresses from the blocks it holds, blocks claimed
+/// from the pools when they are full.
+#[derive(Debug)]
+pub struct Allocator {
+    cluster: Cluster,
+    node: String,
+    state: Mutex<State>,
+}
+
+impl Allocator {
+    /// The allocator of `node`, with every block the store says it holds
+    /// (after a restart: the addresses given before, with their handles).
+    pub async fn load(cluster: Cluster, node: &str) -> Result<Allocator, IpamError> {
+        crate::validate::name("node", node)?;
+        let mut state = State::default();
+        for b in cluster.blocks().await? {
+            if b.value.node == node {
+                state.blocks.insert(
+                    b.value.cidr,
+                    Held {
+                        block: b.value,
+                        mod_revision: b.mod_revision,
+                    },
+                );
+            }
+        }
+        Ok(Allocator {
+            cluster,
+            node: node.to_string(),
+            state: Mutex::new(state),
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The blocks this node holds now (blackhole routes and announcements).
+    pub async fn blocks(&self) -> Vec<IpNet> {
+        self.state.lock().await.blocks.keys().copied().collect()
+    }
+
+    /// Every address given, with its holder and pool.
+    pub async fn allocations(&self) -> Vec<(IpAddr, Handle, String)> {
+        let st = self.state.lock().await;
+        st.blocks
+            .values()
+            .flat_map(|h| {
+                h.block
+                    .allocations
+                    .iter()
+                    .map(|(o, hd)| (h.block.address(*o), hd.clone(), h.block.pool.clone()))
+            })
+            .collect()
+    }
+
+    /// An address for `handle` from `pool`; the one it already holds there
+    /// when asked again. While a held block of the pool has room this reads
+    /// nothing and writes that block once (compare-and-swap on the
+    /// revision this node last wrote it at).
+    pub async fn allocate(&self, handle: &Handle, pool: &str) -> Result<IpAddr, IpamError> {
+        let mut st = self.state.lock().await;
+        for _ in 0..ATTEMPTS {
+            if let Some((cidr, o)) = st.find(handle, pool) {
+                return Ok(st.blocks[&cidr].block.address(o));
+            }
+            let Some((cidr, ordinal)) = st.free_slot(pool) else {
+                self.claim(&mut st, pool).await?;
+                continue;
+            };
+            let held = &st.blocks[&cidr];
+            let mut next = held.block.clone();
+            next.allocations.insert(ordinal, handle.clone());
+            if self.write(&mut st, next).await? {
+                let addr = st.blocks[&cidr].block.address(ordinal);
+                tracing::debug!(node = %self.node, %handle, %addr, block = %cidr, "allocated");
+                return Ok(addr);
+            }
+        }
+        Err(IpamError::Conflict(format!(
+            "allocation for {handle} in pool {pool} kept conflicting with other writers"
+        )))
+    }
+
+    /// Free every address `handle` holds (in every pool). Freeing nothing
+    /// is not an error: DEL is idempotent.
+    pub async fn release(&self, handle: &Handle) -> Result<usize, IpamError> {
+        let mut st = self.state.lock().await;
+        self.release_where(&mut st, |h| h == handle).await
+    }
+
+    /// CNI GC: free the addresses of `network`'s attachments not in `valid`.
+    pub async fn gc(&self, network: &str, valid: &HashSet<Handle>) -> Result<usize, IpamError> {
+        let mut st = self.state.lock().await;
+        self.release_where(&mut st, |h| h.network == network && !valid.contains(h))
+            .await
+    }
+
+    /// Re-read the node's blocks from the store (after `node remove`, a pool
+    /// removal, or to pick up a block claimed by a previous run).
+    pub async fn resync(&self) -> Result<(), IpamError> {
+        let fresh = Allocator::load(self.cluster.clone(), &self.node).await?;
+        *self.state.lock().await = fresh.state.into_inner();
+        Ok(())
+    }
+
+    async fn release_where(
+        &self,
+        st: &mut State,
+        doomed: impl Fn(&Handle) -> bool,
+    ) -> Result<usize, IpamError> {
+        let mut freed = 0;
+        let cidrs: Vec<IpNet> = st.blocks.keys().copied().collect();
+        for cidr in cidrs {
+            for _ in 0..ATTEMPTS {
+                let Some(held) = st.blocks.get(&cidr) else {
+                    break;
+                };
+                let mut next = held.block.clone();
+                next.allocations.retain(|_, h| !doomed(h));
+                let n = held.block.allocations.len() - next.allocations.len();
+                if n == 0 {
+                    break;
+                }
+                if self.write(st, next).await? {
+                    freed += n;
+                    break;
+                }
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Write `next` over the held block with its CIDR, only if the store
+    /// still has the revision we hold. `Ok(false)`: someone else changed or
+    /// removed the block; our copy was refreshed from the store (or
+    /// dropped, when the block is no longer ours), and the caller retries.
+    async fn write(&self, st: &mut State, next: Block) -> Result<bool, IpamError> {
+        let cidr = next.cidr;
+        let key = self.cluster.layout().block(&cidr);
+        let rev = st.blocks[&cidr].mod_revision;
+        if let Some(new_rev) = self
+            .cluster
+            .kv()
+            .put(&key, &encode(&next), None, Some(rev))
+            .await?
+        {
+            st.blocks.insert(
+                cidr,
+                Held {
+                    block: next,
+                    mod_revision: new_rev,
+                },
+            );
+            return Ok(true);
+        }
+        match stored::get::<Block>(&**self.cluster.kv(), &key).await? {
+            Some(cur) if cur.value.node == self.node => {
+                tracing::info!(node = %self.node, block = %cidr, "block changed in the store; using its copy");
+                st.blocks.insert(
+                    cidr,
+                    Held {
+                        block: cur.value,
+                        mod_revision: cur.mod_revision,
+                    },
+                );
+            }
+            _ => {
+                tracing::warn!(node = %self.node, block = %cidr, "block no longer ours (node or pool removed)");
+                st.blocks.remove(&cidr);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Claim a free block of `pool`: the lowest one no key exists for,
+    /// created if absent (a node losing the race moves to the next).
+    async fn claim(&self, st: &mut State, pool_name: &str) -> Result<(), IpamError> {
+        let pool = self
+            .cluster
+            .pool(pool_name)
+            .await?
+            .ok_or_else(|| IpamError::NotFound(format!("no pool named {pool_name}")))?;
+        if pool.disabled {
+            return Err(IpamError::Invalid(format!("pool {pool_name} is disabled")));
+        }
+        for _ in 0..ATTEMPTS {
+            let taken: HashSet<IpNet> = self
+                .cluster
+                .blocks()
+                .await?
+                .into_iter()
+                .map(|b| b.value.cidr)
+                .collect();
+            // At most |taken| + 1 candidates are looked at: the first
+            // absent one is tried.
+            let candidate = (0..)
+                .map_while(|i| arith::nth_block(&pool.cidr, pool.block_size, i))
+                .find(|c| !taken.contains(c));
+            let Some(cidr) = candidate else {
+                return Err(IpamError::Exhausted(format!(
+                    "pool {pool_name} ({}) has no free block left",
+                    pool.cidr
+                )));
+            };
+            let block = Block {
+                cidr,
+                pool: pool_name.to_string(),
+                node: self.node.clone(),
+                allocations: BTreeMap::new(),
+            };
+            let key = self.cluster.layout().block(&cidr);
+            if let Some(rev) = self
+                .cluster
+                .kv()
+                .create(&key, &encode(&block), None)
+                .await?
+            {
+                tracing::info!(node = %self.node, block = %cidr, pool = pool_name, "claimed block");
+                st.blocks.insert(
+                    cidr,
+                    Held {
+                        block,
+                        mod_revision: rev,
+                    },
+                );
+                return Ok(());
+            }
+            tracing::debug!(node = %self.node, block = %cidr, "block taken by another node; next");
+        }
+        Err(IpamError::Conflict(format!(
+            "could not claim a block of pool {pool_name}: other nodes kept taking them"
+        )))
+    }
+}

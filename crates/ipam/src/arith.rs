@@ -1,0 +1,56 @@
+//! Address arithmetic: the n-th block of a pool, an address at an offset.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+/// `base + n` (wrapping within the family; callers stay inside a CIDR).
+pub fn offset(base: IpAddr, n: u128) -> IpAddr {
+    match base {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(n as u32))),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a).wrapping_add(n))),
+    }
+}
+
+/// The `index`-th block of prefix length `block_size` in `pool`, or `None`
+/// past the pool's end.
+pub fn nth_block(pool: &IpNet, block_size: u8, index: u128) -> Option<IpNet> {
+    let bits = u32::from(block_size - pool.prefix_len());
+    if bits < 128 && index >= (1u128 << bits) {
+        return None;
+    }
+    let host_bits = u32::from(pool.max_prefix_len() - block_size);
+    let step = 1u128.checked_shl(host_bits)?;
+    let addr = offset(pool.network(), index.checked_mul(step)?);
+    IpNet::new(addr, block_size).ok()
+}
+
+/// Whether two CIDRs share an address.
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_of_a_pool() {
+        let p: IpNet = "10.244.0.0/24".parse().unwrap();
+        assert_eq!(nth_block(&p, 26, 0), Some("10.244.0.0/26".parse().unwrap()));
+        assert_eq!(
+            nth_block(&p, 26, 3),
+            Some("10.244.0.192/26".parse().unwrap())
+        );
+        assert_eq!(nth_block(&p, 26, 4), None);
+        assert_eq!(nth_block(&p, 24, 0), Some(p));
+        let p6: IpNet = "fd00::/64".parse().unwrap();
+        assert_eq!(
+            nth_block(&p6, 122, 2),
+            Some("fd00::80/122".parse().unwrap())
+        );
+        assert!(overlaps(&p, &"10.244.0.128/25".parse().unwrap()));
+        assert!(overlaps(&"10.0.0.0/8".parse().unwrap(), &p));
+        assert!(!overlaps(&p, &"10.244.1.0/24".parse().unwrap()));
+    }
+}

@@ -1,0 +1,378 @@
+//! The cluster configuration `plexusctl` edits: pools, BGP settings and
+//! peers, node settings, and the whole-cluster IPAM operations (removing a
+//! pool or a node with its blocks, the usage report).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use plexus_store::Kv;
+use serde::Serialize;
+
+use crate::layout::Layout;
+use crate::records::{BgpConfig, Block, NodeSettings, Peer, Pool};
+use crate::stored::{self, encode, Versioned};
+use crate::{arith, validate, IpamError};
+
+/// How many times a read-modify-write is retried when another writer got
+/// in between.
+const CAS_ATTEMPTS: usize = 32;
+
+/// What a removal freed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Freed {
+    pub blocks: usize,
+    pub addresses: usize,
+}
+
+/// One pool's use (`ipam show`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolUsage {
+    pub pool: String,
+    pub cidr: String,
+    /// Addresses in the pool (a string: IPv6 pools exceed JSON's numbers).
+    pub size: String,
+    pub blocks: usize,
+    pub in_use: u64,
+}
+
+/// One block's use (`ipam show --blocks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockUsage {
+    pub cidr: String,
+    pub pool: String,
+    pub node: String,
+    pub used: u32,
+    pub free: u32,
+}
+
+/// The whole IPAM picture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub pools: Vec<PoolUsage>,
+    pub blocks: Vec<BlockUsage>,
+}
+
+/// The routed network's state in one store.
+#[derive(Clone)]
+pub struct Cluster {
+    kv: Arc<dyn Kv>,
+    layout: Layout,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("layout", &self.layout)
+            .finish()
+    }
+}
+
+impl Cluster {
+    pub fn new(kv: Arc<dyn Kv>, layout: Layout) -> Cluster {
+        Cluster { kv, layout }
+    }
+
+    pub fn kv(&self) -> &Arc<dyn Kv> {
+        &self.kv
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    // ---- pools ----
+
+    pub async fn pools(&self) -> Result<Vec<Pool>, IpamError> {
+        let mut v: Vec<Pool> = stored::list::<Pool>(&*self.kv, &self.layout.pools())
+            .await?
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    pub async fn pool(&self, name: &str) -> Result<Option<Pool>, IpamError> {
+        Ok(stored::get::<Pool>(&*self.kv, &self.layout.pool(name))
+            .await?
+            .map(|r| r.value))
+    }
+
+    /// Add a pool: valid on its own, a new name, overlapping no other pool.
+    pub async fn add_pool(&self, pool: &Pool) -> Result<(), IpamError> {
+        validate::pool(pool)?;
+        for other in self.pools().await? {
+            if other.name == pool.name {
+                return Err(IpamError::Conflict(format!(
+                    "pool {} already exists ({})",
+                    pool.name, other.cidr
+                )));
+            }
+            if arith::overlaps(&other.cidr, &pool.cidr) {
+                return Err(IpamError::Invalid(format!(
+                    "{} overlaps pool {} ({})",
+                    pool.cidr, other.name, other.cidr
+                )));
+            }
+        }
+        match self
+            .kv
+            .create(&self.layout.pool(&pool.name), &encode(pool), None)
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(IpamError::Conflict(format!(
+                "pool {} was created by someone else just now",
+                pool.name
+            ))),
+        }
+    }
+
+    /// Remove a pool. Its blocks go with it; if any address is in use the
+    /// removal is refused unless `force`.
+    pub async fn remove_pool(&self, name: &str, force: bool) -> Result<Freed, IpamError> {
+        let key = self.layout.pool(name);
+        if self.kv.get(&key).await?.is_none() {
+            return Err(IpamError::NotFound(format!("no pool named {name}")));
+        }
+        let blocks: Vec<Versioned<Block>> = self
+            .blocks()
+            .await?
+            .into_iter()
+            .filter(|b| b.value.pool == name)
+            .collect();
+        let in_use: usize = blocks.iter().map(|b| b.value.allocations.len()).sum();
+        if in_use > 0 && !force {
+            return Err(IpamError::InUse(format!(
+                "pool {name} has {in_use} address(es) in use in {} block(s); release them first or use --force",
+                blocks.len()
+            )));
+        }
+        // The pool first: no node claims a new block of it after this.
+        self.kv.delete(&key, None).await?;
+        let mut freed = Freed::default();
+        for b in blocks {
+            freed.add(self.delete_block(&b.value, |_| true).await?);
+        }
+        Ok(freed)
+    }
+
+    // ---- BGP ----
+
+    /// The BGP settings; the defaults when none were set.
+    pub async fn bgp_config(&self) -> Result<BgpConfig, IpamError> {
+        Ok(stored::get(&*self.kv, &self.layout.bgp_config())
+            .await?
+            .map(|r| r.value)
+            .unwrap_or_default())
+    }
+
+    pub async fn set_bgp_config(&self, cfg: &BgpConfig) -> Result<(), IpamError> {
+        if cfg.asn == 0 {
+            return Err(IpamError::Invalid("AS number 0 is reserved".into()));
+        }
+        self.kv
+            .put(&self.layout.bgp_config(), &encode(cfg), None, None)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn peers(&self) -> Result<Vec<Peer>, IpamError> {
+        Ok(stored::list(&*self.kv, &self.layout.peers())
+            .await?
+            .into_iter()
+            .map(|r| r.value)
+            .collect())
+    }
+
+    /// Add a peer; an address already configured is refused (remove it first).
+    pub async fn add_peer(&self, peer: &Peer) -> Result<(), IpamError> {
+        if peer.asn == 0 {
+            return Err(IpamError::Invalid("AS number 0 is reserved".into()));
+        }
+        if let Some(n) = &peer.node {
+            validate::name("node", n)?;
+        }
+        match self
+            .kv
+            .create(&self.layout.peer(&peer.address), &encode(peer), None)
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(IpamError::Conflict(format!(
+                "peer {} already exists: remove it first to change it",
+                peer.address
+            ))),
+        }
+    }
+
+    pub async fn remove_peer(&self, address: &IpAddr) -> Result<(), IpamError> {
+        if self.kv.delete(&self.layout.peer(address), None).await? {
+            Ok(())
+        } else {
+            Err(IpamError::NotFound(format!("no peer {address}")))
+        }
+    }
+
+    // ---- nodes ----
+
+    pub async fn nodes(&self) -> Result<Vec<NodeSettings>, IpamError> {
+        Ok(stored::list(&*self.kv, &self.layout.nodes())
+            .await?
+            .into_iter()
+            .map(|r| r.value)
+            .collect())
+    }
+
+    pub async fn node(&self, name: &str) -> Result<Option<NodeSettings>, IpamError> {
+        Ok(stored::get(&*self.kv, &self.layout.node(name))
+            .await?
+            .map(|r| r.value))
+    }
+
+    /// Change one node's settings with `f` (a compare-and-swap: the agent
+    /// may write the same record), creating it when absent.
+    pub async fn update_node(
+        &self,
+        name: &str,
+        f: impl Fn(&mut NodeSettings),
+    ) -> Result<NodeSettings, IpamError> {
+        validate::name("node", name)?;
+        let key = self.layout.node(name);
+        for _ in 0..CAS_ATTEMPTS {
+            let cur = stored::get::<NodeSettings>(&*self.kv, &key).await?;
+            let (mut node, rev) = match cur {
+                Some(v) => (v.value, v.mod_revision),
+                None => (
+                    NodeSettings {
+                        name: name.into(),
+                        ..Default::default()
+                    },
+                    0,
+                ),
+            };
+            f(&mut node);
+            if self
+                .kv
+                .put(&key, &encode(&node), None, Some(rev))
+                .await?
+                .is_some()
+            {
+                return Ok(node);
+            }
+        }
+        Err(IpamError::Conflict(format!(
+            "node {name} kept changing under us; try again"
+        )))
+    }
+
+    /// A node leaves: its blocks (and every address in them) are freed and
+    /// its settings deleted. Not an error when nothing was there.
+    pub async fn remove_node(&self, name: &str) -> Result<Freed, IpamError> {
+        validate::name("node", name)?;
+        let mut freed = Freed::default();
+        for b in self.blocks_of(name).await? {
+            let node = name.to_string();
+            freed.add(self.delete_block(&b, move |cur| cur.node == node).await?);
+        }
+        self.kv.delete(&self.layout.node(name), None).await?;
+        Ok(freed)
+    }
+
+    // ---- blocks ----
+
+    /// Every block in the store, with its revision.
+    pub async fn blocks(&self) -> Result<Vec<Versioned<Block>>, IpamError> {
+        stored::list(&*self.kv, &self.layout.blocks()).await
+    }
+
+    /// The blocks `node` holds (the agent installs a blackhole route for
+    /// each and announces them).
+    pub async fn blocks_of(&self, node: &str) -> Result<Vec<Block>, IpamError> {
+        Ok(self
+            .blocks()
+            .await?
+            .into_iter()
+            .map(|b| b.value)
+            .filter(|b| b.node == node)
+            .collect())
+    }
+
+    /// Delete `block`'s key while `still(current)` holds, retrying when the
+    /// owner changed it in between (an allocation landing meanwhile is
+    /// freed with it).
+    async fn delete_block(
+        &self,
+        block: &Block,
+        still: impl Fn(&Block) -> bool,
+    ) -> Result<Freed, IpamError> {
+        let key = self.layout.block(&block.cidr);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(cur) = stored::get::<Block>(&*self.kv, &key).await? else {
+                return Ok(Freed::default());
+            };
+            if !still(&cur.value) {
+                return Ok(Freed::default());
+            }
+            if self.kv.delete(&key, Some(cur.mod_revision)).await? {
+                return Ok(Freed {
+                    blocks: 1,
+                    addresses: cur.value.allocations.len(),
+                });
+            }
+        }
+        Err(IpamError::Conflict(format!(
+            "block {} kept changing under us; try again",
+            block.cidr
+        )))
+    }
+
+    /// Pools and blocks with their use.
+    pub async fn usage(&self) -> Result<Usage, IpamError> {
+        let pools = self.pools().await?;
+        let mut blocks: Vec<Block> = self.blocks().await?.into_iter().map(|b| b.value).collect();
+        blocks.sort_by(|a, b| {
+            (a.cidr.network(), a.cidr.prefix_len()).cmp(&(b.cidr.network(), b.cidr.prefix_len()))
+        });
+        let pool_rows = pools
+            .iter()
+            .map(|p| {
+                let mine = blocks.iter().filter(|b| b.pool == p.name);
+                PoolUsage {
+                    pool: p.name.clone(),
+                    cidr: p.cidr.to_string(),
+                    size: p.size().to_string(),
+                    blocks: mine.clone().count(),
+                    in_use: mine.map(|b| u64::from(b.used())).sum(),
+                }
+            })
+            .collect();
+        let block_rows = blocks
+            .iter()
+            .map(|b| BlockUsage {
+                cidr: b.cidr.to_string(),
+                pool: if pools.iter().any(|p| p.name == b.pool) {
+                    b.pool.clone()
+                } else {
+                    format!("{} (removed)", b.pool)
+                },
+                node: b.node.clone(),
+                used: b.used(),
+                free: b.free(),
+            })
+            .collect();
+        Ok(Usage {
+            pools: pool_rows,
+            blocks: block_rows,
+        })
+    }
+}
+
+impl Freed {
+    fn add(&mut self, o: Freed) {
+        self.blocks += o.blocks;
+        self.addresses += o.addresses;
+    }
+}

@@ -1,0 +1,305 @@
+//! The block allocator against the embedded store (FileKv): blocks, CAS
+//! conflicts, exhaustion, release, GC, restarts, node removal.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use plexus_ipam::{Allocator, Block, Cluster, Encap, Handle, IpamError, Layout, Pool};
+use plexus_store::{FileKv, Kv};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(3)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn pool(name: &str, cidr: &str, block_size: u8) -> Pool {
+    Pool {
+        name: name.into(),
+        cidr: cidr.parse().unwrap(),
+        block_size,
+        nat_outgoing: false,
+        encap: Encap::None,
+        disabled: false,
+    }
+}
+
+fn h(cid: &str) -> Handle {
+    Handle::new("routed", cid, "eth0")
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    kv: Arc<dyn Kv>,
+    cluster: Cluster,
+}
+
+async fn fixture(pools: &[Pool]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let kv: Arc<dyn Kv> = Arc::new(FileKv::open(&dir.path().join("store.json")).unwrap());
+    let cluster = Cluster::new(kv.clone(), Layout::default());
+    for p in pools {
+        cluster.add_pool(p).await.unwrap();
+    }
+    Fixture {
+        _dir: dir,
+        kv,
+        cluster,
+    }
+}
+
+async fn stored_blocks(c: &Cluster) -> Vec<Block> {
+    c.blocks()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.value)
+        .collect()
+}
+
+#[test]
+fn allocates_inside_claimed_blocks_and_claims_more_when_full() {
+    rt().block_on(async {
+        let f = fixture(&[pool("p", "10.1.0.0/24", 30)]).await;
+        let a = Allocator::load(f.cluster.clone(), "n1").await.unwrap();
+        let mut got = Vec::new();
+        for i in 0..6 {
+            got.push(a.allocate(&h(&format!("c{i}")), "p").await.unwrap());
+        }
+        let want: Vec<IpAddr> = [
+            "10.1.0.0", "10.1.0.1", "10.1.0.2", "10.1.0.3", "10.1.0.4", "10.1.0.5",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        assert_eq!(got, want, "lowest free address of the lowest held block");
+        assert_eq!(
+            a.blocks().await,
+            vec![
+                "10.1.0.0/30".parse().unwrap(),
+                "10.1.0.4/30".parse().unwrap()
+            ]
+        );
+        let blocks = stored_blocks(&f.cluster).await;
+        assert_eq!(blocks.len(), 2);
+        assert!(blocks.iter().all(|b| b.node == "n1" && b.pool == "p"));
+        assert_eq!(blocks[0].used(), 4);
+        assert_eq!(blocks[1].allocations[&1], h("c5"));
+        assert_eq!(f.cluster.blocks_of("n1").await.unwrap().len(), 2);
+        assert!(f.cluster.blocks_of("n2").await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn allocate_is_idempotent_per_handle_and_release_is_too() {
+    rt().block_on(async {
+        let f = fixture(&[
+            pool("p", "10.1.0.0/24", 28),
+            pool("p6", "fd00:1::/120", 124),
+        ])
+        .await;
+        let a = Allocator::load(f.cluster.clone(), "n1").await.unwrap();
+        let x = a.allocate(&h("c1"), "p").await.unwrap();
+        assert_eq!(a.allocate(&h("c1"), "p").await.unwrap(), x);
+        let x6 = a.allocate(&h("c1"), "p6").await.unwrap();
+        assert!(x6.is_ipv6());
+        let y = a.allocate(&h("c2"), "p").await.unwrap();
+        assert_ne!(x, y);
+        assert_eq!(a.release(&h("c1")).await.unwrap(), 2, "both families");
+        assert_eq!(a.release(&h("c1")).await.unwrap(), 0, "twice is fine");
+        assert_eq!(a.release(&h("never")).await.unwrap(), 0);
+        // The freed address is given again.
+        assert_eq!(a.allocate(&h("c3"), "p").await.unwrap(), x);
+        let e = a.allocate(&h("c4"), "nope").await.unwrap_err();
+        assert!(matches!(e, IpamError::NotFound(_)), "{e}");
+    });
+}
+
+#[test]
+fn exhaustion_is_a_clear_error_and_changes_nothing() {
+    rt().block_on(async {
+        let f = fixture(&[pool("tiny", "10.2.0.0/30", 31)]).await;
+        let a = Allocator::load(f.cluster.clone(), "n1").await.unwrap();
+        let b = Allocator::load(f.cluster.clone(), "n2").await.unwrap();
+        a.allocate(&h("a1"), "tiny").await.unwrap();
+        b.allocate(&h("b1"), "tiny").await.unwrap();
+        a.allocate(&h("a2"), "tiny").await.unwrap();
+        let before = f.kv.range("/").await.unwrap().revision;
+        let e = a.allocate(&h("a3"), "tiny").await.unwrap_err();
+        assert!(
+            matches!(&e, IpamError::Exhausted(m) if m.contains("no free block")),
+            "{e}"
+        );
+        assert_eq!(f.kv.range("/").await.unwrap().revision, before);
+        // n2 still has room in its own block.
+        b.allocate(&h("b2"), "tiny").await.unwrap();
+    });
+}
+
+#[test]
+fn disabled_pool_gives_no_new_block() {
+    rt().block_on(async {
+        let mut p = pool("off", "10.3.0.0/24", 28);
+        p.disabled = true;
+        let f = fixture(&[p]).await;
+        let a = Allocator::load(f.cluster.clone(), "n1").await.unwrap();
+        let e = a.allocate(&h("c"), "off").await.unwrap_err().to_string();
+        assert!(e.contains("disabled"), "{e}");
+    });
+}
+
+#[test]
+fn a_restart_keeps_every_address_with_its_attachment() {
+    rt().block_on(async {
+        let f = fixture(&[pool("p", "10.4.0.0/24", 29)]).await;
+        let a = Allocator::load(f.cluster.clone(), "n1").await.unwrap();
+        let mut before = Vec::new();
+        for i in 0..12 {
+            before.push(a.allocate(&h(&format!("c{i}")), "p").await.unwrap());
+        }
+        a.release(&h("c3")).await.unwrap();
+        drop(a);
+        // The agent restarts: a new allocator from the store alone.
+        let a = Allocator::load(f.cluster.clone(), "n1").await.unwrap();
+        for (i, addr) in before.iter().enumerate() {
+            if i == 3 {
+                continue;
+            }
+            assert_eq!(
+                a.allocate(&h(&format!("c{i}")), "p").await.unwrap(),
+                *addr,
+                "c{i}"
+            );
+        }
+        // New attachments never get an address still held.
+        let fresh = a.allocate(&h("new"), "p").await.unwrap();
+        assert_eq!(fresh, before[3], "only the released address is free");
+        let next = a.allocate(&h("new2"), "p").await.unwrap();
+        assert!(!before.contains(&next));
+    });
+}
+
+#[test]
+fn gc_frees_only_stale_handles_of_that_network() {
+    rt().block_on(async {
+        let f = fixture(&[pool("p", "10.5.0.0/24", 28)]).await;
+        let a = Allocator::load(f.cluster.clone(), "n1").await.unwrap();
+        for c in ["live", "dead1", "dead2"] {
+            a.allocate(&h(c), "p").await.unwrap();
+        }
+        let other = Handle::new("othernet", "dead3", "eth0");
+        a.allocate(&other, "p").await.unwrap();
+        let valid: HashSet<Handle> = [h("live")].into();
+        assert_eq!(a.gc("routed", &valid).await.unwrap(), 2);
+        let left: HashSet<Handle> = a
+            .allocations()
+            .await
+            .into_iter()
+            .map(|(_, h, _)| h)
+            .collect();
+        assert_eq!(left, [h("live"), other].into());
+        assert_eq!(a.gc("routed", &valid).await.unwrap(), 0);
+    });
+}
+
+#[test]
+fn two_writers_of_one_block_never_give_one_address_twice() {
+    // Two allocators believing they are n1 (a stale agent beside a new
+    // one): every write is a CAS, so each loser re-reads and moves on.
+    rt().block_on(async {
+        let f = fixture(&[pool("p", "10.6.0.0/24", 26)]).await;
+        let a = Allocator::load(f.cluster.clone(), "n1").await.unwrap();
+        a.allocate(&h("seed"), "p").await.unwrap();
+        let b = Allocator::load(f.cluster.clone(), "n1").await.unwrap();
+        let mut all = vec![];
+        for i in 0..20 {
+            all.push(a.allocate(&h(&format!("a{i}")), "p").await.unwrap());
+            all.push(b.allocate(&h(&format!("b{i}")), "p").await.unwrap());
+        }
+        let uniq: HashSet<_> = all.iter().collect();
+        assert_eq!(uniq.len(), all.len(), "{all:?}");
+        let stored: usize = stored_blocks(&f.cluster)
+            .await
+            .iter()
+            .map(|b| b.allocations.len())
+            .sum();
+        assert_eq!(stored, 41);
+    });
+}
+
+#[test]
+fn concurrent_nodes_never_share_a_block() {
+    rt().block_on(async {
+        // 16 blocks of 4 for 3 nodes × 20 addresses: every claim races.
+        let f = fixture(&[pool("p", "10.7.0.0/26", 30)]).await;
+        let mut nodes: Vec<Arc<Allocator>> = Vec::new();
+        for i in 0..3 {
+            let a = Allocator::load(f.cluster.clone(), &format!("n{i}")).await;
+            nodes.push(Arc::new(a.unwrap()));
+        }
+        let tasks = nodes.iter().enumerate().map(|(i, a)| {
+            let a = a.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                for j in 0..20 {
+                    got.push(a.allocate(&h(&format!("n{i}-{j}")), "p").await.unwrap());
+                }
+                got
+            })
+        });
+        let results: Vec<Vec<IpAddr>> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let all: Vec<IpAddr> = results.iter().flatten().copied().collect();
+        assert_eq!(all.iter().collect::<HashSet<_>>().len(), 60);
+        let blocks = stored_blocks(&f.cluster).await;
+        assert_eq!(blocks.len(), 15);
+        for (i, a) in nodes.iter().enumerate() {
+            let mine = a.blocks().await;
+            for b in &blocks {
+                assert_eq!(mine.contains(&b.cidr), b.node == format!("n{i}"));
+            }
+            for addr in &results[i] {
+                assert!(
+                    mine.iter().any(|c| c.contains(addr)),
+                    "{addr} outside n{i}'s blocks"
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn node_remove_frees_its_blocks_and_the_agent_notices() {
+    rt().block_on(async {
+        let f = fixture(&[pool("p", "10.8.0.0/24", 28)]).await;
+        let a = Allocator::load(f.cluster.clone(), "n1").await.unwrap();
+        let b = Allocator::load(f.cluster.clone(), "n2").await.unwrap();
+        for i in 0..20 {
+            a.allocate(&h(&format!("a{i}")), "p").await.unwrap();
+        }
+        b.allocate(&h("b0"), "p").await.unwrap();
+        f.cluster
+            .update_node("n1", |n| n.asn = Some(65001))
+            .await
+            .unwrap();
+        let freed = f.cluster.remove_node("n1").await.unwrap();
+        assert_eq!((freed.blocks, freed.addresses), (2, 20));
+        assert!(f.cluster.blocks_of("n1").await.unwrap().is_empty());
+        assert_eq!(f.cluster.node("n1").await.unwrap(), None);
+        assert_eq!(f.cluster.blocks_of("n2").await.unwrap().len(), 1);
+        // A still-running n1 agent finds its block gone on its next write
+        // and claims a free block instead of writing into a dead one.
+        let addr = a.allocate(&h("late"), "p").await.unwrap();
+        let now = f.cluster.blocks_of("n1").await.unwrap();
+        assert_eq!(now.len(), 1);
+        assert!(now[0].cidr.contains(&addr));
+        assert_eq!(now[0].used(), 1);
+        assert_eq!(f.cluster.remove_node("gone").await.unwrap().blocks, 0);
+    });
+}
