@@ -256,7 +256,7 @@ fn mesh_bird_pods_restart_and_node_remove() {
     }
 
     // An agent restart under a running ping loses nothing.
-    let mut ping = pods[0]
+    let ping = pods[0]
         .cmd("ping")
         .args(["-q", "-i", "0.05", "-c", "120", &ips[1]])
         .stdout(Stdio::piped())
