@@ -104,6 +104,34 @@ fn bgp_status(n: &Node) -> Value {
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
+/// `plexusctl ARGS <run-dir>` in the node: its stdout.
+fn plexusctl(n: &Node, args: &[&str]) -> String {
+    let out =
+        n.ns.cmd(bin_dir().join("plexusctl"))
+            .args(args)
+            .arg(&n.run_dir)
+            .output()
+            .expect("spawn plexusctl");
+    assert!(
+        out.status.success(),
+        "plexusctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// GET /metrics from the agent's --metrics-addr, inside the node.
+fn metrics(n: &Node) -> String {
+    n.ns.run(|| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9464").expect("connect to /metrics");
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    })
+}
+
 fn established(n: &Node, want: usize) -> bool {
     let st = bgp_status(n);
     let peers = st["peers"].as_array().unwrap();
@@ -167,7 +195,7 @@ fn mesh_bird_pods_restart_and_node_remove() {
         .unwrap();
     });
     let bird = Bird::start(&router.ns, dir.path(), BIRD_CONF);
-    let mut agents: Vec<Daemon> = c.start_agents(&[]);
+    let mut agents: Vec<Daemon> = c.start_agents(&["--metrics-addr", "127.0.0.1:9464"]);
     for n in &c.nodes {
         write_conf(n);
     }
@@ -199,6 +227,27 @@ fn mesh_bird_pods_restart_and_node_remove() {
         want.insert("10.200.0.13 global".into());
         assert_eq!(kinds, want);
     }
+
+    // The table for people, and the metrics.
+    let table = plexusctl(&c.nodes[0], &["bgp", "status", "--run-dir"]);
+    assert!(
+        table.lines().any(|l| l.starts_with("10.200.0.11")
+            && l.contains("node-to-node mesh")
+            && l.contains("Established")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("10.200.0.13") && l.contains("global")),
+        "{table}"
+    );
+    // The gauges follow the sessions at the agent's next poll.
+    wait_for("metrics: 3 sessions Established", || {
+        metrics(&c.nodes[0])
+            .lines()
+            .any(|l| l == "plexusd_bgp_sessions{state=\"Established\"} 3")
+    });
 
     // One pod per node; each node holds one block.
     let pods: Vec<_> = (0..3)
@@ -263,7 +312,20 @@ fn mesh_bird_pods_restart_and_node_remove() {
         .spawn()
         .expect("spawn ping");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    agents[1].restart();
+    // A route of ours no peer confirms: stale, removed after the resync.
+    let st = agents[1].stop();
+    assert!(st.success(), "plexusd exits 0 on SIGTERM");
+    c.nodes[1].ns.ip(&[
+        "route",
+        "add",
+        "203.0.113.0/24",
+        "via",
+        "10.200.0.10",
+        "proto",
+        PROTO_BGP,
+    ]);
+    agents[1].start_again();
+    agents[1].wait_ready();
     let out = ping.wait_with_output().expect("ping");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -273,6 +335,18 @@ fn mesh_bird_pods_restart_and_node_remove() {
     );
     wait_for("node1 back in the mesh", || established(&c.nodes[1], 3));
     assert!(agents[1].log_text().contains("restarting=true"));
+    wait_for("the stale route goes", || {
+        !routes(&c.nodes[1], PROTO_BGP)
+            .iter()
+            .any(|(d, _)| d == "203.0.113.0/24")
+    });
+    assert!(routes(&c.nodes[1], PROTO_BGP).contains(&(blocks[0].clone(), c.nodes[0].ip.clone())));
+    wait_for("metrics: prefixes received", || {
+        metrics(&c.nodes[0]).lines().any(|l| {
+            l.starts_with("plexusd_bgp_prefixes_received ")
+                && l != "plexusd_bgp_prefixes_received 0"
+        })
+    });
 
     // node remove node2: its block is withdrawn everywhere.
     let gone = blocks[2].clone();
