@@ -20,7 +20,7 @@ use plexus_ipam::{BgpConfig, Cluster as Ipam, Layout, Peer, Pool};
 use plexus_tests::bin_dir;
 use plexus_tests::cluster::{wait_for, Cluster, Daemon, Node};
 use plexus_tests::require_overlay;
-use plexus_tests::routers::{tool_available, Bird};
+use plexus_tests::routers::{tool_available, Bird, GoBgp};
 use serde_json::{json, Value};
 
 const NET: &str = "routed";
@@ -395,4 +395,129 @@ fn concurrent_adds_on_one_node_never_share_an_address() {
             .sum()
     });
     assert_eq!(used, ips.len());
+}
+
+#[test]
+fn route_reflector_and_a_gobgp_node_peer() {
+    require_overlay!();
+    if !tool_available("gobgpd") {
+        plexus_tests::skip("gobgpd is not installed (scripts/install-deps.sh)");
+        return;
+    }
+    // node0 reflects for node1 and node2 (no mesh); GoBGP (in node3) is
+    // node1's own peer.
+    let mut c = Cluster::new(4);
+    let router = c.nodes.pop().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    add_pool(&c);
+    store(&c, |s| async move {
+        s.set_bgp_config(&BgpConfig {
+            asn: 64512,
+            node_to_node_mesh: false,
+        })
+        .await
+        .unwrap();
+        s.update_node("node0", |n| {
+            n.route_reflector_cluster_id = Some("1.0.0.1".parse().unwrap())
+        })
+        .await
+        .unwrap();
+        s.add_peer(&Peer {
+            address: "10.200.0.13".parse().unwrap(),
+            asn: 65010,
+            node: Some("node1".into()),
+        })
+        .await
+        .unwrap();
+    });
+    let gobgp = GoBgp::start(
+        &router.ns,
+        dir.path(),
+        r#"[global.config]
+  as = 65010
+  router-id = "10.200.0.13"
+  local-address-list = ["10.200.0.13"]
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "10.200.0.11"
+    peer-as = 64512
+  [neighbors.timers.config]
+    connect-retry = 2
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+"#,
+    );
+    let _agents: Vec<Daemon> = c.start_agents(&[]);
+    for n in &c.nodes {
+        write_conf(n);
+    }
+    let kinds = |n: &Node| -> BTreeSet<String> {
+        bgp_status(n)["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {}",
+                    p["address"].as_str().unwrap(),
+                    p["type"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    for (i, want) in [2, 2, 1].into_iter().enumerate() {
+        let n = &c.nodes[i];
+        wait_for(&format!("{}: {want} sessions Established", n.name), || {
+            established(n, want)
+        });
+    }
+    assert_eq!(
+        kinds(&c.nodes[0]),
+        BTreeSet::from([
+            "10.200.0.11 route reflector client".to_string(),
+            "10.200.0.12 route reflector client".to_string()
+        ])
+    );
+    assert_eq!(
+        kinds(&c.nodes[1]),
+        BTreeSet::from([
+            "10.200.0.10 route reflector".to_string(),
+            "10.200.0.13 node specific".to_string()
+        ])
+    );
+    wait_for("GoBGP Established", || gobgp.established("10.200.0.11"));
+
+    let pods: Vec<_> = (1..3)
+        .map(|i| plexus_tests::Netns::new(&format!("rrpod{i}")))
+        .collect();
+    let ip1 = add_pod(&c.nodes[1], &pods[0], "eth0");
+    let ip2 = add_pod(&c.nodes[2], &pods[1], "eth0");
+    let (b1, b2) = (block_of(&c.nodes[1]), block_of(&c.nodes[2]));
+    // Reflected routes keep the originating node as next hop.
+    wait_for("node2 routes node1's block via node1", || {
+        routes(&c.nodes[2], PROTO_BGP).contains(&(b1.clone(), c.nodes[1].ip.clone()))
+    });
+    wait_for("node1 routes node2's block via node2", || {
+        routes(&c.nodes[1], PROTO_BGP).contains(&(b2.clone(), c.nodes[2].ip.clone()))
+    });
+    assert!(pods[0].ping(&ip2), "pod on node1 → pod on node2");
+    assert!(pods[1].ping(&ip1), "pod on node2 → pod on node1");
+
+    // GoBGP learns both blocks from node1; its prefix reaches node2
+    // through node1 (next-hop-self) and the reflector.
+    for b in [&b1, &b2] {
+        wait_for(&format!("GoBGP learns {b}"), || {
+            gobgp
+                .cli(&["global", "rib", "-a", "ipv4"])
+                .contains(b.as_str())
+        });
+    }
+    gobgp.cli(&["global", "rib", "add", "192.0.2.0/24", "-a", "ipv4"]);
+    wait_for("node1 learns GoBGP's prefix", || {
+        routes(&c.nodes[1], PROTO_BGP).contains(&("192.0.2.0/24".into(), "10.200.0.13".into()))
+    });
+    wait_for("node2 learns GoBGP's prefix via node1", || {
+        routes(&c.nodes[2], PROTO_BGP).contains(&("192.0.2.0/24".into(), c.nodes[1].ip.clone()))
+    });
 }
