@@ -135,4 +135,18 @@ mod tests {
             .unwrap()
             .contains("unknown command"));
     }
+
+    #[tokio::test]
+    async fn routed_commands_wait_for_a_handler() {
+        let s = Shared::default();
+        let h = Handlers::default();
+        let v = dispatch(
+            r#"{"command":"allocate","network":"n","container_id":"c","ifname":"eth0"}"#,
+            &s,
+            &h,
+        )
+        .await;
+        assert_eq!(v["code"], CODE_TRY_AGAIN, "{v}");
+        assert_eq!(dispatch("status", &s, &h).await["ready"], false);
+    }
 }

@@ -10,15 +10,13 @@ use std::time::UNIX_EPOCH;
 use plexus_agent_api::{
     AgentError, Allocation, BgpPeer, BgpStatus, Cidr, GcDone, Released, Request,
 };
+use plexus_cni::error::ErrorCode;
 use plexus_ipam::{Allocator, Cluster, Handle, IpamError, Pool};
 use serde_json::{json, Value};
 
 use super::blocks::Blocks;
 use super::PeerTable;
 use crate::ctlsock::Handler;
-
-/// CNI's code for an exhausted pool (plexus_codes).
-const CODE_EXHAUSTED: u32 = 102;
 
 pub struct RoutedHandler {
     pub cluster: Cluster,
@@ -38,8 +36,7 @@ fn error(e: impl std::fmt::Display, code: Option<u32>) -> Value {
 }
 
 fn ipam_error(e: &IpamError) -> Value {
-    let code = matches!(e, IpamError::Exhausted(_)).then_some(CODE_EXHAUSTED);
-    error(e, code)
+    error(e, e.cni_code())
 }
 
 /// The pools an attachment draws from: the named one (by name or CIDR),
@@ -76,7 +73,7 @@ impl RoutedHandler {
         };
         let chosen = match pick_pools(&pools, pool.as_deref()) {
             Ok(c) => c,
-            Err(e) => return error(e, Some(7)),
+            Err(e) => return error(e, Some(ErrorCode::InvalidConfig.code())),
         };
         let mut addresses = Vec::new();
         for p in &chosen {
@@ -106,7 +103,7 @@ impl RoutedHandler {
 
     async fn bgp_status(&self) -> Value {
         let kinds = self.peers.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let status = match self.blocks.speaker().status().await {
+        let status = match self.blocks.bgp().peers().await {
             Ok(s) => s,
             Err(e) => return error(e, None),
         };
@@ -191,6 +188,90 @@ impl Handler for RoutedHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routed::fakes::{FakeBgp, FakeRoutes};
+    use crate::routed::kernel::PROTO_BLOCK;
+    use plexus_agent_api::AttachmentKey;
+
+    async fn handler(dir: &std::path::Path) -> (RoutedHandler, Arc<FakeRoutes>, Arc<FakeBgp>) {
+        let kv = plexus_store::FileKv::open(&dir.join("store")).unwrap();
+        let cluster = Cluster::new(Arc::new(kv), plexus_ipam::Layout::default());
+        cluster
+            .add_pool(&pool("p", "10.96.0.0/16", false))
+            .await
+            .unwrap();
+        let alloc = Arc::new(Allocator::load(cluster.clone(), "n1").await.unwrap());
+        let (routes, bgp) = (
+            Arc::new(FakeRoutes::default()),
+            Arc::new(FakeBgp::default()),
+        );
+        let blocks = Arc::new(Blocks::new(routes.clone(), bgp.clone()).await.unwrap());
+        let h = RoutedHandler {
+            cluster,
+            alloc,
+            blocks,
+            peers: PeerTable::default(),
+            router_id: "10.0.0.1".into(),
+            asn: 64512,
+        };
+        (h, routes, bgp)
+    }
+
+    fn allocate(c: &str) -> Request {
+        Request::Allocate {
+            network: "routed".into(),
+            container_id: c.into(),
+            ifname: "eth0".into(),
+            pool: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn allocate_is_idempotent_and_routes_the_block_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, routes, bgp) = handler(dir.path()).await;
+        let a = h.handle(allocate("c1")).await;
+        assert_eq!(a["addresses"], json!(["10.96.0.0/32"]), "{a}");
+        assert_eq!(a["pools"], json!(["10.96.0.0/16"]));
+        assert_eq!(routes.prefixes(PROTO_BLOCK), ["10.96.0.0/26"]);
+        assert_eq!(bgp.originated(), ["10.96.0.0/26"]);
+        assert_eq!(h.handle(allocate("c1")).await, a);
+        let b = h.handle(allocate("c2")).await;
+        assert_eq!(b["addresses"], json!(["10.96.0.1/32"]));
+        let r = h
+            .handle(Request::Release {
+                network: "routed".into(),
+                container_id: "c1".into(),
+                ifname: "eth0".into(),
+            })
+            .await;
+        assert_eq!(r, json!({"released": 1}));
+        h.handle(allocate("c3")).await;
+        let gc = h
+            .handle(Request::Gc {
+                network: "routed".into(),
+                valid: vec![AttachmentKey {
+                    container_id: "c3".into(),
+                    ifname: "eth0".into(),
+                }],
+            })
+            .await;
+        assert_eq!(gc, json!({"released": 1}));
+        // The block stays with the node (aggregated routes stay stable).
+        assert_eq!(routes.prefixes(PROTO_BLOCK), ["10.96.0.0/26"]);
+    }
+
+    #[tokio::test]
+    async fn a_missing_pool_is_a_config_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, routes, _) = handler(dir.path()).await;
+        let mut req = allocate("c1");
+        if let Request::Allocate { pool, .. } = &mut req {
+            *pool = Some("nope".into());
+        }
+        let e = h.handle(req).await;
+        assert_eq!(e["code"], json!(ErrorCode::InvalidConfig.code()), "{e}");
+        assert!(routes.prefixes(PROTO_BLOCK).is_empty());
+    }
 
     fn pool(name: &str, cidr: &str, disabled: bool) -> Pool {
         Pool {

@@ -6,13 +6,18 @@
 //! kernel. No encapsulation.
 //!
 //! - [`peers`]: which neighbours (mesh, reflectors, global/node peers), pure;
-//! - [`kernel`]: our route protocol numbers and the netlink calls;
+//! - [`kernel`]: our route protocol numbers, the [`kernel::RouteTable`]
+//!   the logic needs and its netlink implementation;
+//! - [`bgp`]: the [`bgp::Announcer`] the logic needs of the speaker;
 //! - [`blocks`]: a held block → blackhole route + announcement;
 //! - [`ipam`]: the control socket's allocate/release/gc/bgp_status;
 //! - [`routing`]: the RouteFeed → kernel routes, and the stale-route purge;
 //! - this file: start-up and the loop that follows the store.
 
+pub mod bgp;
 pub mod blocks;
+#[cfg(test)]
+mod fakes;
 pub mod ipam;
 pub mod kernel;
 pub mod peers;
@@ -36,6 +41,7 @@ use crate::runfiles;
 use crate::status::{BgpGauges, Shared};
 
 use self::blocks::Blocks;
+use self::kernel::{KernelRoutes, RouteTable};
 use self::peers::{Desired, Me};
 
 /// The neighbours configured now, by address (shared with `bgp_status`).
@@ -91,9 +97,9 @@ pub async fn run(
 
     // Routes of ours in the kernel: a previous run's. Then we restart
     // gracefully: peers keep our routes, we keep theirs until they resync.
-    let previous = kernel::ours(&nl, kernel::PROTO_BGP).await?;
-    let restarting =
-        !previous.is_empty() || !kernel::ours(&nl, kernel::PROTO_BLOCK).await?.is_empty();
+    let routes: Arc<dyn RouteTable> = Arc::new(KernelRoutes(nl));
+    let previous = routes.ours(kernel::PROTO_BGP).await?;
+    let restarting = !previous.is_empty() || !routes.ours(kernel::PROTO_BLOCK).await?.is_empty();
     let mut cfg = SpeakerConfig::new(s.public_ip, asn);
     cfg.cluster_id = me_cfg.route_reflector_cluster_id;
     cfg.graceful_restart = Some(GracefulRestart {
@@ -105,12 +111,12 @@ pub async fn run(
     let speaker = Arc::new(speaker);
     tracing::info!(asn, router_id = %s.public_ip, restarting, "BGP speaker started");
 
-    let blocks = Arc::new(Blocks::new(nl.clone(), speaker.clone()).await?);
+    let blocks = Arc::new(Blocks::new(routes.clone(), speaker.clone()).await?);
     blocks
         .sync(alloc.blocks().await)
         .await
         .context("program this node's blocks")?;
-    let routing = routing::Routing::new(nl.clone(), status.clone());
+    let routing = routing::Routing::new(routes, status.clone());
     let _feed = AbortOnDrop(tokio::spawn(routing.clone().follow(feed)));
 
     let table = PeerTable::default();

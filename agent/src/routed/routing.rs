@@ -8,25 +8,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use plexus_bgp::{RouteFeed, Speaker};
-use plexus_netlink::Netlink;
+use plexus_bgp::{RouteChange, RouteFeed};
 use tokio::sync::Mutex;
 
-use super::kernel::{self, PROTO_BGP};
+use super::bgp::Announcer;
+use super::kernel::{RouteTable, PROTO_BGP};
 use crate::status::Shared;
 
 #[derive(Clone)]
 pub struct Routing {
-    nl: Arc<Netlink>,
+    routes: Arc<dyn RouteTable>,
     status: Shared,
     /// What the feed installed: prefix → next hop.
     installed: Arc<Mutex<BTreeMap<IpNet, IpAddr>>>,
 }
 
 impl Routing {
-    pub fn new(nl: Arc<Netlink>, status: Shared) -> Routing {
+    pub fn new(routes: Arc<dyn RouteTable>, status: Shared) -> Routing {
         Routing {
-            nl,
+            routes,
             status,
             installed: Arc::default(),
         }
@@ -35,30 +35,40 @@ impl Routing {
     /// Applies the feed until it ends (the speaker stopped).
     pub async fn follow(self, mut feed: RouteFeed) {
         while let Some(change) = feed.recv().await {
-            let started = Instant::now();
-            let mut installed = self.installed.lock().await;
-            let result = match &change.route {
-                Some(best) => kernel::install(&self.nl, change.prefix, best.next_hop)
-                    .await
-                    .map(|()| {
-                        installed.insert(change.prefix, best.next_hop);
-                    }),
-                None => kernel::remove(&self.nl, change.prefix, PROTO_BGP)
-                    .await
-                    .map(|()| {
-                        installed.remove(&change.prefix);
-                    }),
-            };
-            drop(installed);
-            match result {
-                Ok(()) => {
-                    self.status.programmed_in(started.elapsed());
-                    tracing::debug!(prefix = %change.prefix, via = ?change.route.as_ref().map(|r| r.next_hop), "route programmed");
-                }
-                Err(e) => {
-                    self.status.dataplane_errors(1);
-                    tracing::warn!(error = %format!("{e:#}"), "route change failed");
-                }
+            self.apply(change).await;
+        }
+    }
+
+    /// One change into the kernel; failures are counted and logged (the
+    /// kernel is compared with the RIB again only after a restart).
+    pub async fn apply(&self, change: RouteChange) {
+        let started = Instant::now();
+        let mut installed = self.installed.lock().await;
+        let result = match &change.route {
+            Some(best) => self
+                .routes
+                .install(change.prefix, best.next_hop)
+                .await
+                .map(|()| {
+                    installed.insert(change.prefix, best.next_hop);
+                }),
+            None => self
+                .routes
+                .remove(change.prefix, PROTO_BGP)
+                .await
+                .map(|()| {
+                    installed.remove(&change.prefix);
+                }),
+        };
+        drop(installed);
+        match result {
+            Ok(()) => {
+                self.status.programmed_in(started.elapsed());
+                tracing::debug!(prefix = %change.prefix, via = ?change.route.as_ref().map(|r| r.next_hop), "route programmed");
+            }
+            Err(e) => {
+                self.status.dataplane_errors(1);
+                tracing::warn!(error = %format!("{e:#}"), "route change failed");
             }
         }
     }
@@ -69,7 +79,7 @@ impl Routing {
     /// install again are stale: remove them.
     pub async fn purge_after_sync(
         self,
-        speaker: Arc<Speaker>,
+        bgp: Arc<dyn Announcer>,
         previous: BTreeSet<IpNet>,
         wait: Duration,
     ) {
@@ -78,7 +88,7 @@ impl Routing {
         }
         let deadline = Instant::now() + wait;
         loop {
-            let synced = match speaker.status().await {
+            let synced = match bgp.peers().await {
                 Ok(peers) => peers.iter().all(|p| p.synced),
                 Err(_) => return,
             };
@@ -93,10 +103,59 @@ impl Routing {
             .filter(|p| !installed.contains_key(p))
             .collect();
         for p in stale {
-            match kernel::remove(&self.nl, p, PROTO_BGP).await {
+            match self.routes.remove(p, PROTO_BGP).await {
                 Ok(()) => tracing::info!(prefix = %p, "stale route of the previous run removed"),
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "removing a stale route"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routed::fakes::{best, FakeBgp, FakeRoutes};
+
+    #[tokio::test]
+    async fn changes_become_routes_with_our_protocol() {
+        let routes = Arc::new(FakeRoutes::default());
+        let status = Shared::default();
+        let r = Routing::new(routes.clone(), status.clone());
+        r.apply(best("10.96.0.64/26", Some("10.0.0.2"))).await;
+        r.apply(best("198.51.100.0/24", Some("10.0.0.9"))).await;
+        r.apply(best("10.96.0.64/26", Some("10.0.0.3"))).await;
+        assert_eq!(
+            routes.table(PROTO_BGP),
+            [
+                ("10.96.0.64/26".to_string(), Some("10.0.0.3".to_string())),
+                ("198.51.100.0/24".to_string(), Some("10.0.0.9".to_string()))
+            ]
+        );
+        r.apply(best("198.51.100.0/24", None)).await;
+        assert_eq!(routes.prefixes(PROTO_BGP), ["10.96.0.64/26"]);
+        assert_eq!(status.rounds(), 4);
+    }
+
+    #[tokio::test]
+    async fn purge_waits_for_end_of_rib_then_removes_the_unconfirmed() {
+        let routes = Arc::new(FakeRoutes::default());
+        routes.put(PROTO_BGP, "10.96.0.64/26", Some("10.0.0.2"));
+        routes.put(PROTO_BGP, "203.0.113.0/24", Some("10.0.0.2"));
+        let previous = routes.ours(PROTO_BGP).await.unwrap();
+        let bgp = Arc::new(FakeBgp::default());
+        bgp.set_synced(false);
+        let r = Routing::new(routes.clone(), Shared::default());
+        let purge = tokio::spawn(r.clone().purge_after_sync(
+            bgp.clone(),
+            previous,
+            Duration::from_secs(3600),
+        ));
+        // The peer re-announces one of them; nothing goes before End-of-RIB.
+        r.apply(best("10.96.0.64/26", Some("10.0.0.2"))).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(routes.prefixes(PROTO_BGP).len(), 2);
+        bgp.set_synced(true);
+        purge.await.unwrap();
+        assert_eq!(routes.prefixes(PROTO_BGP), ["10.96.0.64/26"]);
     }
 }

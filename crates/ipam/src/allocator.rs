@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipnet::IpNet;
 use plexus_store::Revision;
@@ -53,6 +54,24 @@ impl State {
     }
 }
 
+/// Counters since the allocator was loaded (for the agent's metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Blocks claimed.
+    pub claims: u64,
+    /// Claims lost to another node creating the same block first.
+    pub claim_races: u64,
+    /// Block writes refused because the block changed in the store.
+    pub write_conflicts: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    claims: AtomicU64,
+    claim_races: AtomicU64,
+    write_conflicts: AtomicU64,
+}
+
 /// A node's allocator: addresses from the blocks it holds, blocks claimed
 /// from the pools when they are full.
 #[derive(Debug)]
@@ -60,6 +79,7 @@ pub struct Allocator {
     cluster: Cluster,
     node: String,
     state: Mutex<State>,
+    counters: Counters,
 }
 
 impl Allocator {
@@ -67,27 +87,28 @@ impl Allocator {
     /// (after a restart: the addresses given before, with their handles).
     pub async fn load(cluster: Cluster, node: &str) -> Result<Allocator, IpamError> {
         crate::validate::name("node", node)?;
-        let mut state = State::default();
-        for b in cluster.blocks().await? {
-            if b.value.node == node {
-                state.blocks.insert(
-                    b.value.cidr,
-                    Held {
-                        block: b.value,
-                        mod_revision: b.mod_revision,
-                    },
-                );
-            }
-        }
-        Ok(Allocator {
+        let all = cluster.blocks().await?;
+        let a = Allocator {
             cluster,
             node: node.to_string(),
-            state: Mutex::new(state),
-        })
+            state: Mutex::new(State::default()),
+            counters: Counters::default(),
+        };
+        a.reconcile(&mut *a.state.lock().await, &all);
+        Ok(a)
     }
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = &self.counters;
+        Stats {
+            claims: c.claims.load(Ordering::Relaxed),
+            claim_races: c.claim_races.load(Ordering::Relaxed),
+            write_conflicts: c.write_conflicts.load(Ordering::Relaxed),
+        }
     }
 
     /// The blocks this node holds now (blackhole routes and announcements).
@@ -153,9 +174,14 @@ impl Allocator {
 
     /// Re-read the node's blocks from the store (after `node remove`, a pool
     /// removal, or to pick up a block claimed by a previous run).
+    /// The agent calls this when a watch on the blocks' prefix reports a
+    /// change it did not make, so that [`Allocator::blocks`] stops naming a
+    /// block taken away; without it a stale block is only noticed at the
+    /// next write to it or the next claim.
     pub async fn resync(&self) -> Result<(), IpamError> {
-        let fresh = Allocator::load(self.cluster.clone(), &self.node).await?;
-        *self.state.lock().await = fresh.state.into_inner();
+        let mut st = self.state.lock().await;
+        let all = self.cluster.blocks().await?;
+        self.reconcile(&mut st, &all);
         Ok(())
     }
 
@@ -209,6 +235,9 @@ impl Allocator {
             );
             return Ok(true);
         }
+        self.counters
+            .write_conflicts
+            .fetch_add(1, Ordering::Relaxed);
         match stored::get::<Block>(&**self.cluster.kv(), &key).await? {
             Some(cur) if cur.value.node == self.node => {
                 tracing::info!(node = %self.node, block = %cidr, "block changed in the store; using its copy");
@@ -228,6 +257,33 @@ impl Allocator {
         Ok(false)
     }
 
+    /// Bring the held blocks in line with a listing of the store: blocks
+    /// deleted or now someone else's are dropped (no longer announced),
+    /// ours are taken as the store has them.
+    fn reconcile(&self, st: &mut State, all: &[crate::stored::Versioned<Block>]) {
+        let ours: BTreeMap<IpNet, &crate::stored::Versioned<Block>> = all
+            .iter()
+            .filter(|b| b.value.node == self.node)
+            .map(|b| (b.value.cidr, b))
+            .collect();
+        st.blocks.retain(|cidr, _| {
+            let keep = ours.contains_key(cidr);
+            if !keep {
+                tracing::warn!(node = %self.node, block = %cidr, "block no longer ours (node or pool removed)");
+            }
+            keep
+        });
+        for (cidr, b) in ours {
+            st.blocks.insert(
+                cidr,
+                Held {
+                    block: b.value.clone(),
+                    mod_revision: b.mod_revision,
+                },
+            );
+        }
+    }
+
     /// Claim a free block of `pool`: the lowest one no key exists for,
     /// created if absent (a node losing the race moves to the next).
     async fn claim(&self, st: &mut State, pool_name: &str) -> Result<(), IpamError> {
@@ -240,13 +296,9 @@ impl Allocator {
             return Err(IpamError::Invalid(format!("pool {pool_name} is disabled")));
         }
         for _ in 0..ATTEMPTS {
-            let taken: HashSet<IpNet> = self
-                .cluster
-                .blocks()
-                .await?
-                .into_iter()
-                .map(|b| b.value.cidr)
-                .collect();
+            let all = self.cluster.blocks().await?;
+            self.reconcile(st, &all);
+            let taken: HashSet<IpNet> = all.into_iter().map(|b| b.value.cidr).collect();
             // At most |taken| + 1 candidates are looked at: the first
             // absent one is tried.
             let candidate = (0..)
@@ -272,6 +324,7 @@ impl Allocator {
                 .await?
             {
                 tracing::info!(node = %self.node, block = %cidr, pool = pool_name, "claimed block");
+                self.counters.claims.fetch_add(1, Ordering::Relaxed);
                 st.blocks.insert(
                     cidr,
                     Held {
@@ -282,6 +335,7 @@ impl Allocator {
                 return Ok(());
             }
             tracing::debug!(node = %self.node, block = %cidr, "block taken by another node; next");
+            self.counters.claim_races.fetch_add(1, Ordering::Relaxed);
         }
         Err(IpamError::Conflict(format!(
             "could not claim a block of pool {pool_name}: other nodes kept taking them"

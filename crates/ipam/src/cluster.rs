@@ -100,6 +100,34 @@ impl Cluster {
             .map(|r| r.value))
     }
 
+    /// The pool a request names, by name or by CIDR (as the agent protocol
+    /// allows), or with `None` the default pools: the enabled ones, the
+    /// first by name of each family.
+    pub async fn resolve_pools(&self, wanted: Option<&str>) -> Result<Vec<Pool>, IpamError> {
+        let pools = self.pools().await?;
+        let Some(w) = wanted else {
+            let v4 = pools
+                .iter()
+                .find(|p| !p.disabled && p.cidr.addr().is_ipv4());
+            let v6 = pools
+                .iter()
+                .find(|p| !p.disabled && p.cidr.addr().is_ipv6());
+            let out: Vec<Pool> = v4.into_iter().chain(v6).cloned().collect();
+            if out.is_empty() {
+                return Err(IpamError::NotFound(
+                    "no enabled pool: add one with plexusctl pool add".into(),
+                ));
+            }
+            return Ok(out);
+        };
+        let cidr: Option<ipnet::IpNet> = w.parse().ok();
+        pools
+            .into_iter()
+            .find(|p| p.name == w || Some(p.cidr) == cidr)
+            .map(|p| vec![p])
+            .ok_or_else(|| IpamError::NotFound(format!("no pool named {w}")))
+    }
+
     /// Add a pool: valid on its own, a new name, overlapping no other pool.
     pub async fn add_pool(&self, pool: &Pool) -> Result<(), IpamError> {
         validate::pool(pool)?;
@@ -117,17 +145,61 @@ impl Cluster {
                 )));
             }
         }
-        match self
-            .kv
-            .create(&self.layout.pool(&pool.name), &encode(pool), None)
-            .await?
-        {
-            Some(_) => Ok(()),
-            None => Err(IpamError::Conflict(format!(
+        let key = self.layout.pool(&pool.name);
+        let Some(rev) = self.kv.create(&key, &encode(pool), None).await? else {
+            return Err(IpamError::Conflict(format!(
                 "pool {} was created by someone else just now",
                 pool.name
-            ))),
+            )));
+        };
+        // Another add may have passed the same check meanwhile: the pool
+        // created first stays, a later overlapping one is taken back.
+        for kv in self.kv.range(&self.layout.pools()).await?.kvs {
+            let Ok(other) = serde_json::from_slice::<Pool>(&kv.value) else {
+                continue;
+            };
+            if kv.key != key && kv.create_revision < rev && arith::overlaps(&other.cidr, &pool.cidr)
+            {
+                self.kv.delete(&key, Some(rev)).await?;
+                return Err(IpamError::Invalid(format!(
+                    "{} overlaps pool {} ({}), added at the same time",
+                    pool.cidr, other.name, other.cidr
+                )));
+            }
         }
+        Ok(())
+    }
+
+    /// Change a pool's settings with `f` (compare-and-swap). Its name,
+    /// CIDR and block size cannot change: blocks were cut by them.
+    pub async fn update_pool(&self, name: &str, f: impl Fn(&mut Pool)) -> Result<Pool, IpamError> {
+        let key = self.layout.pool(name);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(cur) = stored::get::<Pool>(&*self.kv, &key).await? else {
+                return Err(IpamError::NotFound(format!("no pool named {name}")));
+            };
+            let mut next = cur.value.clone();
+            f(&mut next);
+            if (&next.name, next.cidr, next.block_size)
+                != (&cur.value.name, cur.value.cidr, cur.value.block_size)
+            {
+                return Err(IpamError::Invalid(format!(
+                    "pool {name}: name, CIDR and block size cannot change (remove and add it again)"
+                )));
+            }
+            validate::pool(&next)?;
+            if self
+                .kv
+                .put(&key, &encode(&next), None, Some(cur.mod_revision))
+                .await?
+                .is_some()
+            {
+                return Ok(next);
+            }
+        }
+        Err(IpamError::Conflict(format!(
+            "pool {name} kept changing under us; try again"
+        )))
     }
 
     /// Remove a pool. Its blocks go with it; if any address is in use the

@@ -49,7 +49,7 @@ pub mod records;
 pub mod stored;
 pub mod validate;
 
-pub use allocator::Allocator;
+pub use allocator::{Allocator, Stats};
 pub use cluster::{BlockUsage, Cluster, Freed, PoolUsage, Usage};
 pub use layout::{Layout, DEFAULT_PREFIX};
 pub use records::{default_block_size, BgpConfig, Block, Encap, Handle, NodeSettings, Peer, Pool};
@@ -76,4 +76,46 @@ pub enum IpamError {
     Corrupt { key: String, error: String },
     #[error(transparent)]
     Store(#[from] plexus_store::StoreError),
+}
+
+impl IpamError {
+    /// The CNI error code the agent answers a plugin with
+    /// (`plexus_agent_api::AgentError::code`): the pool exhausted is 102
+    /// (address unavailable); a store that cannot be reached or writers
+    /// that kept colliding is 11 (try again later); a pool that does not
+    /// exist or is disabled is 7 (invalid network config). `None`: a
+    /// failure of the agent itself (a damaged record).
+    pub fn cni_code(&self) -> Option<u32> {
+        use plexus_cni::error::{plexus_codes, ErrorCode};
+        match self {
+            IpamError::Exhausted(_) | IpamError::InUse(_) => {
+                Some(plexus_codes::ADDRESS_UNAVAILABLE)
+            }
+            IpamError::Conflict(_) | IpamError::Store(plexus_store::StoreError::Unavailable(_)) => {
+                Some(ErrorCode::TryAgainLater.code())
+            }
+            IpamError::Invalid(_) | IpamError::NotFound(_) => Some(ErrorCode::InvalidConfig.code()),
+            IpamError::Corrupt { .. } | IpamError::Store(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cni_codes() {
+        assert_eq!(IpamError::Exhausted("x".into()).cni_code(), Some(102));
+        assert_eq!(
+            IpamError::Store(plexus_store::StoreError::Unavailable("x".into())).cni_code(),
+            Some(11)
+        );
+        assert_eq!(IpamError::NotFound("x".into()).cni_code(), Some(7));
+        let corrupt = IpamError::Corrupt {
+            key: "k".into(),
+            error: "e".into(),
+        };
+        assert_eq!(corrupt.cni_code(), None);
+    }
 }

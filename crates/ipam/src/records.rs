@@ -61,18 +61,21 @@ pub struct Pool {
     pub nat_outgoing: bool,
     #[serde(default)]
     pub encap: Encap,
-    /// No new blocks are claimed from a disabled pool, nor addresses given.
+    /// No new block is claimed from a disabled pool; nodes keep filling the
+    /// blocks they already hold (an allocation reads nothing from the store),
+    /// and the default pools of a request skip it.
     #[serde(default)]
     pub disabled: bool,
 }
 
 /// The block size a pool gets when none is given: /26 (64 addresses), or
-/// /122 for IPv6, as Calico.
+/// /122 for IPv6, as Calico; a pool smaller than that is one block.
 pub fn default_block_size(cidr: &IpNet) -> u8 {
-    match cidr {
+    let default = match cidr {
         IpNet::V4(_) => 26,
         IpNet::V6(_) => 122,
-    }
+    };
+    default.max(cidr.prefix_len())
 }
 
 impl Pool {
@@ -179,7 +182,12 @@ pub struct Block {
 impl Block {
     /// How many addresses the block holds.
     pub fn size(&self) -> u32 {
-        1u32 << (self.cidr.max_prefix_len() - self.cidr.prefix_len())
+        // Validated pools make blocks of at most 2^12 addresses; a record
+        // edited by hand beyond u32 saturates instead of overflowing.
+        1u32.checked_shl(u32::from(
+            self.cidr.max_prefix_len() - self.cidr.prefix_len(),
+        ))
+        .unwrap_or(u32::MAX)
     }
 
     pub fn used(&self) -> u32 {

@@ -221,6 +221,9 @@ fn two_writers_of_one_block_never_give_one_address_twice() {
         }
         let uniq: HashSet<_> = all.iter().collect();
         assert_eq!(uniq.len(), all.len(), "{all:?}");
+        // Each wrote over the other's revision every time but the first.
+        assert!(a.stats().write_conflicts >= 19, "{:?}", a.stats());
+        assert!(b.stats().write_conflicts >= 20, "{:?}", b.stats());
         let stored: usize = stored_blocks(&f.cluster)
             .await
             .iter()
@@ -301,5 +304,48 @@ fn node_remove_frees_its_blocks_and_the_agent_notices() {
         assert!(now[0].cidr.contains(&addr));
         assert_eq!(now[0].used(), 1);
         assert_eq!(f.cluster.remove_node("gone").await.unwrap().blocks, 0);
+        // resync: the agent's view follows the store at once.
+        f.cluster.remove_node("n1").await.unwrap();
+        assert_eq!(a.blocks().await.len(), 1, "stale until resync");
+        a.resync().await.unwrap();
+        assert!(a.blocks().await.is_empty());
+    });
+}
+
+#[test]
+fn a_stale_copy_of_a_block_now_held_by_another_node_is_dropped() {
+    rt().block_on(async {
+        let f = fixture(&[pool("p", "10.9.0.0/24", 28)]).await;
+        let a = Allocator::load(f.cluster.clone(), "n1").await.unwrap();
+        let b = Allocator::load(f.cluster.clone(), "n2").await.unwrap();
+        for i in 0..20 {
+            a.allocate(&h(&format!("a{i}")), "p").await.unwrap();
+        }
+        // n1 is removed behind its agent's back; n2 then takes both freed
+        // blocks (the lowest free ones) and fills them.
+        f.cluster.remove_node("n1").await.unwrap();
+        let mut theirs = HashSet::new();
+        for i in 0..32 {
+            theirs.insert(b.allocate(&h(&format!("b{i}")), "p").await.unwrap());
+        }
+        assert_eq!(
+            b.blocks().await,
+            vec![
+                "10.9.0.0/28".parse().unwrap(),
+                "10.9.0.16/28".parse().unwrap()
+            ]
+        );
+        // n1 still believes it holds 10.9.0.16/28 with room: its write fails,
+        // it sees n2 owns the block now, drops it and claims a free one.
+        let late = a.allocate(&h("late"), "p").await.unwrap();
+        assert!(!theirs.contains(&late));
+        assert_eq!(a.blocks().await, vec!["10.9.0.32/28".parse().unwrap()]);
+        assert!(a.stats().write_conflicts >= 1);
+        let stored = f.cluster.blocks_of("n2").await.unwrap();
+        assert_eq!(
+            stored.iter().map(|b| b.used()).sum::<u32>(),
+            32,
+            "n2's blocks untouched"
+        );
     });
 }

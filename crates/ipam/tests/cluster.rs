@@ -70,6 +70,22 @@ fn pools_are_validated_listed_and_removed() {
         assert_eq!(v["encap"], "ipip-cross-subnet");
         assert_eq!(v["natOutgoing"], true);
 
+        let off = c.update_pool("a", |p| p.disabled = true).await.unwrap();
+        assert!(off.disabled && off.nat_outgoing, "other settings kept");
+        assert!(c.pool("a").await.unwrap().unwrap().disabled);
+        let e = c
+            .update_pool("v6", |p| p.encap = Encap::Ipip)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("IPv4 only"), "{e}");
+        let e = c.update_pool("a", |p| p.block_size = 24).await.unwrap_err();
+        assert!(e.to_string().contains("cannot change"), "{e}");
+        assert!(matches!(
+            c.update_pool("zz", |_| ()).await,
+            Err(IpamError::NotFound(_))
+        ));
+        c.update_pool("a", |p| p.disabled = false).await.unwrap();
+
         let a = Allocator::load(c.clone(), "n1").await.unwrap();
         a.allocate(&Handle::new("net", "c1", "eth0"), "a")
             .await
