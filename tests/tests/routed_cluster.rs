@@ -9,12 +9,12 @@
 //! learns every node's block and its own prefix reaches every node's
 //! kernel; an agent restart under a running ping loses nothing (graceful
 //! restart); `node remove` withdraws the node's routes; concurrent ADDs on
-//! one node never duplicate an address.
+//! three nodes never duplicate an address; a route reflector topology with
+//! GoBGP as one node's own peer.
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::process::Stdio;
-use std::sync::Arc;
 
 use plexus_ipam::{BgpConfig, Cluster as Ipam, Layout, Peer, Pool};
 use plexus_tests::bin_dir;
@@ -47,13 +47,13 @@ fn store<T: Send, F: Future<Output = T>>(c: &Cluster, f: impl FnOnce(Ipam) -> F 
     })
 }
 
-fn add_pool(c: &Cluster) {
-    store(c, |s| async move {
+fn add_pool(c: &Cluster, block_size: u8) {
+    store(c, move |s| async move {
         s.set_bgp_config(&BgpConfig::default()).await.unwrap();
         s.add_pool(&Pool {
             name: "default".into(),
             cidr: POOL.parse().unwrap(),
-            block_size: 26,
+            block_size,
             nat_outgoing: false,
             encap: Default::default(),
             disabled: false,
@@ -184,7 +184,7 @@ fn mesh_bird_pods_restart_and_node_remove() {
     let mut c = Cluster::new(4);
     let router = c.nodes.pop().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    add_pool(&c);
+    add_pool(&c, 26);
     store(&c, |s| async move {
         s.add_peer(&Peer {
             address: "10.200.0.13".parse().unwrap(),
@@ -366,35 +366,47 @@ fn mesh_bird_pods_restart_and_node_remove() {
 }
 
 #[test]
-fn concurrent_adds_on_one_node_never_share_an_address() {
+fn concurrent_adds_on_three_nodes_never_share_an_address() {
     require_overlay!();
-    let c = Cluster::new(1);
-    add_pool(&c);
+    // /30 blocks: six pods per node need two blocks each, so the three
+    // agents claim blocks while the others do.
+    let c = Cluster::new(3);
+    add_pool(&c, 30);
     let _agents = c.start_agents(&[]);
-    let n = &c.nodes[0];
-    write_conf(n);
-    let pods: Vec<_> = (0..12)
-        .map(|i| Arc::new(plexus_tests::Netns::new(&format!("cpod{i}"))))
+    for n in &c.nodes {
+        write_conf(n);
+    }
+    let pods: Vec<(usize, plexus_tests::Netns)> = (0..18)
+        .map(|i| (i % 3, plexus_tests::Netns::new(&format!("cpod{i}"))))
         .collect();
     let ips: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = pods
             .iter()
-            .map(|p| s.spawn(move || add_pod(n, p, "eth0")))
+            .map(|(n, p)| {
+                let node = &c.nodes[*n];
+                s.spawn(move || add_pod(node, p, "eth0"))
+            })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let unique: BTreeSet<&String> = ips.iter().collect();
     assert_eq!(unique.len(), ips.len(), "duplicate addresses: {ips:?}");
-    // And the store agrees: one allocation per pod, in this node's blocks.
-    let used: usize = store(&c, |s| async move {
-        s.blocks_of("node0")
-            .await
-            .unwrap()
-            .iter()
-            .map(|b| b.allocations.len())
-            .sum()
-    });
-    assert_eq!(used, ips.len());
+    // The store agrees: six allocations per node, in that node's blocks,
+    // and every node blackholes exactly the blocks it holds.
+    for n in &c.nodes {
+        let name = n.name.clone();
+        let blocks = store(
+            &c,
+            move |s| async move { s.blocks_of(&name).await.unwrap() },
+        );
+        let used: usize = blocks.iter().map(|b| b.allocations.len()).sum();
+        assert_eq!(used, 6, "{}: {blocks:?}", n.name);
+        let mut held: Vec<String> = blocks.iter().map(|b| b.cidr.to_string()).collect();
+        held.sort();
+        let mut routed: Vec<String> = routes(n, PROTO_BLOCK).into_iter().map(|(d, _)| d).collect();
+        routed.sort();
+        assert_eq!(routed, held, "{}", n.name);
+    }
 }
 
 #[test]
@@ -409,7 +421,7 @@ fn route_reflector_and_a_gobgp_node_peer() {
     let mut c = Cluster::new(4);
     let router = c.nodes.pop().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    add_pool(&c);
+    add_pool(&c, 26);
     store(&c, |s| async move {
         s.set_bgp_config(&BgpConfig {
             asn: 64512,
