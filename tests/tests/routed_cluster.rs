@@ -63,6 +63,31 @@ fn add_pool(c: &Cluster, block_size: u8) {
     });
 }
 
+/// Three nodes with a pool of /26 blocks, and a fourth netns on the
+/// underlay (10.200.0.13, no agent) for a router.
+fn cluster_with_router() -> (Cluster, Node, tempfile::TempDir) {
+    let mut c = Cluster::new(4);
+    let router = c.nodes.pop().unwrap();
+    add_pool(&c, 26);
+    (c, router, tempfile::tempdir().unwrap())
+}
+
+/// "address type" of each peer `plexusctl bgp status` shows.
+fn peer_kinds(n: &Node) -> BTreeSet<String> {
+    bgp_status(n)["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["address"].as_str().unwrap(),
+                p["type"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 fn write_conf(n: &Node) {
     n.cni.write_conf(
         "10-routed.conflist",
@@ -180,11 +205,7 @@ fn mesh_bird_pods_restart_and_node_remove() {
         plexus_tests::skip("bird2 is not installed (scripts/install-deps.sh)");
         return;
     }
-    // node3 is no Plexus node: BIRD runs in it, a router on the underlay.
-    let mut c = Cluster::new(4);
-    let router = c.nodes.pop().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    add_pool(&c, 26);
+    let (c, router, dir) = cluster_with_router();
     store(&c, |s| async move {
         s.add_peer(&Peer {
             address: "10.200.0.13".parse().unwrap(),
@@ -205,19 +226,7 @@ fn mesh_bird_pods_restart_and_node_remove() {
         wait_for(&format!("{}: 3 sessions Established", n.name), || {
             established(n, 3)
         });
-        let st = bgp_status(n);
-        let kinds: BTreeSet<String> = st["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                format!(
-                    "{} {}",
-                    p["address"].as_str().unwrap(),
-                    p["type"].as_str().unwrap()
-                )
-            })
-            .collect();
+        let kinds = peer_kinds(n);
         let mut want: BTreeSet<String> = c
             .nodes
             .iter()
@@ -416,12 +425,8 @@ fn route_reflector_and_a_gobgp_node_peer() {
         plexus_tests::skip("gobgpd is not installed (scripts/install-deps.sh)");
         return;
     }
-    // node0 reflects for node1 and node2 (no mesh); GoBGP (in node3) is
-    // node1's own peer.
-    let mut c = Cluster::new(4);
-    let router = c.nodes.pop().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    add_pool(&c, 26);
+    // node0 reflects for node1 and node2 (no mesh); GoBGP is node1's own peer.
+    let (c, router, dir) = cluster_with_router();
     store(&c, |s| async move {
         s.set_bgp_config(&BgpConfig {
             asn: 64512,
@@ -464,20 +469,6 @@ fn route_reflector_and_a_gobgp_node_peer() {
     for n in &c.nodes {
         write_conf(n);
     }
-    let kinds = |n: &Node| -> BTreeSet<String> {
-        bgp_status(n)["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                format!(
-                    "{} {}",
-                    p["address"].as_str().unwrap(),
-                    p["type"].as_str().unwrap()
-                )
-            })
-            .collect()
-    };
     for (i, want) in [2, 2, 1].into_iter().enumerate() {
         let n = &c.nodes[i];
         wait_for(&format!("{}: {want} sessions Established", n.name), || {
@@ -485,14 +476,14 @@ fn route_reflector_and_a_gobgp_node_peer() {
         });
     }
     assert_eq!(
-        kinds(&c.nodes[0]),
+        peer_kinds(&c.nodes[0]),
         BTreeSet::from([
             "10.200.0.11 route reflector client".to_string(),
             "10.200.0.12 route reflector client".to_string()
         ])
     );
     assert_eq!(
-        kinds(&c.nodes[1]),
+        peer_kinds(&c.nodes[1]),
         BTreeSet::from([
             "10.200.0.10 route reflector".to_string(),
             "10.200.0.13 node specific".to_string()

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use ipnet::IpNet;
-use plexus_bgp::attrs::{Origin, PathAttrs};
+use plexus_bgp::attrs::PathAttrs;
 use plexus_bgp::fsm::State;
 use plexus_bgp::{BestRoute, BgpError, PeerStatus, RouteChange};
 
@@ -29,16 +29,8 @@ pub fn best(prefix: &str, via: Option<&str>) -> RouteChange {
                 next_hop: ip,
                 peer: ip,
                 attrs: Arc::new(PathAttrs {
-                    origin: Origin::Igp,
-                    as_path: Vec::new(),
                     next_hop: Some(ip),
-                    med: None,
-                    local_pref: None,
-                    atomic_aggregate: false,
-                    communities: Vec::new(),
-                    originator_id: None,
-                    cluster_list: Vec::new(),
-                    other: Vec::new(),
+                    ..PathAttrs::local()
                 }),
             }
         }),
