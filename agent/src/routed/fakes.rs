@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use ipnet::IpNet;
 use plexus_bgp::attrs::PathAttrs;
 use plexus_bgp::fsm::State;
-use plexus_bgp::{BestRoute, BgpError, PeerStatus, RouteChange};
+use plexus_bgp::{BestRoute, BgpError, PeerConfig, PeerStatus, RouteChange};
 
 use super::bgp::Announcer;
 use super::kernel::{RouteTable, PROTO_BLOCK};
@@ -113,6 +113,7 @@ impl RouteTable for FakeRoutes {
 #[derive(Default)]
 pub struct FakeBgp {
     originated: Mutex<BTreeSet<IpNet>>,
+    peers: Mutex<BTreeMap<IpAddr, PeerConfig>>,
     synced: AtomicBool,
 }
 
@@ -125,6 +126,15 @@ impl FakeBgp {
             .map(ToString::to_string)
             .collect()
     }
+    /// The configured peers: (address, remote AS, rr client).
+    pub fn peer_list(&self) -> Vec<(String, u32, bool)> {
+        self.peers
+            .lock()
+            .unwrap()
+            .values()
+            .map(|p| (p.address.to_string(), p.remote_as, p.rr_client))
+            .collect()
+    }
     pub fn set_synced(&self, on: bool) {
         self.synced.store(on, Ordering::SeqCst);
     }
@@ -132,6 +142,21 @@ impl FakeBgp {
 
 #[async_trait::async_trait]
 impl Announcer for FakeBgp {
+    async fn add_peer(&self, peer: PeerConfig) -> Result<(), BgpError> {
+        let mut peers = self.peers.lock().unwrap();
+        if peers.contains_key(&peer.address) {
+            return Err(BgpError::Config(format!(
+                "{} is a peer already",
+                peer.address
+            )));
+        }
+        peers.insert(peer.address, peer);
+        Ok(())
+    }
+    async fn remove_peer(&self, address: IpAddr) -> Result<(), BgpError> {
+        self.peers.lock().unwrap().remove(&address);
+        Ok(())
+    }
     async fn originate(&self, prefix: IpNet) -> Result<(), BgpError> {
         self.originated.lock().unwrap().insert(prefix);
         Ok(())

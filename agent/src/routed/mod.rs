@@ -40,6 +40,7 @@ use crate::ctlsock::Handlers;
 use crate::runfiles;
 use crate::status::{BgpGauges, Shared};
 
+use self::bgp::Announcer;
 use self::blocks::Blocks;
 use self::kernel::{KernelRoutes, RouteTable};
 use self::peers::{Desired, Me};
@@ -189,16 +190,18 @@ pub async fn run(
 }
 
 /// Keeps the speaker's neighbours equal to what the store says.
-struct Follower {
-    cluster: Cluster,
-    node: String,
-    address: IpAddr,
-    speaker: Arc<Speaker>,
-    table: PeerTable,
+pub struct Follower {
+    pub cluster: Cluster,
+    pub node: String,
+    pub address: IpAddr,
+    pub speaker: Arc<dyn Announcer>,
+    pub table: PeerTable,
 }
 
 impl Follower {
-    async fn peers(&mut self) -> anyhow::Result<()> {
+    /// One round: read the BGP config, nodes and peers; add and remove
+    /// the speaker's peers to match.
+    pub async fn peers(&mut self) -> anyhow::Result<()> {
         let bgp = self.cluster.bgp_config().await?;
         let nodes = self.cluster.nodes().await?;
         let explicit = self.cluster.peers().await?;
@@ -239,6 +242,9 @@ impl Follower {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 /// Stops a background task when the network stops.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
