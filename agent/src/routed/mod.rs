@@ -34,7 +34,7 @@ use plexus_bgp::fsm::State;
 use plexus_bgp::open::GracefulRestart;
 use plexus_bgp::{Speaker, SpeakerConfig};
 use plexus_ipam::{Allocator, Cluster};
-use plexus_netlink::{Netlink, Netns};
+use plexus_netlink::Netns;
 
 use crate::ctlsock::Handlers;
 use crate::runfiles;
@@ -79,7 +79,6 @@ pub async fn run(
     handlers: &Handlers,
 ) -> anyhow::Result<()> {
     let ns = Netns::current().context("open this process's network namespace")?;
-    let nl = Arc::new(Netlink::open(&ns).await.context("open netlink")?);
     let address = IpAddr::V4(s.public_ip);
     let me_cfg = cluster
         .update_node(&s.node, |n| {
@@ -98,7 +97,7 @@ pub async fn run(
 
     // Routes of ours in the kernel: a previous run's. Then we restart
     // gracefully: peers keep our routes, we keep theirs until they resync.
-    let routes: Arc<dyn RouteTable> = Arc::new(KernelRoutes(nl));
+    let routes: Arc<dyn RouteTable> = Arc::new(KernelRoutes::open(&ns).await?);
     let previous = routes.ours(kernel::PROTO_BGP).await?;
     let restarting = !previous.is_empty() || !routes.ours(kernel::PROTO_BLOCK).await?.is_empty();
     let mut cfg = SpeakerConfig::new(s.public_ip, asn);

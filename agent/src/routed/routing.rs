@@ -13,6 +13,9 @@ use tokio::sync::Mutex;
 
 use super::bgp::Announcer;
 use super::kernel::{RouteTable, PROTO_BGP};
+
+/// At most this many changes per kernel batch.
+const MAX_BATCH: usize = 10_000;
 use crate::status::Shared;
 
 #[derive(Clone)]
@@ -32,45 +35,60 @@ impl Routing {
         }
     }
 
-    /// Applies the feed until it ends (the speaker stopped).
+    /// Applies the feed until it ends (the speaker stopped). What has
+    /// arrived together (a peer's whole table) goes in one batch.
     pub async fn follow(self, mut feed: RouteFeed) {
-        while let Some(change) = feed.recv().await {
-            self.apply(change).await;
+        while let Some(first) = feed.recv().await {
+            let mut changes = vec![first];
+            while changes.len() < MAX_BATCH {
+                match feed.try_recv() {
+                    Ok(c) => changes.push(c),
+                    Err(_) => break,
+                }
+            }
+            self.apply(changes).await;
         }
     }
 
-    /// One change into the kernel; failures are counted and logged (the
-    /// kernel is compared with the RIB again only after a restart).
-    pub async fn apply(&self, change: RouteChange) {
+    /// Changes into the kernel, the last one per prefix; failures are
+    /// counted and logged (the kernel is compared with the RIB again only
+    /// after a restart).
+    pub async fn apply(&self, changes: Vec<RouteChange>) {
         let started = Instant::now();
+        let last: BTreeMap<IpNet, Option<IpAddr>> = changes
+            .into_iter()
+            .map(|c| (c.prefix, c.route.map(|r| r.next_hop)))
+            .collect();
+        let list: Vec<(IpNet, Option<IpAddr>)> = last.into_iter().collect();
         let mut installed = self.installed.lock().await;
-        let result = match &change.route {
-            Some(best) => self
-                .routes
-                .install(change.prefix, best.next_hop)
-                .await
-                .map(|()| {
-                    installed.insert(change.prefix, best.next_hop);
-                }),
-            None => self
-                .routes
-                .remove(change.prefix, PROTO_BGP)
-                .await
-                .map(|()| {
-                    installed.remove(&change.prefix);
-                }),
-        };
-        drop(installed);
-        match result {
-            Ok(()) => {
-                self.status.programmed_in(started.elapsed());
-                tracing::debug!(prefix = %change.prefix, via = ?change.route.as_ref().map(|r| r.next_hop), "route programmed");
-            }
+        let refused = match self.routes.apply_bgp(&list).await {
+            Ok(r) => r,
             Err(e) => {
-                self.status.dataplane_errors(1);
-                tracing::warn!(error = %format!("{e:#}"), "route change failed");
+                self.status.dataplane_errors(list.len());
+                tracing::warn!(error = %format!("{e:#}"), changes = list.len(), "route changes failed");
+                return;
             }
+        };
+        for (i, (prefix, via)) in list.iter().enumerate() {
+            if refused.iter().any(|(j, _)| *j == i) {
+                continue;
+            }
+            match via {
+                Some(nh) => installed.insert(*prefix, *nh),
+                None => installed.remove(prefix),
+            };
         }
+        drop(installed);
+        self.status.programmed_in(started.elapsed());
+        self.status.dataplane_errors(refused.len());
+        for (i, why) in &refused {
+            tracing::warn!(prefix = %list[*i].0, error = %why, "route change refused");
+        }
+        tracing::debug!(
+            changes = list.len(),
+            refused = refused.len(),
+            "routes programmed"
+        );
     }
 
     /// After a restart the kernel still holds the previous run's routes
@@ -121,9 +139,14 @@ mod tests {
         let routes = Arc::new(FakeRoutes::default());
         let status = Shared::default();
         let r = Routing::new(routes.clone(), status.clone());
-        r.apply(best("10.96.0.64/26", Some("10.0.0.2"))).await;
-        r.apply(best("198.51.100.0/24", Some("10.0.0.9"))).await;
-        r.apply(best("10.96.0.64/26", Some("10.0.0.3"))).await;
+        r.apply(vec![best("10.96.0.64/26", Some("10.0.0.2"))]).await;
+        // In one batch the last change of a prefix wins.
+        r.apply(vec![
+            best("198.51.100.0/24", Some("10.0.0.9")),
+            best("10.96.0.64/26", Some("10.0.0.4")),
+            best("10.96.0.64/26", Some("10.0.0.3")),
+        ])
+        .await;
         assert_eq!(
             routes.table(PROTO_BGP),
             [
@@ -131,9 +154,17 @@ mod tests {
                 ("198.51.100.0/24".to_string(), Some("10.0.0.9".to_string()))
             ]
         );
-        r.apply(best("198.51.100.0/24", None)).await;
+        r.apply(vec![best("198.51.100.0/24", None)]).await;
         assert_eq!(routes.prefixes(PROTO_BGP), ["10.96.0.64/26"]);
-        assert_eq!(status.rounds(), 4);
+        assert_eq!(status.rounds(), 3);
+        // A refused change is not recorded as installed.
+        routes.fail(true);
+        r.apply(vec![best("192.0.2.0/24", Some("10.0.0.9"))]).await;
+        assert!(!r
+            .installed
+            .lock()
+            .await
+            .contains_key(&"192.0.2.0/24".parse().unwrap()));
     }
 
     #[tokio::test]
@@ -151,7 +182,7 @@ mod tests {
             Duration::from_secs(3600),
         ));
         // The peer re-announces one of them; nothing goes before End-of-RIB.
-        r.apply(best("10.96.0.64/26", Some("10.0.0.2"))).await;
+        r.apply(vec![best("10.96.0.64/26", Some("10.0.0.2"))]).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(routes.prefixes(PROTO_BGP).len(), 2);
         bgp.set_synced(true);
