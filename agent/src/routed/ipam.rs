@@ -20,6 +20,9 @@ use crate::ctlsock::Handler;
 
 pub struct RoutedHandler {
     pub cluster: Cluster,
+    /// The pools as last read (the control loop refreshes them), so an ADD
+    /// whose block has room costs one store write and no read.
+    pub pools: PoolCache,
     pub alloc: Arc<Allocator>,
     pub blocks: Arc<Blocks>,
     pub peers: PeerTable,
@@ -38,6 +41,9 @@ fn error(e: impl std::fmt::Display, code: Option<u32>) -> Value {
 fn ipam_error(e: &IpamError) -> Value {
     error(e, e.cni_code())
 }
+
+/// The pools, shared by the handler and the control loop that re-reads them.
+pub type PoolCache = Arc<std::sync::Mutex<Vec<Pool>>>;
 
 /// The pools an attachment draws from: the named one (by name or CIDR),
 /// else the first enabled pool of each family.
@@ -67,13 +73,23 @@ pub fn pick_pools(pools: &[Pool], wanted: Option<&str>) -> Result<Vec<Pool>, Str
 
 impl RoutedHandler {
     async fn allocate(&self, handle: Handle, pool: Option<String>) -> Value {
-        let pools = match self.cluster.pools().await {
-            Ok(p) => p,
-            Err(e) => return ipam_error(&e),
-        };
-        let chosen = match pick_pools(&pools, pool.as_deref()) {
-            Ok(c) => c,
-            Err(e) => return error(e, Some(ErrorCode::InvalidConfig.code())),
+        let cached = self.pools.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (pools, chosen) = match pick_pools(&cached, pool.as_deref()) {
+            Ok(c) => (cached, c),
+            // A pool added since the last read: ask the store.
+            Err(_) => {
+                let fresh = match self.cluster.pools().await {
+                    Ok(p) => p,
+                    Err(e) => return ipam_error(&e),
+                };
+                match pick_pools(&fresh, pool.as_deref()) {
+                    Ok(c) => {
+                        *self.pools.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+                        (fresh, c)
+                    }
+                    Err(e) => return error(e, Some(ErrorCode::InvalidConfig.code())),
+                }
+            }
         };
         let mut addresses = Vec::new();
         for p in &chosen {
@@ -207,6 +223,7 @@ mod tests {
         let blocks = Arc::new(Blocks::new(routes.clone(), bgp.clone()).await.unwrap());
         let h = RoutedHandler {
             cluster,
+            pools: PoolCache::default(),
             alloc,
             blocks,
             peers: PeerTable::default(),

@@ -129,8 +129,12 @@ pub async fn run(
     };
     follower.peers().await?;
 
+    let pools = ipam::PoolCache::default();
+    *pools.lock().unwrap_or_else(|p| p.into_inner()) =
+        cluster.pools().await.context("read the pools")?;
     *handlers.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ipam::RoutedHandler {
         cluster: cluster.clone(),
+        pools: pools.clone(),
         alloc: alloc.clone(),
         blocks: blocks.clone(),
         peers: table.clone(),
@@ -155,6 +159,13 @@ pub async fn run(
         if let Err(e) = follower.peers().await {
             status.store_error();
             tracing::warn!(error = %format!("{e:#}"), "following the BGP peers");
+        }
+        match cluster.pools().await {
+            Ok(p) => *pools.lock().unwrap_or_else(|p| p.into_inner()) = p,
+            Err(e) => {
+                status.store_error();
+                tracing::warn!(error = %e, "re-reading the pools");
+            }
         }
         match alloc.resync().await {
             Ok(()) => {
