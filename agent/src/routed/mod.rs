@@ -32,7 +32,7 @@ use std::time::Duration;
 use anyhow::Context;
 use plexus_bgp::fsm::State;
 use plexus_bgp::open::GracefulRestart;
-use plexus_bgp::{Speaker, SpeakerConfig};
+use plexus_bgp::{PeerStatus, Speaker, SpeakerConfig};
 use plexus_ipam::{Allocator, Cluster};
 use plexus_netlink::Netns;
 
@@ -180,23 +180,29 @@ pub async fn run(
             }
         }
         if let Ok(peers) = speaker.status().await {
-            let mut g = BgpGauges::default();
-            for p in &peers {
-                *g.sessions.entry(p.state.to_string()).or_default() += 1;
-                g.prefixes_received += p.prefixes_received;
-                g.prefixes_advertised += p.prefixes_sent;
-            }
-            for st in [
-                State::Established,
-                State::Idle,
-                State::Active,
-                State::Connect,
-            ] {
-                g.sessions.entry(st.to_string()).or_default();
-            }
-            status.set_bgp(g);
+            status.set_bgp(gauges(&peers));
         }
     }
+}
+
+/// The BGP metrics from the sessions' status (every state the operator
+/// watches is present, at 0 when no session is in it).
+pub fn gauges(peers: &[PeerStatus]) -> BgpGauges {
+    let mut g = BgpGauges::default();
+    for st in [
+        State::Established,
+        State::Idle,
+        State::Active,
+        State::Connect,
+    ] {
+        g.sessions.insert(st.to_string(), 0);
+    }
+    for p in peers {
+        *g.sessions.entry(p.state.to_string()).or_default() += 1;
+        g.prefixes_received += p.prefixes_received;
+        g.prefixes_advertised += p.prefixes_sent;
+    }
+    g
 }
 
 /// Keeps the speaker's neighbours equal to what the store says.

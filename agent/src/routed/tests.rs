@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use plexus_ipam::{BgpConfig, Cluster, Layout, Peer};
 
+use super::bgp::Announcer;
 use super::fakes::FakeBgp;
-use super::{Follower, PeerTable};
+use super::{gauges, Follower, PeerTable};
 
 async fn follower(dir: &std::path::Path) -> (Follower, Arc<FakeBgp>) {
     let kv = plexus_store::FileKv::open(&dir.join("store")).unwrap();
@@ -105,4 +106,16 @@ async fn peers_follow_the_store() {
         .map(|d| d.kind.label())
         .collect();
     assert_eq!(kinds, ["route reflector client", "global"]);
+}
+
+#[tokio::test]
+async fn gauges_count_sessions_and_prefixes() {
+    let bgp = FakeBgp::default();
+    let mut peers = bgp.peers().await.unwrap();
+    peers[0].prefixes_received = 3;
+    peers[0].prefixes_sent = 2;
+    let g = gauges(&peers);
+    assert_eq!(g.sessions["Established"], 1);
+    assert_eq!(g.sessions["Idle"], 0);
+    assert_eq!((g.prefixes_received, g.prefixes_advertised), (3, 2));
 }
