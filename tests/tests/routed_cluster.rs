@@ -10,7 +10,8 @@
 //! kernel; an agent restart under a running ping loses nothing (graceful
 //! restart); `node remove` withdraws the node's routes; concurrent ADDs on
 //! three nodes never duplicate an address; a route reflector topology with
-//! GoBGP as one node's own peer.
+//! GoBGP as one node's own peer, where `node remove` takes effect through
+//! the store watch (the poll set to ten minutes).
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -465,7 +466,8 @@ fn route_reflector_and_a_gobgp_node_peer() {
       afi-safi-name = "ipv4-unicast"
 "#,
     );
-    let _agents: Vec<Daemon> = c.start_agents(&[]);
+    // Polling once in ten minutes: what follows the store here is its watch.
+    let _agents: Vec<Daemon> = c.start_agents(&["--routed-poll-interval", "600"]);
     for n in &c.nodes {
         write_conf(n);
     }
@@ -522,5 +524,16 @@ fn route_reflector_and_a_gobgp_node_peer() {
     });
     wait_for("node2 learns GoBGP's prefix via node1", || {
         routes(&c.nodes[2], PROTO_BGP).contains(&("192.0.2.0/24".into(), c.nodes[1].ip.clone()))
+    });
+
+    // The watch, not the poll, makes node remove take effect.
+    store(&c, |s| async move {
+        s.remove_node("node2").await.unwrap();
+    });
+    wait_for("node1 drops node2's block", || {
+        !routes(&c.nodes[1], PROTO_BGP).iter().any(|(d, _)| *d == b2)
+    });
+    wait_for("node2's blackhole goes", || {
+        routes(&c.nodes[2], PROTO_BLOCK).is_empty()
     });
 }

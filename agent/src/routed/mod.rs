@@ -12,6 +12,7 @@
 //! - [`blocks`]: a held block → blackhole route + announcement;
 //! - [`ipam`]: the control socket's allocate/release/gc/bgp_status;
 //! - [`routing`]: the RouteFeed → kernel routes, and the stale-route purge;
+//! - [`watch`]: wakes the loop when the store's records change;
 //! - this file: start-up and the loop that follows the store.
 
 pub mod bgp;
@@ -22,6 +23,7 @@ pub mod ipam;
 pub mod kernel;
 pub mod peers;
 pub mod routing;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -154,8 +156,16 @@ pub async fn run(
         previous,
         s.sync_wait,
     )));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let _watch = AbortOnDrop(tokio::spawn(watch::wake_on_change(
+        cluster.clone(),
+        wake.clone(),
+    )));
     loop {
-        tokio::time::sleep(s.poll_every).await;
+        tokio::select! {
+            _ = tokio::time::sleep(s.poll_every) => {}
+            _ = wake.notified() => {}
+        }
         if let Err(e) = follower.peers().await {
             status.store_error();
             tracing::warn!(error = %format!("{e:#}"), "following the BGP peers");
