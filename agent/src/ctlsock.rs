@@ -1,6 +1,11 @@
 //! The control socket `<run-dir>/plexusd.sock`: one JSON request line in
 //! (`{"command":"status"}`), one JSON answer line out. `plexusctl node
 //! status` is its client. Root only (mode 0600).
+//!
+//! The other commands of `plexus_agent_api::Request` (`allocate`,
+//! `release`, `gc`, `bgp_status`) go to the network model that installed a
+//! [`Handler`] in the [`Handlers`] slot (the routed network does); until
+//! one is there they are answered with code 11 (try again later).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,8 +17,20 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::status::Shared;
 
-/// Requests are tiny; anything longer is refused.
-const MAX_REQUEST: usize = 4096;
+/// Answers the requests beyond `status`.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync {
+    async fn handle(&self, request: plexus_agent_api::Request) -> serde_json::Value;
+}
+
+/// Where the running network model puts its handler; empty until ready.
+pub type Handlers = std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<dyn Handler>>>>;
+
+/// CNI's "try again later".
+pub const CODE_TRY_AGAIN: u32 = 11;
+
+/// A bound on a request (a GC's list of valid attachments can be long).
+const MAX_REQUEST: usize = 1 << 20;
 
 /// Binds the socket (replacing a stale one from a previous run).
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
@@ -29,13 +46,17 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// Serves requests until the task is dropped.
-pub async fn serve(listener: UnixListener, status: Shared) {
+pub async fn serve(listener: UnixListener, status: Shared, handlers: Handlers) {
     loop {
         match listener.accept().await {
             Ok((conn, _)) => {
                 let status = status.clone();
+                let handlers = handlers.clone();
                 tokio::spawn(async move {
-                    let r = tokio::time::timeout(Duration::from_secs(5), answer(conn, &status));
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        answer(conn, &status, &handlers),
+                    );
                     if let Ok(Err(e)) | Err(e) = r.await.map_err(anyhow::Error::from) {
                         tracing::debug!(error = %e, "control socket request failed");
                     }
@@ -49,7 +70,23 @@ pub async fn serve(listener: UnixListener, status: Shared) {
     }
 }
 
-/// The answer to one request line.
+/// The answer to one request line: `status` here, the rest by the handler.
+pub async fn dispatch(request: &str, status: &Shared, handlers: &Handlers) -> serde_json::Value {
+    let req = match serde_json::from_str::<plexus_agent_api::Request>(request) {
+        Ok(plexus_agent_api::Request::Status) | Err(_) => return respond(request, status),
+        Ok(req) => req,
+    };
+    let handler = handlers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match handler {
+        Some(h) => h.handle(req).await,
+        None => serde_json::json!({
+            "error": "the node agent has no routed network ready (yet)",
+            "code": CODE_TRY_AGAIN,
+        }),
+    }
+}
+
+/// The answer to a `status` request line (and to what no one understands).
 pub fn respond(request: &str, status: &Shared) -> serde_json::Value {
     let cmd = serde_json::from_str::<serde_json::Value>(request)
         .ok()
@@ -64,12 +101,12 @@ pub fn respond(request: &str, status: &Shared) -> serde_json::Value {
     }
 }
 
-async fn answer(conn: UnixStream, status: &Shared) -> anyhow::Result<()> {
+async fn answer(conn: UnixStream, status: &Shared, handlers: &Handlers) -> anyhow::Result<()> {
     let (r, mut w) = conn.into_split();
     let mut line = String::new();
     let mut r = BufReader::new(r).take(MAX_REQUEST as u64);
     r.read_line(&mut line).await?;
-    let mut out = serde_json::to_vec(&respond(&line, status))?;
+    let mut out = serde_json::to_vec(&dispatch(&line, status, handlers).await)?;
     out.push(b'\n');
     w.write_all(&out).await?;
     w.shutdown().await?;
@@ -97,5 +134,19 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("unknown command"));
+    }
+
+    #[tokio::test]
+    async fn routed_commands_wait_for_a_handler() {
+        let s = Shared::default();
+        let h = Handlers::default();
+        let v = dispatch(
+            r#"{"command":"allocate","network":"n","container_id":"c","ifname":"eth0"}"#,
+            &s,
+            &h,
+        )
+        .await;
+        assert_eq!(v["code"], CODE_TRY_AGAIN, "{v}");
+        assert_eq!(dispatch("status", &s, &h).await["ready"], false);
     }
 }

@@ -8,6 +8,9 @@
 //! - [`overlay`]: start-up and the control loop of the flannel-style
 //!   overlay: leases from [`plexus_store::LeaseRegistry`] → desired
 //!   entries → diff against the kernel → ordered changes.
+//! - [`routed`]: the calico-style routed network (block IPAM on the
+//!   control socket, blackholes, the BGP speaker and its routes), chosen
+//!   when the store holds a routed pool.
 //! - [`underlay`]: choosing the public interface and address.
 //! - [`masq`]: flannel's masquerade rules as an nftables batch.
 //! - [`runfiles`]: subnet.env, the readiness file, remembered VTEP MACs.
@@ -21,6 +24,7 @@ pub mod http;
 pub mod kernel;
 pub mod masq;
 pub mod overlay;
+pub mod routed;
 pub mod runfiles;
 pub mod status;
 pub mod underlay;

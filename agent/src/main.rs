@@ -10,19 +10,20 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use plexus_netlink::Netns;
-use plexus_store::{open_lease_registry, StoreOptions};
+use plexus_store::{open_kv, open_lease_registry, StoreOptions};
+use plexusd::dataplane::DataPlane;
 use plexusd::dataplane::UnderlaySelect;
 use plexusd::kernel::KernelDataPlane;
 use plexusd::overlay::{self, Settings};
 use plexusd::status::Shared;
-use plexusd::{ctlsock, http, runfiles};
+use plexusd::{ctlsock, http, routed, runfiles};
 use tracing::Instrument;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "plexusd",
     version,
-    about = "Plexus node agent (flannel-compatible overlay)"
+    about = "Plexus node agent (flannel-compatible overlay, or the calico-style routed network)"
 )]
 struct Args {
     /// This node's name (the Node object in `kubernetes` mode).
@@ -84,6 +85,14 @@ struct Args {
     /// Seconds start-up keeps retrying an unreachable store before failing.
     #[arg(long, default_value_t = 5)]
     store_wait: u64,
+    /// Routed network: seconds between reads of the store (peers, nodes,
+    /// this node's blocks).
+    #[arg(long, default_value_t = 2)]
+    routed_poll_interval: u64,
+    /// Routed network, after a restart: seconds to wait for every peer's
+    /// End-of-RIB before removing the previous run's unconfirmed routes.
+    #[arg(long, default_value_t = 120)]
+    routed_sync_wait: u64,
     /// Log level or `target=level,...` directives (PLEXUS_LOG wins).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -138,7 +147,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let sock_path = args.run_dir.join(runfiles::SOCKET);
     let ctl = ctlsock::bind(&sock_path)?;
-    let _ctl = AbortOnDrop(tokio::spawn(ctlsock::serve(ctl, status.clone())));
+    let handlers = ctlsock::Handlers::default();
+    let _ctl = AbortOnDrop(tokio::spawn(ctlsock::serve(
+        ctl,
+        status.clone(),
+        handlers.clone(),
+    )));
     let _http = match args.metrics_addr {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
@@ -150,7 +164,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let signal = shutdown_signal();
-    let agent = agent(&args, &status);
+    let agent = agent(&args, &status, &handlers);
     let span = tracing::info_span!("network", prefix = %args.etcd_prefix, node = %args.node_name);
     let result = tokio::select! {
         r = agent.instrument(span) => r,
@@ -165,7 +179,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     result
 }
 
-async fn agent(args: &Args, status: &Shared) -> anyhow::Result<()> {
+async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> anyhow::Result<()> {
     let opts = StoreOptions {
         etcd_prefix: args.etcd_prefix.clone(),
         etcd_cafile: args.etcd_cafile.clone(),
@@ -177,6 +191,9 @@ async fn agent(args: &Args, status: &Shared) -> anyhow::Result<()> {
         node_name: args.node_name.clone(),
         net_config: args.net_config.clone(),
     };
+    if let Some(cluster) = routed_cluster(args, &opts, status).await? {
+        return run_routed(args, cluster, status, handlers).await;
+    }
     let reg = open_lease_registry(&args.store, &opts)
         .await
         .inspect_err(|_| status.store_error())
@@ -200,6 +217,62 @@ async fn agent(args: &Args, status: &Shared) -> anyhow::Result<()> {
     };
     let mut ov = overlay::start(&settings, reg.as_ref(), &mut dp, status).await?;
     ov.run(reg.as_ref(), &mut dp).await
+}
+
+/// The routed network's store, when it holds a routed network (a pool).
+async fn routed_cluster(
+    args: &Args,
+    opts: &StoreOptions,
+    status: &Shared,
+) -> anyhow::Result<Option<plexus_ipam::Cluster>> {
+    let Some(kv) = open_kv(&args.store, opts)
+        .await
+        .inspect_err(|_| status.store_error())
+        .with_context(|| format!("open the store {}", args.store))?
+    else {
+        return Ok(None);
+    };
+    let cluster = plexus_ipam::Cluster::new(kv, plexus_ipam::Layout::default());
+    Ok(routed::configured(&cluster)
+        .await
+        .inspect_err(|_| status.store_error())?
+        .then_some(cluster))
+}
+
+async fn run_routed(
+    args: &Args,
+    cluster: plexus_ipam::Cluster,
+    status: &Shared,
+    handlers: &ctlsock::Handlers,
+) -> anyhow::Result<()> {
+    let public_ip = match args.public_ip {
+        Some(ip) => ip,
+        None => {
+            let ns = Netns::current().context("open this process's network namespace")?;
+            let mut dp = KernelDataPlane::open(ns).await?;
+            let sel = UnderlaySelect {
+                iface: args.iface.clone(),
+                want_v4: true,
+                ..Default::default()
+            };
+            dp.underlay(&sel)
+                .await?
+                .v4
+                .map(|(ip, _)| ip)
+                .context("the routed network needs an IPv4 address (--public-ip)")?
+        }
+    };
+    let settings = routed::Settings {
+        node: args.node_name.clone(),
+        run_dir: args.run_dir.clone(),
+        public_ip,
+        poll_every: Duration::from_secs(args.routed_poll_interval.max(1)),
+        sync_wait: Duration::from_secs(args.routed_sync_wait),
+    };
+    let span = tracing::info_span!("routed", node = %args.node_name);
+    routed::run(&settings, cluster, status, handlers)
+        .instrument(span)
+        .await
 }
 
 /// Stops a background task when the agent stops.

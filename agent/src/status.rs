@@ -41,10 +41,20 @@ struct Counters {
     latency_sum: f64,
 }
 
+/// The routed network's BGP gauges (absent in overlay mode).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BgpGauges {
+    /// Sessions per RFC 4271 state name.
+    pub sessions: std::collections::BTreeMap<String, usize>,
+    pub prefixes_received: usize,
+    pub prefixes_advertised: usize,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     status: NodeStatus,
     counters: Counters,
+    bgp: Option<BgpGauges>,
 }
 
 /// Shared, cheap to clone.
@@ -86,6 +96,11 @@ impl Shared {
             }
         }
         c.latency_buckets[LATENCY_BUCKETS.len()] += 1;
+    }
+
+    /// The routed network's BGP gauges, refreshed by its control loop.
+    pub fn set_bgp(&self, g: BgpGauges) {
+        self.lock().bgp = Some(g);
     }
 
     /// How many rounds of programming have been recorded.
@@ -152,7 +167,34 @@ impl Shared {
         let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {total}");
         let _ = writeln!(o, "{name}_sum {}", c.latency_sum);
         let _ = writeln!(o, "{name}_count {total}");
+        if let Some(b) = &g.bgp {
+            bgp_metrics(&mut o, b);
+        }
         o
+    }
+}
+
+fn bgp_metrics(o: &mut String, b: &BgpGauges) {
+    let _ = writeln!(o, "# HELP plexusd_bgp_sessions BGP sessions by state.");
+    let _ = writeln!(o, "# TYPE plexusd_bgp_sessions gauge");
+    for (state, n) in &b.sessions {
+        let _ = writeln!(o, "plexusd_bgp_sessions{{state=\"{state}\"}} {n}");
+    }
+    for (name, help, v) in [
+        (
+            "bgp_prefixes_received",
+            "Prefixes received from all peers.",
+            b.prefixes_received,
+        ),
+        (
+            "bgp_prefixes_advertised",
+            "Prefixes advertised to all peers.",
+            b.prefixes_advertised,
+        ),
+    ] {
+        let _ = writeln!(o, "# HELP plexusd_{name} {help}");
+        let _ = writeln!(o, "# TYPE plexusd_{name} gauge");
+        let _ = writeln!(o, "plexusd_{name} {v}");
     }
 }
 
@@ -182,6 +224,21 @@ mod tests {
             "plexusd_programming_latency_seconds_bucket{le=\"0.5\"} 2",
             "plexusd_programming_latency_seconds_bucket{le=\"+Inf\"} 2",
             "plexusd_programming_latency_seconds_count 2",
+        ] {
+            assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+        }
+        assert!(!m.contains("plexusd_bgp_"));
+        let mut g = BgpGauges {
+            prefixes_received: 4,
+            ..Default::default()
+        };
+        g.sessions.insert("Established".into(), 2);
+        s.set_bgp(g);
+        let m = s.metrics();
+        for line in [
+            "plexusd_bgp_sessions{state=\"Established\"} 2",
+            "plexusd_bgp_prefixes_received 4",
+            "plexusd_bgp_prefixes_advertised 0",
         ] {
             assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
         }

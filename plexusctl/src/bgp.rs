@@ -35,6 +35,23 @@ enum BgpOp {
         #[command(subcommand)]
         op: PeerOp,
     },
+    /// The local agent's BGP peers (like calicoctl node status); needs no
+    /// store, only the agent's socket.
+    Status(crate::bgp_status::BgpStatusCmd),
+}
+
+impl BgpCmd {
+    /// `bgp status` talks to the local agent, not the store: split it off
+    /// before a store is opened.
+    pub fn into_status(self) -> Result<(crate::bgp_status::BgpStatusCmd, bool), BgpCmd> {
+        match self.op {
+            BgpOp::Status(s) => Ok((s, self.json)),
+            op => Err(BgpCmd {
+                op,
+                json: self.json,
+            }),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -82,6 +99,9 @@ pub async fn run(cmd: BgpCmd, c: Cluster) -> anyhow::Result<String> {
             ))
         }
         BgpOp::Peer { op } => peer(op, cmd.json, c).await,
+        BgpOp::Status(_) => {
+            unreachable!("bgp status is split off by into_status before a store is opened")
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! network's cluster state (plexus-ipam) in the store plexusd uses.
 
 mod bgp;
+mod bgp_status;
 mod cni;
 mod install;
 mod ipam;
@@ -44,7 +45,8 @@ enum Top {
     Status(status::StatusCmd),
     /// The routed network's address pools.
     Pool(pool::PoolCmd),
-    /// The routed network's BGP settings and peers.
+    /// The routed network's BGP settings and peers, and `bgp status` (the
+    /// local agent's sessions).
     Bgp(bgp::BgpCmd),
     /// Per-node settings, a node leaving the cluster, and `node status`
     /// (the local agent's view).
@@ -64,7 +66,10 @@ fn main() -> ExitCode {
         Top::Cni(c) => cni::run(c),
         Top::Status(s) => status::run(s),
         Top::Pool(c) => routed::run(&cli.store, |cl| pool::run(c, cl)),
-        Top::Bgp(c) => routed::run(&cli.store, |cl| bgp::run(c, cl)),
+        Top::Bgp(c) => match c.into_status() {
+            Ok((s, json)) => bgp_status::run(s, json),
+            Err(c) => routed::run(&cli.store, |cl| bgp::run(c, cl)),
+        },
         Top::Node(c) => match c.into_status() {
             Ok((s, json)) => node_status::run(s, json),
             Err(c) => routed::run(&cli.store, |cl| node::run(c, cl)),

@@ -402,6 +402,11 @@ impl FakeAgent {
                         rest: Default::default(),
                     })
                     .to_line(),
+                    Request::BgpStatus => Answer::<Status>::Err(plexus_agent_api::AgentError {
+                        error: "this test double has no BGP".into(),
+                        code: None,
+                    })
+                    .to_line(),
                 };
                 log.lock().unwrap().push(req);
                 let _ = (&conn).write_all(&answer);

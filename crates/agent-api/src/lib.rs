@@ -22,6 +22,6 @@ pub mod proto;
 pub use cidr::Cidr;
 pub use client::{call, ClientError, DEFAULT_TIMEOUT, SOCKET_NAME};
 pub use proto::{
-    AgentError, Allocation, Answer, AttachmentKey, GcDone, Released, Request, Status, MAX_LINE,
-    ROUTE_PROTOCOL_POD,
+    AgentError, Allocation, Answer, AttachmentKey, BgpPeer, BgpStatus, GcDone, Released, Request,
+    Status, MAX_LINE, ROUTE_PROTOCOL_POD,
 };

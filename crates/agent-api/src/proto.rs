@@ -55,6 +55,9 @@ pub enum Request {
         network: String,
         valid: Vec<AttachmentKey>,
     },
+    /// The node's BGP sessions (`plexusctl bgp status`); answered with
+    /// [`BgpStatus`].
+    BgpStatus,
 }
 
 impl Request {
@@ -86,6 +89,34 @@ pub struct Released {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcDone {
     pub released: usize,
+}
+
+/// The answer to [`Request::BgpStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpStatus {
+    /// This node's router ID and AS.
+    pub router_id: String,
+    pub asn: u32,
+    pub peers: Vec<BgpPeer>,
+}
+
+/// One BGP neighbour as `calicoctl node status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpPeer {
+    pub address: String,
+    pub asn: u32,
+    /// "node-to-node mesh", "global", "node specific", "route reflector
+    /// client" or "route reflector".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The RFC 4271 state (`Established`, `Active`, ...).
+    pub state: String,
+    /// Seconds since the Unix epoch of the last state change.
+    pub since: u64,
+    /// The last error, or prefix counts when established.
+    pub info: String,
+    pub prefixes_received: usize,
+    pub prefixes_sent: usize,
 }
 
 /// The answer to [`Request::Status`]: the agent's whole status document;
@@ -178,6 +209,10 @@ mod tests {
         let back: Request = serde_json::from_slice(&gc.to_line()).unwrap();
         assert_eq!(back, gc);
         assert!(serde_json::from_str::<Request>(r#"{"command":"reboot"}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"command":"bgp_status"}"#).unwrap(),
+            Request::BgpStatus
+        );
     }
 
     #[test]

@@ -1,0 +1,182 @@
+//! In-memory stand-ins for the kernel's route table and the BGP speaker,
+//! for the routed control logic's unit tests (no root, no sockets).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+use plexus_bgp::attrs::PathAttrs;
+use plexus_bgp::fsm::State;
+use plexus_bgp::{BestRoute, BgpError, PeerConfig, PeerStatus, RouteChange};
+
+use super::bgp::Announcer;
+use super::kernel::{RouteTable, PROTO_BLOCK};
+
+pub fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+/// A best-route change: `via` None is a removal.
+pub fn best(prefix: &str, via: Option<&str>) -> RouteChange {
+    RouteChange {
+        prefix: net(prefix),
+        route: via.map(|v| {
+            let ip: IpAddr = v.parse().unwrap();
+            BestRoute {
+                next_hop: ip,
+                peer: ip,
+                attrs: Arc::new(PathAttrs {
+                    next_hop: Some(ip),
+                    ..PathAttrs::local()
+                }),
+            }
+        }),
+    }
+}
+
+/// (protocol, prefix) → next hop.
+#[derive(Default)]
+pub struct FakeRoutes {
+    table: Mutex<BTreeMap<(u8, IpNet), Option<IpAddr>>>,
+    fail: AtomicBool,
+    calls: AtomicUsize,
+}
+
+impl FakeRoutes {
+    pub fn put(&self, proto: u8, prefix: &str, via: Option<&str>) {
+        self.table
+            .lock()
+            .unwrap()
+            .insert((proto, net(prefix)), via.map(|v| v.parse().unwrap()));
+    }
+    pub fn table(&self, proto: u8) -> Vec<(String, Option<String>)> {
+        self.table
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((p, _), _)| *p == proto)
+            .map(|((_, d), v)| (d.to_string(), v.map(|v| v.to_string())))
+            .collect()
+    }
+    pub fn prefixes(&self, proto: u8) -> Vec<String> {
+        self.table(proto).into_iter().map(|(d, _)| d).collect()
+    }
+    /// Make every change fail (a kernel refusing).
+    pub fn fail(&self, on: bool) {
+        self.fail.store(on, Ordering::SeqCst);
+    }
+    /// How many changes were asked for.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+    fn change(&self) -> anyhow::Result<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            anyhow::bail!("the fake kernel refuses");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl RouteTable for FakeRoutes {
+    async fn ours(&self, proto: u8) -> anyhow::Result<BTreeSet<IpNet>> {
+        Ok(self.prefixes(proto).iter().map(|p| net(p)).collect())
+    }
+    async fn add_blackhole(&self, block: IpNet) -> anyhow::Result<()> {
+        self.change()?;
+        self.table
+            .lock()
+            .unwrap()
+            .insert((PROTO_BLOCK, block), None);
+        Ok(())
+    }
+    async fn install(&self, prefix: IpNet, next_hop: IpAddr) -> anyhow::Result<()> {
+        self.change()?;
+        self.table
+            .lock()
+            .unwrap()
+            .insert((super::kernel::PROTO_BGP, prefix), Some(next_hop));
+        Ok(())
+    }
+    async fn remove(&self, prefix: IpNet, proto: u8) -> anyhow::Result<()> {
+        self.change()?;
+        self.table.lock().unwrap().remove(&(proto, prefix));
+        Ok(())
+    }
+}
+
+/// What was originated; one peer whose End-of-RIB state the test sets.
+#[derive(Default)]
+pub struct FakeBgp {
+    originated: Mutex<BTreeSet<IpNet>>,
+    peers: Mutex<BTreeMap<IpAddr, PeerConfig>>,
+    synced: AtomicBool,
+}
+
+impl FakeBgp {
+    pub fn originated(&self) -> Vec<String> {
+        self.originated
+            .lock()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+    /// The configured peers: (address, remote AS, rr client).
+    pub fn peer_list(&self) -> Vec<(String, u32, bool)> {
+        self.peers
+            .lock()
+            .unwrap()
+            .values()
+            .map(|p| (p.address.to_string(), p.remote_as, p.rr_client))
+            .collect()
+    }
+    pub fn set_synced(&self, on: bool) {
+        self.synced.store(on, Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl Announcer for FakeBgp {
+    async fn add_peer(&self, peer: PeerConfig) -> Result<(), BgpError> {
+        let mut peers = self.peers.lock().unwrap();
+        if peers.contains_key(&peer.address) {
+            return Err(BgpError::Config(format!(
+                "{} is a peer already",
+                peer.address
+            )));
+        }
+        peers.insert(peer.address, peer);
+        Ok(())
+    }
+    async fn remove_peer(&self, address: IpAddr) -> Result<(), BgpError> {
+        self.peers.lock().unwrap().remove(&address);
+        Ok(())
+    }
+    async fn originate(&self, prefix: IpNet) -> Result<(), BgpError> {
+        self.originated.lock().unwrap().insert(prefix);
+        Ok(())
+    }
+    async fn withdraw(&self, prefix: IpNet) -> Result<(), BgpError> {
+        self.originated.lock().unwrap().remove(&prefix);
+        Ok(())
+    }
+    async fn peers(&self) -> Result<Vec<PeerStatus>, BgpError> {
+        Ok(vec![PeerStatus {
+            address: "10.0.0.2".parse().unwrap(),
+            remote_as: 64512,
+            ibgp: true,
+            state: State::Established,
+            since: SystemTime::now(),
+            last_error: None,
+            remote_id: None,
+            prefixes_received: 0,
+            prefixes_sent: 0,
+            synced: self.synced.load(Ordering::SeqCst),
+        }])
+    }
+}

@@ -1,0 +1,321 @@
+//! The control socket's routed commands: `allocate`, `release`, `gc`
+//! (plexus-bgp-routes' block IPAM) and `bgp_status` (`plexusctl bgp
+//! status`). Addresses come from this node's [`Allocator`]; a new block
+//! is blackholed and announced before the address is handed out.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use plexus_agent_api::{
+    AgentError, Allocation, BgpPeer, BgpStatus, Cidr, GcDone, Released, Request,
+};
+use plexus_cni::error::ErrorCode;
+use plexus_ipam::{Allocator, Cluster, Handle, IpamError, Pool};
+use serde_json::{json, Value};
+
+use super::blocks::Blocks;
+use super::PeerTable;
+use crate::ctlsock::Handler;
+
+pub struct RoutedHandler {
+    pub cluster: Cluster,
+    /// The pools as last read (the control loop refreshes them), so an ADD
+    /// whose block has room costs one store write and no read.
+    pub pools: PoolCache,
+    pub alloc: Arc<Allocator>,
+    pub blocks: Arc<Blocks>,
+    pub peers: PeerTable,
+    pub router_id: String,
+    pub asn: u32,
+}
+
+fn error(e: impl std::fmt::Display, code: Option<u32>) -> Value {
+    serde_json::to_value(AgentError {
+        error: e.to_string(),
+        code,
+    })
+    .unwrap_or_else(|_| json!({"error": "internal"}))
+}
+
+fn ipam_error(e: &IpamError) -> Value {
+    error(e, e.cni_code())
+}
+
+/// The pools, shared by the handler and the control loop that re-reads them.
+pub type PoolCache = Arc<std::sync::Mutex<Vec<Pool>>>;
+
+/// The pools an attachment draws from: the named one (by name or CIDR),
+/// else the first enabled pool of each family.
+pub fn pick_pools(pools: &[Pool], wanted: Option<&str>) -> Result<Vec<Pool>, String> {
+    let enabled = pools.iter().filter(|p| !p.disabled);
+    if let Some(w) = wanted {
+        return enabled
+            .clone()
+            .find(|p| p.name == w || p.cidr.to_string() == w)
+            .map(|p| vec![p.clone()])
+            .ok_or_else(|| format!("no enabled pool named {w:?}"));
+    }
+    let mut out: Vec<Pool> = Vec::new();
+    for p in enabled {
+        if !out
+            .iter()
+            .any(|o| o.cidr.addr().is_ipv4() == p.cidr.addr().is_ipv4())
+        {
+            out.push(p.clone());
+        }
+    }
+    if out.is_empty() {
+        return Err("no enabled pool in the store (plexusctl pool add)".into());
+    }
+    Ok(out)
+}
+
+impl RoutedHandler {
+    async fn allocate(&self, handle: Handle, pool: Option<String>) -> Value {
+        let cached = self.pools.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (pools, chosen) = match pick_pools(&cached, pool.as_deref()) {
+            Ok(c) => (cached, c),
+            // A pool added since the last read: ask the store.
+            Err(_) => {
+                let fresh = match self.cluster.pools().await {
+                    Ok(p) => p,
+                    Err(e) => return ipam_error(&e),
+                };
+                match pick_pools(&fresh, pool.as_deref()) {
+                    Ok(c) => {
+                        *self.pools.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+                        (fresh, c)
+                    }
+                    Err(e) => return error(e, Some(ErrorCode::InvalidConfig.code())),
+                }
+            }
+        };
+        let mut addresses = Vec::new();
+        for p in &chosen {
+            match self.alloc.allocate(&handle, &p.name).await {
+                Ok(ip) => addresses.push(Cidr::host(ip)),
+                Err(e) => {
+                    // Nothing half-given: the other family's address goes too.
+                    let _ = self.alloc.release(&handle).await;
+                    return ipam_error(&e);
+                }
+            }
+        }
+        // A block claimed just now must be routable before a pod uses it.
+        if let Err(e) = self.blocks.sync(self.alloc.blocks().await).await {
+            tracing::warn!(error = %format!("{e:#}"), "block routes after allocation");
+        }
+        let answer = Allocation {
+            addresses,
+            pools: pools
+                .iter()
+                .filter(|p| !p.disabled)
+                .filter_map(|p| Cidr::new(p.cidr.addr(), p.cidr.prefix_len()))
+                .collect(),
+        };
+        serde_json::to_value(answer).unwrap_or_else(|e| error(e, None))
+    }
+
+    async fn bgp_status(&self) -> Value {
+        let kinds = self.peers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let status = match self.blocks.bgp().peers().await {
+            Ok(s) => s,
+            Err(e) => return error(e, None),
+        };
+        let peers = status
+            .into_iter()
+            .map(|s| {
+                let established = s.state == plexus_bgp::fsm::State::Established;
+                BgpPeer {
+                    address: s.address.to_string(),
+                    asn: s.remote_as,
+                    kind: kinds
+                        .get(&s.address)
+                        .map_or("unknown", |d| d.kind.label())
+                        .to_string(),
+                    state: s.state.to_string(),
+                    since: s
+                        .since
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                    info: match (&s.last_error, established) {
+                        (_, true) => {
+                            format!("{} received, {} sent", s.prefixes_received, s.prefixes_sent)
+                        }
+                        (Some(e), false) => e.clone(),
+                        (None, false) => String::new(),
+                    },
+                    prefixes_received: s.prefixes_received,
+                    prefixes_sent: s.prefixes_sent,
+                }
+            })
+            .collect();
+        serde_json::to_value(BgpStatus {
+            router_id: self.router_id.clone(),
+            asn: self.asn,
+            peers,
+        })
+        .unwrap_or_else(|e| error(e, None))
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for RoutedHandler {
+    async fn handle(&self, request: Request) -> Value {
+        match request {
+            Request::Allocate {
+                network,
+                container_id,
+                ifname,
+                pool,
+            } => {
+                self.allocate(Handle::new(&network, &container_id, &ifname), pool)
+                    .await
+            }
+            Request::Release {
+                network,
+                container_id,
+                ifname,
+            } => match self
+                .alloc
+                .release(&Handle::new(&network, &container_id, &ifname))
+                .await
+            {
+                Ok(released) => json!(Released { released }),
+                Err(e) => ipam_error(&e),
+            },
+            Request::Gc { network, valid } => {
+                let valid: HashSet<Handle> = valid
+                    .iter()
+                    .map(|k| Handle::new(&network, &k.container_id, &k.ifname))
+                    .collect();
+                match self.alloc.gc(&network, &valid).await {
+                    Ok(released) => json!(GcDone { released }),
+                    Err(e) => ipam_error(&e),
+                }
+            }
+            Request::BgpStatus => self.bgp_status().await,
+            Request::Status => error("status is answered by the control socket", None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routed::fakes::{FakeBgp, FakeRoutes};
+    use crate::routed::kernel::PROTO_BLOCK;
+    use plexus_agent_api::AttachmentKey;
+
+    async fn handler(dir: &std::path::Path) -> (RoutedHandler, Arc<FakeRoutes>, Arc<FakeBgp>) {
+        let kv = plexus_store::FileKv::open(&dir.join("store")).unwrap();
+        let cluster = Cluster::new(Arc::new(kv), plexus_ipam::Layout::default());
+        cluster
+            .add_pool(&pool("p", "10.96.0.0/16", false))
+            .await
+            .unwrap();
+        let alloc = Arc::new(Allocator::load(cluster.clone(), "n1").await.unwrap());
+        let (routes, bgp) = (
+            Arc::new(FakeRoutes::default()),
+            Arc::new(FakeBgp::default()),
+        );
+        let blocks = Arc::new(Blocks::new(routes.clone(), bgp.clone()).await.unwrap());
+        let h = RoutedHandler {
+            cluster,
+            pools: PoolCache::default(),
+            alloc,
+            blocks,
+            peers: PeerTable::default(),
+            router_id: "10.0.0.1".into(),
+            asn: 64512,
+        };
+        (h, routes, bgp)
+    }
+
+    fn allocate(c: &str) -> Request {
+        Request::Allocate {
+            network: "routed".into(),
+            container_id: c.into(),
+            ifname: "eth0".into(),
+            pool: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn allocate_is_idempotent_and_routes_the_block_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, routes, bgp) = handler(dir.path()).await;
+        let a = h.handle(allocate("c1")).await;
+        assert_eq!(a["addresses"], json!(["10.96.0.0/32"]), "{a}");
+        assert_eq!(a["pools"], json!(["10.96.0.0/16"]));
+        assert_eq!(routes.prefixes(PROTO_BLOCK), ["10.96.0.0/26"]);
+        assert_eq!(bgp.originated(), ["10.96.0.0/26"]);
+        assert_eq!(h.handle(allocate("c1")).await, a);
+        let b = h.handle(allocate("c2")).await;
+        assert_eq!(b["addresses"], json!(["10.96.0.1/32"]));
+        let r = h
+            .handle(Request::Release {
+                network: "routed".into(),
+                container_id: "c1".into(),
+                ifname: "eth0".into(),
+            })
+            .await;
+        assert_eq!(r, json!({"released": 1}));
+        h.handle(allocate("c3")).await;
+        let gc = h
+            .handle(Request::Gc {
+                network: "routed".into(),
+                valid: vec![AttachmentKey {
+                    container_id: "c3".into(),
+                    ifname: "eth0".into(),
+                }],
+            })
+            .await;
+        assert_eq!(gc, json!({"released": 1}));
+        // The block stays with the node (aggregated routes stay stable).
+        assert_eq!(routes.prefixes(PROTO_BLOCK), ["10.96.0.0/26"]);
+    }
+
+    #[tokio::test]
+    async fn a_missing_pool_is_a_config_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, routes, _) = handler(dir.path()).await;
+        let mut req = allocate("c1");
+        if let Request::Allocate { pool, .. } = &mut req {
+            *pool = Some("nope".into());
+        }
+        let e = h.handle(req).await;
+        assert_eq!(e["code"], json!(ErrorCode::InvalidConfig.code()), "{e}");
+        assert!(routes.prefixes(PROTO_BLOCK).is_empty());
+    }
+
+    fn pool(name: &str, cidr: &str, disabled: bool) -> Pool {
+        Pool {
+            name: name.into(),
+            cidr: cidr.parse().unwrap(),
+            block_size: 26,
+            nat_outgoing: false,
+            encap: Default::default(),
+            disabled,
+        }
+    }
+
+    #[test]
+    fn default_pools_one_per_family() {
+        let pools = [
+            pool("off", "10.1.0.0/16", true),
+            pool("a", "10.2.0.0/16", false),
+            pool("b", "10.3.0.0/16", false),
+            pool("v6", "fd00::/64", false),
+        ];
+        let names = |r: Result<Vec<Pool>, String>| {
+            r.unwrap().into_iter().map(|p| p.name).collect::<Vec<_>>()
+        };
+        assert_eq!(names(pick_pools(&pools, None)), ["a", "v6"]);
+        assert_eq!(names(pick_pools(&pools, Some("b"))), ["b"]);
+        assert_eq!(names(pick_pools(&pools, Some("10.3.0.0/16"))), ["b"]);
+        assert!(pick_pools(&pools, Some("off")).is_err());
+        assert!(pick_pools(&[], None).unwrap_err().contains("pool add"));
+    }
+}

@@ -1,0 +1,192 @@
+//! The routing component: the speaker's best-route changes, in order, into
+//! the kernel with our protocol number (next hop as learned); and after a
+//! restart, the purge of the previous run's routes no peer confirmed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use plexus_bgp::{RouteChange, RouteFeed};
+use tokio::sync::Mutex;
+
+use super::bgp::Announcer;
+use super::kernel::{RouteTable, PROTO_BGP};
+
+/// At most this many changes per kernel batch.
+const MAX_BATCH: usize = 10_000;
+use crate::status::Shared;
+
+#[derive(Clone)]
+pub struct Routing {
+    routes: Arc<dyn RouteTable>,
+    status: Shared,
+    /// What the feed installed: prefix → next hop.
+    installed: Arc<Mutex<BTreeMap<IpNet, IpAddr>>>,
+}
+
+impl Routing {
+    pub fn new(routes: Arc<dyn RouteTable>, status: Shared) -> Routing {
+        Routing {
+            routes,
+            status,
+            installed: Arc::default(),
+        }
+    }
+
+    /// Applies the feed until it ends (the speaker stopped). What has
+    /// arrived together (a peer's whole table) goes in one batch.
+    pub async fn follow(self, mut feed: RouteFeed) {
+        while let Some(first) = feed.recv().await {
+            let mut changes = vec![first];
+            while changes.len() < MAX_BATCH {
+                match feed.try_recv() {
+                    Ok(c) => changes.push(c),
+                    Err(_) => break,
+                }
+            }
+            self.apply(changes).await;
+        }
+    }
+
+    /// Changes into the kernel, the last one per prefix; failures are
+    /// counted and logged (the kernel is compared with the RIB again only
+    /// after a restart).
+    pub async fn apply(&self, changes: Vec<RouteChange>) {
+        let started = Instant::now();
+        let last: BTreeMap<IpNet, Option<IpAddr>> = changes
+            .into_iter()
+            .map(|c| (c.prefix, c.route.map(|r| r.next_hop)))
+            .collect();
+        let list: Vec<(IpNet, Option<IpAddr>)> = last.into_iter().collect();
+        let mut installed = self.installed.lock().await;
+        let refused = match self.routes.apply_bgp(&list).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.status.dataplane_errors(list.len());
+                tracing::warn!(error = %format!("{e:#}"), changes = list.len(), "route changes failed");
+                return;
+            }
+        };
+        for (i, (prefix, via)) in list.iter().enumerate() {
+            if refused.iter().any(|(j, _)| *j == i) {
+                continue;
+            }
+            match via {
+                Some(nh) => installed.insert(*prefix, *nh),
+                None => installed.remove(prefix),
+            };
+        }
+        drop(installed);
+        self.status.programmed_in(started.elapsed());
+        self.status.dataplane_errors(refused.len());
+        for (i, why) in &refused {
+            tracing::warn!(prefix = %list[*i].0, error = %why, "route change refused");
+        }
+        tracing::debug!(
+            changes = list.len(),
+            refused = refused.len(),
+            "routes programmed"
+        );
+    }
+
+    /// After a restart the kernel still holds the previous run's routes
+    /// (graceful restart: forwarding went on). Once every peer has sent
+    /// its End-of-RIB (or after `wait`), those the new RIB did not
+    /// install again are stale: remove them.
+    pub async fn purge_after_sync(
+        self,
+        bgp: Arc<dyn Announcer>,
+        previous: BTreeSet<IpNet>,
+        wait: Duration,
+    ) {
+        if previous.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let synced = match bgp.peers().await {
+                Ok(peers) => peers.iter().all(|p| p.synced),
+                Err(_) => return,
+            };
+            if synced || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let installed = self.installed.lock().await;
+        let stale: Vec<IpNet> = previous
+            .into_iter()
+            .filter(|p| !installed.contains_key(p))
+            .collect();
+        for p in stale {
+            match self.routes.remove(p, PROTO_BGP).await {
+                Ok(()) => tracing::info!(prefix = %p, "stale route of the previous run removed"),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "removing a stale route"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routed::fakes::{best, FakeBgp, FakeRoutes};
+
+    #[tokio::test]
+    async fn changes_become_routes_with_our_protocol() {
+        let routes = Arc::new(FakeRoutes::default());
+        let status = Shared::default();
+        let r = Routing::new(routes.clone(), status.clone());
+        r.apply(vec![best("10.96.0.64/26", Some("10.0.0.2"))]).await;
+        // In one batch the last change of a prefix wins.
+        r.apply(vec![
+            best("198.51.100.0/24", Some("10.0.0.9")),
+            best("10.96.0.64/26", Some("10.0.0.4")),
+            best("10.96.0.64/26", Some("10.0.0.3")),
+        ])
+        .await;
+        assert_eq!(
+            routes.table(PROTO_BGP),
+            [
+                ("10.96.0.64/26".to_string(), Some("10.0.0.3".to_string())),
+                ("198.51.100.0/24".to_string(), Some("10.0.0.9".to_string()))
+            ]
+        );
+        r.apply(vec![best("198.51.100.0/24", None)]).await;
+        assert_eq!(routes.prefixes(PROTO_BGP), ["10.96.0.64/26"]);
+        assert_eq!(status.rounds(), 3);
+        // A refused change is not recorded as installed.
+        routes.fail(true);
+        r.apply(vec![best("192.0.2.0/24", Some("10.0.0.9"))]).await;
+        assert!(!r
+            .installed
+            .lock()
+            .await
+            .contains_key(&"192.0.2.0/24".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn purge_waits_for_end_of_rib_then_removes_the_unconfirmed() {
+        let routes = Arc::new(FakeRoutes::default());
+        routes.put(PROTO_BGP, "10.96.0.64/26", Some("10.0.0.2"));
+        routes.put(PROTO_BGP, "203.0.113.0/24", Some("10.0.0.2"));
+        let previous = routes.ours(PROTO_BGP).await.unwrap();
+        let bgp = Arc::new(FakeBgp::default());
+        bgp.set_synced(false);
+        let r = Routing::new(routes.clone(), Shared::default());
+        let purge = tokio::spawn(r.clone().purge_after_sync(
+            bgp.clone(),
+            previous,
+            Duration::from_secs(3600),
+        ));
+        // The peer re-announces one of them; nothing goes before End-of-RIB.
+        r.apply(vec![best("10.96.0.64/26", Some("10.0.0.2"))]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(routes.prefixes(PROTO_BGP).len(), 2);
+        bgp.set_synced(true);
+        purge.await.unwrap();
+        assert_eq!(routes.prefixes(PROTO_BGP), ["10.96.0.64/26"]);
+    }
+}
