@@ -216,3 +216,46 @@ impl GoBgp {
             .is_some_and(|s| s.contains("BGP state = ESTABLISHED"))
     }
 }
+
+/// Raw BGP messages, for tests that play a broken or hostile peer over a
+/// plain TCP socket (the speaker must answer with a NOTIFICATION and keep
+/// serving everyone else).
+pub mod wire {
+    use std::io::Read;
+    use std::net::TcpStream;
+
+    /// A header with the all-ones marker.
+    pub fn header(len: usize, kind: u8) -> Vec<u8> {
+        let mut v = vec![0xff; 16];
+        v.extend((len as u16).to_be_bytes());
+        v.push(kind);
+        v
+    }
+
+    /// A whole message of `kind` with `body`.
+    pub fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = header(19 + body.len(), kind);
+        m.extend(body);
+        m
+    }
+
+    /// An OPEN without optional parameters.
+    pub fn open(version: u8, asn: u16, hold: u16, id: [u8; 4]) -> Vec<u8> {
+        let mut b = vec![version];
+        b.extend(asn.to_be_bytes());
+        b.extend(hold.to_be_bytes());
+        b.extend(id);
+        b.push(0);
+        message(1, &b)
+    }
+
+    /// Read one message: (type, body); `None` at EOF or on a short read.
+    pub fn read_msg(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+        let mut h = [0u8; 19];
+        s.read_exact(&mut h).ok()?;
+        let len = u16::from_be_bytes([h[16], h[17]]) as usize;
+        let mut body = vec![0u8; len.checked_sub(19)?];
+        s.read_exact(&mut body).ok()?;
+        Some((h[18], body))
+    }
+}

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use plexus_bgp::fsm::{GracefulRestart, State};
 use plexus_bgp::rib::{BestRoute, RouteChange};
 use plexus_bgp::speaker::{PeerConfig, PeerStatus, RouteFeed, Speaker, SpeakerConfig};
 use plexus_bgp::BgpError;
+use plexus_tests::routers::wire::{header, message, open, read_msg};
 use plexus_tests::routers::{tool_available, veth_link, wait_for, Bird, GoBgp};
 use plexus_tests::{skip, Netns};
 use tokio::runtime::Runtime;
@@ -382,38 +383,6 @@ fn gobgp_session_and_routes_both_ways() {
 
 // ---- malformed messages from a raw socket ----
 
-fn header(len: usize, kind: u8) -> Vec<u8> {
-    let mut v = vec![0xff; 16];
-    v.extend((len as u16).to_be_bytes());
-    v.push(kind);
-    v
-}
-
-fn message(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = header(19 + body.len(), kind);
-    m.extend(body);
-    m
-}
-
-fn open(version: u8, asn: u16, hold: u16) -> Vec<u8> {
-    let mut b = vec![version];
-    b.extend(asn.to_be_bytes());
-    b.extend(hold.to_be_bytes());
-    b.extend([10, 10, 3, 2]);
-    b.push(0);
-    message(1, &b)
-}
-
-/// Read one BGP message: (type, body).
-fn read_msg(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-    let mut h = [0u8; 19];
-    s.read_exact(&mut h).ok()?;
-    let len = u16::from_be_bytes([h[16], h[17]]) as usize;
-    let mut body = vec![0u8; len.checked_sub(19)?];
-    s.read_exact(&mut body).ok()?;
-    Some((h[18], body))
-}
-
 /// A TCP connection from `source` (an address of the current namespace).
 fn socket_from(source: &str, to: SocketAddr) -> TcpStream {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -442,7 +411,7 @@ fn provoke(evil: &Netns, establish: bool, bad: &[u8]) -> (u8, u8) {
         let (kind, _) = read_msg(&mut s).expect("our OPEN");
         assert_eq!(kind, 1);
         if establish {
-            s.write_all(&open(4, 65099, 90)).unwrap();
+            s.write_all(&open(4, 65099, 90, [10, 10, 3, 2])).unwrap();
             s.write_all(&message(4, &[])).unwrap();
             let (kind, _) = read_msg(&mut s).expect("our KEEPALIVE");
             assert_eq!(kind, 4);
@@ -485,9 +454,24 @@ fn malformed_messages_get_notifications_and_other_sessions_survive() {
         ("length below 19", false, header(18, 4), (1, 2)),
         ("length above 4096", false, header(5000, 2), (1, 2)),
         ("unknown type", false, message(9, &[]), (1, 3)),
-        ("BGP version 3", false, open(3, 65099, 90), (2, 1)),
-        ("wrong peer AS", false, open(4, 65098, 90), (2, 2)),
-        ("hold time 1", false, open(4, 65099, 1), (2, 6)),
+        (
+            "BGP version 3",
+            false,
+            open(3, 65099, 90, [10, 10, 3, 2]),
+            (2, 1),
+        ),
+        (
+            "wrong peer AS",
+            false,
+            open(4, 65098, 90, [10, 10, 3, 2]),
+            (2, 2),
+        ),
+        (
+            "hold time 1",
+            false,
+            open(4, 65099, 1, [10, 10, 3, 2]),
+            (2, 6),
+        ),
         (
             "UPDATE in OpenSent",
             false,

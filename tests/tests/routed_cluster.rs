@@ -11,7 +11,9 @@
 //! restart); `node remove` withdraws the node's routes; concurrent ADDs on
 //! three nodes never duplicate an address; a route reflector topology with
 //! GoBGP as one node's own peer, where `node remove` takes effect through
-//! the store watch (the poll set to ten minutes).
+//! the store watch (the poll set to ten minutes); malformed BGP messages
+//! from a hostile peer are answered with a NOTIFICATION while the agent and
+//! its other sessions carry on.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -536,4 +538,97 @@ fn route_reflector_and_a_gobgp_node_peer() {
     wait_for("node2's blackhole goes", || {
         routes(&c.nodes[2], PROTO_BLOCK).is_empty()
     });
+}
+
+/// A peer sending malformed messages to plexusd itself (not just the
+/// speaker library): each gets its NOTIFICATION, the connection closes, and
+/// the agent keeps running with its mesh session untouched.
+#[test]
+fn malformed_bgp_messages_get_notifications_and_the_agent_carries_on() {
+    use plexus_tests::routers::wire::{header, message, open, read_msg};
+    use std::io::Write;
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+
+    require_overlay!();
+    let mut c = Cluster::new(3);
+    let evil = c.nodes.pop().unwrap(); // 10.200.0.12, no agent
+    add_pool(&c, 26);
+    // A configured global peer, so the agent opens a session with what
+    // connects from there instead of refusing it outright.
+    store(&c, |s| async move {
+        s.add_peer(&Peer {
+            address: "10.200.0.12".parse().unwrap(),
+            asn: 65099,
+            node: None,
+        })
+        .await
+        .unwrap();
+    });
+    let mut agents: Vec<Daemon> = c.start_agents(&[]);
+    let n0 = &c.nodes[0];
+    let mesh_peer = c.nodes[1].ip.clone();
+    let mesh_state = |n: &Node| {
+        bgp_status(n)["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["address"] == mesh_peer.as_str())
+            .map(|p| {
+                (
+                    p["state"].as_str().unwrap_or("").to_string(),
+                    p["since"].clone(),
+                )
+            })
+    };
+    wait_for("node0's mesh session Established", || {
+        mesh_state(n0).is_some_and(|(st, _)| st == "Established")
+    });
+    let before = mesh_state(n0);
+
+    let mut bad_marker = message(4, &[]);
+    bad_marker[0] = 0;
+    let cases: [(&str, Vec<u8>, (u8, u8)); 5] = [
+        ("bad marker", bad_marker, (1, 1)),
+        ("length above 4096", header(5000, 2), (1, 2)),
+        ("unknown type", message(9, &[]), (1, 3)),
+        (
+            "BGP version 3",
+            open(3, 65099, 90, [10, 200, 0, 12]),
+            (2, 1),
+        ),
+        (
+            "wrong peer AS",
+            open(4, 65098, 90, [10, 200, 0, 12]),
+            (2, 2),
+        ),
+    ];
+    for (what, bad, want) in cases {
+        let got = evil.ns.run(|| {
+            let to: SocketAddr = format!("{}:179", n0.ip).parse().unwrap();
+            let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(10)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s.write_all(&bad).unwrap();
+            loop {
+                let (kind, body) = read_msg(&mut s)
+                    .unwrap_or_else(|| panic!("{what}: closed without a NOTIFICATION"));
+                if kind == 3 {
+                    assert!(
+                        read_msg(&mut s).is_none(),
+                        "{what}: not closed after the NOTIFICATION"
+                    );
+                    return (body[0], body[1]);
+                }
+            }
+        });
+        assert_eq!(got, want, "{what}: NOTIFICATION code/subcode");
+    }
+    for a in &mut agents {
+        assert!(
+            a.try_wait().is_none(),
+            "an agent died; log:\n{}",
+            a.log_text()
+        );
+    }
+    assert_eq!(mesh_state(n0), before, "the mesh session was disturbed");
 }
