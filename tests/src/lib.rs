@@ -193,6 +193,18 @@ impl Netns {
             .unwrap_or_else(|e| panic!("ip -j {args:?}: {e}: {out}"))
     }
 
+    /// Run `f` to completion on a current-thread runtime on a thread inside
+    /// this namespace: every socket it opens is in that namespace.
+    pub fn block_on<T: Send>(&self, f: impl std::future::Future<Output = T> + Send) -> T {
+        self.run(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(f)
+        })
+    }
+
     /// Run `f` on a thread that entered this namespace (setns is per
     /// thread), returning its value; a panic inside is passed on.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
@@ -348,4 +360,14 @@ pub fn run_ok(c: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A stream's next item; a stream that goes quiet fails the test after a
+/// minute instead of hanging it (a guard, not a speed check).
+pub async fn next_event<S: futures::Stream + Unpin>(w: &mut S) -> S::Item {
+    use futures::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(60), w.next())
+        .await
+        .expect("no event within 60 s")
+        .expect("the stream ended")
 }

@@ -12,30 +12,9 @@ use plexus_store::{
 };
 use plexus_subnet::{Lease, LeaseAttrs, VxlanBackendData};
 use plexus_tests::etcd::Etcd;
-use plexus_tests::{require_etcd, require_root, Netns};
+use plexus_tests::{next_event, require_etcd, require_root, Netns};
 
 const PREFIX: &str = "/coreos.com/network";
-
-/// Run `f` to completion on a current-thread runtime on a thread inside
-/// `ns`: every socket it opens is in that namespace.
-fn block_in<T: Send>(ns: &Netns, f: impl std::future::Future<Output = T> + Send) -> T {
-    ns.run(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
-    })
-}
-
-/// The stream's next item; a stream that goes quiet fails the test after a
-/// minute instead of hanging it (a guard, not a speed check).
-async fn next<S: futures::Stream + Unpin>(w: &mut S) -> S::Item {
-    tokio::time::timeout(std::time::Duration::from_secs(60), w.next())
-        .await
-        .expect("no event within 60 s")
-        .expect("the stream ended")
-}
 
 fn setup(config: &str) -> (Netns, Etcd) {
     let ns = Netns::new("etcd");
@@ -78,7 +57,7 @@ fn concurrent_registries_never_get_the_same_subnet() {
     let (ns, etcd) =
         setup(r#"{"Network":"10.5.0.0/27","SubnetLen":30,"Backend":{"Type":"vxlan"}}"#);
     let url = etcd.url();
-    let got = block_in(&ns, async {
+    let got = ns.block_on(async {
         let mut regs = Vec::new();
         for _ in 0..7 {
             regs.push(registry(&url).await);
@@ -122,7 +101,7 @@ fn leases_are_written_and_read_in_flannels_format() {
     let flannel_value = r#"{"PublicIP":"192.168.0.52","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0a:58:0a:05:34:00"}}"#;
     etcd.put(&flannel_key, flannel_value);
     let url = etcd.url();
-    let (listed, ours) = block_in(&ns, async {
+    let (listed, ours) = ns.block_on(async {
         let r = registry(&url).await;
         let listed = r.list().await.unwrap();
         let mut q = req("a", "192.168.0.1", 1);
@@ -175,19 +154,19 @@ fn watch_sees_adds_and_deletes_and_resyncs_after_compaction() {
         )
     };
     let k = |sn: &str| format!("{PREFIX}/subnets/{sn}");
-    block_in(&ns, async {
+    ns.block_on(async {
         let r = registry(&url).await;
         let start = r.list().await.unwrap().revision;
         let mut w = r.watch(start).await.unwrap();
         etcd.put(&k("10.5.1.0-24"), &value("192.168.0.1"));
-        match next(&mut w).await.unwrap() {
+        match next_event(&mut w).await.unwrap() {
             LeaseEvent::Added(l) => {
                 assert_eq!(l.attrs.public_ip, Some("192.168.0.1".parse().unwrap()))
             }
             e => panic!("expected Added, got {e:?}"),
         }
         etcd.del(&k("10.5.1.0-24"));
-        match next(&mut w).await.unwrap() {
+        match next_event(&mut w).await.unwrap() {
             LeaseEvent::Removed(l) => {
                 assert_eq!(l.subnet, Some("10.5.1.0/24".parse().unwrap()));
                 // The deleted value's attributes come with it (prev_kv).
@@ -205,7 +184,7 @@ fn watch_sees_adds_and_deletes_and_resyncs_after_compaction() {
         etcd.del(&k("10.5.2.0-24"));
         etcd.compact(etcd.revision());
         let mut w = r.watch(before).await.unwrap();
-        match next(&mut w).await.unwrap() {
+        match next_event(&mut w).await.unwrap() {
             LeaseEvent::Resync(s) => {
                 let subnets: Vec<String> = s.leases.iter().map(|l| l.key()).collect();
                 assert_eq!(
@@ -218,7 +197,7 @@ fn watch_sees_adds_and_deletes_and_resyncs_after_compaction() {
         }
         // ...and the watch goes on after the resync.
         etcd.del(&k("10.5.3.0-24"));
-        match next(&mut w).await.unwrap() {
+        match next_event(&mut w).await.unwrap() {
             LeaseEvent::Removed(l) => assert_eq!(l.key(), "10.5.3.0-24"),
             e => panic!("expected Removed, got {e:?}"),
         }
@@ -231,7 +210,7 @@ fn kv_compare_and_swap_and_ttl_leases() {
     require_etcd!();
     let (ns, etcd) = setup("{}");
     let endpoint = etcd.url();
-    block_in(&ns, async {
+    ns.block_on(async {
         let eps = plexus_store::etcd::parse_endpoints(&endpoint).unwrap();
         let kv: Arc<dyn Kv> = Arc::new(EtcdKv::connect(eps, None).await.unwrap());
         let rev = kv
@@ -278,7 +257,7 @@ fn kv_compare_and_swap_and_ttl_leases() {
             .unwrap()
             .unwrap();
         let mut w = kv.watch("/t/", rev + 1).await.unwrap();
-        let ev = next(&mut w).await.unwrap();
+        let ev = next_event(&mut w).await.unwrap();
         match &ev[0] {
             plexus_store::KvEvent::Delete { key, prev, .. } => {
                 assert_eq!(key, "/t/c");
@@ -295,7 +274,7 @@ fn an_unreachable_store_is_a_clear_error_not_a_hang() {
     require_etcd!();
     let (ns, mut etcd) = setup(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
     let url = etcd.url();
-    let (watch_end, reopen, refused, unroutable, bad) = block_in(&ns, async {
+    let (watch_end, reopen, refused, unroutable, bad) = ns.block_on(async {
         let r = registry(&url).await;
         let mut w = r.watch(r.list().await.unwrap().revision).await.unwrap();
         etcd.kill();
@@ -347,7 +326,7 @@ fn tls_with_client_certificates() {
         etcd_keyfile: Some(t.client_key.clone()),
         ..Default::default()
     };
-    let (lease, plain, no_client_cert, no_ca) = block_in(&ns, async {
+    let (lease, plain, no_client_cert, no_ca) = ns.block_on(async {
         let r = open_lease_registry(&url, &with_certs).await.unwrap();
         let mut q = req("a", "192.168.0.1", 1);
         q.attrs.backend_type = "host-gw".into();
@@ -420,7 +399,7 @@ fn username_and_password() {
         etcd_password: Some(p.into()),
         ..Default::default()
     };
-    let (lease, wrong, anonymous) = block_in(&ns, async {
+    let (lease, wrong, anonymous) = ns.block_on(async {
         let r = open_lease_registry(&url, &creds("plexus", "s3cret"))
             .await
             .unwrap();
@@ -472,7 +451,7 @@ fn a_thousand_leases_in_one_transaction_reach_the_watch() {
         script += &format!("put {PREFIX}/subnets/10.{a}.{b}.0-24 {value:?}\n");
     }
     script += "\n\n";
-    let got = block_in(&ns, async {
+    let got = ns.block_on(async {
         let r = registry(&url).await;
         let mut w = r.watch(r.list().await.unwrap().revision).await.unwrap();
         let mut c = etcd.ctl();

@@ -2,32 +2,12 @@
 //! (tests/src/apiserver.rs), listening inside a namespace this test creates;
 //! the client runs on a thread inside it.
 
-use futures::StreamExt;
 use plexus_store::kube::{BACKEND_DATA, BACKEND_TYPE, PUBLIC_IP, SUBNET_KUBE_MANAGED};
 use plexus_store::{open_lease_registry, AcquireRequest, LeaseEvent, StoreError, StoreOptions};
 use plexus_subnet::{LeaseAttrs, VxlanBackendData};
 use plexus_tests::apiserver::FakeApiServer;
-use plexus_tests::{require_root, Netns};
+use plexus_tests::{next_event, require_root, Netns};
 use serde_json::json;
-
-fn block_in<T: Send>(ns: &Netns, f: impl std::future::Future<Output = T> + Send) -> T {
-    ns.run(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
-    })
-}
-
-/// The stream's next item; a stream that goes quiet fails the test after a
-/// minute instead of hanging it (a guard, not a speed check).
-async fn next<S: futures::Stream + Unpin>(w: &mut S) -> S::Item {
-    tokio::time::timeout(std::time::Duration::from_secs(60), w.next())
-        .await
-        .expect("no event within 60 s")
-        .expect("the stream ended")
-}
 
 /// flannel's annotations for a node it manages.
 fn flannel_annotations(ip: &str, mac: &str) -> serde_json::Value {
@@ -100,7 +80,7 @@ fn acquire_publishes_flannels_annotations_and_lists_flannel_nodes() {
     );
     // Not managed by flannel or Plexus: not a lease.
     c.api.add_node("n3", &["10.5.3.0/24"], json!({}));
-    let (lease, snap) = block_in(&c.ns, async {
+    let (lease, snap) = c.ns.block_on(async {
         let r = open_lease_registry("kubernetes", &c.opts).await.unwrap();
         assert_eq!(r.network_config().await.unwrap().subnet_len, 24);
         let lease = r.acquire(&request()).await.unwrap();
@@ -148,7 +128,7 @@ fn watch_follows_nodes_and_resyncs_after_expiry() {
         &["10.5.2.0/24"],
         flannel_annotations("192.168.0.2", "0a:58:00:00:00:02"),
     );
-    block_in(&c.ns, async {
+    c.ns.block_on(async {
         let r = open_lease_registry("kubernetes", &c.opts).await.unwrap();
         let start = r.list().await.unwrap().revision;
         let mut w = r.watch(start).await.unwrap();
@@ -157,12 +137,12 @@ fn watch_follows_nodes_and_resyncs_after_expiry() {
             &["10.5.4.0/24"],
             flannel_annotations("192.168.0.4", "0a:58:00:00:00:04"),
         );
-        match next(&mut w).await.unwrap() {
+        match next_event(&mut w).await.unwrap() {
             LeaseEvent::Added(l) => assert_eq!(l.key(), "10.5.4.0-24"),
             e => panic!("expected Added, got {e:?}"),
         }
         c.api.delete_node("n2");
-        match next(&mut w).await.unwrap() {
+        match next_event(&mut w).await.unwrap() {
             LeaseEvent::Removed(l) => {
                 assert_eq!(l.key(), "10.5.2.0-24");
                 assert_eq!(l.attrs.public_ip, Some("192.168.0.2".parse().unwrap()));
@@ -172,7 +152,7 @@ fn watch_follows_nodes_and_resyncs_after_expiry() {
         // A node that stops being managed (annotation removed) is removed.
         c.api
             .annotate_node("n4", json!({SUBNET_KUBE_MANAGED: null}));
-        match next(&mut w).await.unwrap() {
+        match next_event(&mut w).await.unwrap() {
             LeaseEvent::Removed(l) => assert_eq!(l.key(), "10.5.4.0-24"),
             e => panic!("expected Removed, got {e:?}"),
         }
@@ -185,7 +165,7 @@ fn watch_follows_nodes_and_resyncs_after_expiry() {
         );
         c.api.compact_nodes();
         let mut w = r.watch(start).await.unwrap();
-        match next(&mut w).await.unwrap() {
+        match next_event(&mut w).await.unwrap() {
             LeaseEvent::Resync(s) => {
                 let keys: Vec<String> = s.leases.iter().map(|l| l.key()).collect();
                 assert_eq!(keys, ["10.5.5.0-24"]);
@@ -194,7 +174,7 @@ fn watch_follows_nodes_and_resyncs_after_expiry() {
         }
         c.api.delete_node("n5");
         assert!(
-            matches!(next(&mut w).await.unwrap(), LeaseEvent::Removed(l) if l.key() == "10.5.5.0-24")
+            matches!(next_event(&mut w).await.unwrap(), LeaseEvent::Removed(l) if l.key() == "10.5.5.0-24")
         );
     });
 }
@@ -204,7 +184,7 @@ fn missing_pieces_are_clear_errors() {
     require_root!();
     let c = cluster();
     c.api.add_node("n1", &[], json!({}));
-    block_in(&c.ns, async {
+    c.ns.block_on(async {
         let r = open_lease_registry("kubernetes", &c.opts).await.unwrap();
         match r.acquire(&request()).await {
             Err(StoreError::Unavailable(m)) => assert!(m.contains("no spec.podCIDR"), "{m}"),
@@ -228,7 +208,7 @@ fn missing_pieces_are_clear_errors() {
     });
     // A podCIDR outside the configured Network is refused.
     c.api.add_node("n1", &["10.9.1.0/24"], json!({}));
-    let e = block_in(&c.ns, async {
+    let e = c.ns.block_on(async {
         let r = open_lease_registry("kubernetes", &c.opts).await.unwrap();
         r.acquire(&request()).await.unwrap_err().to_string()
     });
@@ -255,9 +235,8 @@ fn an_unreachable_api_server_is_a_clear_error() {
         kubeconfig: Some(dead),
         ..c.opts.clone()
     };
-    let e = block_in(&c.ns, async {
-        open_lease_registry("kubernetes", &opts).await.err()
-    });
+    let e =
+        c.ns.block_on(async { open_lease_registry("kubernetes", &opts).await.err() });
     match e {
         Some(StoreError::Unavailable(m)) => assert!(m.contains("get node n1"), "{m}"),
         other => panic!("expected Unavailable, got {other:?}"),
