@@ -7,6 +7,7 @@
 //! [`Handler`] in the [`Handlers`] slot (the routed network does); until
 //! one is there they are answered with code 11 (try again later).
 
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -106,11 +107,41 @@ async fn answer(conn: UnixStream, status: &Shared, handlers: &Handlers) -> anyho
     let mut line = String::new();
     let mut r = BufReader::new(r).take(MAX_REQUEST as u64);
     r.read_line(&mut line).await?;
+    let served_by_handler = matches!(
+        serde_json::from_str::<plexus_agent_api::Request>(&line),
+        Ok(req) if !matches!(req, plexus_agent_api::Request::Status)
+    );
+    if served_by_handler && client_gone(r.get_ref().get_ref().as_ref()) {
+        // A CNI plugin that timed out (this agent was frozen or slow) has
+        // already answered the runtime: an address allocated now would
+        // belong to no one, and its release may already have come and gone.
+        tracing::info!(
+            request = line.trim(),
+            "client gone before its request was served; not served"
+        );
+        return Ok(());
+    }
     let mut out = serde_json::to_vec(&dispatch(&line, status, handlers).await)?;
     out.push(b'\n');
     w.write_all(&out).await?;
     w.shutdown().await?;
     Ok(())
+}
+
+/// The client hung up after sending its request: a read past its one
+/// line finds the end of the stream at once (clients wait for the answer
+/// with the connection open, so the read would block).
+fn client_gone(conn: &UnixStream) -> bool {
+    use std::io::Read;
+    let probe = || -> std::io::Result<usize> {
+        // A real read(2) on the same socket (already non-blocking),
+        // whatever readiness tokio has cached; only bytes beyond the
+        // request line, which no one reads, could be consumed.
+        let mut s = std::os::unix::net::UnixStream::from(conn.as_fd().try_clone_to_owned()?);
+        s.set_nonblocking(true)?;
+        s.read(&mut [0u8])
+    };
+    matches!(probe(), Ok(0))
 }
 
 /// Removes the socket file on shutdown.
@@ -148,5 +179,52 @@ mod tests {
         .await;
         assert_eq!(v["code"], CODE_TRY_AGAIN, "{v}");
         assert_eq!(dispatch("status", &s, &h).await["ready"], false);
+    }
+
+    /// Counts the requests it serves.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Handler for Counting {
+        async fn handle(&self, _: plexus_agent_api::Request) -> serde_json::Value {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            serde_json::json!({"released": 0})
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_of_clients_that_gave_up_are_not_served() {
+        let s = Shared::default();
+        let counting = std::sync::Arc::new(Counting(Default::default()));
+        let h = Handlers::default();
+        *h.lock().unwrap() = Some(counting.clone());
+        let line = b"{\"command\":\"allocate\",\"network\":\"n\",\"container_id\":\"c\",\"ifname\":\"eth0\"}\n";
+        let served = || counting.0.load(std::sync::atomic::Ordering::SeqCst);
+
+        // The client timed out (a frozen agent) and closed before we read.
+        let (mut client, server) = UnixStream::pair().unwrap();
+        client.write_all(line).await.unwrap();
+        drop(client);
+        answer(server, &s, &h).await.unwrap();
+        assert_eq!(served(), 0);
+
+        // A waiting client is served and answered.
+        let (mut client, server) = UnixStream::pair().unwrap();
+        client.write_all(line).await.unwrap();
+        answer(server, &s, &h).await.unwrap();
+        assert_eq!(served(), 1);
+        let mut got = String::new();
+        client.read_to_string(&mut got).await.unwrap();
+        assert!(got.contains("released"), "{got}");
+
+        // `status` is answered even to a client that closed its side
+        // (`echo status | nc -U`): it changes nothing.
+        let (mut client, server) = UnixStream::pair().unwrap();
+        client.write_all(b"status\n").await.unwrap();
+        client.shutdown().await.unwrap();
+        answer(server, &s, &h).await.unwrap();
+        let mut got = String::new();
+        client.read_to_string(&mut got).await.unwrap();
+        assert!(got.contains("ready"), "{got}");
     }
 }

@@ -158,3 +158,91 @@ fn three_nodes_two_pods_three_networks_parallel_secondary() {
         parallel_secondary: true,
     });
 }
+
+/// ADD on node0 while its agent is away fails with code 11 and leaves
+/// nothing on the node or in the store; the pod's links are gone too.
+fn add_fails_and_leaves_nothing(net: &MultiNet, pod: &Netns, annotation: &str, says: &str) {
+    let err = net.run("add", 0, pod, annotation).err();
+    assert_eq!(err["code"], 11, "{err}");
+    let msg = err["msg"].as_str().unwrap_or("");
+    assert!(msg.contains(says), "{says:?} not in {err}");
+    let left = net.leftovers(0);
+    assert!(left.is_empty(), "a failed ADD left {left:?}");
+    let links: Vec<String> = pod.links().into_iter().filter(|l| l != "lo").collect();
+    assert!(links.is_empty(), "pod links left: {links:?}");
+}
+
+/// The same ADD once the agent is back: it succeeds and the pod reaches
+/// `peer` over eth0 and net1; then DEL, leaving nothing.
+fn add_succeeds_after(net: &MultiNet, pod: &Netns, annotation: &str, peer: &Attached) {
+    let got = net.add(0, pod, annotation);
+    for ifname in ["eth0", "net1"] {
+        let target = [peer.ip(ifname)];
+        wait_for(&format!("{} reaches {target:?}", pod.name), || {
+            reaches_all(pod, &target)
+        });
+    }
+    let st = net.network_status(0, pod).expect("network status");
+    assert_eq!(st.as_array().unwrap().len(), 2, "{st}");
+    net.del(0, pod, annotation);
+    let left = net.leftovers(0);
+    assert!(left.is_empty(), "DEL left {left:?}");
+    let _ = got;
+}
+
+fn wait_back(net: &mut MultiNet) {
+    net.agents[0].start_again();
+    net.agents[0].wait_ready();
+    let peers = NODES - 1;
+    let n = net.node(0);
+    wait_for("node0 back in the BGP mesh", || {
+        plexus_tests::cluster::routed::established(n, peers)
+    });
+}
+
+#[test]
+fn agent_away_during_add_fails_with_11_and_leaves_nothing() {
+    require_overlay!();
+    require_reference_plugins!();
+    let mut net = MultiNet::start(NODES, Options::default());
+    let both = networks(true, None);
+    // A pod on node1 to reach afterwards.
+    let peer_ns = Netns::new("peer");
+    let peer = net.add(1, &peer_ns, &both);
+
+    // eth0: node0's agent has no overlay lease (stopped before it wrote
+    // subnet.env, as on a node whose agent has not started yet).
+    let st = net.agents[0].stop();
+    assert!(st.success(), "plexusd exits 0 on SIGTERM");
+    std::fs::remove_file(net.node(0).subnet_env_path()).unwrap();
+    let pod = Netns::new("nolease");
+    add_fails_and_leaves_nothing(&net, &pod, &both, "subnet.env");
+    wait_back(&mut net);
+    add_succeeds_after(&net, &pod, &both, &peer);
+
+    // net1: the agent is stopped, its socket gone: eth0 is rolled back.
+    net.agents[0].stop();
+    let pod = Netns::new("nosocket");
+    add_fails_and_leaves_nothing(&net, &pod, &both, "plexusd");
+    wait_back(&mut net);
+    add_succeeds_after(&net, &pod, &both, &peer);
+
+    // net1: the agent is frozen (SIGSTOP): the socket is there but
+    // nothing answers. The plugin gives up at its deadline.
+    net.agents[0].pause();
+    let pod = Netns::new("frozen");
+    add_fails_and_leaves_nothing(&net, &pod, &both, "did not answer");
+    net.agents[0].resume();
+    // The requests the frozen agent queued are stale once it thaws: they
+    // must not leave an allocation behind.
+    let agent = &net.agents[0];
+    wait_for("the thawed agent drops the stale requests", || {
+        agent.log_text().matches("client gone").count() >= 1
+    });
+    let left = net.leftovers(0);
+    assert!(left.is_empty(), "stale requests left {left:?}");
+    add_succeeds_after(&net, &pod, &both, &peer);
+
+    net.del(1, &peer_ns, &both);
+    net.assert_clean();
+}

@@ -129,6 +129,16 @@ impl Daemon {
         }
     }
 
+    /// Freeze the agent (SIGSTOP): its socket stays, nothing answers.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Thaw an agent frozen by [`Daemon::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     /// SIGTERM, then SIGKILL after a grace period; returns how it exited
     /// (a SIGKILL shows as a signal exit, never as success).
     pub fn stop(&mut self) -> ExitStatus {
@@ -140,6 +150,8 @@ impl Daemon {
             return st;
         }
         self.signal(libc::SIGTERM);
+        // A paused agent would only see the SIGTERM once thawed.
+        self.signal(libc::SIGCONT);
         let st = self.wait_exit(TERM_GRACE).unwrap_or_else(|| {
             self.signal(libc::SIGKILL);
             self.child
