@@ -124,6 +124,15 @@ fn three_networks_everywhere(opts: Options) {
     for ifname in ["eth0", "net1", "net2"] {
         all_pairs_reach(&pods, ifname);
     }
+    // CHECK through the meta plugin checks every delegate's attachment.
+    for p in &pods {
+        net.run("check", p.node, &p.ns, &p.annotation).ok();
+    }
+    // ...and fails when one of them is broken (net1 lost its address).
+    let p = &pods[0];
+    p.ns.ip(&["addr", "flush", "dev", "net1"]);
+    let err = net.run("check", p.node, &p.ns, &p.annotation).err();
+    assert!(err["msg"].as_str().unwrap_or("").contains("net1"), "{err}");
     // What the leak check looks for is there while the pods are.
     for node in 0..NODES {
         let left = net.leftovers(node).join("\n");

@@ -306,13 +306,19 @@ impl Node {
     /// conf/overlay's conflist (kube-flannel's with `type` changed), its
     /// state moved into this node's run-dir and sandbox.
     pub fn write_vxlan_conflist(&self) {
+        self.cni
+            .write_conf(&format!("{NETWORK}.conflist"), &self.vxlan_conflist());
+    }
+
+    /// What [`Node::write_vxlan_conflist`] writes.
+    pub fn vxlan_conflist(&self) -> Value {
         let mut conf = example_conflist();
         let vxlan = &mut conf["plugins"][0];
         assert_eq!(vxlan["type"], "plexus-vxlan");
         vxlan["subnetFile"] = json!(self.subnet_env_path());
         vxlan["dataDir"] = json!(self.cni.dir.path().join("vxlan"));
         vxlan["ipam"] = json!({"dataDir": self.cni.data_dir});
-        self.cni.write_conf(&format!("{NETWORK}.conflist"), &conf);
+        conf
     }
 
     /// A pod netns attached through plexus-vxlan (plexusctl in the node).

@@ -258,10 +258,15 @@ pub fn write_nad(n: &Node, name: &str, config: &Value) {
     std::fs::write(dir.join(format!("{name}.json")), nad.to_string()).unwrap();
 }
 
-/// conf/plexus.conflist with the node's overlay conflist (`cbr0`, written
-/// by [`Node::write_vxlan_conflist`]) as the cluster network, and the
-/// routed and macvlan NADs.
+/// conf/plexus.conflist with the node's overlay conflist (`cbr0`, see
+/// [`Node::vxlan_conflist`]) as the cluster network, and the routed and
+/// macvlan NADs.
 fn write_meta(n: &Node, opts: Options) {
+    // kube-flannel's conflist says 0.3.1, which has no CHECK: the meta
+    // plugin's CHECK (1.0.0) would refuse to run it on eth0.
+    let mut cbr0 = n.vxlan_conflist();
+    cbr0["cniVersion"] = json!("1.0.0");
+    n.cni.write_conf(&format!("{NETWORK}.conflist"), &cbr0);
     let mut conf: Value = serde_json::from_slice(
         &std::fs::read(crate::example::conf_src().join("plexus.conflist")).unwrap(),
     )
