@@ -479,6 +479,7 @@ fn addresses_from_the_agent_socket() {
             container_id: a_id.clone(),
             ifname: "eth0".into(),
             pool: Some("blue".into()),
+            addresses: Vec::new(),
         }
     );
     let b_id = match &reqs[1] {

@@ -14,7 +14,7 @@
 //! succeeds once the agent is back.
 
 use plexus_tests::cluster::multinet::{
-    macvlan_ip, networks, reaches_all, Attached, MultiNet, Options,
+    macvlan_ip, networks, reaches_all, Ask, Attached, MultiNet, Options,
 };
 use plexus_tests::cluster::wait_for;
 use plexus_tests::{require_overlay, require_reference_plugins, Netns};
@@ -253,5 +253,72 @@ fn agent_away_during_add_fails_with_11_and_leaves_nothing() {
     add_succeeds_after(&net, &pod, &both, &peer);
 
     net.del(1, &peer_ns, &both);
+    net.assert_clean();
+}
+
+/// net1 with a requested address and MAC (CNI `ips` / `mac` through the
+/// annotation): given as asked, shown in the network status, CHECK passes
+/// for all three interfaces; an address in another node's block is
+/// refused and leaves nothing.
+#[test]
+fn routed_net1_with_requested_ip_and_mac() {
+    require_overlay!();
+    require_reference_plugins!();
+    let net = MultiNet::start(NODES, Options::default());
+    let mut pods = Vec::new();
+    for node in 0..NODES {
+        let ns = Netns::new(&format!("ask{node}"));
+        let ask = Ask {
+            routed: true,
+            // Each in a block of its own: a block is one node's.
+            routed_ip: Some(format!("10.96.{}.5/32", 100 + node)),
+            routed_mac: Some(format!("02:42:0a:60:{node:02x}:05")),
+            macvlan_ip: Some(macvlan_ip(node, 0)),
+        };
+        let annotation = ask.annotation();
+        let got = net.add(node, &ns, &annotation);
+        assert_eq!(got.addrs["net1"], [ask.routed_ip.clone().unwrap()]);
+        let mac = ns.ip_json(&["link", "show", "net1"])[0]["address"].clone();
+        assert_eq!(mac, ask.routed_mac.clone().unwrap().as_str());
+        let st = net.network_status(node, &ns).expect("network status");
+        assert_eq!(st[1]["interface"], "net1", "{st}");
+        assert_eq!(
+            st[1]["mac"],
+            ask.routed_mac.clone().unwrap().as_str(),
+            "{st}"
+        );
+        net.run("check", node, &ns, &annotation).ok();
+        pods.push(Pod {
+            node,
+            ns,
+            annotation,
+            got,
+        });
+    }
+    for ifname in ["eth0", "net1", "net2"] {
+        all_pairs_reach(&pods, ifname);
+    }
+
+    // 10.96.101.9 is in node1's block: node0 may not have it.
+    let thief = Netns::new("thief");
+    let ask = Ask {
+        routed: true,
+        routed_ip: Some("10.96.101.9/32".into()),
+        ..Ask::default()
+    };
+    let err = net.run("add", 0, &thief, &ask.annotation()).err();
+    assert_eq!(err["code"], 102, "{err}");
+    assert!(
+        err["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("held by node node1"),
+        "{err}"
+    );
+    assert!(thief.links().iter().all(|l| l == "lo"));
+
+    for p in &pods {
+        net.del(p.node, &p.ns, &p.annotation);
+    }
     net.assert_clean();
 }

@@ -4,6 +4,7 @@
 //! is blackholed and announced before the address is handed out.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -71,8 +72,26 @@ pub fn pick_pools(pools: &[Pool], wanted: Option<&str>) -> Result<Vec<Pool>, Str
     Ok(out)
 }
 
+/// The enabled pool (the named one, when `wanted` names one) holding a
+/// requested address.
+pub fn pool_for<'p>(
+    pools: &'p [Pool],
+    wanted: Option<&str>,
+    addr: IpAddr,
+) -> Result<&'p Pool, String> {
+    pools
+        .iter()
+        .filter(|p| !p.disabled)
+        .filter(|p| wanted.is_none_or(|w| p.name == w || p.cidr.to_string() == w))
+        .find(|p| p.cidr.contains(&addr))
+        .ok_or_else(|| match wanted {
+            Some(w) => format!("the requested address {addr} is not in the enabled pool {w:?}"),
+            None => format!("the requested address {addr} is in no enabled pool"),
+        })
+}
+
 impl RoutedHandler {
-    async fn allocate(&self, handle: Handle, pool: Option<String>) -> Value {
+    async fn allocate(&self, handle: Handle, pool: Option<String>, requested: &[IpAddr]) -> Value {
         let cached = self.pools.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (pools, chosen) = match pick_pools(&cached, pool.as_deref()) {
             Ok(c) => (cached, c),
@@ -91,9 +110,27 @@ impl RoutedHandler {
                 }
             }
         };
+        // What to give: the next free address of each chosen pool, or each
+        // requested address from the pool holding it.
+        let wants: Vec<(String, Option<IpAddr>)> = if requested.is_empty() {
+            chosen.iter().map(|p| (p.name.clone(), None)).collect()
+        } else {
+            let found: Result<Vec<_>, String> = requested
+                .iter()
+                .map(|a| pool_for(&pools, pool.as_deref(), *a).map(|p| (p.name.clone(), Some(*a))))
+                .collect();
+            match found {
+                Ok(w) => w,
+                Err(e) => return error(e, Some(ErrorCode::InvalidConfig.code())),
+            }
+        };
         let mut addresses = Vec::new();
-        for p in &chosen {
-            match self.alloc.allocate(&handle, &p.name).await {
+        for (name, want) in &wants {
+            let got = match want {
+                None => self.alloc.allocate(&handle, name).await,
+                Some(a) => self.alloc.allocate_address(&handle, name, *a).await,
+            };
+            match got {
                 Ok(ip) => addresses.push(Cidr::host(ip)),
                 Err(e) => {
                     // Nothing half-given: the other family's address goes too.
@@ -169,9 +206,14 @@ impl Handler for RoutedHandler {
                 container_id,
                 ifname,
                 pool,
+                addresses,
             } => {
-                self.allocate(Handle::new(&network, &container_id, &ifname), pool)
-                    .await
+                self.allocate(
+                    Handle::new(&network, &container_id, &ifname),
+                    pool,
+                    &addresses,
+                )
+                .await
             }
             Request::Release {
                 network,
@@ -239,7 +281,33 @@ mod tests {
             container_id: c.into(),
             ifname: "eth0".into(),
             pool: None,
+            addresses: Vec::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn requested_addresses_are_given_or_refused_with_a_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, routes, _bgp) = handler(dir.path()).await;
+        let ask = |c: &str, a: &str| Request::Allocate {
+            network: "routed".into(),
+            container_id: c.into(),
+            ifname: "eth0".into(),
+            pool: None,
+            addresses: vec![a.parse().unwrap()],
+        };
+        let a = h.handle(ask("c1", "10.96.1.70")).await;
+        assert_eq!(a["addresses"], json!(["10.96.1.70/32"]), "{a}");
+        assert_eq!(routes.prefixes(PROTO_BLOCK), ["10.96.1.64/26"]);
+        assert_eq!(h.handle(ask("c1", "10.96.1.70")).await, a);
+        let taken = h.handle(ask("c2", "10.96.1.70")).await;
+        assert_eq!(taken["code"], 102, "{taken}");
+        let outside = h.handle(ask("c2", "192.0.2.1")).await;
+        assert_eq!(outside["code"], 7, "{outside}");
+        assert!(outside["error"]
+            .as_str()
+            .unwrap()
+            .contains("no enabled pool"));
     }
 
     #[tokio::test]

@@ -41,6 +41,10 @@ pub enum Request {
         /// The pool's name or CIDR; `None`: the agent's default pool(s).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pool: Option<String>,
+        /// Requested addresses (CNI `ips`), at most one per family: given
+        /// instead of the next free ones; empty: the next free ones.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        addresses: Vec<std::net::IpAddr>,
     },
     /// Frees whatever the attachment holds (nothing is not an error);
     /// answered with [`Released`].
@@ -194,6 +198,7 @@ mod tests {
             container_id: "c1".into(),
             ifname: "eth0".into(),
             pool: None,
+            addresses: Vec::new(),
         };
         assert_eq!(
             serde_json::to_value(&a).unwrap(),

@@ -158,6 +158,57 @@ impl Allocator {
         )))
     }
 
+    /// The address `addr` for `handle` (a requested address: CNI `ips`),
+    /// from the block of `pool` holding it: one this node holds, or that
+    /// block claimed now when no node has it. Refused: an address outside
+    /// the pool (`Invalid`), one another attachment holds or in another
+    /// node's block (`InUse`), a second address for a handle that holds one
+    /// in the pool already (`InUse`). Asked again by the same handle, the
+    /// same address.
+    pub async fn allocate_address(
+        &self,
+        handle: &Handle,
+        pool: &str,
+        addr: IpAddr,
+    ) -> Result<IpAddr, IpamError> {
+        let mut st = self.state.lock().await;
+        for _ in 0..ATTEMPTS {
+            let held = st
+                .blocks
+                .iter()
+                .find(|(c, h)| h.block.pool == pool && c.contains(&addr))
+                .map(|(c, _)| *c);
+            let Some(cidr) = held else {
+                self.claim_block_of(&mut st, pool, addr).await?;
+                continue;
+            };
+            let ordinal = arith::distance(cidr.network(), addr)
+                .and_then(|d| u32::try_from(d).ok())
+                .expect("an address inside its block");
+            let block = &st.blocks[&cidr].block;
+            match block.allocations.get(&ordinal) {
+                Some(hd) if hd == handle => return Ok(addr),
+                Some(hd) => return Err(IpamError::InUse(format!("{addr} is held by {hd}"))),
+                None => {}
+            }
+            if let Some((c, o)) = st.find(handle, pool) {
+                let other = st.blocks[&c].block.address(o);
+                return Err(IpamError::InUse(format!(
+                    "{handle} already holds {other} in pool {pool}, not {addr}"
+                )));
+            }
+            let mut next = block.clone();
+            next.allocations.insert(ordinal, handle.clone());
+            if self.write(&mut st, next).await? {
+                tracing::debug!(node = %self.node, %handle, %addr, block = %cidr, "allocated the requested address");
+                return Ok(addr);
+            }
+        }
+        Err(IpamError::Conflict(format!(
+            "allocation of {addr} for {handle} kept conflicting with other writers"
+        )))
+    }
+
     /// Free every address `handle` holds (in every pool). Freeing nothing
     /// is not an error: DEL is idempotent.
     pub async fn release(&self, handle: &Handle) -> Result<usize, IpamError> {
@@ -284,9 +335,8 @@ impl Allocator {
         }
     }
 
-    /// Claim a free block of `pool`: the lowest one no key exists for,
-    /// created if absent (a node losing the race moves to the next).
-    async fn claim(&self, st: &mut State, pool_name: &str) -> Result<(), IpamError> {
+    /// The enabled pool `pool_name`.
+    async fn usable_pool(&self, pool_name: &str) -> Result<crate::Pool, IpamError> {
         let pool = self
             .cluster
             .pool(pool_name)
@@ -295,6 +345,52 @@ impl Allocator {
         if pool.disabled {
             return Err(IpamError::Invalid(format!("pool {pool_name} is disabled")));
         }
+        Ok(pool)
+    }
+
+    /// Claim the block of `pool_name` holding `addr` (for a requested
+    /// address). `Ok` also when the store shows it is ours already.
+    async fn claim_block_of(
+        &self,
+        st: &mut State,
+        pool_name: &str,
+        addr: IpAddr,
+    ) -> Result<(), IpamError> {
+        let pool = self.usable_pool(pool_name).await?;
+        if !pool.cidr.contains(&addr) {
+            return Err(IpamError::Invalid(format!(
+                "{addr} is not in pool {pool_name} ({})",
+                pool.cidr
+            )));
+        }
+        let cidr = IpNet::new(addr, pool.block_size)
+            .map_err(|e| IpamError::Invalid(format!("block of {addr}: {e}")))?
+            .trunc();
+        for _ in 0..ATTEMPTS {
+            let all = self.cluster.blocks().await?;
+            self.reconcile(st, &all);
+            if let Some(b) = all.iter().find(|b| b.value.cidr == cidr) {
+                if b.value.node == self.node {
+                    return Ok(());
+                }
+                return Err(IpamError::InUse(format!(
+                    "{addr} is in block {cidr}, held by node {}",
+                    b.value.node
+                )));
+            }
+            if self.create_block(st, pool_name, cidr).await? {
+                return Ok(());
+            }
+        }
+        Err(IpamError::Conflict(format!(
+            "could not claim block {cidr}: other writers kept changing the blocks"
+        )))
+    }
+
+    /// Claim a free block of `pool`: the lowest one no key exists for,
+    /// created if absent (a node losing the race moves to the next).
+    async fn claim(&self, st: &mut State, pool_name: &str) -> Result<(), IpamError> {
+        let pool = self.usable_pool(pool_name).await?;
         for _ in 0..ATTEMPTS {
             let all = self.cluster.blocks().await?;
             self.reconcile(st, &all);
@@ -310,35 +406,49 @@ impl Allocator {
                     pool.cidr
                 )));
             };
-            let block = Block {
-                cidr,
-                pool: pool_name.to_string(),
-                node: self.node.clone(),
-                allocations: BTreeMap::new(),
-            };
-            let key = self.cluster.layout().block(&cidr);
-            if let Some(rev) = self
-                .cluster
-                .kv()
-                .create(&key, &encode(&block), None)
-                .await?
-            {
-                tracing::info!(node = %self.node, block = %cidr, pool = pool_name, "claimed block");
-                self.counters.claims.fetch_add(1, Ordering::Relaxed);
-                st.blocks.insert(
-                    cidr,
-                    Held {
-                        block,
-                        mod_revision: rev,
-                    },
-                );
+            if self.create_block(st, pool_name, cidr).await? {
                 return Ok(());
             }
             tracing::debug!(node = %self.node, block = %cidr, "block taken by another node; next");
-            self.counters.claim_races.fetch_add(1, Ordering::Relaxed);
         }
         Err(IpamError::Conflict(format!(
             "could not claim a block of pool {pool_name}: other nodes kept taking them"
         )))
+    }
+
+    /// Create the record of block `cidr` for this node if no key exists
+    /// for it; `false` when another node was first.
+    async fn create_block(
+        &self,
+        st: &mut State,
+        pool_name: &str,
+        cidr: IpNet,
+    ) -> Result<bool, IpamError> {
+        let block = Block {
+            cidr,
+            pool: pool_name.to_string(),
+            node: self.node.clone(),
+            allocations: BTreeMap::new(),
+        };
+        let key = self.cluster.layout().block(&cidr);
+        if let Some(rev) = self
+            .cluster
+            .kv()
+            .create(&key, &encode(&block), None)
+            .await?
+        {
+            tracing::info!(node = %self.node, block = %cidr, pool = pool_name, "claimed block");
+            self.counters.claims.fetch_add(1, Ordering::Relaxed);
+            st.blocks.insert(
+                cidr,
+                Held {
+                    block,
+                    mod_revision: rev,
+                },
+            );
+            return Ok(true);
+        }
+        self.counters.claim_races.fetch_add(1, Ordering::Relaxed);
+        Ok(false)
     }
 }

@@ -12,6 +12,16 @@ pub fn offset(base: IpAddr, n: u128) -> IpAddr {
     }
 }
 
+/// How far `addr` is past `base`: the inverse of [`offset`]; `None` across
+/// families or below `base`.
+pub fn distance(base: IpAddr, addr: IpAddr) -> Option<u128> {
+    match (base, addr) {
+        (IpAddr::V4(b), IpAddr::V4(a)) => u32::from(a).checked_sub(u32::from(b)).map(u128::from),
+        (IpAddr::V6(b), IpAddr::V6(a)) => u128::from(a).checked_sub(u128::from(b)),
+        _ => None,
+    }
+}
+
 /// The `index`-th block of prefix length `block_size` in `pool`, or `None`
 /// past the pool's end.
 pub fn nth_block(pool: &IpNet, block_size: u8, index: u128) -> Option<IpNet> {
@@ -33,6 +43,16 @@ pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn distance_inverts_offset() {
+        let b: IpAddr = "10.96.0.64".parse().unwrap();
+        assert_eq!(distance(b, offset(b, 5)), Some(5));
+        assert_eq!(distance(b, "10.96.0.63".parse().unwrap()), None);
+        assert_eq!(distance(b, "fd00::1".parse().unwrap()), None);
+        let b6: IpAddr = "fd00::".parse().unwrap();
+        assert_eq!(distance(b6, "fd00::1:0".parse().unwrap()), Some(65536));
+    }
 
     #[test]
     fn blocks_of_a_pool() {

@@ -349,3 +349,40 @@ fn a_stale_copy_of_a_block_now_held_by_another_node_is_dropped() {
         );
     });
 }
+
+#[test]
+fn requested_addresses_come_from_their_block_claimed_if_free() {
+    rt().block_on(async {
+        let f = fixture(&[pool("p", "10.1.0.0/24", 28)]).await;
+        let n1 = Allocator::load(f.cluster.clone(), "n1").await.unwrap();
+        let n2 = Allocator::load(f.cluster.clone(), "n2").await.unwrap();
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        // A free block: claimed for the requested address.
+        let got = n1.allocate_address(&h("c1"), "p", ip("10.1.0.37")).await;
+        assert_eq!(got.unwrap(), ip("10.1.0.37"));
+        assert_eq!(n1.blocks().await, vec!["10.1.0.32/28".parse().unwrap()]);
+        // Asked again: the same; the next free address is not it.
+        let again = n1.allocate_address(&h("c1"), "p", ip("10.1.0.37")).await;
+        assert_eq!(again.unwrap(), ip("10.1.0.37"));
+        assert_eq!(n1.allocate(&h("c2"), "p").await.unwrap(), ip("10.1.0.32"));
+        // Refused, changing nothing: taken, another node's block, outside
+        // the pool, a second address for the same handle.
+        for (a, handle, node, says) in [
+            ("10.1.0.37", "c3", &n1, "held by"),
+            ("10.1.0.40", "c3", &n2, "held by node n1"),
+            ("10.2.0.1", "c3", &n1, "not in pool"),
+            ("10.1.0.38", "c1", &n1, "already holds 10.1.0.37"),
+        ] {
+            let e = node
+                .allocate_address(&h(handle), "p", ip(a))
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains(says), "{a}: {e}");
+            assert!(e.cni_code().is_some(), "{a}: {e}");
+        }
+        let blocks = stored_blocks(&f.cluster).await;
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].used(), 2);
+        assert_eq!(n1.release(&h("c1")).await.unwrap(), 1);
+    });
+}

@@ -68,6 +68,12 @@ pub struct RoutedConf {
     /// `subnet` / `ranges`), for a secondary network's routes.
     pub pool_cidrs: Vec<IpNet>,
     pub dns: Option<Dns>,
+    /// The `ips` capability (runtimeConfig): the addresses the agent is
+    /// asked for, at most one per family (an IPAM plugin reads them from
+    /// its own stdin).
+    pub requested_ips: Vec<IpAddr>,
+    /// The `mac` capability (runtimeConfig): the pod interface's MAC.
+    pub mac: Option<plexus_netlink::MacAddr>,
 }
 
 impl RoutedConf {
@@ -149,6 +155,11 @@ impl RoutedConf {
             pool_cidrs.extend(ipam_subnets(conf));
         }
         pool_cidrs.dedup();
+        let (requested_ips, mac) = if strict {
+            (requested_ips(conf)?, requested_mac(conf)?)
+        } else {
+            (Vec::new(), None)
+        };
         Ok(RoutedConf {
             network: conf.name.clone(),
             source,
@@ -157,7 +168,47 @@ impl RoutedConf {
             routes,
             pool_cidrs,
             dns: plexus_plugin::conf::dns(conf).unwrap_or_default(),
+            requested_ips,
+            mac,
         })
+    }
+}
+
+/// runtimeConfig `ips`: CIDR strings (`10.96.1.5/32`) or bare addresses;
+/// only the address counts, the pod gets it alone.
+fn requested_ips(conf: &NetConf) -> Result<Vec<IpAddr>, CniError> {
+    let Some(v) = conf.runtime_config.get("ips") else {
+        return Ok(Vec::new());
+    };
+    let bad =
+        |why: String| CniError::invalid_config(format!("invalid runtimeConfig \"ips\": {why}"));
+    let list: Vec<String> = serde_json::from_value(v.clone()).map_err(|e| bad(e.to_string()))?;
+    let mut out: Vec<IpAddr> = Vec::new();
+    for s in &list {
+        let addr = s
+            .parse::<IpNet>()
+            .map(|n| n.addr())
+            .or_else(|_| s.parse::<IpAddr>())
+            .map_err(|_| bad(format!("{s:?} is not an address")))?;
+        if out.iter().any(|a| a.is_ipv4() == addr.is_ipv4()) {
+            return Err(bad(format!("more than one address of {addr}'s family")));
+        }
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+/// runtimeConfig `mac`: a unicast MAC for the pod's interface.
+fn requested_mac(conf: &NetConf) -> Result<Option<plexus_netlink::MacAddr>, CniError> {
+    match conf.runtime_config.get("mac") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => plexus_plugin::conf::unicast_mac(s)
+            .map(Some)
+            .map_err(|e| CniError::invalid_config(format!("runtimeConfig \"mac\": {e}"))),
+        Some(other) => Err(CniError::invalid_config(format!(
+            "runtimeConfig \"mac\" must be a string, got {other}"
+        ))),
     }
 }
 
@@ -214,6 +265,35 @@ mod tests {
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
         NetConf::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn ips_and_mac_from_the_runtime_config() {
+        let c = RoutedConf::load(&conf(json!({"runtimeConfig": {
+            "ips": ["10.96.1.5/32", "fd00::5"], "mac": "02:42:0a:60:01:05"}})))
+        .unwrap();
+        let want: Vec<IpAddr> = vec!["10.96.1.5".parse().unwrap(), "fd00::5".parse().unwrap()];
+        assert_eq!(c.requested_ips, want);
+        assert_eq!(c.mac.unwrap().to_string(), "02:42:0a:60:01:05");
+        let none = RoutedConf::load(&conf(json!({}))).unwrap();
+        assert!(none.requested_ips.is_empty() && none.mac.is_none());
+        for (rc, says) in [
+            (json!({"ips": ["10.96.1.5", "10.96.1.6"]}), "more than one"),
+            (json!({"ips": ["bad"]}), "not an address"),
+            (json!({"ips": "10.96.1.5"}), "ips"),
+            (json!({"mac": "01:00:00:00:00:01"}), "multicast"),
+            (json!({"mac": 5}), "must be a string"),
+        ] {
+            let e = RoutedConf::load(&conf(json!({"runtimeConfig": rc}))).unwrap_err();
+            assert_eq!(e.code, 7, "{rc}");
+            assert!(e.msg.contains(says), "{rc}: {}", e.msg);
+        }
+        // DEL does not read them: a bad one must not block cleanup.
+        let bad = conf(json!({"runtimeConfig": {"ips": ["bad"]}}));
+        assert!(RoutedConf::load_lenient(&bad)
+            .unwrap()
+            .requested_ips
+            .is_empty());
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub async fn create_pair(
     host_name: &str,
     ifname: &str,
     mtu: Option<u32>,
+    pod_mac: Option<MacAddr>,
     alias: &str,
 ) -> Result<Link, CniError> {
     if let Some(old) = node
@@ -55,6 +56,9 @@ pub async fn create_pair(
     let mut v = Veth::new(host_name, ifname).peer_netns(pod_ns);
     if let Some(m) = mtu {
         v = v.mtu(m);
+    }
+    if let Some(m) = pod_mac {
+        v = v.peer_mac(m);
     }
     let host = node.create_veth(&v).await.map_err(netlink_ctx(format!(
         "failed to create the veth pair {host_name:?} / {ifname:?}"

@@ -52,6 +52,7 @@ pub fn allocate(conf: &RoutedConf, req: &CniRequest) -> Result<Addresses, CniErr
                     container_id: req.env.container_id.clone(),
                     ifname: req.env.ifname.clone(),
                     pool: conf.pool.clone(),
+                    addresses: conf.requested_ips.clone(),
                 },
                 DEFAULT_TIMEOUT,
             )

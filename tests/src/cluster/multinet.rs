@@ -80,14 +80,44 @@ impl Attached {
 /// The `k8s.v1.cni.cncf.io/networks` annotation: net1 on the routed NAD
 /// when `routed`, net2 on macvlan with `macvlan_ip` (a.b.c.d/24) when given.
 pub fn networks(routed: bool, macvlan_ip: Option<&str>) -> String {
-    let mut v = Vec::new();
-    if routed {
-        v.push(json!({"name": ROUTED_NAD, "interface": "net1"}));
+    Ask {
+        routed,
+        macvlan_ip: macvlan_ip.map(String::from),
+        ..Ask::default()
     }
-    if let Some(ip) = macvlan_ip {
-        v.push(json!({"name": MACVLAN_NAD, "interface": "net2", "ips": [ip]}));
+    .annotation()
+}
+
+/// What a pod asks for beyond eth0, as its networks annotation.
+#[derive(Debug, Clone, Default)]
+pub struct Ask {
+    /// net1 on the routed network.
+    pub routed: bool,
+    /// net1's address (CNI `ips`, a.b.c.d/32) and MAC (CNI `mac`).
+    pub routed_ip: Option<String>,
+    pub routed_mac: Option<String>,
+    /// net2 on macvlan with this address (a.b.c.d/24).
+    pub macvlan_ip: Option<String>,
+}
+
+impl Ask {
+    pub fn annotation(&self) -> String {
+        let mut v = Vec::new();
+        if self.routed {
+            let mut net1 = json!({"name": ROUTED_NAD, "interface": "net1"});
+            if let Some(ip) = &self.routed_ip {
+                net1["ips"] = json!([ip]);
+            }
+            if let Some(mac) = &self.routed_mac {
+                net1["mac"] = json!(mac);
+            }
+            v.push(net1);
+        }
+        if let Some(ip) = &self.macvlan_ip {
+            v.push(json!({"name": MACVLAN_NAD, "interface": "net2", "ips": [ip]}));
+        }
+        Value::Array(v).to_string()
     }
-    Value::Array(v).to_string()
 }
 
 /// The macvlan address the harness gives pod `pod` of node `node`.
@@ -284,7 +314,7 @@ fn write_meta(n: &Node, opts: Options) {
         n,
         ROUTED_NAD,
         &json!({"cniVersion": "1.0.0", "name": ROUTED_NAD, "type": "plexus-bgp-routes",
-                "runDir": n.run_dir}),
+                "runDir": n.run_dir, "capabilities": {"ips": true, "mac": true}}),
     );
     write_nad(
         n,
