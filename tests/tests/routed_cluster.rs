@@ -19,9 +19,8 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 
 use plexus_ipam::{BgpConfig, Peer};
-use plexus_tests::bin_dir;
 use plexus_tests::cluster::routed::{
-    add_pool, bgp_status, established, routes, store, PROTO_BGP, PROTO_BLOCK,
+    add_pool, bgp_status, established, plexusctl, routes, store, PROTO_BGP, PROTO_BLOCK,
 };
 use plexus_tests::cluster::{wait_for, Cluster, Daemon, Node};
 use plexus_tests::require_overlay;
@@ -78,22 +77,6 @@ fn add_pod(n: &Node, pod: &plexus_tests::Netns, ifname: &str) -> String {
         .json();
     let a = out["ips"][0]["address"].as_str().expect("an address");
     a.split('/').next().unwrap().to_string()
-}
-
-/// `plexusctl ARGS <run-dir>` in the node: its stdout.
-fn plexusctl(n: &Node, args: &[&str]) -> String {
-    let out =
-        n.ns.cmd(bin_dir().join("plexusctl"))
-            .args(args)
-            .arg(&n.run_dir)
-            .output()
-            .expect("spawn plexusctl");
-    assert!(
-        out.status.success(),
-        "plexusctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// GET /metrics from the agent's --metrics-addr, inside the node.

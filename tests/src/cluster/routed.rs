@@ -69,20 +69,26 @@ pub fn allocations_of(c: &Cluster, node: &str) -> usize {
     })
 }
 
-/// `plexusctl bgp status --json` in the node.
-pub fn bgp_status(n: &Node) -> Value {
+/// `plexusctl ARGS <run-dir>` in the node (ARGS end with `--run-dir`):
+/// its stdout; panics when it fails.
+pub fn plexusctl(n: &Node, args: &[&str]) -> String {
     let out =
         n.ns.cmd(bin_dir().join("plexusctl"))
-            .args(["bgp", "status", "--json", "--run-dir"])
+            .args(args)
             .arg(&n.run_dir)
             .output()
             .expect("spawn plexusctl");
     assert!(
         out.status.success(),
-        "plexusctl bgp status: {}",
+        "plexusctl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("JSON")
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `plexusctl bgp status --json` in the node.
+pub fn bgp_status(n: &Node) -> Value {
+    serde_json::from_str(&plexusctl(n, &["bgp", "status", "--json", "--run-dir"])).expect("JSON")
 }
 
 /// The node has exactly `want` BGP sessions, all Established.
