@@ -33,6 +33,23 @@ pub struct NodeStatus {
     pub ready: bool,
 }
 
+impl NodeStatus {
+    /// Names one more network model this agent runs: `routed (BGP) +
+    /// vxlan` when it serves both, sorted, whichever starts first.
+    pub fn add_backend(&mut self, name: &str) {
+        let mut all: Vec<&str> = self
+            .backend
+            .split(" + ")
+            .filter(|b| !b.is_empty())
+            .collect();
+        if !all.contains(&name) {
+            all.push(name);
+        }
+        all.sort_unstable();
+        self.backend = all.join(" + ");
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     store_errors: u64,
@@ -227,6 +244,16 @@ fn bgp_metrics(o: &mut String, b: &BgpGauges) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backends_add_up() {
+        let mut s = NodeStatus::default();
+        s.add_backend("vxlan");
+        assert_eq!(s.backend, "vxlan");
+        s.add_backend("routed (BGP)");
+        s.add_backend("vxlan");
+        assert_eq!(s.backend, "routed (BGP) + vxlan");
+    }
 
     #[test]
     fn ready_once_every_network_is() {

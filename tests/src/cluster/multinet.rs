@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use super::routed::{add_pool, allocations_of, established};
+use super::routed::{add_pool, allocations_of, established, plexusctl};
 use super::{vxlan_config, wait_for, Cluster, Daemon, Node, NETWORK};
 use crate::{CniSandbox, CtlOutput, Netns};
 
@@ -155,6 +155,10 @@ impl MultiNet {
                 "{}: ready without an overlay lease",
                 n.name
             );
+            let st: Value =
+                serde_json::from_str(&plexusctl(n, &["node", "--json", "status", "--run-dir"]))
+                    .expect("node status JSON");
+            assert_eq!(st["backend"], "routed (BGP) + vxlan", "{}: {st}", n.name);
             let peers = net.cluster.nodes.len() - 1;
             wait_for(&format!("{}: BGP mesh Established", n.name), || {
                 established(n, peers)
