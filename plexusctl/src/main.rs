@@ -13,6 +13,7 @@ mod bgp_status;
 mod cni;
 mod install;
 mod ipam;
+mod netmodel;
 mod node;
 mod node_status;
 mod pool;
