@@ -134,7 +134,8 @@ fn model_of(plugin: &str) -> String {
     }
 }
 
-fn short(id: &str) -> &str {
+/// Container IDs are 64 hex digits; 16 tell them apart.
+pub fn short(id: &str) -> &str {
     &id[..id.len().min(16)]
 }
 
