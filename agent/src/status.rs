@@ -3,6 +3,7 @@
 //! control loop, which writes it, and the listeners, which read it.
 
 use std::fmt::Write;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -55,6 +56,8 @@ struct Inner {
     status: NodeStatus,
     counters: Counters,
     bgp: Option<BgpGauges>,
+    /// Networks still to report ready; `None` is one (the usual agent).
+    networks_pending: Option<usize>,
 }
 
 /// Shared, cheap to clone.
@@ -74,6 +77,29 @@ impl Shared {
 
     pub fn status(&self) -> NodeStatus {
         self.lock().status.clone()
+    }
+
+    /// This agent runs `n` networks (the overlay and the routed network):
+    /// it is ready once every one of them is.
+    pub fn expect_networks(&self, n: usize) {
+        self.lock().networks_pending = Some(n);
+    }
+
+    /// One network is ready (each calls this once). When it was the last,
+    /// the node is ready: the status says so and `<run_dir>/ready` is
+    /// written; returns whether that happened.
+    pub fn network_ready(&self, run_dir: &Path) -> anyhow::Result<bool> {
+        {
+            let mut g = self.lock();
+            let left = g.networks_pending.unwrap_or(1).saturating_sub(1);
+            g.networks_pending = Some(left);
+            if left > 0 {
+                return Ok(false);
+            }
+            g.status.ready = true;
+        }
+        crate::runfiles::mark_ready(run_dir)?;
+        Ok(true)
     }
 
     pub fn store_error(&self) {
@@ -201,6 +227,24 @@ fn bgp_metrics(o: &mut String, b: &BgpGauges) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ready_once_every_network_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join(crate::runfiles::READY);
+        // One network (the usual agent): ready at once.
+        let one = Shared::default();
+        assert!(one.network_ready(dir.path()).unwrap());
+        assert!(one.status().ready && ready.exists());
+        std::fs::remove_file(&ready).unwrap();
+        // Overlay and routed network in one agent: ready after both.
+        let both = Shared::default();
+        both.expect_networks(2);
+        assert!(!both.network_ready(dir.path()).unwrap());
+        assert!(!both.status().ready && !ready.exists());
+        assert!(both.network_ready(dir.path()).unwrap());
+        assert!(both.status().ready && ready.exists());
+    }
 
     #[test]
     fn metrics_text() {

@@ -16,55 +16,19 @@
 //! its other sessions carry on.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::process::Stdio;
 
-use plexus_ipam::{BgpConfig, Cluster as Ipam, Layout, Peer, Pool};
+use plexus_ipam::{BgpConfig, Peer};
 use plexus_tests::bin_dir;
+use plexus_tests::cluster::routed::{
+    add_pool, bgp_status, established, routes, store, PROTO_BGP, PROTO_BLOCK,
+};
 use plexus_tests::cluster::{wait_for, Cluster, Daemon, Node};
 use plexus_tests::require_overlay;
 use plexus_tests::routers::{tool_available, Bird, GoBgp};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const NET: &str = "routed";
-const POOL: &str = "10.96.0.0/16";
-/// plexusd's protocol numbers (agent/src/routed/kernel.rs).
-const PROTO_BLOCK: &str = "113";
-const PROTO_BGP: &str = "114";
-
-/// Runs `f` against the cluster's store, from inside the etcd netns.
-fn store<T: Send, F: Future<Output = T>>(c: &Cluster, f: impl FnOnce(Ipam) -> F + Send) -> T {
-    let url = c.etcd.url();
-    c.etcd_ns.run(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let kv = plexus_store::open_kv(&url, &Default::default())
-                .await
-                .expect("open etcd")
-                .expect("a kv store");
-            f(Ipam::new(kv, Layout::default())).await
-        })
-    })
-}
-
-fn add_pool(c: &Cluster, block_size: u8) {
-    store(c, move |s| async move {
-        s.set_bgp_config(&BgpConfig::default()).await.unwrap();
-        s.add_pool(&Pool {
-            name: "default".into(),
-            cidr: POOL.parse().unwrap(),
-            block_size,
-            nat_outgoing: false,
-            encap: Default::default(),
-            disabled: false,
-        })
-        .await
-        .unwrap();
-    });
-}
 
 /// Three nodes with a pool of /26 blocks, and a fourth netns on the
 /// underlay (10.200.0.13, no agent) for a router.
@@ -116,22 +80,6 @@ fn add_pod(n: &Node, pod: &plexus_tests::Netns, ifname: &str) -> String {
     a.split('/').next().unwrap().to_string()
 }
 
-/// `plexusctl bgp status --json` in the node.
-fn bgp_status(n: &Node) -> Value {
-    let out =
-        n.ns.cmd(bin_dir().join("plexusctl"))
-            .args(["bgp", "status", "--json", "--run-dir"])
-            .arg(&n.run_dir)
-            .output()
-            .expect("spawn plexusctl");
-    assert!(
-        out.status.success(),
-        "plexusctl bgp status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
 /// `plexusctl ARGS <run-dir>` in the node: its stdout.
 fn plexusctl(n: &Node, args: &[&str]) -> String {
     let out =
@@ -158,27 +106,6 @@ fn metrics(n: &Node) -> String {
         s.read_to_string(&mut body).unwrap();
         body
     })
-}
-
-fn established(n: &Node, want: usize) -> bool {
-    let st = bgp_status(n);
-    let peers = st["peers"].as_array().unwrap();
-    peers.len() == want && peers.iter().all(|p| p["state"] == "Established")
-}
-
-/// The node's routes with `proto`, as (dst, gateway or "").
-fn routes(n: &Node, proto: &str) -> Vec<(String, String)> {
-    n.ip_json(&["route", "show", "proto", proto])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["dst"].as_str().unwrap_or("").to_string(),
-                r["gateway"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
 }
 
 fn block_of(n: &Node) -> String {

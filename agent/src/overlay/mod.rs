@@ -265,12 +265,16 @@ impl Overlay {
         if self.ready {
             return;
         }
-        if let Err(e) = crate::runfiles::mark_ready(&self.settings.run_dir) {
-            tracing::warn!(error = %e, "cannot write the readiness file");
-        }
         self.ready = true;
-        self.status.update(|s| s.ready = true);
-        tracing::info!("ready: lease held, data plane programmed");
+        match self.status.network_ready(&self.settings.run_dir) {
+            Ok(node_ready) => {
+                tracing::info!(
+                    node_ready,
+                    "overlay ready: lease held, data plane programmed"
+                )
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot write the readiness file"),
+        }
     }
 
     /// Our lease must stay ours: when it is gone from the store (expired,

@@ -39,7 +39,6 @@ use plexus_ipam::{Allocator, Cluster};
 use plexus_netlink::Netns;
 
 use crate::ctlsock::Handlers;
-use crate::runfiles;
 use crate::status::{BgpGauges, Shared};
 
 use self::bgp::Announcer;
@@ -146,10 +145,9 @@ pub async fn run(
     status.update(|st| {
         st.backend = "routed (BGP)".into();
         st.public_ip = Some(s.public_ip.to_string());
-        st.ready = true;
     });
-    runfiles::mark_ready(&s.run_dir)?;
-    tracing::info!("routed network ready");
+    let node_ready = status.network_ready(&s.run_dir)?;
+    tracing::info!(node_ready, "routed network ready");
 
     let _purge = AbortOnDrop(tokio::spawn(routing.purge_after_sync(
         speaker.clone(),

@@ -22,6 +22,8 @@ use crate::{run_ok, CniSandbox, Netns};
 
 mod daemon;
 pub mod flanneld;
+pub mod multinet;
+pub mod routed;
 
 pub use crate::etcd::Etcd;
 pub use daemon::{plexusd_available, Daemon};

@@ -1,0 +1,108 @@
+//! The calico-style routed network on the simulated cluster: the pool and
+//! BGP config written through plexus-ipam's API, and what a node shows of
+//! it (`plexusctl bgp status`, plexusd's kernel routes).
+
+use std::future::Future;
+
+use plexus_ipam::{BgpConfig, Cluster as Ipam, Layout, Pool};
+use serde_json::Value;
+
+use super::{Cluster, Node};
+use crate::bin_dir;
+
+/// The routed pool the tests use (inside the test's namespaces only).
+pub const POOL: &str = "10.96.0.0/16";
+/// plexusd's route protocol numbers (agent/src/routed/kernel.rs): a held
+/// block's blackhole, and routes learned over BGP.
+pub const PROTO_BLOCK: &str = "113";
+pub const PROTO_BGP: &str = "114";
+
+/// Runs `f` against the cluster's store (plexus-ipam's view of it), from
+/// inside the etcd netns.
+pub fn store<T: Send, F: Future<Output = T>>(c: &Cluster, f: impl FnOnce(Ipam) -> F + Send) -> T {
+    let url = c.etcd.url();
+    // Not `Netns::block_on`: the store's futures are not Send.
+    c.etcd_ns.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let kv = plexus_store::open_kv(&url, &Default::default())
+                .await
+                .expect("open etcd")
+                .expect("a kv store");
+            f(Ipam::new(kv, Layout::default())).await
+        })
+    })
+}
+
+/// The default BGP config (AS 64512, full mesh) and the pool [`POOL`] cut
+/// into blocks of `/block_size`: what makes plexusd serve the routed
+/// network.
+pub fn add_pool(c: &Cluster, block_size: u8) {
+    store(c, move |s| async move {
+        s.set_bgp_config(&BgpConfig::default()).await.unwrap();
+        s.add_pool(&Pool {
+            name: "default".into(),
+            cidr: POOL.parse().unwrap(),
+            block_size,
+            nat_outgoing: false,
+            encap: Default::default(),
+            disabled: false,
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// Addresses the routed network holds for pods of `node` in the store.
+pub fn allocations_of(c: &Cluster, node: &str) -> usize {
+    let node = node.to_string();
+    store(c, move |s| async move {
+        s.blocks_of(&node)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.allocations.len())
+            .sum()
+    })
+}
+
+/// `plexusctl bgp status --json` in the node.
+pub fn bgp_status(n: &Node) -> Value {
+    let out =
+        n.ns.cmd(bin_dir().join("plexusctl"))
+            .args(["bgp", "status", "--json", "--run-dir"])
+            .arg(&n.run_dir)
+            .output()
+            .expect("spawn plexusctl");
+    assert!(
+        out.status.success(),
+        "plexusctl bgp status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+/// The node has exactly `want` BGP sessions, all Established.
+pub fn established(n: &Node, want: usize) -> bool {
+    let st = bgp_status(n);
+    let peers = st["peers"].as_array().unwrap();
+    peers.len() == want && peers.iter().all(|p| p["state"] == "Established")
+}
+
+/// The node's routes with `proto`, as (dst, gateway or "").
+pub fn routes(n: &Node, proto: &str) -> Vec<(String, String)> {
+    n.ip_json(&["route", "show", "proto", proto])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["dst"].as_str().unwrap_or("").to_string(),
+                r["gateway"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
