@@ -249,7 +249,7 @@ for n in "${NODES[@]}"; do
   echo "$n: links [${links//$'\n'/ }] pod routes [${routes//$'\n'/; }] files [${files//$'\n'/ }]"
   [ -z "$links$routes$files" ] || left=1
 done
-in_use=$(ctl --store "$STORE" ipam show --json | jq '[.pools[].in_use] | add')
+in_use=$(ctl --store "$STORE" ipam show --json | jq '[.pools[].inUse] | add')
 echo "routed addresses in use: $in_use"
 [ "$in_use" = 0 ] || left=1
 
