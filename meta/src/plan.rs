@@ -103,6 +103,23 @@ impl PlannedAttachment {
             .unwrap_or(&self.name)
     }
 
+    /// The type of the delegate's first plugin, the one that makes the
+    /// interface (`plexus-vxlan`, `macvlan`...): what `plexusctl status`
+    /// derives the network model from. The plan has always stored the full
+    /// config, so plans written before this existed answer too. `None` when
+    /// the config names no type (a plan from a damaged file).
+    pub fn plugin_type(&self) -> Option<&str> {
+        let first = match self.config.get("plugins") {
+            Some(Value::Array(plugins)) => plugins.first()?,
+            // A single plugin config rather than a list.
+            _ => &self.config,
+        };
+        first
+            .get("type")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+    }
+
     pub fn network_list(&self) -> Result<NetworkConfigList, MetaError> {
         NetworkConfigList::from_bytes(&serde_json::to_vec(&self.config).expect("serializes"))
             .map_err(|e| MetaError::Selection(format!("network \"{}\": {e}", self.name)))
@@ -114,5 +131,40 @@ impl PlannedAttachment {
             .as_ref()
             .map(|r| r.default_route.as_slice())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attachment(config: Value) -> PlannedAttachment {
+        PlannedAttachment {
+            name: "n".into(),
+            ifname: "net1".into(),
+            master: false,
+            config,
+            cni_args: Vec::new(),
+            capability_args: Map::new(),
+            request: None,
+            add_failed: false,
+        }
+    }
+
+    #[test]
+    fn plugin_type_is_the_first_plugin_of_the_list() {
+        let a = attachment(
+            serde_json::json!({"name":"n","plugins":[{"type":"plexus-vxlan"},{"type":"portmap"}]}),
+        );
+        assert_eq!(a.plugin_type(), Some("plexus-vxlan"));
+        let a = attachment(serde_json::json!({"name":"n","type":"macvlan"}));
+        assert_eq!(a.plugin_type(), Some("macvlan"));
+        for broken in [
+            serde_json::json!({"name":"n","plugins":[]}),
+            serde_json::json!({"name":"n","plugins":[{"type":""}]}),
+            serde_json::json!({}),
+        ] {
+            assert_eq!(attachment(broken).plugin_type(), None);
+        }
     }
 }

@@ -7,18 +7,23 @@
 //!
 //! `plexusctl --store URL pool|bgp|node|ipam ...` edit and show the routed
 //! network's cluster state (plexus-ipam) in the store plexusd uses.
+//!
+//! `plexusctl topology` draws the whole cluster from the store, the agents
+//! and the meta plugin's caches.
 
 mod bgp;
 mod bgp_status;
 mod cni;
 mod install;
 mod ipam;
+mod netmodel;
 mod node;
 mod node_status;
 mod pool;
 mod routed;
 mod status;
 mod table;
+mod topology;
 
 use std::process::ExitCode;
 
@@ -53,6 +58,9 @@ enum Top {
     Node(node::NodeCmd),
     /// Block IPAM: pools' and blocks' use.
     Ipam(ipam::IpamCmd),
+    /// The cluster as the network sees it: nodes, subnets, blocks, BGP
+    /// sessions, pods (text, Graphviz DOT or SVG).
+    Topology(topology::TopologyCmd),
     /// Install the plugins and the conflist wrapping the node's default network.
     Install(install::InstallCmd),
     /// Undo exactly what install did.
@@ -75,6 +83,7 @@ fn main() -> ExitCode {
             Err(c) => routed::run(&cli.store, |cl| node::run(c, cl)),
         },
         Top::Ipam(c) => routed::run(&cli.store, |cl| ipam::run(c, cl)),
+        Top::Topology(c) => topology::run(c, &cli.store),
         Top::Install(c) => install::run_install(c),
         Top::Uninstall(c) => install::run_uninstall(c),
     }

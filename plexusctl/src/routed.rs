@@ -6,10 +6,12 @@ use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use plexus_ipam::{Cluster, Layout};
+use plexus_store::Kv;
 use serde::Serialize;
 
 /// How to reach the store, as plexusd takes it.
@@ -35,7 +37,14 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    async fn open(&self) -> anyhow::Result<Cluster> {
+    /// The `--store` URL, when one was given.
+    pub fn url(&self) -> Option<&str> {
+        self.store.as_deref()
+    }
+
+    /// The store's key-value space (the overlay's leases and the routed
+    /// network's records both live there).
+    pub async fn open_kv(&self) -> anyhow::Result<Arc<dyn Kv>> {
         let Some(url) = &self.store else {
             bail!("--store is required: etcd://HOST:PORT[,...] or file:PATH (or set PLEXUS_STORE)");
         };
@@ -47,13 +56,21 @@ impl StoreArgs {
             etcd_password: self.etcd_password.clone(),
             ..Default::default()
         };
-        let kv = plexus_store::open_kv(url, &opts)
+        plexus_store::open_kv(url, &opts)
             .await
             .with_context(|| format!("opening the store {url}"))?
             .with_context(|| {
                 format!("the store {url} has no key-value space: the routed network needs etcd:// or file:")
-            })?;
-        Ok(Cluster::new(kv, Layout::new(&self.routed_prefix)))
+            })
+    }
+
+    /// The routed network's state over `kv`.
+    pub fn cluster(&self, kv: Arc<dyn Kv>) -> Cluster {
+        Cluster::new(kv, Layout::new(&self.routed_prefix))
+    }
+
+    async fn open(&self) -> anyhow::Result<Cluster> {
+        Ok(self.cluster(self.open_kv().await?))
     }
 }
 
