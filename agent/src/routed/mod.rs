@@ -3,13 +3,16 @@
 //! layout). Pods get /32s from this node's blocks (served on the control
 //! socket to plexus-bgp-routes), the blocks are blackholed locally and
 //! announced over BGP, and the best routes learned are installed in the
-//! kernel. No encapsulation.
+//! kernel: direct, or through the IP-in-IP tunnel for pools with
+//! `--encap ipip` / `ipip-cross-subnet`.
 //!
 //! - [`peers`]: which neighbours (mesh, reflectors, global/node peers), pure;
 //! - [`kernel`]: our route protocol numbers, the [`kernel::RouteTable`]
 //!   the logic needs and its netlink implementation;
 //! - [`bgp`]: the [`bgp::Announcer`] the logic needs of the speaker;
 //! - [`blocks`]: a held block → blackhole route + announcement;
+//! - [`encap`]: which learned route goes through the tunnel, pure;
+//! - [`tunnel`]: the tunnel device and its address;
 //! - [`ipam`]: the control socket's allocate/release/gc/bgp_status;
 //! - [`routing`]: the RouteFeed → kernel routes, and the stale-route purge;
 //! - [`watch`]: wakes the loop when the store's records change;
@@ -17,12 +20,14 @@
 
 pub mod bgp;
 pub mod blocks;
+pub mod encap;
 #[cfg(test)]
 mod fakes;
 pub mod ipam;
 pub mod kernel;
 pub mod peers;
 pub mod routing;
+pub mod tunnel;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -35,7 +40,7 @@ use anyhow::Context;
 use plexus_bgp::fsm::State;
 use plexus_bgp::open::GracefulRestart;
 use plexus_bgp::{PeerStatus, Speaker, SpeakerConfig};
-use plexus_ipam::{Allocator, Cluster};
+use plexus_ipam::{Allocator, Cluster, NodeSettings, Pool};
 use plexus_netlink::Netns;
 
 use crate::ctlsock::Handlers;
@@ -44,8 +49,10 @@ use crate::status::{BgpGauges, Shared};
 
 use self::bgp::Announcer;
 use self::blocks::Blocks;
+use self::encap::Policy;
 use self::kernel::{KernelRoutes, RouteTable};
 use self::peers::{Desired, Me};
+use self::tunnel::Tunnel;
 
 /// The neighbours configured now, by address (shared with `bgp_status`).
 pub type PeerTable = Arc<std::sync::Mutex<BTreeMap<IpAddr, Desired>>>;
@@ -113,14 +120,6 @@ pub async fn run(
     let speaker = Arc::new(speaker);
     tracing::info!(asn, router_id = %s.public_ip, restarting, "BGP speaker started");
 
-    let blocks = Arc::new(Blocks::new(routes.clone(), speaker.clone()).await?);
-    blocks
-        .sync(alloc.blocks().await)
-        .await
-        .context("program this node's blocks")?;
-    let routing = routing::Routing::new(routes, status.clone());
-    let _feed = AbortOnDrop(tokio::spawn(routing.clone().follow(feed)));
-
     let table = PeerTable::default();
     let mut follower = Follower {
         cluster: cluster.clone(),
@@ -129,11 +128,22 @@ pub async fn run(
         speaker: speaker.clone(),
         table: table.clone(),
     };
-    follower.peers().await?;
+    let nodes = follower.peers().await?;
+    let pool_list = cluster.pools().await.context("read the pools")?;
+
+    // The tunnel (if a pool wants IP-in-IP) before any route through it.
+    let tunnel = Tunnel::new(routes.clone(), alloc.clone(), s.public_ip).await?;
+    let policy = encap_policy(&tunnel, &pool_list, &nodes, status).await;
+    let blocks = Arc::new(Blocks::new(routes.clone(), speaker.clone()).await?);
+    blocks
+        .sync(alloc.blocks().await)
+        .await
+        .context("program this node's blocks")?;
+    let routing = routing::Routing::new(routes, status.clone(), policy);
+    let _feed = AbortOnDrop(tokio::spawn(routing.clone().follow(feed)));
 
     let pools = ipam::PoolCache::default();
-    *pools.lock().unwrap_or_else(|p| p.into_inner()) =
-        cluster.pools().await.context("read the pools")?;
+    *pools.lock().unwrap_or_else(|p| p.into_inner()) = pool_list;
     *handlers.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ipam::RoutedHandler {
         cluster: cluster.clone(),
         pools: pools.clone(),
@@ -151,7 +161,7 @@ pub async fn run(
     runfiles::mark_ready(&s.run_dir)?;
     tracing::info!("routed network ready");
 
-    let _purge = AbortOnDrop(tokio::spawn(routing.purge_after_sync(
+    let _purge = AbortOnDrop(tokio::spawn(routing.clone().purge_after_sync(
         speaker.clone(),
         previous,
         s.sync_wait,
@@ -166,16 +176,28 @@ pub async fn run(
             _ = tokio::time::sleep(s.poll_every) => {}
             _ = wake.notified() => {}
         }
-        if let Err(e) = follower.peers().await {
-            status.store_error();
-            tracing::warn!(error = %format!("{e:#}"), "following the BGP peers");
-        }
-        match cluster.pools().await {
-            Ok(p) => *pools.lock().unwrap_or_else(|p| p.into_inner()) = p,
+        let nodes = match follower.peers().await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                status.store_error();
+                tracing::warn!(error = %format!("{e:#}"), "following the BGP peers");
+                None
+            }
+        };
+        let pool_list = match cluster.pools().await {
+            Ok(p) => {
+                *pools.lock().unwrap_or_else(|p| p.into_inner()) = p.clone();
+                Some(p)
+            }
             Err(e) => {
                 status.store_error();
                 tracing::warn!(error = %e, "re-reading the pools");
+                None
             }
+        };
+        if let (Some(nodes), Some(pool_list)) = (nodes, pool_list) {
+            let policy = encap_policy(&tunnel, &pool_list, &nodes, status).await;
+            routing.set_policy(policy).await;
         }
         match alloc.resync().await {
             Ok(()) => {
@@ -193,6 +215,24 @@ pub async fn run(
             status.set_bgp(gauges(&peers));
         }
     }
+}
+
+/// The encapsulation policy from the store's pools and nodes, with the
+/// tunnel device brought in line first (a failure is counted and logged,
+/// and the routes stay direct until the device is up).
+async fn encap_policy(
+    tunnel: &Tunnel,
+    pools: &[Pool],
+    nodes: &[NodeSettings],
+    status: &Shared,
+) -> Policy {
+    let want = Policy::new(pools, nodes, tunnel.own_subnet());
+    let (policy, r) = tunnel.sync(want, pools).await;
+    if let Err(e) = r {
+        status.dataplane_errors(1);
+        tracing::error!(error = %format!("{e:#}"), "IP-in-IP tunnel: routes stay direct");
+    }
+    policy
 }
 
 /// The BGP metrics from the sessions' status (every state the operator
@@ -226,8 +266,8 @@ pub struct Follower {
 
 impl Follower {
     /// One round: read the BGP config, nodes and peers; add and remove
-    /// the speaker's peers to match.
-    pub async fn peers(&mut self) -> anyhow::Result<()> {
+    /// the speaker's peers to match. Returns the nodes read.
+    pub async fn peers(&mut self) -> anyhow::Result<Vec<NodeSettings>> {
         let bgp = self.cluster.bgp_config().await?;
         let nodes = self.cluster.nodes().await?;
         let explicit = self.cluster.peers().await?;
@@ -265,7 +305,7 @@ impl Follower {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(addr, d);
         }
-        Ok(())
+        Ok(nodes)
     }
 }
 
