@@ -853,3 +853,86 @@ fn ipip_cross_subnet_tunnels_only_to_the_other_subnet() {
     });
     ping_n(&pods[0], &ips[2], 3);
 }
+
+// ---------------------------------------------------------------- IPv6
+/// The node's IPv6 routes with our BGP protocol, as (dst, gateway).
+fn routes6(n: &Node) -> Vec<(String, String)> {
+    n.ip_json(&["-6", "route", "show", "proto", PROTO_BGP])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["dst"].as_str().unwrap_or("").to_string(),
+                r["gateway"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn bgp_learned_ipv6_routes_reach_the_kernel_and_leave_on_withdraw() {
+    require_overlay!();
+    if !tool_available("bird") {
+        plexus_tests::skip("bird2 is not installed (scripts/install-deps.sh)");
+        return;
+    }
+    let (c, router, dir) = cluster_with_router();
+    store(&c, |s| async move {
+        s.add_peer(&Peer {
+            address: "10.200.0.13".parse().unwrap(),
+            asn: 65000,
+            node: None,
+        })
+        .await
+        .unwrap();
+    });
+    // IPv6 unicast over the IPv4 sessions, BIRD's underlay IPv6 address as
+    // the next hop.
+    let conf = format!(
+        r#"
+router id 10.200.0.13;
+protocol device {{}}
+protocol static announce6 {{ ipv6; route 2001:db8:60::/48 blackhole; route 2001:db8:61::/64 blackhole; }}
+template bgp plexus {{
+  local as 65000;
+  ipv4 {{ import none; export none; }};
+  ipv6 {{ import none; export where proto = "announce6"; next hop address {}; }};
+}}
+protocol bgp n0 from plexus {{ neighbor 10.200.0.10 as 64512; }}
+protocol bgp n1 from plexus {{ neighbor 10.200.0.11 as 64512; }}
+protocol bgp n2 from plexus {{ neighbor 10.200.0.12 as 64512; }}
+"#,
+        router.ip6
+    );
+    let bird = Bird::start(&router.ns, dir.path(), &conf);
+    let _agents: Vec<Daemon> = c.start_agents(&[]);
+    let want: Vec<(String, String)> = ["2001:db8:60::/48", "2001:db8:61::/64"]
+        .iter()
+        .map(|p| (p.to_string(), router.ip6.clone()))
+        .collect();
+    for n in &c.nodes {
+        wait_for(&format!("{}: BIRD's IPv6 prefixes via {}", n.name, router.ip6), || {
+            let r = routes6(n);
+            want.iter().all(|w| r.contains(w))
+        });
+        // The kernel forwards by them: the route resolves to the underlay.
+        let got = n.ip_json(&["-6", "route", "get", "2001:db8:60::1"]);
+        assert_eq!(got[0]["gateway"], router.ip6.as_str(), "{got}");
+        assert_eq!(got[0]["dev"], "eth0", "{got}");
+    }
+    // BIRD withdraws them: they leave every node's kernel.
+    bird.birdc(&["disable", "announce6"]);
+    for n in &c.nodes {
+        wait_for(&format!("{}: the IPv6 routes go", n.name), || {
+            routes6(n).is_empty()
+        });
+    }
+    // And come back when announced again.
+    bird.birdc(&["enable", "announce6"]);
+    for n in &c.nodes {
+        wait_for(&format!("{}: the IPv6 routes are back", n.name), || {
+            routes6(n).len() == 2
+        });
+    }
+}
