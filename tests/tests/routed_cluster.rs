@@ -912,10 +912,13 @@ protocol bgp n2 from plexus {{ neighbor 10.200.0.12 as 64512; }}
         .map(|p| (p.to_string(), router.ip6.clone()))
         .collect();
     for n in &c.nodes {
-        wait_for(&format!("{}: BIRD's IPv6 prefixes via {}", n.name, router.ip6), || {
-            let r = routes6(n);
-            want.iter().all(|w| r.contains(w))
-        });
+        wait_for(
+            &format!("{}: BIRD's IPv6 prefixes via {}", n.name, router.ip6),
+            || {
+                let r = routes6(n);
+                want.iter().all(|w| r.contains(w))
+            },
+        );
         // The kernel forwards by them: the route resolves to the underlay.
         let got = n.ip_json(&["-6", "route", "get", "2001:db8:60::1"]);
         assert_eq!(got[0]["gateway"], router.ip6.as_str(), "{got}");
@@ -935,4 +938,58 @@ protocol bgp n2 from plexus {{ neighbor 10.200.0.12 as 64512; }}
             routes6(n).len() == 2
         });
     }
+}
+
+// ---------------------------------------------------------------- AS change
+#[test]
+fn a_node_as_change_in_the_store_takes_effect_without_a_restart() {
+    require_overlay!();
+    let c = Cluster::new(2);
+    add_pool(&c, 26);
+    let agents = c.start_agents(&[]);
+    for n in &c.nodes {
+        write_conf(n);
+    }
+    let pods: Vec<_> = (0..2)
+        .map(|i| plexus_tests::Netns::new(&format!("apod{i}")))
+        .collect();
+    let ips: Vec<String> = c
+        .nodes
+        .iter()
+        .zip(&pods)
+        .map(|(n, p)| add_pod(n, p, "eth0"))
+        .collect();
+    for n in &c.nodes {
+        wait_for(&format!("{}: mesh Established", n.name), || {
+            established(n, 1)
+        });
+    }
+    let (n0, n1) = (&c.nodes[0], &c.nodes[1]);
+    assert_eq!(bgp_status(n0)["asn"], 64512);
+
+    store(&c, |s| async move {
+        s.update_node("node0", |n| n.asn = Some(64600))
+            .await
+            .unwrap();
+    });
+    // node0 speaks as AS 64600 now, node1 peers with it as such (eBGP).
+    wait_for("node0 runs as AS 64600", || bgp_status(n0)["asn"] == 64600);
+    wait_for("node1 peers with AS 64600, Established", || {
+        bgp_status(n1)["peers"].as_array().unwrap().iter().any(|p| {
+            p["address"] == n0.ip.as_str() && p["asn"] == 64600 && p["state"] == "Established"
+        })
+    });
+    wait_for("node0's session Established again", || established(n0, 1));
+    // Routes flow over the new session both ways; no agent restarted.
+    let b0 = block_of(n0);
+    let b1 = block_of(n1);
+    wait_for("node1 routes node0's block", || {
+        routes(n1, PROTO_BGP).contains(&(b0.clone(), n0.ip.clone()))
+    });
+    wait_for("node0 routes node1's block", || {
+        routes(n0, PROTO_BGP).contains(&(b1.clone(), n1.ip.clone()))
+    });
+    assert!(pods[0].ping(&ips[1]));
+    assert!(agents[0].log_text().contains("our AS changed"));
+    assert!(agents.iter().all(|a| a.pid().is_some()));
 }

@@ -144,6 +144,9 @@ impl RouteTable for FakeRoutes {
 #[derive(Default)]
 pub struct FakeBgp {
     originated: Mutex<BTreeSet<IpNet>>,
+    cluster_id: Mutex<Option<Ipv4Addr>>,
+    /// Peers added so far (a re-established session counts again).
+    pub added: AtomicUsize,
     peers: Mutex<BTreeMap<IpAddr, PeerConfig>>,
     synced: AtomicBool,
 }
@@ -155,6 +158,18 @@ impl FakeBgp {
             .unwrap()
             .iter()
             .map(ToString::to_string)
+            .collect()
+    }
+    pub fn cluster_id(&self) -> Option<Ipv4Addr> {
+        *self.cluster_id.lock().unwrap()
+    }
+    /// The local AS each peer is configured with.
+    pub fn local_as(&self) -> Vec<Option<u32>> {
+        self.peers
+            .lock()
+            .unwrap()
+            .values()
+            .map(|p| p.local_as)
             .collect()
     }
     /// The configured peers: (address, remote AS, rr client).
@@ -182,6 +197,7 @@ impl Announcer for FakeBgp {
             )));
         }
         peers.insert(peer.address, peer);
+        self.added.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
     async fn remove_peer(&self, address: IpAddr) -> Result<(), BgpError> {
@@ -194,6 +210,10 @@ impl Announcer for FakeBgp {
     }
     async fn withdraw(&self, prefix: IpNet) -> Result<(), BgpError> {
         self.originated.lock().unwrap().remove(&prefix);
+        Ok(())
+    }
+    async fn set_cluster_id(&self, id: Option<Ipv4Addr>) -> Result<(), BgpError> {
+        *self.cluster_id.lock().unwrap() = id;
         Ok(())
     }
     async fn peers(&self) -> Result<Vec<PeerStatus>, BgpError> {

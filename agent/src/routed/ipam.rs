@@ -27,7 +27,8 @@ pub struct RoutedHandler {
     pub blocks: Arc<Blocks>,
     pub peers: PeerTable,
     pub router_id: String,
-    pub asn: u32,
+    /// Our AS now (the peer loop follows the store).
+    pub asn: Arc<std::sync::atomic::AtomicU32>,
 }
 
 fn error(e: impl std::fmt::Display, code: Option<u32>) -> Value {
@@ -153,7 +154,7 @@ impl RoutedHandler {
             .collect();
         serde_json::to_value(BgpStatus {
             router_id: self.router_id.clone(),
-            asn: self.asn,
+            asn: self.asn.load(std::sync::atomic::Ordering::SeqCst),
             peers,
         })
         .unwrap_or_else(|e| error(e, None))
@@ -228,7 +229,7 @@ mod tests {
             blocks,
             peers: PeerTable::default(),
             router_id: "10.0.0.1".into(),
-            asn: 64512,
+            asn: Arc::new(64512.into()),
         };
         (h, routes, bgp)
     }

@@ -33,6 +33,7 @@ pub mod watch;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,6 +128,8 @@ pub async fn run(
         address,
         speaker: speaker.clone(),
         table: table.clone(),
+        asn: Arc::new(AtomicU32::new(asn)),
+        cluster_id: me_cfg.route_reflector_cluster_id,
     };
     let nodes = follower.peers().await?;
     let pool_list = cluster.pools().await.context("read the pools")?;
@@ -151,7 +154,7 @@ pub async fn run(
         blocks: blocks.clone(),
         peers: table.clone(),
         router_id: s.public_ip.to_string(),
-        asn,
+        asn: follower.asn.clone(),
     }));
     status.update(|st| {
         st.backend = "routed (BGP)".into();
@@ -255,13 +258,19 @@ pub fn gauges(peers: &[PeerStatus]) -> BgpGauges {
     g
 }
 
-/// Keeps the speaker's neighbours equal to what the store says.
+/// Keeps the speaker's neighbours equal to what the store says, and its
+/// route-reflector cluster ID: a change of our AS or cluster ID in the
+/// store re-establishes the sessions, no restart needed.
 pub struct Follower {
     pub cluster: Cluster,
     pub node: String,
     pub address: IpAddr,
     pub speaker: Arc<dyn Announcer>,
     pub table: PeerTable,
+    /// Our AS as last applied (shared with `bgp_status`).
+    pub asn: Arc<AtomicU32>,
+    /// The speaker's cluster ID now.
+    pub cluster_id: Option<Ipv4Addr>,
 }
 
 impl Follower {
@@ -280,8 +289,22 @@ impl Follower {
         };
         let want = peers::desired(&me, &bgp, &nodes, &explicit);
         let have = self.table.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let new_id = me.cluster_id != self.cluster_id;
+        if new_id {
+            self.speaker.set_cluster_id(me.cluster_id).await?;
+            tracing::info!(cluster_id = ?me.cluster_id, "route-reflector cluster ID changed: sessions re-established");
+            self.cluster_id = me.cluster_id;
+        }
+        let old_as = self.asn.swap(me.asn, Ordering::SeqCst);
+        if old_as != me.asn {
+            tracing::info!(
+                asn = me.asn,
+                previous = old_as,
+                "our AS changed: sessions re-established"
+            );
+        }
         for (addr, d) in &have {
-            if want.get(addr).map(|w| &w.config) != Some(&d.config) {
+            if new_id || want.get(addr).map(|w| &w.config) != Some(&d.config) {
                 self.speaker.remove_peer(*addr).await?;
                 self.table
                     .lock()

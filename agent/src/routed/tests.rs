@@ -25,6 +25,8 @@ async fn follower(dir: &std::path::Path) -> (Follower, Arc<FakeBgp>) {
         address: "10.0.0.1".parse().unwrap(),
         speaker: bgp.clone(),
         table: PeerTable::default(),
+        asn: Arc::new(64512.into()),
+        cluster_id: None,
     };
     (f, bgp)
 }
@@ -106,6 +108,41 @@ async fn peers_follow_the_store() {
         .map(|d| d.kind.label())
         .collect();
     assert_eq!(kinds, ["route reflector client", "global"]);
+}
+
+#[tokio::test]
+async fn a_new_own_as_or_cluster_id_re_establishes_the_sessions() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut f, bgp) = follower(dir.path()).await;
+    f.peers().await.unwrap();
+    assert_eq!(bgp.local_as(), [Some(64512)]);
+    let added = bgp.added.load(Ordering::SeqCst);
+    // Nothing changed: nothing re-created.
+    f.peers().await.unwrap();
+    assert_eq!(bgp.added.load(Ordering::SeqCst), added);
+    // Our own AS changes in the store: the session is re-created with it.
+    f.cluster
+        .update_node("n1", |s| s.asn = Some(65011))
+        .await
+        .unwrap();
+    f.peers().await.unwrap();
+    assert_eq!(bgp.local_as(), [Some(65011)]);
+    assert_eq!(bgp.added.load(Ordering::SeqCst), added + 1);
+    assert_eq!(f.asn.load(Ordering::SeqCst), 65011);
+    // Our cluster ID changes (the mesh stays on, so the peers' configs do
+    // not): the speaker gets it and the sessions are re-created.
+    f.cluster
+        .update_node("n1", |s| {
+            s.route_reflector_cluster_id = Some("1.0.0.7".parse().unwrap())
+        })
+        .await
+        .unwrap();
+    f.peers().await.unwrap();
+    assert_eq!(bgp.cluster_id(), Some("1.0.0.7".parse().unwrap()));
+    assert_eq!(bgp.added.load(Ordering::SeqCst), added + 2);
+    f.peers().await.unwrap();
+    assert_eq!(bgp.added.load(Ordering::SeqCst), added + 2);
 }
 
 #[tokio::test]
