@@ -762,6 +762,10 @@ fn ipip_pods_ping_across_nodes_through_tunl0() {
         assert!(block.contains(&addr.parse::<std::net::IpAddr>().unwrap()));
         // Held in IPAM: never a pod's.
         assert!(!ips.contains(&addr.to_string()));
+        // The pod's MTU leaves room for the tunnel's header (the agent's,
+        // the conflist names none).
+        let pl = pods[i].ip_json(&["link", "show", "dev", "eth0"]);
+        assert_eq!(pl[0]["mtu"], 1480, "{pl}");
     }
 
     // Pods ping across nodes, and the packets go through the tunnels.

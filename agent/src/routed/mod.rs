@@ -154,6 +154,7 @@ pub async fn run(
         blocks: blocks.clone(),
         peers: table.clone(),
         router_id: s.public_ip.to_string(),
+        ipip_mtu: tunnel.pod_mtu(),
         asn: follower.asn.clone(),
     }));
     status.update(|st| {

@@ -13,7 +13,7 @@ use ipnet::Ipv4Net;
 use plexus_ipam::{Allocator, Handle, Pool};
 use tokio::sync::Mutex;
 
-use super::encap::{tunnel_pool, Policy, TUNNEL_DEV, TUNNEL_NETWORK};
+use super::encap::{tunnel_pool, Policy, IPIP_OVERHEAD, TUNNEL_DEV, TUNNEL_NETWORK};
 use super::kernel::RouteTable;
 
 /// MTU assumed when the underlay link cannot be found.
@@ -49,6 +49,11 @@ impl Tunnel {
             underlay,
             up: Mutex::new(None),
         })
+    }
+
+    /// The MTU of a pod whose traffic may go through the tunnel.
+    pub fn pod_mtu(&self) -> u32 {
+        self.underlay.map_or(DEFAULT_MTU, |(_, m)| m) - IPIP_OVERHEAD
     }
 
     /// Our underlay subnet (for ipip-cross-subnet), if known.

@@ -130,8 +130,8 @@ async fn wire(
     let v4 = addrs.ips.iter().any(|i| i.addr().is_ipv4());
     let v6 = addrs.ips.iter().any(|i| i.addr().is_ipv6());
 
-    let host =
-        host::create_pair(node, pod_ns, host_name, ifname, conf.mtu, &veth_alias(env)).await?;
+    let mtu = conf.mtu.or(addrs.mtu);
+    let host = host::create_pair(node, pod_ns, host_name, ifname, mtu, &veth_alias(env)).await?;
     host::sysctls(host_name, v4, v6).await?;
     node.set_link_up(host.index, true)
         .await
