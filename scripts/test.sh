@@ -14,7 +14,7 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 # failure here, never a silent pass (tests/src/lib.rs: skip).
 export PLEXUS_REQUIRE_ALL=1
 if [ -z "${PLEXUS_SKIP_VM:-}" ]; then
-  # The VM run below covers what this kernel lacks (ipvlan, VLAN filtering).
+  # The VM run below covers what this kernel lacks (ipvlan, VLAN filtering, ipip).
   export PLEXUS_KERNEL_TESTS_COVERED=1
 fi
 
@@ -37,7 +37,7 @@ step "cargo test (unit and integration)"
 cargo test --workspace --no-fail-fast
 
 if [ -z "${PLEXUS_SKIP_VM:-}" ] && [ -x tests/vm/kernel-tests.sh ]; then
-  step "ipvlan and bridge VLAN tests under a Debian kernel (QEMU)"
+  step "ipvlan, bridge VLAN and IP-in-IP tests under a Debian kernel (QEMU)"
   tests/vm/kernel-tests.sh
 fi
 step "all tests passed"

@@ -392,6 +392,7 @@ impl FakeAgent {
                         Answer::Ok(Allocation {
                             addresses: vec![Cidr::host([10, 94, 0, next].into())],
                             pools: vec!["10.94.0.0/16".parse().unwrap()],
+                            mtu: None,
                         })
                         .to_line()
                     }

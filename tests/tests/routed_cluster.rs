@@ -542,3 +542,368 @@ fn malformed_bgp_messages_get_notifications_and_the_agent_carries_on() {
     }
     assert_eq!(mesh_state(n0), before, "the mesh session was disturbed");
 }
+
+// ---------------------------------------------------------------- IP-in-IP
+// The kernel of the development machines has no ipip module: these tests
+// skip there (skip_kernel_feature) and run in the QEMU VM with the Debian
+// kernel (tests/vm/kernel-tests.sh runs this file's tests named *ipip*).
+
+/// Whether this kernel makes IP-in-IP devices (the ipip module gives every
+/// netns a `tunl0`; without it, creating one fails).
+fn ipip_supported() -> bool {
+    let ns = plexus_tests::Netns::new("ipipcheck");
+    ns.has_link("tunl0")
+        || ns
+            .cmd("ip")
+            .args(["link", "add", "ipipcheck", "type", "ipip"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// Return early (SKIP here, fail in the VM) without IP-in-IP.
+macro_rules! require_ipip {
+    () => {
+        require_overlay!();
+        if !ipip_supported() {
+            assert!(
+                std::env::var_os("PLEXUS_IN_VM").is_none(),
+                "PLEXUS_IN_VM=1 but this kernel cannot create ipip links (is ipip.ko loaded?)"
+            );
+            plexus_tests::skip_kernel_feature(
+                "this kernel has no ipip module (the QEMU VM runs the IP-in-IP tests)",
+            );
+            return;
+        }
+    };
+}
+
+fn add_encap_pool(c: &Cluster, encap: plexus_ipam::Encap) {
+    store(c, move |s| async move {
+        s.set_bgp_config(&BgpConfig::default()).await.unwrap();
+        s.add_pool(&Pool {
+            name: "default".into(),
+            cidr: POOL.parse().unwrap(),
+            block_size: 26,
+            nat_outgoing: false,
+            encap,
+            disabled: false,
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// The node's route to `dst`: (gateway, device, onlink).
+fn route_to(n: &Node, dst: &str) -> Option<(String, String, bool)> {
+    let r = n.ip_json(&["route", "show", "exact", dst, "proto", PROTO_BGP]);
+    let r = r.as_array()?.first()?.clone();
+    let onlink = r["flags"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f == "onlink"));
+    Some((
+        r["gateway"].as_str().unwrap_or("").to_string(),
+        r["dev"].as_str().unwrap_or("").to_string(),
+        onlink,
+    ))
+}
+
+/// tunl0's (tx packets, rx packets).
+fn tunnel_packets(n: &Node) -> (u64, u64) {
+    let l = n.ip_json(&["-s", "link", "show", "dev", "tunl0"]);
+    let s = &l[0]["stats64"];
+    (
+        s["tx"]["packets"].as_u64().expect("tx packets"),
+        s["rx"]["packets"].as_u64().expect("rx packets"),
+    )
+}
+
+/// `count` pings from `pod` to `ip`, all answered.
+fn ping_n(pod: &plexus_tests::Netns, ip: &str, count: u32) {
+    let out = pod
+        .cmd("ping")
+        .args(["-q", "-i", "0.2", "-W", "2", "-c", &count.to_string(), ip])
+        .output()
+        .expect("spawn ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(" 0% packet loss"), "ping {ip}:\n{text}");
+}
+
+#[test]
+fn ipip_pods_ping_across_nodes_through_tunl0() {
+    require_ipip!();
+    let c = Cluster::new(2);
+    add_encap_pool(&c, plexus_ipam::Encap::Ipip);
+    let _agents = c.start_agents(&[]);
+    for n in &c.nodes {
+        write_conf(n);
+    }
+    let pods: Vec<_> = (0..2)
+        .map(|i| plexus_tests::Netns::new(&format!("ipod{i}")))
+        .collect();
+    let ips: Vec<String> = c
+        .nodes
+        .iter()
+        .zip(&pods)
+        .map(|(n, p)| add_pod(n, p, "eth0"))
+        .collect();
+    let blocks: Vec<String> = c.nodes.iter().map(block_of).collect();
+
+    for (i, n) in c.nodes.iter().enumerate() {
+        let (j, other) = (1 - i, &c.nodes[1 - i]);
+        // The other node's block through tunl0, onlink via its underlay address.
+        wait_for(
+            &format!("{}: route to {} via tunl0", n.name, blocks[j]),
+            || route_to(n, &blocks[j]) == Some((other.ip.clone(), "tunl0".into(), true)),
+        );
+        // tunl0: up, MTU of eth0 − 20, one address from the node's own block.
+        let l = n.ip_json(&["link", "show", "dev", "tunl0"]);
+        assert_eq!(l[0]["mtu"], 1480, "{l}");
+        assert!(
+            l[0]["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "UP")),
+            "{l}"
+        );
+        let addrs = n.ns.addrs("tunl0");
+        assert_eq!(addrs.len(), 1, "{addrs:?}");
+        let (addr, len) = addrs[0].split_once('/').unwrap();
+        assert_eq!(len, "32");
+        let block: ipnet::IpNet = blocks[i].parse().unwrap();
+        assert!(block.contains(&addr.parse::<std::net::IpAddr>().unwrap()));
+        // Held in IPAM: never a pod's.
+        assert!(!ips.contains(&addr.to_string()));
+        // The pod's MTU leaves room for the tunnel's header (the agent's,
+        // the conflist names none).
+        let pl = pods[i].ip_json(&["link", "show", "dev", "eth0"]);
+        assert_eq!(pl[0]["mtu"], 1480, "{pl}");
+    }
+
+    // Pods ping across nodes, and the packets go through the tunnels.
+    let (tx0, _) = tunnel_packets(&c.nodes[0]);
+    let (_, rx1) = tunnel_packets(&c.nodes[1]);
+    ping_n(&pods[0], &ips[1], 5);
+    ping_n(&pods[1], &ips[0], 5);
+    let (tx0b, rx0b) = tunnel_packets(&c.nodes[0]);
+    let (tx1b, rx1b) = tunnel_packets(&c.nodes[1]);
+    assert!(tx0b >= tx0 + 10, "node0 tunl0 tx {tx0} → {tx0b}");
+    assert!(rx1b >= rx1 + 10, "node1 tunl0 rx {rx1} → {rx1b}");
+    assert!(tx1b >= 10 && rx0b >= 10);
+    // The node itself reaches a remote pod: its source is tunl0's address,
+    // which the other node routes back through its tunnel.
+    assert!(c.nodes[0].ns.ping(&ips[1]), "node0 → pod1 ({})", ips[1]);
+}
+
+#[test]
+fn ipip_cross_subnet_tunnels_only_to_the_other_subnet() {
+    require_ipip!();
+    let mut c = Cluster::new(3);
+    // node2 moves to another subnet on the same wire: every other namespace
+    // reaches 10.201.0.0/24 on-link, and node2 reaches 10.200.0.0/24.
+    {
+        let n2 = &mut c.nodes[2];
+        n2.ns.ip(&["addr", "del", "10.200.0.12/24", "dev", "eth0"]);
+        n2.ns.ip(&["addr", "add", "10.201.0.12/24", "dev", "eth0"]);
+        n2.ns.ip(&["route", "add", "10.200.0.0/24", "dev", "eth0"]);
+        n2.ip = "10.201.0.12".into();
+    }
+    for ns in [&c.nodes[0].ns, &c.nodes[1].ns, &c.etcd_ns] {
+        ns.ip(&["route", "add", "10.201.0.0/24", "dev", "eth0"]);
+    }
+    add_encap_pool(&c, plexus_ipam::Encap::IpipCrossSubnet);
+    let _agents = c.start_agents(&[]);
+    for n in &c.nodes {
+        write_conf(n);
+    }
+    let pods: Vec<_> = (0..3)
+        .map(|i| plexus_tests::Netns::new(&format!("xpod{i}")))
+        .collect();
+    let ips: Vec<String> = c
+        .nodes
+        .iter()
+        .zip(&pods)
+        .map(|(n, p)| add_pod(n, p, "eth0"))
+        .collect();
+    let blocks: Vec<String> = c.nodes.iter().map(block_of).collect();
+    let (n0, n1, n2) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+
+    // node0 → node1 (same subnet): direct; node0 ↔ node2: tunnel.
+    wait_for("node0: node1's block direct", || {
+        route_to(n0, &blocks[1]) == Some((n1.ip.clone(), "eth0".into(), false))
+    });
+    wait_for("node0: node2's block via tunl0", || {
+        route_to(n0, &blocks[2]) == Some((n2.ip.clone(), "tunl0".into(), true))
+    });
+    for j in [0, 1] {
+        let o = &c.nodes[j];
+        wait_for(&format!("node2: {}'s block via tunl0", o.name), || {
+            route_to(n2, &blocks[j]) == Some((o.ip.clone(), "tunl0".into(), true))
+        });
+    }
+    // Same subnet: no tunnel traffic; across: through the tunnel.
+    let (tx0, _) = tunnel_packets(n0);
+    ping_n(&pods[0], &ips[1], 5);
+    let (tx0b, _) = tunnel_packets(n0);
+    assert_eq!(tx0b, tx0, "pod0 → pod1 stays off the tunnel");
+    let (_, rx2) = tunnel_packets(n2);
+    ping_n(&pods[0], &ips[2], 5);
+    ping_n(&pods[1], &ips[2], 5);
+    let (tx0c, _) = tunnel_packets(n0);
+    let (_, rx2b) = tunnel_packets(n2);
+    assert!(tx0c >= tx0b + 5, "node0 tunl0 tx {tx0b} → {tx0c}");
+    assert!(rx2b >= rx2 + 10, "node2 tunl0 rx {rx2} → {rx2b}");
+
+    // The pool's encapsulation off in the store: routes move to the
+    // underlay and tunl0 loses its address, no agent restart.
+    store(&c, |s| async move {
+        s.update_pool("default", |p| p.encap = plexus_ipam::Encap::None)
+            .await
+            .unwrap();
+    });
+    wait_for("node0: node2's block direct", || {
+        route_to(n0, &blocks[2]) == Some((n2.ip.clone(), "eth0".into(), false))
+    });
+    wait_for("node2's tunl0 has no address", || {
+        n2.ns.addrs("tunl0").is_empty()
+    });
+    ping_n(&pods[0], &ips[2], 3);
+}
+
+// ---------------------------------------------------------------- IPv6
+/// The node's IPv6 routes with our BGP protocol, as (dst, gateway).
+fn routes6(n: &Node) -> Vec<(String, String)> {
+    n.ip_json(&["-6", "route", "show", "proto", PROTO_BGP])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["dst"].as_str().unwrap_or("").to_string(),
+                r["gateway"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn bgp_learned_ipv6_routes_reach_the_kernel_and_leave_on_withdraw() {
+    require_overlay!();
+    if !tool_available("bird") {
+        plexus_tests::skip("bird2 is not installed (scripts/install-deps.sh)");
+        return;
+    }
+    let (c, router, dir) = cluster_with_router();
+    store(&c, |s| async move {
+        s.add_peer(&Peer {
+            address: "10.200.0.13".parse().unwrap(),
+            asn: 65000,
+            node: None,
+        })
+        .await
+        .unwrap();
+    });
+    // IPv6 unicast over the IPv4 sessions, BIRD's underlay IPv6 address as
+    // the next hop.
+    let conf = format!(
+        r#"
+router id 10.200.0.13;
+protocol device {{}}
+protocol static announce6 {{ ipv6; route 2001:db8:60::/48 blackhole; route 2001:db8:61::/64 blackhole; }}
+template bgp plexus {{
+  local as 65000;
+  ipv4 {{ import none; export none; }};
+  ipv6 {{ import none; export where proto = "announce6"; next hop address {}; }};
+}}
+protocol bgp n0 from plexus {{ neighbor 10.200.0.10 as 64512; }}
+protocol bgp n1 from plexus {{ neighbor 10.200.0.11 as 64512; }}
+protocol bgp n2 from plexus {{ neighbor 10.200.0.12 as 64512; }}
+"#,
+        router.ip6
+    );
+    let bird = Bird::start(&router.ns, dir.path(), &conf);
+    let _agents: Vec<Daemon> = c.start_agents(&[]);
+    let want: Vec<(String, String)> = ["2001:db8:60::/48", "2001:db8:61::/64"]
+        .iter()
+        .map(|p| (p.to_string(), router.ip6.clone()))
+        .collect();
+    for n in &c.nodes {
+        wait_for(
+            &format!("{}: BIRD's IPv6 prefixes via {}", n.name, router.ip6),
+            || {
+                let r = routes6(n);
+                want.iter().all(|w| r.contains(w))
+            },
+        );
+        // The kernel forwards by them: the route resolves to the underlay.
+        let got = n.ip_json(&["-6", "route", "get", "2001:db8:60::1"]);
+        assert_eq!(got[0]["gateway"], router.ip6.as_str(), "{got}");
+        assert_eq!(got[0]["dev"], "eth0", "{got}");
+    }
+    // BIRD withdraws them: they leave every node's kernel.
+    bird.birdc(&["disable", "announce6"]);
+    for n in &c.nodes {
+        wait_for(&format!("{}: the IPv6 routes go", n.name), || {
+            routes6(n).is_empty()
+        });
+    }
+    // And come back when announced again.
+    bird.birdc(&["enable", "announce6"]);
+    for n in &c.nodes {
+        wait_for(&format!("{}: the IPv6 routes are back", n.name), || {
+            routes6(n).len() == 2
+        });
+    }
+}
+
+// ---------------------------------------------------------------- AS change
+#[test]
+fn a_node_as_change_in_the_store_takes_effect_without_a_restart() {
+    require_overlay!();
+    let c = Cluster::new(2);
+    add_pool(&c, 26);
+    let agents = c.start_agents(&[]);
+    for n in &c.nodes {
+        write_conf(n);
+    }
+    let pods: Vec<_> = (0..2)
+        .map(|i| plexus_tests::Netns::new(&format!("apod{i}")))
+        .collect();
+    let ips: Vec<String> = c
+        .nodes
+        .iter()
+        .zip(&pods)
+        .map(|(n, p)| add_pod(n, p, "eth0"))
+        .collect();
+    for n in &c.nodes {
+        wait_for(&format!("{}: mesh Established", n.name), || {
+            established(n, 1)
+        });
+    }
+    let (n0, n1) = (&c.nodes[0], &c.nodes[1]);
+    assert_eq!(bgp_status(n0)["asn"], 64512);
+
+    store(&c, |s| async move {
+        s.update_node("node0", |n| n.asn = Some(64600))
+            .await
+            .unwrap();
+    });
+    // node0 speaks as AS 64600 now, node1 peers with it as such (eBGP).
+    wait_for("node0 runs as AS 64600", || bgp_status(n0)["asn"] == 64600);
+    wait_for("node1 peers with AS 64600, Established", || {
+        bgp_status(n1)["peers"].as_array().unwrap().iter().any(|p| {
+            p["address"] == n0.ip.as_str() && p["asn"] == 64600 && p["state"] == "Established"
+        })
+    });
+    wait_for("node0's session Established again", || established(n0, 1));
+    // Routes flow over the new session both ways; no agent restarted.
+    let b0 = block_of(n0);
+    let b1 = block_of(n1);
+    wait_for("node1 routes node0's block", || {
+        routes(n1, PROTO_BGP).contains(&(b0.clone(), n0.ip.clone()))
+    });
+    wait_for("node0 routes node1's block", || {
+        routes(n0, PROTO_BGP).contains(&(b1.clone(), n1.ip.clone()))
+    });
+    assert!(pods[0].ping(&ips[1]));
+    assert!(agents[0].log_text().contains("our AS changed"));
+    assert!(agents.iter().all(|a| a.pid().is_some()));
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the integration tests that need kernel features this machine lacks
 # under a Debian kernel (tests/vm/run-in-vm.sh): every tests/tests/ipvlan_*.rs
-# (IPVLAN) and the bridge VLAN tests (bridge VLAN filtering). Everything is
+# (IPVLAN), the bridge VLAN tests (bridge VLAN filtering) and the routed
+# network's IP-in-IP tests (ipip, in tests/tests/routed_cluster.rs). Everything is
 # built on the host; only the test binaries run inside the VM. Exits with the
 # tests' status (124: VM timeout, 125: VM failure).
 #
@@ -27,6 +28,8 @@ for f in tests/tests/ipvlan_*.rs; do
 done
 tests+=(bridge_plugin)
 filters+=(vlan)
+tests+=(routed_cluster)
+filters+=(ipip)
 
 log "building workspace binaries"
 cargo build --workspace --bins
@@ -75,7 +78,7 @@ start=$(date +%s)
 set +e
 RUST_BACKTRACE=${RUST_BACKTRACE:-1} tests/vm/run-in-vm.sh \
     --timeout "${PLEXUS_VM_TESTS_TIMEOUT:-900}" \
-    --module ipvlan --module dummy --module bridge --module 8021q \
+    --module ipvlan --module dummy --module bridge --module 8021q --module ipip \
     -- sh -c "$runner" sh "${#exes[@]}" "${pairs[@]}" "$@"
 status=$?
 set -e

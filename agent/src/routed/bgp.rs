@@ -3,7 +3,7 @@
 //! unit tests drive it with a fake; [`plexus_bgp::Speaker`] implements it.
 
 use ipnet::IpNet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use plexus_bgp::{BgpError, PeerConfig, PeerStatus, Speaker};
 
@@ -14,6 +14,7 @@ pub trait Announcer: Send + Sync {
     async fn originate(&self, prefix: IpNet) -> Result<(), BgpError>;
     async fn withdraw(&self, prefix: IpNet) -> Result<(), BgpError>;
     async fn peers(&self) -> Result<Vec<PeerStatus>, BgpError>;
+    async fn set_cluster_id(&self, id: Option<Ipv4Addr>) -> Result<(), BgpError>;
 }
 
 #[async_trait::async_trait]
@@ -32,5 +33,8 @@ impl Announcer for Speaker {
     }
     async fn peers(&self) -> Result<Vec<PeerStatus>, BgpError> {
         Speaker::status(self).await
+    }
+    async fn set_cluster_id(&self, id: Option<Ipv4Addr>) -> Result<(), BgpError> {
+        Speaker::set_cluster_id(self, id).await
     }
 }

@@ -2,7 +2,7 @@
 //! for the routed control logic's unit tests (no root, no sockets).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -13,6 +13,7 @@ use plexus_bgp::fsm::State;
 use plexus_bgp::{BestRoute, BgpError, PeerConfig, PeerStatus, RouteChange};
 
 use super::bgp::Announcer;
+use super::encap::Hop;
 use super::kernel::{RouteTable, PROTO_BLOCK};
 
 pub fn net(s: &str) -> IpNet {
@@ -37,29 +38,42 @@ pub fn best(prefix: &str, via: Option<&str>) -> RouteChange {
     }
 }
 
-/// (protocol, prefix) → next hop.
+/// (protocol, prefix) → next hop; the tunnel device's address, if up.
 #[derive(Default)]
 pub struct FakeRoutes {
-    table: Mutex<BTreeMap<(u8, IpNet), Option<IpAddr>>>,
+    table: Mutex<BTreeMap<(u8, IpNet), Option<Hop>>>,
+    tunnel: Mutex<Option<Ipv4Addr>>,
     fail: AtomicBool,
     calls: AtomicUsize,
 }
 
 impl FakeRoutes {
     pub fn put(&self, proto: u8, prefix: &str, via: Option<&str>) {
-        self.table
-            .lock()
-            .unwrap()
-            .insert((proto, net(prefix)), via.map(|v| v.parse().unwrap()));
+        self.table.lock().unwrap().insert(
+            (proto, net(prefix)),
+            via.map(|v| Hop::direct(v.parse().unwrap())),
+        );
     }
+    /// (prefix, next hop), the next hop followed by " tunl0" for a route
+    /// through the tunnel.
     pub fn table(&self, proto: u8) -> Vec<(String, Option<String>)> {
         self.table
             .lock()
             .unwrap()
             .iter()
             .filter(|((p, _), _)| *p == proto)
-            .map(|((_, d), v)| (d.to_string(), v.map(|v| v.to_string())))
+            .map(|((_, d), v)| {
+                let via = v.map(|h| match h.tunnel {
+                    true => format!("{} tunl0", h.next_hop),
+                    false => h.next_hop.to_string(),
+                });
+                (d.to_string(), via)
+            })
             .collect()
+    }
+    /// The tunnel device's address (None: down or absent).
+    pub fn tunnel(&self) -> Option<Ipv4Addr> {
+        *self.tunnel.lock().unwrap()
     }
     pub fn prefixes(&self, proto: u8) -> Vec<String> {
         self.table(proto).into_iter().map(|(d, _)| d).collect()
@@ -94,17 +108,34 @@ impl RouteTable for FakeRoutes {
             .insert((PROTO_BLOCK, block), None);
         Ok(())
     }
-    async fn install(&self, prefix: IpNet, next_hop: IpAddr) -> anyhow::Result<()> {
+    async fn install(&self, prefix: IpNet, hop: Hop) -> anyhow::Result<()> {
         self.change()?;
+        // As the kernel: no route through a device that is not there.
+        if hop.tunnel && self.tunnel().is_none() {
+            anyhow::bail!("no tunnel device");
+        }
         self.table
             .lock()
             .unwrap()
-            .insert((super::kernel::PROTO_BGP, prefix), Some(next_hop));
+            .insert((super::kernel::PROTO_BGP, prefix), Some(hop));
         Ok(())
     }
     async fn remove(&self, prefix: IpNet, proto: u8) -> anyhow::Result<()> {
         self.change()?;
         self.table.lock().unwrap().remove(&(proto, prefix));
+        Ok(())
+    }
+    async fn underlay(&self, ip: Ipv4Addr) -> anyhow::Result<Option<(ipnet::Ipv4Net, u32)>> {
+        Ok(Some((ipnet::Ipv4Net::new(ip, 24)?, 1500)))
+    }
+    async fn tunnel_up(&self, address: Ipv4Addr, _underlay_mtu: u32) -> anyhow::Result<()> {
+        self.change()?;
+        *self.tunnel.lock().unwrap() = Some(address);
+        Ok(())
+    }
+    async fn tunnel_down(&self) -> anyhow::Result<()> {
+        self.change()?;
+        *self.tunnel.lock().unwrap() = None;
         Ok(())
     }
 }
@@ -113,6 +144,9 @@ impl RouteTable for FakeRoutes {
 #[derive(Default)]
 pub struct FakeBgp {
     originated: Mutex<BTreeSet<IpNet>>,
+    cluster_id: Mutex<Option<Ipv4Addr>>,
+    /// Peers added so far (a re-established session counts again).
+    pub added: AtomicUsize,
     peers: Mutex<BTreeMap<IpAddr, PeerConfig>>,
     synced: AtomicBool,
 }
@@ -124,6 +158,18 @@ impl FakeBgp {
             .unwrap()
             .iter()
             .map(ToString::to_string)
+            .collect()
+    }
+    pub fn cluster_id(&self) -> Option<Ipv4Addr> {
+        *self.cluster_id.lock().unwrap()
+    }
+    /// The local AS each peer is configured with.
+    pub fn local_as(&self) -> Vec<Option<u32>> {
+        self.peers
+            .lock()
+            .unwrap()
+            .values()
+            .map(|p| p.local_as)
             .collect()
     }
     /// The configured peers: (address, remote AS, rr client).
@@ -151,6 +197,7 @@ impl Announcer for FakeBgp {
             )));
         }
         peers.insert(peer.address, peer);
+        self.added.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
     async fn remove_peer(&self, address: IpAddr) -> Result<(), BgpError> {
@@ -163,6 +210,10 @@ impl Announcer for FakeBgp {
     }
     async fn withdraw(&self, prefix: IpNet) -> Result<(), BgpError> {
         self.originated.lock().unwrap().remove(&prefix);
+        Ok(())
+    }
+    async fn set_cluster_id(&self, id: Option<Ipv4Addr>) -> Result<(), BgpError> {
+        *self.cluster_id.lock().unwrap() = id;
         Ok(())
     }
     async fn peers(&self) -> Result<Vec<PeerStatus>, BgpError> {

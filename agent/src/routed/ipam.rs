@@ -12,7 +12,7 @@ use plexus_agent_api::{
     AgentError, Allocation, BgpPeer, BgpStatus, Cidr, GcDone, Released, Request,
 };
 use plexus_cni::error::ErrorCode;
-use plexus_ipam::{Allocator, Cluster, Handle, IpamError, Pool};
+use plexus_ipam::{Allocator, Cluster, Encap, Handle, IpamError, Pool};
 use serde_json::{json, Value};
 
 use super::blocks::Blocks;
@@ -28,7 +28,10 @@ pub struct RoutedHandler {
     pub blocks: Arc<Blocks>,
     pub peers: PeerTable,
     pub router_id: String,
-    pub asn: u32,
+    /// The MTU for pods of IP-in-IP pools (the tunnel's).
+    pub ipip_mtu: u32,
+    /// Our AS now (the peer loop follows the store).
+    pub asn: Arc<std::sync::atomic::AtomicU32>,
 }
 
 fn error(e: impl std::fmt::Display, code: Option<u32>) -> Value {
@@ -143,7 +146,11 @@ impl RoutedHandler {
         if let Err(e) = self.blocks.sync(self.alloc.blocks().await).await {
             tracing::warn!(error = %format!("{e:#}"), "block routes after allocation");
         }
+        let tunneled = chosen
+            .iter()
+            .any(|p| p.cidr.addr().is_ipv4() && !matches!(p.encap, Encap::None));
         let answer = Allocation {
+            mtu: tunneled.then_some(self.ipip_mtu),
             addresses,
             pools: pools
                 .iter()
@@ -190,7 +197,7 @@ impl RoutedHandler {
             .collect();
         serde_json::to_value(BgpStatus {
             router_id: self.router_id.clone(),
-            asn: self.asn,
+            asn: self.asn.load(std::sync::atomic::Ordering::SeqCst),
             peers,
         })
         .unwrap_or_else(|e| error(e, None))
@@ -270,7 +277,8 @@ mod tests {
             blocks,
             peers: PeerTable::default(),
             router_id: "10.0.0.1".into(),
-            asn: 64512,
+            ipip_mtu: 1480,
+            asn: Arc::new(64512.into()),
         };
         (h, routes, bgp)
     }
@@ -317,6 +325,7 @@ mod tests {
         let a = h.handle(allocate("c1")).await;
         assert_eq!(a["addresses"], json!(["10.96.0.0/32"]), "{a}");
         assert_eq!(a["pools"], json!(["10.96.0.0/16"]));
+        assert!(a.get("mtu").is_none(), "no MTU without IP-in-IP: {a}");
         assert_eq!(routes.prefixes(PROTO_BLOCK), ["10.96.0.0/26"]);
         assert_eq!(bgp.originated(), ["10.96.0.0/26"]);
         assert_eq!(h.handle(allocate("c1")).await, a);
@@ -343,6 +352,21 @@ mod tests {
         assert_eq!(gc, json!({"released": 1}));
         // The block stays with the node (aggregated routes stay stable).
         assert_eq!(routes.prefixes(PROTO_BLOCK), ["10.96.0.0/26"]);
+    }
+
+    #[tokio::test]
+    async fn an_ipip_pool_gives_the_tunnel_mtu() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _, _) = handler(dir.path()).await;
+        let mut p = pool("tun", "10.98.0.0/16", false);
+        p.encap = Encap::IpipCrossSubnet;
+        h.cluster.add_pool(&p).await.unwrap();
+        let mut req = allocate("c1");
+        if let Request::Allocate { pool, .. } = &mut req {
+            *pool = Some("tun".into());
+        }
+        let a = h.handle(req).await;
+        assert_eq!(a["mtu"], 1480, "{a}");
     }
 
     #[tokio::test]

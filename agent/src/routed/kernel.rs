@@ -3,17 +3,23 @@
 //! number, so the agent finds what it installed (after a restart too) and
 //! never touches anyone else's routes, nor the pod routes (112).
 //!
+//! A BGP route through the IP-in-IP tunnel goes out `tunl0`, onlink via
+//! the other node's underlay address (see [`super::encap`]).
+//!
 //! [`RouteTable`] is what the control logic needs of the kernel;
 //! [`KernelRoutes`] does it over netlink, the unit tests with a fake.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use plexus_netlink::route::{Route, RouteFilter, RouteKind};
-use plexus_netlink::{BatchSocket, Netlink, Netns, RtBatch};
+use plexus_netlink::{AddrOptions, BatchSocket, Ipip, Netlink, Netns, RtBatch};
+
+use super::encap::{Hop, IPIP_OVERHEAD, TUNNEL_DEV};
 
 /// RTPROT of the blackhole routes of this node's blocks.
 pub const PROTO_BLOCK: u8 = 113;
@@ -26,19 +32,19 @@ pub trait RouteTable: Send + Sync {
     /// Prefixes of the routes with protocol `proto`.
     async fn ours(&self, proto: u8) -> anyhow::Result<BTreeSet<IpNet>>;
     async fn add_blackhole(&self, block: IpNet) -> anyhow::Result<()>;
-    /// Installs (or moves) the BGP route to `prefix` via `next_hop`.
-    async fn install(&self, prefix: IpNet, next_hop: IpAddr) -> anyhow::Result<()>;
-    /// Many BGP route changes at once (`Some(next hop)`: install, `None`:
+    /// Installs (or moves) the BGP route to `prefix` via `hop`.
+    async fn install(&self, prefix: IpNet, hop: Hop) -> anyhow::Result<()>;
+    /// Many BGP route changes at once (`Some(hop)`: install, `None`:
     /// remove; absent already counts as removed). Returns the changes the
     /// kernel refused, by position, with why.
     async fn apply_bgp(
         &self,
-        changes: &[(IpNet, Option<IpAddr>)],
+        changes: &[(IpNet, Option<Hop>)],
     ) -> anyhow::Result<Vec<(usize, String)>> {
         let mut refused = Vec::new();
         for (i, (prefix, via)) in changes.iter().enumerate() {
             let r = match via {
-                Some(nh) => self.install(*prefix, *nh).await,
+                Some(hop) => self.install(*prefix, *hop).await,
                 None => self.remove(*prefix, PROTO_BGP).await,
             };
             if let Err(e) = r {
@@ -49,6 +55,28 @@ pub trait RouteTable: Send + Sync {
     }
     /// Deletes our route of `proto` to `prefix`; gone already is fine.
     async fn remove(&self, prefix: IpNet, proto: u8) -> anyhow::Result<()>;
+    /// The underlay: the subnet (our address with its prefix) and the MTU
+    /// of the link holding `ip`; None if no link holds it.
+    async fn underlay(&self, ip: Ipv4Addr) -> anyhow::Result<Option<(Ipv4Net, u32)>>;
+    /// The tunnel device up, with MTU `underlay_mtu` − 20 and `address`/32
+    /// as its only address (the source of the node's own packets into the
+    /// tunnel). Tunnel routes need it first.
+    async fn tunnel_up(&self, address: Ipv4Addr, underlay_mtu: u32) -> anyhow::Result<()>;
+    /// The tunnel device without our address and down (no pool asks for
+    /// IP-in-IP any more); absent is fine.
+    async fn tunnel_down(&self) -> anyhow::Result<()>;
+}
+
+/// The kernel route for a BGP-learned prefix via `hop`; `tunnel` is the
+/// tunnel device's index (0 if there is none: the kernel then refuses
+/// the route, which is counted).
+fn bgp_route(prefix: IpNet, hop: Hop, tunnel: u32) -> Route {
+    let r = Route::new(prefix).via(hop.next_hop).protocol(PROTO_BGP);
+    if hop.tunnel {
+        r.dev(tunnel).onlink()
+    } else {
+        r
+    }
 }
 
 /// [`RouteTable`] over netlink in the agent's namespace; BGP route changes
@@ -57,6 +85,8 @@ pub trait RouteTable: Send + Sync {
 pub struct KernelRoutes {
     nl: Arc<Netlink>,
     batch: tokio::sync::Mutex<BatchSocket>,
+    /// The tunnel device's index once [`RouteTable::tunnel_up`] made it.
+    tunnel: AtomicU32,
 }
 
 impl KernelRoutes {
@@ -68,6 +98,7 @@ impl KernelRoutes {
                     .await
                     .context("open a netlink batch socket")?,
             ),
+            tunnel: AtomicU32::new(0),
         })
     }
 }
@@ -97,24 +128,24 @@ impl RouteTable for KernelRoutes {
             .with_context(|| format!("blackhole route for block {block}"))
     }
 
-    async fn install(&self, prefix: IpNet, next_hop: IpAddr) -> anyhow::Result<()> {
-        let r = Route::new(prefix).via(next_hop).protocol(PROTO_BGP);
+    async fn install(&self, prefix: IpNet, hop: Hop) -> anyhow::Result<()> {
+        let r = bgp_route(prefix, hop, self.tunnel.load(Ordering::SeqCst));
         self.nl
             .route_replace(&r)
             .await
-            .with_context(|| format!("route {prefix} via {next_hop}"))
+            .with_context(|| format!("route {prefix} via {hop:?}"))
     }
 
     async fn apply_bgp(
         &self,
-        changes: &[(IpNet, Option<IpAddr>)],
+        changes: &[(IpNet, Option<Hop>)],
     ) -> anyhow::Result<Vec<(usize, String)>> {
+        let tunnel = self.tunnel.load(Ordering::SeqCst);
         let mut b = RtBatch::new();
         for (prefix, via) in changes {
-            let r = Route::new(*prefix).protocol(PROTO_BGP);
             match via {
-                Some(nh) => b.route_replace(&r.via(*nh)),
-                None => b.route_del(&r),
+                Some(hop) => b.route_replace(&bgp_route(*prefix, *hop, tunnel)),
+                None => b.route_del(&Route::new(*prefix).protocol(PROTO_BGP)),
             };
         }
         let report = self
@@ -142,5 +173,88 @@ impl RouteTable for KernelRoutes {
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e).with_context(|| format!("remove route {prefix} (proto {proto})")),
         }
+    }
+
+    async fn underlay(&self, ip: Ipv4Addr) -> anyhow::Result<Option<(Ipv4Net, u32)>> {
+        let addrs = self.nl.addrs(None).await.context("list addresses")?;
+        let Some(a) = addrs.iter().find(|a| a.net.addr() == IpAddr::V4(ip)) else {
+            return Ok(None);
+        };
+        let IpNet::V4(subnet) = a.net else {
+            return Ok(None);
+        };
+        let link = self
+            .nl
+            .link_by_index(a.index)
+            .await
+            .with_context(|| format!("the link holding {ip}"))?
+            .with_context(|| format!("the link holding {ip} went away"))?;
+        Ok(Some((subnet, link.mtu)))
+    }
+
+    async fn tunnel_up(&self, address: Ipv4Addr, underlay_mtu: u32) -> anyhow::Result<()> {
+        let mtu = underlay_mtu.saturating_sub(IPIP_OVERHEAD);
+        let link = self
+            .nl
+            .ensure_ipip(&Ipip::new(TUNNEL_DEV).mtu(mtu))
+            .await
+            .context("the IP-in-IP tunnel device (kernel module ipip)")?;
+        if link.mtu != mtu {
+            self.nl
+                .set_mtu(link.index, mtu)
+                .await
+                .with_context(|| format!("MTU {mtu} on {TUNNEL_DEV}"))?;
+        }
+        let want = IpNet::V4(Ipv4Net::from(address));
+        for a in self
+            .nl
+            .addrs(Some(link.index))
+            .await
+            .context("list addresses")?
+        {
+            if a.net != want {
+                self.nl
+                    .addr_del(link.index, a.net)
+                    .await
+                    .with_context(|| format!("remove {} from {TUNNEL_DEV}", a.net))?;
+            }
+        }
+        let replace = AddrOptions {
+            replace: true,
+            ..AddrOptions::default()
+        };
+        self.nl
+            .addr_add_with(link.index, want, replace)
+            .await
+            .with_context(|| format!("address {want} on {TUNNEL_DEV}"))?;
+        self.nl
+            .set_link_up(link.index, true)
+            .await
+            .with_context(|| format!("set {TUNNEL_DEV} up"))?;
+        self.tunnel.store(link.index, Ordering::SeqCst);
+        tracing::info!(dev = TUNNEL_DEV, %address, mtu, "IP-in-IP tunnel up");
+        Ok(())
+    }
+
+    async fn tunnel_down(&self) -> anyhow::Result<()> {
+        self.tunnel.store(0, Ordering::SeqCst);
+        let Some(link) = self.nl.link_by_name(TUNNEL_DEV).await? else {
+            return Ok(());
+        };
+        for a in self
+            .nl
+            .addrs(Some(link.index))
+            .await
+            .context("list addresses")?
+        {
+            self.nl
+                .addr_del(link.index, a.net)
+                .await
+                .with_context(|| format!("remove {} from {TUNNEL_DEV}", a.net))?;
+        }
+        self.nl
+            .set_link_up(link.index, false)
+            .await
+            .with_context(|| format!("set {TUNNEL_DEV} down"))
     }
 }

@@ -3,13 +3,16 @@
 //! layout). Pods get /32s from this node's blocks (served on the control
 //! socket to plexus-bgp-routes), the blocks are blackholed locally and
 //! announced over BGP, and the best routes learned are installed in the
-//! kernel. No encapsulation.
+//! kernel: direct, or through the IP-in-IP tunnel for pools with
+//! `--encap ipip` / `ipip-cross-subnet`.
 //!
 //! - [`peers`]: which neighbours (mesh, reflectors, global/node peers), pure;
 //! - [`kernel`]: our route protocol numbers, the [`kernel::RouteTable`]
 //!   the logic needs and its netlink implementation;
 //! - [`bgp`]: the [`bgp::Announcer`] the logic needs of the speaker;
 //! - [`blocks`]: a held block → blackhole route + announcement;
+//! - [`encap`]: which learned route goes through the tunnel, pure;
+//! - [`tunnel`]: the tunnel device and its address;
 //! - [`ipam`]: the control socket's allocate/release/gc/bgp_status;
 //! - [`routing`]: the RouteFeed → kernel routes, and the stale-route purge;
 //! - [`watch`]: wakes the loop when the store's records change;
@@ -17,17 +20,20 @@
 
 pub mod bgp;
 pub mod blocks;
+pub mod encap;
 #[cfg(test)]
 mod fakes;
 pub mod ipam;
 pub mod kernel;
 pub mod peers;
 pub mod routing;
+pub mod tunnel;
 pub mod watch;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +41,7 @@ use anyhow::Context;
 use plexus_bgp::fsm::State;
 use plexus_bgp::open::GracefulRestart;
 use plexus_bgp::{PeerStatus, Speaker, SpeakerConfig};
-use plexus_ipam::{Allocator, Cluster};
+use plexus_ipam::{Allocator, Cluster, NodeSettings, Pool};
 use plexus_netlink::Netns;
 
 use crate::ctlsock::Handlers;
@@ -43,8 +49,10 @@ use crate::status::{BgpGauges, Shared};
 
 use self::bgp::Announcer;
 use self::blocks::Blocks;
+use self::encap::Policy;
 use self::kernel::{KernelRoutes, RouteTable};
 use self::peers::{Desired, Me};
+use self::tunnel::Tunnel;
 
 /// The neighbours configured now, by address (shared with `bgp_status`).
 pub type PeerTable = Arc<std::sync::Mutex<BTreeMap<IpAddr, Desired>>>;
@@ -112,14 +120,6 @@ pub async fn run(
     let speaker = Arc::new(speaker);
     tracing::info!(asn, router_id = %s.public_ip, restarting, "BGP speaker started");
 
-    let blocks = Arc::new(Blocks::new(routes.clone(), speaker.clone()).await?);
-    blocks
-        .sync(alloc.blocks().await)
-        .await
-        .context("program this node's blocks")?;
-    let routing = routing::Routing::new(routes, status.clone());
-    let _feed = AbortOnDrop(tokio::spawn(routing.clone().follow(feed)));
-
     let table = PeerTable::default();
     let mut follower = Follower {
         cluster: cluster.clone(),
@@ -127,12 +127,25 @@ pub async fn run(
         address,
         speaker: speaker.clone(),
         table: table.clone(),
+        asn: Arc::new(AtomicU32::new(asn)),
+        cluster_id: me_cfg.route_reflector_cluster_id,
     };
-    follower.peers().await?;
+    let nodes = follower.peers().await?;
+    let pool_list = cluster.pools().await.context("read the pools")?;
+
+    // The tunnel (if a pool wants IP-in-IP) before any route through it.
+    let tunnel = Tunnel::new(routes.clone(), alloc.clone(), s.public_ip).await?;
+    let policy = encap_policy(&tunnel, &pool_list, &nodes, status).await;
+    let blocks = Arc::new(Blocks::new(routes.clone(), speaker.clone()).await?);
+    blocks
+        .sync(alloc.blocks().await)
+        .await
+        .context("program this node's blocks")?;
+    let routing = routing::Routing::new(routes, status.clone(), policy);
+    let _feed = AbortOnDrop(tokio::spawn(routing.clone().follow(feed)));
 
     let pools = ipam::PoolCache::default();
-    *pools.lock().unwrap_or_else(|p| p.into_inner()) =
-        cluster.pools().await.context("read the pools")?;
+    *pools.lock().unwrap_or_else(|p| p.into_inner()) = pool_list;
     *handlers.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ipam::RoutedHandler {
         cluster: cluster.clone(),
         pools: pools.clone(),
@@ -140,7 +153,8 @@ pub async fn run(
         blocks: blocks.clone(),
         peers: table.clone(),
         router_id: s.public_ip.to_string(),
-        asn,
+        ipip_mtu: tunnel.pod_mtu(),
+        asn: follower.asn.clone(),
     }));
     status.update(|st| {
         st.add_backend("routed (BGP)");
@@ -149,7 +163,7 @@ pub async fn run(
     let node_ready = status.network_ready(&s.run_dir)?;
     tracing::info!(node_ready, "routed network ready");
 
-    let _purge = AbortOnDrop(tokio::spawn(routing.purge_after_sync(
+    let _purge = AbortOnDrop(tokio::spawn(routing.clone().purge_after_sync(
         speaker.clone(),
         previous,
         s.sync_wait,
@@ -164,16 +178,28 @@ pub async fn run(
             _ = tokio::time::sleep(s.poll_every) => {}
             _ = wake.notified() => {}
         }
-        if let Err(e) = follower.peers().await {
-            status.store_error();
-            tracing::warn!(error = %format!("{e:#}"), "following the BGP peers");
-        }
-        match cluster.pools().await {
-            Ok(p) => *pools.lock().unwrap_or_else(|p| p.into_inner()) = p,
+        let nodes = match follower.peers().await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                status.store_error();
+                tracing::warn!(error = %format!("{e:#}"), "following the BGP peers");
+                None
+            }
+        };
+        let pool_list = match cluster.pools().await {
+            Ok(p) => {
+                *pools.lock().unwrap_or_else(|p| p.into_inner()) = p.clone();
+                Some(p)
+            }
             Err(e) => {
                 status.store_error();
                 tracing::warn!(error = %e, "re-reading the pools");
+                None
             }
+        };
+        if let (Some(nodes), Some(pool_list)) = (nodes, pool_list) {
+            let policy = encap_policy(&tunnel, &pool_list, &nodes, status).await;
+            routing.set_policy(policy).await;
         }
         match alloc.resync().await {
             Ok(()) => {
@@ -191,6 +217,24 @@ pub async fn run(
             status.set_bgp(gauges(&peers));
         }
     }
+}
+
+/// The encapsulation policy from the store's pools and nodes, with the
+/// tunnel device brought in line first (a failure is counted and logged,
+/// and the routes stay direct until the device is up).
+async fn encap_policy(
+    tunnel: &Tunnel,
+    pools: &[Pool],
+    nodes: &[NodeSettings],
+    status: &Shared,
+) -> Policy {
+    let want = Policy::new(pools, nodes, tunnel.own_subnet());
+    let (policy, r) = tunnel.sync(want, pools).await;
+    if let Err(e) = r {
+        status.dataplane_errors(1);
+        tracing::error!(error = %format!("{e:#}"), "IP-in-IP tunnel: routes stay direct");
+    }
+    policy
 }
 
 /// The BGP metrics from the sessions' status (every state the operator
@@ -213,19 +257,25 @@ pub fn gauges(peers: &[PeerStatus]) -> BgpGauges {
     g
 }
 
-/// Keeps the speaker's neighbours equal to what the store says.
+/// Keeps the speaker's neighbours equal to what the store says, and its
+/// route-reflector cluster ID: a change of our AS or cluster ID in the
+/// store re-establishes the sessions, no restart needed.
 pub struct Follower {
     pub cluster: Cluster,
     pub node: String,
     pub address: IpAddr,
     pub speaker: Arc<dyn Announcer>,
     pub table: PeerTable,
+    /// Our AS as last applied (shared with `bgp_status`).
+    pub asn: Arc<AtomicU32>,
+    /// The speaker's cluster ID now.
+    pub cluster_id: Option<Ipv4Addr>,
 }
 
 impl Follower {
     /// One round: read the BGP config, nodes and peers; add and remove
-    /// the speaker's peers to match.
-    pub async fn peers(&mut self) -> anyhow::Result<()> {
+    /// the speaker's peers to match. Returns the nodes read.
+    pub async fn peers(&mut self) -> anyhow::Result<Vec<NodeSettings>> {
         let bgp = self.cluster.bgp_config().await?;
         let nodes = self.cluster.nodes().await?;
         let explicit = self.cluster.peers().await?;
@@ -238,8 +288,22 @@ impl Follower {
         };
         let want = peers::desired(&me, &bgp, &nodes, &explicit);
         let have = self.table.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let new_id = me.cluster_id != self.cluster_id;
+        if new_id {
+            self.speaker.set_cluster_id(me.cluster_id).await?;
+            tracing::info!(cluster_id = ?me.cluster_id, "route-reflector cluster ID changed: sessions re-established");
+            self.cluster_id = me.cluster_id;
+        }
+        let old_as = self.asn.swap(me.asn, Ordering::SeqCst);
+        if old_as != me.asn {
+            tracing::info!(
+                asn = me.asn,
+                previous = old_as,
+                "our AS changed: sessions re-established"
+            );
+        }
         for (addr, d) in &have {
-            if want.get(addr).map(|w| &w.config) != Some(&d.config) {
+            if new_id || want.get(addr).map(|w| &w.config) != Some(&d.config) {
                 self.speaker.remove_peer(*addr).await?;
                 self.table
                     .lock()
@@ -263,7 +327,7 @@ impl Follower {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(addr, d);
         }
-        Ok(())
+        Ok(nodes)
     }
 }
 

@@ -82,6 +82,7 @@ pub fn desired(
         };
         let mut config = PeerConfig::new(addr, node_as(cfg, Some(n)));
         config.rr_client = kind == PeerKind::RrClient;
+        config.local_as = Some(me.asn);
         out.insert(addr, Desired { config, kind });
     }
     for p in peers {
@@ -93,13 +94,11 @@ pub fn desired(
         if p.address == me.address {
             continue;
         }
-        out.insert(
-            p.address,
-            Desired {
-                config: PeerConfig::new(p.address, p.asn),
-                kind,
-            },
-        );
+        let mut config = PeerConfig::new(p.address, p.asn);
+        // Our AS per session: a change in the store re-creates the
+        // sessions (the speaker's own AS is only its default).
+        config.local_as = Some(me.asn);
+        out.insert(p.address, Desired { config, kind });
     }
     out
 }

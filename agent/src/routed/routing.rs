@@ -1,6 +1,8 @@
 //! The routing component: the speaker's best-route changes, in order, into
-//! the kernel with our protocol number (next hop as learned); and after a
-//! restart, the purge of the previous run's routes no peer confirmed.
+//! the kernel with our protocol number (next hop as learned, through the
+//! IP-in-IP tunnel where the [`Policy`] says so; a new policy moves the
+//! installed routes it changes); and after a restart, the purge of the
+//! previous run's routes no peer confirmed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -12,6 +14,7 @@ use plexus_bgp::{RouteChange, RouteFeed};
 use tokio::sync::Mutex;
 
 use super::bgp::Announcer;
+use super::encap::{Hop, Policy};
 use super::kernel::{RouteTable, PROTO_BGP};
 
 /// At most this many changes per kernel batch.
@@ -22,16 +25,42 @@ use crate::status::Shared;
 pub struct Routing {
     routes: Arc<dyn RouteTable>,
     status: Shared,
-    /// What the feed installed: prefix → next hop.
-    installed: Arc<Mutex<BTreeMap<IpNet, IpAddr>>>,
+    /// What the feed installed: prefix → how. Its lock also orders the
+    /// kernel changes (feed rounds and policy changes).
+    installed: Arc<Mutex<BTreeMap<IpNet, Hop>>>,
+    policy: Arc<std::sync::Mutex<Policy>>,
 }
 
 impl Routing {
-    pub fn new(routes: Arc<dyn RouteTable>, status: Shared) -> Routing {
+    pub fn new(routes: Arc<dyn RouteTable>, status: Shared, policy: Policy) -> Routing {
         Routing {
             routes,
             status,
             installed: Arc::default(),
+            policy: Arc::new(std::sync::Mutex::new(policy)),
+        }
+    }
+
+    /// Takes a new encapsulation policy (pools, nodes or the tunnel
+    /// changed): the installed routes whose hop it changes move at once.
+    pub async fn set_policy(&self, policy: Policy) {
+        let installed = self.installed.lock().await;
+        {
+            let mut p = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+            if *p == policy {
+                return;
+            }
+            *p = policy.clone();
+        }
+        let moved: Vec<(IpNet, Option<IpAddr>)> = installed
+            .iter()
+            .filter(|(prefix, hop)| policy.hop(prefix, hop.next_hop) != **hop)
+            .map(|(prefix, hop)| (*prefix, Some(hop.next_hop)))
+            .collect();
+        drop(installed);
+        if !moved.is_empty() {
+            tracing::info!(routes = moved.len(), "encapsulation changed: routes move");
+            self.program(moved, Instant::now()).await;
         }
     }
 
@@ -59,8 +88,21 @@ impl Routing {
             .into_iter()
             .map(|c| (c.prefix, c.route.map(|r| r.next_hop)))
             .collect();
-        let list: Vec<(IpNet, Option<IpAddr>)> = last.into_iter().collect();
+        self.program(last.into_iter().collect(), started).await;
+    }
+
+    /// Next hops into the kernel and into `installed`, each made a [`Hop`]
+    /// by the policy of now (read under the lock that orders the changes,
+    /// so a policy change never loses to a feed round that read the old one).
+    async fn program(&self, next_hops: Vec<(IpNet, Option<IpAddr>)>, started: Instant) {
         let mut installed = self.installed.lock().await;
+        let list: Vec<(IpNet, Option<Hop>)> = {
+            let policy = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+            next_hops
+                .into_iter()
+                .map(|(prefix, nh)| (prefix, nh.map(|nh| policy.hop(&prefix, nh))))
+                .collect()
+        };
         let refused = match self.routes.apply_bgp(&list).await {
             Ok(r) => r,
             Err(e) => {
@@ -132,13 +174,13 @@ impl Routing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routed::fakes::{best, FakeBgp, FakeRoutes};
+    use crate::routed::fakes::{best, net, FakeBgp, FakeRoutes};
 
     #[tokio::test]
     async fn changes_become_routes_with_our_protocol() {
         let routes = Arc::new(FakeRoutes::default());
         let status = Shared::default();
-        let r = Routing::new(routes.clone(), status.clone());
+        let r = Routing::new(routes.clone(), status.clone(), Policy::default());
         r.apply(vec![best("10.96.0.64/26", Some("10.0.0.2"))]).await;
         // In one batch the last change of a prefix wins.
         r.apply(vec![
@@ -168,6 +210,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ipip_routes_go_through_the_tunnel_and_move_with_the_policy() {
+        use plexus_ipam::{Encap, NodeSettings, Pool};
+        let routes = Arc::new(FakeRoutes::default());
+        routes
+            .tunnel_up("10.96.0.1".parse().unwrap(), 1500)
+            .await
+            .unwrap();
+        let pool = |encap| Pool {
+            name: "p".into(),
+            cidr: net("10.96.0.0/16"),
+            block_size: 26,
+            nat_outgoing: false,
+            encap,
+            disabled: false,
+        };
+        let nodes = [NodeSettings {
+            name: "n2".into(),
+            address: Some("10.0.0.2".parse().unwrap()),
+            ..Default::default()
+        }];
+        let own = Some("10.0.0.1/24".parse().unwrap());
+        let ipip = Policy::new(&[pool(Encap::Ipip)], &nodes, own);
+        let r = Routing::new(routes.clone(), Shared::default(), ipip);
+        r.apply(vec![
+            best("10.96.0.64/26", Some("10.0.0.2")),
+            best("198.51.100.0/24", Some("10.0.0.9")),
+        ])
+        .await;
+        assert_eq!(
+            routes.table(PROTO_BGP),
+            [
+                ("10.96.0.64/26".into(), Some("10.0.0.2 tunl0".into())),
+                ("198.51.100.0/24".into(), Some("10.0.0.9".into()))
+            ]
+        );
+        // Cross-subnet: the node shares our subnet, the route moves off
+        // the tunnel; the external one is not touched again.
+        let calls = routes.calls();
+        let cross = Policy::new(&[pool(Encap::IpipCrossSubnet)], &nodes, own);
+        r.set_policy(cross.clone()).await;
+        assert_eq!(
+            routes.table(PROTO_BGP)[0],
+            ("10.96.0.64/26".into(), Some("10.0.0.2".into()))
+        );
+        assert_eq!(routes.calls(), calls + 1);
+        // The same policy again changes nothing.
+        r.set_policy(cross).await;
+        assert_eq!(routes.calls(), calls + 1);
+    }
+
+    #[tokio::test]
     async fn purge_waits_for_end_of_rib_then_removes_the_unconfirmed() {
         let routes = Arc::new(FakeRoutes::default());
         routes.put(PROTO_BGP, "10.96.0.64/26", Some("10.0.0.2"));
@@ -175,7 +268,7 @@ mod tests {
         let previous = routes.ours(PROTO_BGP).await.unwrap();
         let bgp = Arc::new(FakeBgp::default());
         bgp.set_synced(false);
-        let r = Routing::new(routes.clone(), Shared::default());
+        let r = Routing::new(routes.clone(), Shared::default(), Policy::default());
         let purge = tokio::spawn(r.clone().purge_after_sync(
             bgp.clone(),
             previous,

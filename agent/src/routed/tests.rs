@@ -25,6 +25,8 @@ async fn follower(dir: &std::path::Path) -> (Follower, Arc<FakeBgp>) {
         address: "10.0.0.1".parse().unwrap(),
         speaker: bgp.clone(),
         table: PeerTable::default(),
+        asn: Arc::new(64512.into()),
+        cluster_id: None,
     };
     (f, bgp)
 }
@@ -109,6 +111,41 @@ async fn peers_follow_the_store() {
 }
 
 #[tokio::test]
+async fn a_new_own_as_or_cluster_id_re_establishes_the_sessions() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut f, bgp) = follower(dir.path()).await;
+    f.peers().await.unwrap();
+    assert_eq!(bgp.local_as(), [Some(64512)]);
+    let added = bgp.added.load(Ordering::SeqCst);
+    // Nothing changed: nothing re-created.
+    f.peers().await.unwrap();
+    assert_eq!(bgp.added.load(Ordering::SeqCst), added);
+    // Our own AS changes in the store: the session is re-created with it.
+    f.cluster
+        .update_node("n1", |s| s.asn = Some(65011))
+        .await
+        .unwrap();
+    f.peers().await.unwrap();
+    assert_eq!(bgp.local_as(), [Some(65011)]);
+    assert_eq!(bgp.added.load(Ordering::SeqCst), added + 1);
+    assert_eq!(f.asn.load(Ordering::SeqCst), 65011);
+    // Our cluster ID changes (the mesh stays on, so the peers' configs do
+    // not): the speaker gets it and the sessions are re-created.
+    f.cluster
+        .update_node("n1", |s| {
+            s.route_reflector_cluster_id = Some("1.0.0.7".parse().unwrap())
+        })
+        .await
+        .unwrap();
+    f.peers().await.unwrap();
+    assert_eq!(bgp.cluster_id(), Some("1.0.0.7".parse().unwrap()));
+    assert_eq!(bgp.added.load(Ordering::SeqCst), added + 2);
+    f.peers().await.unwrap();
+    assert_eq!(bgp.added.load(Ordering::SeqCst), added + 2);
+}
+
+#[tokio::test]
 async fn gauges_count_sessions_and_prefixes() {
     let bgp = FakeBgp::default();
     let mut peers = bgp.peers().await.unwrap();
@@ -118,4 +155,70 @@ async fn gauges_count_sessions_and_prefixes() {
     assert_eq!(g.sessions["Established"], 1);
     assert_eq!(g.sessions["Idle"], 0);
     assert_eq!((g.prefixes_received, g.prefixes_advertised), (3, 2));
+}
+
+#[tokio::test]
+async fn the_tunnel_follows_the_ipip_pools() {
+    use super::encap::{Policy, TUNNEL_NETWORK};
+    use super::fakes::FakeRoutes;
+    use super::tunnel::Tunnel;
+    use plexus_ipam::{Allocator, Encap, Pool};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (f, _) = follower(dir.path()).await;
+    let mut pool = Pool {
+        name: "p".into(),
+        cidr: "10.96.0.0/16".parse().unwrap(),
+        block_size: 26,
+        nat_outgoing: false,
+        encap: Encap::Ipip,
+        disabled: false,
+    };
+    f.cluster.add_pool(&pool).await.unwrap();
+    let alloc = Arc::new(Allocator::load(f.cluster.clone(), "n1").await.unwrap());
+    let routes = Arc::new(FakeRoutes::default());
+    let t = Tunnel::new(routes.clone(), alloc.clone(), "10.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(t.own_subnet(), Some("10.0.0.1/24".parse().unwrap()));
+    let nodes = f.cluster.nodes().await.unwrap();
+
+    // An ipip pool: the device is up with an address of our block, held
+    // in IPAM under the tunnel's own handle; the policy tunnels.
+    let pools = [pool.clone()];
+    let want = Policy::new(&pools, &nodes, t.own_subnet());
+    let (p, r) = t.sync(want.clone(), &pools).await;
+    r.unwrap();
+    assert_eq!(p, want);
+    let addr = routes.tunnel().expect("tunnel up");
+    let held = alloc.allocations().await;
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].0, std::net::IpAddr::V4(addr));
+    assert_eq!(held[0].1.network, TUNNEL_NETWORK);
+    assert!(alloc.blocks().await[0].contains(&std::net::IpAddr::V4(addr)));
+    // Again: nothing changes.
+    let calls = routes.calls();
+    t.sync(want, &pools).await.1.unwrap();
+    assert_eq!(routes.calls(), calls);
+
+    // The kernel refuses the device: routes stay direct, the error shows.
+    let t2 = Tunnel::new(routes.clone(), alloc.clone(), "10.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    routes.fail(true);
+    let want = Policy::new(&pools, &nodes, t2.own_subnet());
+    let (p, r) = t2.sync(want, &pools).await;
+    assert!(r.is_err());
+    assert!(!p.needs_tunnel());
+    routes.fail(false);
+
+    // No ipip pool any more: the device goes down, the address is freed.
+    pool.encap = Encap::None;
+    let pools = [pool];
+    t.sync(Policy::new(&pools, &nodes, None), &pools)
+        .await
+        .1
+        .unwrap();
+    assert_eq!(routes.tunnel(), None);
+    assert!(alloc.allocations().await.is_empty());
 }

@@ -80,6 +80,10 @@ pub struct Allocation {
     /// network gets routes to these instead of a default route.
     #[serde(default)]
     pub pools: Vec<Cidr>,
+    /// The MTU the pod's interface should have when its config names
+    /// none: the tunnel's, when the pool's traffic may go through IP-in-IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 /// The answer to [`Request::Release`].

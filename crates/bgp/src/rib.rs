@@ -133,6 +133,12 @@ impl Rib {
         self.cfg.cluster_id.unwrap_or(self.cfg.router_id)
     }
 
+    /// A new route-reflector CLUSTER_ID for what is reflected from now on
+    /// (the caller re-establishes the sessions so nothing keeps the old).
+    pub fn set_cluster_id(&mut self, id: Option<Ipv4Addr>) {
+        self.cfg.cluster_id = id;
+    }
+
     /// Prefixes received from (in Adj-RIB-In) and sent to a peer.
     pub fn counts(&self, peer: &IpAddr) -> (usize, usize) {
         (

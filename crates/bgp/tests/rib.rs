@@ -352,6 +352,27 @@ fn route_reflector_reflects_client_routes_to_all_and_others_to_clients() {
 }
 
 #[test]
+fn a_new_cluster_id_goes_on_what_is_reflected_from_then_on() {
+    let mut r = rib();
+    r.peer_up(peer(2, LOCAL_AS, true));
+    r.peer_up(peer(3, LOCAL_AS, true));
+    let id = Ipv4Addr::new(1, 0, 0, 9);
+    r.set_cluster_id(Some(id));
+    let out = r.update(
+        ip("10.0.0.2"),
+        &announce("10.244.2.0/26", path(&[], "10.0.0.2")),
+    );
+    assert_eq!(sent_to(&out, 3)[0].1.cluster_list, vec![id]);
+    // A path carrying the new id is a loop now; the router ID is not.
+    let mut looped = path(&[], "10.0.0.2");
+    looped.cluster_list = vec![id];
+    assert!(r
+        .update(ip("10.0.0.2"), &announce("10.2.0.0/24", looped))
+        .changes
+        .is_empty());
+}
+
+#[test]
 fn reflection_loops_are_refused() {
     let mut r = rib();
     r.peer_up(peer(2, LOCAL_AS, true));

@@ -38,8 +38,8 @@ pub use error::{Error, Result};
 pub use fdb::Fdb;
 pub use handle::Netlink;
 pub use link::{
-    Bridge, BridgePortSettings, BridgeVlan, BridgeVlanEntry, Ipvlan, IpvlanMode, Link, Macvlan,
-    MacvlanMode, Veth, Vxlan,
+    Bridge, BridgePortSettings, BridgeVlan, BridgeVlanEntry, Ipip, Ipvlan, IpvlanMode, Link,
+    Macvlan, MacvlanMode, Veth, Vxlan,
 };
 pub use mac::MacAddr;
 pub use neigh::Neighbour;

@@ -322,6 +322,28 @@ impl Vxlan {
     }
 }
 
+/// An IP-in-IP tunnel device (`ip tunnel add NAME mode ipip`) with no
+/// fixed endpoints: each route through it names the remote end as its
+/// (onlink) gateway, as Calico's `tunl0` works.
+#[derive(Debug, Clone)]
+pub struct Ipip {
+    pub name: String,
+    pub mtu: Option<u32>,
+}
+
+impl Ipip {
+    pub fn new(name: impl Into<String>) -> Self {
+        Ipip {
+            name: name.into(),
+            mtu: None,
+        }
+    }
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.mtu = Some(mtu);
+        self
+    }
+}
+
 /// An IPVLAN (or MACVLAN) device on top of `master` (an index in the
 /// handle's namespace), optionally created directly in another namespace.
 #[derive(Debug, Clone)]
@@ -513,6 +535,20 @@ struct OnMaster<'a> {
     mac: Option<MacAddr>,
     master: u32,
     netns: Option<&'a Netns>,
+}
+
+/// `l` if it is an IP-in-IP device, else an "exists" error naming its kind.
+fn ipip_or_taken(l: Link, name: &str) -> Result<Link> {
+    if l.kind.as_deref() == Some("ipip") {
+        return Ok(l);
+    }
+    Err(Error::io(
+        format!(
+            "link {name:?} is not an ipip tunnel (kind {})",
+            l.kind.as_deref().unwrap_or("none")
+        ),
+        std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+    ))
 }
 
 fn info_attr(kind: InfoKind, data: Option<InfoData>) -> LinkAttribute {
@@ -787,6 +823,29 @@ impl Netlink {
             .await?;
         tracing::debug!(netns = self.netns(), name = %x.name, vni = x.vni, "created vxlan");
         self.link(&x.name).await
+    }
+
+    /// Returns the IP-in-IP device `x.name`, created (left down) if it is
+    /// not there. Loading the kernel's ipip module makes a fallback `tunl0`
+    /// with no endpoints in every namespace; asking for that name finds it
+    /// (the kernel answers EEXIST to a second endpoint-less tunnel). On
+    /// kernels without ipip this fails with [`Error::is_not_supported`];
+    /// a link of that name of another kind is [`Error::is_exists`].
+    pub async fn ensure_ipip(&self, x: &Ipip) -> Result<Link> {
+        validate_ifname(&x.name)?;
+        if let Some(l) = self.link_by_name(&x.name).await? {
+            return ipip_or_taken(l, &x.name);
+        }
+        let mut m = LinkMessage::default();
+        common_attrs(&mut m, &x.name, x.mtu, None);
+        m.attributes.push(info_attr(InfoKind::IpIp, None));
+        match self.new_link(m, format!("create ipip {:?}", x.name)).await {
+            Ok(()) => tracing::debug!(netns = self.netns(), name = %x.name, "created ipip"),
+            // Created meanwhile (module autoload made the fallback device).
+            Err(e) if e.is_exists() => {}
+            Err(e) => return Err(e),
+        }
+        ipip_or_taken(self.link(&x.name).await?, &x.name)
     }
 
     /// Creates an IPVLAN device on `master` (an index in this handle's

@@ -26,6 +26,8 @@ pub struct Addresses {
     /// config's subnets stand in, see `RoutedConf::pool_cidrs`).
     pub pools: Vec<IpNet>,
     pub dns: Dns,
+    /// The agent's MTU for the pod (IP-in-IP pools), unless the config has one.
+    pub mtu: Option<u32>,
 }
 
 /// An IPAM plugin's address as the pod gets it: alone.
@@ -42,6 +44,7 @@ pub fn allocate(conf: &RoutedConf, req: &CniRequest) -> Result<Addresses, CniErr
                 ips: r.ips.iter().map(|i| host_net(i.address.addr())).collect(),
                 pools: Vec::new(),
                 dns: r.dns,
+                mtu: None,
             }
         }
         AddrSource::Agent { socket } => {
@@ -75,6 +78,7 @@ pub fn allocate(conf: &RoutedConf, req: &CniRequest) -> Result<Addresses, CniErr
                     ips,
                     pools: pools.into_iter().map(|p| p.trunc()).collect(),
                     dns: Dns::default(),
+                    mtu: a.mtu,
                 },
                 (Err(e), _) | (_, Err(e)) => {
                     release_best_effort(conf, req);

@@ -130,12 +130,13 @@ async fn wire(
     let v4 = addrs.ips.iter().any(|i| i.addr().is_ipv4());
     let v6 = addrs.ips.iter().any(|i| i.addr().is_ipv6());
 
+    let mtu = conf.mtu.or(addrs.mtu);
     let host = host::create_pair(
         node,
         pod_ns,
         host_name,
         ifname,
-        conf.mtu,
+        mtu,
         conf.mac,
         &veth_alias(env),
     )

@@ -287,6 +287,11 @@ impl Core {
             Command::LocRib(reply) => {
                 let _ = reply.send(self.rib.loc_rib());
             }
+            Command::SetClusterId(id, reply) => {
+                self.cfg.cluster_id = id;
+                self.rib.set_cluster_id(id);
+                let _ = reply.send(());
+            }
             Command::Shutdown(_) => {}
         }
     }

@@ -144,6 +144,7 @@ enum Command {
     Refresh(IpAddr, Afi, oneshot::Sender<Result<(), BgpError>>),
     Status(oneshot::Sender<Vec<PeerStatus>>),
     LocRib(oneshot::Sender<Vec<LocRibEntry>>),
+    SetClusterId(Option<Ipv4Addr>, oneshot::Sender<()>),
     Shutdown(oneshot::Sender<Vec<JoinHandle<()>>>),
 }
 
@@ -274,6 +275,13 @@ impl Speaker {
 
     pub async fn status(&self) -> Result<Vec<PeerStatus>, BgpError> {
         self.ask(Command::Status).await
+    }
+
+    /// A new route-reflector CLUSTER_ID (None: the router ID) for routes
+    /// reflected from now on; sessions are left as they are (re-establish
+    /// them to re-send what was reflected with the old one).
+    pub async fn set_cluster_id(&self, id: Option<Ipv4Addr>) -> Result<(), BgpError> {
+        self.ask(|tx| Command::SetClusterId(id, tx)).await
     }
 
     /// The Loc-RIB: prefix, the peer of its best path (None: ours), attributes.
