@@ -46,7 +46,8 @@ want = {("CustomResourceDefinition", "network-attachment-definitions.k8s.cni.cnc
         ("ServiceAccount", "plexus"), ("ClusterRole", "plexus"), ("ClusterRoleBinding", "plexus"),
         ("ConfigMap", "plexus-config"), ("DaemonSet", "plexus")}
 if name == "kubernetes":
-    want |= {("ClusterRole", "plexus-kube-store"), ("ClusterRoleBinding", "plexus-kube-store")}
+    want |= {("ClusterRole", "plexus-kube-store"), ("ClusterRoleBinding", "plexus-kube-store"),
+             ("CustomResourceDefinition", "plexuskeys.plexus.io")}
 missing = want - kinds
 extra = kinds - want
 assert not missing and not extra, f"{name}: missing {missing}, unexpected {extra}"

@@ -225,18 +225,39 @@ async fn routed_cluster(
     opts: &StoreOptions,
     status: &Shared,
 ) -> anyhow::Result<Option<plexus_ipam::Cluster>> {
-    let Some(kv) = open_kv(&args.store, opts)
-        .await
-        .inspect_err(|_| status.store_error())
-        .with_context(|| format!("open the store {}", args.store))?
-    else {
-        return Ok(None);
+    let kv = match open_kv(&args.store, opts).await {
+        Ok(kv) => kv,
+        Err(e) => {
+            status.store_error();
+            return Err(e).with_context(|| format!("open the store {}", args.store));
+        }
     };
     let cluster = plexus_ipam::Cluster::new(kv, plexus_ipam::Layout::default());
-    Ok(routed::configured(&cluster)
-        .await
-        .inspect_err(|_| status.store_error())?
-        .then_some(cluster))
+    match routed::configured(&cluster).await {
+        Ok(yes) => Ok(yes.then_some(cluster)),
+        // Kubernetes without the PlexusKey CRD: no routed network, the
+        // overlay (on Node objects) needs none.
+        Err(e) if args.store == "kubernetes" && no_keys_resource(&e) => {
+            tracing::info!(error = %format!("{e:#}"), "no routed network");
+            Ok(None)
+        }
+        Err(e) => {
+            status.store_error();
+            Err(e)
+        }
+    }
+}
+
+/// The error says the store has no place for keys (a CRD not installed).
+fn no_keys_resource(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<plexus_ipam::IpamError>(),
+            Some(plexus_ipam::IpamError::Store(
+                plexus_store::StoreError::NoConfig(_)
+            ))
+        )
+    })
 }
 
 async fn run_routed(

@@ -43,8 +43,7 @@ fn store<T: Send, F: Future<Output = T>>(c: &Cluster, f: impl FnOnce(Ipam) -> F 
         rt.block_on(async move {
             let kv = plexus_store::open_kv(&url, &Default::default())
                 .await
-                .expect("open etcd")
-                .expect("a kv store");
+                .expect("open etcd");
             f(Ipam::new(kv, Layout::default())).await
         })
     })
