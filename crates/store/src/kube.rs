@@ -460,6 +460,150 @@ impl NodeWatch {
     }
 }
 
+/// Which Nodes exist, for cleaning up after the ones deleted (their
+/// routed blocks and node records; `plexusd --node-cleanup`).
+#[derive(Clone)]
+pub struct KubeNodes {
+    nodes: Api<Node>,
+}
+
+impl std::fmt::Debug for KubeNodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KubeNodes")
+    }
+}
+
+impl KubeNodes {
+    /// Connect with `--kubeconfig` (or the in-cluster config).
+    pub async fn connect(opts: &StoreOptions) -> Result<KubeNodes, StoreError> {
+        let read_timeout = Some(Duration::from_secs(WATCH_SECONDS as u64 + 30));
+        let k8s = plexus_k8s::K8s::connect(opts.kubeconfig.as_deref(), API_TIMEOUT, read_timeout)
+            .await
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        Ok(KubeNodes {
+            nodes: Api::all(k8s.client()),
+        })
+    }
+
+    /// Every Node's name, and the list's resourceVersion.
+    pub async fn names(&self) -> Result<(std::collections::BTreeSet<String>, String), StoreError> {
+        // rbac(plexus-kube-store): list nodes
+        let list = tokio::time::timeout(API_TIMEOUT, self.nodes.list(&ListParams::default()))
+            .await
+            .map_err(|_| StoreError::Unavailable("Kubernetes API: list nodes: no answer".into()))?
+            .map_err(|e| api_error("list nodes", e))?;
+        let names = list
+            .items
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        Ok((names, list.metadata.resource_version.unwrap_or_default()))
+    }
+
+    /// Whether the Node exists now.
+    pub async fn exists(&self, name: &str) -> Result<bool, StoreError> {
+        let op = format!("get node {name}");
+        // rbac(plexus-kube-store): get nodes
+        let n = tokio::time::timeout(API_TIMEOUT, self.nodes.get_opt(name))
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("Kubernetes API: {op}: no answer")))?
+            .map_err(|e| api_error(&op, e))?;
+        Ok(n.is_some())
+    }
+
+    /// The names of Nodes deleted after resourceVersion `after`, watching
+    /// on across the server's watch timeouts. Lost history (410) is an
+    /// `Err(Compacted)` item, a broken watch an `Err(Unavailable)`; the
+    /// stream ends after either (list again, then watch again).
+    pub async fn deletions(
+        &self,
+        after: &str,
+    ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError> {
+        struct State {
+            nodes: Api<Node>,
+            rv: String,
+            stream: Option<NodeEvents>,
+            done: bool,
+        }
+        async fn open(st: &mut State) -> Result<(), StoreError> {
+            let wp = WatchParams::default().timeout(WATCH_SECONDS);
+            // rbac(plexus-kube-store): watch nodes
+            let s = st
+                .nodes
+                .watch(&wp, &st.rv)
+                .await
+                .map_err(|e| api_error("watch nodes", e))?;
+            st.stream = Some(s.boxed());
+            Ok(())
+        }
+        async fn next(st: &mut State) -> Option<Result<String, StoreError>> {
+            loop {
+                if st.done {
+                    return None;
+                }
+                let Some(stream) = st.stream.as_mut() else {
+                    if let Err(e) = open(st).await {
+                        st.done = true;
+                        return Some(Err(e));
+                    }
+                    continue;
+                };
+                let ev = stream.next().await;
+                let fail = |st: &mut State, e: StoreError| {
+                    st.done = true;
+                    Some(Err(e))
+                };
+                match ev {
+                    None => st.stream = None,
+                    Some(Err(e)) => {
+                        return fail(
+                            st,
+                            StoreError::Unavailable(format!(
+                                "Kubernetes API: node watch broke: {e}"
+                            )),
+                        )
+                    }
+                    Some(Ok(WatchEvent::Error(s))) if s.code == 410 => {
+                        return fail(st, StoreError::Compacted(0))
+                    }
+                    Some(Ok(WatchEvent::Error(s))) => {
+                        return fail(
+                            st,
+                            StoreError::Other(format!(
+                                "Kubernetes API: node watch: {} ({})",
+                                s.message, s.code
+                            )),
+                        )
+                    }
+                    Some(Ok(WatchEvent::Bookmark(b))) => st.rv = b.metadata.resource_version,
+                    Some(Ok(WatchEvent::Added(n))) | Some(Ok(WatchEvent::Modified(n))) => {
+                        st.rv = n.metadata.resource_version.unwrap_or_default()
+                    }
+                    Some(Ok(WatchEvent::Deleted(n))) => {
+                        st.rv = n.metadata.resource_version.unwrap_or_default();
+                        if let Some(name) = n.metadata.name {
+                            return Some(Ok(name));
+                        }
+                    }
+                }
+            }
+        }
+        let mut st = State {
+            nodes: self.nodes.clone(),
+            rv: after.to_string(),
+            stream: None,
+            done: false,
+        };
+        // The first watch call now, so an unreachable API is an error here.
+        open(&mut st).await?;
+        Ok(futures::stream::unfold(st, |mut st| async move {
+            let item = next(&mut st).await?;
+            Some((item, st))
+        })
+        .boxed())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

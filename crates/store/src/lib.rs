@@ -30,7 +30,7 @@ pub mod registry;
 
 pub use etcd::EtcdKv;
 pub use file::FileKv;
-pub use kube::KubeLeaseRegistry;
+pub use kube::{KubeLeaseRegistry, KubeNodes};
 pub use kubekv::KubeKv;
 pub use kv::{KeyValue, Kv, KvEvent, LeaseId, RangeResult};
 pub use registry::{KvLeaseRegistry, DEFAULT_PREFIX, RENEW_MARGIN, SUBNET_TTL};
