@@ -107,9 +107,15 @@ pub struct FakeApiServer {
 impl FakeApiServer {
     /// Start listening on 127.0.0.1 inside the namespace at `netns_path`.
     pub fn start_in(node: &Netns) -> FakeApiServer {
+        FakeApiServer::start_at(node, "127.0.0.1")
+    }
+
+    /// Start listening on `ip` (an address of `ns`), for clients in other
+    /// namespaces of a simulated cluster (every node's agent).
+    pub fn start_at(ns: &Netns, ip: &str) -> FakeApiServer {
         // Bound on a thread inside the namespace, the socket stays there
         // whichever thread serves it.
-        let listener = node.run(|| TcpListener::bind("127.0.0.1:0").expect("bind in netns"));
+        let listener = ns.run(|| TcpListener::bind((ip, 0)).expect("bind in netns"));
         let port = listener.local_addr().unwrap().port();
         let token = format!("plexus-test-{}", std::process::id());
         let state = Arc::new(Mutex::new(ApiState::default()));
@@ -129,7 +135,7 @@ impl FakeApiServer {
         std::fs::write(
             &kubeconfig,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: http://127.0.0.1:{port}\nusers:\n- name: plexus\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: plexus\ncurrent-context: test\n"
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: http://{ip}:{port}\nusers:\n- name: plexus\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: plexus\ncurrent-context: test\n"
             ),
         )
         .unwrap();
