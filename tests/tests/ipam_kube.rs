@@ -5,14 +5,14 @@
 //! Then block IPAM over it: three nodes claiming at once never share a
 //! block or an address, as tests/tests/ipam_etcd.rs checks against etcd.
 
-use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 
 use plexus_ipam::{Allocator, Cluster, Encap, Handle, Layout, Pool};
 use plexus_store::kubekv::{self, GROUP, PLURAL, VERSION};
 use plexus_store::{Kv, KvEvent, StoreError, StoreOptions};
 use plexus_tests::apiserver::FakeApiServer;
+use plexus_tests::ipam::{assert_disjoint_claims, NodeClaims};
 use plexus_tests::{next_event, require_root, Netns};
 use serde_json::Value;
 
@@ -139,7 +139,7 @@ fn three_nodes_claiming_concurrently_never_share_a_block_or_an_address() {
     // Each node on its own thread with its own client, released together:
     // every claim races the two others for the lowest free block.
     let start = Barrier::new(3);
-    let results: Vec<(Vec<IpAddr>, Vec<ipnet::IpNet>)> = ns.run(|| {
+    let results: Vec<NodeClaims> = ns.run(|| {
         std::thread::scope(|s| {
             let threads: Vec<_> = (0..3)
                 .map(|n| {
@@ -161,15 +161,9 @@ fn three_nodes_claiming_concurrently_never_share_a_block_or_an_address() {
             threads.into_iter().map(|t| t.join().unwrap()).collect()
         })
     });
-    let all: Vec<IpAddr> = results.iter().flat_map(|r| r.0.clone()).collect();
-    assert_eq!(all.len(), 3 * PER_NODE);
-    assert_eq!(
-        all.iter().collect::<HashSet<_>>().len(),
-        all.len(),
-        "an address was given twice"
-    );
+    assert!(results.iter().all(|r| r.0.len() == PER_NODE));
     // What the API holds: every block one owner, every allocation once.
-    let blocks: Vec<Value> = api
+    let stored: Vec<Value> = api
         .objects(GROUP, VERSION, PLURAL)
         .into_values()
         .filter(|o| {
@@ -180,30 +174,7 @@ fn three_nodes_claiming_concurrently_never_share_a_block_or_an_address() {
         })
         .map(|o| serde_json::from_str(o["spec"]["value"].as_str().unwrap()).unwrap())
         .collect();
-    let mut owner: HashMap<String, String> = HashMap::new();
-    let mut recorded = 0;
-    for b in &blocks {
-        owner.insert(
-            b["cidr"].as_str().unwrap().into(),
-            b["node"].as_str().unwrap().into(),
-        );
-        recorded += b["allocations"].as_object().unwrap().len();
-    }
-    assert_eq!(recorded, 3 * PER_NODE);
-    let mut seen = HashSet::new();
-    for (n, (addrs, held)) in results.iter().enumerate() {
-        for b in held {
-            assert!(seen.insert(*b), "block {b} held by two nodes");
-            assert_eq!(owner[&b.to_string()], format!("n{n}"), "{b}");
-        }
-        for a in addrs {
-            assert!(
-                held.iter().any(|b| b.contains(a)),
-                "{a} not in n{n}'s blocks"
-            );
-        }
-    }
-    assert_eq!(seen.len(), blocks.len());
+    assert_disjoint_claims(&results, &stored);
     // n1 restarts and gets its addresses back from the API alone; n2 leaves.
     ns.block_on(async {
         let c = Cluster::new(kv(&api).await, Layout::default());

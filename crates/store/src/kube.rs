@@ -17,10 +17,11 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use plexus_subnet::{Lease, LeaseAttrs, NetworkConfig, VxlanBackendData};
 use serde_json::{json, Map, Value};
 
+use crate::kubewatch::{Change, Watch, WATCH_SECONDS};
 use crate::{
     AcquireRequest, LeaseEvent, LeaseRegistry, LeaseSnapshot, Revision, StoreError, StoreOptions,
 };
@@ -38,8 +39,6 @@ pub const PUBLIC_IPV6_OVERWRITE: &str = "flannel.alpha.coreos.com/public-ipv6-ov
 
 /// Connecting and each call (a watch's reads get longer).
 const API_TIMEOUT: Duration = Duration::from_secs(10);
-/// A watch call's server-side length; the registry re-watches after it.
-const WATCH_SECONDS: u32 = 290;
 
 /// Leases from Node objects.
 pub struct KubeLeaseRegistry {
@@ -317,7 +316,7 @@ impl LeaseRegistry for KubeLeaseRegistry {
         let mut w = NodeWatch {
             nodes: self.nodes.clone(),
             rv: after.to_string(),
-            stream: None,
+            watch: None,
             relist: false,
             known: std::collections::HashMap::new(),
             pending: VecDeque::new(),
@@ -333,12 +332,12 @@ impl LeaseRegistry for KubeLeaseRegistry {
     }
 }
 
-type NodeEvents = BoxStream<'static, Result<WatchEvent<Node>, kube::Error>>;
-
+/// Node changes as lease events: a [`Watch`] of Nodes, relisted (a
+/// `Resync`) when its history is lost.
 struct NodeWatch {
     nodes: Api<Node>,
     rv: String,
-    stream: Option<NodeEvents>,
+    watch: Option<Watch<Node>>,
     relist: bool,
     /// Each node's lease as last reported, to turn a node losing its
     /// annotations or podCIDR into Removed.
@@ -349,21 +348,12 @@ struct NodeWatch {
 
 impl NodeWatch {
     async fn open(&mut self) -> Result<(), StoreError> {
-        let wp = WatchParams::default().timeout(WATCH_SECONDS);
-        // rbac(plexus-kube-store): watch nodes
-        match self.nodes.watch(&wp, &self.rv).await {
-            Ok(s) => {
-                self.stream = Some(s.boxed());
-                Ok(())
-            }
-            Err(e) => match api_error("watch nodes", e) {
-                StoreError::Compacted(_) => {
-                    self.relist = true;
-                    Ok(())
-                }
-                e => Err(e),
-            },
+        match Watch::start(self.nodes.clone(), "nodes", &self.rv).await {
+            Ok(w) => self.watch = Some(w),
+            Err(StoreError::Compacted(_)) => self.relist = true,
+            Err(e) => return Err(e),
         }
+        Ok(())
     }
 
     fn node_event(&mut self, node: &Node, deleted: bool) {
@@ -402,7 +392,7 @@ impl NodeWatch {
             }
             if self.relist {
                 self.relist = false;
-                self.stream = None;
+                self.watch = None;
                 // rbac(plexus-kube-store): list nodes
                 let list = match self.nodes.list(&ListParams::default()).await {
                     Ok(l) => l,
@@ -422,39 +412,26 @@ impl NodeWatch {
                     revision: parse_rv(Some(&self.rv)),
                 })));
             }
-            let Some(stream) = self.stream.as_mut() else {
+            let Some(watch) = self.watch.as_mut() else {
                 if let Err(e) = self.open().await {
                     self.done = true;
                     return Some(Err(e));
                 }
                 continue;
             };
-            match stream.next().await {
-                // The server ended this watch call (timeoutSeconds): go on
-                // from the last version seen.
-                None => self.stream = None,
-                Some(Err(e)) => {
-                    self.done = true;
-                    return Some(Err(StoreError::Unavailable(format!(
-                        "Kubernetes API: node watch broke: {e}"
-                    ))));
-                }
-                Some(Ok(WatchEvent::Added(n))) | Some(Ok(WatchEvent::Modified(n))) => {
-                    self.node_event(&n, false)
-                }
-                Some(Ok(WatchEvent::Deleted(n))) => self.node_event(&n, true),
-                Some(Ok(WatchEvent::Bookmark(b))) => self.rv = b.metadata.resource_version,
-                Some(Ok(WatchEvent::Error(s))) if s.code == 410 => {
+            match watch.next().await {
+                Some(Ok(Change::Applied(n))) => self.node_event(&n, false),
+                Some(Ok(Change::Deleted(n))) => self.node_event(&n, true),
+                Some(Err(StoreError::Compacted(_))) => {
                     tracing::info!("node watch expired (410); relisting");
                     self.relist = true;
                 }
-                Some(Ok(WatchEvent::Error(s))) => {
+                Some(Err(e)) => {
                     self.done = true;
-                    return Some(Err(StoreError::Other(format!(
-                        "Kubernetes API: node watch: {} ({})",
-                        s.message, s.code
-                    ))));
+                    return Some(Err(e));
                 }
+                // A watch ends only after an error it returned.
+                None => self.watch = None,
             }
         }
     }
@@ -519,88 +496,11 @@ impl KubeNodes {
         &self,
         after: &str,
     ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError> {
-        struct State {
-            nodes: Api<Node>,
-            rv: String,
-            stream: Option<NodeEvents>,
-            done: bool,
-        }
-        async fn open(st: &mut State) -> Result<(), StoreError> {
-            let wp = WatchParams::default().timeout(WATCH_SECONDS);
-            // rbac(plexus-kube-store): watch nodes
-            let s = st
-                .nodes
-                .watch(&wp, &st.rv)
-                .await
-                .map_err(|e| api_error("watch nodes", e))?;
-            st.stream = Some(s.boxed());
-            Ok(())
-        }
-        async fn next(st: &mut State) -> Option<Result<String, StoreError>> {
-            loop {
-                if st.done {
-                    return None;
-                }
-                let Some(stream) = st.stream.as_mut() else {
-                    if let Err(e) = open(st).await {
-                        st.done = true;
-                        return Some(Err(e));
-                    }
-                    continue;
-                };
-                let ev = stream.next().await;
-                let fail = |st: &mut State, e: StoreError| {
-                    st.done = true;
-                    Some(Err(e))
-                };
-                match ev {
-                    None => st.stream = None,
-                    Some(Err(e)) => {
-                        return fail(
-                            st,
-                            StoreError::Unavailable(format!(
-                                "Kubernetes API: node watch broke: {e}"
-                            )),
-                        )
-                    }
-                    Some(Ok(WatchEvent::Error(s))) if s.code == 410 => {
-                        return fail(st, StoreError::Compacted(0))
-                    }
-                    Some(Ok(WatchEvent::Error(s))) => {
-                        return fail(
-                            st,
-                            StoreError::Other(format!(
-                                "Kubernetes API: node watch: {} ({})",
-                                s.message, s.code
-                            )),
-                        )
-                    }
-                    Some(Ok(WatchEvent::Bookmark(b))) => st.rv = b.metadata.resource_version,
-                    Some(Ok(WatchEvent::Added(n))) | Some(Ok(WatchEvent::Modified(n))) => {
-                        st.rv = n.metadata.resource_version.unwrap_or_default()
-                    }
-                    Some(Ok(WatchEvent::Deleted(n))) => {
-                        st.rv = n.metadata.resource_version.unwrap_or_default();
-                        if let Some(name) = n.metadata.name {
-                            return Some(Ok(name));
-                        }
-                    }
-                }
-            }
-        }
-        let mut st = State {
-            nodes: self.nodes.clone(),
-            rv: after.to_string(),
-            stream: None,
-            done: false,
-        };
-        // The first watch call now, so an unreachable API is an error here.
-        open(&mut st).await?;
-        Ok(futures::stream::unfold(st, |mut st| async move {
-            let item = next(&mut st).await?;
-            Some((item, st))
-        })
-        .boxed())
+        let w = Watch::start(self.nodes.clone(), "nodes", after).await?;
+        Ok(w.into_stream(|c| match c {
+            Change::Deleted(n) => n.metadata.name,
+            Change::Applied(_) => None,
+        }))
     }
 }
 

@@ -25,19 +25,17 @@
 //! - TTL leases have no counterpart: the routed records need none (the
 //!   overlay's leases in this mode are Node objects, [`crate::kube`]).
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use futures::StreamExt;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams, Preconditions,
-    WatchEvent, WatchParams,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::kubewatch::{Change, Watch, WATCH_SECONDS};
 use crate::kv::{KeyValue, Kv, KvEvent, KvWatchStream, LeaseId, RangeResult};
 use crate::{Revision, StoreError, StoreOptions};
 
@@ -48,8 +46,6 @@ pub const PLURAL: &str = "plexuskeys";
 
 /// Connecting and each call (a watch's reads get longer).
 const API_TIMEOUT: Duration = Duration::from_secs(10);
-/// A watch call's server-side length; the stream re-watches after it.
-const WATCH_SECONDS: u32 = 290;
 /// Unconditional puts retry this often when another writer gets in between.
 const PUT_ATTEMPTS: usize = 16;
 
@@ -343,120 +339,31 @@ impl Kv for KubeKv {
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<KvWatchStream, StoreError> {
-        let mut w = KeyWatch {
-            api: self.api.clone(),
-            prefix: prefix.to_string(),
-            // A Kubernetes watch starts after the version it is given.
-            rv: (from - 1).max(0).to_string(),
-            stream: None,
-            pending: VecDeque::new(),
-            done: false,
-        };
-        w.open().await?;
-        Ok(futures::stream::unfold(w, |mut w| async move {
-            let item = w.next().await?;
-            Some((item, w))
-        })
-        .boxed())
+        let prefix = prefix.to_string();
+        // A Kubernetes watch starts after the version it is given.
+        let after = (from - 1).max(0).to_string();
+        let w = Watch::start(self.api.clone(), PLURAL, &after).await?;
+        Ok(w.into_stream(move |change| {
+            let (obj, deleted) = match change {
+                Change::Applied(o) => (o, false),
+                Change::Deleted(o) => (o, true),
+            };
+            let kv = ours(&obj).filter(|kv| kv.key.starts_with(&prefix))?;
+            Some(vec![if deleted {
+                KvEvent::Delete {
+                    key: kv.key.clone(),
+                    revision: kv.mod_revision,
+                    prev: Some(kv),
+                }
+            } else {
+                KvEvent::Put(kv)
+            }])
+        }))
     }
 
     /// The API server compacts its own history.
     async fn compact(&self, _revision: Revision) -> Result<(), StoreError> {
         Ok(())
-    }
-}
-
-type ObjectEvents =
-    futures::stream::BoxStream<'static, Result<WatchEvent<DynamicObject>, kube::Error>>;
-
-struct KeyWatch {
-    api: Api<DynamicObject>,
-    prefix: String,
-    rv: String,
-    stream: Option<ObjectEvents>,
-    pending: VecDeque<Result<Vec<KvEvent>, StoreError>>,
-    done: bool,
-}
-
-impl KeyWatch {
-    async fn open(&mut self) -> Result<(), StoreError> {
-        let wp = WatchParams::default().timeout(WATCH_SECONDS);
-        let op = format!("watch {PLURAL}");
-        // rbac(plexus-kube-store): watch plexuskeys.plexus.io
-        let s = bounded(&op, self.api.watch(&wp, &self.rv))
-            .await?
-            .map_err(|e| match api_error(&op, e) {
-                StoreError::Compacted(_) => {
-                    StoreError::Compacted(self.rv.parse::<Revision>().unwrap_or(0) + 1)
-                }
-                e => e,
-            })?;
-        self.stream = Some(s.boxed());
-        Ok(())
-    }
-
-    fn event(&mut self, obj: &DynamicObject, deleted: bool) {
-        if let Some(rv) = &obj.metadata.resource_version {
-            self.rv = rv.clone();
-        }
-        let Some(kv) = ours(obj).filter(|kv| kv.key.starts_with(&self.prefix)) else {
-            return;
-        };
-        let ev = if deleted {
-            KvEvent::Delete {
-                key: kv.key.clone(),
-                revision: kv.mod_revision,
-                prev: Some(kv),
-            }
-        } else {
-            KvEvent::Put(kv)
-        };
-        self.pending.push_back(Ok(vec![ev]));
-    }
-
-    async fn next(&mut self) -> Option<Result<Vec<KvEvent>, StoreError>> {
-        loop {
-            if let Some(item) = self.pending.pop_front() {
-                return Some(item);
-            }
-            if self.done {
-                return None;
-            }
-            let Some(stream) = self.stream.as_mut() else {
-                if let Err(e) = self.open().await {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-                continue;
-            };
-            match stream.next().await {
-                // The server ended this watch call (timeoutSeconds): go on
-                // from the last version seen.
-                None => self.stream = None,
-                Some(Err(e)) => {
-                    self.done = true;
-                    return Some(Err(StoreError::Unavailable(format!(
-                        "Kubernetes API: {PLURAL} watch broke: {e}"
-                    ))));
-                }
-                Some(Ok(WatchEvent::Added(o))) | Some(Ok(WatchEvent::Modified(o))) => {
-                    self.event(&o, false)
-                }
-                Some(Ok(WatchEvent::Deleted(o))) => self.event(&o, true),
-                Some(Ok(WatchEvent::Bookmark(b))) => self.rv = b.metadata.resource_version,
-                Some(Ok(WatchEvent::Error(s))) => {
-                    self.done = true;
-                    return Some(Err(if s.code == 410 {
-                        StoreError::Compacted(self.rv.parse::<Revision>().unwrap_or(0) + 1)
-                    } else {
-                        StoreError::Other(format!(
-                            "Kubernetes API: {PLURAL} watch: {} ({})",
-                            s.message, s.code
-                        ))
-                    }));
-                }
-            }
-        }
     }
 }
 

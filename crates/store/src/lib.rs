@@ -25,6 +25,7 @@ pub mod etcd;
 pub mod file;
 pub mod kube;
 pub mod kubekv;
+mod kubewatch;
 pub mod kv;
 pub mod registry;
 
