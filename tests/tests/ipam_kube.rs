@@ -3,7 +3,8 @@
 //! revision) against the API stand-in (tests/src/apiserver.rs) listening in
 //! a namespace this test creates; every client runs on threads inside it.
 //! Then block IPAM over it: three nodes claiming at once never share a
-//! block or an address, as tests/tests/ipam_etcd.rs checks against etcd.
+//! block or an address, as tests/tests/ipam_etcd.rs checks against etcd;
+//! and plexusctl's routed commands with `--store kubernetes`.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
@@ -186,4 +187,46 @@ fn three_nodes_claiming_concurrently_never_share_a_block_or_an_address() {
         assert_eq!(freed.addresses, PER_NODE);
         assert!(c.blocks_of("n2").await.unwrap().is_empty());
     });
+}
+
+/// `plexusctl --store kubernetes --kubeconfig FILE ...` inside `ns`.
+fn plexusctl(ns: &Netns, api: &FakeApiServer, args: &[&str]) -> std::process::Output {
+    ns.cmd(plexus_tests::bin_dir().join("plexusctl"))
+        .args(["--store", "kubernetes", "--kubeconfig"])
+        .arg(&api.kubeconfig)
+        .args(args)
+        .output()
+        .expect("spawn plexusctl")
+}
+
+#[test]
+fn plexusctl_edits_the_routed_records_in_the_api() {
+    require_root!();
+    let ns = Netns::new("ctlkube");
+    let api = api(&ns);
+    let ok = |args: &[&str]| {
+        let out = plexusctl(&ns, &api, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&["pool", "add", "blue", "10.70.0.0/16", "--block-size", "28"]);
+    ok(&["bgp", "set", "--as", "65010"]);
+    // Checked as with any store, and nothing written when refused.
+    let out = plexusctl(&ns, &api, &["pool", "add", "red", "10.70.8.0/24"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("overlaps pool blue"));
+    let pools: Value = serde_json::from_str(&ok(&["pool", "list", "--json"])).unwrap();
+    assert_eq!(pools[0]["name"], "blue");
+    assert_eq!(pools.as_array().unwrap().len(), 1);
+    // What the agent reads: the same records, through the same Kv.
+    ns.block_on(async {
+        let c = Cluster::new(kv(&api).await, Layout::default());
+        assert_eq!(c.bgp_config().await.unwrap().asn, 65010);
+        assert_eq!(c.pools().await.unwrap()[0].block_size, 28);
+    });
+    assert_eq!(api.objects(GROUP, VERSION, PLURAL).len(), 2);
 }
