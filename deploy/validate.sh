@@ -46,7 +46,8 @@ want = {("CustomResourceDefinition", "network-attachment-definitions.k8s.cni.cnc
         ("ServiceAccount", "plexus"), ("ClusterRole", "plexus"), ("ClusterRoleBinding", "plexus"),
         ("ConfigMap", "plexus-config"), ("DaemonSet", "plexus")}
 if name == "kubernetes":
-    want |= {("ClusterRole", "plexus-kube-store"), ("ClusterRoleBinding", "plexus-kube-store")}
+    want |= {("ClusterRole", "plexus-kube-store"), ("ClusterRoleBinding", "plexus-kube-store"),
+             ("CustomResourceDefinition", "plexuskeys.plexus.io")}
 missing = want - kinds
 extra = kinds - want
 assert not missing and not extra, f"{name}: missing {missing}, unexpected {extra}"
@@ -66,3 +67,22 @@ for d in docs:
 print(f"deploy/validate.sh: overlay {name}: {len(docs)} objects valid")
 PY
 done
+
+# The cluster-wide uninstall: builds, validates, holds only its DaemonSet,
+# and mounts the host directories at the paths the install recorded.
+kubectl kustomize deploy/uninstall >"$out/uninstall.yaml" 2>"$out/uninstall.err" ||
+  fail "kustomize deploy/uninstall: $(cat "$out/uninstall.err")"
+"$validate" --strict --quiet -k "$k8s_version" "$out/uninstall.yaml"
+"$venv/bin/python3" - "$out/uninstall.yaml" deploy/base/daemonset.yaml <<'PY'
+import sys
+import yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [("DaemonSet", "plexus-uninstall")], docs
+install = yaml.safe_load(open(sys.argv[2]))
+mounts = lambda c: {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+inst = mounts(install["spec"]["template"]["spec"]["initContainers"][0])
+uninst = mounts(docs[0]["spec"]["template"]["spec"]["initContainers"][0])
+for vol in ("cni-bin", "cni-conf"):
+    assert inst[vol] == uninst[vol], f"{vol}: install mounts {inst[vol]}, uninstall {uninst[vol]}"
+print("deploy/validate.sh: uninstall: 1 object valid")
+PY

@@ -13,6 +13,10 @@
 //!   when the store holds a routed pool.
 //! - [`underlay`]: choosing the public interface and address.
 //! - [`masq`]: flannel's masquerade rules as an nftables batch.
+//! - [`netconf`]: the routed network's pools and BGP settings as files
+//!   (the ConfigMap), applied to the store at start.
+//! - [`nodeclean`]: a deleted Kubernetes Node's routed state leaves the
+//!   store (its blocks, its node record, so its BGP sessions end).
 //! - [`runfiles`]: subnet.env, the readiness file, remembered VTEP MACs.
 //! - [`status`], [`ctlsock`], [`http`]: what the agent reports, on its
 //!   control socket and on the optional metrics/health listener.
@@ -23,6 +27,8 @@ pub mod fake;
 pub mod http;
 pub mod kernel;
 pub mod masq;
+pub mod netconf;
+pub mod nodeclean;
 pub mod overlay;
 pub mod routed;
 pub mod runfiles;

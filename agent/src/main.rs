@@ -10,13 +10,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use plexus_netlink::Netns;
-use plexus_store::{open_kv, open_lease_registry, StoreError, StoreOptions};
+use plexus_store::{open_kv, open_lease_registry, KubeNodes, StoreError, StoreOptions};
 use plexusd::dataplane::DataPlane;
 use plexusd::dataplane::UnderlaySelect;
 use plexusd::kernel::KernelDataPlane;
 use plexusd::overlay::{self, Settings};
 use plexusd::status::Shared;
-use plexusd::{ctlsock, http, routed, runfiles};
+use plexusd::{ctlsock, http, netconf, nodeclean, routed, runfiles};
 use tracing::Instrument;
 
 #[derive(Parser, Debug)]
@@ -69,6 +69,16 @@ struct Args {
     /// `--store kubernetes`; otherwise used when `<prefix>/config` is absent.
     #[arg(long)]
     net_config: Option<PathBuf>,
+    /// The routed network's IP pools, a JSON array of plexus-ipam pool
+    /// records (deploy/'s ConfigMap key pools.json): added to the store
+    /// when absent, their settings updated when different; never removed.
+    /// `[]` declares none (the overlay runs unless the store holds a pool).
+    #[arg(long)]
+    pools_file: Option<PathBuf>,
+    /// The routed network's BGP settings, `{"asn": N, "nodeToNodeMesh": B}`
+    /// (the ConfigMap key bgp.json): set in the store when absent or different.
+    #[arg(long)]
+    bgp_file: Option<PathBuf>,
     /// Serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
@@ -93,9 +103,22 @@ struct Args {
     /// End-of-RIB before removing the previous run's unconfirmed routes.
     #[arg(long, default_value_t = 120)]
     routed_sync_wait: u64,
+    /// Routed network: when a Kubernetes Node is deleted, free its blocks
+    /// and remove its node record (so every agent drops its BGP session).
+    /// `auto`: with `--store kubernetes`; `on` needs Node list/watch rights
+    /// with any store (--kubeconfig, else the in-cluster config).
+    #[arg(long, value_enum, default_value_t = NodeCleanup::Auto)]
+    node_cleanup: NodeCleanup,
     /// Log level or `target=level,...` directives (PLEXUS_LOG wins).
     #[arg(long, default_value = "info")]
     log_level: String,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum NodeCleanup {
+    Auto,
+    On,
+    Off,
 }
 
 fn main() -> ExitCode {
@@ -191,7 +214,11 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
         node_name: args.node_name.clone(),
         net_config: args.net_config.clone(),
     };
-    let routed = routed_cluster(args, &opts, status).await?;
+    let files = netconf::Files {
+        pools: args.pools_file.clone(),
+        bgp: args.bgp_file.clone(),
+    };
+    let routed = routed_cluster(args, &opts, &files, status).await?;
     let reg = open_lease_registry(&args.store, &opts)
         .await
         .inspect_err(|_| status.store_error())
@@ -202,7 +229,7 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
     // A store holding both a pool and flannel's network config: this node
     // serves both (pods' eth0 on the overlay, net1 on the routed network).
     match reg.network_config().await {
-        Err(StoreError::NoConfig(_)) => run_routed(args, cluster, status, handlers).await,
+        Err(StoreError::NoConfig(_)) => run_routed(args, &opts, cluster, status, handlers).await,
         _ => {
             tracing::info!(
                 "the store holds both networks: serving the overlay and the routed network"
@@ -210,7 +237,7 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
             status.expect_networks(2);
             tokio::try_join!(
                 run_overlay(args, reg.as_ref(), status),
-                run_routed(args, cluster, status, handlers),
+                run_routed(args, &opts, cluster, status, handlers),
             )
             .map(|_| ())
         }
@@ -244,27 +271,94 @@ async fn run_overlay(
 }
 
 /// The routed network's store, when it holds a routed network (a pool).
+/// With `files`, first applies what they declare.
 async fn routed_cluster(
     args: &Args,
     opts: &StoreOptions,
+    files: &netconf::Files,
     status: &Shared,
 ) -> anyhow::Result<Option<plexus_ipam::Cluster>> {
-    let Some(kv) = open_kv(&args.store, opts)
-        .await
-        .inspect_err(|_| status.store_error())
-        .with_context(|| format!("open the store {}", args.store))?
-    else {
-        return Ok(None);
+    let kv = match open_kv(&args.store, opts).await {
+        Ok(kv) => kv,
+        Err(e) => {
+            status.store_error();
+            return Err(e).with_context(|| format!("open the store {}", args.store));
+        }
     };
     let cluster = plexus_ipam::Cluster::new(kv, plexus_ipam::Layout::default());
-    Ok(routed::configured(&cluster)
-        .await
-        .inspect_err(|_| status.store_error())?
-        .then_some(cluster))
+    if files.any() {
+        apply_declared(&cluster, files, status).await?;
+    }
+    match routed::configured(&cluster).await {
+        Ok(yes) => Ok(yes.then_some(cluster)),
+        // Kubernetes without the PlexusKey CRD: no routed network, the
+        // overlay (on Node objects) needs none.
+        Err(e) if args.store == "kubernetes" && no_keys_resource(&e) => {
+            tracing::info!(error = %format!("{e:#}"), "no routed network");
+            Ok(None)
+        }
+        Err(e) => {
+            status.store_error();
+            Err(e)
+        }
+    }
+}
+
+/// Apply the configuration files to the store. A bad file is logged and
+/// read again every [`netconf::RETRY`] until it is fixed: no network starts
+/// meanwhile, and the agent stays up (alive, not ready). A store error
+/// fails the start as any other.
+async fn apply_declared(
+    cluster: &plexus_ipam::Cluster,
+    files: &netconf::Files,
+    status: &Shared,
+) -> anyhow::Result<()> {
+    loop {
+        let why = match files.load() {
+            Ok(d) => match cluster.apply_declared(&d.pools, d.bgp.as_ref()).await {
+                Ok(applied) => {
+                    if applied.changed() {
+                        tracing::info!(
+                            added = ?applied.added,
+                            updated = ?applied.updated,
+                            bgp_set = applied.bgp_set,
+                            "routed network configuration applied to the store"
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(plexus_ipam::IpamError::Invalid(e)) => e,
+                Err(e) => {
+                    status.store_error();
+                    return Err(e).context("apply the routed network configuration");
+                }
+            },
+            Err(e) => e,
+        };
+        tracing::error!(
+            error = %why,
+            retry_secs = netconf::RETRY.as_secs(),
+            "the routed network configuration is invalid: no network starts until it is fixed"
+        );
+        tokio::time::sleep(netconf::RETRY).await;
+    }
+}
+
+/// The error says the store has no place for keys (a CRD not installed).
+fn no_keys_resource(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<plexus_ipam::IpamError>(),
+            Some(plexus_ipam::IpamError::Store(
+                plexus_store::StoreError::NoConfig(_)
+            ))
+        )
+    })
 }
 
 async fn run_routed(
     args: &Args,
+    opts: &StoreOptions,
     cluster: plexus_ipam::Cluster,
     status: &Shared,
     handlers: &ctlsock::Handlers,
@@ -292,6 +386,26 @@ async fn run_routed(
         public_ip,
         poll_every: Duration::from_secs(args.routed_poll_interval.max(1)),
         sync_wait: Duration::from_secs(args.routed_sync_wait),
+    };
+    let cleanup = match args.node_cleanup {
+        NodeCleanup::Auto => args.store == "kubernetes",
+        NodeCleanup::On => true,
+        NodeCleanup::Off => false,
+    };
+    let _cleanup = if cleanup {
+        let nodes = KubeNodes::connect(opts)
+            .await
+            .context("--node-cleanup: connect to the Kubernetes API")?;
+        let cleaner = nodeclean::Cleaner {
+            cluster: cluster.clone(),
+            me: args.node_name.clone(),
+        };
+        let span = tracing::info_span!("node-cleanup");
+        Some(AbortOnDrop(tokio::spawn(
+            cleaner.run(nodes).instrument(span),
+        )))
+    } else {
+        None
     };
     let span = tracing::info_span!("routed", node = %args.node_name);
     routed::run(&settings, cluster, status, handlers)

@@ -17,10 +17,14 @@ use serde::Serialize;
 /// How to reach the store, as plexusd takes it.
 #[derive(Args, Debug, Clone)]
 pub struct StoreArgs {
-    /// The cluster store: etcd://HOST:PORT[,HOST:PORT...] or file:PATH
-    /// (the routed network keeps no state in `kubernetes` mode yet).
+    /// The cluster store: etcd://HOST:PORT[,HOST:PORT...], file:PATH, or
+    /// kubernetes (PlexusKey objects; --kubeconfig, else the in-cluster
+    /// config).
     #[arg(long, env = "PLEXUS_STORE", global = true)]
     store: Option<String>,
+    /// kubeconfig for `--store kubernetes`.
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
     /// Where the routed network's keys live in the store.
     #[arg(long, env = "PLEXUS_ROUTED_PREFIX", default_value = plexus_ipam::DEFAULT_PREFIX, global = true)]
     routed_prefix: String,
@@ -46,7 +50,7 @@ impl StoreArgs {
     /// network's records both live there).
     pub async fn open_kv(&self) -> anyhow::Result<Arc<dyn Kv>> {
         let Some(url) = &self.store else {
-            bail!("--store is required: etcd://HOST:PORT[,...] or file:PATH (or set PLEXUS_STORE)");
+            bail!("--store is required: etcd://HOST:PORT[,...], file:PATH or kubernetes (or set PLEXUS_STORE)");
         };
         let opts = plexus_store::StoreOptions {
             etcd_cafile: self.etcd_cafile.clone(),
@@ -54,14 +58,12 @@ impl StoreArgs {
             etcd_keyfile: self.etcd_keyfile.clone(),
             etcd_username: self.etcd_username.clone(),
             etcd_password: self.etcd_password.clone(),
+            kubeconfig: self.kubeconfig.clone(),
             ..Default::default()
         };
         plexus_store::open_kv(url, &opts)
             .await
-            .with_context(|| format!("opening the store {url}"))?
-            .with_context(|| {
-                format!("the store {url} has no key-value space: the routed network needs etcd:// or file:")
-            })
+            .with_context(|| format!("opening the store {url}"))
     }
 
     /// The routed network's state over `kv`.

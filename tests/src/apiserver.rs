@@ -12,6 +12,18 @@
 //! - `GET  /api/v1/nodes/{name}` → Node
 //! - `PATCH /api/v1/nodes/{name}` → merge or strategic merge patch (the same
 //!   for `metadata.annotations`), returns the Node
+//! - cluster-scoped custom resources registered with
+//!   [`FakeApiServer::serve_resource`] (a CRD installed):
+//!   `GET /apis/{group}/{version}/{plural}` (list, or `?watch=true`),
+//!   `POST` (409 AlreadyExists), `GET|PUT|DELETE .../{name}`. A PUT
+//!   carrying `metadata.resourceVersion` and a DELETE with a
+//!   `preconditions.resourceVersion` get 409 Conflict when it is not the
+//!   object's current one (optimistic concurrency); `metadata.generation`
+//!   counts spec changes. An unregistered resource is a 404 without details,
+//!   as for a CRD that is not installed.
+//!
+//! resourceVersions come from one counter for every resource, as the real
+//! server's (etcd's revision).
 //!
 //! Missing objects get a 404 `Status` object, a missing or wrong bearer
 //! token a 401 `Status`, as the real server answers. The listener is bound
@@ -41,33 +53,43 @@ pub struct ApiState {
     pub status_patches: Vec<Value>,
     /// name → Node object.
     pub nodes: BTreeMap<String, Value>,
-    /// Node changes as a watch replays them: (resourceVersion, type, object).
-    pub node_events: Vec<(u64, String, Value)>,
-    /// The last resourceVersion handed out (for nodes).
-    pub node_rv: u64,
-    /// Watches from before this resourceVersion get 410 Expired.
-    pub node_compacted: u64,
     /// Bodies of accepted node patches.
     pub node_patches: Vec<Value>,
+    /// Custom resources served (`group/version/plural` → kind).
+    pub resources: BTreeMap<String, String>,
+    /// (`group/version/plural`, name) → object.
+    pub objects: BTreeMap<(String, String), Value>,
+    /// Changes as a watch replays them: (resourceVersion, resource, type,
+    /// object); the resource is `nodes` or `group/version/plural`.
+    pub events: Vec<(u64, String, String, Value)>,
+    /// The last resourceVersion handed out (any resource).
+    pub rv: u64,
+    /// Per resource: watches from before this resourceVersion get 410.
+    pub compacted: BTreeMap<String, u64>,
 }
+
+const NODES: &str = "nodes";
 
 impl ApiState {
     /// Record a node change under a new resourceVersion.
     fn node_changed(&mut self, kind: &str, name: &str, deleted: Option<Value>) {
-        self.node_rv += 1;
-        let rv = self.node_rv;
         let obj = match deleted {
-            Some(mut n) => {
-                n["metadata"]["resourceVersion"] = json!(rv.to_string());
-                n
-            }
-            None => {
-                let n = self.nodes.get_mut(name).expect("node exists");
-                n["metadata"]["resourceVersion"] = json!(rv.to_string());
-                n.clone()
-            }
+            Some(n) => n,
+            None => self.nodes.get(name).expect("node exists").clone(),
         };
-        self.node_events.push((rv, kind.to_string(), obj));
+        let obj = self.changed(NODES, kind, obj);
+        if kind != "DELETED" {
+            self.nodes.insert(name.into(), obj);
+        }
+    }
+
+    /// Give `obj` a new resourceVersion and record the change.
+    fn changed(&mut self, resource: &str, kind: &str, mut obj: Value) -> Value {
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        self.events
+            .push((self.rv, resource.into(), kind.into(), obj.clone()));
+        obj
     }
 }
 
@@ -85,9 +107,15 @@ pub struct FakeApiServer {
 impl FakeApiServer {
     /// Start listening on 127.0.0.1 inside the namespace at `netns_path`.
     pub fn start_in(node: &Netns) -> FakeApiServer {
+        FakeApiServer::start_at(node, "127.0.0.1")
+    }
+
+    /// Start listening on `ip` (an address of `ns`), for clients in other
+    /// namespaces of a simulated cluster (every node's agent).
+    pub fn start_at(ns: &Netns, ip: &str) -> FakeApiServer {
         // Bound on a thread inside the namespace, the socket stays there
         // whichever thread serves it.
-        let listener = node.run(|| TcpListener::bind("127.0.0.1:0").expect("bind in netns"));
+        let listener = ns.run(|| TcpListener::bind((ip, 0)).expect("bind in netns"));
         let port = listener.local_addr().unwrap().port();
         let token = format!("plexus-test-{}", std::process::id());
         let state = Arc::new(Mutex::new(ApiState::default()));
@@ -107,7 +135,7 @@ impl FakeApiServer {
         std::fs::write(
             &kubeconfig,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: http://127.0.0.1:{port}\nusers:\n- name: plexus\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: plexus\ncurrent-context: test\n"
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: http://{ip}:{port}\nusers:\n- name: plexus\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: plexus\ncurrent-context: test\n"
             ),
         )
         .unwrap();
@@ -240,9 +268,40 @@ impl FakeApiServer {
     /// Forget the node history so far: a watch from an older
     /// resourceVersion gets 410 Expired, as after an etcd compaction.
     pub fn compact_nodes(&self) {
+        self.compact(NODES);
+    }
+
+    fn compact(&self, resource: &str) {
         let mut st = self.state.lock().unwrap();
-        st.node_compacted = st.node_rv;
-        st.node_events.clear();
+        let rv = st.rv;
+        st.compacted.insert(resource.into(), rv);
+        st.events.retain(|e| e.1 != resource);
+    }
+
+    /// Serve a cluster-scoped custom resource, as once its CRD is applied.
+    pub fn serve_resource(&self, group: &str, version: &str, plural: &str, kind: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .resources
+            .insert(format!("{group}/{version}/{plural}"), kind.into());
+    }
+
+    /// Every object of a custom resource, by name.
+    pub fn objects(&self, group: &str, version: &str, plural: &str) -> BTreeMap<String, Value> {
+        let res = format!("{group}/{version}/{plural}");
+        let st = self.state.lock().unwrap();
+        st.objects
+            .iter()
+            .filter(|((r, _), _)| *r == res)
+            .map(|((_, n), o)| (n.clone(), o.clone()))
+            .collect()
+    }
+
+    /// Forget a custom resource's history so far (watches from before get
+    /// 410 Expired).
+    pub fn compact_resource(&self, group: &str, version: &str, plural: &str) {
+        self.compact(&format!("{group}/{version}/{plural}"));
     }
 }
 
@@ -307,20 +366,27 @@ fn serve(
         reader.read_exact(&mut body)?;
         let path = target.split('?').next().unwrap_or("").to_string();
         let query = target.split_once('?').map_or("", |(_, q)| q);
-        if method == "GET"
-            && path == "/api/v1/nodes"
-            && query_param(query, "watch").is_some_and(|w| w == "true" || w == "1")
-        {
+        let watched = if path == "/api/v1/nodes" {
+            Some(NODES.to_string())
+        } else {
+            custom_resource(&st.lock().unwrap(), &path)
+                .filter(|(_, name)| name.is_none())
+                .map(|(r, _)| r)
+        };
+        if let Some(resource) = watched.filter(|_| {
+            method == "GET" && query_param(query, "watch").is_some_and(|w| w == "true" || w == "1")
+        }) {
             if auth != format!("Bearer {token}") {
                 respond(&mut conn, 401, &status(401, "Unauthorized", "Unauthorized"))?;
                 continue;
             }
             st.lock().unwrap().requests.push(format!("WATCH {path}"));
             // A watch holds the connection until it ends; then close it.
-            return watch_nodes(conn, st, changed, query);
+            return watch(conn, st, changed, &resource, query);
         }
+        let rv_before = st.lock().unwrap().rv;
         let (code, resp) = route(st, token, &method, &path, &auth, &body);
-        if method == "PATCH" && code == 200 && path.starts_with("/api/v1/nodes/") {
+        if st.lock().unwrap().rv != rv_before {
             changed.notify_all();
         }
         respond(&mut conn, code, &resp)?;
@@ -347,15 +413,40 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Stream node changes after `resourceVersion` as the API does: chunked
-/// JSON lines `{"type":"ADDED|MODIFIED|DELETED","object":Node}`; `0` or no
-/// version first lists every node as ADDED; a version older than the kept
-/// history gets an ERROR event with a 410 `Expired` Status; the stream ends
-/// after `timeoutSeconds`.
-fn watch_nodes(
+/// The custom resource a path names, if served: (`group/version/plural`,
+/// the object name if any).
+fn custom_resource(st: &ApiState, path: &str) -> Option<(String, Option<String>)> {
+    let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (res, name) = match seg.as_slice() {
+        ["apis", g, v, p] => (format!("{g}/{v}/{p}"), None),
+        ["apis", g, v, p, n] => (format!("{g}/{v}/{p}"), Some(n.to_string())),
+        _ => return None,
+    };
+    st.resources.contains_key(&res).then_some((res, name))
+}
+
+/// The current objects of `resource`.
+fn current(st: &ApiState, resource: &str) -> Vec<Value> {
+    if resource == NODES {
+        return st.nodes.values().cloned().collect();
+    }
+    st.objects
+        .iter()
+        .filter(|((r, _), _)| r == resource)
+        .map(|(_, o)| o.clone())
+        .collect()
+}
+
+/// Stream changes of `resource` after `resourceVersion` as the API does:
+/// chunked JSON lines `{"type":"ADDED|MODIFIED|DELETED","object":…}`; `0`
+/// or no version first lists every object as ADDED; a version older than
+/// the kept history gets an ERROR event with a 410 `Expired` Status; the
+/// stream ends after `timeoutSeconds`.
+fn watch(
     mut conn: TcpStream,
     st: &Mutex<ApiState>,
     changed: &Condvar,
+    resource: &str,
     query: &str,
 ) -> std::io::Result<()> {
     let timeout = query_param(query, "timeoutSeconds")
@@ -374,8 +465,8 @@ fn watch_nodes(
     let mut guard = st.lock().unwrap();
     let mut last: u64 = match query_param(query, "resourceVersion").unwrap_or("") {
         "" | "0" => {
-            let initial: Vec<Value> = guard.nodes.values().cloned().collect();
-            let rv = guard.node_rv;
+            let initial = current(&guard, resource);
+            let rv = guard.rv;
             drop(guard);
             for n in initial {
                 chunk(&mut conn, &json!({"type": "ADDED", "object": n}))?;
@@ -393,7 +484,7 @@ fn watch_nodes(
             }
         },
     };
-    if last < guard.node_compacted {
+    if last < guard.compacted.get(resource).copied().unwrap_or(0) {
         drop(guard);
         let s = status(410, "Expired", &format!("too old resource version: {last}"));
         chunk(&mut conn, &json!({"type": "ERROR", "object": s}))?;
@@ -401,12 +492,12 @@ fn watch_nodes(
     }
     loop {
         let events: Vec<Value> = guard
-            .node_events
+            .events
             .iter()
-            .filter(|(rv, _, _)| *rv > last)
-            .map(|(_, t, o)| json!({"type": t, "object": o}))
+            .filter(|(rv, r, _, _)| *rv > last && r == resource)
+            .map(|(_, _, t, o)| json!({"type": t, "object": o}))
             .collect();
-        last = guard.node_rv.max(last);
+        last = guard.rv.max(last);
         drop(guard);
         for ev in events {
             chunk(&mut conn, &ev)?;
@@ -417,11 +508,11 @@ fn watch_nodes(
         }
         guard = st.lock().unwrap();
         // Woken by a change, or every second to notice a gone client.
-        if guard.node_rv == last {
+        if guard.rv == last {
             let wait = (deadline - now).min(Duration::from_secs(1));
             guard = changed.wait_timeout(guard, wait).unwrap().0;
         }
-        if guard.node_rv == last {
+        if guard.rv == last {
             drop(guard);
             // An empty write does not detect a closed peer; a zero-size
             // chunk would end the stream. Peek for EOF instead.
@@ -498,7 +589,7 @@ fn route(
                 json!({
                     "kind": "NodeList",
                     "apiVersion": "v1",
-                    "metadata": {"resourceVersion": st.node_rv.to_string()},
+                    "metadata": {"resourceVersion": st.rv.to_string()},
                     "items": items,
                 }),
             )
@@ -527,6 +618,10 @@ fn route(
             st.node_changed("MODIFIED", name, None);
             (200, st.nodes[*name].clone())
         }
+        _ if custom_resource(&st, path).is_some() => {
+            let (res, name) = custom_resource(&st, path).expect("checked");
+            custom(&mut st, &res, method, name.as_deref(), body)
+        }
         _ => (
             404,
             status(
@@ -535,5 +630,114 @@ fn route(
                 "the server could not find the requested resource",
             ),
         ),
+    }
+}
+
+fn conflict(msg: &str) -> (u16, Value) {
+    (409, status(409, "Conflict", msg))
+}
+
+/// A cluster-scoped custom resource's calls.
+fn custom(
+    st: &mut ApiState,
+    res: &str,
+    method: &str,
+    name: Option<&str>,
+    body: &[u8],
+) -> (u16, Value) {
+    let plural = res.rsplit('/').next().unwrap_or(res).to_string();
+    let kind = st.resources[res].clone();
+    let not_found = |name: &str| {
+        let mut s = status(404, "NotFound", &format!("{plural} \"{name}\" not found"));
+        s["details"] = json!({"name": name, "kind": plural});
+        (404, s)
+    };
+    let body: Option<Value> = serde_json::from_slice(body).ok();
+    let key = |n: &str| (res.to_string(), n.to_string());
+    match (method, name) {
+        ("GET", None) => {
+            let items = current(st, res);
+            (
+                200,
+                json!({
+                    "kind": format!("{kind}List"),
+                    "apiVersion": res.rsplit_once('/').map_or("", |(gv, _)| gv),
+                    "metadata": {"resourceVersion": st.rv.to_string()},
+                    "items": items,
+                }),
+            )
+        }
+        ("GET", Some(n)) => match st.objects.get(&key(n)) {
+            Some(o) => (200, o.clone()),
+            None => not_found(n),
+        },
+        ("POST", None) => {
+            let Some(mut obj) = body else {
+                return (400, status(400, "BadRequest", "invalid JSON body"));
+            };
+            let Some(n) = obj["metadata"]["name"].as_str().map(String::from) else {
+                return (422, status(422, "Invalid", "metadata.name: Required value"));
+            };
+            if st.objects.contains_key(&key(&n)) {
+                let mut s = status(
+                    409,
+                    "AlreadyExists",
+                    &format!("{plural} \"{n}\" already exists"),
+                );
+                s["details"] = json!({"name": n, "kind": plural});
+                return (409, s);
+            }
+            obj["metadata"]["uid"] = json!(format!("uid-{n}-{}", st.rv + 1));
+            obj["metadata"]["generation"] = json!(1);
+            obj["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+            let obj = st.changed(res, "ADDED", obj);
+            st.objects.insert(key(&n), obj.clone());
+            (201, obj)
+        }
+        ("PUT", Some(n)) => {
+            let Some(mut obj) = body else {
+                return (400, status(400, "BadRequest", "invalid JSON body"));
+            };
+            let Some(cur) = st.objects.get(&key(n)).cloned() else {
+                return not_found(n);
+            };
+            let want = obj["metadata"]["resourceVersion"]
+                .as_str()
+                .map(String::from);
+            if want.is_some_and(|w| Some(w.as_str()) != cur["metadata"]["resourceVersion"].as_str())
+            {
+                return conflict(&format!(
+                    "Operation cannot be fulfilled on {plural} \"{n}\": the object has been modified; please apply your changes to the latest version and try again"
+                ));
+            }
+            let generation = cur["metadata"]["generation"].as_i64().unwrap_or(1)
+                + i64::from(obj.get("spec") != cur.get("spec"));
+            for k in ["uid", "creationTimestamp"] {
+                obj["metadata"][k] = cur["metadata"][k].clone();
+            }
+            obj["metadata"]["generation"] = json!(generation);
+            let obj = st.changed(res, "MODIFIED", obj);
+            st.objects.insert(key(n), obj.clone());
+            (200, obj)
+        }
+        ("DELETE", Some(n)) => {
+            let Some(cur) = st.objects.get(&key(n)).cloned() else {
+                return not_found(n);
+            };
+            let want = body
+                .as_ref()
+                .and_then(|b| b.pointer("/preconditions/resourceVersion"))
+                .and_then(Value::as_str)
+                .map(String::from);
+            if want.is_some_and(|w| Some(w.as_str()) != cur["metadata"]["resourceVersion"].as_str())
+            {
+                return conflict(&format!(
+                    "Operation cannot be fulfilled on {plural} \"{n}\": Precondition failed"
+                ));
+            }
+            st.objects.remove(&key(n));
+            (200, st.changed(res, "DELETED", cur))
+        }
+        _ => (405, status(405, "MethodNotAllowed", "method not allowed")),
     }
 }

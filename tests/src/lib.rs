@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod cni;
 pub mod etcd;
 pub mod example;
+pub mod ipam;
 pub mod routers;
 
 pub use cni::{CniSandbox, CtlOutput};

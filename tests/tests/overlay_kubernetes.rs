@@ -4,11 +4,19 @@
 //! node set up by hand from its Node object, so this is also the mixed
 //! cluster flannel's annotations are for.
 //!
-//! The stand-in listens on node0's loopback, so only node0 runs an agent.
+//! In the first test the stand-in listens on node0's loopback, so only
+//! node0 runs an agent. The second is a cluster as Kubernetes has it: the
+//! stand-in on the underlay serves Nodes, Pods and NADs to plexusd on two
+//! nodes and to the meta plugin in API mode (kubeconfig) on each; a pod's
+//! annotation selects a NAD, ADD goes through meta, and the
+//! network-status annotation lands on the Pod object.
 
+use plexus_k8s::NETWORK_STATUS_ANNOTATION;
 use plexus_tests::apiserver::FakeApiServer;
-use plexus_tests::cluster::{example_network_config, flanneld, wait_for, Cluster};
-use plexus_tests::require_overlay;
+use plexus_tests::cluster::{
+    example_network_config, flanneld, wait_for, Cluster, Node, ETCD_IP, NETWORK,
+};
+use plexus_tests::{require_overlay, Netns};
 use serde_json::{json, Value};
 
 const P: &str = "flannel.alpha.coreos.com/";
@@ -108,4 +116,142 @@ fn kubernetes_mode_shares_the_overlay_with_a_flannel_node() {
             .all()
     });
     assert!(n0.route_to("10.244.9.0/24").is_none());
+}
+
+/// The meta plugin's `00-plexus.conflist` on `n`: API mode through
+/// `kubeconfig`, the node's overlay conflist (`cbr0`) as the cluster
+/// network, no attachmentsDir files (every NAD comes from the API).
+fn write_meta_conflist(n: &Node, kubeconfig: &std::path::Path) {
+    let attachments = n.cni.dir.path().join("attachments");
+    std::fs::create_dir_all(&attachments).unwrap();
+    n.cni.write_conf(
+        "00-plexus.conflist",
+        &json!({"cniVersion": "1.0.0", "name": "plexus", "plugins": [{
+            "type": "plexus",
+            "kubeconfig": kubeconfig,
+            "clusterNetwork": NETWORK,
+            "confDir": n.cni.conf_dir,
+            "attachmentsDir": attachments,
+            "cacheDir": n.cni.dir.path().join("plexus-cache"),
+            "logFile": n.cni.dir.path().join("plexus.log"),
+            "logLevel": "debug"
+        }]}),
+    );
+}
+
+/// ADD or DEL of pod `name` (namespace default) through the meta plugin,
+/// as the runtime calls it: only the pod's name in CNI_ARGS.
+fn meta(n: &Node, op: &str, pod: &Netns, name: &str) -> plexus_tests::CtlOutput {
+    let args = format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}");
+    n.cni.ctl(
+        &n.ns,
+        op,
+        "plexus",
+        Some(&pod.path()),
+        &[("CNI_ARGS", &args)],
+    )
+}
+
+#[test]
+fn pods_and_nads_from_the_api_on_two_kubernetes_mode_nodes() {
+    require_overlay!();
+    let c = Cluster::new(2);
+    let api = FakeApiServer::start_at(&c.etcd_ns, ETCD_IP);
+    // Nodes as the controller manager leaves them: a podCIDR each, no
+    // annotations yet (plexusd writes flannel's).
+    for (i, n) in c.nodes.iter().enumerate() {
+        api.add_node(&n.name, &[&format!("10.244.{}.0/24", i + 1)], json!({}));
+    }
+    // A secondary network only the API knows: a node-local bridge (its
+    // host-local state in the test's directory rather than each host's
+    // /var/lib/cni/networks).
+    let dir = tempfile::tempdir().unwrap();
+    api.add_nad(
+        "default",
+        "data",
+        &json!({"cniVersion": "1.0.0", "name": "data", "plugins": [{
+            "type": "plexus-bridge", "bridge": "cni-data0", "isGateway": true,
+            "ipam": {"type": "plexus-host-local", "ranges": [[{"subnet": "10.20.0.0/24"}]],
+                     "dataDir": dir.path().join("data-ipam")}}]}),
+    );
+    let net_conf = dir.path().join("net-conf.json");
+    std::fs::write(&net_conf, example_network_config().to_string()).unwrap();
+    let (kubeconfig, net_conf) = (
+        api.kubeconfig.display().to_string(),
+        net_conf.display().to_string(),
+    );
+    let _agents: Vec<_> = c
+        .nodes
+        .iter()
+        .map(|n| {
+            n.start_agent(
+                "kubernetes",
+                &["--kubeconfig", &kubeconfig, "--net-config", &net_conf],
+            )
+        })
+        .collect();
+    for n in &c.nodes {
+        write_meta_conflist(n, &api.kubeconfig);
+    }
+
+    let pods: Vec<Netns> = (0..2).map(|i| Netns::new(&format!("web{i}"))).collect();
+    let mut eth0 = Vec::new();
+    for (i, (n, pod)) in c.nodes.iter().zip(&pods).enumerate() {
+        let name = format!("web{i}");
+        api.add_pod(
+            "default",
+            &name,
+            json!({"k8s.v1.cni.cncf.io/networks": "data"}),
+        );
+        let res = meta(n, "add", pod, &name).ok().json();
+        let ips: Vec<&str> = res["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["address"].as_str().unwrap())
+            .collect();
+        let subnet = format!("10.244.{}.", i + 1);
+        assert!(ips[0].starts_with(&subnet), "{ips:?}");
+        eth0.push(ips[0].split('/').next().unwrap().to_string());
+        assert!(pod.addrs("net1")[0].starts_with("10.20.0."));
+        // The network-status annotation, patched onto the Pod object.
+        let status: Value = serde_json::from_str(
+            &api.pod_annotation("default", &name, NETWORK_STATUS_ANNOTATION)
+                .expect("network-status written"),
+        )
+        .unwrap();
+        let status = status.as_array().unwrap();
+        assert_eq!(status.len(), 2, "{status:?}");
+        assert_eq!(
+            (
+                &status[0]["name"],
+                &status[0]["interface"],
+                &status[0]["default"]
+            ),
+            (&json!(NETWORK), &json!("eth0"), &json!(true))
+        );
+        assert_eq!(status[0]["ips"][0], json!(eth0[i]));
+        assert_eq!(
+            (&status[1]["name"], &status[1]["interface"]),
+            (&json!("default/data"), &json!("net1"))
+        );
+        let reqs = api.state.lock().unwrap().requests.clone();
+        for want in [
+            format!("GET /api/v1/namespaces/default/pods/{name}"),
+            "GET /apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/data"
+                .to_string(),
+            format!("PATCH /api/v1/namespaces/default/pods/{name}/status"),
+        ] {
+            assert!(reqs.contains(&want), "{want} not in {reqs:?}");
+        }
+    }
+    // Across nodes over the overlay both agents built from the Nodes.
+    wait_for("web0 reaches web1 across nodes", || pods[0].ping(&eth0[1]));
+    assert!(pods[1].ping(&eth0[0]));
+
+    for (i, (n, pod)) in c.nodes.iter().zip(&pods).enumerate() {
+        meta(n, "del", pod, &format!("web{i}")).ok();
+        let left: Vec<String> = pod.links().into_iter().filter(|l| l != "lo").collect();
+        assert_eq!(left, Vec::<String>::new(), "pod links left on {}", n.name);
+    }
 }

@@ -20,7 +20,8 @@ use std::process::Stdio;
 
 use plexus_ipam::{BgpConfig, Peer};
 use plexus_tests::cluster::routed::{
-    add_pool, bgp_status, established, plexusctl, routes, store, PROTO_BGP, PROTO_BLOCK,
+    add_pool, add_pool_with, bgp_status, established, plexusctl, routes, store, PROTO_BGP,
+    PROTO_BLOCK,
 };
 use plexus_tests::cluster::{wait_for, Cluster, Daemon, Node};
 use plexus_tests::require_overlay;
@@ -578,19 +579,7 @@ macro_rules! require_ipip {
 }
 
 fn add_encap_pool(c: &Cluster, encap: plexus_ipam::Encap) {
-    store(c, move |s| async move {
-        s.set_bgp_config(&BgpConfig::default()).await.unwrap();
-        s.add_pool(&Pool {
-            name: "default".into(),
-            cidr: POOL.parse().unwrap(),
-            block_size: 26,
-            nat_outgoing: false,
-            encap,
-            disabled: false,
-        })
-        .await
-        .unwrap();
-    });
+    add_pool_with(c, 26, encap);
 }
 
 /// The node's route to `dst`: (gateway, device, onlink).

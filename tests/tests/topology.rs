@@ -82,6 +82,7 @@ fn topology_shows_nodes_subnets_blocks_and_peers() {
             container_id: "c0".into(),
             ifname: "net1".into(),
             pool: None,
+            addresses: vec![],
         },
         DEFAULT_TIMEOUT,
     )

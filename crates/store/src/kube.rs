@@ -17,10 +17,11 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use plexus_subnet::{Lease, LeaseAttrs, NetworkConfig, VxlanBackendData};
 use serde_json::{json, Map, Value};
 
+use crate::kubewatch::{Change, Watch, WATCH_SECONDS};
 use crate::{
     AcquireRequest, LeaseEvent, LeaseRegistry, LeaseSnapshot, Revision, StoreError, StoreOptions,
 };
@@ -38,8 +39,6 @@ pub const PUBLIC_IPV6_OVERWRITE: &str = "flannel.alpha.coreos.com/public-ipv6-ov
 
 /// Connecting and each call (a watch's reads get longer).
 const API_TIMEOUT: Duration = Duration::from_secs(10);
-/// A watch call's server-side length; the registry re-watches after it.
-const WATCH_SECONDS: u32 = 290;
 
 /// Leases from Node objects.
 pub struct KubeLeaseRegistry {
@@ -317,7 +316,7 @@ impl LeaseRegistry for KubeLeaseRegistry {
         let mut w = NodeWatch {
             nodes: self.nodes.clone(),
             rv: after.to_string(),
-            stream: None,
+            watch: None,
             relist: false,
             known: std::collections::HashMap::new(),
             pending: VecDeque::new(),
@@ -333,12 +332,12 @@ impl LeaseRegistry for KubeLeaseRegistry {
     }
 }
 
-type NodeEvents = BoxStream<'static, Result<WatchEvent<Node>, kube::Error>>;
-
+/// Node changes as lease events: a [`Watch`] of Nodes, relisted (a
+/// `Resync`) when its history is lost.
 struct NodeWatch {
     nodes: Api<Node>,
     rv: String,
-    stream: Option<NodeEvents>,
+    watch: Option<Watch<Node>>,
     relist: bool,
     /// Each node's lease as last reported, to turn a node losing its
     /// annotations or podCIDR into Removed.
@@ -349,21 +348,12 @@ struct NodeWatch {
 
 impl NodeWatch {
     async fn open(&mut self) -> Result<(), StoreError> {
-        let wp = WatchParams::default().timeout(WATCH_SECONDS);
-        // rbac(plexus-kube-store): watch nodes
-        match self.nodes.watch(&wp, &self.rv).await {
-            Ok(s) => {
-                self.stream = Some(s.boxed());
-                Ok(())
-            }
-            Err(e) => match api_error("watch nodes", e) {
-                StoreError::Compacted(_) => {
-                    self.relist = true;
-                    Ok(())
-                }
-                e => Err(e),
-            },
+        match Watch::start(self.nodes.clone(), "nodes", &self.rv).await {
+            Ok(w) => self.watch = Some(w),
+            Err(StoreError::Compacted(_)) => self.relist = true,
+            Err(e) => return Err(e),
         }
+        Ok(())
     }
 
     fn node_event(&mut self, node: &Node, deleted: bool) {
@@ -402,7 +392,7 @@ impl NodeWatch {
             }
             if self.relist {
                 self.relist = false;
-                self.stream = None;
+                self.watch = None;
                 // rbac(plexus-kube-store): list nodes
                 let list = match self.nodes.list(&ListParams::default()).await {
                     Ok(l) => l,
@@ -422,41 +412,95 @@ impl NodeWatch {
                     revision: parse_rv(Some(&self.rv)),
                 })));
             }
-            let Some(stream) = self.stream.as_mut() else {
+            let Some(watch) = self.watch.as_mut() else {
                 if let Err(e) = self.open().await {
                     self.done = true;
                     return Some(Err(e));
                 }
                 continue;
             };
-            match stream.next().await {
-                // The server ended this watch call (timeoutSeconds): go on
-                // from the last version seen.
-                None => self.stream = None,
-                Some(Err(e)) => {
-                    self.done = true;
-                    return Some(Err(StoreError::Unavailable(format!(
-                        "Kubernetes API: node watch broke: {e}"
-                    ))));
-                }
-                Some(Ok(WatchEvent::Added(n))) | Some(Ok(WatchEvent::Modified(n))) => {
-                    self.node_event(&n, false)
-                }
-                Some(Ok(WatchEvent::Deleted(n))) => self.node_event(&n, true),
-                Some(Ok(WatchEvent::Bookmark(b))) => self.rv = b.metadata.resource_version,
-                Some(Ok(WatchEvent::Error(s))) if s.code == 410 => {
+            match watch.next().await {
+                Some(Ok(Change::Applied(n))) => self.node_event(&n, false),
+                Some(Ok(Change::Deleted(n))) => self.node_event(&n, true),
+                Some(Err(StoreError::Compacted(_))) => {
                     tracing::info!("node watch expired (410); relisting");
                     self.relist = true;
                 }
-                Some(Ok(WatchEvent::Error(s))) => {
+                Some(Err(e)) => {
                     self.done = true;
-                    return Some(Err(StoreError::Other(format!(
-                        "Kubernetes API: node watch: {} ({})",
-                        s.message, s.code
-                    ))));
+                    return Some(Err(e));
                 }
+                // A watch ends only after an error it returned.
+                None => self.watch = None,
             }
         }
+    }
+}
+
+/// Which Nodes exist, for cleaning up after the ones deleted (their
+/// routed blocks and node records; `plexusd --node-cleanup`).
+#[derive(Clone)]
+pub struct KubeNodes {
+    nodes: Api<Node>,
+}
+
+impl std::fmt::Debug for KubeNodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KubeNodes")
+    }
+}
+
+impl KubeNodes {
+    /// Connect with `--kubeconfig` (or the in-cluster config).
+    pub async fn connect(opts: &StoreOptions) -> Result<KubeNodes, StoreError> {
+        let read_timeout = Some(Duration::from_secs(WATCH_SECONDS as u64 + 30));
+        let k8s = plexus_k8s::K8s::connect(opts.kubeconfig.as_deref(), API_TIMEOUT, read_timeout)
+            .await
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        Ok(KubeNodes {
+            nodes: Api::all(k8s.client()),
+        })
+    }
+
+    /// Every Node's name, and the list's resourceVersion.
+    pub async fn names(&self) -> Result<(std::collections::BTreeSet<String>, String), StoreError> {
+        // rbac(plexus-kube-store): list nodes
+        let list = tokio::time::timeout(API_TIMEOUT, self.nodes.list(&ListParams::default()))
+            .await
+            .map_err(|_| StoreError::Unavailable("Kubernetes API: list nodes: no answer".into()))?
+            .map_err(|e| api_error("list nodes", e))?;
+        let names = list
+            .items
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        Ok((names, list.metadata.resource_version.unwrap_or_default()))
+    }
+
+    /// Whether the Node exists now.
+    pub async fn exists(&self, name: &str) -> Result<bool, StoreError> {
+        let op = format!("get node {name}");
+        // rbac(plexus-kube-store): get nodes
+        let n = tokio::time::timeout(API_TIMEOUT, self.nodes.get_opt(name))
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("Kubernetes API: {op}: no answer")))?
+            .map_err(|e| api_error(&op, e))?;
+        Ok(n.is_some())
+    }
+
+    /// The names of Nodes deleted after resourceVersion `after`, watching
+    /// on across the server's watch timeouts. Lost history (410) is an
+    /// `Err(Compacted)` item, a broken watch an `Err(Unavailable)`; the
+    /// stream ends after either (list again, then watch again).
+    pub async fn deletions(
+        &self,
+        after: &str,
+    ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError> {
+        let w = Watch::start(self.nodes.clone(), "nodes", after).await?;
+        Ok(w.into_stream(|c| match c {
+            Change::Deleted(n) => n.metadata.name,
+            Change::Applied(_) => None,
+        }))
     }
 }
 

@@ -2,17 +2,18 @@
 //!
 //! Two layers, so that every network model shares the store clients:
 //! - [`Kv`]: a revisioned key-value store with compare-and-swap, TTL leases and
-//!   watches: etcd v3 (`etcd://host:port,...`), and an embedded single-node
-//!   store (`file:PATH`). Later models (block IPAM, BGP config) keep their
-//!   state here too.
+//!   watches: etcd v3 (`etcd://host:port,...`), an embedded single-node
+//!   store (`file:PATH`), and the Kubernetes API (`kubernetes`: PlexusKey
+//!   objects, resourceVersion as the revision). The routed network's block
+//!   IPAM and BGP config keep their state here.
 //! - [`LeaseRegistry`]: the overlay's subnet leases, in flannel's layout.
 //!   One implementation over any [`Kv`] (keys under `<prefix>/subnets/`), one
 //!   over the Kubernetes API (`node.spec.podCIDR` and flannel's node
 //!   annotations).
 //!
 //! Modules: [`kv`] (the trait), [`etcd`] (etcd v3 over its JSON gateway),
-//! [`file`] (the embedded store), [`registry`] (leases over a Kv),
-//! [`kube`] (leases over the Kubernetes API).
+//! [`file`] (the embedded store), [`kubekv`] (keys as Kubernetes objects),
+//! [`registry`] (leases over a Kv), [`kube`] (leases on Node objects).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -23,12 +24,15 @@ use plexus_subnet::{Lease, LeaseAttrs, NetworkConfig};
 pub mod etcd;
 pub mod file;
 pub mod kube;
+pub mod kubekv;
+mod kubewatch;
 pub mod kv;
 pub mod registry;
 
 pub use etcd::EtcdKv;
 pub use file::FileKv;
-pub use kube::KubeLeaseRegistry;
+pub use kube::{KubeLeaseRegistry, KubeNodes};
+pub use kubekv::KubeKv;
 pub use kv::{KeyValue, Kv, KvEvent, LeaseId, RangeResult};
 pub use registry::{KvLeaseRegistry, DEFAULT_PREFIX, RENEW_MARGIN, SUBNET_TTL};
 
@@ -137,19 +141,20 @@ pub async fn open_lease_registry(
     url: &str,
     opts: &StoreOptions,
 ) -> Result<Box<dyn LeaseRegistry>, StoreError> {
-    let kv: Arc<dyn Kv> = match open_kv(url, opts).await? {
-        Some(kv) => kv,
-        None => return Ok(Box::new(KubeLeaseRegistry::connect(opts).await?)),
-    };
+    // In Kubernetes the overlay's leases are Node objects, as flannel's.
+    if url == "kubernetes" {
+        return Ok(Box::new(KubeLeaseRegistry::connect(opts).await?));
+    }
+    let kv = open_kv(url, opts).await?;
     Ok(Box::new(
         KvLeaseRegistry::new(kv, &opts.etcd_prefix).with_config_file(opts.net_config.clone()),
     ))
 }
 
-/// The [`Kv`] store a URL names (`None` for `kubernetes`, which has none).
-pub async fn open_kv(url: &str, opts: &StoreOptions) -> Result<Option<Arc<dyn Kv>>, StoreError> {
+/// The [`Kv`] store a URL names (for `kubernetes`, PlexusKey objects).
+pub async fn open_kv(url: &str, opts: &StoreOptions) -> Result<Arc<dyn Kv>, StoreError> {
     if url == "kubernetes" {
-        return Ok(None);
+        return Ok(Arc::new(KubeKv::connect(opts).await?));
     }
     if let Some(path) = url.strip_prefix("file:") {
         if path.is_empty() {
@@ -157,7 +162,7 @@ pub async fn open_kv(url: &str, opts: &StoreOptions) -> Result<Option<Arc<dyn Kv
                 "invalid store URL {url:?}: file: needs a path (file:/var/lib/plexus/store.json)"
             )));
         }
-        return Ok(Some(Arc::new(FileKv::open(std::path::Path::new(path))?)));
+        return Ok(Arc::new(FileKv::open(std::path::Path::new(path))?));
     }
     if url.starts_with("etcd://") {
         let endpoints = etcd::parse_endpoints(url)?;
@@ -181,9 +186,7 @@ pub async fn open_kv(url: &str, opts: &StoreOptions) -> Result<Option<Arc<dyn Kv
                 ))
             }
         };
-        return Ok(Some(Arc::new(
-            EtcdKv::connect_tls(endpoints, auth, tls).await?,
-        )));
+        return Ok(Arc::new(EtcdKv::connect_tls(endpoints, auth, tls).await?));
     }
     Err(StoreError::Other(format!(
         "invalid store URL {url:?}: expected etcd://HOST:PORT[,HOST:PORT...], kubernetes or file:PATH"

@@ -30,8 +30,7 @@ pub fn store<T: Send, F: Future<Output = T>>(c: &Cluster, f: impl FnOnce(Ipam) -
         rt.block_on(async move {
             let kv = plexus_store::open_kv(&url, &Default::default())
                 .await
-                .expect("open etcd")
-                .expect("a kv store");
+                .expect("open etcd");
             f(Ipam::new(kv, Layout::default())).await
         })
     })
@@ -41,6 +40,11 @@ pub fn store<T: Send, F: Future<Output = T>>(c: &Cluster, f: impl FnOnce(Ipam) -
 /// into blocks of `/block_size`: what makes plexusd serve the routed
 /// network.
 pub fn add_pool(c: &Cluster, block_size: u8) {
+    add_pool_with(c, block_size, Default::default());
+}
+
+/// [`add_pool`] with the pool's encapsulation.
+pub fn add_pool_with(c: &Cluster, block_size: u8, encap: plexus_ipam::Encap) {
     store(c, move |s| async move {
         s.set_bgp_config(&BgpConfig::default()).await.unwrap();
         s.add_pool(&Pool {
@@ -48,7 +52,7 @@ pub fn add_pool(c: &Cluster, block_size: u8) {
             cidr: POOL.parse().unwrap(),
             block_size,
             nat_outgoing: false,
-            encap: Default::default(),
+            encap,
             disabled: false,
         })
         .await

@@ -1,0 +1,95 @@
+//! The routed network's configuration as files (`--pools-file`,
+//! `--bgp-file`: deploy/'s ConfigMap keys `pools.json` and `bgp.json`
+//! mounted at /etc/plexus), read and checked at start and applied to the
+//! store by [`plexus_ipam::Cluster::apply_declared`].
+//!
+//! A file that is missing or wrong is an error naming the file and what is
+//! wrong in it; the agent then logs it and waits for a fixed file (a
+//! ConfigMap edit reaches the mounted file without a restart) instead of
+//! crash-looping or starting a routed network from half a configuration.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use plexus_ipam::{BgpConfig, Pool};
+
+/// The largest configuration file read.
+const MAX_FILE: u64 = 1 << 20;
+/// How often a bad configuration is read again.
+pub const RETRY: Duration = Duration::from_secs(10);
+
+/// Where the files are.
+#[derive(Debug, Clone, Default)]
+pub struct Files {
+    pub pools: Option<PathBuf>,
+    pub bgp: Option<PathBuf>,
+}
+
+/// What they declare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    pub pools: Vec<Pool>,
+    pub bgp: Option<BgpConfig>,
+}
+
+impl Files {
+    pub fn any(&self) -> bool {
+        self.pools.is_some() || self.bgp.is_some()
+    }
+
+    /// Read and check both files; the error names the file.
+    pub fn load(&self) -> Result<Declared, String> {
+        let read = |p: &Path| {
+            plexus_cni::files::read_limited(p, MAX_FILE)
+                .map_err(|e| format!("{}: {e}", p.display()))
+        };
+        let pools = match &self.pools {
+            Some(p) => {
+                plexus_ipam::parse_pools(&read(p)?).map_err(|e| format!("{}: {e}", p.display()))?
+            }
+            None => Vec::new(),
+        };
+        let bgp = match &self.bgp {
+            Some(p) => Some(
+                plexus_ipam::parse_bgp(&read(p)?).map_err(|e| format!("{}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Declared { pools, bgp })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pools = dir.path().join("pools.json");
+        let bgp = dir.path().join("bgp.json");
+        std::fs::write(
+            &pools,
+            r#"[{"name":"routed","cidr":"10.245.0.0/16","blockSize":26}]"#,
+        )
+        .unwrap();
+        std::fs::write(&bgp, r#"{"asn": 64512}"#).unwrap();
+        let files = Files {
+            pools: Some(pools.clone()),
+            bgp: Some(bgp.clone()),
+        };
+        let d = files.load().unwrap();
+        assert_eq!(d.pools[0].name, "routed");
+        assert_eq!(d.bgp.unwrap().asn, 64512);
+        std::fs::write(&bgp, r#"{"asn": "x"}"#).unwrap();
+        let e = files.load().unwrap_err();
+        assert!(
+            e.starts_with(&bgp.display().to_string()) && e.contains("invalid type"),
+            "{e}"
+        );
+        std::fs::remove_file(&pools).unwrap();
+        let e = files.load().unwrap_err();
+        assert!(e.starts_with(&pools.display().to_string()), "{e}");
+        assert!(!Files::default().any());
+    }
+}

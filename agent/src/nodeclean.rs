@@ -1,0 +1,297 @@
+//! Cleaning up after deleted Kubernetes Nodes (`--node-cleanup`), as
+//! Calico's node controller does: when a Node object goes, its routed
+//! blocks (with every address in them) and its node record leave the
+//! store. Every agent's store watch then drops the BGP session to it (the
+//! mesh is the store's node records) and its routes go with the session.
+//! The overlay needs nothing here: in Kubernetes mode its leases are the
+//! Node objects themselves, so a deleted Node's routes, FDB and neighbour
+//! entries go on every node through the Node watch.
+//!
+//! Every agent runs this; that is safe: removal is idempotent and each
+//! block is deleted with compare-and-swap, so two agents removing the same
+//! node free it once and report nothing the second time.
+//!
+//! Races guarded against:
+//! - a node that joins while we reconcile: the store is read *before* the
+//!   Node list, and an agent registers in the store only after its Node
+//!   exists, so a registered node is always in the later list;
+//! - a Node deleted and created again under the same name: a deletion is
+//!   acted on only if the Node does not exist now;
+//! - a wrong or empty list (another cluster's credentials): nothing is
+//!   removed unless the list holds our own Node.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use plexus_ipam::{Cluster, Freed, IpamError};
+use plexus_store::{KubeNodes, StoreError};
+
+/// The cluster's members as the cleanup needs them (Kubernetes Nodes;
+/// a fake in the unit tests).
+#[async_trait::async_trait]
+pub trait Members: Send + Sync {
+    /// Every member's name, and a version to watch from.
+    async fn list(&self) -> Result<(BTreeSet<String>, String), StoreError>;
+    /// Whether `name` is a member now.
+    async fn exists(&self, name: &str) -> Result<bool, StoreError>;
+    /// Names of members deleted after `after`; ends (after an error item)
+    /// when history is lost or the watch breaks.
+    async fn deletions(
+        &self,
+        after: &str,
+    ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl Members for KubeNodes {
+    async fn list(&self) -> Result<(BTreeSet<String>, String), StoreError> {
+        self.names().await
+    }
+    async fn exists(&self, name: &str) -> Result<bool, StoreError> {
+        KubeNodes::exists(self, name).await
+    }
+    async fn deletions(
+        &self,
+        after: &str,
+    ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError> {
+        KubeNodes::deletions(self, after).await
+    }
+}
+
+/// Removes deleted nodes' state from the routed network's store.
+pub struct Cleaner {
+    pub cluster: Cluster,
+    /// This node: never removed by itself.
+    pub me: String,
+}
+
+impl Cleaner {
+    /// Every node the store knows: node records and block holders.
+    async fn stored_nodes(&self) -> Result<BTreeSet<String>, IpamError> {
+        let mut names: BTreeSet<String> = self
+            .cluster
+            .nodes()
+            .await?
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        names.extend(
+            self.cluster
+                .blocks()
+                .await?
+                .into_iter()
+                .map(|b| b.value.node),
+        );
+        Ok(names)
+    }
+
+    /// Remove what the store holds for every node that is not a member
+    /// (deleted while no agent watched). Returns the version to watch from.
+    pub async fn reconcile(&self, members: &dyn Members) -> anyhow::Result<String> {
+        let stored = self.stored_nodes().await?;
+        let (names, version) = members.list().await?;
+        if !names.contains(&self.me) {
+            tracing::warn!(
+                node = %self.me,
+                members = names.len(),
+                "our own Node is not in the Node list: removing nothing"
+            );
+            return Ok(version);
+        }
+        for gone in stored.difference(&names) {
+            if *gone != self.me {
+                self.forget(gone).await?;
+            }
+        }
+        Ok(version)
+    }
+
+    /// A member was deleted: forget it unless it is back (or is us).
+    pub async fn deleted(&self, members: &dyn Members, name: &str) -> anyhow::Result<()> {
+        if name == self.me || members.exists(name).await? {
+            return Ok(());
+        }
+        self.forget(name).await?;
+        Ok(())
+    }
+
+    async fn forget(&self, name: &str) -> Result<Freed, IpamError> {
+        let freed = self.cluster.remove_node(name).await?;
+        tracing::info!(
+            node = name,
+            blocks = freed.blocks,
+            addresses = freed.addresses,
+            "node deleted: its blocks and node record are gone from the store"
+        );
+        Ok(freed)
+    }
+
+    /// Reconcile, then follow deletions; start over after any error.
+    pub async fn run(self, members: impl Members) {
+        loop {
+            if let Err(e) = self.follow(&members).await {
+                tracing::warn!(error = %format!("{e:#}"), "node cleanup: starting over");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn follow(&self, members: &dyn Members) -> anyhow::Result<()> {
+        let version = self.reconcile(members).await?;
+        let mut gone = members.deletions(&version).await?;
+        while let Some(name) = gone.next().await {
+            self.deleted(members, &name?).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plexus_ipam::{Allocator, Encap, Handle, Layout, Pool};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    struct FakeNodes {
+        names: Mutex<BTreeSet<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Members for Arc<FakeNodes> {
+        async fn list(&self) -> Result<(BTreeSet<String>, String), StoreError> {
+            Ok((self.names.lock().unwrap().clone(), "1".into()))
+        }
+        async fn exists(&self, name: &str) -> Result<bool, StoreError> {
+            Ok(self.names.lock().unwrap().contains(name))
+        }
+        async fn deletions(
+            &self,
+            _after: &str,
+        ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError> {
+            Ok(futures::stream::empty().boxed())
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A file store with a pool and an address on each of n1, n2, n3.
+    async fn cluster(dir: &std::path::Path) -> Cluster {
+        let kv = Arc::new(plexus_store::FileKv::open(&dir.join("store")).unwrap());
+        let c = Cluster::new(kv, Layout::default());
+        c.add_pool(&Pool {
+            name: "p".into(),
+            cidr: "10.9.0.0/24".parse().unwrap(),
+            block_size: 28,
+            nat_outgoing: false,
+            encap: Encap::None,
+            disabled: false,
+        })
+        .await
+        .unwrap();
+        for n in ["n1", "n2", "n3"] {
+            c.update_node(n, |s| s.address = Some("192.0.2.1".parse().unwrap()))
+                .await
+                .unwrap();
+            let a = Allocator::load(c.clone(), n).await.unwrap();
+            a.allocate(&Handle::new("net", &format!("{n}-c"), "eth0"), "p")
+                .await
+                .unwrap();
+        }
+        c
+    }
+
+    fn nodes(names: &[&str]) -> Arc<FakeNodes> {
+        Arc::new(FakeNodes {
+            names: Mutex::new(names.iter().map(|s| s.to_string()).collect()),
+        })
+    }
+
+    async fn stored(c: &Cluster) -> (Vec<String>, Vec<String>) {
+        let recs = c
+            .nodes()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        let holders = c
+            .blocks()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.value.node)
+            .collect();
+        (recs, holders)
+    }
+
+    #[test]
+    fn nodes_missing_from_the_list_are_removed_and_never_ourselves() {
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let c = cluster(dir.path()).await;
+            let me = Cleaner {
+                cluster: c.clone(),
+                me: "n1".into(),
+            };
+            // n3 was deleted while no agent watched.
+            me.reconcile(&nodes(&["n1", "n2"])).await.unwrap();
+            assert_eq!(
+                stored(&c).await,
+                (
+                    vec!["n1".into(), "n2".into()],
+                    vec!["n1".into(), "n2".into()]
+                )
+            );
+            // A list without ourselves is not trusted: nothing goes.
+            me.reconcile(&nodes(&["n9"])).await.unwrap();
+            assert_eq!(stored(&c).await.0.len(), 2);
+            // Our own deletion is left to the other agents.
+            let members = nodes(&["n2"]);
+            me.deleted(&members, "n1").await.unwrap();
+            assert_eq!(stored(&c).await.0.len(), 2);
+        });
+    }
+
+    #[test]
+    fn a_deletion_is_acted_on_once_and_not_when_the_node_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let c = cluster(dir.path()).await;
+            let (a, b) = (
+                Cleaner {
+                    cluster: c.clone(),
+                    me: "n1".into(),
+                },
+                Cleaner {
+                    cluster: c.clone(),
+                    me: "n2".into(),
+                },
+            );
+            // n3 is back under the same name before we got to it.
+            let members = nodes(&["n1", "n2", "n3"]);
+            a.deleted(&members, "n3").await.unwrap();
+            assert_eq!(stored(&c).await.0.len(), 3);
+            // Gone for good: both agents act, the first frees it, the
+            // second finds nothing.
+            members.names.lock().unwrap().remove("n3");
+            assert_eq!(
+                a.forget("n3").await.unwrap(),
+                Freed {
+                    blocks: 1,
+                    addresses: 1
+                }
+            );
+            b.deleted(&members, "n3").await.unwrap();
+            assert_eq!(b.forget("n3").await.unwrap(), Freed::default());
+            assert_eq!(stored(&c).await.0, vec!["n1".to_string(), "n2".to_string()]);
+        });
+    }
+}

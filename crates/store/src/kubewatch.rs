@@ -1,0 +1,169 @@
+//! One Kubernetes watch that outlives the server's watch calls: every
+//! Kubernetes-backed source in this crate (the overlay's Node leases,
+//! [`crate::KubeNodes`]' deletions, [`crate::KubeKv`]'s keys) follows its
+//! objects through it.
+//!
+//! - The first call is made at [`Watch::start`], so an unreachable API is
+//!   an error there, not a silent empty stream.
+//! - A call the server ends (`timeoutSeconds`) is made again from the last
+//!   `resourceVersion` seen (objects and bookmarks), so nothing is missed.
+//! - Lost history (410 Gone, as a status or as an ERROR event) is
+//!   `Err(Compacted)`, a broken stream `Err(Unavailable)`, any other ERROR
+//!   event `Err(Other)`; after an error the watch ends (the caller lists
+//!   again and starts a new one).
+
+use std::fmt::Debug;
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use kube::api::{Api, WatchEvent, WatchParams};
+use kube::Resource;
+use serde::de::DeserializeOwned;
+
+use crate::StoreError;
+
+/// A watch call's server-side length.
+pub(crate) const WATCH_SECONDS: u32 = 290;
+
+/// One change to an object.
+#[derive(Debug)]
+pub(crate) enum Change<K> {
+    /// Added or modified: the object now.
+    Applied(K),
+    /// Deleted: the object as it was last.
+    Deleted(K),
+}
+
+type Events<K> = BoxStream<'static, Result<WatchEvent<K>, kube::Error>>;
+
+pub(crate) struct Watch<K> {
+    api: Api<K>,
+    /// The resource, for messages (`nodes`, `plexuskeys`).
+    what: &'static str,
+    rv: String,
+    stream: Option<Events<K>>,
+    done: bool,
+}
+
+fn call_error(what: &str, e: kube::Error) -> StoreError {
+    match e {
+        kube::Error::Api(s) if s.code == 410 => StoreError::Compacted(0),
+        kube::Error::Api(s) => StoreError::Other(format!(
+            "Kubernetes API: watch {what}: {} ({})",
+            s.message, s.code
+        )),
+        e => StoreError::Unavailable(format!("Kubernetes API: watch {what}: {e}")),
+    }
+}
+
+impl<K> Watch<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    /// Watch changes after resourceVersion `after` (`""` or `"0"`: every
+    /// object first, as Added).
+    pub(crate) async fn start(
+        api: Api<K>,
+        what: &'static str,
+        after: &str,
+    ) -> Result<Watch<K>, StoreError> {
+        let mut w = Watch {
+            api,
+            what,
+            rv: after.to_string(),
+            stream: None,
+            done: false,
+        };
+        w.open().await?;
+        Ok(w)
+    }
+
+    async fn open(&mut self) -> Result<(), StoreError> {
+        let wp = WatchParams::default().timeout(WATCH_SECONDS);
+        // rbac(plexus-kube-store): watch nodes
+        // rbac(plexus-kube-store): watch plexuskeys.plexus.io
+        let s = self
+            .api
+            .watch(&wp, &self.rv)
+            .await
+            .map_err(|e| call_error(self.what, e))?;
+        self.stream = Some(s.boxed());
+        Ok(())
+    }
+
+    fn seen(&mut self, obj: &K) {
+        if let Some(rv) = &obj.meta().resource_version {
+            self.rv = rv.clone();
+        }
+    }
+
+    fn fail(&mut self, e: StoreError) -> Option<Result<Change<K>, StoreError>> {
+        self.done = true;
+        Some(Err(e))
+    }
+
+    /// The next change; `None` after an error was returned.
+    pub(crate) async fn next(&mut self) -> Option<Result<Change<K>, StoreError>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                if let Err(e) = self.open().await {
+                    return self.fail(e);
+                }
+                continue;
+            };
+            match stream.next().await {
+                // The server ended this call: on from the last version seen.
+                None => self.stream = None,
+                Some(Err(e)) => {
+                    let what = self.what;
+                    return self.fail(StoreError::Unavailable(format!(
+                        "Kubernetes API: {what} watch broke: {e}"
+                    )));
+                }
+                Some(Ok(WatchEvent::Added(o))) | Some(Ok(WatchEvent::Modified(o))) => {
+                    self.seen(&o);
+                    return Some(Ok(Change::Applied(o)));
+                }
+                Some(Ok(WatchEvent::Deleted(o))) => {
+                    self.seen(&o);
+                    return Some(Ok(Change::Deleted(o)));
+                }
+                Some(Ok(WatchEvent::Bookmark(b))) => self.rv = b.metadata.resource_version,
+                Some(Ok(WatchEvent::Error(s))) if s.code == 410 => {
+                    tracing::info!(resource = self.what, "watch expired (410)");
+                    return self.fail(StoreError::Compacted(0));
+                }
+                Some(Ok(WatchEvent::Error(s))) => {
+                    let what = self.what;
+                    return self.fail(StoreError::Other(format!(
+                        "Kubernetes API: {what} watch: {} ({})",
+                        s.message, s.code
+                    )));
+                }
+            }
+        }
+    }
+
+    /// The changes as a stream, each mapped by `f` (`None`: skipped).
+    pub(crate) fn into_stream<T: Send + 'static>(
+        self,
+        f: impl Fn(Change<K>) -> Option<T> + Send + 'static,
+    ) -> BoxStream<'static, Result<T, StoreError>> {
+        futures::stream::unfold((self, f), |(mut w, f)| async move {
+            loop {
+                match w.next().await? {
+                    Ok(c) => {
+                        if let Some(t) = f(c) {
+                            return Some((Ok(t), (w, f)));
+                        }
+                    }
+                    Err(e) => return Some((Err(e), (w, f))),
+                }
+            }
+        })
+        .boxed()
+    }
+}
