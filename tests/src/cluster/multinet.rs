@@ -15,8 +15,13 @@
 //!
 //! Use: [`MultiNet::start`] (agents ready, mesh Established, meta conflist
 //! and NADs written on every node), then [`MultiNet::add`] /
-//! [`MultiNet::del`] with an annotation from [`networks`], and
-//! [`MultiNet::leftovers`] to check that DEL left nothing.
+//! [`MultiNet::del`] with an annotation from [`networks`] (or [`Ask`] for a
+//! requested net1 address and MAC), [`reaches_all`] inside [`wait_for`]
+//! for reachability, [`MultiNet::network_status`], and
+//! [`MultiNet::leftovers`] / [`MultiNet::assert_clean`] to check that DEL
+//! left nothing. [`MultiNet::run`] gives the raw outcome of any CNI
+//! operation (a failing ADD, CHECK). The routed network's helpers (store
+//! access, BGP status, kernel routes) are in [`super::routed`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
