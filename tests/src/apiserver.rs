@@ -15,10 +15,11 @@
 //! - cluster-scoped custom resources registered with
 //!   [`FakeApiServer::serve_resource`] (a CRD installed):
 //!   `GET /apis/{group}/{version}/{plural}` (list, or `?watch=true`),
-//!   `POST` (409 AlreadyExists), `GET|PUT|DELETE .../{name}`. A PUT
-//!   carrying `metadata.resourceVersion` and a DELETE with a
-//!   `preconditions.resourceVersion` get 409 Conflict when it is not the
-//!   object's current one (optimistic concurrency); `metadata.generation`
+//!   `POST` (409 AlreadyExists), `GET|PUT|DELETE .../{name}`. A PUT must
+//!   carry `metadata.resourceVersion` (422 without, as for any custom
+//!   resource); it and a DELETE with a `preconditions.resourceVersion` get
+//!   409 Conflict when it is not the object's current one (optimistic
+//!   concurrency); `metadata.generation`
 //!   counts spec changes. An unregistered resource is a 404 without details,
 //!   as for a CRD that is not installed.
 //!
@@ -701,11 +702,21 @@ fn custom(
             let Some(cur) = st.objects.get(&key(n)).cloned() else {
                 return not_found(n);
             };
-            let want = obj["metadata"]["resourceVersion"]
+            // Custom resources allow no unconditional update.
+            let Some(want) = obj["metadata"]["resourceVersion"]
                 .as_str()
-                .map(String::from);
-            if want.is_some_and(|w| Some(w.as_str()) != cur["metadata"]["resourceVersion"].as_str())
-            {
+                .map(String::from)
+            else {
+                return (
+                    422,
+                    status(
+                        422,
+                        "Invalid",
+                        "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+                    ),
+                );
+            };
+            if Some(want.as_str()) != cur["metadata"]["resourceVersion"].as_str() {
                 return conflict(&format!(
                     "Operation cannot be fulfilled on {plural} \"{n}\": the object has been modified; please apply your changes to the latest version and try again"
                 ));
