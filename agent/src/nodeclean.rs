@@ -138,8 +138,16 @@ impl Cleaner {
     /// Reconcile, then follow deletions; start over after any error.
     pub async fn run(self, members: impl Members) {
         loop {
-            if let Err(e) = self.follow(&members).await {
-                tracing::warn!(error = %format!("{e:#}"), "node cleanup: starting over");
+            match self.follow(&members).await {
+                // Lost watch history is routine (410): list again.
+                Err(e)
+                    if e.chain()
+                        .any(|c| matches!(c.downcast_ref(), Some(StoreError::Compacted(_)))) =>
+                {
+                    tracing::info!("node watch expired; listing the Nodes again")
+                }
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "node cleanup: starting over"),
+                Ok(()) => {}
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

@@ -9,7 +9,8 @@
 //! stand-in on the underlay serves Nodes, Pods and NADs to plexusd on two
 //! nodes and to the meta plugin in API mode (kubeconfig) on each; a pod's
 //! annotation selects a NAD, ADD goes through meta, and the
-//! network-status annotation lands on the Pod object.
+//! network-status annotation lands on the Pod object; then one node's Node
+//! is deleted and the other node drops its overlay entries.
 
 use plexus_k8s::NETWORK_STATUS_ANNOTATION;
 use plexus_tests::apiserver::FakeApiServer;
@@ -180,7 +181,7 @@ fn pods_and_nads_from_the_api_on_two_kubernetes_mode_nodes() {
         api.kubeconfig.display().to_string(),
         net_conf.display().to_string(),
     );
-    let _agents: Vec<_> = c
+    let mut agents: Vec<_> = c
         .nodes
         .iter()
         .map(|n| {
@@ -254,4 +255,16 @@ fn pods_and_nads_from_the_api_on_two_kubernetes_mode_nodes() {
         let left: Vec<String> = pod.links().into_iter().filter(|l| l != "lo").collect();
         assert_eq!(left, Vec::<String>::new(), "pod links left on {}", n.name);
     }
+
+    // node1 leaves the cluster: its agent stops with the machine and its
+    // Node is deleted. Its lease was the Node, so node0 drops its route,
+    // neighbour and FDB entries.
+    let mac1 = c.nodes[1].mac("flannel.1");
+    assert!(c.nodes[0].any_vxlan_entry("flannel.1", "10.244.2.0/24", &mac1));
+    agents.pop().unwrap().stop();
+    api.delete_node(&c.nodes[1].name);
+    wait_for("node0 forgets node1", || {
+        !c.nodes[0].any_vxlan_entry("flannel.1", "10.244.2.0/24", &mac1)
+    });
+    assert!(c.nodes[0].route_to("10.244.2.0/24").is_none());
 }
