@@ -13,6 +13,7 @@
 //! is deleted and the other node drops its overlay entries.
 
 use plexus_k8s::NETWORK_STATUS_ANNOTATION;
+use plexus_store::kubekv::{GROUP, PLURAL, VERSION};
 use plexus_tests::apiserver::FakeApiServer;
 use plexus_tests::cluster::{
     example_network_config, flanneld, wait_for, Cluster, Node, ETCD_IP, NETWORK,
@@ -175,22 +176,43 @@ fn pods_and_nads_from_the_api_on_two_kubernetes_mode_nodes() {
             "ipam": {"type": "plexus-host-local", "ranges": [[{"subnet": "10.20.0.0/24"}]],
                      "dataDir": dir.path().join("data-ipam")}}]}),
     );
-    let net_conf = dir.path().join("net-conf.json");
-    std::fs::write(&net_conf, example_network_config().to_string()).unwrap();
-    let (kubeconfig, net_conf) = (
-        api.kubeconfig.display().to_string(),
-        net_conf.display().to_string(),
-    );
+    // plexusd as deploy/'s DaemonSet runs it: the ConfigMap's files (no
+    // routed pool: the overlay runs) and the PlexusKey CRD installed.
+    api.serve_resource(GROUP, VERSION, PLURAL, "PlexusKey");
+    let conf = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let net_conf = conf("net-conf.json", &example_network_config().to_string());
+    let pools = conf("pools.json", "[]");
+    let bgp = conf("bgp.json", r#"{"asn": 64512, "nodeToNodeMesh": true}"#);
+    let kubeconfig = api.kubeconfig.display().to_string();
     let mut agents: Vec<_> = c
         .nodes
         .iter()
         .map(|n| {
             n.start_agent(
                 "kubernetes",
-                &["--kubeconfig", &kubeconfig, "--net-config", &net_conf],
+                &[
+                    "--kubeconfig",
+                    &kubeconfig,
+                    "--net-config",
+                    &net_conf,
+                    "--pools-file",
+                    &pools,
+                    "--bgp-file",
+                    &bgp,
+                ],
             )
         })
         .collect();
+    let keys: Vec<String> = api
+        .objects(GROUP, VERSION, PLURAL)
+        .values()
+        .map(|o| o["spec"]["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, ["/plexus/routed/bgp/config"]);
     for n in &c.nodes {
         write_meta_conflist(n, &api.kubeconfig);
     }
