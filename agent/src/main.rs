@@ -287,7 +287,7 @@ async fn routed_cluster(
     };
     let cluster = plexus_ipam::Cluster::new(kv, plexus_ipam::Layout::default());
     if files.any() {
-        apply_declared(&cluster, files, status).await?;
+        netconf::apply_until_valid(&cluster, files, status).await?;
     }
     match routed::configured(&cluster).await {
         Ok(yes) => Ok(yes.then_some(cluster)),
@@ -301,46 +301,6 @@ async fn routed_cluster(
             status.store_error();
             Err(e)
         }
-    }
-}
-
-/// Apply the configuration files to the store. A bad file is logged and
-/// read again every [`netconf::RETRY`] until it is fixed: no network starts
-/// meanwhile, and the agent stays up (alive, not ready). A store error
-/// fails the start as any other.
-async fn apply_declared(
-    cluster: &plexus_ipam::Cluster,
-    files: &netconf::Files,
-    status: &Shared,
-) -> anyhow::Result<()> {
-    loop {
-        let why = match files.load() {
-            Ok(d) => match cluster.apply_declared(&d.pools, d.bgp.as_ref()).await {
-                Ok(applied) => {
-                    if applied.changed() {
-                        tracing::info!(
-                            added = ?applied.added,
-                            updated = ?applied.updated,
-                            bgp_set = applied.bgp_set,
-                            "routed network configuration applied to the store"
-                        );
-                    }
-                    return Ok(());
-                }
-                Err(plexus_ipam::IpamError::Invalid(e)) => e,
-                Err(e) => {
-                    status.store_error();
-                    return Err(e).context("apply the routed network configuration");
-                }
-            },
-            Err(e) => e,
-        };
-        tracing::error!(
-            error = %why,
-            retry_secs = netconf::RETRY.as_secs(),
-            "the routed network configuration is invalid: no network starts until it is fixed"
-        );
-        tokio::time::sleep(netconf::RETRY).await;
     }
 }
 

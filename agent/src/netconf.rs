@@ -11,7 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use plexus_ipam::{BgpConfig, Pool};
+use anyhow::Context;
+use plexus_ipam::{BgpConfig, Cluster, IpamError, Pool};
+
+use crate::status::Shared;
 
 /// The largest configuration file read.
 const MAX_FILE: u64 = 1 << 20;
@@ -56,6 +59,46 @@ impl Files {
             None => None,
         };
         Ok(Declared { pools, bgp })
+    }
+}
+
+/// Apply the files to the store. A bad file is logged and read again
+/// every [`RETRY`] until it is fixed: no network starts meanwhile, and the
+/// agent stays up (alive, not ready). A store error fails the start as any
+/// other.
+pub async fn apply_until_valid(
+    cluster: &Cluster,
+    files: &Files,
+    status: &Shared,
+) -> anyhow::Result<()> {
+    loop {
+        let why = match files.load() {
+            Ok(d) => match cluster.apply_declared(&d.pools, d.bgp.as_ref()).await {
+                Ok(applied) => {
+                    if applied.changed() {
+                        tracing::info!(
+                            added = ?applied.added,
+                            updated = ?applied.updated,
+                            bgp_set = applied.bgp_set,
+                            "routed network configuration applied to the store"
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(IpamError::Invalid(e)) => e,
+                Err(e) => {
+                    status.store_error();
+                    return Err(e).context("apply the routed network configuration");
+                }
+            },
+            Err(e) => e,
+        };
+        tracing::error!(
+            error = %why,
+            retry_secs = RETRY.as_secs(),
+            "the routed network configuration is invalid: no network starts until it is fixed"
+        );
+        tokio::time::sleep(RETRY).await;
     }
 }
 

@@ -18,7 +18,12 @@
 //! - a Node deleted and created again under the same name: a deletion is
 //!   acted on only if the Node does not exist now;
 //! - a wrong or empty list (another cluster's credentials): nothing is
-//!   removed unless the list holds our own Node.
+//!   removed unless the list holds our own Node;
+//! - records that are not an agent's (`plexusctl node set` for a route
+//!   reflector outside Kubernetes): the start-up comparison removes only
+//!   nodes an agent registered (a `routerId`, which only plexusd writes) or
+//!   that hold blocks (only agents claim them). A deletion event removes
+//!   whatever the store holds under that Node's name.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -68,13 +73,15 @@ pub struct Cleaner {
 }
 
 impl Cleaner {
-    /// Every node the store knows: node records and block holders.
+    /// The agents' nodes the store knows: records an agent registered,
+    /// and block holders.
     async fn stored_nodes(&self) -> Result<BTreeSet<String>, IpamError> {
         let mut names: BTreeSet<String> = self
             .cluster
             .nodes()
             .await?
             .into_iter()
+            .filter(|n| n.router_id.is_some())
             .map(|n| n.name)
             .collect();
         names.extend(
@@ -131,8 +138,16 @@ impl Cleaner {
     /// Reconcile, then follow deletions; start over after any error.
     pub async fn run(self, members: impl Members) {
         loop {
-            if let Err(e) = self.follow(&members).await {
-                tracing::warn!(error = %format!("{e:#}"), "node cleanup: starting over");
+            match self.follow(&members).await {
+                // Lost watch history is routine (410): list again.
+                Err(e)
+                    if e.chain()
+                        .any(|c| matches!(c.downcast_ref(), Some(StoreError::Compacted(_)))) =>
+                {
+                    tracing::info!("node watch expired; listing the Nodes again")
+                }
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "node cleanup: starting over"),
+                Ok(()) => {}
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -197,9 +212,12 @@ mod tests {
         .await
         .unwrap();
         for n in ["n1", "n2", "n3"] {
-            c.update_node(n, |s| s.address = Some("192.0.2.1".parse().unwrap()))
-                .await
-                .unwrap();
+            c.update_node(n, |s| {
+                s.address = Some("192.0.2.1".parse().unwrap());
+                s.router_id = Some("192.0.2.1".parse().unwrap());
+            })
+            .await
+            .unwrap();
             let a = Allocator::load(c.clone(), n).await.unwrap();
             a.allocate(&Handle::new("net", &format!("{n}-c"), "eth0"), "p")
                 .await
@@ -241,8 +259,14 @@ mod tests {
                 cluster: c.clone(),
                 me: "n1".into(),
             };
+            // An operator's record of a router outside Kubernetes stays.
+            c.update_node("rr", |s| s.address = Some("192.0.2.9".parse().unwrap()))
+                .await
+                .unwrap();
             // n3 was deleted while no agent watched.
             me.reconcile(&nodes(&["n1", "n2"])).await.unwrap();
+            assert!(c.node("rr").await.unwrap().is_some());
+            c.remove_node("rr").await.unwrap();
             assert_eq!(
                 stored(&c).await,
                 (

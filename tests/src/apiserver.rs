@@ -14,11 +14,13 @@
 //!   for `metadata.annotations`), returns the Node
 //! - cluster-scoped custom resources registered with
 //!   [`FakeApiServer::serve_resource`] (a CRD installed):
-//!   `GET /apis/{group}/{version}/{plural}` (list, or `?watch=true`),
-//!   `POST` (409 AlreadyExists), `GET|PUT|DELETE .../{name}`. A PUT
-//!   carrying `metadata.resourceVersion` and a DELETE with a
-//!   `preconditions.resourceVersion` get 409 Conflict when it is not the
-//!   object's current one (optimistic concurrency); `metadata.generation`
+//!   `GET /apis/{group}/{version}/{plural}` (list, or `?watch=true`;
+//!   both take an equality `labelSelector`),
+//!   `POST` (409 AlreadyExists), `GET|PUT|DELETE .../{name}`. A PUT must
+//!   carry `metadata.resourceVersion` (422 without, as for any custom
+//!   resource); it and a DELETE with a `preconditions.resourceVersion` get
+//!   409 Conflict when it is not the object's current one (optimistic
+//!   concurrency); `metadata.generation`
 //!   counts spec changes. An unregistered resource is a 404 without details,
 //!   as for a CRD that is not installed.
 //!
@@ -385,7 +387,7 @@ fn serve(
             return watch(conn, st, changed, &resource, query);
         }
         let rv_before = st.lock().unwrap().rv;
-        let (code, resp) = route(st, token, &method, &path, &auth, &body);
+        let (code, resp) = route(st, token, &method, &path, query, &auth, &body);
         if st.lock().unwrap().rv != rv_before {
             changed.notify_all();
         }
@@ -403,14 +405,45 @@ fn respond(conn: &mut TcpStream, code: u16, resp: &Value) -> std::io::Result<()>
     conn.flush()
 }
 
-/// A query parameter's value (no percent-decoding: the values the client
-/// sends here are plain numbers and words).
+/// A query parameter's raw value (numbers and words; see [`selector`]).
 fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == key)
         .map(|(_, v)| v)
+}
+
+/// `labelSelector`'s `key=value` terms (equality only, what Plexus
+/// sends), percent-decoded.
+fn selector(query: &str) -> Vec<(String, String)> {
+    let Some(raw) = query_param(query, "labelSelector") else {
+        return Vec::new();
+    };
+    let mut bytes = Vec::new();
+    let mut it = raw.bytes();
+    while let Some(b) = it.next() {
+        match b {
+            b'%' => {
+                let hex: String = it.by_ref().take(2).map(char::from).collect();
+                bytes.push(u8::from_str_radix(&hex, 16).expect("percent escape"));
+            }
+            b'+' => bytes.push(b' '),
+            b => bytes.push(b),
+        }
+    }
+    String::from_utf8(bytes)
+        .expect("UTF-8 selector")
+        .split(',')
+        .filter_map(|t| t.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The object carries every label of the selector.
+fn selected(obj: &Value, sel: &[(String, String)]) -> bool {
+    sel.iter()
+        .all(|(k, v)| obj["metadata"]["labels"][k].as_str() == Some(v.as_str()))
 }
 
 /// The custom resource a path names, if served: (`group/version/plural`,
@@ -425,15 +458,20 @@ fn custom_resource(st: &ApiState, path: &str) -> Option<(String, Option<String>)
     st.resources.contains_key(&res).then_some((res, name))
 }
 
-/// The current objects of `resource`.
-fn current(st: &ApiState, resource: &str) -> Vec<Value> {
-    if resource == NODES {
-        return st.nodes.values().cloned().collect();
-    }
-    st.objects
-        .iter()
-        .filter(|((r, _), _)| r == resource)
-        .map(|(_, o)| o.clone())
+/// The current objects of `resource` the selector picks.
+fn current(st: &ApiState, resource: &str, sel: &[(String, String)]) -> Vec<Value> {
+    let all: Vec<&Value> = if resource == NODES {
+        st.nodes.values().collect()
+    } else {
+        st.objects
+            .iter()
+            .filter(|((r, _), _)| r == resource)
+            .map(|(_, o)| o)
+            .collect()
+    };
+    all.into_iter()
+        .filter(|o| selected(o, sel))
+        .cloned()
         .collect()
 }
 
@@ -462,10 +500,11 @@ fn watch(
         write!(conn, "{:x}\r\n{line}\r\n", line.len())?;
         conn.flush()
     };
+    let sel = selector(query);
     let mut guard = st.lock().unwrap();
     let mut last: u64 = match query_param(query, "resourceVersion").unwrap_or("") {
         "" | "0" => {
-            let initial = current(&guard, resource);
+            let initial = current(&guard, resource, &sel);
             let rv = guard.rv;
             drop(guard);
             for n in initial {
@@ -494,7 +533,7 @@ fn watch(
         let events: Vec<Value> = guard
             .events
             .iter()
-            .filter(|(rv, r, _, _)| *rv > last && r == resource)
+            .filter(|(rv, r, _, o)| *rv > last && r == resource && selected(o, &sel))
             .map(|(_, _, t, o)| json!({"type": t, "object": o}))
             .collect();
         last = guard.rv.max(last);
@@ -533,6 +572,7 @@ fn route(
     token: &str,
     method: &str,
     path: &str,
+    query: &str,
     auth: &str,
     body: &[u8],
 ) -> (u16, Value) {
@@ -620,7 +660,14 @@ fn route(
         }
         _ if custom_resource(&st, path).is_some() => {
             let (res, name) = custom_resource(&st, path).expect("checked");
-            custom(&mut st, &res, method, name.as_deref(), body)
+            custom(
+                &mut st,
+                &res,
+                method,
+                name.as_deref(),
+                &selector(query),
+                body,
+            )
         }
         _ => (
             404,
@@ -643,6 +690,7 @@ fn custom(
     res: &str,
     method: &str,
     name: Option<&str>,
+    sel: &[(String, String)],
     body: &[u8],
 ) -> (u16, Value) {
     let plural = res.rsplit('/').next().unwrap_or(res).to_string();
@@ -656,7 +704,7 @@ fn custom(
     let key = |n: &str| (res.to_string(), n.to_string());
     match (method, name) {
         ("GET", None) => {
-            let items = current(st, res);
+            let items = current(st, res, sel);
             (
                 200,
                 json!({
@@ -701,11 +749,21 @@ fn custom(
             let Some(cur) = st.objects.get(&key(n)).cloned() else {
                 return not_found(n);
             };
-            let want = obj["metadata"]["resourceVersion"]
+            // Custom resources allow no unconditional update.
+            let Some(want) = obj["metadata"]["resourceVersion"]
                 .as_str()
-                .map(String::from);
-            if want.is_some_and(|w| Some(w.as_str()) != cur["metadata"]["resourceVersion"].as_str())
-            {
+                .map(String::from)
+            else {
+                return (
+                    422,
+                    status(
+                        422,
+                        "Invalid",
+                        "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+                    ),
+                );
+            };
+            if Some(want.as_str()) != cur["metadata"]["resourceVersion"].as_str() {
                 return conflict(&format!(
                     "Operation cannot be fulfilled on {plural} \"{n}\": the object has been modified; please apply your changes to the latest version and try again"
                 ));

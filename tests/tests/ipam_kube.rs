@@ -62,9 +62,15 @@ fn keys_as_objects_with_resource_version_compare_and_swap() {
         // Unconditional put, binary values, ranges by prefix in key order.
         kv.put("/p/b", &[0xff, 0], None, None).await.unwrap().unwrap();
         kv.put("/q/c", b"other", None, None).await.unwrap().unwrap();
+        kv.put("/p/x/deep", b"nested", None, None).await.unwrap().unwrap();
+        // A directory's range is label-selected by the server (a key's
+        // labels name every directory above it), nested keys included.
         let r = kv.range("/p/").await.unwrap();
         let keys: Vec<&str> = r.kvs.iter().map(|k| k.key.as_str()).collect();
-        assert_eq!(keys, ["/p/a", "/p/b"]);
+        assert_eq!(keys, ["/p/a", "/p/b", "/p/x/deep"]);
+        assert_eq!(kv.range("/p/x/").await.unwrap().kvs.len(), 1);
+        // A prefix that is no directory: every key, filtered here.
+        assert_eq!(kv.range("/p/a").await.unwrap().kvs.len(), 1);
         assert_eq!(r.kvs[1].value, vec![0xff, 0]);
         // A watch from the range's revision sees later changes under the
         // prefix only, deletes with their last value.
@@ -94,7 +100,7 @@ fn keys_as_objects_with_resource_version_compare_and_swap() {
         .values()
         .map(|o| o["spec"]["key"].as_str().unwrap())
         .collect();
-    assert_eq!(keys, HashSet::from(["/p/a", "/q/c"]));
+    assert_eq!(keys, HashSet::from(["/p/a", "/p/x/deep", "/q/c"]));
     assert!(objs.contains_key(&kubekv::object_name("/p/a")));
 }
 

@@ -9,9 +9,11 @@
 //! stand-in on the underlay serves Nodes, Pods and NADs to plexusd on two
 //! nodes and to the meta plugin in API mode (kubeconfig) on each; a pod's
 //! annotation selects a NAD, ADD goes through meta, and the
-//! network-status annotation lands on the Pod object.
+//! network-status annotation lands on the Pod object; then one node's Node
+//! is deleted and the other node drops its overlay entries.
 
 use plexus_k8s::NETWORK_STATUS_ANNOTATION;
+use plexus_store::kubekv::{GROUP, PLURAL, VERSION};
 use plexus_tests::apiserver::FakeApiServer;
 use plexus_tests::cluster::{
     example_network_config, flanneld, wait_for, Cluster, Node, ETCD_IP, NETWORK,
@@ -81,10 +83,11 @@ fn kubernetes_mode_shares_the_overlay_with_a_flannel_node() {
     let p0 = n0.add_pod("p0");
     let p1 = flanneld::pod(n1, &hand, 2, "p1");
     assert!(p0.ip4().starts_with("10.244.1."), "{:?}", p0.ips);
-    assert!(
-        p0.ns.ping(p1.ip4()),
-        "Plexus pod cannot reach the flannel pod"
-    );
+    // The first packet resolves neighbours on both sides; on a loaded
+    // machine that can outlast one ping's 2 s.
+    wait_for("the Plexus pod reaches the flannel pod", || {
+        p0.ns.ping(p1.ip4())
+    });
     assert!(
         p1.ns.ping(p0.ip4()),
         "the flannel pod cannot reach the Plexus pod"
@@ -174,22 +177,43 @@ fn pods_and_nads_from_the_api_on_two_kubernetes_mode_nodes() {
             "ipam": {"type": "plexus-host-local", "ranges": [[{"subnet": "10.20.0.0/24"}]],
                      "dataDir": dir.path().join("data-ipam")}}]}),
     );
-    let net_conf = dir.path().join("net-conf.json");
-    std::fs::write(&net_conf, example_network_config().to_string()).unwrap();
-    let (kubeconfig, net_conf) = (
-        api.kubeconfig.display().to_string(),
-        net_conf.display().to_string(),
-    );
-    let _agents: Vec<_> = c
+    // plexusd as deploy/'s DaemonSet runs it: the ConfigMap's files (no
+    // routed pool: the overlay runs) and the PlexusKey CRD installed.
+    api.serve_resource(GROUP, VERSION, PLURAL, "PlexusKey");
+    let conf = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let net_conf = conf("net-conf.json", &example_network_config().to_string());
+    let pools = conf("pools.json", "[]");
+    let bgp = conf("bgp.json", r#"{"asn": 64512, "nodeToNodeMesh": true}"#);
+    let kubeconfig = api.kubeconfig.display().to_string();
+    let mut agents: Vec<_> = c
         .nodes
         .iter()
         .map(|n| {
             n.start_agent(
                 "kubernetes",
-                &["--kubeconfig", &kubeconfig, "--net-config", &net_conf],
+                &[
+                    "--kubeconfig",
+                    &kubeconfig,
+                    "--net-config",
+                    &net_conf,
+                    "--pools-file",
+                    &pools,
+                    "--bgp-file",
+                    &bgp,
+                ],
             )
         })
         .collect();
+    let keys: Vec<String> = api
+        .objects(GROUP, VERSION, PLURAL)
+        .values()
+        .map(|o| o["spec"]["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, ["/plexus/routed/bgp/config"]);
     for n in &c.nodes {
         write_meta_conflist(n, &api.kubeconfig);
     }
@@ -254,4 +278,16 @@ fn pods_and_nads_from_the_api_on_two_kubernetes_mode_nodes() {
         let left: Vec<String> = pod.links().into_iter().filter(|l| l != "lo").collect();
         assert_eq!(left, Vec::<String>::new(), "pod links left on {}", n.name);
     }
+
+    // node1 leaves the cluster: its agent stops with the machine and its
+    // Node is deleted. Its lease was the Node, so node0 drops its route,
+    // neighbour and FDB entries.
+    let mac1 = c.nodes[1].mac("flannel.1");
+    assert!(c.nodes[0].any_vxlan_entry("flannel.1", "10.244.2.0/24", &mac1));
+    agents.pop().unwrap().stop();
+    api.delete_node(&c.nodes[1].name);
+    wait_for("node0 forgets node1", || {
+        !c.nodes[0].any_vxlan_entry("flannel.1", "10.244.2.0/24", &mac1)
+    });
+    assert!(c.nodes[0].route_to("10.244.2.0/24").is_none());
 }

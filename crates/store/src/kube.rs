@@ -348,7 +348,7 @@ struct NodeWatch {
 
 impl NodeWatch {
     async fn open(&mut self) -> Result<(), StoreError> {
-        match Watch::start(self.nodes.clone(), "nodes", &self.rv).await {
+        match Watch::start(self.nodes.clone(), "nodes", None, &self.rv).await {
             Ok(w) => self.watch = Some(w),
             Err(StoreError::Compacted(_)) => self.relist = true,
             Err(e) => return Err(e),
@@ -496,7 +496,7 @@ impl KubeNodes {
         &self,
         after: &str,
     ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError> {
-        let w = Watch::start(self.nodes.clone(), "nodes", after).await?;
+        let w = Watch::start(self.nodes.clone(), "nodes", None, after).await?;
         Ok(w.into_stream(|c| match c {
             Change::Deleted(n) => n.metadata.name,
             Change::Applied(_) => None,

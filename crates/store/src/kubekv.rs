@@ -19,8 +19,11 @@
 //!   unchanged since its creation (generation 1), else 1: a lower bound,
 //!   which keeps "created before" right for the one comparison the routed
 //!   records need (two pools added at the same moment).
-//! - A range is a list filtered by `spec.key` (the keys number in the
-//!   hundreds: pools, nodes, blocks); a watch is a PlexusKey watch from a
+//! - Each object carries a label per directory above its key
+//!   (`plexus.io/d<depth>`: 16 hex digits of the directory's SHA-256), so a
+//!   range over a directory (the pools, the blocks, the nodes) is a
+//!   label-selected list and only those keys travel; the result is still
+//!   filtered by `spec.key`. A watch is a PlexusKey watch from a
 //!   `resourceVersion`, filtered the same way; 410 Gone is `Compacted`.
 //! - TTL leases have no counterpart: the routed records need none (the
 //!   overlay's leases in this mode are Node objects, [`crate::kube`]).
@@ -140,9 +143,41 @@ fn spec(key: &str, value: &[u8]) -> Value {
     }
 }
 
+/// 16 hex digits of SHA-256: a label value for a directory.
+fn dir_hash(dir: &str) -> String {
+    Sha256::digest(dir.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The label naming a key's ancestor directory `depth` levels down
+/// (`plexus.io/d2` is `/plexus/routed/` for `/plexus/routed/pools/x`).
+fn dir_label(depth: usize) -> String {
+    format!("{GROUP}/d{depth}")
+}
+
+/// One label per directory above the key, so a range over any directory
+/// is a label-selected list (only its keys travel), not a list of every
+/// key filtered here.
+fn dir_labels(key: &str) -> std::collections::BTreeMap<String, String> {
+    key.match_indices('/')
+        .enumerate()
+        .map(|(depth, (i, _))| (dir_label(depth), dir_hash(&key[..=i])))
+        .collect()
+}
+
+/// The label selector for the keys under `prefix`, if it is a directory
+/// (ends with `/`).
+fn dir_selector(prefix: &str) -> Option<String> {
+    let depth = prefix.strip_suffix('/')?.matches('/').count();
+    Some(format!("{}={}", dir_label(depth), dir_hash(prefix)))
+}
+
 fn object(key: &str, value: &[u8], resource_version: Option<Revision>) -> DynamicObject {
     let mut obj = DynamicObject::new(&object_name(key), &api_resource());
     obj.metadata.resource_version = resource_version.map(|r| r.to_string());
+    obj.metadata.labels = Some(dir_labels(key));
     obj.data = json!({ "spec": spec(key, value) });
     obj
 }
@@ -240,8 +275,12 @@ impl Kv for KubeKv {
 
     async fn range(&self, prefix: &str) -> Result<RangeResult, StoreError> {
         let op = format!("list {PLURAL}");
+        let mut lp = ListParams::default();
+        if let Some(sel) = dir_selector(prefix) {
+            lp = lp.labels(&sel);
+        }
         // rbac(plexus-kube-store): list plexuskeys.plexus.io
-        let list = bounded(&op, self.api.list(&ListParams::default()))
+        let list = bounded(&op, self.api.list(&lp))
             .await?
             .map_err(|e| api_error(&op, e))?;
         let mut kvs: Vec<KeyValue> = list
@@ -342,7 +381,7 @@ impl Kv for KubeKv {
         let prefix = prefix.to_string();
         // A Kubernetes watch starts after the version it is given.
         let after = (from - 1).max(0).to_string();
-        let w = Watch::start(self.api.clone(), PLURAL, &after).await?;
+        let w = Watch::start(self.api.clone(), PLURAL, dir_selector(&prefix), &after).await?;
         Ok(w.into_stream(move |change| {
             let (obj, deleted) = match change {
                 Change::Applied(o) => (o, false),
@@ -390,6 +429,14 @@ mod tests {
         // Changed since creation: the create revision is only a lower bound.
         obj.metadata.generation = Some(3);
         assert_eq!(to_kv(&obj).unwrap().create_revision, 1);
+        // A label per directory; a directory's selector matches its keys.
+        let labels = dir_labels("/plexus/routed/pools/a");
+        assert_eq!(labels.len(), 4);
+        let sel = dir_selector("/plexus/routed/").unwrap();
+        let (k, v) = sel.split_once('=').unwrap();
+        assert_eq!((k, labels[k].as_str()), ("plexus.io/d2", v));
+        assert!(v.len() == 16 && plexus_k8s::is_dns1123_label(v));
+        assert_eq!(dir_selector("/plexus/routed/bgp/config"), None);
         // Bytes that are not UTF-8 go as base64.
         let bin = object("/b", &[0xff, 0x00], None);
         assert!(bin.data["spec"]["valueBase64"].is_string());

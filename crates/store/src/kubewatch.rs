@@ -40,6 +40,8 @@ pub(crate) struct Watch<K> {
     api: Api<K>,
     /// The resource, for messages (`nodes`, `plexuskeys`).
     what: &'static str,
+    /// A label selector, if only some objects are wanted.
+    selector: Option<String>,
     rv: String,
     stream: Option<Events<K>>,
     done: bool,
@@ -61,15 +63,18 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     /// Watch changes after resourceVersion `after` (`""` or `"0"`: every
-    /// object first, as Added).
+    /// object first, as Added) of the objects `selector` (a label
+    /// selector) picks, or all.
     pub(crate) async fn start(
         api: Api<K>,
         what: &'static str,
+        selector: Option<String>,
         after: &str,
     ) -> Result<Watch<K>, StoreError> {
         let mut w = Watch {
             api,
             what,
+            selector,
             rv: after.to_string(),
             stream: None,
             done: false,
@@ -79,7 +84,10 @@ where
     }
 
     async fn open(&mut self) -> Result<(), StoreError> {
-        let wp = WatchParams::default().timeout(WATCH_SECONDS);
+        let mut wp = WatchParams::default().timeout(WATCH_SECONDS);
+        if let Some(sel) = &self.selector {
+            wp = wp.labels(sel);
+        }
         // rbac(plexus-kube-store): watch nodes
         // rbac(plexus-kube-store): watch plexuskeys.plexus.io
         let s = self
