@@ -14,15 +14,13 @@ use std::collections::BTreeSet;
 
 use plexus_store::kubekv::{GROUP, PLURAL, VERSION};
 use plexus_tests::apiserver::FakeApiServer;
+use plexus_tests::cluster::routed::{bgp_status, routes, PROTO_BGP, PROTO_BLOCK};
 use plexus_tests::cluster::{wait_for, Cluster, Node, ETCD_IP};
-use plexus_tests::{bin_dir, require_overlay, Netns};
+use plexus_tests::{require_overlay, Netns};
 use serde_json::{json, Value};
 
 const NET: &str = "routed";
 const POOL: &str = "10.97.0.0/16";
-/// plexusd's protocol numbers (agent/src/routed/kernel.rs).
-const PROTO_BLOCK: &str = "113";
-const PROTO_BGP: &str = "114";
 
 /// The ConfigMap's two routed keys as files.
 fn config_files(dir: &std::path::Path, pools: &str, bgp: &str) -> (String, String) {
@@ -67,18 +65,7 @@ fn stored_nodes(api: &FakeApiServer) -> (BTreeSet<String>, BTreeSet<String>) {
 /// The addresses of the node's BGP peers in the Established state, and
 /// how many peers it has.
 fn sessions(n: &Node) -> (BTreeSet<String>, usize) {
-    let out =
-        n.ns.cmd(bin_dir().join("plexusctl"))
-            .args(["bgp", "status", "--json", "--run-dir"])
-            .arg(&n.run_dir)
-            .output()
-            .expect("spawn plexusctl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = bgp_status(n);
     let peers = v["peers"].as_array().unwrap();
     let up = peers
         .iter()
@@ -90,12 +77,7 @@ fn sessions(n: &Node) -> (BTreeSet<String>, usize) {
 
 /// Destinations of the node's routes with `proto`.
 fn route_dsts(n: &Node, proto: &str) -> BTreeSet<String> {
-    n.ip_json(&["route", "show", "proto", proto])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["dst"].as_str().unwrap_or("").to_string())
-        .collect()
+    routes(n, proto).into_iter().map(|(dst, _)| dst).collect()
 }
 
 /// A pod netns attached by plexus-bgp-routes (addresses from the agent);
