@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use plexus_netlink::Netns;
-use plexus_store::{open_kv, open_lease_registry, KubeNodes, StoreError, StoreOptions};
+use plexus_store::{
+    lease_registry_over, open_kv, open_lease_registry, KubeNodes, StoreError, StoreOptions,
+};
 use plexusd::dataplane::DataPlane;
 use plexusd::dataplane::UnderlaySelect;
 use plexusd::kernel::KernelDataPlane;
@@ -219,18 +221,16 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
         bgp: args.bgp_file.clone(),
     };
     let routed = routed_cluster(args, &opts, &files, status).await?;
-    let reg = open_lease_registry(&args.store, &opts)
-        .await
-        .inspect_err(|_| status.store_error())
-        .with_context(|| format!("open the store {}", args.store))?;
     let Some(cluster) = routed else {
+        let reg = open_lease_registry(&args.store, &opts)
+            .await
+            .inspect_err(|_| status.store_error())
+            .with_context(|| format!("open the store {}", args.store))?;
         return run_overlay(args, reg.as_ref(), status).await;
     };
-    // A store holding both a pool and flannel's network config: this node
-    // serves both (pods' eth0 on the overlay, net1 on the routed network).
-    match reg.network_config().await {
-        Err(StoreError::NoConfig(_)) => run_routed(args, &opts, cluster, status, handlers).await,
-        _ => {
+    match overlay_beside_routed(args, &opts, &cluster, status).await? {
+        None => run_routed(args, &opts, cluster, status, handlers).await,
+        Some(reg) => {
             tracing::info!(
                 "the store holds both networks: serving the overlay and the routed network"
             );
@@ -240,6 +240,33 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
                 run_routed(args, &opts, cluster, status, handlers),
             )
             .map(|_| ())
+        }
+    }
+}
+
+/// The overlay's registry when the store also holds flannel's network
+/// config, so this node serves both (pods' eth0 on the overlay, net1 on the
+/// routed network). In Kubernetes mode the overlay's config is a file
+/// (`--net-config`); without one the node is routed only.
+async fn overlay_beside_routed(
+    args: &Args,
+    opts: &StoreOptions,
+    cluster: &plexus_ipam::Cluster,
+    status: &Shared,
+) -> anyhow::Result<Option<Box<dyn plexus_store::LeaseRegistry>>> {
+    if args.store == "kubernetes" && args.net_config.is_none() {
+        return Ok(None);
+    }
+    let reg = lease_registry_over(&args.store, cluster.kv().clone(), opts)
+        .await
+        .inspect_err(|_| status.store_error())
+        .with_context(|| format!("open the store {}", args.store))?;
+    match reg.network_config().await {
+        Ok(_) => Ok(Some(reg)),
+        Err(StoreError::NoConfig(_)) => Ok(None),
+        Err(e) => {
+            status.store_error();
+            Err(e).with_context(|| format!("read the overlay's network config in {}", args.store))
         }
     }
 }

@@ -145,7 +145,20 @@ pub async fn open_lease_registry(
     if url == "kubernetes" {
         return Ok(Box::new(KubeLeaseRegistry::connect(opts).await?));
     }
-    let kv = open_kv(url, opts).await?;
+    lease_registry_over(url, open_kv(url, opts).await?, opts).await
+}
+
+/// The overlay's lease registry in the store `url` names, sharing `kv`
+/// (already opened for that URL) where the leases live in it: a `file:`
+/// store can be opened only once per process.
+pub async fn lease_registry_over(
+    url: &str,
+    kv: Arc<dyn Kv>,
+    opts: &StoreOptions,
+) -> Result<Box<dyn LeaseRegistry>, StoreError> {
+    if url == "kubernetes" {
+        return Ok(Box::new(KubeLeaseRegistry::connect(opts).await?));
+    }
     Ok(Box::new(
         KvLeaseRegistry::new(kv, &opts.etcd_prefix).with_config_file(opts.net_config.clone()),
     ))
