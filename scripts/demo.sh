@@ -183,8 +183,8 @@ for i in 1 2 3; do
   ip netns add "$T-$pod"
   ip -n "$T-$pod" link set lo up
   PODS_ADDED+=("$n:$pod")
-  echo "$pod on $n, k8s.v1.cni.cncf.io/networks: $(annotation $i)"
-  meta add "$n" "$pod" | jq -c '{ips: [.ips[].address]}'
+  echo "ADD $pod on $n, k8s.v1.cni.cncf.io/networks: $(annotation $i)"
+  meta add "$n" "$pod" >/dev/null
 done
 
 addr() { ip -j -n "$T-$1" addr show dev "$2" | jq -r '[.[0].addr_info[] | select(.family == "inet") | .local][0]'; }
