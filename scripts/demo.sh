@@ -129,6 +129,10 @@ start "$ETCDNS" "$W/etcd.log" /usr/bin/etcd --name demo --data-dir "$W/etcd" \
   --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
   --initial-cluster demo=http://127.0.0.1:2380
 wait_until 30 "etcd" etcdctl endpoint health
+# The underlay's ports take a moment to forward: wait until every node reaches the store.
+for n in "${NODES[@]}"; do
+  wait_until 20 "$n reaching etcd" in_ns "$T-$n" ping -c1 -W1 "$ETCD_IP"
+done
 
 step "overlay: flannel's network config at /coreos.com/network/config (conf/overlay/network-config.json)"
 etcdctl put /coreos.com/network/config "$(jq -c . conf/overlay/network-config.json)" >/dev/null
