@@ -260,12 +260,15 @@ echo "routed addresses in use: $in_use"
 step "stopping plexusd, BIRD and etcd (pids ${PIDS[*]}) and removing the namespaces"
 for pid in "${PIDS[@]}"; do kill "$pid"; done
 for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+running=0
 for pid in "${PIDS[@]}"; do
-  if kill -0 "$pid" 2>/dev/null; then echo "pid $pid still running"; left=1; fi
+  if kill -0 "$pid" 2>/dev/null; then echo "pid $pid still running"; running=$((running + 1)); left=1; fi
 done
 PIDS=()
 for ns in $(ip netns list | awk '{print $1}' | grep "^$T-"); do ip netns del "$ns"; done
-echo "namespaces left: $(ip netns list | grep -c "^$T-" || true); processes left: none"
+nss=$(ip netns list | grep -c "^$T-" || true)
+echo "namespaces left: $nss; processes left: $running"
+[ "$nss" = 0 ] || left=1
 
 echo
 if [ "$fail" = 0 ] && [ "$left" = 0 ]; then
