@@ -33,6 +33,24 @@ pub struct NodeStatus {
     pub ready: bool,
 }
 
+impl NodeStatus {
+    /// Record one network's backend. An agent serving the overlay and the
+    /// routed network reports both ("routed (BGP) + vxlan", sorted, so the
+    /// order they start in does not show), not whichever wrote last.
+    pub fn add_backend(&mut self, name: &str) {
+        let mut all: Vec<&str> = self
+            .backend
+            .split(" + ")
+            .filter(|b| !b.is_empty())
+            .collect();
+        if !all.contains(&name) {
+            all.push(name);
+        }
+        all.sort_unstable();
+        self.backend = all.join(" + ");
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     store_errors: u64,
@@ -227,6 +245,27 @@ fn bgp_metrics(o: &mut String, b: &BgpGauges) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_networks_show_in_the_backend() {
+        let mut s = NodeStatus::default();
+        s.add_backend("vxlan");
+        assert_eq!(s.backend, "vxlan");
+        s.add_backend("vxlan");
+        assert_eq!(
+            s.backend, "vxlan",
+            "a lease renewed is not a second network"
+        );
+        s.add_backend("routed (BGP)");
+        assert_eq!(s.backend, "routed (BGP) + vxlan");
+        let mut t = NodeStatus::default();
+        t.add_backend("routed (BGP)");
+        t.add_backend("vxlan");
+        assert_eq!(
+            t.backend, s.backend,
+            "the order they start in does not matter"
+        );
+    }
 
     #[test]
     fn ready_once_every_network_is() {

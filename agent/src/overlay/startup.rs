@@ -289,7 +289,7 @@ fn publish_identity(settings: &Settings, status: &Shared, cfg: &NetworkConfig, l
     status.update(|s| {
         s.node_name = settings.node_name.clone();
         s.network = settings.network.clone();
-        s.backend = cfg.backend.type_name().into();
+        s.add_backend(cfg.backend.type_name());
         s.public_ip = lease.attrs.public_ip.map(|i| i.to_string());
         s.public_ipv6 = lease.attrs.public_ipv6.map(|i| i.to_string());
         s.subnet = lease.subnet.map(|n| n.trunc().to_string());

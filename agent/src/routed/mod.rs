@@ -143,7 +143,7 @@ pub async fn run(
         asn,
     }));
     status.update(|st| {
-        st.backend = "routed (BGP)".into();
+        st.add_backend("routed (BGP)");
         st.public_ip = Some(s.public_ip.to_string());
     });
     let node_ready = status.network_ready(&s.run_dir)?;
