@@ -129,6 +129,10 @@ start "$ETCDNS" "$W/etcd.log" /usr/bin/etcd --name demo --data-dir "$W/etcd" \
   --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
   --initial-cluster demo=http://127.0.0.1:2380
 wait_until 30 "etcd" etcdctl endpoint health
+# The underlay's ports take a moment to forward: wait until every node reaches the store.
+for n in "${NODES[@]}"; do
+  wait_until 20 "$n reaching etcd" in_ns "$T-$n" ping -c1 -W1 "$ETCD_IP"
+done
 
 step "overlay: flannel's network config at /coreos.com/network/config (conf/overlay/network-config.json)"
 etcdctl put /coreos.com/network/config "$(jq -c . conf/overlay/network-config.json)" >/dev/null
@@ -183,8 +187,8 @@ for i in 1 2 3; do
   ip netns add "$T-$pod"
   ip -n "$T-$pod" link set lo up
   PODS_ADDED+=("$n:$pod")
-  echo "$pod on $n, k8s.v1.cni.cncf.io/networks: $(annotation $i)"
-  meta add "$n" "$pod" | jq -c '{ips: [.ips[].address]}'
+  echo "ADD $pod on $n, k8s.v1.cni.cncf.io/networks: $(annotation $i)"
+  meta add "$n" "$pod" >/dev/null
 done
 
 addr() { ip -j -n "$T-$1" addr show dev "$2" | jq -r '[.[0].addr_info[] | select(.family == "inet") | .local][0]'; }
@@ -256,12 +260,15 @@ echo "routed addresses in use: $in_use"
 step "stopping plexusd, BIRD and etcd (pids ${PIDS[*]}) and removing the namespaces"
 for pid in "${PIDS[@]}"; do kill "$pid"; done
 for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+running=0
 for pid in "${PIDS[@]}"; do
-  if kill -0 "$pid" 2>/dev/null; then echo "pid $pid still running"; left=1; fi
+  if kill -0 "$pid" 2>/dev/null; then echo "pid $pid still running"; running=$((running + 1)); left=1; fi
 done
 PIDS=()
 for ns in $(ip netns list | awk '{print $1}' | grep "^$T-"); do ip netns del "$ns"; done
-echo "namespaces left: $(ip netns list | grep -c "^$T-" || true); processes left: none"
+nss=$(ip netns list | grep -c "^$T-" || true)
+echo "namespaces left: $nss; processes left: $running"
+[ "$nss" = 0 ] || left=1
 
 echo
 if [ "$fail" = 0 ] && [ "$left" = 0 ]; then

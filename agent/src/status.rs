@@ -34,8 +34,9 @@ pub struct NodeStatus {
 }
 
 impl NodeStatus {
-    /// Names one more network model this agent runs: `routed (BGP) +
-    /// vxlan` when it serves both, sorted, whichever starts first.
+    /// Record one network's backend. An agent serving the overlay and the
+    /// routed network reports both ("routed (BGP) + vxlan", sorted, so the
+    /// order they start in does not show), not whichever wrote last.
     pub fn add_backend(&mut self, name: &str) {
         let mut all: Vec<&str> = self
             .backend
@@ -246,13 +247,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backends_add_up() {
+    fn both_networks_show_in_the_backend() {
         let mut s = NodeStatus::default();
         s.add_backend("vxlan");
         assert_eq!(s.backend, "vxlan");
-        s.add_backend("routed (BGP)");
         s.add_backend("vxlan");
+        assert_eq!(
+            s.backend, "vxlan",
+            "a lease renewed is not a second network"
+        );
+        s.add_backend("routed (BGP)");
         assert_eq!(s.backend, "routed (BGP) + vxlan");
+        let mut t = NodeStatus::default();
+        t.add_backend("routed (BGP)");
+        t.add_backend("vxlan");
+        assert_eq!(
+            t.backend, s.backend,
+            "the order they start in does not matter"
+        );
     }
 
     #[test]

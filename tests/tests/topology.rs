@@ -5,15 +5,18 @@
 //! for an address) and a global peer nobody answers for. The text and DOT
 //! pictures must name the nodes, their subnets, blocks and peers with the
 //! sessions' live states; SVG through Graphviz must be SVG; a store or an
-//! agent that is not there is a warning, a bad flag an error.
+//! agent that is not there is a warning, a bad flag an error. And with a pod
+//! wired by the meta plugin on three networks, `plexusctl status` and the
+//! topology's `--cache-dir` show each interface with its network model.
 
 use std::path::Path;
 use std::process::Output;
 
 use plexus_agent_api::{call, Allocation, BgpStatus, Request, DEFAULT_TIMEOUT, SOCKET_NAME};
 use plexus_tests::bin_dir;
+use plexus_tests::cluster::multinet::{macvlan_ip, meta_cache, networks, MultiNet, Options};
 use plexus_tests::cluster::{vxlan_config, wait_for, Cluster, PREFIX};
-use plexus_tests::require_overlay;
+use plexus_tests::{require_overlay, require_reference_plugins, Netns};
 use serde_json::json;
 
 const POOL: &str = "10.96.0.0/16";
@@ -207,4 +210,68 @@ fn topology_shows_nodes_subnets_blocks_and_peers() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?} printed {:?}", out.stdout);
     }
+}
+
+#[test]
+fn pods_show_with_the_network_model_of_each_interface() {
+    require_overlay!();
+    require_reference_plugins!();
+    let net = MultiNet::start(2, Options::default());
+    let pod = Netns::new("topo-pod");
+    let annotation = networks(true, Some(&macvlan_ip(1, 0)));
+    let got = net.add(1, &pod, &annotation);
+    let n = net.node(1);
+    let cache = meta_cache(n);
+
+    let out =
+        n.ns.cmd(bin_dir().join("plexusctl"))
+            .args(["status", "--cache-dir"])
+            .arg(&cache)
+            .output()
+            .expect("spawn plexusctl");
+    let status = ok(out, "plexusctl status");
+    for (ifname, model) in [("eth0", "overlay"), ("net1", "routed"), ("net2", "macvlan")] {
+        let ip = got.ip(ifname);
+        assert!(
+            status.lines().any(|l| l.contains(&format!(" {ifname} "))
+                && l.contains(&format!(" {model} "))
+                && l.contains(&ip)),
+            "no {ifname} {model} {ip} row in:\n{status}"
+        );
+    }
+
+    let store = net.cluster.etcd.url();
+    let cache_arg = format!("{}={}", n.name, cache.display());
+    let run_arg = format!("{}={}", n.name, n.run_dir.display());
+    let text = ok(
+        plexusctl(
+            &net.cluster,
+            &[
+                "topology",
+                "--store",
+                &store,
+                "--cache-dir",
+                &cache_arg,
+                "--run-dir",
+                &run_arg,
+            ],
+        ),
+        "plexusctl topology with a cache dir",
+    );
+    for want in [
+        format!("eth0  overlay  cbr0  {}", got.ip("eth0")),
+        format!("net1  routed  default/routed  {}", got.ip("net1")),
+        format!("net2  macvlan  default/macvlan  {}", got.ip("net2")),
+        "agent ".to_string(),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in:\n{text}");
+    }
+    let node = text
+        .split("\nnode ")
+        .find(|s| s.starts_with(&n.name))
+        .unwrap_or_else(|| panic!("no node {} in:\n{text}", n.name));
+    assert!(node.contains(&format!("default/{}", pod.name)), "{text}");
+
+    net.del(1, &pod, &annotation);
+    net.assert_clean();
 }
