@@ -21,6 +21,7 @@ set -euo pipefail
 
 P=${1:-100}
 R=${2:-10000}
+PEER_AS=${PEER_AS:-65000}  # 64512 (the nodes' AS) makes them iBGP peers
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 name=bench/routed-peers.sh
 . "$root/bench/lib/routed-env.sh"
@@ -38,7 +39,7 @@ start_etcd "$etcdns"
 etcd_put /plexus/routed/pools/default '{"name":"default","cidr":"10.96.0.0/16","blockSize":26}'
 etcd_put /plexus/routed/bgp/config '{"asn":64512,"nodeToNodeMesh":true}'
 for ((i = 1; i <= P; i++)); do
-    etcd_put "/plexus/routed/bgp/peers/10.200.1.$i" "{\"address\":\"10.200.1.$i\",\"asn\":65000}"
+    etcd_put "/plexus/routed/bgp/peers/10.200.1.$i" "{\"address\":\"10.200.1.$i\",\"asn\":$PEER_AS}"
 done
 start_plexusd "$node" 10.200.0.10
 idle_rss=$(awk '/VmRSS/ {print $2}' /proc/$agent_pid/status)
@@ -56,7 +57,7 @@ for ((i = 1; i <= P; i++)); do
             echo "route 172.$((16 + k / 256)).$((k % 256)).0/24 blackhole;"
         done
         echo '}'
-        echo "protocol bgp plexus { local 10.200.1.$i as 65000; strict bind yes; neighbor 10.200.0.10 as 64512;"
+        echo "protocol bgp plexus { local 10.200.1.$i as $PEER_AS; strict bind yes; neighbor 10.200.0.10 as 64512;"
         echo "  ipv4 { import none; export where proto = \"feed\"; }; }"
     } >"$tmp/bird$i.conf"
 done

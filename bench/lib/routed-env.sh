@@ -78,6 +78,16 @@ start_etcd() { # NS (plugged in at $etcd_ip)
 }
 
 start_plexusd() { # NS PUBLIC_IP: plexusd node n1 against the etcd above
+    # etcd reachable from the node first (plexusd gives up on an
+    # unreachable store at start; on a loaded machine the first
+    # connection across the fresh bridge has been seen to take seconds).
+    local ok=0
+    for _ in $(seq 100); do
+        ip netns exec "$1" curl -sf -m 1 -X POST "$etcd_url/v3/kv/range" \
+            -d "{\"key\":\"$(b64 x)\"}" >/dev/null 2>&1 && { ok=1; break; }
+        sleep 0.1
+    done
+    ((ok)) || die "etcd unreachable from $1"
     nsenter --net=/var/run/netns/"$1" "$agent_bin/plexusd" --node-name n1 \
         --store "etcd://$etcd_ip:2379" --public-ip "$2" --run-dir "$tmp/run" \
         --log-level warn >"$tmp/plexusd.log" 2>&1 &
