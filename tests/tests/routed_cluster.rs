@@ -634,6 +634,32 @@ fn malformed_bgp_messages_get_notifications_and_the_agent_carries_on() {
 }
 
 // ---------------------------------------------------------------- IP-in-IP
+// (helpers for the tests below)
+
+/// One pod per node through plexus-bgp-routes (netns named TAG0, TAG1...):
+/// the pods and their IPv4 addresses, in node order.
+fn pods_on(c: &Cluster, tag: &str) -> (Vec<plexus_tests::Netns>, Vec<String>) {
+    let pods: Vec<_> = (0..c.nodes.len())
+        .map(|i| plexus_tests::Netns::new(&format!("{tag}{i}")))
+        .collect();
+    let ips = c
+        .nodes
+        .iter()
+        .zip(&pods)
+        .map(|(n, p)| add_pod(n, p, "eth0"))
+        .collect();
+    (pods, ips)
+}
+
+/// The agents started, the routed conflist written on every node.
+fn agents_with_conf(c: &Cluster) -> Vec<Daemon> {
+    let agents = c.start_agents(&[]);
+    for n in &c.nodes {
+        write_conf(n);
+    }
+    agents
+}
+
 // The kernel of the development machines has no ipip module: these tests
 // skip there (skip_kernel_feature) and run in the QEMU VM with the Debian
 // kernel (tests/vm/kernel-tests.sh runs this file's tests named *ipip*).
@@ -723,19 +749,8 @@ fn ipip_pods_ping_across_nodes_through_tunl0() {
     require_ipip!();
     let c = Cluster::new(2);
     add_encap_pool(&c, plexus_ipam::Encap::Ipip);
-    let _agents = c.start_agents(&[]);
-    for n in &c.nodes {
-        write_conf(n);
-    }
-    let pods: Vec<_> = (0..2)
-        .map(|i| plexus_tests::Netns::new(&format!("ipod{i}")))
-        .collect();
-    let ips: Vec<String> = c
-        .nodes
-        .iter()
-        .zip(&pods)
-        .map(|(n, p)| add_pod(n, p, "eth0"))
-        .collect();
+    let _agents = agents_with_conf(&c);
+    let (pods, ips) = pods_on(&c, "ipod");
     let blocks: Vec<String> = c.nodes.iter().map(block_of).collect();
 
     for (i, n) in c.nodes.iter().enumerate() {
@@ -800,19 +815,8 @@ fn ipip_cross_subnet_tunnels_only_to_the_other_subnet() {
         ns.ip(&["route", "add", "10.201.0.0/24", "dev", "eth0"]);
     }
     add_encap_pool(&c, plexus_ipam::Encap::IpipCrossSubnet);
-    let _agents = c.start_agents(&[]);
-    for n in &c.nodes {
-        write_conf(n);
-    }
-    let pods: Vec<_> = (0..3)
-        .map(|i| plexus_tests::Netns::new(&format!("xpod{i}")))
-        .collect();
-    let ips: Vec<String> = c
-        .nodes
-        .iter()
-        .zip(&pods)
-        .map(|(n, p)| add_pod(n, p, "eth0"))
-        .collect();
+    let _agents = agents_with_conf(&c);
+    let (pods, ips) = pods_on(&c, "xpod");
     let blocks: Vec<String> = c.nodes.iter().map(block_of).collect();
     let (n0, n1, n2) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
 
@@ -882,9 +886,11 @@ fn bgp_learned_ipv6_routes_reach_the_kernel_and_leave_on_withdraw() {
         return;
     }
     let (c, router, dir) = cluster_with_router();
+    let router_ip = router.ip.clone();
     store(&c, |s| async move {
+        let address = router_ip.parse().unwrap();
         s.add_peer(&Peer {
-            address: "10.200.0.13".parse().unwrap(),
+            address,
             asn: 65000,
             node: None,
         })
@@ -950,19 +956,8 @@ fn a_node_as_change_in_the_store_takes_effect_without_a_restart() {
     require_overlay!();
     let c = Cluster::new(2);
     add_pool(&c, 26);
-    let agents = c.start_agents(&[]);
-    for n in &c.nodes {
-        write_conf(n);
-    }
-    let pods: Vec<_> = (0..2)
-        .map(|i| plexus_tests::Netns::new(&format!("apod{i}")))
-        .collect();
-    let ips: Vec<String> = c
-        .nodes
-        .iter()
-        .zip(&pods)
-        .map(|(n, p)| add_pod(n, p, "eth0"))
-        .collect();
+    let agents = agents_with_conf(&c);
+    let (pods, ips) = pods_on(&c, "apod");
     for n in &c.nodes {
         wait_for(&format!("{}: mesh Established", n.name), || {
             established(n, 1)
