@@ -168,7 +168,12 @@ fn established(n: &Node, want: usize) -> bool {
 
 /// The node's routes with `proto`, as (dst, gateway or "").
 fn routes(n: &Node, proto: &str) -> Vec<(String, String)> {
-    n.ip_json(&["route", "show", "proto", proto])
+    routes_of(n, "-4", proto)
+}
+
+/// [`routes`] of one family (`-4`, `-6`).
+fn routes_of(n: &Node, family: &str, proto: &str) -> Vec<(String, String)> {
+    n.ip_json(&[family, "route", "show", "proto", proto])
         .as_array()
         .unwrap()
         .iter()
@@ -865,17 +870,7 @@ fn ipip_cross_subnet_tunnels_only_to_the_other_subnet() {
 // ---------------------------------------------------------------- IPv6
 /// The node's IPv6 routes with our BGP protocol, as (dst, gateway).
 fn routes6(n: &Node) -> Vec<(String, String)> {
-    n.ip_json(&["-6", "route", "show", "proto", PROTO_BGP])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["dst"].as_str().unwrap_or("").to_string(),
-                r["gateway"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
+    routes_of(n, "-6", PROTO_BGP)
 }
 
 #[test]
