@@ -987,3 +987,81 @@ fn a_node_as_change_in_the_store_takes_effect_without_a_restart() {
     assert!(agents[0].log_text().contains("our AS changed"));
     assert!(agents.iter().all(|a| a.pid().is_some()));
 }
+
+#[test]
+fn ipv6_blocks_are_announced_with_the_public_ipv6_and_pods_ping_over_ipv6() {
+    require_overlay!();
+    let c = Cluster::new(2);
+    add_pool(&c, 26);
+    store(&c, |s| async move {
+        s.add_pool(&Pool {
+            name: "v6".into(),
+            cidr: "fd96::/48".parse().unwrap(),
+            block_size: 122,
+            nat_outgoing: false,
+            encap: Default::default(),
+            disabled: false,
+        })
+        .await
+        .unwrap();
+    });
+    // Each agent with its underlay IPv6 address: the next hop of its IPv6
+    // blocks on the (IPv4) mesh sessions.
+    let agents: Vec<Daemon> = c
+        .nodes
+        .iter()
+        .map(|n| n.start_agent(&c.etcd.url(), &["--public-ipv6", &n.ip6]))
+        .collect();
+    for n in &c.nodes {
+        write_conf(n);
+    }
+    let pods: Vec<_> = (0..2)
+        .map(|i| plexus_tests::Netns::new(&format!("v6pod{i}")))
+        .collect();
+    let ip6: Vec<String> = c
+        .nodes
+        .iter()
+        .zip(&pods)
+        .map(|(n, p)| {
+            let out = n
+                .cni
+                .ctl(
+                    &n.ns,
+                    "add",
+                    NET,
+                    Some(&p.path()),
+                    &[("CNI_IFNAME", "eth0")],
+                )
+                .ok()
+                .json();
+            let v6 = out["ips"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|i| i["address"].as_str())
+                .find(|a| a.contains(':'))
+                .expect("an IPv6 address");
+            v6.split('/').next().unwrap().to_string()
+        })
+        .collect();
+    for (i, n) in c.nodes.iter().enumerate() {
+        let o = &c.nodes[1 - i];
+        let other: ipnet::IpNet = format!("{}/128", ip6[1 - i]).parse().unwrap();
+        wait_for(
+            &format!("{}: the other node's IPv6 block via {}", n.name, o.ip6),
+            || {
+                routes6(n).iter().any(|(d, gw)| {
+                    gw == &o.ip6
+                        && d.parse::<ipnet::IpNet>()
+                            .is_ok_and(|b| b.contains(&other.addr()))
+                })
+            },
+        );
+    }
+    // The first packets may wait on neighbour discovery along the way.
+    wait_for(&format!("pod0 → pod1 over IPv6 ({})", ip6[1]), || {
+        pods[0].ping(&ip6[1])
+    });
+    assert!(pods[1].ping(&ip6[0]), "pod1 → pod0 over IPv6 ({})", ip6[0]);
+    drop(agents);
+}
