@@ -23,76 +23,20 @@ set -euo pipefail
 ROUNDS=${1:-3}
 N=${N:-10000}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-[[ $(id -u) -eq 0 ]] || { echo "bench/routed.sh: needs root" >&2; exit 1; }
-for c in etcd curl bird birdc nsenter awk; do
-    command -v "$c" >/dev/null || { echo "bench/routed.sh: $c missing (scripts/install-deps.sh)" >&2; exit 1; }
-done
-if [[ -n ${BENCH_BIN:-} ]]; then
-    agent_bin=$BENCH_BIN
-else
-    (cd "$root" && cargo build -q --release -p plexusd)
-    agent_bin=$root/target/release
-fi
-
-tag=$$
-lan=plxbench-lan-$tag
-tmp=$(mktemp -d /tmp/plexus-bench-routed.XXXXXX)
-netns=()
-pids=()
-etcd_ip=10.200.0.2
-etcd_url=http://$etcd_ip:2379
-
-mine() { [[ $(awk '{print $4}' "/proc/$1/stat" 2>/dev/null) == "$$" ]]; }
-cleanup() {
-    set +e
-    local p
-    for p in "${pids[@]}"; do mine "$p" && kill -TERM "$p" 2>/dev/null; done
-    sleep 0.5
-    for p in "${pids[@]}"; do mine "$p" && kill -KILL "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    for n in "${netns[@]}"; do ip netns del "$n" 2>/dev/null; done
-    [[ -n ${KEEP:-} ]] && echo "kept $tmp" >&2 || rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-mkns() { ip netns add "$1"; ip -n "$1" link set lo up; netns+=("$1"); }
-plug_n=0
-plug() { # NS IP: eth0 in NS on the lan bridge
-    plug_n=$((plug_n + 1))
-    ip -n "$lan" link add "v$plug_n" type veth peer name eth0 netns "$1"
-    ip -n "$lan" link set "v$plug_n" master lan0 up
-    ip -n "$1" addr add "$2/24" dev eth0
-    ip -n "$1" link set eth0 up
-}
-mkns "$lan"
-ip -n "$lan" link add lan0 type bridge
-ip -n "$lan" link set lan0 up
+name=bench/routed.sh
+. "$root/bench/lib/routed-env.sh"
+need bird birdc
+routed_env_init plexus-bench-routed
 etcdns=plxbench-etcd-$tag node=plxbench-node-$tag birdnode=plxbench-bird-$tag ann=plxbench-ann-$tag
-mkns "$etcdns"; plug "$etcdns" "$etcd_ip"
-mkns "$node"; plug "$node" 10.200.0.10
-mkns "$birdnode"; plug "$birdnode" 10.200.0.11
-mkns "$ann"; plug "$ann" 10.200.0.13
-
-nsenter --net=/var/run/netns/"$etcdns" etcd --name bench --data-dir "$tmp/etcd" \
-    --listen-client-urls "$etcd_url" --advertise-client-urls "$etcd_url" \
-    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-    --initial-cluster bench=http://127.0.0.1:2380 >"$tmp/etcd.log" 2>&1 &
-pids+=($!)
-b64() { printf %s "$1" | base64 -w0; }
-etcd_api() { ip netns exec "$etcdns" curl -sf -X POST "$etcd_url$1" -d "$2"; }
-for _ in $(seq 100); do etcd_api /v3/kv/range "{\"key\":\"$(b64 x)\"}" >/dev/null 2>&1 && break; sleep 0.1; done
-etcd_put() { etcd_api /v3/kv/put "{\"key\":\"$(b64 "$1")\",\"value\":\"$(b64 "$2")\"}" >/dev/null; }
+mkns "$etcdns"; plug "$etcdns" "$etcd_ip/24"
+mkns "$node"; plug "$node" 10.200.0.10/24
+mkns "$birdnode"; plug "$birdnode" 10.200.0.11/24
+mkns "$ann"; plug "$ann" 10.200.0.13/24
+start_etcd "$etcdns"
 etcd_put /plexus/routed/pools/default '{"name":"default","cidr":"10.96.0.0/16","blockSize":26}'
 etcd_put /plexus/routed/bgp/config '{"asn":64512,"nodeToNodeMesh":true}'
 etcd_put /plexus/routed/bgp/peers/10.200.0.13 '{"address":"10.200.0.13","asn":65000}'
-
-nsenter --net=/var/run/netns/"$node" "$agent_bin/plexusd" --node-name n1 \
-    --store "etcd://$etcd_ip:2379" --public-ip 10.200.0.10 --run-dir "$tmp/run" \
-    --log-level warn >"$tmp/plexusd.log" 2>&1 &
-pids+=($!)
-agent_pid=$!
-for _ in $(seq 600); do [[ -e $tmp/run/ready ]] && break; sleep 0.05; done
-[[ -e $tmp/run/ready ]] || { echo "plexusd not ready:" >&2; cat "$tmp/plexusd.log" >&2; exit 1; }
+start_plexusd "$node" 10.200.0.10
 
 cat >"$tmp/birdnode.conf" <<CONF
 router id 10.200.0.11;

@@ -371,6 +371,7 @@ async fn run_routed(
         node: args.node_name.clone(),
         run_dir: args.run_dir.clone(),
         public_ip,
+        public_ipv6: args.public_ipv6,
         poll_every: Duration::from_secs(args.routed_poll_interval.max(1)),
         sync_wait: Duration::from_secs(args.routed_sync_wait),
     };

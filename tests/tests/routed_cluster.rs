@@ -18,10 +18,10 @@
 use std::collections::BTreeSet;
 use std::process::Stdio;
 
-use plexus_ipam::{BgpConfig, Peer};
+use plexus_ipam::{BgpConfig, Peer, Pool};
 use plexus_tests::cluster::routed::{
-    add_pool, add_pool_with, bgp_status, established, plexusctl, routes, store, PROTO_BGP,
-    PROTO_BLOCK,
+    add_pool, add_pool_with, bgp_status, established, plexusctl, routes, routes_of, store,
+    PROTO_BGP, PROTO_BLOCK,
 };
 use plexus_tests::cluster::{wait_for, Cluster, Daemon, Node};
 use plexus_tests::require_overlay;
@@ -545,6 +545,32 @@ fn malformed_bgp_messages_get_notifications_and_the_agent_carries_on() {
 }
 
 // ---------------------------------------------------------------- IP-in-IP
+// (helpers for the tests below)
+
+/// One pod per node through plexus-bgp-routes (netns named TAG0, TAG1...):
+/// the pods and their IPv4 addresses, in node order.
+fn pods_on(c: &Cluster, tag: &str) -> (Vec<plexus_tests::Netns>, Vec<String>) {
+    let pods: Vec<_> = (0..c.nodes.len())
+        .map(|i| plexus_tests::Netns::new(&format!("{tag}{i}")))
+        .collect();
+    let ips = c
+        .nodes
+        .iter()
+        .zip(&pods)
+        .map(|(n, p)| add_pod(n, p, "eth0"))
+        .collect();
+    (pods, ips)
+}
+
+/// The agents started, the routed conflist written on every node.
+fn agents_with_conf(c: &Cluster) -> Vec<Daemon> {
+    let agents = c.start_agents(&[]);
+    for n in &c.nodes {
+        write_conf(n);
+    }
+    agents
+}
+
 // The kernel of the development machines has no ipip module: these tests
 // skip there (skip_kernel_feature) and run in the QEMU VM with the Debian
 // kernel (tests/vm/kernel-tests.sh runs this file's tests named *ipip*).
@@ -622,19 +648,8 @@ fn ipip_pods_ping_across_nodes_through_tunl0() {
     require_ipip!();
     let c = Cluster::new(2);
     add_encap_pool(&c, plexus_ipam::Encap::Ipip);
-    let _agents = c.start_agents(&[]);
-    for n in &c.nodes {
-        write_conf(n);
-    }
-    let pods: Vec<_> = (0..2)
-        .map(|i| plexus_tests::Netns::new(&format!("ipod{i}")))
-        .collect();
-    let ips: Vec<String> = c
-        .nodes
-        .iter()
-        .zip(&pods)
-        .map(|(n, p)| add_pod(n, p, "eth0"))
-        .collect();
+    let _agents = agents_with_conf(&c);
+    let (pods, ips) = pods_on(&c, "ipod");
     let blocks: Vec<String> = c.nodes.iter().map(block_of).collect();
 
     for (i, n) in c.nodes.iter().enumerate() {
@@ -699,19 +714,8 @@ fn ipip_cross_subnet_tunnels_only_to_the_other_subnet() {
         ns.ip(&["route", "add", "10.201.0.0/24", "dev", "eth0"]);
     }
     add_encap_pool(&c, plexus_ipam::Encap::IpipCrossSubnet);
-    let _agents = c.start_agents(&[]);
-    for n in &c.nodes {
-        write_conf(n);
-    }
-    let pods: Vec<_> = (0..3)
-        .map(|i| plexus_tests::Netns::new(&format!("xpod{i}")))
-        .collect();
-    let ips: Vec<String> = c
-        .nodes
-        .iter()
-        .zip(&pods)
-        .map(|(n, p)| add_pod(n, p, "eth0"))
-        .collect();
+    let _agents = agents_with_conf(&c);
+    let (pods, ips) = pods_on(&c, "xpod");
     let blocks: Vec<String> = c.nodes.iter().map(block_of).collect();
     let (n0, n1, n2) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
 
@@ -760,17 +764,7 @@ fn ipip_cross_subnet_tunnels_only_to_the_other_subnet() {
 // ---------------------------------------------------------------- IPv6
 /// The node's IPv6 routes with our BGP protocol, as (dst, gateway).
 fn routes6(n: &Node) -> Vec<(String, String)> {
-    n.ip_json(&["-6", "route", "show", "proto", PROTO_BGP])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["dst"].as_str().unwrap_or("").to_string(),
-                r["gateway"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
+    routes_of(n, "-6", PROTO_BGP)
 }
 
 #[test]
@@ -781,9 +775,11 @@ fn bgp_learned_ipv6_routes_reach_the_kernel_and_leave_on_withdraw() {
         return;
     }
     let (c, router, dir) = cluster_with_router();
+    let router_ip = router.ip.clone();
     store(&c, |s| async move {
+        let address = router_ip.parse().unwrap();
         s.add_peer(&Peer {
-            address: "10.200.0.13".parse().unwrap(),
+            address,
             asn: 65000,
             node: None,
         })
@@ -849,19 +845,8 @@ fn a_node_as_change_in_the_store_takes_effect_without_a_restart() {
     require_overlay!();
     let c = Cluster::new(2);
     add_pool(&c, 26);
-    let agents = c.start_agents(&[]);
-    for n in &c.nodes {
-        write_conf(n);
-    }
-    let pods: Vec<_> = (0..2)
-        .map(|i| plexus_tests::Netns::new(&format!("apod{i}")))
-        .collect();
-    let ips: Vec<String> = c
-        .nodes
-        .iter()
-        .zip(&pods)
-        .map(|(n, p)| add_pod(n, p, "eth0"))
-        .collect();
+    let agents = agents_with_conf(&c);
+    let (pods, ips) = pods_on(&c, "apod");
     for n in &c.nodes {
         wait_for(&format!("{}: mesh Established", n.name), || {
             established(n, 1)
@@ -895,4 +880,82 @@ fn a_node_as_change_in_the_store_takes_effect_without_a_restart() {
     assert!(pods[0].ping(&ips[1]));
     assert!(agents[0].log_text().contains("our AS changed"));
     assert!(agents.iter().all(|a| a.pid().is_some()));
+}
+
+#[test]
+fn ipv6_blocks_are_announced_with_the_public_ipv6_and_pods_ping_over_ipv6() {
+    require_overlay!();
+    let c = Cluster::new(2);
+    add_pool(&c, 26);
+    store(&c, |s| async move {
+        s.add_pool(&Pool {
+            name: "v6".into(),
+            cidr: "fd96::/48".parse().unwrap(),
+            block_size: 122,
+            nat_outgoing: false,
+            encap: Default::default(),
+            disabled: false,
+        })
+        .await
+        .unwrap();
+    });
+    // Each agent with its underlay IPv6 address: the next hop of its IPv6
+    // blocks on the (IPv4) mesh sessions.
+    let agents: Vec<Daemon> = c
+        .nodes
+        .iter()
+        .map(|n| n.start_agent(&c.etcd.url(), &["--public-ipv6", &n.ip6]))
+        .collect();
+    for n in &c.nodes {
+        write_conf(n);
+    }
+    let pods: Vec<_> = (0..2)
+        .map(|i| plexus_tests::Netns::new(&format!("v6pod{i}")))
+        .collect();
+    let ip6: Vec<String> = c
+        .nodes
+        .iter()
+        .zip(&pods)
+        .map(|(n, p)| {
+            let out = n
+                .cni
+                .ctl(
+                    &n.ns,
+                    "add",
+                    NET,
+                    Some(&p.path()),
+                    &[("CNI_IFNAME", "eth0")],
+                )
+                .ok()
+                .json();
+            let v6 = out["ips"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|i| i["address"].as_str())
+                .find(|a| a.contains(':'))
+                .expect("an IPv6 address");
+            v6.split('/').next().unwrap().to_string()
+        })
+        .collect();
+    for (i, n) in c.nodes.iter().enumerate() {
+        let o = &c.nodes[1 - i];
+        let other: ipnet::IpNet = format!("{}/128", ip6[1 - i]).parse().unwrap();
+        wait_for(
+            &format!("{}: the other node's IPv6 block via {}", n.name, o.ip6),
+            || {
+                routes6(n).iter().any(|(d, gw)| {
+                    gw == &o.ip6
+                        && d.parse::<ipnet::IpNet>()
+                            .is_ok_and(|b| b.contains(&other.addr()))
+                })
+            },
+        );
+    }
+    // The first packets may wait on neighbour discovery along the way.
+    wait_for(&format!("pod0 → pod1 over IPv6 ({})", ip6[1]), || {
+        pods[0].ping(&ip6[1])
+    });
+    assert!(pods[1].ping(&ip6[0]), "pod1 → pod0 over IPv6 ({})", ip6[0]);
+    drop(agents);
 }

@@ -31,7 +31,7 @@ pub mod tunnel;
 pub mod watch;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -64,6 +64,10 @@ pub struct Settings {
     pub run_dir: PathBuf,
     /// The node's address: BGP router ID, peering address, next hop.
     pub public_ip: Ipv4Addr,
+    /// The node's IPv6 address (`--public-ipv6`): the next hop of its IPv6
+    /// blocks on IPv4 sessions; without it they are announced only on
+    /// IPv6 sessions.
+    pub public_ipv6: Option<Ipv6Addr>,
     /// How often the store is read again for peers, nodes and blocks.
     pub poll_every: Duration,
     /// How long to wait for every peer's End-of-RIB before removing the
@@ -111,6 +115,7 @@ pub async fn run(
     let restarting = !previous.is_empty() || !routes.ours(kernel::PROTO_BLOCK).await?.is_empty();
     let mut cfg = SpeakerConfig::new(s.public_ip, asn);
     cfg.cluster_id = me_cfg.route_reflector_cluster_id;
+    cfg.next_hop_v6 = s.public_ipv6;
     cfg.graceful_restart = Some(GracefulRestart {
         restarting,
         forwarding_preserved: true,

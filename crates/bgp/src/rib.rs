@@ -6,7 +6,7 @@
 //! routing component and the announcements/withdrawals per peer, already
 //! diffed against what each peer was sent.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -114,7 +114,17 @@ pub struct Rib {
     local: BTreeSet<IpNet>,
     loc: BTreeMap<IpNet, Best>,
     adj_out: HashMap<IpAddr, HashMap<IpNet, Arc<PathAttrs>>>,
+    /// The exported attributes, one copy of each: most (peer, prefix)
+    /// pairs get equal ones (every eBGP peer behind one address gets the
+    /// same path from us), so 100 peers × 10,000 routes hold a few hundred
+    /// attribute sets, not a million.
+    interned: HashSet<Arc<PathAttrs>>,
+    /// Size of `interned` at which the unused ones are dropped.
+    purge_at: usize,
 }
+
+/// Smallest `purge_at`: below this, unused attribute sets just stay.
+const INTERN_MIN: usize = 1024;
 
 impl Rib {
     pub fn new(cfg: RibConfig) -> Rib {
@@ -126,7 +136,29 @@ impl Rib {
             local: BTreeSet::new(),
             loc: BTreeMap::new(),
             adj_out: HashMap::new(),
+            interned: HashSet::new(),
+            purge_at: INTERN_MIN,
         }
+    }
+
+    /// The shared copy of `attrs`; the unused copies go once the set has
+    /// doubled since the last purge (amortised O(1)).
+    fn intern(&mut self, attrs: PathAttrs) -> Arc<PathAttrs> {
+        if let Some(a) = self.interned.get(&attrs) {
+            return a.clone();
+        }
+        if self.interned.len() >= self.purge_at {
+            self.interned.retain(|a| Arc::strong_count(a) > 1);
+            self.purge_at = (self.interned.len() * 2).max(INTERN_MIN);
+        }
+        let a = Arc::new(attrs);
+        self.interned.insert(a.clone());
+        a
+    }
+
+    /// How many distinct exported attribute sets are held (tests).
+    pub fn exported_attr_sets(&self) -> usize {
+        self.interned.len()
     }
 
     fn cluster_id(&self) -> Ipv4Addr {
@@ -395,7 +427,7 @@ impl Rib {
                     .get(&addr)
                     .and_then(|to| self.export(&prefix, b, to))
             })
-            .map(Arc::new);
+            .map(|a| self.intern(a));
         let table = self.adj_out.entry(addr).or_default();
         let entry = out.out.entry(addr).or_default();
         match want {

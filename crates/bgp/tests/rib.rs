@@ -497,3 +497,32 @@ fn adj_out_is_diffed_so_an_unchanged_best_sends_nothing() {
     assert!(out.out.is_empty() && out.changes.is_empty());
     assert_eq!(r.counts(&ip("10.0.0.3")), (0, 1));
 }
+
+#[test]
+fn equal_exported_attributes_are_held_once() {
+    // Ten eBGP peers of one AS, each announcing 50 prefixes with one path:
+    // every peer gets the other peers' 450 routes, with attributes that
+    // differ only by the source's path, so ten attribute sets in all.
+    let mut r = rib();
+    for n in 2..12u8 {
+        r.peer_up(peer(n, 65000, false));
+    }
+    for n in 2..12u8 {
+        let prefixes: Vec<IpNet> = (0..50u32)
+            .map(|i| net(&format!("172.{}.{}.0/24", 16 + n, i)))
+            .collect();
+        let from = format!("10.0.0.{n}");
+        let u = ParsedUpdate {
+            announced: prefixes,
+            attrs: Some(path(&[65000 + u32::from(n)], &from)),
+            ..ParsedUpdate::default()
+        };
+        let out = r.update(ip(&from), &u);
+        // The same Arc for every prefix sent to one peer.
+        let s = sent_to(&out, if n == 2 { 3 } else { 2 });
+        assert_eq!(s.len(), 50);
+        assert!(s.iter().all(|(_, a)| Arc::ptr_eq(a, &s[0].1)));
+    }
+    assert_eq!(r.counts(&ip("10.0.0.2")).1, 450);
+    assert_eq!(r.exported_attr_sets(), 10);
+}

@@ -104,7 +104,12 @@ pub fn established(n: &Node, want: usize) -> bool {
 
 /// The node's routes with `proto`, as (dst, gateway or "").
 pub fn routes(n: &Node, proto: &str) -> Vec<(String, String)> {
-    n.ip_json(&["route", "show", "proto", proto])
+    routes_of(n, "-4", proto)
+}
+
+/// [`routes`] of one family (`-4`, `-6`).
+pub fn routes_of(n: &Node, family: &str, proto: &str) -> Vec<(String, String)> {
+    n.ip_json(&[family, "route", "show", "proto", proto])
         .as_array()
         .unwrap()
         .iter()
