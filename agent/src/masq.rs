@@ -13,6 +13,9 @@
 //! (and the same with `ip6` and ff00::/8). `accept` in our own base chain
 //! ends only this chain, like flannel's RETURN from its FLANNEL-POSTRTG
 //! chain.
+//!
+//! The routed network's `nat-outgoing` (agent/src/routed/natout.rs) writes
+//! its own chain in the same table through [`apply_chain`].
 
 use ipnet::IpNet;
 use plexus_netlink::nft::{
@@ -38,7 +41,7 @@ const MASQ_CHAIN: BaseChain = BaseChain {
 const KUBE_PROXY_MARK: u32 = 0x4000;
 
 /// `meta mark & 0x4000 == 0x4000 accept`, once for both families.
-fn kube_proxy_rule() -> Vec<Expr> {
+pub(crate) fn kube_proxy_rule() -> Vec<Expr> {
     let mark = KUBE_PROXY_MARK.to_ne_bytes();
     vec![
         Expr::Meta(MetaKey::Mark),
@@ -52,7 +55,7 @@ fn kube_proxy_rule() -> Vec<Expr> {
 }
 
 /// (nfproto, saddr offset, daddr offset, multicast prefix, its length)
-fn family_layout(net: &IpNet) -> (u8, u32, u32, Vec<u8>, u32) {
+pub(crate) fn family_layout(net: &IpNet) -> (u8, u32, u32, Vec<u8>, u32) {
     match net {
         IpNet::V4(_) => (2, 12, 16, vec![224, 0, 0, 0], 4),
         IpNet::V6(_) => {
@@ -63,7 +66,7 @@ fn family_layout(net: &IpNet) -> (u8, u32, u32, Vec<u8>, u32) {
     }
 }
 
-fn addr_bytes(net: &IpNet) -> Vec<u8> {
+pub(crate) fn addr_bytes(net: &IpNet) -> Vec<u8> {
     match net {
         IpNet::V4(n) => n.network().octets().to_vec(),
         IpNet::V6(n) => n.network().octets().to_vec(),
@@ -121,51 +124,67 @@ fn rules(network: IpNet, subnet: IpNet) -> Vec<Vec<Expr>> {
     ]
 }
 
-/// The batch that (re)writes our chain with the rules for `r`.
-pub fn install(r: &MasqRules) -> Batch {
-    let mut b = Batch::new();
-    b.add_table(Family::Inet, TABLE)
-        .add_chain(Family::Inet, TABLE, CHAIN, Some(&MASQ_CHAIN), Some(COMMENT))
-        .flush_chain(Family::Inet, TABLE, CHAIN)
-        .add_rule(
-            Family::Inet,
-            TABLE,
-            CHAIN,
-            &kube_proxy_rule(),
-            Some(COMMENT),
-        );
+/// The overlay's rules for `r`: the kube-proxy rule, then four per family.
+fn overlay_rules(r: &MasqRules) -> Vec<Vec<Expr>> {
     let pairs = [
         r.network.map(IpNet::V4).zip(r.subnet.map(IpNet::V4)),
         r.ipv6_network
             .map(IpNet::V6)
             .zip(r.ipv6_subnet.map(IpNet::V6)),
     ];
+    let mut all = vec![kube_proxy_rule()];
     for (net, sub) in pairs.into_iter().flatten() {
-        for exprs in rules(net, sub) {
-            b.add_rule(Family::Inet, TABLE, CHAIN, &exprs, Some(COMMENT));
-        }
+        all.extend(rules(net, sub));
+    }
+    all
+}
+
+/// The batch that (re)writes our chain with the rules for `r`.
+pub fn install(r: &MasqRules) -> Batch {
+    write_chain(CHAIN, COMMENT, &overlay_rules(r))
+}
+
+/// The batch that (re)writes `chain` (a nat base chain on postrouting in
+/// our table) to hold exactly `rules`, atomically.
+pub fn write_chain(chain: &str, comment: &str, rules: &[Vec<Expr>]) -> Batch {
+    let mut b = Batch::new();
+    b.add_table(Family::Inet, TABLE)
+        .add_chain(Family::Inet, TABLE, chain, Some(&MASQ_CHAIN), Some(comment))
+        .flush_chain(Family::Inet, TABLE, chain);
+    for exprs in rules {
+        b.add_rule(Family::Inet, TABLE, chain, exprs, Some(comment));
     }
     b
 }
 
-/// The batch that removes our chain (only send it when the chain exists:
+/// The batch that removes `chain` (only send it when the chain exists:
 /// the kernel answers ENOENT otherwise).
-pub fn remove() -> Batch {
+pub fn remove_chain(chain: &str) -> Batch {
     let mut b = Batch::new();
-    b.flush_chain(Family::Inet, TABLE, CHAIN)
-        .delete_chain(Family::Inet, TABLE, CHAIN);
+    b.flush_chain(Family::Inet, TABLE, chain)
+        .delete_chain(Family::Inet, TABLE, chain);
     b
 }
 
-/// Applies the rules (or their absence) on the calling thread's namespace.
+/// Applies the overlay's rules (or their absence) on the calling thread's
+/// namespace.
 pub fn apply(r: Option<&MasqRules>) -> Result<(), plexus_netlink::Error> {
-    match r {
-        Some(r) => {
+    apply_chain(CHAIN, COMMENT, r.map(overlay_rules).as_deref())
+}
+
+/// Writes `chain` with `rules`, or removes it when `None` (no table is
+/// created just to be empty), on the calling thread's namespace.
+pub fn apply_chain(
+    chain: &str,
+    comment: &str,
+    rules: Option<&[Vec<Expr>]>,
+) -> Result<(), plexus_netlink::Error> {
+    match rules {
+        Some(rules) => {
             let sock = nft::Socket::open()?;
-            install(r).commit(&sock)
+            write_chain(chain, comment, rules).commit(&sock)
         }
         None => {
-            // Nothing when off: no table is created just to be empty.
             let sock = match nft::Socket::open() {
                 Ok(s) => s,
                 Err(e) if e.is_not_supported() => return Ok(()),
@@ -173,9 +192,9 @@ pub fn apply(r: Option<&MasqRules>) -> Result<(), plexus_netlink::Error> {
             };
             let ours = nft::list_chains(&sock, Family::Inet, TABLE)?
                 .iter()
-                .any(|c| c.name == CHAIN);
+                .any(|c| c.name == chain);
             if ours {
-                remove().commit(&sock)?;
+                remove_chain(chain).commit(&sock)?;
             }
             Ok(())
         }
@@ -212,6 +231,6 @@ mod tests {
         assert_eq!(rs[1][5], Expr::cmp(CmpOp::Eq, &[10, 5, 1]));
         assert_eq!(rs[2].last(), Some(&Expr::MasqRandomFully));
         assert_eq!(rs[0].last(), Some(&Expr::Verdict(Verdict::Accept)));
-        assert_eq!(remove().len(), 2);
+        assert_eq!(remove_chain(CHAIN).len(), 2);
     }
 }

@@ -959,3 +959,50 @@ fn ipv6_blocks_are_announced_with_the_public_ipv6_and_pods_ping_over_ipv6() {
     assert!(pods[1].ping(&ip6[0]), "pod1 → pod0 over IPv6 ({})", ip6[0]);
     drop(agents);
 }
+
+/// Turns the default pool's nat-outgoing on or off in the store.
+fn set_nat_outgoing(c: &Cluster, on: bool) {
+    store(c, move |s| async move {
+        s.update_pool("default", |p| p.nat_outgoing = on)
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn nat_outgoing_masquerades_what_leaves_the_pools_and_follows_the_store() {
+    require_overlay!();
+    // node0 runs the routed network; node1 stays a plain host on the
+    // underlay with no route to the pools (the world outside the cluster).
+    let mut c = Cluster::new(2);
+    let outside = c.nodes.pop().unwrap();
+    add_pool(&c, 26);
+    let _agents = agents_with_conf(&c);
+    let n0 = &c.nodes[0];
+    let pod = plexus_tests::Netns::new("natpod");
+    add_pod(n0, &pod, "eth0");
+    let chain = || {
+        n0.ns
+            .nft_table("inet", "plexusd")
+            .contains("routed-nat-outgoing")
+    };
+    // Without NAT the outside host answers the pod's own address, which it
+    // cannot route: nothing comes back.
+    assert!(!chain(), "no chain while no pool asks for NAT");
+    assert!(!pod.ping(&outside.ip));
+
+    set_nat_outgoing(&c, true);
+    wait_for("the nat-outgoing chain", chain);
+    let rules = n0.ns.nft_table("inet", "plexusd");
+    assert!(rules.contains("ip daddr 10.96.0.0/16 accept"), "{rules}");
+    assert!(rules.contains("ip saddr 10.96.0.0/16"), "{rules}");
+    assert!(rules.contains("masquerade"), "{rules}");
+    assert!(
+        pod.ping(&outside.ip),
+        "the pod reaches the outside host as the node"
+    );
+
+    set_nat_outgoing(&c, false);
+    wait_for("the chain removed", || !chain());
+    assert!(!pod.ping(&outside.ip));
+}

@@ -15,6 +15,7 @@
 //! - [`tunnel`]: the tunnel device and its address;
 //! - [`ipam`]: the control socket's allocate/release/gc/bgp_status;
 //! - [`routing`]: the RouteFeed → kernel routes, and the stale-route purge;
+//! - [`natout`]: the pools' `nat-outgoing` as an nftables chain;
 //! - [`watch`]: wakes the loop when the store's records change;
 //! - this file: start-up and the loop that follows the store.
 
@@ -25,6 +26,7 @@ pub mod encap;
 mod fakes;
 pub mod ipam;
 pub mod kernel;
+pub mod natout;
 pub mod peers;
 pub mod routing;
 pub mod tunnel;
@@ -51,6 +53,7 @@ use self::bgp::Announcer;
 use self::blocks::Blocks;
 use self::encap::Policy;
 use self::kernel::{KernelRoutes, RouteTable};
+use self::natout::NatOutgoing;
 use self::peers::{Desired, Me};
 use self::tunnel::Tunnel;
 
@@ -137,6 +140,8 @@ pub async fn run(
     };
     let nodes = follower.peers().await?;
     let pool_list = cluster.pools().await.context("read the pools")?;
+    let mut nat = NatOutgoing::new(ns.try_clone().context("clone the netns handle")?);
+    sync_nat(&mut nat, &pool_list, status).await;
 
     // The tunnel (if a pool wants IP-in-IP) before any route through it.
     let tunnel = Tunnel::new(routes.clone(), alloc.clone(), s.public_ip).await?;
@@ -202,6 +207,9 @@ pub async fn run(
                 None
             }
         };
+        if let Some(pool_list) = &pool_list {
+            sync_nat(&mut nat, pool_list, status).await;
+        }
         if let (Some(nodes), Some(pool_list)) = (nodes, pool_list) {
             let policy = encap_policy(&tunnel, &pool_list, &nodes, status).await;
             routing.set_policy(policy).await;
@@ -240,6 +248,15 @@ async fn encap_policy(
         tracing::error!(error = %format!("{e:#}"), "IP-in-IP tunnel: routes stay direct");
     }
     policy
+}
+
+/// The pools' nat-outgoing chain in line with the store (a failure is
+/// counted and logged; the next round tries again).
+async fn sync_nat(nat: &mut NatOutgoing, pools: &[Pool], status: &Shared) {
+    if let Err(e) = nat.sync(pools).await {
+        status.dataplane_errors(1);
+        tracing::error!(error = %format!("{e:#}"), "writing the nat-outgoing rules");
+    }
 }
 
 /// The BGP metrics from the sessions' status (every state the operator

@@ -1,0 +1,157 @@
+//! A pool's `nat-outgoing`, as Calico's natOutgoing: packets from a pod of
+//! such a pool to anything outside every pool leave with the node's
+//! address (masquerade, fully random ports); pod-to-pod traffic, across
+//! pools too, keeps its source. One nat chain of our own in plexusd's
+//! table (see [`crate::masq`]):
+//!
+//! ```text
+//! meta mark & 0x4000 == 0x4000 accept            # kube-proxy NATs these itself
+//! ip daddr POOL accept                           # for every pool
+//! ip saddr NAT_POOL ip daddr != 224.0.0.0/4 masquerade fully-random
+//! ```
+//!
+//! [`rules`] is pure; [`NatOutgoing`] writes the chain when the pools
+//! change and removes it when no pool wants NAT any more.
+
+use ipnet::IpNet;
+use plexus_ipam::Pool;
+use plexus_netlink::nft::{CmpOp, Expr, MetaKey, PayloadBase, Verdict};
+use plexus_netlink::Netns;
+
+use crate::masq::{addr_bytes, family_layout, kube_proxy_rule};
+
+pub const CHAIN: &str = "routed-nat-outgoing";
+const COMMENT: &str = "plexusd routed nat-outgoing";
+
+/// The chain's rules for these pools, or `None` when no pool asks for NAT
+/// (then the chain should not exist).
+pub fn rules(pools: &[Pool]) -> Option<Vec<Vec<Expr>>> {
+    if !pools.iter().any(|p| p.nat_outgoing) {
+        return None;
+    }
+    let head = |net: &IpNet| {
+        let (nfproto, ..) = family_layout(net);
+        vec![
+            Expr::Meta(MetaKey::NfProto),
+            Expr::cmp(CmpOp::Eq, &[nfproto]),
+        ]
+    };
+    let matches = |net: &IpNet, dst: bool, op: CmpOp| {
+        let (_, saddr, daddr, ..) = family_layout(net);
+        let off = if dst { daddr } else { saddr };
+        Expr::prefix_match(
+            PayloadBase::Network,
+            off,
+            &addr_bytes(net),
+            net.prefix_len().into(),
+            op,
+        )
+    };
+    let mut all = vec![kube_proxy_rule()];
+    for p in pools {
+        let mut r = head(&p.cidr);
+        r.extend(matches(&p.cidr, true, CmpOp::Eq));
+        r.push(Expr::Verdict(Verdict::Accept));
+        all.push(r);
+    }
+    for p in pools.iter().filter(|p| p.nat_outgoing) {
+        let (_, _, daddr, mcast, mcast_len) = family_layout(&p.cidr);
+        let mut r = head(&p.cidr);
+        r.extend(matches(&p.cidr, false, CmpOp::Eq));
+        r.extend(Expr::prefix_match(
+            PayloadBase::Network,
+            daddr,
+            &mcast,
+            mcast_len,
+            CmpOp::Neq,
+        ));
+        r.push(Expr::MasqRandomFully);
+        all.push(r);
+    }
+    Some(all)
+}
+
+/// The chain in the node's namespace, rewritten only when the rules change.
+pub struct NatOutgoing {
+    ns: Netns,
+    /// What the kernel holds now; `None` before the first sync, so the
+    /// first one also clears a previous run's chain.
+    applied: Option<Option<Vec<Vec<Expr>>>>,
+}
+
+impl NatOutgoing {
+    pub fn new(ns: Netns) -> NatOutgoing {
+        NatOutgoing { ns, applied: None }
+    }
+
+    /// Brings the chain in line with `pools`.
+    pub async fn sync(&mut self, pools: &[Pool]) -> anyhow::Result<()> {
+        let want = rules(pools);
+        if self.applied.as_ref() == Some(&want) {
+            return Ok(());
+        }
+        let rules = want.clone();
+        self.ns
+            .run_async(move || crate::masq::apply_chain(CHAIN, COMMENT, rules.as_deref()))
+            .await??;
+        tracing::info!(
+            pools = ?pools.iter().filter(|p| p.nat_outgoing).map(|p| p.cidr).collect::<Vec<_>>(),
+            "nat-outgoing rules written"
+        );
+        self.applied = Some(want);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(name: &str, cidr: &str, nat: bool) -> Pool {
+        Pool {
+            name: name.into(),
+            cidr: cidr.parse().unwrap(),
+            block_size: 26,
+            nat_outgoing: nat,
+            encap: Default::default(),
+            disabled: false,
+        }
+    }
+
+    #[test]
+    fn no_chain_without_a_nat_pool() {
+        assert_eq!(rules(&[pool("a", "10.96.0.0/16", false)]), None);
+        assert_eq!(rules(&[]), None);
+    }
+
+    #[test]
+    fn every_pool_is_exempt_and_only_nat_pools_are_masqueraded() {
+        let pools = [
+            pool("a", "10.96.0.0/16", true),
+            pool("b", "10.97.0.0/16", false),
+            pool("v6", "fd96::/48", true),
+        ];
+        let r = rules(&pools).unwrap();
+        // kube-proxy, 3 exemptions, 2 masquerades.
+        assert_eq!(r.len(), 6);
+        assert_eq!(r[0], kube_proxy_rule());
+        for (i, p) in pools.iter().enumerate() {
+            let rule = &r[1 + i];
+            assert_eq!(rule.last(), Some(&Expr::Verdict(Verdict::Accept)));
+            let (nfproto, ..) = family_layout(&p.cidr);
+            assert_eq!(rule[1], Expr::cmp(CmpOp::Eq, &[nfproto]));
+        }
+        // ip saddr 10.96.0.0/16 (a 2-byte compare after the load)...
+        let v4 = &r[4];
+        assert_eq!(v4[1], Expr::cmp(CmpOp::Eq, &[2]));
+        assert!(v4.contains(&Expr::cmp(CmpOp::Eq, &[10, 96])));
+        assert_eq!(v4.last(), Some(&Expr::MasqRandomFully));
+        // ...and the IPv6 pool's with nfproto ipv6.
+        assert_eq!(r[5][1], Expr::cmp(CmpOp::Eq, &[10]));
+        assert_eq!(r[5].last(), Some(&Expr::MasqRandomFully));
+        // Pool b is exempt as a destination but never masqueraded.
+        assert!(!r[4..]
+            .iter()
+            .any(|x| x.contains(&Expr::cmp(CmpOp::Eq, &[10, 97]))));
+    }
+}
