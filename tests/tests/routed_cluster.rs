@@ -20,15 +20,12 @@ use std::process::Stdio;
 
 use plexus_ipam::{BgpConfig, Peer, Pool};
 use plexus_tests::cluster::routed::{
-    add_pool, add_pool_with, bgp_status, established, plexusctl, routes, routes_of, store,
-    PROTO_BGP, PROTO_BLOCK,
+    add_pool, add_pool_with, add_routed_pod, bgp_status, established, first_ip, plexusctl, routes,
+    routes_of, store, write_routed_conf, PROTO_BGP, PROTO_BLOCK,
 };
 use plexus_tests::cluster::{wait_for, Cluster, Daemon, Node};
 use plexus_tests::require_overlay;
 use plexus_tests::routers::{tool_available, Bird, GoBgp};
-use serde_json::json;
-
-const NET: &str = "routed";
 
 /// Three nodes with a pool of /26 blocks, and a fourth netns on the
 /// underlay (10.200.0.13, no agent) for a router.
@@ -56,28 +53,12 @@ fn peer_kinds(n: &Node) -> BTreeSet<String> {
 }
 
 fn write_conf(n: &Node) {
-    n.cni.write_conf(
-        "10-routed.conflist",
-        &json!({"cniVersion": "1.1.0", "name": NET,
-                "plugins": [{"type": "plexus-bgp-routes", "runDir": n.run_dir}]}),
-    );
+    write_routed_conf(n);
 }
 
 /// ADD through plexus-bgp-routes; the pod's IPv4 address.
 fn add_pod(n: &Node, pod: &plexus_tests::Netns, ifname: &str) -> String {
-    let out = n
-        .cni
-        .ctl(
-            &n.ns,
-            "add",
-            NET,
-            Some(&pod.path()),
-            &[("CNI_IFNAME", ifname)],
-        )
-        .ok()
-        .json();
-    let a = out["ips"][0]["address"].as_str().expect("an address");
-    a.split('/').next().unwrap().to_string()
+    first_ip(&add_routed_pod(n, pod, ifname))
 }
 
 /// GET /metrics from the agent's --metrics-addr, inside the node.
@@ -917,17 +898,7 @@ fn ipv6_blocks_are_announced_with_the_public_ipv6_and_pods_ping_over_ipv6() {
         .iter()
         .zip(&pods)
         .map(|(n, p)| {
-            let out = n
-                .cni
-                .ctl(
-                    &n.ns,
-                    "add",
-                    NET,
-                    Some(&p.path()),
-                    &[("CNI_IFNAME", "eth0")],
-                )
-                .ok()
-                .json();
+            let out = add_routed_pod(n, p, "eth0");
             let v6 = out["ips"]
                 .as_array()
                 .unwrap()

@@ -14,12 +14,13 @@ use std::collections::BTreeSet;
 
 use plexus_store::kubekv::{GROUP, PLURAL, VERSION};
 use plexus_tests::apiserver::FakeApiServer;
-use plexus_tests::cluster::routed::{bgp_status, routes, PROTO_BGP, PROTO_BLOCK};
+use plexus_tests::cluster::routed::{
+    add_routed_pod, bgp_status, first_ip, routes, write_routed_conf, PROTO_BGP, PROTO_BLOCK,
+};
 use plexus_tests::cluster::{wait_for, Cluster, Node, ETCD_IP};
 use plexus_tests::{require_overlay, Netns};
 use serde_json::{json, Value};
 
-const NET: &str = "routed";
 const POOL: &str = "10.97.0.0/16";
 
 /// The ConfigMap's two routed keys as files.
@@ -83,25 +84,9 @@ fn route_dsts(n: &Node, proto: &str) -> BTreeSet<String> {
 /// A pod netns attached by plexus-bgp-routes (addresses from the agent);
 /// its IPv4 address.
 fn routed_pod(n: &Node, tag: &str) -> (Netns, String) {
-    n.cni.write_conf(
-        "10-routed.conflist",
-        &json!({"cniVersion": "1.1.0", "name": NET,
-                "plugins": [{"type": "plexus-bgp-routes", "runDir": n.run_dir}]}),
-    );
+    write_routed_conf(n);
     let pod = Netns::new(tag);
-    let out = n
-        .cni
-        .ctl(
-            &n.ns,
-            "add",
-            NET,
-            Some(&pod.path()),
-            &[("CNI_IFNAME", "eth0")],
-        )
-        .ok()
-        .json();
-    let a = out["ips"][0]["address"].as_str().expect("an address");
-    let ip = a.split('/').next().unwrap().to_string();
+    let ip = first_ip(&add_routed_pod(n, &pod, "eth0"));
     (pod, ip)
 }
 

@@ -5,7 +5,7 @@
 use std::future::Future;
 
 use plexus_ipam::{BgpConfig, Cluster as Ipam, Layout, Pool};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::{Cluster, Node};
 use crate::bin_dir;
@@ -120,4 +120,36 @@ pub fn routes_of(n: &Node, family: &str, proto: &str) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// The CNI network name of [`write_routed_conf`]'s conflist.
+pub const ROUTED_NET: &str = "routed";
+
+/// A conflist for plexus-bgp-routes with addresses from the node's agent.
+pub fn write_routed_conf(n: &Node) {
+    n.cni.write_conf(
+        "10-routed.conflist",
+        &json!({"cniVersion": "1.1.0", "name": ROUTED_NET,
+                "plugins": [{"type": "plexus-bgp-routes", "runDir": n.run_dir}]}),
+    );
+}
+
+/// ADD of `pod` through [`write_routed_conf`]'s network; the CNI result.
+pub fn add_routed_pod(n: &Node, pod: &crate::Netns, ifname: &str) -> Value {
+    n.cni
+        .ctl(
+            &n.ns,
+            "add",
+            ROUTED_NET,
+            Some(&pod.path()),
+            &[("CNI_IFNAME", ifname)],
+        )
+        .ok()
+        .json()
+}
+
+/// The first address of a CNI result, without its prefix length.
+pub fn first_ip(result: &Value) -> String {
+    let a = result["ips"][0]["address"].as_str().expect("an address");
+    a.split('/').next().unwrap().to_string()
 }
