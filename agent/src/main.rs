@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use plexus_netlink::Netns;
-use plexus_store::{open_kv, open_lease_registry, StoreOptions};
+use plexus_store::{open_kv, open_lease_registry, StoreError, StoreOptions};
 use plexusd::dataplane::DataPlane;
 use plexusd::dataplane::UnderlaySelect;
 use plexusd::kernel::KernelDataPlane;
@@ -191,13 +191,40 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
         node_name: args.node_name.clone(),
         net_config: args.net_config.clone(),
     };
-    if let Some(cluster) = routed_cluster(args, &opts, status).await? {
-        return run_routed(args, cluster, status, handlers).await;
-    }
+    let routed = routed_cluster(args, &opts, status).await?;
     let reg = open_lease_registry(&args.store, &opts)
         .await
         .inspect_err(|_| status.store_error())
         .with_context(|| format!("open the store {}", args.store))?;
+    let Some(cluster) = routed else {
+        return run_overlay(args, reg.as_ref(), status).await;
+    };
+    // A store with a routed pool and the overlay's config: this node serves
+    // both networks (eth0 on the overlay, net1 routed), one process.
+    match reg.network_config().await {
+        Err(StoreError::NoConfig(_)) => run_routed(args, cluster, status, handlers).await,
+        Err(e) => {
+            status.store_error();
+            Err(e)
+                .with_context(|| format!("read the network config at {}/config", args.etcd_prefix))
+        }
+        Ok(_) => {
+            status.expect_networks(2);
+            tokio::try_join!(
+                run_overlay(args, reg.as_ref(), status),
+                run_routed(args, cluster, status, handlers)
+            )
+            .map(|_| ())
+        }
+    }
+}
+
+/// The flannel-style overlay until it fails for good.
+async fn run_overlay(
+    args: &Args,
+    reg: &dyn plexus_store::LeaseRegistry,
+    status: &Shared,
+) -> anyhow::Result<()> {
     let ns = Netns::current().context("open this process's network namespace")?;
     let mut dp = KernelDataPlane::open(ns).await?;
     let settings = Settings {
@@ -215,8 +242,8 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
         store_wait: Duration::from_secs(args.store_wait),
         ..Settings::new(&args.node_name, &args.run_dir)
     };
-    let mut ov = overlay::start(&settings, reg.as_ref(), &mut dp, status).await?;
-    ov.run(reg.as_ref(), &mut dp).await
+    let mut ov = overlay::start(&settings, reg, &mut dp, status).await?;
+    ov.run(reg, &mut dp).await
 }
 
 /// The routed network's store, when it holds a routed network (a pool).

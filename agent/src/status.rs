@@ -55,6 +55,9 @@ struct Inner {
     status: NodeStatus,
     counters: Counters,
     bgp: Option<BgpGauges>,
+    /// Networks this agent runs (0 is one) and how many of them are ready.
+    networks: usize,
+    networks_ready: usize,
 }
 
 /// Shared, cheap to clone.
@@ -74,6 +77,36 @@ impl Shared {
 
     pub fn status(&self) -> NodeStatus {
         self.lock().status.clone()
+    }
+
+    /// This agent runs `n` networks (the overlay and the routed network):
+    /// the node is ready when every one of them is.
+    pub fn expect_networks(&self, n: usize) {
+        self.lock().networks = n;
+    }
+
+    /// One network is ready (each says so once); true when that makes the
+    /// node ready, and then `ready` is set. The caller writes the ready file.
+    pub fn network_ready(&self) -> bool {
+        let mut g = self.lock();
+        g.networks_ready += 1;
+        let all = g.networks_ready >= g.networks.max(1);
+        if all {
+            g.status.ready = true;
+        }
+        all
+    }
+
+    /// Adds a network's backend to the status (`vxlan + routed (BGP)`).
+    pub fn add_backend(&self, name: &str) {
+        let mut g = self.lock();
+        let b = &mut g.status.backend;
+        if b.is_empty() {
+            *b = name.to_string();
+        } else if !b.split(" + ").any(|x| x == name) {
+            b.push_str(" + ");
+            b.push_str(name);
+        }
     }
 
     pub fn store_error(&self) {
@@ -201,6 +234,28 @@ fn bgp_metrics(o: &mut String, b: &BgpGauges) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_network_is_ready_alone() {
+        let s = Shared::default();
+        assert!(s.network_ready());
+        assert!(s.status().ready);
+    }
+
+    #[test]
+    fn two_networks_are_ready_together() {
+        let s = Shared::default();
+        s.expect_networks(2);
+        s.add_backend("vxlan");
+        assert!(!s.network_ready());
+        assert!(!s.status().ready);
+        s.add_backend("routed (BGP)");
+        s.add_backend("vxlan");
+        assert!(s.network_ready());
+        let st = s.status();
+        assert!(st.ready);
+        assert_eq!(st.backend, "vxlan + routed (BGP)");
+    }
 
     #[test]
     fn metrics_text() {

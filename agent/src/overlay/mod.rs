@@ -265,12 +265,14 @@ impl Overlay {
         if self.ready {
             return;
         }
-        if let Err(e) = crate::runfiles::mark_ready(&self.settings.run_dir) {
-            tracing::warn!(error = %e, "cannot write the readiness file");
-        }
         self.ready = true;
-        self.status.update(|s| s.ready = true);
         tracing::info!("ready: lease held, data plane programmed");
+        // With the routed network beside it, the node is ready when both are.
+        if self.status.network_ready() {
+            if let Err(e) = crate::runfiles::mark_ready(&self.settings.run_dir) {
+                tracing::warn!(error = %e, "cannot write the readiness file");
+            }
+        }
     }
 
     /// Our lease must stay ours: when it is gone from the store (expired,

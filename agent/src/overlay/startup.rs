@@ -286,10 +286,10 @@ pub fn subnet_env(cfg: &NetworkConfig, lease: &Lease, mtu: u32, ipmasq: bool) ->
 }
 
 fn publish_identity(settings: &Settings, status: &Shared, cfg: &NetworkConfig, lease: &Lease) {
+    status.add_backend(cfg.backend.type_name());
     status.update(|s| {
         s.node_name = settings.node_name.clone();
         s.network = settings.network.clone();
-        s.backend = cfg.backend.type_name().into();
         s.public_ip = lease.attrs.public_ip.map(|i| i.to_string());
         s.public_ipv6 = lease.attrs.public_ipv6.map(|i| i.to_string());
         s.subnet = lease.subnet.map(|n| n.trunc().to_string());

@@ -143,13 +143,13 @@ pub async fn run(
         router_id: s.public_ip.to_string(),
         asn,
     }));
-    status.update(|st| {
-        st.backend = "routed (BGP)".into();
-        st.public_ip = Some(s.public_ip.to_string());
-        st.ready = true;
-    });
-    runfiles::mark_ready(&s.run_dir)?;
+    status.add_backend("routed (BGP)");
+    status.update(|st| st.public_ip = Some(s.public_ip.to_string()));
     tracing::info!("routed network ready");
+    // With the overlay beside it, the node is ready when both are.
+    if status.network_ready() {
+        runfiles::mark_ready(&s.run_dir)?;
+    }
 
     let _purge = AbortOnDrop(tokio::spawn(routing.purge_after_sync(
         speaker.clone(),
