@@ -47,6 +47,12 @@ use self::blocks::Blocks;
 use self::kernel::{KernelRoutes, RouteTable};
 use self::peers::{Desired, Me};
 
+/// Seconds between a peer's connection attempts.
+const CONNECT_RETRY_SECS: u16 = 2;
+
+/// How often the BGP gauges of /metrics are refreshed.
+const GAUGES_EVERY: Duration = Duration::from_secs(2);
+
 /// The neighbours configured now, by address (shared with `bgp_status`).
 pub type PeerTable = Arc<std::sync::Mutex<BTreeMap<IpAddr, Desired>>>;
 
@@ -104,6 +110,11 @@ pub async fn run(
     let restarting = !previous.is_empty() || !routes.ours(kernel::PROTO_BLOCK).await?.is_empty();
     let mut cfg = SpeakerConfig::new(s.public_ip, asn);
     cfg.cluster_id = me_cfg.route_reflector_cluster_id;
+    // Nodes starting together race: a node's first connect can reach a peer
+    // that is not listening yet, or does not know this node yet, and both
+    // sides then wait a whole retry interval (30 s by default, 120 s in RFC
+    // 4271). On a cluster network a refused connect costs nothing.
+    cfg.connect_retry = CONNECT_RETRY_SECS;
     cfg.graceful_restart = Some(GracefulRestart {
         restarting,
         forwarding_preserved: true,
@@ -161,11 +172,24 @@ pub async fn run(
         cluster.clone(),
         wake.clone(),
     )));
+    // The BGP gauges are local (no store request), refreshed every few
+    // seconds; the store is read on each watch event and, as the fallback
+    // for a missed one, once per poll interval after the last read.
+    let mut gauge_tick = tokio::time::interval(GAUGES_EVERY);
+    let mut poll = tokio::time::interval(s.poll_every);
+    poll.reset(); // start-up has just read everything
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(s.poll_every) => {}
+            _ = gauge_tick.tick() => {
+                if let Ok(peers) = speaker.status().await {
+                    status.set_bgp(gauges(&peers));
+                }
+                continue;
+            }
+            _ = poll.tick() => {}
             _ = wake.notified() => {}
         }
+        poll.reset();
         if let Err(e) = follower.peers().await {
             status.store_error();
             tracing::warn!(error = %format!("{e:#}"), "following the BGP peers");
@@ -188,9 +212,6 @@ pub async fn run(
                 status.store_error();
                 tracing::warn!(error = %e, "re-reading this node's blocks");
             }
-        }
-        if let Ok(peers) = speaker.status().await {
-            status.set_bgp(gauges(&peers));
         }
     }
 }
