@@ -23,10 +23,8 @@ set -euo pipefail
 ROUNDS=${1:-3}
 N=${N:-10000}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-[[ $(id -u) -eq 0 ]] || { echo "bench/routed.sh: needs root" >&2; exit 1; }
-for c in etcd curl bird birdc nsenter awk; do
-    command -v "$c" >/dev/null || { echo "bench/routed.sh: $c missing (scripts/install-deps.sh)" >&2; exit 1; }
-done
+source "$root/bench/lib.sh"
+bench_requires bench/routed.sh etcd curl bird birdc nsenter awk
 if [[ -n ${BENCH_BIN:-} ]]; then
     agent_bin=$BENCH_BIN
 else
@@ -42,7 +40,6 @@ pids=()
 etcd_ip=10.200.0.2
 etcd_url=http://$etcd_ip:2379
 
-mine() { [[ $(awk '{print $4}' "/proc/$1/stat" 2>/dev/null) == "$$" ]]; }
 cleanup() {
     set +e
     local p
