@@ -16,7 +16,9 @@
 # both networks against a plain veth pair.
 #
 # Knobs (environment): IDLE_SECS (60), ADD_LEVELS (10,250), ADD_ROUNDS (100),
-# IPERF_SECS (3), IPERF_ROUNDS (3), REACH_TIMEOUT (120), PLEXUS_LOG (warn).
+# IPERF_SECS (3), IPERF_ROUNDS (3), REACH_TIMEOUT (120), PLEXUS_LOG (warn);
+# BRIDGE_IPMASQ=1 runs the agents without --ip-masq (the bridge then adds an
+# nftables masquerade chain per pod, as with flanneld run without it).
 # BENCH_BIN=DIR takes plexusd, plexusctl, cluster-bench and the plugins
 # from DIR instead of building them (e.g. target/debug, for a quick look).
 #

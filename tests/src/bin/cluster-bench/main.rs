@@ -199,7 +199,15 @@ fn converge(
     agents: &mut Vec<Daemon>,
 ) -> Result<Convergence, String> {
     let t0 = Instant::now();
-    agents.extend(c.nodes.iter().map(|n| n.spawn_agent(&c.etcd.url(), &[])));
+    // --ip-masq as deploy/base/daemonset.yaml runs it (kube-flannel's too):
+    // the agent masquerades for the node, so the bridge adds no per-pod
+    // nftables chain. BRIDGE_IPMASQ=1 leaves masquerading to each pod's ADD.
+    let args: &[&str] = if std::env::var_os("BRIDGE_IPMASQ").is_some() {
+        &[]
+    } else {
+        &["--ip-masq"]
+    };
+    agents.extend(c.nodes.iter().map(|n| n.spawn_agent(&c.etcd.url(), args)));
     // Per node, as a kubelet would: pods as soon as the agent is ready.
     type NodeRun = Result<(Duration, Duration, Vec<Pod>), String>;
     let per_node: Vec<NodeRun> = std::thread::scope(|s| {
