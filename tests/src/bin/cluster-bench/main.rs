@@ -19,16 +19,19 @@
 //!    and over a plain veth pair between two netns, IPERF_ROUNDS rounds.
 //!
 //! Environment: PLEXUS_BIN_DIR (plexusd, plexusctl), PLEXUS_PLUGIN_DIR (the
-//! plugins), PLEXUS_LOG (the agents' log level). Everything lives in
+//! plugins), PLEXUS_LOG (the agents' log level), BENCH_DEBUG (more on a
+//! failure), and the knobs bench/cluster.sh lists. Everything lives in
 //! namespaces named `plx-<this pid>-...`, deleted on exit; the processes are
 //! this program's children, killed by pid on exit.
 
 #![allow(clippy::print_stdout)] // the report is what this program prints
 
+mod diagnose;
 mod iperf;
 mod pods;
 mod procs;
 mod reach;
+mod report;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -37,6 +40,7 @@ use plexus_tests::cluster::{vxlan_config, Cluster, Daemon, ETCD_IP};
 use plexus_tests::Netns;
 
 use pods::{AddTimes, Confs, Plugins, Pod};
+use report::{loadavg, median, mem_rows, percentile, row, secs, target};
 
 const OVERLAY_NET: &str = "10.244.0.0/16";
 const ROUTED_POOL: &str = "10.96.0.0/16";
@@ -113,29 +117,6 @@ fn main() {
         eprintln!("cluster-bench: {e}");
         std::process::exit(1);
     }
-}
-
-/// Seconds as "1.234 s".
-fn secs(d: Duration) -> String {
-    format!("{:.3} s", d.as_secs_f64())
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    percentile(v, 50.0)
-}
-
-/// Nearest-rank percentile.
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
-    v[rank - 1]
-}
-
-fn row(label: &str, value: String, note: &str) {
-    println!("{label:<62} {value:>14}  {note}");
 }
 
 fn run(o: &Opts) -> Result<(), String> {
@@ -266,7 +247,7 @@ fn converge(
     });
     for r in reached {
         let r = r.map_err(|e| {
-            diagnose(c);
+            diagnose::diagnose(c);
             let pods = all.iter().map(|p| {
                 let addr = p.ns.ip(&["-br", "addr"]);
                 let routes = p.ns.ip(&["route"]);
@@ -515,99 +496,9 @@ impl Throughput {
     }
 }
 
-/// Per node, what its kernel and BGP speaker hold (on stderr), when
-/// reachability was not reached.
-fn diagnose(c: &Cluster) {
-    let bin = plexus_tests::bin_dir().join("plexusctl");
-    for n in &c.nodes {
-        let count = |args: &[&str]| n.ip_json(args).as_array().map_or(0, Vec::len);
-        let overlay = count(&["route", "show", "dev", "flannel.1"]);
-        let bgp = count(&["route", "show", "proto", "114"]);
-        let st =
-            n.ns.cmd(&bin)
-                .args(["bgp", "status", "--json", "--run-dir"])
-                .arg(&n.run_dir)
-                .output()
-                .ok()
-                .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-                .unwrap_or_default();
-        let peers = st["peers"].as_array().cloned().unwrap_or_default();
-        let up = peers.iter().filter(|p| p["state"] == "Established").count();
-        eprintln!(
-            "{} ({}): overlay routes {overlay}, BGP routes {bgp}, sessions Established {up}/{}",
-            n.name,
-            n.ip,
-            peers.len()
-        );
-        if up < peers.len() && std::env::var_os("BENCH_DEBUG").is_some() {
-            for p in peers.iter().filter(|p| p["state"] != "Established") {
-                eprintln!("  {p}");
-            }
-            let log = std::fs::read_to_string(&n.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            eprintln!("  log: {}", tail.join("\n  "));
-        }
-    }
-}
-
-fn target(ok: bool, what: &str) -> String {
-    format!("({what}: {})", if ok { "met" } else { "MISSED" })
-}
-
 fn usage_of(agents: &[Daemon]) -> Vec<procs::Usage> {
     agents
         .iter()
         .map(|a| procs::usage(a.pid().expect("a running agent")))
         .collect()
-}
-
-/// Median and largest peak RSS, RSS and CPU of the agents (CPU since
-/// `since` when given).
-fn mem_rows(when: &str, now: &[procs::Usage], since: Option<&[procs::Usage]>) {
-    let mib = |f: fn(&procs::Usage) -> f64| {
-        let mut v: Vec<f64> = now.iter().map(|u| f(u) / 1024.0).collect();
-        format!(
-            "{:.1} / {:.1} MiB",
-            median(&mut v),
-            percentile(&mut v, 100.0)
-        )
-    };
-    row(
-        &format!("agent peak RSS (VmHWM) {when}, median / max"),
-        mib(|u| u.hwm_kib),
-        "(target < 20 MiB)",
-    );
-    row(
-        &format!("agent RSS (VmRSS) {when}, median / max"),
-        mib(|u| u.rss_kib),
-        "",
-    );
-    let mut cpu: Vec<f64> = match since {
-        Some(b) => now
-            .iter()
-            .zip(b)
-            .map(|(n, b)| n.cpu_secs - b.cpu_secs)
-            .collect(),
-        None => now.iter().map(|u| u.cpu_secs).collect(),
-    };
-    let what = if since.is_some() {
-        "CPU during the rest"
-    } else {
-        "CPU since start"
-    };
-    row(
-        &format!("agent {what}, median / max"),
-        format!(
-            "{:.2} / {:.2} s",
-            median(&mut cpu),
-            percentile(&mut cpu, 100.0)
-        ),
-        "",
-    );
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
