@@ -36,10 +36,8 @@ IDLE_SECS=${IDLE_SECS:-10}
 IPERF_SECS=${IPERF_SECS:-3}
 N=1000
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-[[ $(id -u) -eq 0 ]] || { echo "bench/overlay.sh: needs root" >&2; exit 1; }
-for c in etcd curl jq iperf3 nsenter bridge awk; do
-    command -v "$c" >/dev/null || { echo "bench/overlay.sh: $c missing (scripts/install-deps.sh)" >&2; exit 1; }
-done
+source "$root/bench/lib.sh"
+bench_requires bench/overlay.sh etcd curl jq iperf3 nsenter bridge awk
 
 if [[ -n ${BENCH_BIN:-} ]]; then
     agent_bin=$BENCH_BIN; plugin_bin=$BENCH_BIN
@@ -58,8 +56,6 @@ pids=()
 etcd_ip=10.200.0.2
 etcd_url=http://$etcd_ip:2379
 
-# Still our unreaped child? (A reaped pid may belong to someone else now.)
-mine() { [[ $(awk '{print $4}' "/proc/$1/stat" 2>/dev/null) == "$$" ]]; }
 cleanup() {
     set +e
     # Our own children only, by pid: SIGTERM, SIGKILL for any still running

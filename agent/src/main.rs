@@ -97,9 +97,10 @@ struct Args {
     /// Seconds start-up keeps retrying an unreachable store before failing.
     #[arg(long, default_value_t = 5)]
     store_wait: u64,
-    /// Routed network: seconds between reads of the store (peers, nodes,
-    /// this node's blocks).
-    #[arg(long, default_value_t = 2)]
+    /// Routed network: seconds without a store event after which the store
+    /// is read again anyway (peers, nodes, this node's blocks); a watch
+    /// brings changes at once, this is the fallback for a missed one.
+    #[arg(long, default_value_t = 60)]
     routed_poll_interval: u64,
     /// Routed network, after a restart: seconds to wait for every peer's
     /// End-of-RIB before removing the previous run's unconfirmed routes.

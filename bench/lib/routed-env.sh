@@ -10,6 +10,7 @@
 # VALUE, start_plexusd NS IP (sets agent_pid, waits for ready), and the
 # latency statistics `stats FILE` / `ratio A B`.
 
+. "$root/bench/lib.sh" # mine
 die() { echo "$name: $*" >&2; exit 1; }
 [[ $(id -u) -eq 0 ]] || die "needs root"
 
@@ -39,8 +40,6 @@ routed_env_init() { # TMP_PREFIX
     ip -n "$lan" link set lan0 up
 }
 
-# Still our unreaped child? (A reaped pid may belong to someone else now.)
-mine() { [[ $(awk '{print $4}' "/proc/$1/stat" 2>/dev/null) == "$$" ]]; }
 routed_env_cleanup() {
     set +e
     local p n

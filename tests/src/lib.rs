@@ -229,6 +229,20 @@ impl Netns {
         })
     }
 
+    /// `GET PATH` (HTTP/1.0) to `addr` from inside this namespace: the whole
+    /// response, headers included (metrics endpoints of the daemons here).
+    pub fn http_get(&self, addr: &str, path: &str) -> String {
+        self.run(|| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr)
+                .unwrap_or_else(|e| panic!("connect to {addr} in {}: {e}", self.name));
+            write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).unwrap();
+            body
+        })
+    }
+
     /// Run `sh -c SCRIPT` in the namespace.
     pub fn sh(&self, script: &str) -> Output {
         self.cmd("sh")

@@ -63,14 +63,7 @@ fn add_pod(n: &Node, pod: &plexus_tests::Netns, ifname: &str) -> String {
 
 /// GET /metrics from the agent's --metrics-addr, inside the node.
 fn metrics(n: &Node) -> String {
-    n.ns.run(|| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect("127.0.0.1:9464").expect("connect to /metrics");
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    })
+    n.ns.http_get("127.0.0.1:9464", "/metrics")
 }
 
 fn block_of(n: &Node) -> String {
@@ -310,6 +303,48 @@ fn concurrent_adds_on_three_nodes_never_share_an_address() {
         let mut routed: Vec<String> = routes(n, PROTO_BLOCK).into_iter().map(|(d, _)| d).collect();
         routed.sort();
         assert_eq!(routed, held, "{}", n.name);
+    }
+}
+
+#[test]
+fn one_agent_serves_the_overlay_and_the_routed_network() {
+    require_overlay!();
+    // The store holds both: flannel's config and a routed pool. Each agent
+    // runs both; its ready file means both are up (a subnet lease and
+    // addresses from its blocks).
+    let c = Cluster::new(2);
+    c.set_config(&plexus_tests::cluster::vxlan_config("10.244.0.0/16"));
+    add_pool(&c, 26);
+    let _agents = c.start_agents(&[]);
+    let mut pods = Vec::new();
+    for n in &c.nodes {
+        assert!(
+            n.subnet_env("FLANNEL_SUBNET").is_some(),
+            "{}: no subnet.env",
+            n.name
+        );
+        let st: serde_json::Value =
+            serde_json::from_str(&plexusctl(n, &["node", "status", "--json", "--run-dir"]))
+                .expect("node status JSON");
+        assert_eq!(st["backend"], "routed (BGP) + vxlan", "{st}");
+        write_conf(n);
+        let pod = n.add_pod(&format!("both-{}", n.name));
+        let routed = add_pod(n, &pod.ns, "net1");
+        pods.push((pod, routed));
+    }
+    for n in &c.nodes {
+        wait_for(&format!("{}: mesh Established", n.name), || {
+            established(n, 1)
+        });
+        assert!(n.ns.has_link("flannel.1"), "{}: no VXLAN device", n.name);
+    }
+    let (a, b) = (&pods[0], &pods[1]);
+    for (from, to) in [(a, b), (b, a)] {
+        let overlay = to.0.ip4();
+        assert!(from.0.ns.ping(overlay), "overlay: {overlay}");
+        let routed = &to.1;
+        assert!(routed.starts_with("10.96."), "{routed}");
+        wait_for(&format!("routed: {routed}"), || from.0.ns.ping(routed));
     }
 }
 

@@ -57,6 +57,12 @@ use self::natout::NatOutgoing;
 use self::peers::{Desired, Me};
 use self::tunnel::Tunnel;
 
+/// Seconds between a peer's connection attempts.
+const CONNECT_RETRY_SECS: u16 = 2;
+
+/// How often the BGP gauges of /metrics are refreshed.
+const GAUGES_EVERY: Duration = Duration::from_secs(2);
+
 /// The neighbours configured now, by address (shared with `bgp_status`).
 pub type PeerTable = Arc<std::sync::Mutex<BTreeMap<IpAddr, Desired>>>;
 
@@ -119,6 +125,11 @@ pub async fn run(
     let mut cfg = SpeakerConfig::new(s.public_ip, asn);
     cfg.cluster_id = me_cfg.route_reflector_cluster_id;
     cfg.next_hop_v6 = s.public_ipv6;
+    // Nodes starting together race: a node's first connect can reach a peer
+    // that is not listening yet, or does not know this node yet, and both
+    // sides then wait a whole retry interval (30 s by default, 120 s in RFC
+    // 4271). On a cluster network a refused connect costs nothing.
+    cfg.connect_retry = CONNECT_RETRY_SECS;
     cfg.graceful_restart = Some(GracefulRestart {
         restarting,
         forwarding_preserved: true,
@@ -183,11 +194,24 @@ pub async fn run(
         cluster.clone(),
         wake.clone(),
     )));
+    // The BGP gauges are local (no store request), refreshed every few
+    // seconds; the store is read on each watch event and, as the fallback
+    // for a missed one, once per poll interval after the last read.
+    let mut gauge_tick = tokio::time::interval(GAUGES_EVERY);
+    let mut poll = tokio::time::interval(s.poll_every);
+    poll.reset(); // start-up has just read everything
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(s.poll_every) => {}
+            _ = gauge_tick.tick() => {
+                if let Ok(peers) = speaker.status().await {
+                    status.set_bgp(gauges(&peers));
+                }
+                continue;
+            }
+            _ = poll.tick() => {}
             _ = wake.notified() => {}
         }
+        poll.reset();
         let nodes = match follower.peers().await {
             Ok(n) => Some(n),
             Err(e) => {
@@ -225,9 +249,6 @@ pub async fn run(
                 status.store_error();
                 tracing::warn!(error = %e, "re-reading this node's blocks");
             }
-        }
-        if let Ok(peers) = speaker.status().await {
-            status.set_bgp(gauges(&peers));
         }
     }
 }
