@@ -388,16 +388,25 @@ impl Allocator {
     }
 
     /// Claim a free block of `pool`: the lowest one no key exists for,
-    /// created if absent (a node losing the race moves to the next).
+    /// created if absent. A node that loses the race looks next from a
+    /// place of its own (a hash of its name), as Calico starts from a
+    /// random block: nodes starting together (a cluster coming up) would
+    /// otherwise all race for each next lowest block, one winner a round.
     async fn claim(&self, st: &mut State, pool_name: &str) -> Result<(), IpamError> {
         let pool = self.usable_pool(pool_name).await?;
-        for _ in 0..ATTEMPTS {
+        let bits = u32::from(pool.block_size - pool.cidr.prefix_len());
+        for attempt in 0..ATTEMPTS {
+            let start = if attempt == 0 {
+                0
+            } else {
+                arith::spread(&self.node)
+            };
             let all = self.cluster.blocks().await?;
             self.reconcile(st, &all);
             let taken: HashSet<IpNet> = all.into_iter().map(|b| b.value.cidr).collect();
             // At most |taken| + 1 candidates are looked at: the first
             // absent one is tried.
-            let candidate = (0..)
+            let candidate = arith::block_order(bits, start)
                 .map_while(|i| arith::nth_block(&pool.cidr, pool.block_size, i))
                 .find(|c| !taken.contains(c));
             let Some(cidr) = candidate else {

@@ -35,6 +35,28 @@ pub fn nth_block(pool: &IpNet, block_size: u8, index: u128) -> Option<IpNet> {
     IpNet::new(addr, block_size).ok()
 }
 
+/// The block indices of a pool with `2^bits` blocks in the order a node
+/// tries them: from `start` (taken modulo the count) up, wrapping around,
+/// each once.
+pub fn block_order(bits: u32, start: u64) -> impl Iterator<Item = u128> {
+    let count = 1u128.checked_shl(bits);
+    let start = count.map_or(0, |c| u128::from(start) % c);
+    let end = count.unwrap_or(u128::MAX);
+    (0..end).map(move |i| match count {
+        // start + i without overflow: i < c and start < c.
+        Some(c) if i >= c - start => i - (c - start),
+        _ => start + i,
+    })
+}
+
+/// A stable 64-bit FNV-1a hash: where a node starts looking for a free
+/// block after losing a race (the same every run, different per node).
+pub fn spread(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// Whether two CIDRs share an address.
 pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
@@ -43,6 +65,17 @@ pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_order_wraps_from_the_start_and_visits_each_once() {
+        assert_eq!(block_order(2, 0).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(block_order(2, 6).collect::<Vec<_>>(), [2, 3, 0, 1]);
+        assert_eq!(block_order(0, 9).collect::<Vec<_>>(), [0]);
+        let big: Vec<u128> = block_order(127, u64::MAX).take(2).collect();
+        assert_eq!(big, [u128::from(u64::MAX), u128::from(u64::MAX) + 1]);
+        assert_ne!(spread("node1"), spread("node2"));
+        assert_eq!(spread(""), 0xcbf2_9ce4_8422_2325);
+    }
 
     #[test]
     fn distance_inverts_offset() {
