@@ -26,6 +26,7 @@ set -euo pipefail
 
 N=${1:-100}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$root/bench/lib.sh"
 [[ $(id -u) -eq 0 ]] || { echo "bench/bridge.sh: needs root" >&2; exit 1; }
 [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local ]] || {
     echo "bench/bridge.sh: reference plugins missing (apt-get install containernetworking-plugins)" >&2; exit 1; }
@@ -66,36 +67,17 @@ conf ref bridge plxb-ref 10.202.0.0/16 host-local >"$tmp/ref.json"
 
 # call IMPL CMD POD: appends "seconds rss_kib" to $tmp/IMPL-CMD.
 call() {
-    local impl=$1 cmd=$2 pod=$3 plugin path
-    if [[ $impl == ours ]]; then
-        plugin="$bin/plexus-bridge"; path="$bin"
+    if [[ $1 == ours ]]; then
+        bench_timed_call bench/bridge.sh "$1" "$2" "$3" "$bin/plexus-bridge" "$bin" "eth-$1"
     else
-        plugin=/usr/lib/cni/bridge; path=/usr/lib/cni
+        bench_timed_call bench/bridge.sh "$1" "$2" "$3" /usr/lib/cni/bridge /usr/lib/cni "eth-$1"
     fi
-    local t0=$EPOCHREALTIME
-    if ! CNI_COMMAND=$cmd CNI_CONTAINERID="bench-$pod" CNI_NETNS="/var/run/netns/$pod" \
-        CNI_IFNAME="eth-$impl" CNI_PATH="$path" \
-        /usr/bin/time -f %M -o "$tmp/rss" "$plugin" <"$tmp/$impl.json" >"$tmp/out" 2>"$tmp/err"; then
-        echo "bench/bridge.sh: $impl $cmd $pod failed:" >&2
-        cat "$tmp/out" "$tmp/err" >&2
-        exit 1
-    fi
-    local t1=$EPOCHREALTIME
-    echo "$t0 $t1 $(tail -n1 "$tmp/rss")" | awk '{printf "%.6f %d\n", $2-$1, $3}' >>"$tmp/$impl-$cmd"
 }
-
-run_all() { # CMD
-    local i=0
-    for p in "${pods[@]}"; do
-        if (( i % 2 == 0 )); then call ours "$1" "$p"; call ref "$1" "$p"
-        else call ref "$1" "$p"; call ours "$1" "$p"; fi
-        i=$((i + 1))
-    done
-}
+run_all() { bench_alternate ours ref "$1"; }
 
 # Everything below runs inside the node netns: re-enter this script's
 # functions there through nsenter of a child bash.
-export -f call run_all
+export -f call run_all bench_timed_call bench_alternate
 export tmp bin
 run_in_node() { nsenter --net="/var/run/netns/$node" bash -c "$1"; }
 

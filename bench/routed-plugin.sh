@@ -49,29 +49,14 @@ EOF
 
 # call IMPL CMD POD: appends "seconds rss_kib" to $tmp/IMPL-CMD.
 call() {
-    local impl=$1 cmd=$2 pod=$3 plugin ifname
-    if [[ $impl == routed ]]; then plugin=plexus-bgp-routes ifname=eth0
-    else plugin=plexus-bridge ifname=eth1; fi
-    local t0=$EPOCHREALTIME
-    if ! CNI_COMMAND=$cmd CNI_CONTAINERID="bench-$pod" CNI_NETNS="/var/run/netns/$pod" \
-        CNI_IFNAME=$ifname CNI_PATH="$bin" \
-        /usr/bin/time -f %M -o "$tmp/rss" "$bin/$plugin" <"$tmp/$impl.json" >"$tmp/out" 2>"$tmp/err"; then
-        echo "bench/routed-plugin.sh: $impl $cmd $pod failed:" >&2
-        cat "$tmp/out" "$tmp/err" >&2
-        exit 1
+    if [[ $1 == routed ]]; then
+        bench_timed_call bench/routed-plugin.sh "$1" "$2" "$3" "$bin/plexus-bgp-routes" "$bin" eth0
+    else
+        bench_timed_call bench/routed-plugin.sh "$1" "$2" "$3" "$bin/plexus-bridge" "$bin" eth1
     fi
-    local t1=$EPOCHREALTIME
-    echo "$t0 $t1 $(tail -n1 "$tmp/rss")" | awk '{printf "%.6f %d\n", $2-$1, $3}' >>"$tmp/$impl-$cmd"
 }
-run_all() { # CMD
-    local i=0
-    for p in "${pods[@]}"; do
-        if (( i % 2 == 0 )); then call routed "$1" "$p"; call bridge "$1" "$p"
-        else call bridge "$1" "$p"; call routed "$1" "$p"; fi
-        i=$((i + 1))
-    done
-}
-export -f call run_all
+run_all() { bench_alternate routed bridge "$1"; }
+export -f call run_all bench_timed_call bench_alternate
 export tmp bin
 echo "bench/routed-plugin.sh: $N pods, ADD then DEL; load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 nsenter --net=/var/run/netns/"$node" bash -c "pods=(${pods[*]}); run_all ADD; run_all DEL"

@@ -10,14 +10,11 @@
 # VALUE, start_plexusd NS IP (sets agent_pid, waits for ready), and the
 # latency statistics `stats FILE` / `ratio A B`.
 
-. "$root/bench/lib.sh" # mine
+. "$root/bench/lib.sh" # bench_requires, mine
 die() { echo "$name: $*" >&2; exit 1; }
-[[ $(id -u) -eq 0 ]] || die "needs root"
+bench_requires "$name"
 
-need() { # commands the script needs
-    local c
-    for c in "$@"; do command -v "$c" >/dev/null || die "$c missing (scripts/install-deps.sh)"; done
-}
+need() { bench_requires "$name" "$@"; } # commands the script needs
 
 routed_env_init() { # TMP_PREFIX
     need etcd curl nsenter awk base64
