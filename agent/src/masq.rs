@@ -139,11 +139,6 @@ fn overlay_rules(r: &MasqRules) -> Vec<Vec<Expr>> {
     all
 }
 
-/// The batch that (re)writes our chain with the rules for `r`.
-pub fn install(r: &MasqRules) -> Batch {
-    write_chain(CHAIN, COMMENT, &overlay_rules(r))
-}
-
 /// The batch that (re)writes `chain` (a nat base chain on postrouting in
 /// our table) to hold exactly `rules`, atomically.
 pub fn write_chain(chain: &str, comment: &str, rules: &[Vec<Expr>]) -> Batch {
@@ -204,6 +199,11 @@ pub fn apply_chain(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The batch that (re)writes the overlay's chain with the rules for `r`.
+    fn install(r: &MasqRules) -> Batch {
+        write_chain(CHAIN, COMMENT, &overlay_rules(r))
+    }
 
     #[test]
     fn dual_stack_chain_has_eight_rules() {
