@@ -10,9 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use plexus_netlink::Netns;
-use plexus_store::{
-    lease_registry_over, open_kv, open_lease_registry, KubeNodes, StoreError, StoreOptions,
-};
+use plexus_store::{lease_registry_over, open_kv, KubeNodes, StoreError, StoreOptions};
 use plexusd::dataplane::DataPlane;
 use plexusd::dataplane::UnderlaySelect;
 use plexusd::kernel::KernelDataPlane;
@@ -221,9 +219,15 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
         pools: args.pools_file.clone(),
         bgp: args.bgp_file.clone(),
     };
-    let routed = routed_cluster(args, &opts, &files, status).await?;
+    // One handle on the store for both networks: a `file:` store can be
+    // opened only once per process.
+    let kv = open_kv(&args.store, &opts)
+        .await
+        .inspect_err(|_| status.store_error())
+        .with_context(|| format!("open the store {}", args.store))?;
+    let routed = routed_cluster(args, kv.clone(), &files, status).await?;
     let Some(cluster) = routed else {
-        let reg = open_lease_registry(&args.store, &opts)
+        let reg = lease_registry_over(&args.store, kv, &opts)
             .await
             .inspect_err(|_| status.store_error())
             .with_context(|| format!("open the store {}", args.store))?;
@@ -298,21 +302,14 @@ async fn run_overlay(
     ov.run(reg, &mut dp).await
 }
 
-/// The routed network's store, when it holds a routed network (a pool).
+/// The routed network over `kv`, when the store holds one (a pool).
 /// With `files`, first applies what they declare.
 async fn routed_cluster(
     args: &Args,
-    opts: &StoreOptions,
+    kv: std::sync::Arc<dyn plexus_store::Kv>,
     files: &netconf::Files,
     status: &Shared,
 ) -> anyhow::Result<Option<plexus_ipam::Cluster>> {
-    let kv = match open_kv(&args.store, opts).await {
-        Ok(kv) => kv,
-        Err(e) => {
-            status.store_error();
-            return Err(e).with_context(|| format!("open the store {}", args.store));
-        }
-    };
     let cluster = plexus_ipam::Cluster::new(kv, plexus_ipam::Layout::default());
     if files.any() {
         netconf::apply_until_valid(&cluster, files, status).await?;
