@@ -12,6 +12,7 @@ PACKAGES=(
   bird2 gobgpd # real BGP routers for plexus-bgp's interoperability tests
   etcd-server etcd-client # the overlay's store (tests start etcd in a netns)
   util-linux iperf3 curl # nsenter for the overlay tests; bench/overlay.sh: throughput, etcd's JSON API
+  fping # many pings from one process: the multi-network tests' reachability checks, bench/cluster.sh
   graphviz # plexusctl topology --format svg (the demo draws the cluster)
   python3-venv # deploy/validate.sh: kubernetes-validate in its own venv (below)
 )

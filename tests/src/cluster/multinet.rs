@@ -341,6 +341,12 @@ pub fn reaches_all(pod: &Netns, targets: &[String]) -> bool {
     if targets.is_empty() {
         return true;
     }
+    // `ip netns exec` exits 1 when it cannot exec the program, which reads
+    // as "unreachable": a missing fping would look like a network failure.
+    assert!(
+        std::path::Path::new("/usr/bin/fping").exists(),
+        "fping is not installed (scripts/install-deps.sh installs it)"
+    );
     let out = pod
         .cmd("fping")
         .args(["-q", "-r", "2", "-t", "500"])
