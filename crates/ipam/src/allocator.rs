@@ -72,20 +72,65 @@ struct Counters {
     write_conflicts: AtomicU64,
 }
 
+/// A node's own record of the blocks it holds, beside the store: after
+/// the store lost them (etcd wiped and re-seeded) the node puts them back
+/// with every allocation, so no address a running pod holds is handed out
+/// again. The agent keeps it in its run directory (gone with a reboot,
+/// like the pods).
+pub trait Journal: Send + Sync {
+    /// The blocks as last saved (empty when there is no record).
+    fn load(&self) -> Vec<Block>;
+    /// Called after every change of the held blocks.
+    fn save(&self, blocks: &[Block]);
+}
+
+/// What [`Allocator::reassert`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reasserted {
+    /// Blocks missing from the store, written back with their allocations.
+    pub restored: usize,
+    /// Blocks missing from the store whose key another node holds now:
+    /// dropped here, their pods' addresses at risk (logged as an error).
+    pub lost: usize,
+}
+
 /// A node's allocator: addresses from the blocks it holds, blocks claimed
 /// from the pools when they are full.
-#[derive(Debug)]
 pub struct Allocator {
     cluster: Cluster,
     node: String,
     state: Mutex<State>,
     counters: Counters,
+    journal: Option<std::sync::Arc<dyn Journal>>,
+    /// Prefixes other nodes announce (their blocks, as BGP carries them):
+    /// never claimed here, even when the store has no key for them (a
+    /// store that lost its records while those nodes still route them).
+    excluded: std::sync::Mutex<Vec<IpNet>>,
+}
+
+impl std::fmt::Debug for Allocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Allocator")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Allocator {
     /// The allocator of `node`, with every block the store says it holds
     /// (after a restart: the addresses given before, with their handles).
     pub async fn load(cluster: Cluster, node: &str) -> Result<Allocator, IpamError> {
+        Allocator::load_with(cluster, node, None).await
+    }
+
+    /// [`Allocator::load`], then the blocks `journal` records that the
+    /// store lacks are written back ([`Allocator::reassert`]) before the
+    /// allocator serves anything; every later change is saved to it.
+    pub async fn load_with(
+        cluster: Cluster,
+        node: &str,
+        journal: Option<std::sync::Arc<dyn Journal>>,
+    ) -> Result<Allocator, IpamError> {
         crate::validate::name("node", node)?;
         let all = cluster.blocks().await?;
         let a = Allocator {
@@ -93,9 +138,83 @@ impl Allocator {
             node: node.to_string(),
             state: Mutex::new(State::default()),
             counters: Counters::default(),
+            journal,
+            excluded: Default::default(),
         };
-        a.reconcile(&mut *a.state.lock().await, &all);
+        {
+            let mut st = a.state.lock().await;
+            let recorded = a.journal.as_ref().map(|j| j.load()).unwrap_or_default();
+            for b in recorded.into_iter().filter(|b| b.node == a.node) {
+                st.blocks.insert(
+                    b.cidr,
+                    Held {
+                        block: b,
+                        mod_revision: 0,
+                    },
+                );
+            }
+            a.reassert_held(&mut st, &all).await?;
+        }
         Ok(a)
+    }
+
+    /// Prefixes announced by other nodes, never to be claimed here.
+    pub fn set_excluded(&self, nets: Vec<IpNet>) {
+        *self.excluded.lock().unwrap_or_else(|p| p.into_inner()) = nets;
+    }
+
+    /// After the store lost records (a wiped etcd, re-seeded): every block
+    /// this node holds that the store lacks is created again with its
+    /// allocations; blocks the store has are taken as it has them.
+    pub async fn reassert(&self) -> Result<Reasserted, IpamError> {
+        let mut st = self.state.lock().await;
+        let all = self.cluster.blocks().await?;
+        self.reassert_held(&mut st, &all).await
+    }
+
+    async fn reassert_held(
+        &self,
+        st: &mut State,
+        all: &[crate::stored::Versioned<Block>],
+    ) -> Result<Reasserted, IpamError> {
+        let mut done = Reasserted::default();
+        let missing: Vec<Block> = st
+            .blocks
+            .values()
+            .filter(|h| !all.iter().any(|b| b.value.cidr == h.block.cidr))
+            .map(|h| h.block.clone())
+            .collect();
+        for b in missing {
+            let key = self.cluster.layout().block(&b.cidr);
+            match self.cluster.kv().create(&key, &encode(&b), None).await? {
+                Some(rev) => {
+                    tracing::warn!(node = %self.node, block = %b.cidr, addresses = b.allocations.len(),
+                        "block missing from the store: written back with its allocations");
+                    done.restored += 1;
+                    st.blocks.insert(
+                        b.cidr,
+                        Held {
+                            block: b,
+                            mod_revision: rev,
+                        },
+                    );
+                }
+                None => {
+                    // Someone created the key between our listing and now:
+                    // the next reconcile shows whose it is.
+                    tracing::error!(node = %self.node, block = %b.cidr, addresses = b.allocations.len(),
+                        "block missing from the store was claimed by someone else before we could write it back");
+                    done.lost += 1;
+                }
+            }
+        }
+        let all = if done.restored + done.lost > 0 {
+            self.cluster.blocks().await?
+        } else {
+            all.to_vec()
+        };
+        self.reconcile(st, &all);
+        Ok(done)
     }
 
     pub fn node(&self) -> &str {
@@ -284,6 +403,7 @@ impl Allocator {
                     mod_revision: new_rev,
                 },
             );
+            self.persist(st);
             return Ok(true);
         }
         self.counters
@@ -305,7 +425,16 @@ impl Allocator {
                 st.blocks.remove(&cidr);
             }
         }
+        self.persist(st);
         Ok(false)
+    }
+
+    /// The held blocks into the journal, if there is one.
+    fn persist(&self, st: &State) {
+        if let Some(j) = &self.journal {
+            let blocks: Vec<Block> = st.blocks.values().map(|h| h.block.clone()).collect();
+            j.save(&blocks);
+        }
     }
 
     /// Bring the held blocks in line with a listing of the store: blocks
@@ -333,15 +462,20 @@ impl Allocator {
                 },
             );
         }
+        self.persist(st);
     }
 
     /// The enabled pool `pool_name`.
     async fn usable_pool(&self, pool_name: &str) -> Result<crate::Pool, IpamError> {
+        // Through the checked listing: a pool refused there (damaged,
+        // overlapping, covering the underlay) gives no block.
         let pool = self
             .cluster
-            .pool(pool_name)
+            .pools()
             .await?
-            .ok_or_else(|| IpamError::NotFound(format!("no pool named {pool_name}")))?;
+            .into_iter()
+            .find(|p| p.name == pool_name)
+            .ok_or_else(|| IpamError::NotFound(format!("no usable pool named {pool_name}")))?;
         if pool.disabled {
             return Err(IpamError::Invalid(format!("pool {pool_name} is disabled")));
         }
@@ -367,15 +501,30 @@ impl Allocator {
             .map_err(|e| IpamError::Invalid(format!("block of {addr}: {e}")))?
             .trunc();
         for _ in 0..ATTEMPTS {
-            let all = self.cluster.blocks().await?;
-            self.reconcile(st, &all);
-            if let Some(b) = all.iter().find(|b| b.value.cidr == cidr) {
+            let listing = self.cluster.block_listing().await?;
+            self.reconcile(st, &listing.blocks);
+            if let Some(b) = listing.blocks.iter().find(|b| b.value.cidr == cidr) {
                 if b.value.node == self.node {
                     return Ok(());
                 }
                 return Err(IpamError::InUse(format!(
                     "{addr} is in block {cidr}, held by node {}",
                     b.value.node
+                )));
+            }
+            if listing.occupied.contains(&cidr) {
+                return Err(IpamError::InUse(format!(
+                    "{addr} is in block {cidr}, whose store record is damaged"
+                )));
+            }
+            let excluded = self
+                .excluded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(x) = excluded.iter().find(|x| arith::overlaps(x, &cidr)) {
+                return Err(IpamError::InUse(format!(
+                    "{addr} is in {x}, which another node announces"
                 )));
             }
             if self.create_block(st, pool_name, cidr).await? {
@@ -401,14 +550,19 @@ impl Allocator {
             } else {
                 arith::spread(&self.node)
             };
-            let all = self.cluster.blocks().await?;
-            self.reconcile(st, &all);
-            let taken: HashSet<IpNet> = all.into_iter().map(|b| b.value.cidr).collect();
-            // At most |taken| + 1 candidates are looked at: the first
-            // absent one is tried.
+            let listing = self.cluster.block_listing().await?;
+            self.reconcile(st, &listing.blocks);
+            let taken: HashSet<IpNet> = listing.occupied;
+            let excluded = self
+                .excluded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            // At most |taken| + |excluded| + 1 candidates are looked at:
+            // the first free one is tried.
             let candidate = arith::block_order(bits, start)
                 .map_while(|i| arith::nth_block(&pool.cidr, pool.block_size, i))
-                .find(|c| !taken.contains(c));
+                .find(|c| !taken.contains(c) && !excluded.iter().any(|x| arith::overlaps(x, c)));
             let Some(cidr) = candidate else {
                 return Err(IpamError::Exhausted(format!(
                     "pool {pool_name} ({}) has no free block left",
@@ -455,6 +609,7 @@ impl Allocator {
                     mod_revision: rev,
                 },
             );
+            self.persist(st);
             return Ok(true);
         }
         self.counters.claim_races.fetch_add(1, Ordering::Relaxed);

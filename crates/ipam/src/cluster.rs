@@ -2,12 +2,16 @@
 //! peers, node settings, and the whole-cluster IPAM operations (removing a
 //! pool or a node with its blocks, the usage report).
 
+use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use ipnet::IpNet;
 use plexus_store::Kv;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::checked::{self, Damage};
 use crate::layout::Layout;
 use crate::records::{BgpConfig, Block, NodeSettings, Peer, Pool};
 use crate::stored::{self, encode, Versioned};
@@ -54,11 +58,27 @@ pub struct Usage {
     pub blocks: Vec<BlockUsage>,
 }
 
-/// The routed network's state in one store.
+/// Every block record in the store: the ones that pass their checks, and
+/// every CIDR a block key occupies (valid or not: a damaged record still
+/// holds its key, so no claim may try it).
+#[derive(Debug, Clone, Default)]
+pub struct BlockListing {
+    pub blocks: Vec<Versioned<Block>>,
+    pub occupied: HashSet<IpNet>,
+}
+
+/// The routed network's state in one store. Every list it reads is
+/// checked record by record ([`crate::checked`]): a record that fails is
+/// skipped and reported in [`Cluster::damage`], never an error for the
+/// whole read.
 #[derive(Clone)]
 pub struct Cluster {
     kv: Arc<dyn Kv>,
     layout: Layout,
+    damage: Arc<Damage>,
+    /// Prefixes no pool of this node's may overlap (its underlay subnets,
+    /// the nodes' addresses): set by the agent.
+    protected: Arc<RwLock<Vec<IpNet>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -71,7 +91,12 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     pub fn new(kv: Arc<dyn Kv>, layout: Layout) -> Cluster {
-        Cluster { kv, layout }
+        Cluster {
+            kv,
+            layout,
+            damage: Arc::default(),
+            protected: Arc::default(),
+        }
     }
 
     pub fn kv(&self) -> &Arc<dyn Kv> {
@@ -82,16 +107,87 @@ impl Cluster {
         &self.layout
     }
 
+    /// The records skipped because they failed a check.
+    pub fn damage(&self) -> &Damage {
+        &self.damage
+    }
+
+    /// Pools overlapping any of `nets` are refused from now on (the agent
+    /// passes its underlay subnets and the nodes' addresses).
+    pub fn set_protected(&self, nets: Vec<IpNet>) {
+        *self.protected.write().unwrap_or_else(|p| p.into_inner()) = nets;
+    }
+
+    /// Every record under `prefix` that decodes and passes `check`; the
+    /// others are reported and skipped. With the creation revisions.
+    async fn checked_list<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        check: impl Fn(&str, &T) -> Result<(), String>,
+    ) -> Result<Vec<(String, Versioned<T>, i64)>, IpamError> {
+        let r = self.kv.range(prefix).await?;
+        Ok(self.check_kvs(prefix, &r.kvs, check))
+    }
+
+    /// [`Cluster::checked_list`] over records already read.
+    fn check_kvs<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        kvs: &[plexus_store::KeyValue],
+        check: impl Fn(&str, &T) -> Result<(), String>,
+    ) -> Vec<(String, Versioned<T>, i64)> {
+        let mut out = Vec::new();
+        let mut bad = HashSet::new();
+        for kv in kvs {
+            let checked = serde_json::from_slice::<T>(&kv.value)
+                .map_err(|e| format!("does not parse: {e}"))
+                .and_then(|v| check(&kv.key, &v).map(|()| v));
+            match checked {
+                Ok(value) => out.push((
+                    kv.key.clone(),
+                    Versioned {
+                        value,
+                        mod_revision: kv.mod_revision,
+                    },
+                    kv.create_revision,
+                )),
+                Err(why) => {
+                    self.damage.report(&kv.key, &why);
+                    bad.insert(kv.key.as_str());
+                }
+            }
+        }
+        // Reports of records deleted or fixed since are forgotten.
+        self.damage.retain_under(prefix, &|k| bad.contains(k));
+        out
+    }
+
     // ---- pools ----
 
+    /// The pools this node may use, by name: each valid and matching its
+    /// key, none overlapping a protected prefix, and of overlapping pools
+    /// only the one created first.
     pub async fn pools(&self) -> Result<Vec<Pool>, IpamError> {
-        let mut v: Vec<Pool> = stored::list::<Pool>(&*self.kv, &self.layout.pools())
-            .await?
-            .into_iter()
-            .map(|r| r.value)
-            .collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(v)
+        let layout = &self.layout;
+        let listed = self
+            .checked_list::<Pool>(&layout.pools(), |k, p| checked::pool(layout, k, p))
+            .await?;
+        let protected = self
+            .protected
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (ok, refused) = checked::usable_pools(
+            listed
+                .into_iter()
+                .map(|(_, v, created)| (v.value, created))
+                .collect(),
+            &protected,
+        );
+        for (name, why) in refused {
+            self.damage.report(&layout.pool(&name), &why);
+        }
+        Ok(ok)
     }
 
     pub async fn pool(&self, name: &str) -> Result<Option<Pool>, IpamError> {
@@ -234,11 +330,30 @@ impl Cluster {
     // ---- BGP ----
 
     /// The BGP settings; the defaults when none were set.
+    /// A damaged record is an error here (and reported): falling back to
+    /// the defaults would change every session's AS.
     pub async fn bgp_config(&self) -> Result<BgpConfig, IpamError> {
-        Ok(stored::get(&*self.kv, &self.layout.bgp_config())
-            .await?
-            .map(|r| r.value)
-            .unwrap_or_default())
+        let key = self.layout.bgp_config();
+        let got = stored::get::<BgpConfig>(&*self.kv, &key)
+            .await
+            .and_then(|r| match r {
+                Some(v) if v.value.asn == 0 => Err(IpamError::Corrupt {
+                    key: key.clone(),
+                    error: "AS number 0 is reserved".into(),
+                }),
+                r => Ok(r),
+            });
+        match got {
+            Ok(r) => {
+                self.damage.clear(&key);
+                Ok(r.map(|r| r.value).unwrap_or_default())
+            }
+            Err(IpamError::Corrupt { key, error }) => {
+                self.damage.report(&key, &error);
+                Err(IpamError::Corrupt { key, error })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn set_bgp_config(&self, cfg: &BgpConfig) -> Result<(), IpamError> {
@@ -252,10 +367,12 @@ impl Cluster {
     }
 
     pub async fn peers(&self) -> Result<Vec<Peer>, IpamError> {
-        Ok(stored::list(&*self.kv, &self.layout.peers())
+        let layout = &self.layout;
+        Ok(self
+            .checked_list::<Peer>(&layout.peers(), |k, p| checked::peer(layout, k, p))
             .await?
             .into_iter()
-            .map(|r| r.value)
+            .map(|(_, r, _)| r.value)
             .collect())
     }
 
@@ -291,10 +408,12 @@ impl Cluster {
     // ---- nodes ----
 
     pub async fn nodes(&self) -> Result<Vec<NodeSettings>, IpamError> {
-        Ok(stored::list(&*self.kv, &self.layout.nodes())
+        let layout = &self.layout;
+        Ok(self
+            .checked_list::<NodeSettings>(&layout.nodes(), |k, n| checked::node(layout, k, n))
             .await?
             .into_iter()
-            .map(|r| r.value)
+            .map(|(_, r, _)| r.value)
             .collect())
     }
 
@@ -355,9 +474,29 @@ impl Cluster {
 
     // ---- blocks ----
 
-    /// Every block in the store, with its revision.
+    /// Every block in the store that passes its checks (against the
+    /// usable pools), with its revision.
     pub async fn blocks(&self) -> Result<Vec<Versioned<Block>>, IpamError> {
-        stored::list(&*self.kv, &self.layout.blocks()).await
+        Ok(self.block_listing().await?.blocks)
+    }
+
+    /// The valid blocks, and every CIDR a block key occupies.
+    pub async fn block_listing(&self) -> Result<BlockListing, IpamError> {
+        let pools = self.pools().await?;
+        let layout = &self.layout;
+        let prefix = layout.blocks();
+        let r = self.kv.range(&prefix).await?;
+        let occupied: HashSet<IpNet> = r
+            .kvs
+            .iter()
+            .filter_map(|kv| kv.key.strip_prefix(&prefix).and_then(cidr_of_key))
+            .collect();
+        let blocks = self
+            .check_kvs::<Block>(&prefix, &r.kvs, |k, b| checked::block(layout, k, b, &pools))
+            .into_iter()
+            .map(|(_, r, _)| r)
+            .collect();
+        Ok(BlockListing { blocks, occupied })
     }
 
     /// The blocks `node` holds (the agent installs a blackhole route for
@@ -440,6 +579,12 @@ impl Cluster {
             blocks: block_rows,
         })
     }
+}
+
+/// The CIDR a block key segment names (`10.96.0.64-26`), if it names one.
+fn cidr_of_key(seg: &str) -> Option<IpNet> {
+    let (addr, len) = seg.rsplit_once('-')?;
+    format!("{addr}/{len}").parse().ok()
 }
 
 impl Freed {

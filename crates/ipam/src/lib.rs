@@ -43,6 +43,7 @@
 
 pub mod allocator;
 pub mod arith;
+pub mod checked;
 pub mod cluster;
 pub mod declared;
 pub mod layout;
@@ -50,8 +51,8 @@ pub mod records;
 pub mod stored;
 pub mod validate;
 
-pub use allocator::{Allocator, Stats};
-pub use cluster::{BlockUsage, Cluster, Freed, PoolUsage, Usage};
+pub use allocator::{Allocator, Journal, Reasserted, Stats};
+pub use cluster::{BlockListing, BlockUsage, Cluster, Freed, PoolUsage, Usage};
 pub use declared::{parse_bgp, parse_pools, Applied};
 pub use layout::{Layout, DEFAULT_PREFIX};
 pub use records::{default_block_size, BgpConfig, Block, Encap, Handle, NodeSettings, Peer, Pool};

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use plexus_ipam::{Allocator, Block, Cluster, Encap, Handle, IpamError, Layout, Pool};
+use plexus_ipam::{Allocator, Block, Cluster, Encap, Handle, IpamError, Journal, Layout, Pool};
 use plexus_store::{FileKv, Kv};
 
 fn rt() -> tokio::runtime::Runtime {
@@ -384,5 +384,133 @@ fn requested_addresses_come_from_their_block_claimed_if_free() {
         assert_eq!(blocks.len(), 1);
         assert_eq!(blocks[0].used(), 2);
         assert_eq!(n1.release(&h("c1")).await.unwrap(), 1);
+    });
+}
+
+/// A journal in memory (the agent keeps it in its run directory).
+#[derive(Default)]
+struct MemJournal(std::sync::Mutex<Vec<Block>>);
+
+impl Journal for MemJournal {
+    fn load(&self) -> Vec<Block> {
+        self.0.lock().unwrap().clone()
+    }
+    fn save(&self, blocks: &[Block]) {
+        *self.0.lock().unwrap() = blocks.to_vec();
+    }
+}
+
+#[test]
+fn damaged_records_are_skipped_and_never_stop_a_claim() {
+    rt().block_on(async {
+        let f = fixture(&[pool("p", "10.96.0.0/24", 26)]).await;
+        let l = Layout::default();
+        // Garbage where the first block would go, a record whose key and
+        // CIDR disagree, and one naming the underlay with this node.
+        let first = l.block(&"10.96.0.0/26".parse().unwrap());
+        f.kv.put(&first, b"{not json", None, None).await.unwrap();
+        let liar = l.block(&"10.96.0.64/26".parse().unwrap());
+        let lie = br#"{"cidr":"10.96.0.192/26","pool":"p","node":"n1","allocations":{}}"#;
+        f.kv.put(&liar, lie, None, None).await.unwrap();
+        let under = l.block(&"10.200.0.0/26".parse().unwrap());
+        let u = br#"{"cidr":"10.200.0.0/26","pool":"p","node":"n1","allocations":{}}"#;
+        f.kv.put(&under, u, None, None).await.unwrap();
+        // A pool record with an invalid CIDR.
+        f.kv.put(
+            &l.pool("bad"),
+            br#"{"name":"bad","cidr":"10.1.2.3/99","blockSize":26}"#,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+
+        let a = Allocator::load(f.cluster.clone(), "n1").await.unwrap();
+        assert!(a.blocks().await.is_empty(), "no damaged record is held");
+        let ip = a.allocate(&h("c1"), "p").await.unwrap();
+        // Neither occupied key is tried: the free blocks are the third and fourth.
+        let held = a.blocks().await;
+        assert_eq!(held.len(), 1);
+        assert!(held[0].contains(&ip));
+        assert!(
+            !["10.96.0.0/26", "10.96.0.64/26"].contains(&held[0].to_string().as_str()),
+            "{held:?}"
+        );
+        let bad = f.cluster.damage().current();
+        for k in [&first, &liar, &under, &l.pool("bad")] {
+            assert!(bad.contains_key(k.as_str()), "{k} not reported: {bad:?}");
+        }
+        assert_eq!(f.cluster.pools().await.unwrap().len(), 1);
+        // Fixed records are forgotten.
+        f.kv.delete(&first, None).await.unwrap();
+        f.cluster.blocks().await.unwrap();
+        assert!(!f.cluster.damage().current().contains_key(first.as_str()));
+    });
+}
+
+#[test]
+fn a_wiped_store_gets_the_nodes_blocks_back_from_its_journal() {
+    rt().block_on(async {
+        let f = fixture(&[pool("p", "10.96.0.0/24", 26)]).await;
+        let journal = Arc::new(MemJournal::default());
+        let a = Allocator::load_with(f.cluster.clone(), "n1", Some(journal.clone()))
+            .await
+            .unwrap();
+        let ip1 = a.allocate(&h("c1"), "p").await.unwrap();
+        let ip2 = a.allocate(&h("c2"), "p").await.unwrap();
+        assert_eq!(journal.load()[0].allocations.len(), 2);
+
+        // The store loses everything, then is re-seeded with the pool.
+        for kv in f.kv.range("/").await.unwrap().kvs {
+            f.kv.delete(&kv.key, None).await.unwrap();
+        }
+        f.cluster
+            .add_pool(&pool("p", "10.96.0.0/24", 26))
+            .await
+            .unwrap();
+        // The running agent puts its blocks back...
+        let r = a.reassert().await.unwrap();
+        assert_eq!((r.restored, r.lost), (1, 0));
+        let stored = stored_blocks(&f.cluster).await;
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].allocations.len(), 2);
+        // ...and another node's next claim does not take them.
+        let b = Allocator::load(f.cluster.clone(), "n2").await.unwrap();
+        let other = b.allocate(&h("c3"), "p").await.unwrap();
+        assert!(![ip1, ip2].contains(&other));
+        assert!(!stored[0].cidr.contains(&other));
+
+        // A restarted agent on an empty store does the same from its journal.
+        for kv in f.kv.range("/").await.unwrap().kvs {
+            f.kv.delete(&kv.key, None).await.unwrap();
+        }
+        f.cluster
+            .add_pool(&pool("p", "10.96.0.0/24", 26))
+            .await
+            .unwrap();
+        let again = Allocator::load_with(f.cluster.clone(), "n1", Some(journal.clone()))
+            .await
+            .unwrap();
+        assert_eq!(again.allocate(&h("c1"), "p").await.unwrap(), ip1);
+        assert_eq!(again.allocate(&h("c2"), "p").await.unwrap(), ip2);
+        let fresh = again.allocate(&h("c9"), "p").await.unwrap();
+        assert!(![ip1, ip2].contains(&fresh));
+    });
+}
+
+#[test]
+fn blocks_other_nodes_announce_are_never_claimed() {
+    rt().block_on(async {
+        let f = fixture(&[pool("p", "10.96.0.0/24", 26)]).await;
+        let a = Allocator::load(f.cluster.clone(), "n1").await.unwrap();
+        a.set_excluded(vec![
+            "10.96.0.0/26".parse().unwrap(),
+            "10.96.0.64/26".parse().unwrap(),
+        ]);
+        let ip = a.allocate(&h("c1"), "p").await.unwrap();
+        assert!(ip.to_string().starts_with("10.96.0.1"), "{ip}");
+        let asked: IpAddr = "10.96.0.5".parse().unwrap();
+        let e = a.allocate_address(&h("c2"), "p", asked).await.unwrap_err();
+        assert!(e.to_string().contains("another node announces"), "{e}");
     });
 }
