@@ -28,6 +28,10 @@ struct Held {
 #[derive(Debug, Default)]
 struct State {
     blocks: BTreeMap<IpNet, Held>,
+    /// Blocks whose last write failed without an answer (the store went
+    /// away mid-request): it may still land. Each is read again before it
+    /// is used, so a release after such an allocation frees what did land.
+    uncertain: std::collections::BTreeSet<IpNet>,
 }
 
 impl State {
@@ -255,6 +259,7 @@ impl Allocator {
     /// revision this node last wrote it at).
     pub async fn allocate(&self, handle: &Handle, pool: &str) -> Result<IpAddr, IpamError> {
         let mut st = self.state.lock().await;
+        self.settle(&mut st).await?;
         for _ in 0..ATTEMPTS {
             if let Some((cidr, o)) = st.find(handle, pool) {
                 return Ok(st.blocks[&cidr].block.address(o));
@@ -291,6 +296,7 @@ impl Allocator {
         addr: IpAddr,
     ) -> Result<IpAddr, IpamError> {
         let mut st = self.state.lock().await;
+        self.settle(&mut st).await?;
         for _ in 0..ATTEMPTS {
             let held = st
                 .blocks
@@ -332,12 +338,14 @@ impl Allocator {
     /// is not an error: DEL is idempotent.
     pub async fn release(&self, handle: &Handle) -> Result<usize, IpamError> {
         let mut st = self.state.lock().await;
+        self.settle(&mut st).await?;
         self.release_where(&mut st, |h| h == handle).await
     }
 
     /// CNI GC: free the addresses of `network`'s attachments not in `valid`.
     pub async fn gc(&self, network: &str, valid: &HashSet<Handle>) -> Result<usize, IpamError> {
         let mut st = self.state.lock().await;
+        self.settle(&mut st).await?;
         self.release_where(&mut st, |h| h.network == network && !valid.contains(h))
             .await
     }
@@ -386,16 +394,53 @@ impl Allocator {
     /// still has the revision we hold. `Ok(false)`: someone else changed or
     /// removed the block; our copy was refreshed from the store (or
     /// dropped, when the block is no longer ours), and the caller retries.
+    /// Reads again every block whose last write may or may not have
+    /// landed, taking the store's copy (still ours) or dropping it (not).
+    /// While the store cannot be reached this fails, and so does the
+    /// caller: its answer would rest on a guess.
+    async fn settle(&self, st: &mut State) -> Result<(), IpamError> {
+        while let Some(cidr) = st.uncertain.first().copied() {
+            let key = self.cluster.layout().block(&cidr);
+            match stored::get::<Block>(&**self.cluster.kv(), &key).await? {
+                Some(cur) if cur.value.node == self.node => {
+                    tracing::info!(node = %self.node, block = %cidr, "block read again after a write with no answer");
+                    st.blocks.insert(
+                        cidr,
+                        Held {
+                            block: cur.value,
+                            mod_revision: cur.mod_revision,
+                        },
+                    );
+                }
+                _ => {
+                    st.blocks.remove(&cidr);
+                }
+            }
+            st.uncertain.remove(&cidr);
+            self.persist(st);
+        }
+        Ok(())
+    }
+
     async fn write(&self, st: &mut State, next: Block) -> Result<bool, IpamError> {
         let cidr = next.cidr;
         let key = self.cluster.layout().block(&cidr);
         let rev = st.blocks[&cidr].mod_revision;
-        if let Some(new_rev) = self
+        let written = match self
             .cluster
             .kv()
             .put(&key, &encode(&next), None, Some(rev))
-            .await?
+            .await
         {
+            Ok(w) => w,
+            Err(e) => {
+                // Sent, perhaps applied, never answered (a frozen or lost
+                // store): what the store holds is unknown until read.
+                st.uncertain.insert(cidr);
+                return Err(e.into());
+            }
+        };
+        if let Some(new_rev) = written {
             st.blocks.insert(
                 cidr,
                 Held {

@@ -514,3 +514,107 @@ fn blocks_other_nodes_announce_are_never_claimed() {
         assert!(e.to_string().contains("another node announces"), "{e}");
     });
 }
+
+/// A store whose writes land but whose answers are lost while `lose` is
+/// set (etcd frozen mid-request, then thawed): the caller sees an error.
+struct LostAnswers {
+    inner: Arc<dyn Kv>,
+    lose: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Kv for LostAnswers {
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<plexus_store::KeyValue>, plexus_store::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn range(
+        &self,
+        prefix: &str,
+    ) -> Result<plexus_store::RangeResult, plexus_store::StoreError> {
+        self.inner.range(prefix).await
+    }
+    async fn create(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: Option<i64>,
+    ) -> Result<Option<i64>, plexus_store::StoreError> {
+        self.inner.create(key, value, lease).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: Option<i64>,
+        expect: Option<i64>,
+    ) -> Result<Option<i64>, plexus_store::StoreError> {
+        let r = self.inner.put(key, value, lease, expect).await;
+        if self.lose.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(plexus_store::StoreError::Unavailable(
+                "the answer was lost".into(),
+            ));
+        }
+        r
+    }
+    async fn delete(
+        &self,
+        key: &str,
+        expect: Option<i64>,
+    ) -> Result<bool, plexus_store::StoreError> {
+        self.inner.delete(key, expect).await
+    }
+    async fn grant(&self, ttl: std::time::Duration) -> Result<i64, plexus_store::StoreError> {
+        self.inner.grant(ttl).await
+    }
+    async fn keepalive(
+        &self,
+        lease: i64,
+    ) -> Result<Option<std::time::Duration>, plexus_store::StoreError> {
+        self.inner.keepalive(lease).await
+    }
+    async fn revoke(&self, lease: i64) -> Result<(), plexus_store::StoreError> {
+        self.inner.revoke(lease).await
+    }
+    async fn watch(
+        &self,
+        prefix: &str,
+        from: i64,
+    ) -> Result<plexus_store::kv::KvWatchStream, plexus_store::StoreError> {
+        self.inner.watch(prefix, from).await
+    }
+    async fn compact(&self, revision: i64) -> Result<(), plexus_store::StoreError> {
+        self.inner.compact(revision).await
+    }
+}
+
+#[test]
+fn a_write_whose_answer_was_lost_is_released_by_the_del_that_follows() {
+    rt().block_on(async {
+        let f = fixture(&[pool("p", "10.96.0.0/24", 26)]).await;
+        let kv = Arc::new(LostAnswers {
+            inner: f.kv.clone(),
+            lose: Default::default(),
+        });
+        let cluster = Cluster::new(kv.clone(), Layout::default());
+        let a = Allocator::load(cluster.clone(), "n1").await.unwrap();
+        a.allocate(&h("c0"), "p").await.unwrap();
+        kv.lose.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The ADD fails (the plugin answers 11), but the write landed.
+        assert!(a.allocate(&h("c1"), "p").await.is_err());
+        kv.lose.store(false, std::sync::atomic::Ordering::SeqCst);
+        let held = |blocks: Vec<Block>| -> Vec<Handle> {
+            blocks
+                .iter()
+                .flat_map(|b| b.allocations.values().cloned())
+                .collect()
+        };
+        let landed = held(stored_blocks(&f.cluster).await);
+        assert!(landed.contains(&h("c1")), "the write landed");
+        // The runtime's DEL after the failed ADD frees what landed.
+        assert_eq!(a.release(&h("c1")).await.unwrap(), 1);
+        assert_eq!(held(stored_blocks(&f.cluster).await), [h("c0")]);
+    });
+}
