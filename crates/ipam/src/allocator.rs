@@ -110,6 +110,9 @@ pub struct Allocator {
     /// never claimed here, even when the store has no key for them (a
     /// store that lost its records while those nodes still route them).
     excluded: std::sync::Mutex<Vec<IpNet>>,
+    /// The highest store revision this allocator has seen: a store showing
+    /// a lower one was reset.
+    seen: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Allocator {
@@ -136,7 +139,8 @@ impl Allocator {
         journal: Option<std::sync::Arc<dyn Journal>>,
     ) -> Result<Allocator, IpamError> {
         crate::validate::name("node", node)?;
-        let all = cluster.blocks().await?;
+        let listing = cluster.block_listing().await?;
+        let all = listing.blocks;
         let a = Allocator {
             cluster,
             node: node.to_string(),
@@ -144,6 +148,7 @@ impl Allocator {
             counters: Counters::default(),
             journal,
             excluded: Default::default(),
+            seen: std::sync::atomic::AtomicI64::new(listing.revision),
         };
         {
             let mut st = a.state.lock().await;
@@ -172,8 +177,22 @@ impl Allocator {
     /// allocations; blocks the store has are taken as it has them.
     pub async fn reassert(&self) -> Result<Reasserted, IpamError> {
         let mut st = self.state.lock().await;
-        let all = self.cluster.blocks().await?;
-        self.reassert_held(&mut st, &all).await
+        let listing = self.cluster.block_listing().await?;
+        // The store's history starts again here.
+        self.seen.store(listing.revision, Ordering::SeqCst);
+        self.reassert_held(&mut st, &listing.blocks).await
+    }
+
+    /// Fails with [`IpamError::Reset`] when `revision` is below one seen
+    /// before; else remembers it.
+    fn check_revision(&self, revision: i64) -> Result<(), IpamError> {
+        let seen = self.seen.fetch_max(revision, Ordering::SeqCst);
+        if revision < seen {
+            return Err(IpamError::Reset(format!(
+                "revision {revision} after {seen}"
+            )));
+        }
+        Ok(())
     }
 
     async fn reassert_held(
@@ -358,8 +377,9 @@ impl Allocator {
     /// next write to it or the next claim.
     pub async fn resync(&self) -> Result<(), IpamError> {
         let mut st = self.state.lock().await;
-        let all = self.cluster.blocks().await?;
-        self.reconcile(&mut st, &all);
+        let listing = self.cluster.block_listing().await?;
+        self.check_revision(listing.revision)?;
+        self.reconcile(&mut st, &listing.blocks);
         Ok(())
     }
 
@@ -441,6 +461,7 @@ impl Allocator {
             }
         };
         if let Some(new_rev) = written {
+            self.seen.fetch_max(new_rev, Ordering::SeqCst);
             st.blocks.insert(
                 cidr,
                 Held {
@@ -454,7 +475,14 @@ impl Allocator {
         self.counters
             .write_conflicts
             .fetch_add(1, Ordering::Relaxed);
-        match stored::get::<Block>(&**self.cluster.kv(), &key).await? {
+        let cur = stored::get::<Block>(&**self.cluster.kv(), &key).await?;
+        if cur.is_none() {
+            // Gone: removed by an operator, or the whole store was reset.
+            // A reset keeps the block (it is written back first).
+            let now = self.cluster.kv().range(&key).await?.revision;
+            self.check_revision(now)?;
+        }
+        match cur {
             Some(cur) if cur.value.node == self.node => {
                 tracing::info!(node = %self.node, block = %cidr, "block changed in the store; using its copy");
                 st.blocks.insert(
@@ -547,6 +575,7 @@ impl Allocator {
             .trunc();
         for _ in 0..ATTEMPTS {
             let listing = self.cluster.block_listing().await?;
+            self.check_revision(listing.revision)?;
             self.reconcile(st, &listing.blocks);
             if let Some(b) = listing.blocks.iter().find(|b| b.value.cidr == cidr) {
                 if b.value.node == self.node {
@@ -596,6 +625,7 @@ impl Allocator {
                 arith::spread(&self.node)
             };
             let listing = self.cluster.block_listing().await?;
+            self.check_revision(listing.revision)?;
             self.reconcile(st, &listing.blocks);
             let taken: HashSet<IpNet> = listing.occupied;
             let excluded = self
@@ -645,6 +675,7 @@ impl Allocator {
             .create(&key, &encode(&block), None)
             .await?
         {
+            self.seen.fetch_max(rev, Ordering::SeqCst);
             tracing::info!(node = %self.node, block = %cidr, pool = pool_name, "claimed block");
             self.counters.claims.fetch_add(1, Ordering::Relaxed);
             st.blocks.insert(

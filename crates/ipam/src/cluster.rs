@@ -65,6 +65,8 @@ pub struct Usage {
 pub struct BlockListing {
     pub blocks: Vec<Versioned<Block>>,
     pub occupied: HashSet<IpNet>,
+    /// The store's revision at the listing.
+    pub revision: i64,
 }
 
 /// The routed network's state in one store. Every list it reads is
@@ -496,7 +498,11 @@ impl Cluster {
             .into_iter()
             .map(|(_, r, _)| r)
             .collect();
-        Ok(BlockListing { blocks, occupied })
+        Ok(BlockListing {
+            blocks,
+            occupied,
+            revision: r.revision,
+        })
     }
 
     /// The blocks `node` holds (the agent installs a blackhole route for

@@ -74,6 +74,11 @@ pub enum IpamError {
     /// No block or address left in the pool.
     #[error("{0}")]
     Exhausted(String),
+    /// The store's revision went back below one this node saw: it was
+    /// wiped (and perhaps re-seeded). Nothing is written until the node
+    /// has put its records back ([`Allocator::reassert`]).
+    #[error("the store was reset ({0}); this node re-registers its blocks first")]
+    Reset(String),
     /// A record in the store does not parse.
     #[error("store record {key} is damaged: {error}")]
     Corrupt { key: String, error: String },
@@ -94,7 +99,9 @@ impl IpamError {
             IpamError::Exhausted(_) | IpamError::InUse(_) => {
                 Some(plexus_codes::ADDRESS_UNAVAILABLE)
             }
-            IpamError::Conflict(_) | IpamError::Store(plexus_store::StoreError::Unavailable(_)) => {
+            IpamError::Conflict(_)
+            | IpamError::Reset(_)
+            | IpamError::Store(plexus_store::StoreError::Unavailable(_)) => {
                 Some(ErrorCode::TryAgainLater.code())
             }
             IpamError::Invalid(_) | IpamError::NotFound(_) => Some(ErrorCode::InvalidConfig.code()),
