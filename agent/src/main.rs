@@ -110,6 +110,10 @@ struct Args {
     /// with any store (--kubeconfig, else the in-cluster config).
     #[arg(long, value_enum, default_value_t = NodeCleanup::Auto)]
     node_cleanup: NodeCleanup,
+    /// Routed network: where BGP listens (default: the public address;
+    /// never every address, which would include the pods' side).
+    #[arg(long, value_delimiter = ',')]
+    bgp_listen: Vec<std::net::IpAddr>,
     /// Log level or `target=level,...` directives (PLEXUS_LOG wins).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -225,17 +229,45 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
         .await
         .inspect_err(|_| status.store_error())
         .with_context(|| format!("open the store {}", args.store))?;
-    let routed = routed_cluster(args, kv.clone(), &files, status).await?;
-    let Some(cluster) = routed else {
-        let reg = lease_registry_over(&args.store, kv, &opts)
-            .await
-            .inspect_err(|_| status.store_error())
-            .with_context(|| format!("open the store {}", args.store))?;
-        return run_overlay(args, reg.as_ref(), status).await;
+    // A store without any network config (not seeded yet, or wiped) is
+    // waited for: unready, nothing created or removed. Only the embedded
+    // file store, which no one else can write while we hold it, is final.
+    let mut waited = false;
+    let (routed, overlay) = loop {
+        let routed = routed_cluster(args, kv.clone(), &files, status).await?;
+        let overlay = match &routed {
+            Some(cluster) => overlay_beside_routed(args, &opts, cluster, status).await?,
+            None => overlay_alone(args, kv.clone(), &opts, status).await?,
+        };
+        if routed.is_some() || overlay.is_some() {
+            break (routed, overlay);
+        }
+        if args.store.starts_with("file:") {
+            anyhow::bail!(
+                "no network config in {} (neither {}/config, --net-config nor a routed pool)",
+                args.store,
+                args.etcd_prefix
+            );
+        }
+        if !waited {
+            tracing::warn!(store = %args.store, "the store holds no network config (neither flannel's nor a routed pool): waiting for one");
+            status.set_waiting(
+                &args.run_dir,
+                "store",
+                Some("the store holds no network config"),
+            );
+            waited = true;
+        }
+        tokio::time::sleep(STORE_CONFIG_POLL).await;
     };
-    match overlay_beside_routed(args, &opts, &cluster, status).await? {
-        None => run_routed(args, &opts, cluster, status, handlers).await,
-        Some(reg) => {
+    if waited {
+        tracing::info!("the store holds a network config now");
+        status.set_waiting(&args.run_dir, "store", None);
+    }
+    match (routed, overlay) {
+        (None, Some(reg)) => run_overlay(args, reg.as_ref(), status).await,
+        (Some(cluster), None) => run_routed(args, &opts, cluster, status, handlers).await,
+        (Some(cluster), Some(reg)) => {
             tracing::info!(
                 "the store holds both networks: serving the overlay and the routed network"
             );
@@ -245,6 +277,35 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
                 run_routed(args, &opts, cluster, status, handlers),
             )
             .map(|_| ())
+        }
+        (None, None) => unreachable!("the loop above waits for one"),
+    }
+}
+
+/// How often a store without network config is looked at again.
+const STORE_CONFIG_POLL: Duration = Duration::from_secs(2);
+
+/// The overlay's registry when the store (or --net-config) holds flannel's
+/// network config; `None` when it holds none.
+async fn overlay_alone(
+    args: &Args,
+    kv: std::sync::Arc<dyn plexus_store::Kv>,
+    opts: &StoreOptions,
+    status: &Shared,
+) -> anyhow::Result<Option<Box<dyn plexus_store::LeaseRegistry>>> {
+    let reg = lease_registry_over(&args.store, kv, opts)
+        .await
+        .inspect_err(|_| status.store_error())
+        .with_context(|| format!("open the store {}", args.store))?;
+    match reg.network_config().await {
+        Ok(_) => Ok(Some(reg)),
+        Err(StoreError::NoConfig(_)) => Ok(None),
+        // Unreachable now: the overlay's start-up retries and says so.
+        Err(StoreError::Unavailable(_)) => Ok(Some(reg)),
+        Err(e) => {
+            status.store_error();
+            Err(e)
+                .with_context(|| format!("read the network config at {}/config", args.etcd_prefix))
         }
     }
 }
@@ -372,6 +433,7 @@ async fn run_routed(
         public_ipv6: args.public_ipv6,
         poll_every: Duration::from_secs(args.routed_poll_interval.max(1)),
         sync_wait: Duration::from_secs(args.routed_sync_wait),
+        bgp_listen: args.bgp_listen.clone(),
     };
     let cleanup = match args.node_cleanup {
         NodeCleanup::Auto => args.store == "kubernetes",

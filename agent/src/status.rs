@@ -31,6 +31,13 @@ pub struct NodeStatus {
     /// Kernel entries (neighbours, FDB entries, routes) the overlay holds.
     pub entries: usize,
     pub ready: bool,
+    /// Why the node is not ready now although it was (a network waiting
+    /// for the store to hold its config again), by network.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub waiting: std::collections::BTreeMap<String, String>,
+    /// Store records skipped because they failed a check, key → why.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub skipped_records: std::collections::BTreeMap<String, String>,
 }
 
 impl NodeStatus {
@@ -51,10 +58,57 @@ impl NodeStatus {
     }
 }
 
+/// Events the agent counts (Prometheus counters `plexusd_<name>_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Event {
+    /// A store record failed a check and was skipped (each record once).
+    RecordSkipped,
+    /// Another writer changed this node's own lease.
+    LeaseConflict,
+    /// The store lost this node's records (config gone, or reset).
+    StoreLost,
+    /// Records this node held were written back after the store lost them.
+    Reregistered,
+    /// A kernel entry was not written because one that is not ours holds
+    /// its place (a route of another protocol, a connected route).
+    NotOurs,
+}
+
+impl Event {
+    pub const ALL: [Event; 5] = [
+        Event::RecordSkipped,
+        Event::LeaseConflict,
+        Event::StoreLost,
+        Event::Reregistered,
+        Event::NotOurs,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Event::RecordSkipped => "store_records_skipped",
+            Event::LeaseConflict => "lease_conflicts",
+            Event::StoreLost => "store_lost",
+            Event::Reregistered => "records_reregistered",
+            Event::NotOurs => "kernel_entries_not_ours",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Event::RecordSkipped => "Store records skipped because they failed a check (counted once per record and reason).",
+            Event::LeaseConflict => "Times another writer changed this node's lease (it was re-asserted).",
+            Event::StoreLost => "Times the store lost this node's network config or records (the data plane stayed; the agent waited).",
+            Event::Reregistered => "Records this node held that it wrote back to the store after the store lost them.",
+            Event::NotOurs => "Kernel entries not written because an entry of someone else holds their place.",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     store_errors: u64,
     dataplane_errors: u64,
+    events: std::collections::BTreeMap<Event, u64>,
     /// Cumulative counts per bucket, then +Inf.
     latency_buckets: [u64; LATENCY_BUCKETS.len() + 1],
     latency_sum: f64,
@@ -76,6 +130,8 @@ struct Inner {
     bgp: Option<BgpGauges>,
     /// Networks still to report ready; `None` is one (the usual agent).
     networks_pending: Option<usize>,
+    /// Every network has reported ready once.
+    all_reported: bool,
 }
 
 /// Shared, cheap to clone.
@@ -114,6 +170,10 @@ impl Shared {
             if left > 0 {
                 return Ok(false);
             }
+            g.all_reported = true;
+            if !g.status.waiting.is_empty() {
+                return Ok(false);
+            }
             g.status.ready = true;
         }
         crate::runfiles::mark_ready(run_dir)?;
@@ -122,6 +182,50 @@ impl Shared {
 
     pub fn store_error(&self) {
         self.lock().counters.store_errors += 1;
+    }
+
+    pub fn count(&self, e: Event, n: u64) {
+        *self.lock().counters.events.entry(e).or_default() += n;
+    }
+
+    /// How often `e` was counted.
+    pub fn counted(&self, e: Event) -> u64 {
+        self.lock().counters.events.get(&e).copied().unwrap_or(0)
+    }
+
+    /// `network` waits (`Some(why)`: the store lost its config) or is back
+    /// (`None`). While any network waits the node is not ready and
+    /// `<run_dir>/ready` is gone, so CNI ADDs that check it get code 11;
+    /// the data plane stays as it is.
+    pub fn set_waiting(&self, run_dir: &Path, network: &str, why: Option<&str>) {
+        let (was, now) = {
+            let mut g = self.lock();
+            let was = g.status.ready;
+            match why {
+                Some(w) => {
+                    g.status.waiting.insert(network.to_string(), w.to_string());
+                }
+                None => {
+                    g.status.waiting.remove(network);
+                }
+            }
+            g.status.ready = g.all_reported && g.status.waiting.is_empty();
+            (was, g.status.ready)
+        };
+        match (was, now) {
+            (true, false) => crate::runfiles::clear_ready(run_dir),
+            (false, true) => {
+                if let Err(e) = crate::runfiles::mark_ready(run_dir) {
+                    tracing::warn!(error = %e, "cannot write the readiness file");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The store records skipped now (key → why), for status.
+    pub fn set_skipped_records(&self, bad: std::collections::BTreeMap<String, String>) {
+        self.lock().status.skipped_records = bad;
     }
 
     pub fn dataplane_errors(&self, n: usize) {
@@ -197,6 +301,20 @@ impl Shared {
             "Kernel changes that failed.",
             "counter",
             c.dataplane_errors.to_string(),
+        );
+        for e in Event::ALL {
+            gauge(
+                &format!("{}_total", e.name()),
+                e.help(),
+                "counter",
+                c.events.get(&e).copied().unwrap_or(0).to_string(),
+            );
+        }
+        gauge(
+            "store_records_skipped",
+            "Store records skipped now because they fail a check.",
+            "gauge",
+            s.skipped_records.len().to_string(),
         );
         let name = "plexusd_programming_latency_seconds";
         let _ = writeln!(
@@ -283,6 +401,23 @@ mod tests {
         assert!(!both.status().ready && !ready.exists());
         assert!(both.network_ready(dir.path()).unwrap());
         assert!(both.status().ready && ready.exists());
+        // A network waiting for the store takes readiness away until back.
+        both.set_waiting(dir.path(), "routed", Some("no pools"));
+        assert!(!both.status().ready && !ready.exists());
+        assert_eq!(both.status().waiting["routed"], "no pools");
+        both.set_waiting(dir.path(), "overlay", Some("no config"));
+        both.set_waiting(dir.path(), "routed", None);
+        assert!(!both.status().ready && !ready.exists());
+        both.set_waiting(dir.path(), "overlay", None);
+        assert!(both.status().ready && ready.exists());
+        // Waiting before the first readiness holds it back too.
+        let early = Shared::default();
+        early.set_waiting(dir.path(), "overlay", Some("no config"));
+        std::fs::remove_file(&ready).unwrap();
+        assert!(!early.network_ready(dir.path()).unwrap());
+        assert!(!ready.exists());
+        early.set_waiting(dir.path(), "overlay", None);
+        assert!(early.status().ready && ready.exists());
     }
 
     #[test]

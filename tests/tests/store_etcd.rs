@@ -29,6 +29,7 @@ fn req(node: &str, ip: &str, mac: u8) -> AcquireRequest {
         public_ip: Some(ip.parse().unwrap()),
         public_ipv6: None,
         previous: None,
+        previous_public_ip: None,
         attrs: LeaseAttrs {
             public_ip: Some(ip.parse().unwrap()),
             public_ipv6: None,

@@ -25,6 +25,7 @@ fn request() -> AcquireRequest {
         public_ip: Some("192.168.0.1".parse().unwrap()),
         public_ipv6: None,
         previous: None,
+        previous_public_ip: None,
         attrs: LeaseAttrs {
             public_ip: Some("192.168.0.1".parse().unwrap()),
             backend_type: "vxlan".into(),

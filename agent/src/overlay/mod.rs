@@ -3,6 +3,7 @@
 //! [`LeaseRegistry`] and to the kernel through [`DataPlane`], so they are
 //! tested against in-memory fakes of both.
 
+pub mod check;
 pub mod plan;
 mod startup;
 
@@ -13,10 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use futures::StreamExt;
 use plexus_store::{LeaseEvent, LeaseRegistry, LeaseSnapshot, StoreError};
-use plexus_subnet::Lease;
+use plexus_subnet::{Lease, NetworkConfig};
 
 use crate::dataplane::{DataPlane, Entry, Key, Op, Ownership, UnderlaySelect};
-use crate::status::Shared;
+use crate::status::{Event, Shared};
 use plan::{lease_id, LeaseId, Local};
 
 pub use startup::start;
@@ -68,7 +69,26 @@ pub struct Overlay {
     programmed: BTreeMap<Key, Entry>,
     status: Shared,
     ready: bool,
+    cfg: NetworkConfig,
+    /// Remote leases refused by [`check::remote_lease`], with why (each
+    /// logged once).
+    skipped: BTreeMap<LeaseId, String>,
+    /// Our lease vanished from the store with the rest (a wiped store):
+    /// no remote entry is removed until then, so the others have time to
+    /// write their leases back; pods keep talking meanwhile.
+    hold_deletions_until: Option<Instant>,
+    /// Lease conflicts in a row (another writer changed our lease): the
+    /// re-assertions back off.
+    conflicts: u32,
+    /// The store lost the network config: waiting, data plane kept.
+    waiting: bool,
 }
+
+/// After our lease was found gone with the others, how long remote
+/// entries stay while the other nodes write their leases back.
+const HOLD_AFTER_LOSS: Duration = Duration::from_secs(30);
+/// How often a lost lease is tried again while the store cannot give it.
+const LOST_RETRY: Duration = Duration::from_secs(2);
 
 impl Overlay {
     pub fn lease(&self) -> &Lease {
@@ -93,6 +113,10 @@ impl Overlay {
         let mut resync = tokio::time::interval(self.settings.resync_every);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resync.tick().await;
+        // While our lease is missing (or the store lost the config) nothing
+        // may arrive on the watch: try again on a clock.
+        let mut lost = tokio::time::interval(LOST_RETRY);
+        lost.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backoff = Duration::from_millis(100);
         loop {
             let snap = match reg.list().await {
@@ -161,6 +185,12 @@ impl Overlay {
                         }
                     }
                     _ = renew.tick() => self.renew(reg).await?,
+                    _ = lost.tick(), if self.waiting || !self.leases.contains_key(&self.local.own) => {
+                        self.check_own_lease(reg).await?;
+                        if self.leases.contains_key(&self.local.own) {
+                            self.reconcile(dp).await?;
+                        }
+                    }
                     _ = resync.tick() => {
                         let started = Instant::now();
                         if self.resync_kernel(dp).await? > 0 {
@@ -207,8 +237,29 @@ impl Overlay {
     /// Diffs the store's leases against the kernel model and applies the
     /// difference; returns the number of changes.
     async fn reconcile<D: DataPlane>(&mut self, dp: &mut D) -> anyhow::Result<usize> {
-        let desired = plan::desired(&self.local, self.leases.values());
-        let ops = plan::plan(&desired, &self.programmed);
+        self.check_leases();
+        let skipped = &self.skipped;
+        let believed = self
+            .leases
+            .iter()
+            .filter(|(id, _)| !skipped.contains_key(*id))
+            .map(|(_, l)| l);
+        let desired = plan::desired(&self.local, believed);
+        let mut ops = plan::plan(&desired, &self.programmed);
+        let holding = !self.leases.contains_key(&self.local.own)
+            || self
+                .hold_deletions_until
+                .is_some_and(|t| Instant::now() < t);
+        if holding {
+            let before = ops.len();
+            ops.retain(|o| matches!(o, Op::Add(_)));
+            if ops.len() < before {
+                tracing::info!(
+                    kept = before - ops.len(),
+                    "remote entries kept: the store lost our lease too, the other nodes are writing theirs back"
+                );
+            }
+        }
         if !ops.is_empty() {
             let failures = dp.apply(&ops).await.context("program the kernel")?;
             let mut failed = vec![false; ops.len()];
@@ -244,6 +295,22 @@ impl Overlay {
         Ok(ops.len())
     }
 
+    /// Which leases fail [`check::remote_lease`] (into `skipped`); each
+    /// newly refused one is logged once and counted.
+    fn check_leases(&mut self) {
+        let mut refused = BTreeMap::new();
+        for (id, l) in &self.leases {
+            if let Err(why) = check::remote_lease(&self.cfg, &self.local, &self.lease, l) {
+                if self.skipped.get(id) != Some(&why) {
+                    tracing::warn!(key = %l.key(), public_ip = ?l.attrs.public_ip, reason = %why, "lease skipped: it fails a check");
+                    self.status.count(Event::RecordSkipped, 1);
+                }
+                refused.insert(*id, why);
+            }
+        }
+        self.skipped = refused;
+    }
+
     fn publish(&self) {
         let remote = self
             .leases
@@ -277,15 +344,47 @@ impl Overlay {
         }
     }
 
-    /// Our lease must stay ours: when it is gone from the store (expired,
-    /// deleted by hand), acquire it again. Getting another subnet would
-    /// strand the pods of this node, so that ends the agent with an error.
+    /// Our lease must stay ours. Gone from the store (expired, deleted by
+    /// hand, the store wiped): acquire it again, holding every remote
+    /// entry meanwhile. Changed by another writer (a lease conflict, as
+    /// flannel #283/#621/#1289): logged, counted, and ours written back,
+    /// with a growing pause if it keeps happening.
     async fn check_own_lease(&mut self, reg: &dyn LeaseRegistry) -> anyhow::Result<()> {
-        if self.leases.contains_key(&self.local.own) {
+        let Some(now) = self.leases.get(&self.local.own) else {
+            tracing::warn!(subnet = ?self.lease.subnet, "our lease is gone from the store; acquiring it again");
+            self.hold_deletions_until = Some(Instant::now() + HOLD_AFTER_LOSS);
+            return self.reacquire(reg).await;
+        };
+        if now.attrs == self.lease.attrs {
+            self.conflicts = 0;
             return Ok(());
         }
-        tracing::warn!(subnet = ?self.lease.subnet, "our lease is gone from the store; acquiring it again");
-        self.reacquire(reg).await
+        self.conflicts += 1;
+        self.status.count(Event::LeaseConflict, 1);
+        tracing::error!(
+            subnet = ?self.lease.subnet,
+            theirs = ?now.attrs.public_ip,
+            ours = ?self.lease.attrs.public_ip,
+            conflicts = self.conflicts,
+            "another writer changed our lease (a lease conflict): writing ours back"
+        );
+        if self.conflicts > 1 {
+            let pause =
+                Duration::from_secs(1 << self.conflicts.min(8)).min(Duration::from_secs(300));
+            tokio::time::sleep(pause).await;
+        }
+        match reg.reassert(&self.lease).await {
+            Ok(()) => {
+                let id = self.local.own;
+                self.leases.insert(id, self.lease.clone());
+                Ok(())
+            }
+            Err(e) => {
+                self.status.store_error();
+                tracing::warn!(error = %e, "cannot write our lease back; trying again at the next event");
+                Ok(())
+            }
+        }
     }
 
     async fn reacquire(&mut self, reg: &dyn LeaseRegistry) -> anyhow::Result<()> {
@@ -296,6 +395,21 @@ impl Overlay {
                 // The lease lives 24 h: try again at the next renewal.
                 self.status.store_error();
                 tracing::warn!(error = %why, "store unavailable; keeping our lease and retrying later");
+                return Ok(());
+            }
+            Err(StoreError::NoConfig(what)) => {
+                // Wiped: wait for the config to come back, keeping the
+                // data plane as it is.
+                if !self.waiting {
+                    self.waiting = true;
+                    self.status.count(Event::StoreLost, 1);
+                    tracing::warn!(%what, "the store lost the network config: waiting for it, data plane kept");
+                    self.status.set_waiting(
+                        &self.settings.run_dir,
+                        "overlay",
+                        Some("the store holds no network config: waiting for it"),
+                    );
+                }
                 return Ok(());
             }
             Err(e) => {
@@ -309,6 +423,13 @@ impl Overlay {
                 self.local.own,
                 lease_id(&got)
             );
+        }
+        if self.waiting {
+            self.waiting = false;
+            self.status.count(Event::Reregistered, 1);
+            tracing::info!(subnet = ?got.subnet, "the network config is back: our lease is written back");
+            self.status
+                .set_waiting(&self.settings.run_dir, "overlay", None);
         }
         self.leases.insert(lease_id(&got), got.clone());
         self.lease = got;

@@ -107,6 +107,7 @@ pub async fn start<D: DataPlane>(
         public_ip,
         public_ipv6,
         previous,
+        previous_public_ip: runfiles::previous_public_ip(&settings.run_dir),
         attrs,
     };
     let lease = with_retry(settings.store_wait, "acquire a lease", || reg.acquire(&req))
@@ -114,6 +115,9 @@ pub async fn start<D: DataPlane>(
         .inspect_err(|_| status.store_error())
         .context("acquire a subnet lease")?;
     tracing::info!(subnet = ?lease.subnet, subnet6 = ?lease.subnet6, "lease acquired");
+    if let Some(ip) = lease.attrs.public_ip {
+        runfiles::remember_public_ip(&settings.run_dir, ip)?;
+    }
     for (name, mac) in &macs {
         runfiles::remember_mac(&settings.run_dir, name, *mac)?;
     }
@@ -194,6 +198,11 @@ pub async fn start<D: DataPlane>(
         programmed: BTreeMap::new(),
         status: status.clone(),
         ready: false,
+        cfg,
+        skipped: BTreeMap::new(),
+        hold_deletions_until: None,
+        conflicts: 0,
+        waiting: false,
     })
 }
 
@@ -264,6 +273,7 @@ pub(super) fn acquire_request(settings: &Settings, lease: &Lease) -> AcquireRequ
         public_ip: lease.attrs.public_ip,
         public_ipv6: lease.attrs.public_ipv6,
         previous: Some(lease.clone()),
+        previous_public_ip: lease.attrs.public_ip,
         attrs: lease.attrs.clone(),
     }
 }

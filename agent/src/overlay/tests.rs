@@ -132,6 +132,13 @@ impl LeaseRegistry for FakeRegistry {
         }
     }
 
+    async fn reassert(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut st = self.st.lock().unwrap();
+        st.revision += 1;
+        st.leases.insert(lease_id(lease), lease.clone());
+        Ok(())
+    }
+
     async fn list(&self) -> Result<LeaseSnapshot, StoreError> {
         let st = self.st.lock().unwrap();
         Ok(LeaseSnapshot {
@@ -156,8 +163,8 @@ fn config() -> NetworkConfig {
         enable_ipv6: false,
         network: Some("10.0.0.0/8".parse().unwrap()),
         subnet_len: 24,
-        subnet_min: None,
-        subnet_max: None,
+        subnet_min: Some("10.0.1.0".parse().unwrap()),
+        subnet_max: Some("10.255.255.0".parse().unwrap()),
         ipv6_network: None,
         ipv6_subnet_len: 64,
         ipv6_subnet_min: None,

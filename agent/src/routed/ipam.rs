@@ -32,7 +32,15 @@ pub struct RoutedHandler {
     pub ipip_mtu: u32,
     /// Our AS now (the peer loop follows the store).
     pub asn: Arc<std::sync::atomic::AtomicU32>,
+    /// The store lost the routed network's records: nothing is allocated
+    /// or released (code 11) until this node has written its own back.
+    pub lost: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// The longest container ID an attachment may store (CNI_CONTAINERID):
+/// every block record carries it, and every watcher of that block reads
+/// it again on each change. Runtimes use 64 hex digits.
+pub const MAX_CONTAINER_ID: usize = 1024;
 
 fn error(e: impl std::fmt::Display, code: Option<u32>) -> Value {
     serde_json::to_value(AgentError {
@@ -207,6 +215,31 @@ impl RoutedHandler {
 #[async_trait::async_trait]
 impl Handler for RoutedHandler {
     async fn handle(&self, request: Request) -> Value {
+        let asks_ipam = matches!(
+            request,
+            Request::Allocate { .. } | Request::Release { .. } | Request::Gc { .. }
+        );
+        if asks_ipam && self.lost.load(std::sync::atomic::Ordering::SeqCst) {
+            return error(
+                "the store lost the routed network's records; this node is writing its own back",
+                Some(ErrorCode::TryAgainLater.code()),
+            );
+        }
+        let too_long = match &request {
+            Request::Allocate { container_id, .. } | Request::Release { container_id, .. } => {
+                container_id.len() > MAX_CONTAINER_ID
+            }
+            Request::Gc { valid, .. } => valid
+                .iter()
+                .any(|k| k.container_id.len() > MAX_CONTAINER_ID),
+            _ => false,
+        };
+        if too_long {
+            return error(
+                format!("a container ID longer than {MAX_CONTAINER_ID} bytes is refused"),
+                Some(ErrorCode::InvalidEnvironment.code()),
+            );
+        }
         match request {
             Request::Allocate {
                 network,
@@ -279,6 +312,7 @@ mod tests {
             router_id: "10.0.0.1".into(),
             ipip_mtu: 1480,
             asn: Arc::new(64512.into()),
+            lost: Arc::default(),
         };
         (h, routes, bgp)
     }

@@ -25,6 +25,34 @@ use super::encap::{Hop, IPIP_OVERHEAD, TUNNEL_DEV};
 pub const PROTO_BLOCK: u8 = 113;
 /// RTPROT of the routes learned over BGP.
 pub const PROTO_BGP: u8 = 114;
+/// The metric of every route learned over BGP: above any a distribution,
+/// a DHCP client or an operator gives the node's own routes, so a learned
+/// route to a prefix the node already routes (its default route, a
+/// connected subnet, a pod) sits behind it and never wins; it carries
+/// traffic only where nothing else routes. Routes of other metrics are
+/// never replaced or deleted by the agent.
+pub const LEARNED_METRIC: u32 = 4_000_000_000;
+
+/// A change the kernel refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Its position in the batch.
+    pub index: usize,
+    pub why: String,
+    /// A route that is not ours holds the place (nothing was touched).
+    pub not_ours: bool,
+}
+
+/// One learned-route change for the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BgpChange {
+    pub prefix: IpNet,
+    /// `Some`: install via this hop; `None`: remove ours.
+    pub to: Option<Hop>,
+    /// The agent holds a route of its own for the prefix now (replace it);
+    /// otherwise one is created only if nothing sits at its place.
+    pub ours_now: bool,
+}
 
 /// The main table's routes of one of our protocols.
 #[async_trait::async_trait]
@@ -34,21 +62,21 @@ pub trait RouteTable: Send + Sync {
     async fn add_blackhole(&self, block: IpNet) -> anyhow::Result<()>;
     /// Installs (or moves) the BGP route to `prefix` via `hop`.
     async fn install(&self, prefix: IpNet, hop: Hop) -> anyhow::Result<()>;
-    /// Many BGP route changes at once (`Some(hop)`: install, `None`:
-    /// remove; absent already counts as removed). Returns the changes the
-    /// kernel refused, by position, with why.
-    async fn apply_bgp(
-        &self,
-        changes: &[(IpNet, Option<Hop>)],
-    ) -> anyhow::Result<Vec<(usize, String)>> {
+    /// Many BGP route changes at once (absent already counts as removed).
+    /// Returns the changes the kernel refused.
+    async fn apply_bgp(&self, changes: &[BgpChange]) -> anyhow::Result<Vec<Refused>> {
         let mut refused = Vec::new();
-        for (i, (prefix, via)) in changes.iter().enumerate() {
-            let r = match via {
-                Some(hop) => self.install(*prefix, *hop).await,
-                None => self.remove(*prefix, PROTO_BGP).await,
+        for (i, c) in changes.iter().enumerate() {
+            let r = match c.to {
+                Some(hop) => self.install(c.prefix, hop).await,
+                None => self.remove(c.prefix, PROTO_BGP).await,
             };
             if let Err(e) = r {
-                refused.push((i, format!("{e:#}")));
+                refused.push(Refused {
+                    index: i,
+                    why: format!("{e:#}"),
+                    not_ours: false,
+                });
             }
         }
         Ok(refused)
@@ -71,12 +99,23 @@ pub trait RouteTable: Send + Sync {
 /// tunnel device's index (0 if there is none: the kernel then refuses
 /// the route, which is counted).
 fn bgp_route(prefix: IpNet, hop: Hop, tunnel: u32) -> Route {
-    let r = Route::new(prefix).via(hop.next_hop).protocol(PROTO_BGP);
+    let r = Route::new(prefix)
+        .via(hop.next_hop)
+        .protocol(PROTO_BGP)
+        .metric(LEARNED_METRIC);
     if hop.tunnel {
         r.dev(tunnel).onlink()
     } else {
         r
     }
+}
+
+/// Our learned route to `prefix` as a delete names it: protocol and
+/// metric, so no route of anyone else's matches.
+fn ours(prefix: IpNet) -> Route {
+    Route::new(prefix)
+        .protocol(PROTO_BGP)
+        .metric(LEARNED_METRIC)
 }
 
 /// [`RouteTable`] over netlink in the agent's namespace; BGP route changes
@@ -136,16 +175,14 @@ impl RouteTable for KernelRoutes {
             .with_context(|| format!("route {prefix} via {hop:?}"))
     }
 
-    async fn apply_bgp(
-        &self,
-        changes: &[(IpNet, Option<Hop>)],
-    ) -> anyhow::Result<Vec<(usize, String)>> {
+    async fn apply_bgp(&self, changes: &[BgpChange]) -> anyhow::Result<Vec<Refused>> {
         let tunnel = self.tunnel.load(Ordering::SeqCst);
         let mut b = RtBatch::new();
-        for (prefix, via) in changes {
-            match via {
-                Some(hop) => b.route_replace(&bgp_route(*prefix, *hop, tunnel)),
-                None => b.route_del(&Route::new(*prefix).protocol(PROTO_BGP)),
+        for c in changes {
+            match (c.to, c.ours_now) {
+                (Some(hop), true) => b.route_replace(&bgp_route(c.prefix, hop, tunnel)),
+                (Some(hop), false) => b.route_add(&bgp_route(c.prefix, hop, tunnel)),
+                (None, _) => b.route_del(&ours(c.prefix)),
             };
         }
         let report = self
@@ -158,16 +195,23 @@ impl RouteTable for KernelRoutes {
         Ok(report
             .failed
             .into_iter()
-            .filter(|(i, e)| !(changes[*i].1.is_none() && e.is_not_found()))
-            .map(|(i, e)| (i, e.to_string()))
+            .filter(|(i, e)| !(changes[*i].to.is_none() && e.is_not_found()))
+            .map(|(i, e)| Refused {
+                index: i,
+                why: e.to_string(),
+                not_ours: changes[i].to.is_some() && !changes[i].ours_now && e.is_exists(),
+            })
             .collect())
     }
 
     async fn remove(&self, prefix: IpNet, proto: u8) -> anyhow::Result<()> {
-        let mut r = Route::new(prefix).protocol(proto);
-        if proto == PROTO_BLOCK {
-            r = r.kind(RouteKind::Blackhole);
-        }
+        let r = match proto {
+            PROTO_BLOCK => Route::new(prefix)
+                .protocol(proto)
+                .kind(RouteKind::Blackhole),
+            PROTO_BGP => ours(prefix),
+            _ => Route::new(prefix).protocol(proto),
+        };
         match self.nl.route_del(&r).await {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Ok(()),

@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use ipnet::IpNet;
 use plexus_bgp::fsm::State;
 use plexus_bgp::open::GracefulRestart;
 use plexus_bgp::{PeerStatus, Speaker, SpeakerConfig};
@@ -82,7 +83,15 @@ pub struct Settings {
     /// How long to wait for every peer's End-of-RIB before removing the
     /// previous run's routes that no peer confirmed.
     pub sync_wait: Duration,
+    /// Where BGP listens (`--bgp-listen`); empty: the node's public
+    /// address, never every address (pods' side included).
+    pub bgp_listen: Vec<IpAddr>,
 }
+
+/// After the store was found reset, how long peers whose node record is
+/// missing are kept: every other agent needs a moment to write its record
+/// back, and dropping their sessions meanwhile would take their routes.
+const RESET_GRACE: Duration = Duration::from_secs(30);
 
 /// The store holds a routed network (a pool).
 pub async fn configured(cluster: &Cluster) -> anyhow::Result<bool> {
@@ -102,6 +111,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let ns = Netns::current().context("open this process's network namespace")?;
     let address = IpAddr::V4(s.public_ip);
+    let routes: Arc<dyn RouteTable> = Arc::new(KernelRoutes::open(&ns).await?);
+    let underlay = routes
+        .underlay(s.public_ip)
+        .await
+        .context("find the underlay")?
+        .map(|(net, _)| IpNet::V4(net));
+    // Pools covering the underlay or a node's address are refused before
+    // anything reads them (the first read is the registration below).
+    let nodes0 = cluster.nodes().await.unwrap_or_default();
+    cluster.set_protected(protected(underlay, address, &nodes0));
     let me_cfg = cluster
         .update_node(&s.node, |n| {
             n.address = Some(address);
@@ -109,8 +128,9 @@ pub async fn run(
         })
         .await
         .context("register this node in the store")?;
+    let journal = Arc::new(crate::runfiles::BlockJournal::new(&s.run_dir));
     let alloc = Arc::new(
-        Allocator::load(cluster.clone(), &s.node)
+        Allocator::load_with(cluster.clone(), &s.node, Some(journal))
             .await
             .context("load this node's blocks")?,
     );
@@ -119,12 +139,18 @@ pub async fn run(
 
     // Routes of ours in the kernel: a previous run's. Then we restart
     // gracefully: peers keep our routes, we keep theirs until they resync.
-    let routes: Arc<dyn RouteTable> = Arc::new(KernelRoutes::open(&ns).await?);
     let previous = routes.ours(kernel::PROTO_BGP).await?;
     let restarting = !previous.is_empty() || !routes.ours(kernel::PROTO_BLOCK).await?.is_empty();
     let mut cfg = SpeakerConfig::new(s.public_ip, asn);
     cfg.cluster_id = me_cfg.route_reflector_cluster_id;
     cfg.next_hop_v6 = s.public_ipv6;
+    // BGP is the node's, on its underlay address: a pod reaching the
+    // node's address on its veth must find no listener.
+    let listen = s.bgp_listen.first().copied().unwrap_or(address);
+    cfg.listen = Some(std::net::SocketAddr::new(
+        listen,
+        plexus_bgp::speaker::BGP_PORT,
+    ));
     // Nodes starting together race: a node's first connect can reach a peer
     // that is not listening yet, or does not know this node yet, and both
     // sides then wait a whole retry interval (30 s by default, 120 s in RFC
@@ -137,7 +163,7 @@ pub async fn run(
     });
     let (speaker, feed) = Speaker::start(cfg).await.context("start the BGP speaker")?;
     let speaker = Arc::new(speaker);
-    tracing::info!(asn, router_id = %s.public_ip, restarting, "BGP speaker started");
+    tracing::info!(asn, router_id = %s.public_ip, %listen, restarting, "BGP speaker started");
 
     let table = PeerTable::default();
     let mut follower = Follower {
@@ -148,8 +174,10 @@ pub async fn run(
         table: table.clone(),
         asn: Arc::new(AtomicU32::new(asn)),
         cluster_id: me_cfg.route_reflector_cluster_id,
+        keep_missing_until: None,
     };
     let nodes = follower.peers().await?;
+    cluster.set_protected(protected(underlay, address, &nodes));
     let pool_list = cluster.pools().await.context("read the pools")?;
     let mut nat = NatOutgoing::new(ns.try_clone().context("clone the netns handle")?);
     sync_nat(&mut nat, &pool_list, status).await;
@@ -166,7 +194,8 @@ pub async fn run(
     let _feed = AbortOnDrop(tokio::spawn(routing.clone().follow(feed)));
 
     let pools = ipam::PoolCache::default();
-    *pools.lock().unwrap_or_else(|p| p.into_inner()) = pool_list;
+    *pools.lock().unwrap_or_else(|p| p.into_inner()) = pool_list.clone();
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     *handlers.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ipam::RoutedHandler {
         cluster: cluster.clone(),
         pools: pools.clone(),
@@ -176,6 +205,7 @@ pub async fn run(
         router_id: s.public_ip.to_string(),
         ipip_mtu: tunnel.pod_mtu(),
         asn: follower.asn.clone(),
+        lost: lost.clone(),
     }));
     status.update(|st| {
         st.add_backend("routed (BGP)");
@@ -194,6 +224,16 @@ pub async fn run(
         cluster.clone(),
         wake.clone(),
     )));
+    let mut round = Round {
+        settings: s,
+        cluster: &cluster,
+        alloc: &alloc,
+        speaker: &speaker,
+        status,
+        lost: &lost,
+        address,
+        had_pools: !pool_list.is_empty(),
+    };
     // The BGP gauges are local (no store request), refreshed every few
     // seconds; the store is read on each watch event and, as the fallback
     // for a missed one, once per poll interval after the last read.
@@ -212,6 +252,13 @@ pub async fn run(
             _ = wake.notified() => {}
         }
         poll.reset();
+        // A store that lost the routed network's records is waited out:
+        // sessions, routes and blocks stay as they are.
+        let Some(pool_list) = round.pools().await else {
+            continue;
+        };
+        *pools.lock().unwrap_or_else(|p| p.into_inner()) = pool_list.clone();
+        round.reassert_if_reset().await;
         let nodes = match follower.peers().await {
             Ok(n) => Some(n),
             Err(e) => {
@@ -220,24 +267,15 @@ pub async fn run(
                 None
             }
         };
-        let pool_list = match cluster.pools().await {
-            Ok(p) => {
-                *pools.lock().unwrap_or_else(|p| p.into_inner()) = p.clone();
-                Some(p)
-            }
-            Err(e) => {
-                status.store_error();
-                tracing::warn!(error = %e, "re-reading the pools");
-                None
-            }
-        };
-        if let Some(pool_list) = &pool_list {
-            sync_nat(&mut nat, pool_list, status).await;
+        if let Some(nodes) = &nodes {
+            cluster.set_protected(protected(underlay, address, nodes));
         }
-        if let (Some(nodes), Some(pool_list)) = (nodes, pool_list) {
+        sync_nat(&mut nat, &pool_list, status).await;
+        if let Some(nodes) = nodes {
             let policy = encap_policy(&tunnel, &pool_list, &nodes, status).await;
             routing.set_policy(policy).await;
         }
+        round.exclude_announced(&pool_list).await;
         match alloc.resync().await {
             Ok(()) => {
                 if let Err(e) = blocks.sync(alloc.blocks().await).await {
@@ -245,12 +283,157 @@ pub async fn run(
                     tracing::warn!(error = %format!("{e:#}"), "programming the blocks");
                 }
             }
+            Err(plexus_ipam::IpamError::Reset(why)) => {
+                tracing::warn!(%why, "the store was reset");
+                round.reassert().await;
+                follower.keep_missing_until = Some(std::time::Instant::now() + RESET_GRACE);
+            }
             Err(e) => {
                 status.store_error();
                 tracing::warn!(error = %e, "re-reading this node's blocks");
             }
         }
+        status.set_skipped_records(cluster.damage().current());
+        status.count(
+            crate::status::Event::RecordSkipped,
+            cluster
+                .damage()
+                .reported()
+                .saturating_sub(status.counted(crate::status::Event::RecordSkipped)),
+        );
     }
+}
+
+/// What one round of the routed loop works on.
+struct Round<'a> {
+    settings: &'a Settings,
+    cluster: &'a Cluster,
+    alloc: &'a Arc<Allocator>,
+    speaker: &'a Arc<Speaker>,
+    status: &'a Shared,
+    /// Set while the store lacks the routed network's records: the
+    /// control socket answers code 11 meanwhile.
+    lost: &'a std::sync::atomic::AtomicBool,
+    address: IpAddr,
+    /// The store held pools at some point (a fresh, empty store is not
+    /// one that lost them).
+    had_pools: bool,
+}
+
+impl Round<'_> {
+    /// The pools, or `None` while the store has lost them (or cannot be
+    /// read): then nothing else is read or changed this round.
+    async fn pools(&mut self) -> Option<Vec<Pool>> {
+        let list = match self.cluster.pools().await {
+            Ok(p) => p,
+            Err(e) => {
+                self.status.store_error();
+                tracing::warn!(error = %e, "re-reading the pools");
+                return None;
+            }
+        };
+        let lost = self.lost.load(Ordering::SeqCst);
+        if list.is_empty() && self.had_pools {
+            if !lost {
+                tracing::warn!("the store holds no pool any more (wiped?): waiting for it, data plane and sessions kept as they are");
+                self.lost.store(true, Ordering::SeqCst);
+                self.status.count(crate::status::Event::StoreLost, 1);
+                self.status.set_waiting(
+                    &self.settings.run_dir,
+                    "routed",
+                    Some("the store holds no pool: waiting for the routed network's records to come back"),
+                );
+            }
+            return None;
+        }
+        self.had_pools |= !list.is_empty();
+        if lost {
+            tracing::info!(
+                pools = list.len(),
+                "the store holds pools again: re-registering this node"
+            );
+            self.reassert().await;
+            if self.lost.load(Ordering::SeqCst) {
+                return None;
+            }
+        }
+        Some(list)
+    }
+
+    /// Writes back this node's record and blocks (with every allocation)
+    /// after the store lost them; the control socket serves again once
+    /// that is done.
+    async fn reassert(&mut self) {
+        let s = self.settings;
+        let address = self.address;
+        let node = self
+            .cluster
+            .update_node(&s.node, |n| {
+                n.address = Some(address);
+                n.router_id = Some(s.public_ip);
+            })
+            .await;
+        let blocks = self.alloc.reassert().await;
+        match (node, blocks) {
+            (Ok(_), Ok(r)) => {
+                self.status
+                    .count(crate::status::Event::Reregistered, r.restored as u64 + 1);
+                if r.lost > 0 {
+                    self.status.dataplane_errors(r.lost);
+                }
+                tracing::info!(
+                    blocks = r.restored,
+                    lost = r.lost,
+                    "node record and blocks written back"
+                );
+                self.lost.store(false, Ordering::SeqCst);
+                self.status.set_waiting(&s.run_dir, "routed", None);
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                self.status.store_error();
+                tracing::warn!(error = %e, "re-registering this node; retrying");
+            }
+        }
+    }
+
+    /// A reset store with pools already back (re-seeded before this node
+    /// looked) shows as a revision below one seen: re-register then too.
+    async fn reassert_if_reset(&mut self) {
+        if let Err(plexus_ipam::IpamError::Reset(why)) = self.alloc.resync().await {
+            tracing::warn!(%why, "the store was reset");
+            self.reassert().await;
+        }
+    }
+
+    /// Blocks other nodes announce are never claimed here, whatever the
+    /// store says (it may have lost their records).
+    async fn exclude_announced(&self, pools: &[Pool]) {
+        let Ok(rib) = self.speaker.loc_rib().await else {
+            return;
+        };
+        let announced: Vec<IpNet> = rib
+            .into_iter()
+            .filter(|e| e.peer.is_some())
+            .map(|e| e.prefix)
+            .filter(|p| pools.iter().any(|pool| pool.cidr.contains(p)))
+            .collect();
+        self.alloc.set_excluded(announced);
+    }
+}
+
+/// The prefixes no pool may overlap: the node's underlay subnet and every
+/// node's address.
+fn protected(underlay: Option<IpNet>, me: IpAddr, nodes: &[NodeSettings]) -> Vec<IpNet> {
+    underlay
+        .into_iter()
+        .chain(
+            nodes
+                .iter()
+                .filter_map(|n| n.address)
+                .chain([me])
+                .map(IpNet::from),
+        )
+        .collect()
 }
 
 /// The encapsulation policy from the store's pools and nodes, with the
@@ -313,6 +496,9 @@ pub struct Follower {
     pub asn: Arc<AtomicU32>,
     /// The speaker's cluster ID now.
     pub cluster_id: Option<Ipv4Addr>,
+    /// Until then peers whose record is missing are kept (the store was
+    /// reset and the nodes are writing their records back).
+    pub keep_missing_until: Option<std::time::Instant>,
 }
 
 impl Follower {
@@ -345,7 +531,13 @@ impl Follower {
                 "our AS changed: sessions re-established"
             );
         }
+        let grace = self
+            .keep_missing_until
+            .is_some_and(|t| std::time::Instant::now() < t);
         for (addr, d) in &have {
+            if grace && !new_id && !want.contains_key(addr) {
+                continue;
+            }
             if new_id || want.get(addr).map(|w| &w.config) != Some(&d.config) {
                 self.speaker.remove_peer(*addr).await?;
                 self.table

@@ -15,11 +15,11 @@ use tokio::sync::Mutex;
 
 use super::bgp::Announcer;
 use super::encap::{Hop, Policy};
-use super::kernel::{RouteTable, PROTO_BGP};
+use super::kernel::{BgpChange, RouteTable, PROTO_BGP};
 
 /// At most this many changes per kernel batch.
 const MAX_BATCH: usize = 10_000;
-use crate::status::Shared;
+use crate::status::{Event, Shared};
 
 #[derive(Clone)]
 pub struct Routing {
@@ -96,11 +96,15 @@ impl Routing {
     /// so a policy change never loses to a feed round that read the old one).
     async fn program(&self, next_hops: Vec<(IpNet, Option<IpAddr>)>, started: Instant) {
         let mut installed = self.installed.lock().await;
-        let list: Vec<(IpNet, Option<Hop>)> = {
+        let list: Vec<BgpChange> = {
             let policy = self.policy.lock().unwrap_or_else(|p| p.into_inner());
             next_hops
                 .into_iter()
-                .map(|(prefix, nh)| (prefix, nh.map(|nh| policy.hop(&prefix, nh))))
+                .map(|(prefix, nh)| BgpChange {
+                    prefix,
+                    to: nh.map(|nh| policy.hop(&prefix, nh)),
+                    ours_now: installed.contains_key(&prefix),
+                })
                 .collect()
         };
         let refused = match self.routes.apply_bgp(&list).await {
@@ -111,20 +115,27 @@ impl Routing {
                 return;
             }
         };
-        for (i, (prefix, via)) in list.iter().enumerate() {
-            if refused.iter().any(|(j, _)| *j == i) {
+        for (i, c) in list.iter().enumerate() {
+            if refused.iter().any(|r| r.index == i) {
                 continue;
             }
-            match via {
-                Some(nh) => installed.insert(*prefix, *nh),
-                None => installed.remove(prefix),
+            match c.to {
+                Some(hop) => installed.insert(c.prefix, hop),
+                None => installed.remove(&c.prefix),
             };
         }
         drop(installed);
         self.status.programmed_in(started.elapsed());
-        self.status.dataplane_errors(refused.len());
-        for (i, why) in &refused {
-            tracing::warn!(prefix = %list[*i].0, error = %why, "route change refused");
+        let not_ours = refused.iter().filter(|r| r.not_ours).count();
+        self.status.dataplane_errors(refused.len() - not_ours);
+        self.status.count(Event::NotOurs, not_ours as u64);
+        for r in &refused {
+            let prefix = list[r.index].prefix;
+            if r.not_ours {
+                tracing::warn!(%prefix, "learned route not installed: a route that is not ours holds its place");
+            } else {
+                tracing::warn!(%prefix, error = %r.why, "route change refused");
+            }
         }
         tracing::debug!(
             changes = list.len(),

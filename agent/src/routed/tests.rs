@@ -27,6 +27,7 @@ async fn follower(dir: &std::path::Path) -> (Follower, Arc<FakeBgp>) {
         table: PeerTable::default(),
         asn: Arc::new(64512.into()),
         cluster_id: None,
+        keep_missing_until: None,
     };
     (f, bgp)
 }

@@ -18,7 +18,7 @@ use std::net::IpAddr;
 
 use rtnetlink::packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE,
-    NLM_F_REPLACE, NLM_F_REQUEST,
+    NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, AsyncSocket, AsyncSocketExt, TokioSocket};
@@ -54,6 +54,7 @@ enum What {
     FdbReplace(Fdb),
     FdbDel(Fdb),
     RouteReplace(IpAddr, u8),
+    RouteAdd(IpAddr, u8),
     RouteDel(IpAddr, u8),
 }
 
@@ -75,6 +76,7 @@ impl fmt::Display for What {
                 x.mac, x.index, x.dst
             ),
             What::RouteReplace(d, l) => write!(f, "replace route {d}/{l}"),
+            What::RouteAdd(d, l) => write!(f, "add route {d}/{l}"),
             What::RouteDel(d, l) => write!(f, "delete route {d}/{l}"),
         }
     }
@@ -148,6 +150,17 @@ impl RtBatch {
             RouteNetlinkMessage::NewRoute(route_msg(r, false)),
             NLM_F_CREATE | NLM_F_REPLACE,
             What::RouteReplace(r.dst.addr(), r.dst.prefix_len()),
+        )
+    }
+
+    /// `ip route add ...`: created only if no route with the same
+    /// destination, TOS and metric exists (whoever's it is); EEXIST
+    /// otherwise.
+    pub fn route_add(&mut self, r: &Route) -> &mut Self {
+        self.push(
+            RouteNetlinkMessage::NewRoute(route_msg(r, false)),
+            NLM_F_CREATE | NLM_F_EXCL,
+            What::RouteAdd(r.dst.addr(), r.dst.prefix_len()),
         )
     }
 

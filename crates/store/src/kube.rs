@@ -292,6 +292,11 @@ impl LeaseRegistry for KubeLeaseRegistry {
 
     /// Nothing expires in Kubernetes; put the annotations back if someone
     /// changed them.
+    async fn reassert(&self, lease: &Lease) -> Result<(), StoreError> {
+        // The Node's annotations are ours to write: renewal puts them back.
+        self.renew(lease).await
+    }
+
     async fn renew(&self, lease: &Lease) -> Result<(), StoreError> {
         self.publish(&lease.attrs).await.map(|_| ())
     }

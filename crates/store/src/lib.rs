@@ -68,6 +68,10 @@ pub struct AcquireRequest {
     /// The lease this node held before (from its subnet.env), tried after a
     /// lease already carrying our public IP and before a free subnet.
     pub previous: Option<Lease>,
+    /// The public IPv4 address this node published before (its run
+    /// directory's record): a `previous` lease still carrying it (and our
+    /// VTEP MAC) is ours from before an address change, taken over.
+    pub previous_public_ip: Option<Ipv4Addr>,
     /// Attributes to publish (BackendType, VNI, VTEP MAC).
     pub attrs: LeaseAttrs,
 }
@@ -102,6 +106,9 @@ pub trait LeaseRegistry: Send + Sync {
     async fn acquire(&self, req: &AcquireRequest) -> Result<Lease, StoreError>;
     /// Keep our lease alive (called well ahead of its expiry).
     async fn renew(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// Write our lease over whatever another writer put at its key (a
+    /// lease conflict): our pods use the subnet.
+    async fn reassert(&self, lease: &Lease) -> Result<(), StoreError>;
     /// Every lease now.
     async fn list(&self) -> Result<LeaseSnapshot, StoreError>;
     /// Changes after `after`. Yields `Err(Compacted)` or `Resync` when
@@ -280,6 +287,7 @@ mod tests {
                     public_ip: Some("192.168.0.1".parse().unwrap()),
                     public_ipv6: None,
                     previous: None,
+                    previous_public_ip: None,
                     attrs: LeaseAttrs {
                         public_ip: Some("192.168.0.1".parse().unwrap()),
                         backend_type: "host-gw".into(),

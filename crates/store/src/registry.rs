@@ -220,6 +220,20 @@ fn carries_our_ip(l: &Lease, req: &AcquireRequest) -> bool {
     }
 }
 
+/// A lease left by this node before its address changed: it carries the
+/// address we published last, and our VTEP MAC where the backend has one.
+fn moved_here(l: &Lease, req: &AcquireRequest) -> bool {
+    let old = req
+        .previous_public_ip
+        .is_some_and(|ip| l.attrs.public_ip == Some(ip) && req.public_ip != Some(ip));
+    let same_mac = match (&l.attrs.backend_data, &req.attrs.backend_data) {
+        (Some(a), Some(b)) => a.vtep_mac == b.vtep_mac,
+        (None, None) => true,
+        _ => false,
+    };
+    old && same_mac
+}
+
 fn overlaps(a: &Lease, b: &Lease) -> bool {
     (a.subnet.is_some() && a.subnet == b.subnet) || (a.subnet6.is_some() && a.subnet6 == b.subnet6)
 }
@@ -263,10 +277,40 @@ impl LeaseRegistry for KvLeaseRegistry {
             let (leases, _) = self.leases().await?;
             // 1. The lease already carrying our public IP (our own, from
             //    before a restart): keep its subnet, publish our attributes.
-            if let Some((kv, l)) = leases
+            //    Several may carry it (one planted, or left by a node that
+            //    had our address before): the one we held before wins,
+            //    else the oldest.
+            let ours: Vec<&(KeyValue, Lease)> = leases
                 .iter()
-                .find(|(_, l)| carries_our_ip(l, req) && cfg.fits(l))
-            {
+                .filter(|(_, l)| carries_our_ip(l, req) && cfg.fits(l))
+                .collect();
+            let mine = ours
+                .iter()
+                .find(|(_, l)| req.previous.as_ref().is_some_and(|p| l.same_subnets(p)))
+                .or_else(|| ours.iter().min_by_key(|(kv, _)| kv.create_revision));
+            if let Some((kv, l)) = mine {
+                for (other, _) in ours.iter().filter(|(o, _)| o.key != kv.key) {
+                    tracing::warn!(key = %other.key, ours = %kv.key, "another lease carries this node's public IP: ignored (a lease conflict)");
+                }
+                let lease = Lease {
+                    attrs: req.attrs.clone(),
+                    ..l.clone()
+                };
+                if self.publish(&lease, Publish::Replace(kv.clone())).await? {
+                    return Ok(lease);
+                }
+                continue;
+            }
+            // 1b. Our previous subnet still carrying our previous address
+            //     (and our VTEP MAC): this node's own lease from before its
+            //     address changed. It moves with the node, as flannel's
+            //     renewal with a new IP does; other nodes follow the change.
+            if let Some((kv, l)) = req.previous.as_ref().and_then(|p| {
+                leases
+                    .iter()
+                    .find(|(_, l)| l.same_subnets(p) && moved_here(l, req) && cfg.fits(l))
+            }) {
+                tracing::info!(key = %kv.key, old = ?l.attrs.public_ip, new = ?req.public_ip, "this node's address changed: its lease moves with it");
                 let lease = Lease {
                     attrs: req.attrs.clone(),
                     ..l.clone()
@@ -373,6 +417,22 @@ impl LeaseRegistry for KvLeaseRegistry {
                 "lease {key} changed under us while renewing"
             )))
         }
+    }
+
+    async fn reassert(&self, lease: &Lease) -> Result<(), StoreError> {
+        let key = self.lease_key(lease);
+        for _ in 0..ACQUIRE_ATTEMPTS {
+            let how = match self.kv.get(&key).await? {
+                Some(cur) => Publish::Replace(cur),
+                None => Publish::Create,
+            };
+            if self.publish(lease, how).await? {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Other(format!(
+            "lease {key} kept changing while we wrote it back"
+        )))
     }
 
     async fn list(&self) -> Result<LeaseSnapshot, StoreError> {
@@ -518,6 +578,7 @@ mod tests {
             public_ip: Some(ip.parse().unwrap()),
             public_ipv6: None,
             previous: None,
+            previous_public_ip: None,
             attrs: LeaseAttrs {
                 public_ip: Some(ip.parse().unwrap()),
                 backend_type: "vxlan".into(),
