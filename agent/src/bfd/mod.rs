@@ -16,6 +16,27 @@
 //! sends one AdminDown packet, so peers see an administrative down
 //! (RFC 5882 §3.2: not a path failure; BIRD keeps its BGP session) rather
 //! than a detection timeout.
+//!
+//! # Use
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), plexusd::bfd::BfdError> {
+//! use std::time::Duration;
+//! use plexusd::bfd::{self, Intervals, Updown};
+//!
+//! let (bfd, mut events) = bfd::start()?; // sockets in this thread's netns
+//! let peer = "10.0.0.2".parse().unwrap();
+//! let local = "10.0.0.1".parse().unwrap();
+//! bfd.add_session(peer, local, Intervals::symmetric(Duration::from_millis(100)), 3)
+//!     .await?;
+//! while let Some(ev) = events.recv().await {
+//!     if ev.is_failure() {
+//!         // tear the BGP session with ev.peer down now
+//!     }
+//! #   let _ = ev.state == Updown::Up;
+//! }
+//! # Ok(()) }
+//! ```
 
 pub mod socket;
 mod task;

@@ -126,9 +126,12 @@ impl Core {
         let now = Instant::now();
         if let Some(e) = self.sessions.get(peer) {
             if e.local == local {
-                if let Some(o) = self.sessions.set_params(now, peer, params)? {
-                    tracing::info!(%peer, ?params, "BFD parameters changed");
-                    self.execute(o).await;
+                // Idempotent, so a reconcile loop may call it every time.
+                if e.session.params() != params {
+                    if let Some(o) = self.sessions.set_params(now, peer, params)? {
+                        tracing::info!(%peer, ?params, "BFD parameters changed");
+                        self.execute(o).await;
+                    }
                 }
                 return Ok(());
             }
