@@ -21,6 +21,7 @@
 //! - [`status`], [`ctlsock`], [`http`]: what the agent reports, on its
 //!   control socket and on the optional metrics/health listener.
 
+pub mod bfd;
 pub mod ctlsock;
 pub mod dataplane;
 pub mod fake;
