@@ -29,6 +29,10 @@ pub enum ClientError {
     },
     /// No answer within the deadline.
     Timeout { socket: PathBuf, after: Duration },
+    /// The agent closed the connection without answering (it was killed
+    /// or restarted mid-request): whatever it did is undone or finished by
+    /// the runtime's retry, as for an absent agent.
+    Dropped { socket: PathBuf },
     /// The connection broke, or the answer is not one of ours.
     Protocol { socket: PathBuf, detail: String },
     /// The agent answered with an error.
@@ -40,7 +44,9 @@ impl ClientError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            ClientError::Unavailable { .. } | ClientError::Timeout { .. }
+            ClientError::Unavailable { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::Dropped { .. }
         )
     }
 }
@@ -56,6 +62,11 @@ impl std::fmt::Display for ClientError {
             ClientError::Timeout { socket, after } => write!(
                 f,
                 "the node agent (plexusd) at {} did not answer within {after:?}",
+                socket.display()
+            ),
+            ClientError::Dropped { socket } => write!(
+                f,
+                "the node agent (plexusd) at {} closed the connection without answering (restarting?)",
                 socket.display()
             ),
             ClientError::Protocol { socket, detail } => write!(
@@ -124,10 +135,18 @@ fn exchange<T: DeserializeOwned>(
         )
     };
     let io = |e: std::io::Error| {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
         if timed_out(&e) {
             ClientError::Timeout {
                 socket: socket.to_path_buf(),
                 after: left,
+            }
+        } else if matches!(
+            e.kind(),
+            BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof
+        ) {
+            ClientError::Dropped {
+                socket: socket.to_path_buf(),
             }
         } else {
             proto(e.to_string())
@@ -142,7 +161,9 @@ fn exchange<T: DeserializeOwned>(
         .read_line(&mut answer)
         .map_err(io)?;
     if answer.trim().is_empty() {
-        return Err(proto("the connection closed without an answer".into()));
+        return Err(ClientError::Dropped {
+            socket: socket.to_path_buf(),
+        });
     }
     match Answer::<T>::from_line(&answer) {
         Ok(Answer::Ok(v)) => Ok(v),
@@ -201,9 +222,12 @@ mod tests {
         let (_d, p) = serve_once(Some("nonsense\n"));
         let e = call::<Released>(&p, &release(), DEFAULT_TIMEOUT).unwrap_err();
         assert!(matches!(e, ClientError::Protocol { .. }), "{e}");
+        // The agent killed mid-request: try again later, as for no agent.
         let (_d, p) = serve_once(Some(""));
         let e = call::<Released>(&p, &release(), DEFAULT_TIMEOUT).unwrap_err();
-        assert!(e.to_string().contains("without an answer"), "{e}");
+        assert!(matches!(e, ClientError::Dropped { .. }), "{e}");
+        assert!(e.is_unavailable(), "{e}");
+        assert!(e.to_string().contains("without answering"), "{e}");
     }
 
     #[test]
