@@ -47,6 +47,8 @@ pub struct Etcd {
     ip: String,
     dir: tempfile::TempDir,
     tls: Option<TlsFiles>,
+    /// Extra flags it was started with (for a restart).
+    extra: Vec<String>,
 }
 
 /// The PEM files of a TLS etcd: a throwaway CA, and a client certificate
@@ -174,13 +176,32 @@ impl Etcd {
     fn spawn(netns: &Netns, ip: &str, tls: bool, extra: &[&str]) -> Etcd {
         let dir = tempfile::tempdir().expect("etcd temp dir");
         let tls = tls.then(|| make_certs(dir.path(), ip));
-        let data = dir.path().join("data");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let client = format!("{scheme}://{}:2379", bracket(ip));
-        let mut cmd = netns.cmd(ETCD);
-        cmd.args(extra);
-        if let Some(t) = &tls {
+        let mut etcd = Etcd {
+            child: None,
+            netns: netns.name.clone(),
+            ip: ip.to_string(),
+            dir,
+            tls,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        etcd.launch();
+        etcd
+    }
+
+    /// Start the etcd process (on its data dir as it is) and wait for it.
+    fn launch(&mut self) {
+        let data = self.dir.path().join("data");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .expect("etcd log");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://{}:2379", bracket(&self.ip));
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns, ETCD]);
+        cmd.args(&self.extra);
+        if let Some(t) = &self.tls {
             cmd.arg("--cert-file")
                 .arg(&t.server_cert)
                 .arg("--key-file")
@@ -202,15 +223,25 @@ impl Etcd {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {ETCD}: {e}"));
-        let mut etcd = Etcd {
-            child: Some(child),
-            netns: netns.name.clone(),
-            ip: ip.to_string(),
-            dir,
-            tls,
-        };
-        etcd.wait_ready();
-        etcd
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Kill etcd, delete its data and start it again empty, at the same
+    /// address: a store "restarted with its data wiped".
+    pub fn restart_wiped(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(self.dir.path().join("data"));
+        self.launch();
+    }
+
+    /// Freeze (SIGSTOP) or thaw (SIGCONT) the etcd process: requests hang.
+    pub fn freeze(&self, on: bool) {
+        if let Some(pid) = self.pid() {
+            let sig = if on { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: a signal to a child process of ours, by pid.
+            unsafe { libc::kill(pid as i32, sig) };
+        }
     }
 
     fn wait_ready(&mut self) {

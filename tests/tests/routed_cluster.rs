@@ -220,6 +220,8 @@ fn mesh_bird_pods_restart_and_node_remove() {
         "10.200.0.10",
         "proto",
         PROTO_BGP,
+        "metric",
+        "4000000000",
     ]);
     agents[1].start_again();
     agents[1].wait_ready();

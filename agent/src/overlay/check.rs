@@ -1,6 +1,7 @@
 //! Which remote leases the overlay may program: a lease read from the
 //! store is believed only if it fits the network config (inside Network,
-//! of SubnetLen, between SubnetMin and SubnetMax), overlaps neither this
+//! of SubnetLen; SubnetMin/SubnetMax bound what is handed out, not what
+//! exists, so a narrowed range strands no node), overlaps neither this
 //! node's own subnet nor its underlay, and names a public address that is
 //! another node's (not ours, not a loopback or multicast one). A lease
 //! that fails is skipped: a `/25` planted inside a node's `/24` would
@@ -28,18 +29,24 @@ pub fn remote_lease(
         return Err("the lease names no subnet".into());
     }
     if let Some(sn) = lease.subnet {
-        if !cfg.fits_v4(&sn) {
+        let ok = cfg.network.is_some_and(|n| n.contains(&sn))
+            && sn.prefix_len() == cfg.subnet_len
+            && sn.trunc() == sn;
+        if !ok {
             return Err(format!(
-                "subnet {sn} is not a /{} of the network between SubnetMin and SubnetMax",
-                cfg.subnet_len
+                "subnet {sn} is not a /{} of the network {:?}",
+                cfg.subnet_len, cfg.network
             ));
         }
     }
     if let Some(sn) = lease.subnet6 {
-        if !cfg.fits_v6(&sn) {
+        let ok = cfg.ipv6_network.is_some_and(|n| n.contains(&sn))
+            && sn.prefix_len() == cfg.ipv6_subnet_len
+            && sn.trunc() == sn;
+        if !ok {
             return Err(format!(
-                "subnet {sn} is not a /{} of the IPv6 network between IPv6SubnetMin and IPv6SubnetMax",
-                cfg.ipv6_subnet_len
+                "subnet {sn} is not a /{} of the IPv6 network {:?}",
+                cfg.ipv6_subnet_len, cfg.ipv6_network
             ));
         }
     }
@@ -140,6 +147,11 @@ mod tests {
             Ok(())
         );
         assert_eq!(remote_lease(&cfg, &local, &own, &own), Ok(()));
+        // Below SubnetMin (handed out before the range was narrowed): fine.
+        assert_eq!(
+            remote_lease(&cfg, &local, &own, &lease("10.5.0.0/24", "192.168.0.4")),
+            Ok(())
+        );
         // A node on another subnet of the underlay network is fine too.
         assert_eq!(
             remote_lease(&cfg, &local, &own, &lease("10.5.3.0/24", "172.16.0.3")),
@@ -153,7 +165,6 @@ mod tests {
         for (l, why) in [
             (lease("10.6.2.0/24", "192.168.0.2"), "not a /24"),
             (lease("10.5.1.0/25", "192.168.0.2"), "not a /24"),
-            (lease("10.5.0.0/24", "192.168.0.2"), "SubnetMin"),
             (lease("10.5.2.0/24", "192.168.0.1"), "own public address"),
             (lease("10.5.2.0/24", "127.0.0.1"), "not a unicast"),
             (lease("10.5.2.0/24", "10.5.2.7"), "inside the pod subnet"),

@@ -150,9 +150,12 @@ impl RouteTable for KernelRoutes {
             .routes(RouteFilter::default().table(254))
             .await
             .context("list routes")?;
+        // A learned route is ours only at our metric: the same protocol
+        // number at another metric is someone else's.
         Ok(routes
             .into_iter()
             .filter(|r| r.protocol == Some(proto))
+            .filter(|r| proto != PROTO_BGP || r.metric == Some(LEARNED_METRIC))
             .map(|r| r.dst)
             .collect())
     }

@@ -190,7 +190,7 @@ pub async fn run(
         .sync(alloc.blocks().await)
         .await
         .context("program this node's blocks")?;
-    let routing = routing::Routing::new(routes, status.clone(), policy);
+    let routing = routing::Routing::new(routes, status.clone(), policy).inherit(previous.clone());
     let _feed = AbortOnDrop(tokio::spawn(routing.clone().follow(feed)));
 
     let pools = ipam::PoolCache::default();

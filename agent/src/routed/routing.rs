@@ -29,6 +29,10 @@ pub struct Routing {
     /// kernel changes (feed rounds and policy changes).
     installed: Arc<Mutex<BTreeMap<IpNet, Hop>>>,
     policy: Arc<std::sync::Mutex<Policy>>,
+    /// Routes of ours a previous run left in the kernel (graceful
+    /// restart): replaced in place when the RIB has them again, removed by
+    /// the purge when it does not.
+    inherited: Arc<std::sync::Mutex<BTreeSet<IpNet>>>,
 }
 
 impl Routing {
@@ -38,7 +42,14 @@ impl Routing {
             status,
             installed: Arc::default(),
             policy: Arc::new(std::sync::Mutex::new(policy)),
+            inherited: Arc::default(),
         }
+    }
+
+    /// Routes of ours in the kernel from a previous run: ours to replace.
+    pub fn inherit(self, routes: BTreeSet<IpNet>) -> Routing {
+        *self.inherited.lock().unwrap_or_else(|p| p.into_inner()) = routes;
+        self
     }
 
     /// Takes a new encapsulation policy (pools, nodes or the tunnel
@@ -98,12 +109,13 @@ impl Routing {
         let mut installed = self.installed.lock().await;
         let list: Vec<BgpChange> = {
             let policy = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+            let inherited = self.inherited.lock().unwrap_or_else(|p| p.into_inner());
             next_hops
                 .into_iter()
                 .map(|(prefix, nh)| BgpChange {
                     prefix,
                     to: nh.map(|nh| policy.hop(&prefix, nh)),
-                    ours_now: installed.contains_key(&prefix),
+                    ours_now: installed.contains_key(&prefix) || inherited.contains(&prefix),
                 })
                 .collect()
         };
@@ -123,6 +135,10 @@ impl Routing {
                 Some(hop) => installed.insert(c.prefix, hop),
                 None => installed.remove(&c.prefix),
             };
+            self.inherited
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&c.prefix);
         }
         drop(installed);
         self.status.programmed_in(started.elapsed());
@@ -174,6 +190,10 @@ impl Routing {
             .filter(|p| !installed.contains_key(p))
             .collect();
         for p in stale {
+            self.inherited
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&p);
             match self.routes.remove(p, PROTO_BGP).await {
                 Ok(()) => tracing::info!(prefix = %p, "stale route of the previous run removed"),
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "removing a stale route"),
