@@ -1,4 +1,4 @@
-//! plexus-bgp against real routers: BIRD 2 and GoBGP, each in its own
+//! plexus-bgp against real routers: BIRD 2, GoBGP and FRR, each in its own
 //! namespace joined to ours by a veth pair, plus a second plexus speaker
 //! (graceful restart) and a raw-socket peer sending malformed messages.
 //!
@@ -16,6 +16,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use plexus_bgp::codec::Afi;
 use plexus_bgp::fsm::{GracefulRestart, State};
+use plexus_bgp::policy::{Guard, PeerKind, Reason, Verdict};
 use plexus_bgp::rib::{BestRoute, RouteChange};
 use plexus_bgp::speaker::{PeerConfig, PeerStatus, RouteFeed, Speaker, SpeakerConfig};
 use plexus_bgp::BgpError;
@@ -820,5 +821,148 @@ protocol bgp plexus {{
         bird.route("10.244.6.0/26")
     });
     assert!(r4.contains("BGP.next_hop: 10.10.1.1"), "{r4}");
+    rt.block_on(speaker.shutdown());
+}
+
+// ---- the import guard against a router announcing what it must not ----
+
+/// What our node knows in the guard test: it is 10.10.1.1 on 10.10.1.0/24;
+/// node 10.20.0.7 sits across a router; the pool is 10.244.0.0/16; BIRD is
+/// an external router.
+fn guard_for_bird() -> Guard {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    Guard {
+        own_addresses: [ip("10.10.1.1")].into(),
+        connected: [net("10.10.1.0/24")].into(),
+        node_addresses: [ip("10.10.1.1"), ip("10.20.0.7")].into(),
+        pools: [net("10.244.0.0/16")].into(),
+        peers: [(ip("10.10.1.2"), PeerKind::External)].into(),
+    }
+}
+
+#[test]
+fn guard_rejects_what_bird_must_not_announce_and_the_session_stays_up() {
+    if !can_run(&["bird", "birdc"]) {
+        return;
+    }
+    let us = Netns::new("bgpguard");
+    let bird_ns = neighbour(&us, "bgpguardbird", "to-bird", 1, false);
+    let dir = tempfile::tempdir().unwrap();
+    let bird = Bird::start(
+        &bird_ns,
+        dir.path(),
+        &format!(
+            r#"router id 10.10.1.2;
+protocol device {{ }}
+protocol static hostile {{ ipv4;
+  route 0.0.0.0/0 blackhole;
+  route 192.0.2.0/24 blackhole;
+  route 198.51.100.0/24 blackhole;
+  route 10.10.1.0/24 blackhole;
+  route 10.20.0.7/32 blackhole;
+  route 10.240.0.0/12 blackhole;
+}}
+protocol bgp plexus {{
+  local 10.10.1.2 as 65010;
+  neighbor 10.10.1.1 as {OUR_AS};
+  connect delay time 1;
+  connect retry time 2;
+  ipv4 {{ import all; export filter {{
+    if net = 198.51.100.0/24 then bgp_next_hop = 127.0.0.1;
+    accept;
+  }}; }};
+}}
+"#
+        ),
+    );
+    let rt = runtime_in(&us);
+    let mut cfg = speaker_cfg([10, 10, 1, 1]);
+    cfg.guard = guard_for_bird();
+    let (speaker, mut feed) = start_speaker(&rt, cfg);
+    rt.block_on(speaker.add_peer(PeerConfig::new("10.10.1.2".parse().unwrap(), 65010)))
+        .unwrap();
+    let up = wait_established(&rt, &speaker, "10.10.1.2");
+    let st = wait_for("all six paths received", LIMIT, || {
+        let st = status_of(&rt, &speaker, "10.10.1.2");
+        (st.prefixes_received == 6).then_some(st)
+    });
+    assert_eq!(
+        (
+            st.prefixes_accepted,
+            st.prefixes_rejected_by_guard,
+            st.prefixes_rejected_by_filter
+        ),
+        (2, 4, 0),
+        "{st:?}"
+    );
+    // Only the ordinary route and the ToR-style default reach the feed.
+    feed.wait("192.0.2.0/24", Some("10.10.1.2"));
+    feed.wait("0.0.0.0/0", Some("10.10.1.2"));
+    feed.drain();
+    let mut installed: Vec<String> = feed.table.keys().map(ToString::to_string).collect();
+    installed.sort();
+    assert_eq!(installed, vec!["0.0.0.0/0", "192.0.2.0/24"]);
+
+    // Each rejection with its reason, as `plexusctl bgp routes` will show.
+    let verdicts: HashMap<String, Verdict> = rt
+        .block_on(speaker.adj_rib_in(Some("10.10.1.2".parse().unwrap())))
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.prefix.to_string(), e.verdict))
+        .collect();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let want = [
+        (
+            "198.51.100.0/24",
+            Reason::MartianNextHop {
+                next_hop: ip("127.0.0.1"),
+            },
+        ),
+        (
+            "10.10.1.0/24",
+            Reason::ConnectedPrefix {
+                subnet: net("10.10.1.0/24"),
+            },
+        ),
+        (
+            "10.20.0.7/32",
+            Reason::NodeAddress {
+                address: ip("10.20.0.7"),
+            },
+        ),
+        (
+            "10.240.0.0/12",
+            Reason::PoolPrefix {
+                pool: net("10.244.0.0/16"),
+            },
+        ),
+    ];
+    for (prefix, reason) in want {
+        assert_eq!(verdicts[prefix], Verdict::Rejected(reason), "{prefix}");
+    }
+    assert_eq!(verdicts["0.0.0.0/0"], Verdict::Accepted);
+
+    // A new guard re-judges what is stored, without BIRD sending anything
+    // again: with no pools, the covering /12 is accepted at once.
+    let exported = |b: &Bird| {
+        bird_counter(
+            &b.birdc(&["show", "protocols", "all", "plexus"]),
+            "Export updates:",
+        )
+    };
+    let sent_before = exported(&bird);
+    let mut no_pools = guard_for_bird();
+    no_pools.pools.clear();
+    rt.block_on(speaker.set_guard(no_pools)).unwrap();
+    feed.wait("10.240.0.0/12", Some("10.10.1.2"));
+    rt.block_on(speaker.set_guard(guard_for_bird())).unwrap();
+    feed.wait("10.240.0.0/12", None);
+    assert_eq!(exported(&bird), sent_before, "BIRD was asked to resend");
+
+    // The session never dropped.
+    let after = status_of(&rt, &speaker, "10.10.1.2");
+    assert_eq!(after.state, State::Established);
+    assert_eq!(after.since, up.since, "the session flapped");
+    assert!(bird.established("plexus"));
     rt.block_on(speaker.shutdown());
 }

@@ -226,6 +226,9 @@ impl Announcer for FakeBgp {
             last_error: None,
             remote_id: None,
             prefixes_received: 0,
+            prefixes_accepted: 0,
+            prefixes_rejected_by_guard: 0,
+            prefixes_rejected_by_filter: 0,
             prefixes_sent: 0,
             synced: self.synced.load(Ordering::SeqCst),
         }])

@@ -13,9 +13,12 @@
 //!   ├── fsm       RFC 4271 §8 per-peer state machine, pure: Event in → Action
 //!   │   │         out (send, close, start/stop timer, up/down, routes in)
 //!   │   └── open  our OPEN, checks and capability negotiation of the peer's
-//!   ├── rib       Adj-RIB-In per peer, Loc-RIB, Adj-RIB-Out per peer (diffed),
-//!   │   │         export rules; returns best-route changes + per-peer updates
-//!   │   └── decision   §9.1.2.2 comparison (plus RFC 4456 tie breakers)
+//!   ├── rib       Adj-RIB-In per peer (before policy, with verdicts), Loc-RIB,
+//!   │   │         Adj-RIB-Out per peer (diffed), export rules; returns
+//!   │   │         best-route changes + per-peer updates
+//!   │   ├── decision   §9.1.2.2 comparison (plus RFC 4456 tie breakers)
+//!   │   └── policy     verdicts and reasons; the import guard (the node's
+//!   │                  safety rules) and per-peer filters
 //!   ├── codec     framing, netgauze-bgp-pkt encode/decode, NOTIFICATION for
 //!   │             malformed input, UPDATE ⇄ (prefixes, PathAttrs)
 //!   └── attrs     the route attributes the RIB keeps (4-octet AS paths)
@@ -49,11 +52,21 @@
 //!   unknown ones with the Partial bit) are passed on.
 //! - Connections from addresses that are not peers get Cease / Connection
 //!   Rejected (RFC 4486); [`Speaker::refresh`] sends ROUTE-REFRESH.
+//! - An import guard ([`policy::Guard`], set at run time with
+//!   [`Speaker::set_guard`]) that no filter can loosen: martian, own and
+//!   unreachable next hops (RFC 4271 §5.1.3), martian prefixes, routes
+//!   inside the node's connected subnets or containing a node's address,
+//!   pools from external routers. A rejected path is treated as withdrawn
+//!   (RFC 7606 §2; the session stays up). The Adj-RIB-In keeps every path as
+//!   received with its verdict (soft reconfiguration inbound): a new guard
+//!   re-judges them all at once. Per-peer counters (received, accepted,
+//!   rejected by guard and by filter) and [`Speaker::adj_rib_in`].
 //!
 //! # Not implemented
 //!
-//! No RFC 7606 treat-as-withdraw (a malformed attribute resets the session,
-//! RFC 4271 style); AGGREGATOR is not passed on; no IPv4 prefixes with IPv6
+//! No RFC 7606 treat-as-withdraw for malformed attributes (a malformed
+//! attribute resets the session, RFC 4271 style; only policy rejections are
+//! treated as withdrawals); AGGREGATOR is not passed on; no IPv4 prefixes with IPv6
 //! next hops (RFC 8950); no ADD-PATH, TCP-MD5/AO, enhanced route refresh,
 //! long-lived graceful restart, prefix limits, damping, DelayOpen or timer
 //! jitter; no import/export policy beyond the rules above.
@@ -80,6 +93,7 @@ pub mod decision;
 pub mod error;
 pub mod fsm;
 pub mod open;
+pub mod policy;
 pub mod rib;
 pub mod speaker;
 

@@ -82,11 +82,14 @@ impl Core {
             .graceful_restart
             .filter(|g| g.restarting)
             .map(|g| Instant::now() + Duration::from_secs(u64::from(g.restart_time)));
+        let mut rib = Rib::new(RibConfig {
+            router_id: cfg.router_id,
+            cluster_id: cfg.cluster_id,
+        });
+        // Nothing is stored yet: nothing to re-judge.
+        let _ = rib.set_guard(cfg.guard.clone());
         Core {
-            rib: Rib::new(RibConfig {
-                router_id: cfg.router_id,
-                cluster_id: cfg.cluster_id,
-            }),
+            rib,
             cfg,
             peers: HashMap::new(),
             conns: HashMap::new(),
@@ -265,7 +268,7 @@ impl Core {
                     .peers
                     .values()
                     .map(|p| {
-                        let (rx, sent) = self.rib.counts(&p.cfg.address);
+                        let c = self.rib.prefix_counts(&p.cfg.address);
                         let local_as = p.cfg.local_as.unwrap_or(self.cfg.local_as);
                         PeerStatus {
                             address: p.cfg.address,
@@ -275,8 +278,11 @@ impl Core {
                             since: p.since,
                             last_error: p.fsm.last_error().map(str::to_owned),
                             remote_id: p.fsm.established().map(|(_, n)| n.remote_id),
-                            prefixes_received: rx,
-                            prefixes_sent: sent,
+                            prefixes_received: c.received,
+                            prefixes_accepted: c.accepted,
+                            prefixes_rejected_by_guard: c.rejected_by_guard,
+                            prefixes_rejected_by_filter: c.rejected_by_filter,
+                            prefixes_sent: c.sent,
                             synced: p.synced(),
                         }
                     })
@@ -286,6 +292,24 @@ impl Core {
             }
             Command::LocRib(reply) => {
                 let _ = reply.send(self.rib.loc_rib());
+            }
+            Command::AdjRibIn(peer, reply) => {
+                let _ = reply.send(self.rib.adj_rib_in(peer.as_ref()));
+            }
+            Command::SetGuard(guard, reply) => {
+                let out = self.rib.set_guard(guard);
+                let rejected: usize = self
+                    .peers
+                    .keys()
+                    .map(|a| self.rib.prefix_counts(a).rejected_by_guard)
+                    .sum();
+                tracing::info!(
+                    changes = out.changes.len(),
+                    rejected,
+                    "BGP import guard updated"
+                );
+                self.apply_rib(out);
+                let _ = reply.send(());
             }
             Command::SetClusterId(id, reply) => {
                 self.cfg.cluster_id = id;

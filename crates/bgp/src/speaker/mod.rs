@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 use crate::codec::Afi;
 use crate::error::BgpError;
 use crate::fsm::{ConnId, GracefulRestart, State};
-use crate::rib::{LocRibEntry, RouteChange};
+use crate::policy::Guard;
+use crate::rib::{AdjRibInEntry, LocRibEntry, RouteChange};
 
 mod conn;
 mod core_task;
@@ -46,6 +47,8 @@ pub struct SpeakerConfig {
     /// next hop for IPv6 prefixes over an IPv4 session, and the reverse).
     pub next_hop_v4: Option<Ipv4Addr>,
     pub next_hop_v6: Option<Ipv6Addr>,
+    /// The import guard to start with ([`Speaker::set_guard`] replaces it).
+    pub guard: Guard,
 }
 
 impl SpeakerConfig {
@@ -60,6 +63,7 @@ impl SpeakerConfig {
             graceful_restart: Some(GracefulRestart::default()),
             next_hop_v4: None,
             next_hop_v6: None,
+            guard: Guard::default(),
         }
     }
 
@@ -128,7 +132,12 @@ pub struct PeerStatus {
     pub since: SystemTime,
     pub last_error: Option<String>,
     pub remote_id: Option<Ipv4Addr>,
+    /// In the Adj-RIB-In, before policy.
     pub prefixes_received: usize,
+    pub prefixes_accepted: usize,
+    /// Rejected by the default import rules (loops and the guard).
+    pub prefixes_rejected_by_guard: usize,
+    pub prefixes_rejected_by_filter: usize,
     pub prefixes_sent: usize,
     /// The peer has sent its whole table (End-of-RIB for every family).
     pub synced: bool,
@@ -144,6 +153,8 @@ enum Command {
     Refresh(IpAddr, Afi, oneshot::Sender<Result<(), BgpError>>),
     Status(oneshot::Sender<Vec<PeerStatus>>),
     LocRib(oneshot::Sender<Vec<LocRibEntry>>),
+    AdjRibIn(Option<IpAddr>, oneshot::Sender<Vec<AdjRibInEntry>>),
+    SetGuard(Guard, oneshot::Sender<()>),
     SetClusterId(Option<Ipv4Addr>, oneshot::Sender<()>),
     Shutdown(oneshot::Sender<Vec<JoinHandle<()>>>),
 }
@@ -287,6 +298,19 @@ impl Speaker {
     /// The Loc-RIB: prefix, the peer of its best path (None: ours), attributes.
     pub async fn loc_rib(&self) -> Result<Vec<LocRibEntry>, BgpError> {
         self.ask(Command::LocRib).await
+    }
+
+    /// What was received (from one peer, or all) before policy, with each
+    /// path's verdict.
+    pub async fn adj_rib_in(&self, peer: Option<IpAddr>) -> Result<Vec<AdjRibInEntry>, BgpError> {
+        self.ask(|tx| Command::AdjRibIn(peer.map(canonical), tx))
+            .await
+    }
+
+    /// A new import guard: every received path is judged again and the
+    /// best-route changes that follow go out on the feed at once.
+    pub async fn set_guard(&self, guard: Guard) -> Result<(), BgpError> {
+        self.ask(|tx| Command::SetGuard(guard, tx)).await
     }
 
     /// Cease every session and stop; waits (at most a second) for the
