@@ -9,7 +9,7 @@ PACKAGES=(
   busybox-static qemu-system-x86 # the test VM (tests/vm)
   time jq
   podman runc # a real libcni client for the meta plugin test
-  bird2 gobgpd # real BGP routers for plexus-bgp's interoperability tests
+  bird2 gobgpd frr # real BGP routers for plexus-bgp's interoperability tests (FRR: bgpd alone)
   etcd-server etcd-client # the overlay's store (tests start etcd in a netns)
   util-linux iperf3 curl # nsenter for the overlay tests; bench/overlay.sh: throughput, etcd's JSON API
   graphviz # plexusctl topology --format svg (the demo draws the cluster)

@@ -140,6 +140,21 @@ pub fn cease(e: CeaseError) -> BgpNotificationMessage {
     BgpNotificationMessage::CeaseError(e)
 }
 
+/// Cease / Maximum Number of Prefixes Reached (RFC 4486 §4: the data is
+/// the AFI, the SAFI and the limit).
+pub fn max_prefixes_reached(afi: Afi, limit: u32) -> BgpNotificationMessage {
+    let afi_code: u16 = match afi {
+        Afi::Ipv4 => 1,
+        Afi::Ipv6 => 2,
+    };
+    let mut value = afi_code.to_be_bytes().to_vec();
+    value.push(1); // unicast
+    value.extend(limit.to_be_bytes());
+    cease(CeaseError::MaximumNumberOfPrefixesReached {
+        value: value.into(),
+    })
+}
+
 /// What an UPDATE carries, in the speaker's model.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ParsedUpdate {

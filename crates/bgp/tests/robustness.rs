@@ -63,6 +63,7 @@ fn templates() -> Vec<Vec<u8>> {
         connect_retry: 30,
         passive: false,
         graceful_restart: Some(Default::default()),
+        max_stale_time: None,
     });
     msgs.push(BgpMessage::Open(fsm.open_message()));
     msgs.push(BgpMessage::KeepAlive);
@@ -185,6 +186,7 @@ fn fsm_survives_garbage_in_every_state() {
             connect_retry: 30,
             passive: false,
             graceful_restart: Some(Default::default()),
+            max_stale_time: None,
         });
         fsm.handle(Event::Start);
         fsm.handle(Event::Connected {
