@@ -1428,3 +1428,77 @@ protocol bgp v6 {{
     assert_eq!(refused, std::io::ErrorKind::ConnectionRefused);
     rt.block_on(speaker.shutdown());
 }
+
+// ---- ECMP: one prefix from two routers ----
+
+#[test]
+fn ecmp_one_prefix_from_bird_and_frr_gives_both_next_hops() {
+    if !can_run(&["bird", "birdc", FRR_BGPD, "vtysh"]) {
+        return;
+    }
+    let us = Netns::new("bgpecmp");
+    let bird_ns = neighbour(&us, "bgpecmpbird", "to-bird", 1, false);
+    let fns = neighbour(&us, "bgpecmpfrr", "to-frr", 5, false);
+    let dir = tempfile::tempdir().unwrap();
+    let (bird_dir, frr_dir) = (dir.path().join("bird"), dir.path().join("frr"));
+    std::fs::create_dir_all(&bird_dir).unwrap();
+    std::fs::create_dir_all(&frr_dir).unwrap();
+    let bird = Bird::start(
+        &bird_ns,
+        &bird_dir,
+        &bird_exporting(
+            "route 10.80.0.0/24 blackhole;",
+            "bgp_origin = ORIGIN_IGP;",
+            "",
+        ),
+    );
+    let _frr = Frr::start(
+        &fns,
+        &frr_dir,
+        &format!(
+            r#"frr defaults traditional
+router bgp 65030
+ bgp router-id 10.10.5.2
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor 10.10.5.1 remote-as {OUR_AS}
+ neighbor 10.10.5.1 timers connect 2
+ address-family ipv4 unicast
+  network 10.80.0.0/24
+ exit-address-family
+"#
+        ),
+    );
+    let rt = runtime_in(&us);
+    let mut cfg = speaker_cfg([10, 10, 1, 1]);
+    cfg.max_paths = 4;
+    let (speaker, mut feed) = start_speaker(&rt, cfg);
+    for (addr, asn) in [("10.10.1.2", 65010), ("10.10.5.2", 65030)] {
+        rt.block_on(speaker.add_peer(PeerConfig::new(addr.parse().unwrap(), asn)))
+            .unwrap();
+    }
+    let hops = |feed: &mut Feed| {
+        feed.drain();
+        feed.table.get(&net("10.80.0.0/24")).map(|r| {
+            r.next_hops
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        })
+    };
+    let both = vec!["10.10.1.2".to_string(), "10.10.5.2".to_string()];
+    wait_for("10.80.0.0/24 via BIRD and FRR", LIMIT, || {
+        (hops(&mut feed).as_ref() == Some(&both)).then_some(())
+    });
+    // Which path is "best" is only the tie breaker: BIRD's lower router ID.
+    assert_eq!(
+        feed.table[&net("10.80.0.0/24")].next_hop,
+        "10.10.1.2".parse::<IpAddr>().unwrap()
+    );
+    // BIRD withdraws: FRR's path alone.
+    bird.birdc(&["disable", "announce4"]);
+    wait_for("10.80.0.0/24 via FRR only", LIMIT, || {
+        (hops(&mut feed) == Some(vec!["10.10.5.2".to_string()])).then_some(())
+    });
+    rt.block_on(speaker.shutdown());
+}

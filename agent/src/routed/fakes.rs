@@ -28,6 +28,7 @@ pub fn best(prefix: &str, via: Option<&str>) -> RouteChange {
             let ip: IpAddr = v.parse().unwrap();
             BestRoute {
                 next_hop: ip,
+                next_hops: vec![ip],
                 peer: ip,
                 attrs: Arc::new(PathAttrs {
                     next_hop: Some(ip),

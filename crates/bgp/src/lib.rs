@@ -44,7 +44,11 @@
 //!   bit loses them at once).
 //! - The decision process: own prefixes first, LOCAL_PREF, AS_PATH length,
 //!   ORIGIN, MED (same neighbour AS), eBGP over iBGP, router ID /
-//!   ORIGINATOR_ID, CLUSTER_LIST length, peer address.
+//!   ORIGINATOR_ID, CLUSTER_LIST length, peer address. ECMP
+//!   ([`SpeakerConfig::max_paths`]): the paths equal to the best up to the
+//!   router-ID / peer-address tie breakers share its route, whose next-hop
+//!   set ([`BestRoute::next_hops`]) the feed carries; only the best path is
+//!   exported (no ADD-PATH).
 //! - Export: no iBGP-learned routes to iBGP peers except by route reflection
 //!   (RFC 4456: client routes to all, non-client routes to clients,
 //!   ORIGINATOR_ID and CLUSTER_LIST set and checked for loops); next-hop-self
@@ -99,7 +103,8 @@
 //! speaker.originate("10.244.1.0/26".parse().unwrap()).await?;
 //! speaker.add_peer(PeerConfig::new("10.0.0.2".parse().unwrap(), 64512)).await?;
 //! while let Some(change) = feed.recv().await {
-//!     // change.route: Some(best) = install via best.next_hop; None = remove
+//!     // change.route: Some(best) = install via best.next_hops (ECMP) or
+//!     // best.next_hop; None = remove
 //! #   let _ = change;
 //! }
 //! # Ok(()) }

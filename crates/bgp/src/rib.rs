@@ -31,6 +31,20 @@ pub struct RibConfig {
     pub router_id: Ipv4Addr,
     /// Route reflector CLUSTER_ID (RFC 4456); defaults to the router ID.
     pub cluster_id: Option<Ipv4Addr>,
+    /// Most paths a best route is installed over (ECMP): paths equal up to
+    /// the router-ID / peer-address tie breakers. 1: the best path only.
+    pub max_paths: usize,
+}
+
+impl RibConfig {
+    /// One path per prefix, the router ID as CLUSTER_ID.
+    pub fn new(router_id: Ipv4Addr) -> RibConfig {
+        RibConfig {
+            router_id,
+            cluster_id: None,
+            max_paths: 1,
+        }
+    }
 }
 
 /// An established peer, as the RIB needs to know it.
@@ -58,7 +72,11 @@ impl PeerInfo {
 /// A best route for the routing component to install.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BestRoute {
+    /// The best path's next hop.
     pub next_hop: IpAddr,
+    /// Every next hop to install (ECMP), sorted and without duplicates;
+    /// `next_hop` alone unless `max_paths` > 1 and equal paths exist.
+    pub next_hops: Vec<IpAddr>,
     /// The peer it was learned from.
     pub peer: IpAddr,
     pub attrs: Arc<PathAttrs>,
@@ -128,6 +146,9 @@ pub struct AdjRibInEntry {
     pub stale: bool,
     /// The Loc-RIB's best path for the prefix.
     pub best: bool,
+    /// One of the paths the best route is installed over (ECMP; the best
+    /// path too).
+    pub multipath: bool,
 }
 
 fn serialize_arc<S: serde::Serializer, T: serde::Serialize>(
@@ -154,6 +175,10 @@ struct InPath {
 struct Best {
     peer: Option<IpAddr>,
     attrs: Arc<PathAttrs>,
+    /// The installed next hops (sorted, no duplicates) and the peers whose
+    /// paths they are; empty for our own prefixes.
+    next_hops: Vec<IpAddr>,
+    paths: Vec<IpAddr>,
 }
 
 #[derive(Debug)]
@@ -270,6 +295,7 @@ impl Rib {
                     verdict: path.verdict.clone(),
                     stale: path.stale,
                     best: self.loc.get(prefix).is_some_and(|b| b.peer == Some(*a)),
+                    multipath: self.loc.get(prefix).is_some_and(|b| b.paths.contains(a)),
                 })
             })
             .collect();
@@ -545,7 +571,7 @@ impl Rib {
     }
 
     fn best_of(&self, prefix: &IpNet) -> Option<Best> {
-        let mut cands: Vec<(Candidate, Best)> = Vec::new();
+        let mut cands: Vec<(Candidate, Option<IpAddr>, &Arc<PathAttrs>)> = Vec::new();
         if let Some(local_attrs) = self.local.get(prefix) {
             let c = Candidate {
                 attrs: local_attrs,
@@ -553,11 +579,7 @@ impl Rib {
                 ibgp: false,
                 peer_router_id: self.cfg.router_id,
             };
-            let b = Best {
-                peer: None,
-                attrs: local_attrs.clone(),
-            };
-            cands.push((c, b));
+            cands.push((c, None, local_attrs));
         }
         for (addr, table) in &self.adj_in {
             let (Some(path), Some(info)) = (table.get(prefix), self.known.get(addr)) else {
@@ -572,22 +594,48 @@ impl Rib {
                 ibgp: info.ibgp(),
                 peer_router_id: info.router_id,
             };
-            let b = Best {
-                peer: Some(*addr),
-                attrs: path.attrs.clone(),
-            };
-            cands.push((c, b));
+            cands.push((c, Some(*addr), &path.attrs));
         }
-        cands
-            .into_iter()
-            .min_by(|a, b| decision::compare(&a.0, &b.0))
-            .map(|(_, b)| b)
+        // min_by, not a sort: the MED rule is not transitive, so the order
+        // is not total.
+        let (best, peer, attrs) = cands.iter().min_by(|a, b| decision::compare(&a.0, &b.0))?;
+        let mut best_route = Best {
+            peer: *peer,
+            attrs: (*attrs).clone(),
+            next_hops: Vec::new(),
+            paths: Vec::new(),
+        };
+        if let (Some(p), Some(nh)) = (peer, attrs.next_hop) {
+            best_route.paths.push(*p);
+            best_route.next_hops.push(nh);
+            // The paths equal to the best up to the tie breakers, in
+            // tie-breaker order (total: peer addresses differ).
+            let mut equal: Vec<_> = cands
+                .iter()
+                .filter(|(c, p, _)| {
+                    p.is_some() && *p != *peer && decision::multipath_equal(best, c)
+                })
+                .collect();
+            equal.sort_by(|a, b| decision::tie_break(&a.0, &b.0));
+            let room = self.cfg.max_paths.max(1) - 1;
+            for (_, p, a) in equal.into_iter().take(room) {
+                // Accepted learned paths always have both.
+                if let (Some(p), Some(nh)) = (p, a.next_hop) {
+                    best_route.paths.push(*p);
+                    best_route.next_hops.push(nh);
+                }
+            }
+            best_route.next_hops.sort();
+            best_route.next_hops.dedup();
+        }
+        Some(best_route)
     }
 
     fn install_view(best: Option<&Best>) -> Option<BestRoute> {
         let b = best?;
         Some(BestRoute {
             next_hop: b.attrs.next_hop?,
+            next_hops: b.next_hops.clone(),
             peer: b.peer?,
             attrs: b.attrs.clone(),
         })

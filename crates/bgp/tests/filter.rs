@@ -276,10 +276,7 @@ fn peer(addr: &str, remote_as: u32) -> PeerInfo {
 }
 
 fn rib() -> Rib {
-    let mut r = Rib::new(RibConfig {
-        router_id: Ipv4Addr::new(10, 0, 0, 1),
-        cluster_id: None,
-    });
+    let mut r = Rib::new(RibConfig::new(Ipv4Addr::new(10, 0, 0, 1)));
     r.peer_up(peer(PEER, 65001));
     r.peer_up(peer(MESH, 64512));
     r

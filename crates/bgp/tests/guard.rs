@@ -277,10 +277,7 @@ fn reasons_serialise_and_read_as_text() {
 // ---- in the RIB ----
 
 fn rib() -> Rib {
-    Rib::new(RibConfig {
-        router_id: Ipv4Addr::new(10, 0, 0, 1),
-        cluster_id: None,
-    })
+    Rib::new(RibConfig::new(Ipv4Addr::new(10, 0, 0, 1)))
 }
 
 fn peer(addr: &str, remote_as: u32) -> PeerInfo {

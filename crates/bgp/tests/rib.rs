@@ -24,10 +24,7 @@ fn net(s: &str) -> IpNet {
 }
 
 fn rib() -> Rib {
-    Rib::new(RibConfig {
-        router_id: ME,
-        cluster_id: None,
-    })
+    Rib::new(RibConfig::new(ME))
 }
 
 /// A peer at 10.0.0.N with router ID N.N.N.N.

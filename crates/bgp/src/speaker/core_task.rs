@@ -116,6 +116,7 @@ impl Core {
         let mut rib = Rib::new(RibConfig {
             router_id: cfg.router_id,
             cluster_id: cfg.cluster_id,
+            max_paths: cfg.max_paths,
         });
         // Nothing is stored yet: nothing to re-judge.
         let _ = rib.set_guard(cfg.guard.clone());

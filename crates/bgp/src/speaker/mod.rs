@@ -55,6 +55,9 @@ pub struct SpeakerConfig {
     pub next_hop_v6: Option<Ipv6Addr>,
     /// The import guard to start with ([`Speaker::set_guard`] replaces it).
     pub guard: Guard,
+    /// ECMP: most next hops a best route is installed over (paths equal up
+    /// to the router-ID / peer-address tie breakers); 1: the best only.
+    pub max_paths: usize,
 }
 
 impl SpeakerConfig {
@@ -70,6 +73,7 @@ impl SpeakerConfig {
             next_hop_v4: None,
             next_hop_v6: None,
             guard: Guard::default(),
+            max_paths: 1,
         }
     }
 
@@ -90,6 +94,9 @@ impl SpeakerConfig {
             return Err(BgpError::Config(
                 "connect retry must be at least 1 second".into(),
             ));
+        }
+        if self.max_paths == 0 {
+            return Err(BgpError::Config("max_paths must be at least 1".into()));
         }
         for (i, a) in self.listen.iter().enumerate() {
             if self.listen[..i].contains(a) {
