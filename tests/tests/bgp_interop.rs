@@ -1363,7 +1363,7 @@ router bgp 65030
     rt.block_on(speaker.shutdown());
 }
 
-// ---- listening on given addresses only ----
+// ---- listening on given addresses only (MD5 and GTSM on them) ----
 
 #[test]
 fn the_speaker_listens_on_the_given_addresses_only() {
@@ -1386,6 +1386,7 @@ protocol bgp v4 {{
   neighbor 10.10.1.1 as {OUR_AS};
   connect delay time 1;
   connect retry time 2;
+  password "v4-key";
   ipv4 {{ import all; export none; }};
 }}
 protocol bgp v6 {{
@@ -1393,6 +1394,8 @@ protocol bgp v6 {{
   neighbor fd10:1::1 as {OUR_AS};
   connect delay time 1;
   connect retry time 2;
+  password "v6-key";
+  ttl security on;
   ipv6 {{ import all; export none; }};
 }}
 "#
@@ -1406,10 +1409,13 @@ protocol bgp v6 {{
     ];
     let (speaker, _feed) = start_speaker(&rt, cfg);
     assert_eq!(speaker.listen_addrs().len(), 2);
-    // Passive: BIRD's connections to our two addresses carry both.
-    for addr in ["10.10.1.2", "fd10:1::2"] {
+    // Passive: BIRD's connections to our two addresses carry both, with
+    // MD5 keys on an IPv4 and an IPv6 socket, and GTSM over IPv6.
+    for (addr, key) in [("10.10.1.2", "v4-key"), ("fd10:1::2", "v6-key")] {
         let mut p = PeerConfig::new(addr.parse().unwrap(), 65010);
         p.passive = true;
+        p.password = Some(Password::new(key));
+        p.ttl_security = addr.contains(':').then_some(1);
         rt.block_on(speaker.add_peer(p)).unwrap();
     }
     wait_established(&rt, &speaker, "10.10.1.2");

@@ -120,6 +120,10 @@ pub mod policy;
 pub mod rib;
 pub mod speaker;
 
+pub use attrs::{Community, CommunitySet, LargeCommunity};
 pub use error::BgpError;
-pub use rib::{BestRoute, RouteChange};
-pub use speaker::{PeerConfig, PeerStatus, RouteFeed, Speaker, SpeakerConfig};
+pub use policy::{BgpFilter, Guard, PeerKind, Reason, Verdict};
+pub use rib::{AdjRibInEntry, BestRoute, RouteChange};
+pub use speaker::{
+    MaxPrefixes, Password, PeerConfig, PeerStatus, RouteFeed, Speaker, SpeakerConfig,
+};

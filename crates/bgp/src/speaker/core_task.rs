@@ -237,7 +237,9 @@ impl Core {
             Internal::ConnectFailed(peer, why) => {
                 tracing::debug!(%peer, error = %why, "BGP connect failed");
                 if let Some(slot) = self.peers.get_mut(&peer) {
-                    slot.error = Some(connect_error(&slot.cfg, peer, &why));
+                    if slot.fsm.established().is_none() {
+                        slot.error = Some(connect_error(&slot.cfg, peer, &why));
+                    }
                 }
                 self.event(peer, Event::ConnectFailed);
             }
@@ -435,9 +437,10 @@ impl Core {
                 tracing::warn!(peer = %addr, error = %e, "cannot remove the TCP MD5 key");
             }
         }
-        let _ = self.rib.set_policy(addr, PeerPolicy::default());
         let out = self.rib.remove_peer(addr);
         self.apply_rib(out);
+        // Its paths are gone: nothing left to re-judge.
+        let _ = self.rib.set_policy(addr, PeerPolicy::default());
         Ok(())
     }
 
