@@ -9,8 +9,7 @@ PACKAGES=(
   busybox-static qemu-system-x86 # the test VM (tests/vm)
   time jq
   podman runc # a real libcni client for the meta plugin test
-  bird2 gobgpd # real BGP routers for plexus-bgp's interoperability tests
-  frr # FRR's bfdd (and bgpd): a second real BFD implementation for tests/tests/bfd_interop.rs
+  bird2 gobgpd frr # real BGP routers for the interoperability tests; FRR's bgpd and bfdd run alone
   etcd-server etcd-client # the overlay's store (tests start etcd in a netns)
   util-linux iperf3 curl # nsenter for the overlay tests; bench/overlay.sh: throughput, etcd's JSON API
   fping # many pings from one process: the multi-network tests' reachability checks, bench/cluster.sh

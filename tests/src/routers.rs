@@ -1,7 +1,7 @@
-//! Real BGP routers for interoperability tests: BIRD 2 and GoBGP, each run
-//! in the foreground inside a namespace the test created (`ip netns exec`
-//! execs, so the child's pid is the daemon's), and killed by that pid on
-//! drop. Plus `veth_link` to wire two namespaces together.
+//! Real BGP routers for interoperability tests: BIRD 2, GoBGP and FRR's
+//! bgpd, each run in the foreground inside a namespace the test created
+//! (`ip netns exec` execs, so the child's pid is the daemon's), and killed
+//! by that pid on drop. Plus `veth_link` to wire two namespaces together.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -214,6 +214,67 @@ impl GoBgp {
     pub fn established(&self, neighbor: &str) -> bool {
         self.try_cli(&["neighbor", neighbor])
             .is_some_and(|s| s.contains("BGP state = ESTABLISHED"))
+    }
+}
+
+/// Where Debian's frr package puts its daemons.
+pub const FRR_BGPD: &str = "/usr/lib/frr/bgpd";
+
+/// FRR's bgpd alone (no zebra: `-Z`, so it installs nothing and treats
+/// next hops as reachable), with a config the test wrote; queried through
+/// vtysh on a vty socket in the test's directory.
+#[derive(Debug)]
+pub struct Frr {
+    pub daemon: Daemon,
+    ns: String,
+    dir: PathBuf,
+}
+
+impl Frr {
+    pub fn start(ns: &Netns, dir: &Path, config: &str) -> Frr {
+        let conf = dir.join("bgpd.conf");
+        std::fs::write(&conf, config).expect("write bgpd.conf");
+        let mut cmd = ns.cmd(FRR_BGPD);
+        // -S: stay root (no frr user / frrvty group needed); -z: a zebra
+        // socket path of our own, never the system's.
+        cmd.arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("bgpd.pid"))
+            .arg("--vty_socket")
+            .arg(dir)
+            .arg("-z")
+            .arg(dir.join("zserv.api"))
+            .args(["-Z", "-S", "-A", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut f = Frr {
+            daemon: Daemon::spawn("bgpd", &mut cmd),
+            ns: ns.name.clone(),
+            dir: dir.to_path_buf(),
+        };
+        wait_for("bgpd's vty socket", Duration::from_secs(20), || {
+            f.daemon.assert_running();
+            f.dir.join("bgpd.vty").exists().then_some(())
+        });
+        f
+    }
+
+    /// `vtysh -c COMMAND` output.
+    pub fn vtysh(&self, command: &str) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "vtysh", "--vty_socket"])
+            .arg(&self.dir)
+            .args(["-d", "bgpd", "-c", command])
+            .output()
+            .expect("spawn vtysh");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Whether the session with `neighbor` is Established.
+    pub fn established(&self, neighbor: &str) -> bool {
+        self.vtysh(&format!("show bgp neighbors {neighbor} json"))
+            .contains("\"bgpState\":\"Established\"")
     }
 }
 

@@ -1,4 +1,4 @@
-//! plexus-bgp against real routers: BIRD 2 and GoBGP, each in its own
+//! plexus-bgp against real routers: BIRD 2, GoBGP and FRR, each in its own
 //! namespace joined to ours by a veth pair, plus a second plexus speaker
 //! (graceful restart) and a raw-socket peer sending malformed messages.
 //!
@@ -14,13 +14,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use plexus_bgp::attrs::{Community, CommunitySet, LargeCommunity};
 use plexus_bgp::codec::Afi;
 use plexus_bgp::fsm::{GracefulRestart, State};
+use plexus_bgp::policy::{
+    BgpFilter, FilterAction, FilterRule, Guard, MatchOperator, PeerKind, Reason, Verdict,
+};
 use plexus_bgp::rib::{BestRoute, RouteChange};
-use plexus_bgp::speaker::{PeerConfig, PeerStatus, RouteFeed, Speaker, SpeakerConfig};
+use plexus_bgp::speaker::{
+    MaxPrefixes, Password, PeerConfig, PeerStatus, RouteFeed, Speaker, SpeakerConfig,
+};
 use plexus_bgp::BgpError;
 use plexus_tests::routers::wire::{header, message, open, read_msg};
-use plexus_tests::routers::{tool_available, veth_link, wait_for, Bird, GoBgp};
+use plexus_tests::routers::{tool_available, veth_link, wait_for, Bird, Frr, GoBgp, FRR_BGPD};
 use plexus_tests::{skip, Netns};
 use tokio::runtime::Runtime;
 
@@ -820,5 +826,685 @@ protocol bgp plexus {{
         bird.route("10.244.6.0/26")
     });
     assert!(r4.contains("BGP.next_hop: 10.10.1.1"), "{r4}");
+    rt.block_on(speaker.shutdown());
+}
+
+// ---- the import guard against a router announcing what it must not ----
+
+/// What our node knows in the guard test: it is 10.10.1.1 on 10.10.1.0/24;
+/// node 10.20.0.7 sits across a router; the pool is 10.244.0.0/16; BIRD is
+/// an external router.
+fn guard_for_bird() -> Guard {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    Guard {
+        own_addresses: [ip("10.10.1.1")].into(),
+        connected: [net("10.10.1.0/24")].into(),
+        node_addresses: [ip("10.10.1.1"), ip("10.20.0.7")].into(),
+        pools: [net("10.244.0.0/16")].into(),
+        peers: [(ip("10.10.1.2"), PeerKind::External)].into(),
+    }
+}
+
+#[test]
+fn guard_rejects_what_bird_must_not_announce_and_the_session_stays_up() {
+    if !can_run(&["bird", "birdc"]) {
+        return;
+    }
+    let us = Netns::new("bgpguard");
+    let bird_ns = neighbour(&us, "bgpguardbird", "to-bird", 1, false);
+    let dir = tempfile::tempdir().unwrap();
+    let bird = Bird::start(
+        &bird_ns,
+        dir.path(),
+        &format!(
+            r#"router id 10.10.1.2;
+protocol device {{ }}
+protocol static hostile {{ ipv4;
+  route 0.0.0.0/0 blackhole;
+  route 192.0.2.0/24 blackhole;
+  route 198.51.100.0/24 blackhole;
+  route 10.10.1.0/24 blackhole;
+  route 10.20.0.7/32 blackhole;
+  route 10.240.0.0/12 blackhole;
+}}
+protocol bgp plexus {{
+  local 10.10.1.2 as 65010;
+  neighbor 10.10.1.1 as {OUR_AS};
+  connect delay time 1;
+  connect retry time 2;
+  ipv4 {{ import all; export filter {{
+    if net = 198.51.100.0/24 then bgp_next_hop = 127.0.0.1;
+    accept;
+  }}; }};
+}}
+"#
+        ),
+    );
+    let rt = runtime_in(&us);
+    let mut cfg = speaker_cfg([10, 10, 1, 1]);
+    cfg.guard = guard_for_bird();
+    let (speaker, mut feed) = start_speaker(&rt, cfg);
+    rt.block_on(speaker.add_peer(PeerConfig::new("10.10.1.2".parse().unwrap(), 65010)))
+        .unwrap();
+    let up = wait_established(&rt, &speaker, "10.10.1.2");
+    let st = wait_for("all six paths received", LIMIT, || {
+        let st = status_of(&rt, &speaker, "10.10.1.2");
+        (st.prefixes_received == 6).then_some(st)
+    });
+    assert_eq!(
+        (
+            st.prefixes_accepted,
+            st.prefixes_rejected_by_guard,
+            st.prefixes_rejected_by_filter
+        ),
+        (2, 4, 0),
+        "{st:?}"
+    );
+    // Only the ordinary route and the ToR-style default reach the feed.
+    feed.wait("192.0.2.0/24", Some("10.10.1.2"));
+    feed.wait("0.0.0.0/0", Some("10.10.1.2"));
+    feed.drain();
+    let mut installed: Vec<String> = feed.table.keys().map(ToString::to_string).collect();
+    installed.sort();
+    assert_eq!(installed, vec!["0.0.0.0/0", "192.0.2.0/24"]);
+
+    // Each rejection with its reason, as `plexusctl bgp routes` will show.
+    let verdicts: HashMap<String, Verdict> = rt
+        .block_on(speaker.adj_rib_in(Some("10.10.1.2".parse().unwrap())))
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.prefix.to_string(), e.verdict))
+        .collect();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let want = [
+        (
+            "198.51.100.0/24",
+            Reason::MartianNextHop {
+                next_hop: ip("127.0.0.1"),
+            },
+        ),
+        (
+            "10.10.1.0/24",
+            Reason::ConnectedPrefix {
+                subnet: net("10.10.1.0/24"),
+            },
+        ),
+        (
+            "10.20.0.7/32",
+            Reason::NodeAddress {
+                address: ip("10.20.0.7"),
+            },
+        ),
+        (
+            "10.240.0.0/12",
+            Reason::PoolPrefix {
+                pool: net("10.244.0.0/16"),
+            },
+        ),
+    ];
+    for (prefix, reason) in want {
+        assert_eq!(verdicts[prefix], Verdict::Rejected(reason), "{prefix}");
+    }
+    assert_eq!(verdicts["0.0.0.0/0"], Verdict::Accepted);
+
+    // A new guard re-judges what is stored, without BIRD sending anything
+    // again: with no pools, the covering /12 is accepted at once.
+    let exported = |b: &Bird| {
+        bird_counter(
+            &b.birdc(&["show", "protocols", "all", "plexus"]),
+            "Export updates:",
+        )
+    };
+    let sent_before = exported(&bird);
+    let mut no_pools = guard_for_bird();
+    no_pools.pools.clear();
+    rt.block_on(speaker.set_guard(no_pools)).unwrap();
+    feed.wait("10.240.0.0/12", Some("10.10.1.2"));
+    rt.block_on(speaker.set_guard(guard_for_bird())).unwrap();
+    feed.wait("10.240.0.0/12", None);
+    assert_eq!(exported(&bird), sent_before, "BIRD was asked to resend");
+
+    // The session never dropped.
+    let after = status_of(&rt, &speaker, "10.10.1.2");
+    assert_eq!(after.state, State::Established);
+    assert_eq!(after.since, up.since, "the session flapped");
+    assert!(bird.established("plexus"));
+    rt.block_on(speaker.shutdown());
+}
+
+// ---- per-peer policy: communities, filters, prefix limits ----
+
+fn community(s: &str) -> Community {
+    s.parse().unwrap()
+}
+
+fn large(s: &str) -> LargeCommunity {
+    s.parse().unwrap()
+}
+
+/// BIRD (AS 65010) at 10.10.1.2 exporting its statics, with `extra`
+/// inside the export filter before `accept`.
+fn bird_exporting(statics: &str, extra: &str, session: &str) -> String {
+    format!(
+        r#"router id 10.10.1.2;
+protocol device {{ }}
+protocol static announce4 {{ ipv4; {statics} }}
+protocol bgp plexus {{
+  local 10.10.1.2 as 65010;
+  neighbor 10.10.1.1 as {OUR_AS};
+  connect delay time 1;
+  connect retry time 2;
+  error wait time 1, 2;
+  {session}
+  ipv4 {{ import all; export filter {{
+    if source != RTS_STATIC then reject;
+    {extra}
+    accept;
+  }}; }};
+}}
+"#
+    )
+}
+
+#[test]
+fn communities_reach_bird_and_filters_apply_both_ways() {
+    if !can_run(&["bird", "birdc"]) {
+        return;
+    }
+    let us = Netns::new("bgpcomm");
+    let bird_ns = neighbour(&us, "bgpcommbird", "to-bird", 1, false);
+    let dir = tempfile::tempdir().unwrap();
+    let bird = Bird::start(
+        &bird_ns,
+        dir.path(),
+        &bird_exporting(
+            "route 192.0.2.0/24 blackhole; route 198.51.100.0/24 blackhole;",
+            "if net = 192.0.2.0/24 then bgp_community.add((65010, 666));",
+            "",
+        ),
+    );
+    let rt = runtime_in(&us);
+    let (speaker, mut feed) = start_speaker(&rt, speaker_cfg([10, 10, 1, 1]));
+    // The pool's communities on our block; the peer's on everything it
+    // is sent; no routes tagged 65010:666 in; 10.244.2.0/26 never out.
+    let pool = CommunitySet {
+        standard: vec![community("64512:1")],
+        large: vec![large("64512:0:1")],
+    };
+    rt.block_on(speaker.originate_with(net("10.244.1.0/26"), pool))
+        .unwrap();
+    rt.block_on(speaker.originate(net("10.244.2.0/26")))
+        .unwrap();
+    let mut p = PeerConfig::new("10.10.1.2".parse().unwrap(), 65010);
+    p.export_communities = CommunitySet {
+        standard: vec![community("65010:42")],
+        large: vec![large("65010:7:7")],
+    };
+    p.filters = vec![BgpFilter {
+        name: "lab".into(),
+        import_v4: vec![FilterRule::new(FilterAction::Reject).community(community("65010:666"))],
+        export_v4: vec![
+            FilterRule::new(FilterAction::Reject).cidr(MatchOperator::Equal, net("10.244.2.0/26"))
+        ],
+        ..BgpFilter::default()
+    }];
+    p.graceful_restart_time = Some(45);
+    rt.block_on(speaker.add_peer(p.clone())).unwrap();
+    let up = wait_established(&rt, &speaker, "10.10.1.2");
+    // The per-peer restart time is what BIRD was told.
+    let caps = bird.birdc(&["show", "protocols", "all", "plexus"]);
+    assert!(caps.contains("Restart time: 45"), "{caps}");
+
+    let r = wait_for("10.244.1.0/26 in BIRD", LIMIT, || {
+        bird.route("10.244.1.0/26")
+    });
+    assert!(r.contains("(64512,1)") && r.contains("(65010,42)"), "{r}");
+    assert!(
+        r.contains("(64512, 0, 1)") && r.contains("(65010, 7, 7)"),
+        "{r}"
+    );
+    feed.wait("198.51.100.0/24", Some("10.10.1.2"));
+    let st = wait_for("both BIRD routes received", LIMIT, || {
+        let st = status_of(&rt, &speaker, "10.10.1.2");
+        (st.prefixes_received == 2).then_some(st)
+    });
+    assert_eq!(
+        (
+            st.prefixes_accepted,
+            st.prefixes_rejected_by_filter,
+            st.prefixes_sent
+        ),
+        (1, 1, 1)
+    );
+    assert!(bird.route("10.244.2.0/26").is_none());
+    assert!(!feed.table.contains_key(&net("192.0.2.0/24")));
+    let why = rt
+        .block_on(speaker.adj_rib_in(None))
+        .unwrap()
+        .into_iter()
+        .find(|e| e.prefix == net("192.0.2.0/24"))
+        .unwrap();
+    assert_eq!(
+        why.verdict,
+        Verdict::Rejected(Reason::Filter {
+            filter: "lab".into(),
+            rule: 0
+        })
+    );
+    assert_eq!(why.attrs.communities, vec![community("65010:666").0]);
+
+    // Filters off: both ways at once, on the same session.
+    p.filters.clear();
+    rt.block_on(speaker.update_peer(p)).unwrap();
+    feed.wait("192.0.2.0/24", Some("10.10.1.2"));
+    wait_for("10.244.2.0/26 in BIRD", LIMIT, || {
+        bird.route("10.244.2.0/26")
+    });
+    assert_eq!(status_of(&rt, &speaker, "10.10.1.2").since, up.since);
+    rt.block_on(speaker.shutdown());
+}
+
+#[test]
+fn too_many_prefixes_reset_the_session_which_stays_down_then_comes_back() {
+    if !can_run(&["bird", "birdc"]) {
+        return;
+    }
+    let us = Netns::new("bgpmax");
+    let bird_ns = neighbour(&us, "bgpmaxbird", "to-bird", 1, false);
+    let dir = tempfile::tempdir().unwrap();
+    let statics: String = (0..5)
+        .map(|i| format!("route 192.0.{i}.0/24 blackhole; "))
+        .collect();
+    let bird = Bird::start(&bird_ns, dir.path(), &bird_exporting(&statics, "", ""));
+    let rt = runtime_in(&us);
+    let (speaker, mut feed) = start_speaker(&rt, speaker_cfg([10, 10, 1, 1]));
+    let mut p = PeerConfig::new("10.10.1.2".parse().unwrap(), 65010);
+    p.max_prefixes = Some(MaxPrefixes {
+        limit: 3,
+        restart: 3,
+    });
+    rt.block_on(speaker.add_peer(p.clone())).unwrap();
+    let st = wait_for("the prefix limit to reset the session", LIMIT, || {
+        let st = status_of(&rt, &speaker, "10.10.1.2");
+        st.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("maximum number of prefixes"))
+            .then_some(st)
+    });
+    assert_ne!(st.state, State::Established, "{st:?}");
+    assert!(
+        st.last_error.as_deref().unwrap().contains("more than 3"),
+        "{st:?}"
+    );
+    wait_for(
+        "BIRD to see Cease / maximum number of prefixes",
+        LIMIT,
+        || {
+            let s = bird.birdc(&["show", "protocols", "all", "plexus"]);
+            s.to_lowercase()
+                .contains("maximum number of prefixes reached")
+                .then_some(())
+        },
+    );
+    // Nothing of BIRD's is left in the table.
+    feed.drain();
+    assert!(feed.table.is_empty(), "{:?}", feed.table.keys());
+    // A higher limit, while the peer is held down: after its restart time
+    // the session comes back and stays.
+    p.max_prefixes = Some(MaxPrefixes {
+        limit: 10,
+        restart: 3,
+    });
+    rt.block_on(speaker.update_peer(p)).unwrap();
+    for i in 0..5 {
+        feed.wait(&format!("192.0.{i}.0/24"), Some("10.10.1.2"));
+    }
+    let st = wait_established(&rt, &speaker, "10.10.1.2");
+    assert_eq!((st.prefixes_received, st.last_error), (5, None));
+    rt.block_on(speaker.shutdown());
+}
+
+// ---- TCP MD5 (RFC 2385) with each router ----
+
+/// Poll for `secs` seconds: the session with `peer` must never be
+/// Established; returns the last status.
+fn never_established(rt: &Runtime, s: &Speaker, peer: &str, secs: u64) -> PeerStatus {
+    let end = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let st = status_of(rt, s, peer);
+        assert_ne!(st.state, State::Established, "{st:?}");
+        if std::time::Instant::now() >= end {
+            return st;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Our side of an MD5 test: a wrong key, then none, never establish and
+/// say MD5 is the likely cause; the right key establishes.
+fn md5_cases(rt: &Runtime, speaker: &Speaker, mut p: PeerConfig, router_up: impl Fn() -> bool) {
+    let peer = p.address.to_string();
+    p.password = Some(Password::new("wrong"));
+    rt.block_on(speaker.add_peer(p.clone())).unwrap();
+    let st = never_established(rt, speaker, &peer, 8);
+    let why = st.last_error.unwrap_or_default();
+    assert!(why.contains("TCP MD5"), "{why}");
+    assert!(!router_up());
+    p.password = None;
+    rt.block_on(speaker.update_peer(p.clone())).unwrap();
+    never_established(rt, speaker, &peer, 6);
+    p.password = Some(Password::new("s3cret"));
+    rt.block_on(speaker.update_peer(p)).unwrap();
+    let st = wait_established(rt, speaker, &peer);
+    assert_eq!(st.last_error, None);
+    wait_for("the router's session Established", LIMIT, || {
+        router_up().then_some(())
+    });
+}
+
+#[test]
+fn md5_with_bird_connecting_to_our_listener() {
+    if !can_run(&["bird", "birdc"]) {
+        return;
+    }
+    let us = Netns::new("bgpmd5");
+    let bird_ns = neighbour(&us, "bgpmd5bird", "to-bird", 1, false);
+    let dir = tempfile::tempdir().unwrap();
+    let bird = Bird::start(
+        &bird_ns,
+        dir.path(),
+        &bird_exporting("route 192.0.2.0/24 blackhole;", "", r#"password "s3cret";"#),
+    );
+    let rt = runtime_in(&us);
+    let (speaker, mut feed) = start_speaker(&rt, speaker_cfg([10, 10, 1, 1]));
+    // Passive: only BIRD connects, so the key on our listener is what is
+    // tested.
+    let mut p = PeerConfig::new("10.10.1.2".parse().unwrap(), 65010);
+    p.passive = true;
+    md5_cases(&rt, &speaker, p, || bird.established("plexus"));
+    feed.wait("192.0.2.0/24", Some("10.10.1.2"));
+    rt.block_on(speaker.shutdown());
+}
+
+#[test]
+fn md5_with_gobgp_waiting_for_our_connection() {
+    if !can_run(&["gobgpd", "gobgp"]) {
+        return;
+    }
+    let us = Netns::new("bgpmd5");
+    let gns = neighbour(&us, "bgpmd5go", "to-gobgp", 2, false);
+    let dir = tempfile::tempdir().unwrap();
+    let gobgp = GoBgp::start(
+        &gns,
+        dir.path(),
+        &format!(
+            r#"[global.config]
+  as = 65020
+  router-id = "10.10.2.2"
+  local-address-list = ["10.10.2.2"]
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "10.10.2.1"
+    peer-as = {OUR_AS}
+    auth-password = "s3cret"
+  [neighbors.transport.config]
+    passive-mode = true
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+"#
+        ),
+    );
+    let rt = runtime_in(&us);
+    let (speaker, _feed) = start_speaker(&rt, speaker_cfg([10, 10, 2, 1]));
+    // GoBGP is passive: our signed SYNs are what is tested.
+    let p = PeerConfig::new("10.10.2.2".parse().unwrap(), 65020);
+    md5_cases(&rt, &speaker, p, || gobgp.established("10.10.2.1"));
+    rt.block_on(speaker.shutdown());
+}
+
+#[test]
+fn md5_with_frr() {
+    if !can_run(&[FRR_BGPD, "vtysh"]) {
+        return;
+    }
+    let us = Netns::new("bgpmd5");
+    let fns = neighbour(&us, "bgpmd5frr", "to-frr", 5, false);
+    let dir = tempfile::tempdir().unwrap();
+    let frr = Frr::start(
+        &fns,
+        dir.path(),
+        &format!(
+            r#"frr defaults traditional
+router bgp 65030
+ bgp router-id 10.10.5.2
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor 10.10.5.1 remote-as {OUR_AS}
+ neighbor 10.10.5.1 password s3cret
+ neighbor 10.10.5.1 timers connect 2
+ address-family ipv4 unicast
+  network 10.70.0.0/24
+ exit-address-family
+"#
+        ),
+    );
+    let rt = runtime_in(&us);
+    let (speaker, mut feed) = start_speaker(&rt, speaker_cfg([10, 10, 5, 1]));
+    let p = PeerConfig::new("10.10.5.2".parse().unwrap(), 65030);
+    md5_cases(&rt, &speaker, p, || frr.established("10.10.5.1"));
+    feed.wait("10.70.0.0/24", Some("10.10.5.2"));
+    rt.block_on(speaker.shutdown());
+}
+
+// ---- TTL security (RFC 5082) ----
+
+#[test]
+fn ttl_security_with_bird_and_frr() {
+    if !can_run(&["bird", "birdc", FRR_BGPD, "vtysh"]) {
+        return;
+    }
+    let us = Netns::new("bgpttl");
+    let bird_ns = neighbour(&us, "bgpttlbird", "to-bird", 1, false);
+    let fns = neighbour(&us, "bgpttlfrr", "to-frr", 5, false);
+    let dir = tempfile::tempdir().unwrap();
+    let (bird_dir, frr_dir) = (dir.path().join("bird"), dir.path().join("frr"));
+    std::fs::create_dir_all(&bird_dir).unwrap();
+    std::fs::create_dir_all(&frr_dir).unwrap();
+    let rt = runtime_in(&us);
+    let (speaker, _feed) = start_speaker(&rt, speaker_cfg([10, 10, 1, 1]));
+    let mut p = PeerConfig::new("10.10.1.2".parse().unwrap(), 65010);
+    p.ttl_security = Some(1);
+    rt.block_on(speaker.add_peer(p)).unwrap();
+
+    // BIRD without TTL security sends eBGP with TTL 1: never accepted.
+    let plain = Bird::start(
+        &bird_ns,
+        &bird_dir,
+        &bird_exporting("route 192.0.2.0/24 blackhole;", "", ""),
+    );
+    let st = never_established(&rt, &speaker, "10.10.1.2", 8);
+    assert!(
+        st.last_error.as_deref().is_some_and(|e| e.contains("TTL")),
+        "{st:?}"
+    );
+    drop(plain);
+    // With it, the session comes up.
+    let bird = Bird::start(
+        &bird_ns,
+        &bird_dir,
+        &bird_exporting("route 192.0.2.0/24 blackhole;", "", "ttl security on;"),
+    );
+    wait_established(&rt, &speaker, "10.10.1.2");
+    assert!(bird.established("plexus"));
+
+    // FRR with GTSM, one hop.
+    let frr = Frr::start(
+        &fns,
+        &frr_dir,
+        &format!(
+            r#"frr defaults traditional
+router bgp 65030
+ bgp router-id 10.10.5.2
+ no bgp ebgp-requires-policy
+ neighbor 10.10.5.1 remote-as {OUR_AS}
+ neighbor 10.10.5.1 ttl-security hops 1
+ neighbor 10.10.5.1 timers connect 2
+"#
+        ),
+    );
+    let mut p = PeerConfig::new("10.10.5.2".parse().unwrap(), 65030);
+    p.ttl_security = Some(1);
+    rt.block_on(speaker.add_peer(p)).unwrap();
+    wait_established(&rt, &speaker, "10.10.5.2");
+    wait_for("FRR's session Established", LIMIT, || {
+        frr.established("10.10.5.1").then_some(())
+    });
+    rt.block_on(speaker.shutdown());
+}
+
+// ---- listening on given addresses only (MD5 and GTSM on them) ----
+
+#[test]
+fn the_speaker_listens_on_the_given_addresses_only() {
+    if !can_run(&["bird", "birdc"]) {
+        return;
+    }
+    let us = Netns::new("bgplisten");
+    let bird_ns = neighbour(&us, "bgplistenbird", "to-bird", 1, true);
+    // Another address of ours, on the same link, nothing listens on.
+    us.ip(&["addr", "add", "10.10.1.3/24", "dev", "to-bird"]);
+    let dir = tempfile::tempdir().unwrap();
+    let bird = Bird::start(
+        &bird_ns,
+        dir.path(),
+        &format!(
+            r#"router id 10.10.1.2;
+protocol device {{ }}
+protocol bgp v4 {{
+  local 10.10.1.2 as 65010;
+  neighbor 10.10.1.1 as {OUR_AS};
+  connect delay time 1;
+  connect retry time 2;
+  password "v4-key";
+  ipv4 {{ import all; export none; }};
+}}
+protocol bgp v6 {{
+  local fd10:1::2 as 65010;
+  neighbor fd10:1::1 as {OUR_AS};
+  connect delay time 1;
+  connect retry time 2;
+  password "v6-key";
+  ttl security on;
+  ipv6 {{ import all; export none; }};
+}}
+"#
+        ),
+    );
+    let rt = runtime_in(&us);
+    let mut cfg = speaker_cfg([10, 10, 1, 1]);
+    cfg.listen = vec![
+        "10.10.1.1:179".parse().unwrap(),
+        "[fd10:1::1]:179".parse().unwrap(),
+    ];
+    let (speaker, _feed) = start_speaker(&rt, cfg);
+    assert_eq!(speaker.listen_addrs().len(), 2);
+    // Passive: BIRD's connections to our two addresses carry both, with
+    // MD5 keys on an IPv4 and an IPv6 socket, and GTSM over IPv6.
+    for (addr, key) in [("10.10.1.2", "v4-key"), ("fd10:1::2", "v6-key")] {
+        let mut p = PeerConfig::new(addr.parse().unwrap(), 65010);
+        p.passive = true;
+        p.password = Some(Password::new(key));
+        p.ttl_security = addr.contains(':').then_some(1);
+        rt.block_on(speaker.add_peer(p)).unwrap();
+    }
+    wait_established(&rt, &speaker, "10.10.1.2");
+    wait_established(&rt, &speaker, "fd10:1::2");
+    assert!(bird.established("v4") && bird.established("v6"));
+    // Port 179 on our other address is closed.
+    let refused = bird_ns.run(|| {
+        TcpStream::connect_timeout(
+            &SocketAddr::from(([10, 10, 1, 3], 179)),
+            Duration::from_secs(10),
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .kind()
+    });
+    assert_eq!(refused, std::io::ErrorKind::ConnectionRefused);
+    rt.block_on(speaker.shutdown());
+}
+
+// ---- ECMP: one prefix from two routers ----
+
+#[test]
+fn ecmp_one_prefix_from_bird_and_frr_gives_both_next_hops() {
+    if !can_run(&["bird", "birdc", FRR_BGPD, "vtysh"]) {
+        return;
+    }
+    let us = Netns::new("bgpecmp");
+    let bird_ns = neighbour(&us, "bgpecmpbird", "to-bird", 1, false);
+    let fns = neighbour(&us, "bgpecmpfrr", "to-frr", 5, false);
+    let dir = tempfile::tempdir().unwrap();
+    let (bird_dir, frr_dir) = (dir.path().join("bird"), dir.path().join("frr"));
+    std::fs::create_dir_all(&bird_dir).unwrap();
+    std::fs::create_dir_all(&frr_dir).unwrap();
+    let bird = Bird::start(
+        &bird_ns,
+        &bird_dir,
+        &bird_exporting(
+            "route 10.80.0.0/24 blackhole;",
+            "bgp_origin = ORIGIN_IGP;",
+            "",
+        ),
+    );
+    let _frr = Frr::start(
+        &fns,
+        &frr_dir,
+        &format!(
+            r#"frr defaults traditional
+router bgp 65030
+ bgp router-id 10.10.5.2
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor 10.10.5.1 remote-as {OUR_AS}
+ neighbor 10.10.5.1 timers connect 2
+ address-family ipv4 unicast
+  network 10.80.0.0/24
+ exit-address-family
+"#
+        ),
+    );
+    let rt = runtime_in(&us);
+    let mut cfg = speaker_cfg([10, 10, 1, 1]);
+    cfg.max_paths = 4;
+    let (speaker, mut feed) = start_speaker(&rt, cfg);
+    for (addr, asn) in [("10.10.1.2", 65010), ("10.10.5.2", 65030)] {
+        rt.block_on(speaker.add_peer(PeerConfig::new(addr.parse().unwrap(), asn)))
+            .unwrap();
+    }
+    let hops = |feed: &mut Feed| {
+        feed.drain();
+        feed.table.get(&net("10.80.0.0/24")).map(|r| {
+            r.next_hops
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        })
+    };
+    let both = vec!["10.10.1.2".to_string(), "10.10.5.2".to_string()];
+    wait_for("10.80.0.0/24 via BIRD and FRR", LIMIT, || {
+        (hops(&mut feed).as_ref() == Some(&both)).then_some(())
+    });
+    // Which path is "best" is only the tie breaker: BIRD's lower router ID.
+    assert_eq!(
+        feed.table[&net("10.80.0.0/24")].next_hop,
+        "10.10.1.2".parse::<IpAddr>().unwrap()
+    );
+    // BIRD withdraws: FRR's path alone.
+    bird.birdc(&["disable", "announce4"]);
+    wait_for("10.80.0.0/24 via FRR only", LIMIT, || {
+        (hops(&mut feed) == Some(vec!["10.10.5.2".to_string()])).then_some(())
+    });
     rt.block_on(speaker.shutdown());
 }

@@ -28,6 +28,7 @@ pub fn best(prefix: &str, via: Option<&str>) -> RouteChange {
             let ip: IpAddr = v.parse().unwrap();
             BestRoute {
                 next_hop: ip,
+                next_hops: vec![ip],
                 peer: ip,
                 attrs: Arc::new(PathAttrs {
                     next_hop: Some(ip),
@@ -226,6 +227,9 @@ impl Announcer for FakeBgp {
             last_error: None,
             remote_id: None,
             prefixes_received: 0,
+            prefixes_accepted: 0,
+            prefixes_rejected_by_guard: 0,
+            prefixes_rejected_by_filter: 0,
             prefixes_sent: 0,
             synced: self.synced.load(Ordering::SeqCst),
         }])

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use netgauze_bgp_pkt::community::Community;
+use netgauze_bgp_pkt::community::{Community, LargeCommunity as WireLargeCommunity};
 use netgauze_bgp_pkt::iana::AS_TRANS;
 use netgauze_bgp_pkt::nlri::{Ipv4Unicast, Ipv4UnicastAddress, Ipv6Unicast, Ipv6UnicastAddress};
 use netgauze_bgp_pkt::notification::{
@@ -20,8 +20,9 @@ use netgauze_bgp_pkt::notification::{
 };
 use netgauze_bgp_pkt::path_attribute::{
     As2PathSegment, As4Path, As4PathSegment, AsPath, AsPathSegmentType, AtomicAggregate, ClusterId,
-    ClusterList, Communities, LocalPreference, MpReach, MpUnreach, MultiExitDiscriminator, NextHop,
-    Origin as WireOrigin, Originator, PathAttribute, PathAttributeValue,
+    ClusterList, Communities, LargeCommunities, LocalPreference, MpReach, MpUnreach,
+    MultiExitDiscriminator, NextHop, Origin as WireOrigin, Originator, PathAttribute,
+    PathAttributeValue,
 };
 use netgauze_bgp_pkt::update::BgpUpdateMessage;
 use netgauze_bgp_pkt::wire::deserializer::BgpParsingContext;
@@ -31,7 +32,7 @@ use netgauze_parse_utils::reader::SliceReader;
 use netgauze_parse_utils::traits::ParseFromWithOneInput;
 use netgauze_parse_utils::WritablePdu;
 
-use crate::attrs::{AsSegment, Origin, OtherAttr, PathAttrs};
+use crate::attrs::{AsSegment, LargeCommunity, Origin, OtherAttr, PathAttrs};
 
 pub const HEADER_LEN: usize = 19;
 pub const MAX_MESSAGE_LEN: usize = 4096;
@@ -137,6 +138,21 @@ pub fn open_error(e: OpenMessageError) -> BgpNotificationMessage {
 
 pub fn cease(e: CeaseError) -> BgpNotificationMessage {
     BgpNotificationMessage::CeaseError(e)
+}
+
+/// Cease / Maximum Number of Prefixes Reached (RFC 4486 §4: the data is
+/// the AFI, the SAFI and the limit).
+pub fn max_prefixes_reached(afi: Afi, limit: u32) -> BgpNotificationMessage {
+    let afi_code: u16 = match afi {
+        Afi::Ipv4 => 1,
+        Afi::Ipv6 => 2,
+    };
+    let mut value = afi_code.to_be_bytes().to_vec();
+    value.push(1); // unicast
+    value.extend(limit.to_be_bytes());
+    cease(CeaseError::MaximumNumberOfPrefixesReached {
+        value: value.into(),
+    })
 }
 
 /// What an UPDATE carries, in the speaker's model.
@@ -246,6 +262,15 @@ pub fn parse_update(update: &BgpUpdateMessage) -> Result<ParsedUpdate, BgpNotifi
             PathAttributeValue::AtomicAggregate(_) => attrs.atomic_aggregate = true,
             PathAttributeValue::Communities(c) => {
                 attrs.communities = c.communities().iter().map(|c| c.value()).collect()
+            }
+            PathAttributeValue::LargeCommunities(c) => {
+                attrs.large_communities = c
+                    .communities()
+                    .iter()
+                    .map(|c| {
+                        LargeCommunity::new(c.global_admin(), c.local_data1(), c.local_data2())
+                    })
+                    .collect()
             }
             PathAttributeValue::Originator(o) => attrs.originator_id = Some(o.id()),
             PathAttributeValue::ClusterList(c) => {
@@ -456,6 +481,18 @@ fn common_attrs(attrs: &PathAttrs, opts: EncodeOptions) -> Vec<PathAttribute> {
             true,
             true,
             PathAttributeValue::Communities(Communities::new(c)),
+        ));
+    }
+    if !attrs.large_communities.is_empty() {
+        let c: Vec<WireLargeCommunity> = attrs
+            .large_communities
+            .iter()
+            .map(|c| WireLargeCommunity::new(c.global, c.local1, c.local2))
+            .collect();
+        out.extend(attr(
+            true,
+            true,
+            PathAttributeValue::LargeCommunities(LargeCommunities::new(c)),
         ));
     }
     if let Some(o) = attrs.originator_id {

@@ -31,6 +31,18 @@ impl Candidate<'_> {
 
 /// `Less` when `a` is preferred over `b`.
 pub fn compare(a: &Candidate, b: &Candidate) -> Ordering {
+    preference(a, b).then_with(|| tie_break(a, b))
+}
+
+/// Whether `a` and `b` are equally good up to the tie breakers (router ID,
+/// CLUSTER_LIST length, peer address): paths that may share the traffic
+/// (ECMP, as BIRD's `merge paths` and FRR's `maximum-paths`).
+pub fn multipath_equal(a: &Candidate, b: &Candidate) -> bool {
+    preference(a, b) == Ordering::Equal
+}
+
+/// RFC 4271 §9.1.2.2 a) to d), after our own prefixes.
+fn preference(a: &Candidate, b: &Candidate) -> Ordering {
     // Our own prefixes first (what a "weight" does elsewhere): a node never
     // routes its own block through a neighbour.
     a.peer
@@ -52,11 +64,15 @@ pub fn compare(a: &Candidate, b: &Candidate) -> Ordering {
         })
         // d) eBGP over iBGP
         .then_with(|| a.ibgp.cmp(&b.ibgp))
-        // f) lowest BGP identifier (the ORIGINATOR_ID for reflected routes)
-        .then_with(|| {
-            let id = |c: &Candidate| u32::from(c.attrs.originator_id.unwrap_or(c.peer_router_id));
-            id(a).cmp(&id(b))
-        })
+}
+
+/// §9.1.2.2 f) and g), with RFC 4456 §9's CLUSTER_LIST rule between; a
+/// total order among learned paths (peer addresses differ).
+pub fn tie_break(a: &Candidate, b: &Candidate) -> Ordering {
+    // f) lowest BGP identifier (the ORIGINATOR_ID for reflected routes)
+    let id = |c: &Candidate| u32::from(c.attrs.originator_id.unwrap_or(c.peer_router_id));
+    id(a)
+        .cmp(&id(b))
         // RFC 4456 §9: shortest CLUSTER_LIST
         .then_with(|| a.attrs.cluster_list.len().cmp(&b.attrs.cluster_list.len()))
         // g) lowest peer address

@@ -9,6 +9,12 @@ pub enum BgpError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("peer {peer}: cannot set {what} on a socket: {source}")]
+    SocketOption {
+        peer: IpAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("peer {0} is already configured")]
     PeerExists(IpAddr),
     #[error("no peer {0} is configured")]

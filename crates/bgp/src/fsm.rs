@@ -62,6 +62,9 @@ pub enum Timer {
     /// Helper side: how long a re-established peer may take to send its
     /// End-of-RIB before we drop its stale routes.
     GrStale,
+    /// Down after a prefix limit was exceeded: start again when it fires
+    /// (RFC 4271's IdleHoldTimer).
+    IdleHold,
 }
 
 /// What the FSM needs to know about its peer and itself.
@@ -77,6 +80,10 @@ pub struct FsmConfig {
     pub passive: bool,
     /// None: no graceful restart capability.
     pub graceful_restart: Option<GracefulRestart>,
+    /// Helper side: the longest we keep the peer's stale routes, whatever
+    /// Restart Time it announces (each of the restart and the End-of-RIB
+    /// waits is capped by it). None: the peer's time.
+    pub max_stale_time: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -98,6 +105,13 @@ pub enum Event {
     Message(ConnId, BgpMessage),
     /// A message that did not decode; answered with this NOTIFICATION.
     Malformed(ConnId, BgpNotificationMessage),
+    /// The peer sent more prefixes than allowed: Cease / Maximum Number of
+    /// Prefixes Reached (RFC 4486), then down for `restart` seconds.
+    PrefixLimit {
+        afi: Afi,
+        limit: u32,
+        restart: u16,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +166,8 @@ pub struct Fsm {
     /// Families whose routes from this peer are stale (GR helper).
     stale: BTreeSet<Afi>,
     last_error: Option<String>,
+    /// Down after a prefix limit, waiting for [`Timer::IdleHold`].
+    held: bool,
 }
 
 type Actions = Vec<Action>;
@@ -164,6 +180,7 @@ impl Fsm {
             conns: Vec::new(),
             stale: BTreeSet::new(),
             last_error: None,
+            held: false,
         }
     }
 
@@ -226,8 +243,37 @@ impl Fsm {
                     self.notify_and_drop(conn, n, &mut out);
                 }
             }
+            Event::PrefixLimit {
+                afi,
+                limit,
+                restart,
+            } => self.prefix_limit(afi, limit, restart, &mut out),
         }
         out
+    }
+
+    fn prefix_limit(&mut self, afi: Afi, limit: u32, restart: u16, out: &mut Actions) {
+        if self.established().is_none() || self.base == State::Idle {
+            return;
+        }
+        self.set_error(format!(
+            "sent cease: maximum number of prefixes reached (more than {limit}, {afi:?}); \
+             the session stays down for {restart} s"
+        ));
+        // Idle first: dropping the connections must not schedule a retry.
+        self.base = State::Idle;
+        self.held = true;
+        out.push(Action::StopTimer(Timer::ConnectRetry));
+        let ids: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
+        for id in ids {
+            self.notify_and_drop(id, codec::max_prefixes_reached(afi, limit), out);
+        }
+        out.push(Action::StartTimer(Timer::IdleHold, restart.max(1)));
+    }
+
+    /// The restart or End-of-RIB wait, capped by `max_stale_time`.
+    fn stale_cap(&self, secs: u16) -> u16 {
+        self.cfg.max_stale_time.map_or(secs, |m| secs.min(m))
     }
 
     fn set_error(&mut self, e: String) {
@@ -261,6 +307,8 @@ impl Fsm {
         out.push(Action::StopTimer(Timer::ConnectRetry));
         out.push(Action::StopTimer(Timer::GrRestart));
         out.push(Action::StopTimer(Timer::GrStale));
+        out.push(Action::StopTimer(Timer::IdleHold));
+        self.held = false;
         if !self.stale.is_empty() {
             self.stale.clear();
             out.push(Action::PurgeStale(None));
@@ -329,6 +377,12 @@ impl Fsm {
                     }
                 }
             }
+            Timer::IdleHold => {
+                if self.held && self.base == State::Idle {
+                    self.held = false;
+                    self.start(out);
+                }
+            }
             Timer::GrRestart | Timer::GrStale => {
                 // The peer did not come back (or did not finish) in time.
                 if !self.stale.is_empty() && (t == Timer::GrStale || self.established().is_none()) {
@@ -389,7 +443,10 @@ impl Fsm {
                     reason,
                 });
                 out.push(Action::StopTimer(Timer::GrStale));
-                out.push(Action::StartTimer(Timer::GrRestart, g.restart_time));
+                out.push(Action::StartTimer(
+                    Timer::GrRestart,
+                    self.stale_cap(g.restart_time),
+                ));
             }
             None => {
                 self.stale.clear();
@@ -593,7 +650,10 @@ impl Fsm {
                 out.push(Action::PurgeStale(Some(afi)));
             }
             if let Some(gr) = self.cfg.graceful_restart.filter(|_| !self.stale.is_empty()) {
-                out.push(Action::StartTimer(Timer::GrStale, gr.stale_time));
+                out.push(Action::StartTimer(
+                    Timer::GrStale,
+                    self.stale_cap(gr.stale_time),
+                ));
             }
         }
         out.push(Action::Up(conn, neg));

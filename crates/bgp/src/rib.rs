@@ -1,6 +1,13 @@
 //! The RIB: Adj-RIB-In per peer, the Loc-RIB chosen by the decision process,
 //! and Adj-RIB-Out per established peer after the export rules (iBGP split
-//! horizon, route reflection, eBGP next-hop-self and AS_PATH prepend).
+//! horizon, route reflection, eBGP next-hop-self and AS_PATH prepend, the
+//! peer's export filters and communities).
+//!
+//! The Adj-RIB-In keeps every path as received, before policy (soft
+//! reconfiguration inbound), with its [`Verdict`]: a new [`Guard`] or new
+//! filters judge every stored path again and the resulting best-route
+//! changes come out at once, without asking peers to send their routes
+//! again. Only accepted paths take part in the decision process.
 //!
 //! Every change returns a [`RibOutput`]: the best-route changes for the
 //! routing component and the announcements/withdrawals per peer, already
@@ -12,9 +19,11 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::attrs::PathAttrs;
+use crate::attrs::{CommunitySet, PathAttrs};
 use crate::codec::{Afi, ParsedUpdate};
 use crate::decision::{self, Candidate, DEFAULT_LOCAL_PREF};
+use crate::policy::filter::{self, Direction};
+use crate::policy::{BgpFilter, Guard, Reason, Stage, Verdict};
 
 /// The speaker-wide settings the RIB needs.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +31,20 @@ pub struct RibConfig {
     pub router_id: Ipv4Addr,
     /// Route reflector CLUSTER_ID (RFC 4456); defaults to the router ID.
     pub cluster_id: Option<Ipv4Addr>,
+    /// Most paths a best route is installed over (ECMP): paths equal up to
+    /// the router-ID / peer-address tie breakers. 1: the best path only.
+    pub max_paths: usize,
+}
+
+impl RibConfig {
+    /// One path per prefix, the router ID as CLUSTER_ID.
+    pub fn new(router_id: Ipv4Addr) -> RibConfig {
+        RibConfig {
+            router_id,
+            cluster_id: None,
+            max_paths: 1,
+        }
+    }
 }
 
 /// An established peer, as the RIB needs to know it.
@@ -49,7 +72,11 @@ impl PeerInfo {
 /// A best route for the routing component to install.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BestRoute {
+    /// The best path's next hop.
     pub next_hop: IpAddr,
+    /// Every next hop to install (ECMP), sorted and without duplicates;
+    /// `next_hop` alone unless `max_paths` > 1 and equal paths exist.
+    pub next_hops: Vec<IpAddr>,
     /// The peer it was learned from.
     pub peer: IpAddr,
     pub attrs: Arc<PathAttrs>,
@@ -85,6 +112,52 @@ impl OutUpdate {
     }
 }
 
+/// A peer's policy: its filters and what its announcements get added.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerPolicy {
+    /// Import and export filters, tried in order (first match wins).
+    pub filters: Vec<BgpFilter>,
+    /// Communities added to everything sent to the peer.
+    pub export_communities: CommunitySet,
+}
+
+/// A peer's prefix counters (`plexusctl bgp status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PrefixCounts {
+    /// In the Adj-RIB-In, before policy.
+    pub received: usize,
+    pub accepted: usize,
+    /// Rejected by the default rules (loops and the guard).
+    pub rejected_by_guard: usize,
+    pub rejected_by_filter: usize,
+    /// In the Adj-RIB-Out.
+    pub sent: usize,
+}
+
+/// One received path with its verdict (`plexusctl bgp routes`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AdjRibInEntry {
+    pub peer: IpAddr,
+    pub prefix: IpNet,
+    #[serde(serialize_with = "serialize_arc")]
+    pub attrs: Arc<PathAttrs>,
+    pub verdict: Verdict,
+    /// Held stale (the peer restarts gracefully).
+    pub stale: bool,
+    /// The Loc-RIB's best path for the prefix.
+    pub best: bool,
+    /// One of the paths the best route is installed over (ECMP; the best
+    /// path too).
+    pub multipath: bool,
+}
+
+fn serialize_arc<S: serde::Serializer, T: serde::Serialize>(
+    v: &Arc<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    T::serialize(v, s)
+}
+
 #[derive(Debug, Default, PartialEq)]
 pub struct RibOutput {
     pub changes: Vec<RouteChange>,
@@ -95,12 +168,17 @@ pub struct RibOutput {
 struct InPath {
     attrs: Arc<PathAttrs>,
     stale: bool,
+    verdict: Verdict,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 struct Best {
     peer: Option<IpAddr>,
     attrs: Arc<PathAttrs>,
+    /// The installed next hops (sorted, no duplicates) and the peers whose
+    /// paths they are; empty for our own prefixes.
+    next_hops: Vec<IpAddr>,
+    paths: Vec<IpAddr>,
 }
 
 #[derive(Debug)]
@@ -111,7 +189,10 @@ pub struct Rib {
     known: HashMap<IpAddr, PeerInfo>,
     up: BTreeSet<IpAddr>,
     adj_in: HashMap<IpAddr, HashMap<IpNet, InPath>>,
-    local: BTreeSet<IpNet>,
+    /// Our own prefixes with the attributes they are announced with.
+    local: BTreeMap<IpNet, Arc<PathAttrs>>,
+    guard: Guard,
+    policies: HashMap<IpAddr, PeerPolicy>,
     loc: BTreeMap<IpNet, Best>,
     adj_out: HashMap<IpAddr, HashMap<IpNet, Arc<PathAttrs>>>,
     /// The exported attributes, one copy of each: most (peer, prefix)
@@ -133,7 +214,9 @@ impl Rib {
             known: HashMap::new(),
             up: BTreeSet::new(),
             adj_in: HashMap::new(),
-            local: BTreeSet::new(),
+            local: BTreeMap::new(),
+            guard: Guard::default(),
+            policies: HashMap::new(),
             loc: BTreeMap::new(),
             adj_out: HashMap::new(),
             interned: HashSet::new(),
@@ -171,12 +254,150 @@ impl Rib {
         self.cfg.cluster_id = id;
     }
 
-    /// Prefixes received from (in Adj-RIB-In) and sent to a peer.
+    /// Prefixes received from (in Adj-RIB-In, before policy) and sent to a
+    /// peer.
     pub fn counts(&self, peer: &IpAddr) -> (usize, usize) {
         (
             self.adj_in.get(peer).map_or(0, HashMap::len),
             self.adj_out.get(peer).map_or(0, HashMap::len),
         )
+    }
+
+    /// A peer's counters: received, accepted, rejected (by stage), sent.
+    pub fn prefix_counts(&self, peer: &IpAddr) -> PrefixCounts {
+        let mut c = PrefixCounts {
+            sent: self.adj_out.get(peer).map_or(0, HashMap::len),
+            ..PrefixCounts::default()
+        };
+        for path in self.adj_in.get(peer).into_iter().flat_map(HashMap::values) {
+            c.received += 1;
+            match path.verdict.reason().map(Reason::stage) {
+                None => c.accepted += 1,
+                Some(Stage::Guard) => c.rejected_by_guard += 1,
+                Some(Stage::Filter) => c.rejected_by_filter += 1,
+            }
+        }
+        c
+    }
+
+    /// Every received path (of one peer, or all), sorted by peer and
+    /// prefix, with its verdict.
+    pub fn adj_rib_in(&self, peer: Option<&IpAddr>) -> Vec<AdjRibInEntry> {
+        let mut v: Vec<AdjRibInEntry> = self
+            .adj_in
+            .iter()
+            .filter(|(a, _)| peer.is_none_or(|p| p == *a))
+            .flat_map(|(a, table)| {
+                table.iter().map(move |(prefix, path)| AdjRibInEntry {
+                    peer: *a,
+                    prefix: *prefix,
+                    attrs: path.attrs.clone(),
+                    verdict: path.verdict.clone(),
+                    stale: path.stale,
+                    best: self.loc.get(prefix).is_some_and(|b| b.peer == Some(*a)),
+                    multipath: self.loc.get(prefix).is_some_and(|b| b.paths.contains(a)),
+                })
+            })
+            .collect();
+        v.sort_by_key(|e| (e.peer, e.prefix));
+        v
+    }
+
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    /// A new guard: every stored path is judged again.
+    pub fn set_guard(&mut self, guard: Guard) -> RibOutput {
+        self.guard = guard.normalised();
+        self.reevaluate(None)
+    }
+
+    /// A peer's new filters and export communities: its stored paths are
+    /// judged again and what it is sent is brought in line.
+    pub fn set_policy(&mut self, addr: IpAddr, policy: PeerPolicy) -> RibOutput {
+        if policy == PeerPolicy::default() {
+            self.policies.remove(&addr);
+        } else {
+            self.policies.insert(addr, policy);
+        }
+        let mut out = self.reevaluate(Some(addr));
+        if self.up.contains(&addr) {
+            let prefixes: Vec<IpNet> = self.loc.keys().copied().collect();
+            for p in prefixes {
+                self.sync_peer(addr, p, &mut out);
+            }
+        }
+        out
+    }
+
+    fn policy(&self, addr: &IpAddr) -> Option<&PeerPolicy> {
+        self.policies.get(addr)
+    }
+
+    /// Judge one path from `info`'s peer: loops, then the guard, then the
+    /// peer's import filters.
+    fn judge(&self, info: &PeerInfo, prefix: &IpNet, attrs: &PathAttrs) -> Verdict {
+        let looped = if info.ibgp() {
+            if attrs.originator_id == Some(self.cfg.router_id) {
+                Some(Reason::OriginatorLoop)
+            } else if attrs.cluster_list.contains(&self.cluster_id()) {
+                Some(Reason::ClusterLoop)
+            } else {
+                None
+            }
+        } else if attrs.contains_as(info.local_as) {
+            Some(Reason::AsPathLoop { asn: info.local_as })
+        } else {
+            None
+        };
+        if let Some(r) = looped {
+            return Verdict::Rejected(r);
+        }
+        if let Err(r) = self.guard.check(&info.addr, prefix, attrs.next_hop) {
+            return Verdict::Rejected(r);
+        }
+        let filters = self.policy(&info.addr).map_or(&[][..], |p| &p.filters);
+        match filter::evaluate(filters, Direction::Import, prefix, attrs, true) {
+            Some((name, rule)) => Verdict::Rejected(Reason::Filter {
+                filter: name.to_string(),
+                rule,
+            }),
+            None => Verdict::Accepted,
+        }
+    }
+
+    /// Judge the stored paths (of one peer, or all) again; recompute the
+    /// prefixes whose acceptance changed.
+    fn reevaluate(&mut self, peer: Option<IpAddr>) -> RibOutput {
+        let mut touched = BTreeSet::new();
+        let addrs: Vec<IpAddr> = self
+            .adj_in
+            .keys()
+            .copied()
+            .filter(|a| peer.is_none_or(|p| p == *a))
+            .collect();
+        for addr in addrs {
+            let Some(info) = self.known.get(&addr).cloned() else {
+                continue;
+            };
+            let Some(mut table) = self.adj_in.remove(&addr) else {
+                continue;
+            };
+            for (prefix, path) in table.iter_mut() {
+                let v = self.judge(&info, prefix, &path.attrs);
+                if v.accepted() != path.verdict.accepted() {
+                    touched.insert(*prefix);
+                }
+                path.verdict = v;
+            }
+            self.adj_in.insert(addr, table);
+        }
+        let mut out = RibOutput::default();
+        for p in touched {
+            self.recompute(p, &mut out);
+        }
+        out
     }
 
     /// The Loc-RIB: every prefix with its best path's attributes and the
@@ -260,51 +481,43 @@ impl Rib {
         out
     }
 
-    /// Routes from a peer's UPDATE (import rules: AS_PATH, ORIGINATOR_ID and
-    /// CLUSTER_LIST loop detection; a route without a next hop is dropped).
+    /// Routes from a peer's UPDATE. Each announced path is stored with its
+    /// verdict (loops, guard, filters); a rejected one replaces (withdraws)
+    /// the peer's earlier path for the prefix.
     pub fn update(&mut self, addr: IpAddr, update: &ParsedUpdate) -> RibOutput {
         let mut out = RibOutput::default();
         let Some(info) = self.known.get(&addr).cloned() else {
             return out;
         };
-        let cluster_id = self.cluster_id();
-        let router_id = self.cfg.router_id;
-        let table = self.adj_in.entry(addr).or_default();
         let mut touched = Vec::new();
+        let mut table = self.adj_in.remove(&addr).unwrap_or_default();
         for p in &update.withdrawn {
-            if table.remove(p).is_some() {
+            if table.remove(p).is_some_and(|old| old.verdict.accepted()) {
                 touched.push(*p);
             }
         }
         if let Some(attrs) = &update.attrs {
-            let looped = if info.ibgp() {
-                attrs.originator_id == Some(router_id) || attrs.cluster_list.contains(&cluster_id)
-            } else {
-                attrs.contains_as(info.local_as)
-            };
             let attrs = Arc::new(attrs.clone());
             for p in &update.announced {
-                let usable = attrs.next_hop.is_some_and(|nh| match (p, nh) {
-                    (IpNet::V4(_), _) => true,
-                    (IpNet::V6(_), nh) => nh.is_ipv6(),
-                });
-                if looped || !usable {
-                    // Treat as a withdrawal of any earlier path.
-                    if table.remove(p).is_some() {
-                        touched.push(*p);
-                    }
-                    continue;
+                let verdict = self.judge(&info, p, &attrs);
+                let accepted = verdict.accepted();
+                if let Some(r) = verdict.reason() {
+                    tracing::debug!(peer = %addr, prefix = %p, reason = %r, "BGP path rejected");
                 }
-                table.insert(
+                let old = table.insert(
                     *p,
                     InPath {
                         attrs: attrs.clone(),
                         stale: false,
+                        verdict,
                     },
                 );
-                touched.push(*p);
+                if accepted || old.is_some_and(|o| o.verdict.accepted()) {
+                    touched.push(*p);
+                }
             }
         }
+        self.adj_in.insert(addr, table);
         for p in touched {
             self.recompute(p, &mut out);
         }
@@ -313,23 +526,33 @@ impl Rib {
 
     /// Announce one of our own prefixes (the node's blocks).
     pub fn originate(&mut self, prefix: IpNet) -> RibOutput {
+        self.originate_with(prefix, &CommunitySet::default())
+    }
+
+    /// Announce one of our own prefixes with communities (a pool's); an
+    /// originated prefix given new communities is announced again.
+    pub fn originate_with(&mut self, prefix: IpNet, communities: &CommunitySet) -> RibOutput {
         let mut out = RibOutput::default();
-        if self.local.insert(prefix) {
-            self.recompute(prefix, &mut out);
+        let mut attrs = PathAttrs::local();
+        attrs.add_communities(communities);
+        if self.local.get(&prefix).is_some_and(|a| **a == attrs) {
+            return out;
         }
+        self.local.insert(prefix, Arc::new(attrs));
+        self.recompute(prefix, &mut out);
         out
     }
 
     pub fn withdraw_local(&mut self, prefix: IpNet) -> RibOutput {
         let mut out = RibOutput::default();
-        if self.local.remove(&prefix) {
+        if self.local.remove(&prefix).is_some() {
             self.recompute(prefix, &mut out);
         }
         out
     }
 
     pub fn originated(&self) -> impl Iterator<Item = &IpNet> {
-        self.local.iter()
+        self.local.keys()
     }
 
     /// Everything a peer was sent for one family (ROUTE-REFRESH).
@@ -348,47 +571,71 @@ impl Rib {
     }
 
     fn best_of(&self, prefix: &IpNet) -> Option<Best> {
-        let local_attrs = Arc::new(PathAttrs::local());
-        let mut cands: Vec<(Candidate, Best)> = Vec::new();
-        if self.local.contains(prefix) {
+        let mut cands: Vec<(Candidate, Option<IpAddr>, &Arc<PathAttrs>)> = Vec::new();
+        if let Some(local_attrs) = self.local.get(prefix) {
             let c = Candidate {
-                attrs: &local_attrs,
+                attrs: local_attrs,
                 peer: None,
                 ibgp: false,
                 peer_router_id: self.cfg.router_id,
             };
-            let b = Best {
-                peer: None,
-                attrs: local_attrs.clone(),
-            };
-            cands.push((c, b));
+            cands.push((c, None, local_attrs));
         }
         for (addr, table) in &self.adj_in {
             let (Some(path), Some(info)) = (table.get(prefix), self.known.get(addr)) else {
                 continue;
             };
+            if !path.verdict.accepted() {
+                continue;
+            }
             let c = Candidate {
                 attrs: &path.attrs,
                 peer: Some(*addr),
                 ibgp: info.ibgp(),
                 peer_router_id: info.router_id,
             };
-            let b = Best {
-                peer: Some(*addr),
-                attrs: path.attrs.clone(),
-            };
-            cands.push((c, b));
+            cands.push((c, Some(*addr), &path.attrs));
         }
-        cands
-            .into_iter()
-            .min_by(|a, b| decision::compare(&a.0, &b.0))
-            .map(|(_, b)| b)
+        // min_by, not a sort: the MED rule is not transitive, so the order
+        // is not total.
+        let (best, peer, attrs) = cands.iter().min_by(|a, b| decision::compare(&a.0, &b.0))?;
+        let mut best_route = Best {
+            peer: *peer,
+            attrs: (*attrs).clone(),
+            next_hops: Vec::new(),
+            paths: Vec::new(),
+        };
+        if let (Some(p), Some(nh)) = (peer, attrs.next_hop) {
+            best_route.paths.push(*p);
+            best_route.next_hops.push(nh);
+            // The paths equal to the best up to the tie breakers, in
+            // tie-breaker order (total: peer addresses differ).
+            let mut equal: Vec<_> = cands
+                .iter()
+                .filter(|(c, p, _)| {
+                    p.is_some() && *p != *peer && decision::multipath_equal(best, c)
+                })
+                .collect();
+            equal.sort_by(|a, b| decision::tie_break(&a.0, &b.0));
+            let room = self.cfg.max_paths.max(1) - 1;
+            for (_, p, a) in equal.into_iter().take(room) {
+                // Accepted learned paths always have both.
+                if let (Some(p), Some(nh)) = (p, a.next_hop) {
+                    best_route.paths.push(*p);
+                    best_route.next_hops.push(nh);
+                }
+            }
+            best_route.next_hops.sort();
+            best_route.next_hops.dedup();
+        }
+        Some(best_route)
     }
 
     fn install_view(best: Option<&Best>) -> Option<BestRoute> {
         let b = best?;
         Some(BestRoute {
             next_hop: b.attrs.next_hop?,
+            next_hops: b.next_hops.clone(),
             peer: b.peer?,
             attrs: b.attrs.clone(),
         })
@@ -457,6 +704,19 @@ impl Rib {
             IpNet::V4(_) => to.next_hop_v4.map(IpAddr::V4),
             IpNet::V6(_) => to.next_hop_v6.map(IpAddr::V6),
         };
+        let policy = self.policy(&to.addr);
+        let filters = policy.map_or(&[][..], |p| &p.filters);
+        if filter::evaluate(
+            filters,
+            Direction::Export,
+            prefix,
+            &best.attrs,
+            best.peer.is_some(),
+        )
+        .is_some()
+        {
+            return None;
+        }
         let from = best.peer.and_then(|p| self.known.get(&p));
         let mut attrs = (*best.attrs).clone();
         if to.ibgp() {
@@ -488,6 +748,9 @@ impl Rib {
                 attrs.med = None;
             }
             attrs.prepend(to.local_as);
+        }
+        if let Some(p) = policy {
+            attrs.add_communities(&p.export_communities);
         }
         Some(attrs)
     }

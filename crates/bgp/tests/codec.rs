@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use netgauze_bgp_pkt::BgpMessage;
-use plexus_bgp::attrs::{AsSegment, Origin, PathAttrs};
+use plexus_bgp::attrs::{AsSegment, LargeCommunity, Origin, PathAttrs};
 use plexus_bgp::codec::{self, Afi, EncodeOptions, HEADER_LEN};
 
 fn header(len: u16, kind: u8) -> Vec<u8> {
@@ -126,6 +126,7 @@ fn attrs(nh: IpAddr) -> PathAttrs {
         local_pref: Some(200),
         atomic_aggregate: false,
         communities: vec![0xfde8_0001],
+        large_communities: vec![LargeCommunity::new(4_200_000_000, 1, 2)],
         originator_id: Some(Ipv4Addr::new(1, 1, 1, 1)),
         cluster_list: vec![Ipv4Addr::new(2, 2, 2, 2)],
         other: vec![],
@@ -236,18 +237,23 @@ fn end_of_rib_markers_round_trip() {
 
 #[test]
 fn optional_transitive_attributes_are_passed_on_unknown_ones_marked_partial() {
-    use netgauze_bgp_pkt::community::LargeCommunity;
+    use netgauze_bgp_pkt::community::{ExtendedCommunity, TransitiveTwoOctetExtendedCommunity};
     use netgauze_bgp_pkt::path_attribute::{
-        LargeCommunities, PathAttribute, PathAttributeValue, UnknownAttribute,
+        ExtendedCommunities, PathAttribute, PathAttributeValue, UnknownAttribute,
     };
     let large = PathAttribute::from(
         true,
         true,
         false,
         false,
-        PathAttributeValue::LargeCommunities(LargeCommunities::new(vec![LargeCommunity::new(
-            1, 2, 3,
-        )])),
+        PathAttributeValue::ExtendedCommunities(ExtendedCommunities::new(vec![
+            ExtendedCommunity::TransitiveTwoOctet(
+                TransitiveTwoOctetExtendedCommunity::RouteTarget {
+                    global_admin: 65000,
+                    local_admin: 7,
+                },
+            ),
+        ])),
     )
     .unwrap();
     let unknown = PathAttribute::from(

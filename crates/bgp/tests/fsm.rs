@@ -95,6 +95,7 @@ fn cfg() -> FsmConfig {
         connect_retry: 30,
         passive: false,
         graceful_restart: None,
+        max_stale_time: None,
     }
 }
 
@@ -695,4 +696,118 @@ fn a_late_outgoing_connection_is_closed_when_already_established() {
     assert_eq!(closed(&a), vec![3]);
     assert!(sent(&a).is_empty());
     assert_eq!(h.fsm.established().unwrap().0, 2);
+}
+
+// ---- per-peer limits ----
+
+#[test]
+fn a_prefix_limit_resets_with_cease_and_holds_the_peer_down_for_its_restart_time() {
+    let mut h = Harness::new(cfg());
+    h.establish(open(65002, 90, [10, 0, 0, 2]));
+    let a = h.ev(Event::PrefixLimit {
+        afi: Afi::Ipv6,
+        limit: 100,
+        restart: 30,
+    });
+    // Cease / Maximum Number of Prefixes Reached, data = AFI 2, SAFI 1,
+    // limit 100 (RFC 4486 §4).
+    let sent = a
+        .iter()
+        .find_map(|a| match a {
+            Action::Send(1, BgpMessage::Notification(n)) => Some(n.clone()),
+            _ => None,
+        })
+        .expect("a NOTIFICATION");
+    assert_eq!(codec::notification_code(&sent), (6, 1));
+    let bytes = codec::encode(&BgpMessage::Notification(sent));
+    assert_eq!(&bytes[codec::HEADER_LEN + 2..], &[0, 2, 1, 0, 0, 0, 100]);
+    assert!(a.contains(&Action::Close(1)));
+    assert!(a.contains(&Action::Down {
+        graceful: false,
+        reason: h.fsm.last_error().unwrap().to_string()
+    }));
+    assert_eq!(h.fsm.state(), State::Idle);
+    let why = h.fsm.last_error().unwrap();
+    assert!(
+        why.contains("maximum number of prefixes") && why.contains("30 s"),
+        "{why}"
+    );
+    // Down: no connect, and the peer's own connection is refused.
+    assert!(!h.timers.contains_key(&Timer::ConnectRetry));
+    let a = h.ev(Event::Connected {
+        conn: 2,
+        dir: Direction::Incoming,
+    });
+    assert_eq!(a, vec![Action::Close(2)]);
+    assert!(!h.advance(29).contains(&Action::Connect));
+    assert_eq!(h.fsm.state(), State::Idle);
+    // After the restart time it starts again.
+    assert!(h.advance(1).contains(&Action::Connect));
+    assert_eq!(h.fsm.state(), State::Connect);
+}
+
+#[test]
+fn a_prefix_limit_without_a_session_or_after_a_stop_does_nothing() {
+    let mut h = Harness::new(cfg());
+    h.ev(Event::Start);
+    let limit = Event::PrefixLimit {
+        afi: Afi::Ipv4,
+        limit: 1,
+        restart: 5,
+    };
+    assert!(h.ev(limit).is_empty());
+    h.establish(open(65002, 90, [10, 0, 0, 2]));
+    h.ev(Event::PrefixLimit {
+        afi: Afi::Ipv4,
+        limit: 1,
+        restart: 5,
+    });
+    // Stopped while held down: it stays stopped.
+    h.ev(Event::Stop);
+    assert!(!h.advance(10).contains(&Action::Connect));
+    assert_eq!(h.fsm.state(), State::Idle);
+}
+
+#[test]
+fn a_per_peer_restart_time_is_announced_and_caps_how_long_stale_routes_stay() {
+    let mut c = gr_cfg();
+    c.graceful_restart = c.graceful_restart.map(|mut g| {
+        g.restart_time = 45;
+        g
+    });
+    c.max_stale_time = Some(45);
+    let mut h = Harness::new(c);
+    let gr = h
+        .fsm
+        .open_message()
+        .capabilities()
+        .into_iter()
+        .find_map(|c| match c {
+            BgpCapability::GracefulRestartCapability(g) => Some(g.time()),
+            _ => None,
+        });
+    assert_eq!(gr, Some(45));
+    // The peer asks for 300 s; we keep its routes 45 s at most.
+    h.establish(open_gr(65002, 90, [10, 0, 0, 2], Some((300, false, true))));
+    h.ev(Event::Closed(1));
+    assert_eq!(h.timers.get(&Timer::GrRestart), Some(&45));
+    assert!(h.advance(45).contains(&Action::PurgeStale(None)));
+
+    // The End-of-RIB wait after it comes back is capped too (default 360).
+    let mut c = gr_cfg();
+    c.max_stale_time = Some(45);
+    let mut h = Harness::new(c);
+    h.establish(open_gr(65002, 90, [10, 0, 0, 2], Some((30, false, true))));
+    h.ev(Event::Closed(1));
+    assert_eq!(h.timers.get(&Timer::GrRestart), Some(&30));
+    h.ev(Event::Connected {
+        conn: 2,
+        dir: Direction::Incoming,
+    });
+    h.ev(Event::Message(
+        2,
+        BgpMessage::Open(open_gr(65002, 90, [10, 0, 0, 2], Some((30, true, true)))),
+    ));
+    h.ev(Event::Message(2, BgpMessage::KeepAlive));
+    assert_eq!(h.timers.get(&Timer::GrStale), Some(&(h.now + 45)));
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use plexus_bgp::attrs::{AsSegment, Origin, PathAttrs};
 use plexus_bgp::codec::{Afi, ParsedUpdate};
+use plexus_bgp::policy::{Reason, Verdict};
 use plexus_bgp::rib::{PeerInfo, Rib, RibConfig, RibOutput};
 
 const LOCAL_AS: u32 = 64512;
@@ -23,10 +24,7 @@ fn net(s: &str) -> IpNet {
 }
 
 fn rib() -> Rib {
-    Rib::new(RibConfig {
-        router_id: ME,
-        cluster_id: None,
-    })
+    Rib::new(RibConfig::new(ME))
 }
 
 /// A peer at 10.0.0.N with router ID N.N.N.N.
@@ -294,13 +292,18 @@ fn ebgp_export_drops_a_foreign_med_and_loops_are_refused() {
     let to4 = sent_to(&out, 4);
     assert_eq!(to4[0].1.med, None);
     assert_eq!(to4[0].1.as_path[0].asns, vec![LOCAL_AS, 65001]);
-    // A path that already holds our AS is a loop: ignored.
+    // A path that already holds our AS is a loop: kept, rejected.
     let out = r.update(
         ip("10.0.0.4"),
         &announce("172.16.0.0/12", path(&[65002, LOCAL_AS], "10.0.0.4")),
     );
-    assert!(out.changes.is_empty());
-    assert_eq!(r.counts(&ip("10.0.0.4")).0, 0);
+    assert!(out.changes.is_empty() && out.out.is_empty());
+    let c = r.prefix_counts(&ip("10.0.0.4"));
+    assert_eq!((c.received, c.accepted, c.rejected_by_guard), (1, 0, 1));
+    assert_eq!(
+        r.adj_rib_in(Some(&ip("10.0.0.4")))[0].verdict,
+        Verdict::Rejected(Reason::AsPathLoop { asn: LOCAL_AS })
+    );
 }
 
 #[test]
@@ -388,7 +391,15 @@ fn reflection_loops_are_refused() {
         .update(ip("10.0.0.2"), &announce("10.2.0.0/24", looped))
         .changes
         .is_empty());
-    assert_eq!(r.counts(&ip("10.0.0.2")).0, 0);
+    let verdicts: Vec<Verdict> = r.adj_rib_in(None).into_iter().map(|e| e.verdict).collect();
+    assert_eq!(
+        verdicts,
+        vec![
+            Verdict::Rejected(Reason::OriginatorLoop),
+            Verdict::Rejected(Reason::ClusterLoop)
+        ]
+    );
+    assert_eq!(r.prefix_counts(&ip("10.0.0.2")).accepted, 0);
 }
 
 #[test]

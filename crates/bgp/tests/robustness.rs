@@ -63,6 +63,7 @@ fn templates() -> Vec<Vec<u8>> {
         connect_retry: 30,
         passive: false,
         graceful_restart: Some(Default::default()),
+        max_stale_time: None,
     });
     msgs.push(BgpMessage::Open(fsm.open_message()));
     msgs.push(BgpMessage::KeepAlive);
@@ -117,10 +118,7 @@ fn receive(bytes: &[u8], rib: &mut Rib, asn4: bool) -> bool {
 
 #[test]
 fn templates_all_decode() {
-    let mut rib = Rib::new(RibConfig {
-        router_id: Ipv4Addr::new(10, 0, 0, 1),
-        cluster_id: None,
-    });
+    let mut rib = Rib::new(RibConfig::new(Ipv4Addr::new(10, 0, 0, 1)));
     rib.peer_up(peer());
     for (i, t) in templates().iter().enumerate() {
         // Each template decodes with one of the two AS encodings.
@@ -132,10 +130,7 @@ fn templates_all_decode() {
 #[test]
 fn mutated_and_random_messages_never_panic() {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-    let mut rib = Rib::new(RibConfig {
-        router_id: Ipv4Addr::new(10, 0, 0, 1),
-        cluster_id: None,
-    });
+    let mut rib = Rib::new(RibConfig::new(Ipv4Addr::new(10, 0, 0, 1)));
     rib.peer_up(peer());
     let templates = templates();
     let (mut accepted, mut rejected) = (0, 0);
@@ -185,6 +180,7 @@ fn fsm_survives_garbage_in_every_state() {
             connect_retry: 30,
             passive: false,
             graceful_restart: Some(Default::default()),
+            max_stale_time: None,
         });
         fsm.handle(Event::Start);
         fsm.handle(Event::Connected {

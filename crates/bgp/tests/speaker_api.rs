@@ -9,7 +9,7 @@ use plexus_bgp::{BgpError, PeerConfig, Speaker, SpeakerConfig};
 
 fn cfg() -> SpeakerConfig {
     let mut c = SpeakerConfig::new(Ipv4Addr::new(10, 0, 0, 1), 64512);
-    c.listen = None;
+    c.listen = Vec::new();
     c
 }
 
@@ -96,5 +96,60 @@ async fn originated_prefixes_are_in_the_loc_rib_and_not_in_the_feed() {
     s.withdraw("10.244.1.0/26".parse().unwrap()).await.unwrap();
     assert_eq!(s.loc_rib().await.unwrap().len(), 1);
     assert!(feed.try_recv().is_err());
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn per_peer_settings_are_checked_and_a_password_never_shows() {
+    use plexus_bgp::policy::{BgpFilter, FilterAction, FilterRule, MatchOperator};
+    use plexus_bgp::speaker::{MaxPrefixes, Password};
+    let (s, _feed) = Speaker::start(cfg()).await.unwrap();
+    let mut p = passive("10.0.0.2", 65001);
+    p.password = Some(Password::new("x".repeat(81)));
+    let e = s.add_peer(p.clone()).await.unwrap_err();
+    assert!(e.to_string().contains("1 to 80 bytes"), "{e}");
+    p.password = Some(Password::new("s3cret"));
+    assert!(!format!("{p:?}").contains("s3cret"));
+    p.ttl_security = Some(0);
+    assert!(s.add_peer(p.clone()).await.is_err());
+    p.ttl_security = Some(1);
+    p.max_prefixes = Some(MaxPrefixes {
+        limit: 0,
+        restart: 10,
+    });
+    assert!(s.add_peer(p.clone()).await.is_err());
+    p.max_prefixes = Some(MaxPrefixes {
+        limit: 100,
+        restart: 10,
+    });
+    p.filters = vec![BgpFilter {
+        name: "bad".into(),
+        import_v4: vec![FilterRule::new(FilterAction::Reject)
+            .cidr(MatchOperator::In, "fd00::/8".parse().unwrap())],
+        ..BgpFilter::default()
+    }];
+    let e = s.add_peer(p.clone()).await.unwrap_err();
+    assert!(e.to_string().contains("filter \"bad\""), "{e}");
+    p.filters.clear();
+    // No listener: a password is only used on outgoing connections.
+    s.add_peer(p.clone()).await.unwrap();
+    let st = &s.status().await.unwrap()[0];
+    assert!(
+        st.last_error.as_deref().unwrap_or("").contains("TCP MD5"),
+        "{st:?}"
+    );
+    // Updates are checked the same way, and need the peer to exist.
+    let mut q = p.clone();
+    q.max_prefixes = Some(MaxPrefixes {
+        limit: 1,
+        restart: 0,
+    });
+    assert!(s.update_peer(q).await.is_err());
+    let mut other = p.clone();
+    other.address = "10.0.0.9".parse().unwrap();
+    assert!(matches!(
+        s.update_peer(other).await,
+        Err(BgpError::NoSuchPeer(_))
+    ));
     s.shutdown().await;
 }

@@ -44,4 +44,4 @@ pub use link::{
 pub use mac::MacAddr;
 pub use neigh::Neighbour;
 pub use netns::{create_named, delete_named, Netns};
-pub use route::{Route, RouteFilter, RouteKind, Scope};
+pub use route::{NextHop, Route, RouteFilter, RouteKind, Scope};

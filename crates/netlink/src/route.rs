@@ -1,12 +1,13 @@
-//! Routes: add, replace, delete, list.
+//! Routes: add, replace, delete, list; single-path and multipath (ECMP,
+//! RTA_MULTIPATH).
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
-    RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric, RouteNextHop,
+    RouteNextHopFlags, RouteProtocol, RouteScope, RouteType,
 };
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
@@ -41,6 +42,43 @@ pub enum RouteKind {
     Other(u8),
 }
 
+/// One path of a multipath route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NextHop {
+    pub gateway: Option<IpAddr>,
+    /// Output link index.
+    pub oif: Option<u32>,
+    /// Relative weight, 1 to 256 (the kernel's rtnh_hops + 1).
+    pub weight: u16,
+    pub onlink: bool,
+}
+
+impl NextHop {
+    /// A path via `gateway`, weight 1.
+    pub fn via(gateway: IpAddr) -> NextHop {
+        NextHop {
+            gateway: Some(gateway),
+            oif: None,
+            weight: 1,
+            onlink: false,
+        }
+    }
+    pub fn dev(mut self, index: u32) -> Self {
+        self.oif = Some(index);
+        self
+    }
+    /// Clamped to 1..=256.
+    pub fn weight(mut self, weight: u16) -> Self {
+        self.weight = weight.clamp(1, 256);
+        self
+    }
+    pub fn onlink(mut self) -> Self {
+        self.onlink = true;
+        self
+    }
+}
+
 /// A route: what to add/replace/delete, and what listing returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -63,6 +101,9 @@ pub struct Route {
     pub kind: RouteKind,
     /// Protocol (RTPROT_*); None = "boot" when adding.
     pub protocol: Option<u8>,
+    /// Several paths (ECMP); empty for a single-path route, which uses
+    /// `gateway` / `oif`. A multipath route has no top-level gateway.
+    pub multipath: Vec<NextHop>,
 }
 
 impl Route {
@@ -81,6 +122,7 @@ impl Route {
             src: None,
             kind: RouteKind::Unicast,
             protocol: None,
+            multipath: Vec::new(),
         }
     }
     /// `0.0.0.0/0` (v4) or `::/0` (v6) via `gateway`.
@@ -135,13 +177,26 @@ impl Route {
         self.protocol = Some(proto);
         self
     }
+    /// A multipath route over `hops` (one hop is the same as `via`).
+    pub fn multipath(mut self, hops: Vec<NextHop>) -> Self {
+        self.multipath = hops;
+        self
+    }
     pub fn is_default(&self) -> bool {
         self.dst.prefix_len() == 0
     }
 
     fn validate(&self) -> Result<()> {
         let v4 = self.dst.addr().is_ipv4();
-        for ip in self.gateway.iter().chain(self.src.iter()) {
+        if !self.multipath.is_empty() && self.gateway.is_some() {
+            return Err(Error::invalid(
+                "route",
+                format!("{self:?}"),
+                "a route has either a gateway or several next hops",
+            ));
+        }
+        let hop_gws = self.multipath.iter().filter_map(|h| h.gateway.as_ref());
+        for ip in self.gateway.iter().chain(self.src.iter()).chain(hop_gws) {
             if ip.is_ipv4() != v4 {
                 return Err(Error::invalid(
                     "route",
@@ -157,6 +212,18 @@ impl Route {
         let mut s = format!("{}", self.dst);
         if let Some(gw) = self.gateway {
             s += &format!(" via {gw}");
+        }
+        for h in &self.multipath {
+            s += " nexthop";
+            if let Some(gw) = h.gateway {
+                s += &format!(" via {gw}");
+            }
+            if let Some(i) = h.oif {
+                s += &format!(" dev #{i}");
+            }
+            if h.weight != 1 {
+                s += &format!(" weight {}", h.weight);
+            }
         }
         if let Some(i) = self.oif {
             s += &format!(" dev #{i}");
@@ -261,6 +328,7 @@ pub(crate) fn route_msg(r: &Route, for_delete: bool) -> RouteMessage {
             Some(s) => scope_to(s),
             None if r.kind == RouteKind::Local => RouteScope::Host,
             None if r.gateway.is_none()
+                && r.multipath.is_empty()
                 && r.dst.addr().is_ipv4()
                 && r.kind == RouteKind::Unicast =>
             {
@@ -287,6 +355,25 @@ pub(crate) fn route_msg(r: &Route, for_delete: bool) -> RouteMessage {
     }
     if let Some(i) = r.oif {
         a.push(RouteAttribute::Oif(i));
+    }
+    if !r.multipath.is_empty() {
+        let hops = r
+            .multipath
+            .iter()
+            .map(|h| {
+                let mut n = RouteNextHop::default();
+                if h.onlink {
+                    n.flags |= RouteNextHopFlags::Onlink;
+                }
+                n.hops = u8::try_from(h.weight.clamp(1, 256) - 1).unwrap_or(u8::MAX);
+                n.interface_index = h.oif.unwrap_or(0);
+                if let Some(gw) = h.gateway {
+                    n.attributes.push(RouteAttribute::Gateway(route_addr(gw)));
+                }
+                n
+            })
+            .collect();
+        a.push(RouteAttribute::MultiPath(hops));
     }
     if let Some(p) = r.metric {
         a.push(RouteAttribute::Priority(p));
@@ -331,6 +418,20 @@ pub(crate) fn parse_route(m: &RouteMessage) -> Option<Route> {
             RouteAttribute::Table(t) => r.table = *t,
             RouteAttribute::Priority(p) => r.metric = Some(*p),
             RouteAttribute::PrefSource(s) => r.src = from_route_addr(s),
+            RouteAttribute::MultiPath(hops) => {
+                r.multipath = hops
+                    .iter()
+                    .map(|n| NextHop {
+                        gateway: n.attributes.iter().find_map(|a| match a {
+                            RouteAttribute::Gateway(g) => from_route_addr(g),
+                            _ => None,
+                        }),
+                        oif: (n.interface_index != 0).then_some(n.interface_index),
+                        weight: u16::from(n.hops) + 1,
+                        onlink: n.flags.contains(RouteNextHopFlags::Onlink),
+                    })
+                    .collect()
+            }
             RouteAttribute::Metrics(ms) => {
                 for metric in ms {
                     match metric {
@@ -504,6 +605,31 @@ mod tests {
             (back.table, back.metric, back.mtu, back.advmss, back.onlink),
             (1000, Some(50), Some(1400), Some(1360), true)
         );
+    }
+
+    #[test]
+    fn multipath_round_trips_and_is_validated() {
+        let r = Route::new("10.50.0.0/24".parse().unwrap()).multipath(vec![
+            NextHop::via("10.20.0.2".parse().unwrap()),
+            NextHop::via("10.20.0.3".parse().unwrap())
+                .dev(4)
+                .weight(3)
+                .onlink(),
+        ]);
+        r.validate().unwrap();
+        // Gateways are not on-link routes: universe scope, as with `via`.
+        assert_eq!(route_msg(&r, false).header.scope, RouteScope::Universe);
+        let back = parse_route(&route_msg(&r, false)).unwrap();
+        assert_eq!(back.multipath, r.multipath);
+        assert_eq!(back.gateway, None);
+        assert!(r
+            .describe()
+            .contains("nexthop via 10.20.0.3 dev #4 weight 3"));
+        let both = r.clone().via("10.20.0.9".parse().unwrap());
+        assert!(both.validate().is_err());
+        let mixed = Route::new("10.50.0.0/24".parse().unwrap())
+            .multipath(vec![NextHop::via("fd00::1".parse().unwrap())]);
+        assert!(mixed.validate().is_err());
     }
 
     #[test]

@@ -8,8 +8,9 @@ use std::net::IpAddr;
 use common::{root_or_skip, TestNs};
 use ipnet::IpNet;
 use plexus_netlink::{
-    netns, sysctl, AddrOptions, Bridge, BridgePortSettings, BridgeVlan, Fdb, Ipvlan, IpvlanMode,
-    MacAddr, Macvlan, MacvlanMode, Netlink, Netns, Route, RouteFilter, Veth, Vxlan,
+    netns, sysctl, AddrOptions, BatchSocket, Bridge, BridgePortSettings, BridgeVlan, Fdb, Ipvlan,
+    IpvlanMode, MacAddr, Macvlan, MacvlanMode, Netlink, Netns, NextHop, Route, RouteFilter,
+    RtBatch, Veth, Vxlan,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -423,6 +424,122 @@ async fn routes() {
         .unwrap()
         .iter()
         .all(|r| !r.is_default()));
+}
+
+/// `ip -j route show ...` in the test namespace, parsed.
+fn ip_json_routes(ns: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new("ip")
+        .args(["-j", "-n", ns])
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(out.status.success(), "ip {args:?}: {out:?}");
+    serde_json::from_slice(&out.stdout).expect("ip -j output")
+}
+
+/// (gateway, weight) of each `nexthops` entry of the one route listed.
+fn nexthops(routes: &[serde_json::Value]) -> Vec<(String, u64)> {
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    let mut v: Vec<(String, u64)> = routes[0]["nexthops"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no nexthops in {routes:?}"))
+        .iter()
+        .map(|h| {
+            (
+                h["gateway"].as_str().unwrap().to_string(),
+                h["weight"].as_u64().unwrap_or(1),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn multipath_routes_one_by_one_and_in_a_batch() {
+    if !root_or_skip("multipath_routes_one_by_one_and_in_a_batch") {
+        return;
+    }
+    let t = TestNs::new();
+    let nl = t.nl().await;
+    let (i0, _) = veth_pair(&nl, "m0", "m1").await;
+    nl.addr_add(i0, net("10.20.0.1/24")).await.unwrap();
+    nl.addr_add_with(
+        i0,
+        net("fd00:20::1/64"),
+        AddrOptions {
+            nodad: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // One request: two next hops, one weighted.
+    let r = Route::new(net("10.50.0.0/24"))
+        .protocol(112)
+        .multipath(vec![
+            NextHop::via(ip("10.20.0.2")),
+            NextHop::via(ip("10.20.0.3")).weight(3),
+        ]);
+    nl.route_replace(&r).await.unwrap();
+    let shown = ip_json_routes(&t.name, &["route", "show", "10.50.0.0/24"]);
+    assert_eq!(
+        nexthops(&shown),
+        vec![("10.20.0.2".into(), 1), ("10.20.0.3".into(), 3)]
+    );
+    assert_eq!(shown[0]["protocol"], "112");
+    // Our own listing reads it back the same way.
+    let listed = nl.routes(RouteFilter::v4()).await.unwrap();
+    let got = listed
+        .iter()
+        .find(|x| x.dst == net("10.50.0.0/24"))
+        .unwrap();
+    let mut gws: Vec<_> = got.multipath.iter().map(|h| h.gateway).collect();
+    gws.sort();
+    assert_eq!(gws, vec![Some(ip("10.20.0.2")), Some(ip("10.20.0.3"))]);
+    assert!(got.multipath.iter().all(|h| h.oif == Some(i0)));
+
+    // Replaced by a single path, then by three in a batch, with IPv6.
+    nl.route_replace(&Route::new(net("10.50.0.0/24")).via(ip("10.20.0.4")))
+        .await
+        .unwrap();
+    let shown = ip_json_routes(&t.name, &["route", "show", "10.50.0.0/24"]);
+    assert_eq!(shown[0]["gateway"], "10.20.0.4");
+    assert!(shown[0].get("nexthops").is_none());
+    let mut b = RtBatch::new();
+    b.route_replace(&Route::new(net("10.50.0.0/24")).multipath(vec![
+        NextHop::via(ip("10.20.0.2")),
+        NextHop::via(ip("10.20.0.3")),
+        NextHop::via(ip("10.20.0.4")),
+    ]));
+    b.route_replace(&Route::new(net("fd50::/64")).multipath(vec![
+        NextHop::via(ip("fd00:20::2")).dev(i0),
+        NextHop::via(ip("fd00:20::3")).dev(i0),
+    ]));
+    let mut sock = BatchSocket::open(&t.ns).await.unwrap();
+    let report = sock.apply(&b).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.failed);
+    let shown = ip_json_routes(&t.name, &["route", "show", "10.50.0.0/24"]);
+    assert_eq!(
+        nexthops(&shown),
+        vec![
+            ("10.20.0.2".into(), 1),
+            ("10.20.0.3".into(), 1),
+            ("10.20.0.4".into(), 1)
+        ]
+    );
+    let shown6 = ip_json_routes(&t.name, &["-6", "route", "show", "fd50::/64"]);
+    assert_eq!(
+        nexthops(&shown6),
+        vec![("fd00:20::2".into(), 1), ("fd00:20::3".into(), 1)]
+    );
+
+    // Deleting the prefix takes every path.
+    nl.route_del(&Route::new(net("10.50.0.0/24")))
+        .await
+        .unwrap();
+    assert!(ip_json_routes(&t.name, &["route", "show", "10.50.0.0/24"]).is_empty());
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! that sends what the core queues; outgoing connects; refusals.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use netgauze_bgp_pkt::notification::CeaseError;
@@ -11,7 +12,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::Internal;
+use super::{sockopt, Internal, Password};
 use crate::codec;
 use crate::fsm::ConnId;
 
@@ -95,31 +96,61 @@ pub(super) fn open(
     })
 }
 
+/// How to open an outgoing connection.
+pub(super) struct ConnectOptions {
+    pub(super) to: SocketAddr,
+    pub(super) source: Option<IpAddr>,
+    pub(super) password: Option<Password>,
+    pub(super) ttl_security: Option<u8>,
+    /// Give up after this long.
+    pub(super) limit: Duration,
+}
+
+/// Why a connect failed.
+#[derive(Debug)]
+pub(super) enum ConnectError {
+    /// No answer in time (SYNs dropped: no route, a firewall, or a TCP MD5
+    /// key the peer does not share).
+    TimedOut,
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::TimedOut => f.write_str("timed out"),
+            ConnectError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// Open an outgoing connection in the background; the outcome comes back
 /// to the core as an [`Internal`] event.
-pub(super) fn connect(
-    peer: IpAddr,
-    to: SocketAddr,
-    source: Option<IpAddr>,
-    limit: Duration,
-    tx: mpsc::UnboundedSender<Internal>,
-) {
+pub(super) fn connect(peer: IpAddr, opts: ConnectOptions, tx: mpsc::UnboundedSender<Internal>) {
     tokio::spawn(async move {
+        let to = opts.to;
         let attempt = async {
             let sock = if to.is_ipv4() {
                 TcpSocket::new_v4()?
             } else {
                 TcpSocket::new_v6()?
             };
-            if let Some(src) = source {
+            // Both before the SYN: it is signed, and leaves with TTL 255.
+            if let Some(p) = &opts.password {
+                sockopt::set_md5(sock.as_raw_fd(), to.is_ipv6(), to.ip(), Some(p.as_bytes()))?;
+            }
+            if let Some(hops) = opts.ttl_security {
+                sockopt::set_ttl_security(sock.as_raw_fd(), to.ip(), hops)?;
+            }
+            if let Some(src) = opts.source {
                 sock.bind(SocketAddr::new(src, 0))?;
             }
             sock.connect(to).await
         };
-        let ev = match tokio::time::timeout(limit, attempt).await {
+        let ev = match tokio::time::timeout(opts.limit, attempt).await {
             Ok(Ok(s)) => Internal::Connected(peer, s),
-            Ok(Err(e)) => Internal::ConnectFailed(peer, e.to_string()),
-            Err(_) => Internal::ConnectFailed(peer, "timed out".into()),
+            Ok(Err(e)) => Internal::ConnectFailed(peer, ConnectError::Io(e)),
+            Err(_) => Internal::ConnectFailed(peer, ConnectError::TimedOut),
         };
         let _ = tx.send(ev);
     });

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,13 +17,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::conn::{self, ConnHandle};
+use super::conn::{self, ConnHandle, ConnectOptions};
+use super::sockopt::{self, Listener};
 use super::{canonical, Command, Internal, PeerConfig, PeerStatus, SpeakerConfig};
 use crate::attrs::PathAttrs;
 use crate::codec::{self, Afi, EncodeOptions};
 use crate::error::BgpError;
 use crate::fsm::{Action, ConnId, Direction, Event, Fsm, FsmConfig, Negotiated, State, Timer};
-use crate::rib::{OutUpdate, PeerInfo, Rib, RibConfig, RibOutput, RouteChange};
+use crate::rib::{OutUpdate, PeerInfo, PeerPolicy, Rib, RibConfig, RibOutput, RouteChange};
 
 struct PeerSlot {
     cfg: PeerConfig,
@@ -33,9 +35,34 @@ struct PeerSlot {
     eor_received: BTreeSet<Afi>,
     /// We sent our End-of-RIB on the current session.
     eor_sent: bool,
+    /// The latest error (the FSM's, or a failed connect), for status.
+    error: Option<String>,
+    /// The FSM's error as last seen, to notice when it changes.
+    fsm_error: Option<String>,
 }
 
 impl PeerSlot {
+    fn policy(&self) -> PeerPolicy {
+        PeerPolicy {
+            filters: self.cfg.filters.clone(),
+            export_communities: self.cfg.export_communities.clone(),
+        }
+    }
+
+    /// What status says went wrong: the latest error; for a peer with a
+    /// TCP MD5 key that never got a connection, the likely cause.
+    fn last_error(&self) -> Option<String> {
+        if self.error.is_some() || self.fsm.established().is_some() {
+            return self.error.clone();
+        }
+        self.cfg.password.as_ref().map(|_| {
+            "no TCP connection with the peer yet; TCP MD5 is configured, and segments \
+             without the same key are dropped unseen (a wrong or missing password on \
+             the peer is the likely cause)"
+                .to_string()
+        })
+    }
+
     /// The peer's initial table is complete (End-of-RIB for every family).
     fn synced(&self) -> bool {
         self.fsm
@@ -57,6 +84,9 @@ impl PeerSlot {
 
 pub(super) struct Core {
     cfg: SpeakerConfig,
+    listeners: Vec<Arc<Listener>>,
+    /// The listeners send with TTL 255 (a GTSM peer was configured).
+    listeners_ttl_255: bool,
     rib: Rib,
     peers: HashMap<IpAddr, PeerSlot>,
     conns: HashMap<ConnId, ConnHandle>,
@@ -75,6 +105,7 @@ pub(super) struct Core {
 impl Core {
     pub(super) fn new(
         cfg: SpeakerConfig,
+        listeners: Vec<Arc<Listener>>,
         tx: mpsc::UnboundedSender<Internal>,
         feed: mpsc::UnboundedSender<RouteChange>,
     ) -> Core {
@@ -82,12 +113,18 @@ impl Core {
             .graceful_restart
             .filter(|g| g.restarting)
             .map(|g| Instant::now() + Duration::from_secs(u64::from(g.restart_time)));
+        let mut rib = Rib::new(RibConfig {
+            router_id: cfg.router_id,
+            cluster_id: cfg.cluster_id,
+            max_paths: cfg.max_paths,
+        });
+        // Nothing is stored yet: nothing to re-judge.
+        let _ = rib.set_guard(cfg.guard.clone());
         Core {
-            rib: Rib::new(RibConfig {
-                router_id: cfg.router_id,
-                cluster_id: cfg.cluster_id,
-            }),
+            rib,
             cfg,
+            listeners,
+            listeners_ttl_255: false,
             peers: HashMap::new(),
             conns: HashMap::new(),
             timers: HashMap::new(),
@@ -160,10 +197,17 @@ impl Core {
             Internal::Cmd(cmd) => self.command(cmd),
             Internal::Accepted(stream, from) => {
                 let peer = canonical(from.ip());
-                if !self.peers.contains_key(&peer) {
+                let Some(slot) = self.peers.get_mut(&peer) else {
                     tracing::info!(%from, "BGP connection from an unconfigured address refused");
                     conn::reject(stream);
                     return;
+                };
+                if let Some(hops) = slot.cfg.ttl_security {
+                    if let Err(why) = gtsm_accept(&stream, peer, hops) {
+                        tracing::warn!(%peer, %why, "BGP connection refused (TTL security)");
+                        slot.error = Some(why);
+                        return;
+                    }
                 }
                 let conn = self.register(peer, stream);
                 if let Some(conn) = conn {
@@ -192,6 +236,11 @@ impl Core {
             }
             Internal::ConnectFailed(peer, why) => {
                 tracing::debug!(%peer, error = %why, "BGP connect failed");
+                if let Some(slot) = self.peers.get_mut(&peer) {
+                    if slot.fsm.established().is_none() {
+                        slot.error = Some(connect_error(&slot.cfg, peer, &why));
+                    }
+                }
                 self.event(peer, Event::ConnectFailed);
             }
             Internal::Frame(conn, bytes) => {
@@ -235,24 +284,17 @@ impl Core {
             Command::AddPeer(pc, reply) => {
                 let _ = reply.send(self.add_peer(pc));
             }
+            Command::UpdatePeer(pc, reply) => {
+                let _ = reply.send(self.update_peer(pc));
+            }
             Command::RemovePeer(addr, reply) => {
                 let addr = canonical(addr);
-                if !self.peers.contains_key(&addr) {
-                    let _ = reply.send(Err(BgpError::NoSuchPeer(addr)));
-                    return;
-                }
-                self.event(addr, Event::Stop);
-                self.peers.remove(&addr);
-                self.timers.retain(|(a, _), _| *a != addr);
-                let out = self.rib.remove_peer(addr);
-                self.apply_rib(out);
-                let _ = reply.send(Ok(()));
+                let _ = reply.send(self.remove_peer(addr));
             }
-            Command::Originate(prefix, add, reply) => {
-                let out = if add {
-                    self.rib.originate(prefix)
-                } else {
-                    self.rib.withdraw_local(prefix)
+            Command::Originate(prefix, communities, reply) => {
+                let out = match communities {
+                    Some(c) => self.rib.originate_with(prefix, &c),
+                    None => self.rib.withdraw_local(prefix),
                 };
                 self.apply_rib(out);
                 let _ = reply.send(());
@@ -265,7 +307,7 @@ impl Core {
                     .peers
                     .values()
                     .map(|p| {
-                        let (rx, sent) = self.rib.counts(&p.cfg.address);
+                        let c = self.rib.prefix_counts(&p.cfg.address);
                         let local_as = p.cfg.local_as.unwrap_or(self.cfg.local_as);
                         PeerStatus {
                             address: p.cfg.address,
@@ -273,10 +315,13 @@ impl Core {
                             ibgp: local_as == p.cfg.remote_as,
                             state: p.fsm.state(),
                             since: p.since,
-                            last_error: p.fsm.last_error().map(str::to_owned),
+                            last_error: p.last_error(),
                             remote_id: p.fsm.established().map(|(_, n)| n.remote_id),
-                            prefixes_received: rx,
-                            prefixes_sent: sent,
+                            prefixes_received: c.received,
+                            prefixes_accepted: c.accepted,
+                            prefixes_rejected_by_guard: c.rejected_by_guard,
+                            prefixes_rejected_by_filter: c.rejected_by_filter,
+                            prefixes_sent: c.sent,
                             synced: p.synced(),
                         }
                     })
@@ -286,6 +331,24 @@ impl Core {
             }
             Command::LocRib(reply) => {
                 let _ = reply.send(self.rib.loc_rib());
+            }
+            Command::AdjRibIn(peer, reply) => {
+                let _ = reply.send(self.rib.adj_rib_in(peer.as_ref()));
+            }
+            Command::SetGuard(guard, reply) => {
+                let out = self.rib.set_guard(guard);
+                let rejected: usize = self
+                    .peers
+                    .keys()
+                    .map(|a| self.rib.prefix_counts(a).rejected_by_guard)
+                    .sum();
+                tracing::info!(
+                    changes = out.changes.len(),
+                    rejected,
+                    "BGP import guard updated"
+                );
+                self.apply_rib(out);
+                let _ = reply.send(());
             }
             Command::SetClusterId(id, reply) => {
                 self.cfg.cluster_id = id;
@@ -302,12 +365,25 @@ impl Core {
         if self.peers.contains_key(&pc.address) {
             return Err(BgpError::PeerExists(pc.address));
         }
-        if pc.remote_as == 0 || pc.local_as == Some(0) {
-            return Err(BgpError::Config(format!(
-                "peer {}: AS 0 is reserved",
-                pc.address
-            )));
+        pc.validate()?;
+        let addr = pc.address;
+        self.set_listener_md5(addr, pc.password.as_ref().map(|p| p.as_bytes()))?;
+        if pc.ttl_security.is_some() && !self.listeners_ttl_255 {
+            for l in &self.listeners {
+                sockopt::prepare_listener_for_gtsm(l).map_err(|source| BgpError::SocketOption {
+                    peer: addr,
+                    what: "TTL 255 and TCP_SAVE_SYN on the listening socket",
+                    source,
+                })?;
+            }
+            self.listeners_ttl_255 = true;
         }
+        let graceful_restart = self.cfg.graceful_restart.map(|mut g| {
+            if let Some(t) = pc.graceful_restart_time {
+                g.restart_time = t;
+            }
+            g
+        });
         let fsm = Fsm::new(FsmConfig {
             local_as: pc.local_as.unwrap_or(self.cfg.local_as),
             remote_as: pc.remote_as,
@@ -315,22 +391,106 @@ impl Core {
             hold_time: self.cfg.hold_time,
             connect_retry: self.cfg.connect_retry,
             passive: pc.passive,
-            graceful_restart: self.cfg.graceful_restart,
+            graceful_restart,
+            max_stale_time: pc.graceful_restart_time,
         });
-        let addr = pc.address;
-        self.peers.insert(
-            addr,
-            PeerSlot {
-                cfg: pc,
-                fsm,
-                since: SystemTime::now(),
-                last_state: State::Idle,
-                eor_received: BTreeSet::new(),
-                eor_sent: false,
-            },
-        );
+        let slot = PeerSlot {
+            cfg: pc,
+            fsm,
+            since: SystemTime::now(),
+            last_state: State::Idle,
+            eor_received: BTreeSet::new(),
+            eor_sent: false,
+            error: None,
+            fsm_error: None,
+        };
+        // Nothing is stored for a new peer: nothing to re-judge.
+        let _ = self.rib.set_policy(addr, slot.policy());
+        self.peers.insert(addr, slot);
         self.event(addr, Event::Start);
         Ok(())
+    }
+
+    /// Install (or remove) a peer's MD5 key on every listening socket its
+    /// connections can arrive on.
+    fn set_listener_md5(&self, peer: IpAddr, key: Option<&[u8]>) -> Result<(), BgpError> {
+        for l in self.listeners.iter().filter(|l| l.serves(peer)) {
+            l.set_md5(peer, key)
+                .map_err(|source| BgpError::SocketOption {
+                    peer,
+                    what: "the TCP MD5 key",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn remove_peer(&mut self, addr: IpAddr) -> Result<(), BgpError> {
+        if !self.peers.contains_key(&addr) {
+            return Err(BgpError::NoSuchPeer(addr));
+        }
+        self.event(addr, Event::Stop);
+        let slot = self.peers.remove(&addr);
+        self.timers.retain(|(a, _), _| *a != addr);
+        if slot.is_some_and(|s| s.cfg.password.is_some()) {
+            if let Err(e) = self.set_listener_md5(addr, None) {
+                tracing::warn!(peer = %addr, error = %e, "cannot remove the TCP MD5 key");
+            }
+        }
+        let out = self.rib.remove_peer(addr);
+        self.apply_rib(out);
+        // Its paths are gone: nothing left to re-judge.
+        let _ = self.rib.set_policy(addr, PeerPolicy::default());
+        Ok(())
+    }
+
+    fn update_peer(&mut self, pc: PeerConfig) -> Result<(), BgpError> {
+        let mut pc = pc;
+        pc.address = canonical(pc.address);
+        let addr = pc.address;
+        let slot = self.peers.get(&addr).ok_or(BgpError::NoSuchPeer(addr))?;
+        pc.validate()?;
+        if slot.cfg == pc {
+            return Ok(());
+        }
+        if !slot.cfg.same_session(&pc) {
+            tracing::info!(peer = %addr, "BGP peer reconfigured: session reset");
+            self.remove_peer(addr)?;
+            return self.add_peer(pc);
+        }
+        let Some(slot) = self.peers.get_mut(&addr) else {
+            return Ok(());
+        };
+        slot.cfg = pc;
+        let policy = slot.policy();
+        let out = self.rib.set_policy(addr, policy);
+        tracing::info!(peer = %addr, changes = out.changes.len(), "BGP peer policy updated");
+        self.apply_rib(out);
+        self.check_prefix_limit(addr, None);
+        Ok(())
+    }
+
+    /// Reset the session if the peer holds more prefixes than allowed.
+    fn check_prefix_limit(&mut self, peer: IpAddr, afi: Option<Afi>) {
+        let Some(slot) = self.peers.get(&peer) else {
+            return;
+        };
+        let Some(m) = slot.cfg.max_prefixes else {
+            return;
+        };
+        let received = self.rib.prefix_counts(&peer).received;
+        if received <= m.limit as usize || slot.fsm.established().is_none() {
+            return;
+        }
+        tracing::warn!(%peer, received, limit = m.limit, restart = m.restart, "BGP prefix limit exceeded: session reset");
+        self.event(
+            peer,
+            Event::PrefixLimit {
+                afi: afi.unwrap_or(Afi::Ipv4),
+                limit: m.limit,
+                restart: m.restart,
+            },
+        );
     }
 
     fn refresh(&mut self, addr: IpAddr, afi: Afi) -> Result<(), BgpError> {
@@ -366,6 +526,10 @@ impl Core {
             return;
         };
         let actions = slot.fsm.handle(ev);
+        if slot.fsm.last_error() != slot.fsm_error.as_deref() {
+            slot.fsm_error = slot.fsm.last_error().map(str::to_owned);
+            slot.error = slot.fsm_error.clone();
+        }
         let state = slot.fsm.state();
         if state != slot.last_state {
             tracing::info!(%peer, from = %slot.last_state, to = %state, "BGP state change");
@@ -398,6 +562,10 @@ impl Core {
             Action::Update(u) => {
                 let out = self.rib.update(peer, &u);
                 self.apply_rib(out);
+                if !u.announced.is_empty() {
+                    let afi = u.announced.first().map(Afi::of);
+                    self.check_prefix_limit(peer, afi);
+                }
                 if let Some(afi) = u.end_of_rib {
                     if let Some(slot) = self.peers.get_mut(&peer) {
                         slot.eor_received.insert(afi);
@@ -423,9 +591,14 @@ impl Core {
         let Some(slot) = self.peers.get(&peer) else {
             return;
         };
-        let to = SocketAddr::new(peer, slot.cfg.port);
-        let limit = Duration::from_secs(u64::from(self.cfg.connect_retry));
-        conn::connect(peer, to, slot.cfg.source, limit, self.tx.clone());
+        let opts = ConnectOptions {
+            to: SocketAddr::new(peer, slot.cfg.port),
+            source: slot.cfg.source,
+            password: slot.cfg.password.clone(),
+            ttl_security: slot.cfg.ttl_security,
+            limit: Duration::from_secs(u64::from(self.cfg.connect_retry)),
+        };
+        conn::connect(peer, opts, self.tx.clone());
     }
 
     fn send(&mut self, conn: ConnId, msg: &BgpMessage) {
@@ -466,6 +639,7 @@ impl Core {
         if let Some(slot) = self.peers.get_mut(&peer) {
             slot.eor_received.clear();
             slot.eor_sent = false;
+            slot.error = None;
         }
         let out = self.rib.peer_up(info);
         self.apply_rib(out);
@@ -549,6 +723,44 @@ impl Core {
             self.send_update(peer, &u);
         }
     }
+}
+
+/// What status says about a failed connect, with the likely cause when a
+/// TCP MD5 key or TTL security is configured (both make the kernels drop
+/// segments silently, so all we see is no answer).
+fn connect_error(cfg: &PeerConfig, peer: IpAddr, why: &conn::ConnectError) -> String {
+    let conn::ConnectError::TimedOut = why else {
+        return format!("TCP connect to {peer}: {why}");
+    };
+    let mut s = format!("TCP connect to {peer} got no answer");
+    if cfg.password.is_some() {
+        s += "; TCP MD5 is configured, and the peer's kernel drops every segment without \
+              the same key (a wrong or missing password on the peer is the likely cause)";
+    }
+    if cfg.ttl_security.is_some() {
+        s += "; TTL security is on, and what the peer sends with a TTL below 255 is dropped";
+    }
+    s
+}
+
+/// GTSM on an accepted connection, before anything is read from it: its
+/// SYN must have come from at most `hops` away; from here on the kernel
+/// drops what comes from farther.
+fn gtsm_accept(stream: &TcpStream, peer: IpAddr, hops: u8) -> Result<(), String> {
+    let fd = stream.as_raw_fd();
+    let min = 256 - u16::from(hops.max(1));
+    match sockopt::syn_ttl(fd) {
+        Ok(Some(ttl)) if u16::from(ttl) < min => {
+            return Err(format!(
+                "refused a connection whose SYN came with TTL {ttl}: TTL security wants at least \
+                 {min} (the peer is more than {hops} hop(s) away, or does not send with TTL 255)"
+            ));
+        }
+        // No SYN saved: the listener was readied after this SYN arrived.
+        Ok(_) => {}
+        Err(e) => return Err(format!("cannot read the SYN's TTL: {e}")),
+    }
+    sockopt::set_ttl_security(fd, peer, hops).map_err(|e| format!("cannot set TTL security: {e}"))
 }
 
 async fn sleep_until(at: Option<Instant>) {

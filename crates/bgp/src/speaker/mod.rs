@@ -8,23 +8,28 @@
 //! network namespace the speaker belongs to.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
 use netgauze_bgp_pkt::notification::BgpNotificationMessage;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::attrs::CommunitySet;
 use crate::codec::Afi;
 use crate::error::BgpError;
 use crate::fsm::{ConnId, GracefulRestart, State};
-use crate::rib::{LocRibEntry, RouteChange};
+use crate::policy::{BgpFilter, Guard};
+use crate::rib::{AdjRibInEntry, LocRibEntry, RouteChange};
 
 mod conn;
 mod core_task;
+pub mod sockopt;
 
 use self::core_task::Core;
+use self::sockopt::Listener;
 
 /// The BGP port.
 pub const BGP_PORT: u16 = 179;
@@ -34,8 +39,10 @@ pub const BGP_PORT: u16 = 179;
 pub struct SpeakerConfig {
     pub router_id: Ipv4Addr,
     pub local_as: u32,
-    /// Where to accept connections (port 179 normally); None: only connect.
-    pub listen: Option<SocketAddr>,
+    /// Where to accept connections (port 179 normally), IPv4 and IPv6
+    /// addresses; empty: only connect. `[::]` alone takes IPv4 too; next to
+    /// an IPv4 address every IPv6 socket is IPv6-only.
+    pub listen: Vec<SocketAddr>,
     /// Hold time we offer (0: no keepalives; else at least 3).
     pub hold_time: u16,
     pub connect_retry: u16,
@@ -46,6 +53,11 @@ pub struct SpeakerConfig {
     /// next hop for IPv6 prefixes over an IPv4 session, and the reverse).
     pub next_hop_v4: Option<Ipv4Addr>,
     pub next_hop_v6: Option<Ipv6Addr>,
+    /// The import guard to start with ([`Speaker::set_guard`] replaces it).
+    pub guard: Guard,
+    /// ECMP: most next hops a best route is installed over (paths equal up
+    /// to the router-ID / peer-address tie breakers); 1: the best only.
+    pub max_paths: usize,
 }
 
 impl SpeakerConfig {
@@ -53,13 +65,15 @@ impl SpeakerConfig {
         SpeakerConfig {
             router_id,
             local_as,
-            listen: Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), BGP_PORT)),
+            listen: vec![SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), BGP_PORT)],
             hold_time: 90,
             connect_retry: 30,
             cluster_id: None,
             graceful_restart: Some(GracefulRestart::default()),
             next_hop_v4: None,
             next_hop_v6: None,
+            guard: Guard::default(),
+            max_paths: 1,
         }
     }
 
@@ -81,8 +95,48 @@ impl SpeakerConfig {
                 "connect retry must be at least 1 second".into(),
             ));
         }
+        if self.max_paths == 0 {
+            return Err(BgpError::Config("max_paths must be at least 1".into()));
+        }
+        for (i, a) in self.listen.iter().enumerate() {
+            if self.listen[..i].contains(a) {
+                return Err(BgpError::Config(format!(
+                    "listen address {a} is given twice"
+                )));
+            }
+        }
         Ok(())
     }
+}
+
+/// A TCP MD5 key (RFC 2385); never shown in logs or Debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(key: impl Into<String>) -> Password {
+        Password(key.into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+/// A prefix limit: more than `limit` prefixes received from the peer (in
+/// its Adj-RIB-In, accepted or not, since all are kept) reset the session
+/// with Cease / Maximum Number of Prefixes Reached (RFC 4486), and it stays
+/// down for `restart` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPrefixes {
+    pub limit: u32,
+    pub restart: u16,
 }
 
 /// One neighbour.
@@ -100,6 +154,22 @@ pub struct PeerConfig {
     pub port: u16,
     /// Local address to connect from.
     pub source: Option<IpAddr>,
+    /// TCP MD5 signatures (RFC 2385) with this key, on our listening
+    /// sockets for the peer's address and on our connections to it.
+    pub password: Option<Password>,
+    /// GTSM (RFC 5082): the peer is at most this many hops away (1: on a
+    /// connected subnet); we send with TTL 255 and refuse what arrives
+    /// below 256 - hops.
+    pub ttl_security: Option<u8>,
+    pub max_prefixes: Option<MaxPrefixes>,
+    /// Graceful restart (Calico's maxRestartTime): the Restart Time we
+    /// announce to this peer, and the longest we keep its stale routes.
+    /// None: the speaker's restart time, and the peer's.
+    pub graceful_restart_time: Option<u16>,
+    /// Import and export filters, in order (first matching rule wins).
+    pub filters: Vec<BgpFilter>,
+    /// Communities added to everything sent to this peer.
+    pub export_communities: CommunitySet,
 }
 
 impl PeerConfig {
@@ -112,7 +182,54 @@ impl PeerConfig {
             passive: false,
             port: BGP_PORT,
             source: None,
+            password: None,
+            ttl_security: None,
+            max_prefixes: None,
+            graceful_restart_time: None,
+            filters: Vec::new(),
+            export_communities: CommunitySet::default(),
         }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), BgpError> {
+        let bad = |why: String| Err(BgpError::Config(format!("peer {}: {why}", self.address)));
+        if self.remote_as == 0 || self.local_as == Some(0) {
+            return bad("AS 0 is reserved".into());
+        }
+        if let Some(p) = &self.password {
+            if p.as_bytes().is_empty() || p.as_bytes().len() > sockopt::MD5_MAX_KEY {
+                return bad(format!(
+                    "a TCP MD5 password has 1 to {} bytes",
+                    sockopt::MD5_MAX_KEY
+                ));
+            }
+        }
+        if self.ttl_security == Some(0) {
+            return bad("TTL security needs at least 1 hop".into());
+        }
+        if let Some(m) = self.max_prefixes {
+            if m.limit == 0 || m.restart == 0 {
+                return bad("a prefix limit and its restart time are at least 1".into());
+            }
+        }
+        for f in &self.filters {
+            if let Err(e) = f.validate() {
+                return bad(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The same peer with only its policy (filters, export communities,
+    /// prefix limit) different: applied without resetting the session.
+    fn same_session(&self, other: &PeerConfig) -> bool {
+        let policy = |p: &PeerConfig| PeerConfig {
+            filters: Vec::new(),
+            export_communities: CommunitySet::default(),
+            max_prefixes: None,
+            ..p.clone()
+        };
+        policy(self) == policy(other)
     }
 }
 
@@ -128,7 +245,12 @@ pub struct PeerStatus {
     pub since: SystemTime,
     pub last_error: Option<String>,
     pub remote_id: Option<Ipv4Addr>,
+    /// In the Adj-RIB-In, before policy.
     pub prefixes_received: usize,
+    pub prefixes_accepted: usize,
+    /// Rejected by the default import rules (loops and the guard).
+    pub prefixes_rejected_by_guard: usize,
+    pub prefixes_rejected_by_filter: usize,
     pub prefixes_sent: usize,
     /// The peer has sent its whole table (End-of-RIB for every family).
     pub synced: bool,
@@ -139,11 +261,15 @@ pub type RouteFeed = mpsc::UnboundedReceiver<RouteChange>;
 
 enum Command {
     AddPeer(PeerConfig, oneshot::Sender<Result<(), BgpError>>),
+    UpdatePeer(PeerConfig, oneshot::Sender<Result<(), BgpError>>),
     RemovePeer(IpAddr, oneshot::Sender<Result<(), BgpError>>),
-    Originate(IpNet, bool, oneshot::Sender<()>),
+    /// Some(communities): originate; None: withdraw.
+    Originate(IpNet, Option<CommunitySet>, oneshot::Sender<()>),
     Refresh(IpAddr, Afi, oneshot::Sender<Result<(), BgpError>>),
     Status(oneshot::Sender<Vec<PeerStatus>>),
     LocRib(oneshot::Sender<Vec<LocRibEntry>>),
+    AdjRibIn(Option<IpAddr>, oneshot::Sender<Vec<AdjRibInEntry>>),
+    SetGuard(Guard, oneshot::Sender<()>),
     SetClusterId(Option<Ipv4Addr>, oneshot::Sender<()>),
     Shutdown(oneshot::Sender<Vec<JoinHandle<()>>>),
 }
@@ -152,7 +278,7 @@ enum Internal {
     Cmd(Command),
     Accepted(TcpStream, SocketAddr),
     Connected(IpAddr, TcpStream),
-    ConnectFailed(IpAddr, String),
+    ConnectFailed(IpAddr, conn::ConnectError),
     Frame(ConnId, Vec<u8>),
     Malformed(ConnId, BgpNotificationMessage),
     Closed(ConnId),
@@ -162,19 +288,16 @@ enum Internal {
 #[derive(Debug)]
 pub struct Speaker {
     tx: mpsc::UnboundedSender<Internal>,
-    listen: Option<SocketAddr>,
+    listen: Vec<SocketAddr>,
     core: Option<JoinHandle<()>>,
-    listener: Option<JoinHandle<()>>,
+    listeners: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Speaker {
     /// Without [`Speaker::shutdown`]: stop at once; connections close
     /// without a NOTIFICATION (peers doing graceful restart keep our routes).
     fn drop(&mut self) {
-        for task in [self.core.take(), self.listener.take()]
-            .into_iter()
-            .flatten()
-        {
+        for task in self.core.take().into_iter().chain(self.listeners.drain(..)) {
             task.abort();
         }
     }
@@ -187,55 +310,61 @@ impl std::fmt::Debug for Internal {
 }
 
 impl Speaker {
-    /// Start the speaker (and its listener) on the current tokio runtime.
+    /// Start the speaker (and its listeners) on the current tokio runtime.
     pub async fn start(cfg: SpeakerConfig) -> Result<(Speaker, RouteFeed), BgpError> {
         cfg.validate()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (feed_tx, feed_rx) = mpsc::unbounded_channel();
-        let mut listen = None;
-        let mut listener_task = None;
-        if let Some(addr) = cfg.listen {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| BgpError::Listen { addr, source })?;
-            listen = Some(
-                listener
-                    .local_addr()
-                    .map_err(|source| BgpError::Listen { addr, source })?,
-            );
-            let tx = tx.clone();
-            listener_task = Some(tokio::spawn(async move {
-                loop {
-                    match listener.accept().await {
-                        Ok((s, from)) => {
-                            if tx.send(Internal::Accepted(s, from)).is_err() {
-                                return;
+        let any_v4 = cfg.listen.iter().any(SocketAddr::is_ipv4);
+        let mut listeners = Vec::new();
+        for &addr in &cfg.listen {
+            let l =
+                Listener::bind(addr, any_v4).map_err(|source| BgpError::Listen { addr, source })?;
+            listeners.push(Arc::new(l));
+        }
+        let tasks = listeners
+            .iter()
+            .map(|l| {
+                let (l, tx) = (l.clone(), tx.clone());
+                tokio::spawn(async move {
+                    loop {
+                        match l.socket.accept().await {
+                            Ok((s, from)) => {
+                                if tx.send(Internal::Accepted(s, from)).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, addr = %l.addr, "BGP accept failed");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
                             }
                         }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "BGP accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
                     }
-                }
-            }));
-        }
-        let core = Core::new(cfg, tx.clone(), feed_tx);
+                })
+            })
+            .collect();
+        let listen = listeners.iter().map(|l| l.addr).collect();
+        let core = Core::new(cfg, listeners, tx.clone(), feed_tx);
         let core = tokio::spawn(core.run(rx));
         Ok((
             Speaker {
                 tx,
                 listen,
                 core: Some(core),
-                listener: listener_task,
+                listeners: tasks,
             },
             feed_rx,
         ))
     }
 
-    /// The address the listener is bound to (its port when 0 was asked).
+    /// The first address a listener is bound to (its port when 0 was asked).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        self.listen
+        self.listen.first().copied()
+    }
+
+    /// Every address a listener is bound to.
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen
     }
 
     async fn ask<T>(&self, f: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, BgpError> {
@@ -250,6 +379,14 @@ impl Speaker {
         self.ask(|tx| Command::AddPeer(peer, tx)).await?
     }
 
+    /// A configured peer's new settings. Filters, export communities and
+    /// the prefix limit apply at once, without touching the session (the
+    /// stored paths are judged again); anything else re-creates the peer
+    /// (its session is reset).
+    pub async fn update_peer(&self, peer: PeerConfig) -> Result<(), BgpError> {
+        self.ask(|tx| Command::UpdatePeer(peer, tx)).await?
+    }
+
     /// Stop a peer's session (Cease) and withdraw its routes.
     pub async fn remove_peer(&self, address: IpAddr) -> Result<(), BgpError> {
         self.ask(|tx| Command::RemovePeer(address, tx)).await?
@@ -257,12 +394,22 @@ impl Speaker {
 
     /// Announce one of the node's prefixes.
     pub async fn originate(&self, prefix: IpNet) -> Result<(), BgpError> {
-        self.ask(|tx| Command::Originate(prefix.trunc(), true, tx))
+        self.originate_with(prefix, CommunitySet::default()).await
+    }
+
+    /// Announce one of the node's prefixes with communities (its pool's);
+    /// announcing it again with other communities replaces them.
+    pub async fn originate_with(
+        &self,
+        prefix: IpNet,
+        communities: CommunitySet,
+    ) -> Result<(), BgpError> {
+        self.ask(|tx| Command::Originate(prefix.trunc(), Some(communities), tx))
             .await
     }
 
     pub async fn withdraw(&self, prefix: IpNet) -> Result<(), BgpError> {
-        self.ask(|tx| Command::Originate(prefix.trunc(), false, tx))
+        self.ask(|tx| Command::Originate(prefix.trunc(), None, tx))
             .await
     }
 
@@ -287,6 +434,19 @@ impl Speaker {
     /// The Loc-RIB: prefix, the peer of its best path (None: ours), attributes.
     pub async fn loc_rib(&self) -> Result<Vec<LocRibEntry>, BgpError> {
         self.ask(Command::LocRib).await
+    }
+
+    /// What was received (from one peer, or all) before policy, with each
+    /// path's verdict.
+    pub async fn adj_rib_in(&self, peer: Option<IpAddr>) -> Result<Vec<AdjRibInEntry>, BgpError> {
+        self.ask(|tx| Command::AdjRibIn(peer.map(canonical), tx))
+            .await
+    }
+
+    /// A new import guard: every received path is judged again and the
+    /// best-route changes that follow go out on the feed at once.
+    pub async fn set_guard(&self, guard: Guard) -> Result<(), BgpError> {
+        self.ask(|tx| Command::SetGuard(guard, tx)).await
     }
 
     /// Cease every session and stop; waits (at most a second) for the
