@@ -266,15 +266,25 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
     }
     match (routed, overlay) {
         (None, Some(reg)) => run_overlay(args, reg.as_ref(), status).await,
-        (Some(cluster), None) => run_routed(args, &opts, cluster, status, handlers).await,
+        (Some(cluster), None) => run_routed(args, &opts, cluster, &[], status, handlers).await,
         (Some(cluster), Some(reg)) => {
             tracing::info!(
                 "the store holds both networks: serving the overlay and the routed network"
             );
+            // No external router may announce into the overlay's networks.
+            let nets: Vec<ipnet::IpNet> = match reg.network_config().await {
+                Ok(cfg) => cfg
+                    .network
+                    .map(ipnet::IpNet::V4)
+                    .into_iter()
+                    .chain(cfg.ipv6_network.map(ipnet::IpNet::V6))
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
             status.expect_networks(2);
             tokio::try_join!(
                 run_overlay(args, reg.as_ref(), status),
-                run_routed(args, &opts, cluster, status, handlers),
+                run_routed(args, &opts, cluster, &nets, status, handlers),
             )
             .map(|_| ())
         }
@@ -406,6 +416,7 @@ async fn run_routed(
     args: &Args,
     opts: &StoreOptions,
     cluster: plexus_ipam::Cluster,
+    cluster_networks: &[ipnet::IpNet],
     status: &Shared,
     handlers: &ctlsock::Handlers,
 ) -> anyhow::Result<()> {
@@ -434,6 +445,7 @@ async fn run_routed(
         poll_every: Duration::from_secs(args.routed_poll_interval.max(1)),
         sync_wait: Duration::from_secs(args.routed_sync_wait),
         bgp_listen: args.bgp_listen.clone(),
+        cluster_networks: cluster_networks.to_vec(),
     };
     let cleanup = match args.node_cleanup {
         NodeCleanup::Auto => args.store == "kubernetes",

@@ -112,6 +112,8 @@ mod tests {
                 info: "1 received, 1 sent".into(),
                 prefixes_received: 1,
                 prefixes_sent: 1,
+                prefixes_accepted: 1,
+                prefixes_rejected: 0,
             }],
         };
         let out = render(&st, UNIX_EPOCH + Duration::from_secs(1192));

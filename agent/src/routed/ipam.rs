@@ -193,13 +193,27 @@ impl RoutedHandler {
                         .map_or(0, |d| d.as_secs()),
                     info: match (&s.last_error, established) {
                         (_, true) => {
-                            format!("{} received, {} sent", s.prefixes_received, s.prefixes_sent)
+                            let rejected =
+                                s.prefixes_rejected_by_guard + s.prefixes_rejected_by_filter;
+                            if rejected > 0 {
+                                format!(
+                                    "{} received ({rejected} rejected), {} sent",
+                                    s.prefixes_received, s.prefixes_sent
+                                )
+                            } else {
+                                format!(
+                                    "{} received, {} sent",
+                                    s.prefixes_received, s.prefixes_sent
+                                )
+                            }
                         }
                         (Some(e), false) => e.clone(),
                         (None, false) => String::new(),
                     },
                     prefixes_received: s.prefixes_received,
                     prefixes_sent: s.prefixes_sent,
+                    prefixes_accepted: s.prefixes_accepted,
+                    prefixes_rejected: s.prefixes_rejected_by_guard + s.prefixes_rejected_by_filter,
                 }
             })
             .collect();

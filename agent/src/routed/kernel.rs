@@ -86,6 +86,11 @@ pub trait RouteTable: Send + Sync {
     /// The underlay: the subnet (our address with its prefix) and the MTU
     /// of the link holding `ip`; None if no link holds it.
     async fn underlay(&self, ip: Ipv4Addr) -> anyhow::Result<Option<(Ipv4Net, u32)>>;
+    /// Every address of the node with its prefix length and the name of
+    /// its link (for the BGP import guard).
+    async fn addresses(&self) -> anyhow::Result<Vec<(IpNet, String)>> {
+        Ok(Vec::new())
+    }
     /// The tunnel device up, with MTU `underlay_mtu` − 20 and `address`/32
     /// as its only address (the source of the node's own packets into the
     /// tunnel). Tunnel routes need it first.
@@ -237,6 +242,28 @@ impl RouteTable for KernelRoutes {
             .with_context(|| format!("the link holding {ip}"))?
             .with_context(|| format!("the link holding {ip} went away"))?;
         Ok(Some((subnet, link.mtu)))
+    }
+
+    async fn addresses(&self) -> anyhow::Result<Vec<(IpNet, String)>> {
+        let names: std::collections::HashMap<u32, String> = self
+            .nl
+            .links()
+            .await
+            .context("list links")?
+            .into_iter()
+            .map(|l| (l.index, l.name))
+            .collect();
+        Ok(self
+            .nl
+            .addrs(None)
+            .await
+            .context("list addresses")?
+            .into_iter()
+            .map(|a| {
+                let name = names.get(&a.index).cloned().unwrap_or_default();
+                (a.net, name)
+            })
+            .collect())
     }
 
     async fn tunnel_up(&self, address: Ipv4Addr, underlay_mtu: u32) -> anyhow::Result<()> {

@@ -55,7 +55,7 @@ use self::blocks::Blocks;
 use self::encap::Policy;
 use self::kernel::{KernelRoutes, RouteTable};
 use self::natout::NatOutgoing;
-use self::peers::{Desired, Me};
+use self::peers::{Desired, Me, PeerKind};
 use self::tunnel::Tunnel;
 
 /// Seconds between a peer's connection attempts.
@@ -84,8 +84,11 @@ pub struct Settings {
     /// previous run's routes that no peer confirmed.
     pub sync_wait: Duration,
     /// Where BGP listens (`--bgp-listen`); empty: the node's public
-    /// address, never every address (pods' side included).
+    /// addresses, never every address (pods' side included).
     pub bgp_listen: Vec<IpAddr>,
+    /// The overlay's networks when this node serves it too: no external
+    /// router may announce into them either.
+    pub cluster_networks: Vec<IpNet>,
 }
 
 /// After the store was found reset, how long peers whose node record is
@@ -146,11 +149,19 @@ pub async fn run(
     cfg.next_hop_v6 = s.public_ipv6;
     // BGP is the node's, on its underlay address: a pod reaching the
     // node's address on its veth must find no listener.
-    let listen = s.bgp_listen.first().copied().unwrap_or(address);
-    cfg.listen = Some(std::net::SocketAddr::new(
-        listen,
-        plexus_bgp::speaker::BGP_PORT,
-    ));
+    let listen: Vec<IpAddr> = if s.bgp_listen.is_empty() {
+        [Some(address), s.public_ipv6.map(IpAddr::V6)]
+            .into_iter()
+            .flatten()
+            .collect()
+    } else {
+        s.bgp_listen.clone()
+    };
+    cfg.listen = listen
+        .iter()
+        .map(|a| std::net::SocketAddr::new(*a, plexus_bgp::speaker::BGP_PORT))
+        .collect();
+    cfg.guard = guard(&*routes, &nodes0, &[], &BTreeMap::new(), s).await;
     // Nodes starting together race: a node's first connect can reach a peer
     // that is not listening yet, or does not know this node yet, and both
     // sides then wait a whole retry interval (30 s by default, 120 s in RFC
@@ -163,7 +174,7 @@ pub async fn run(
     });
     let (speaker, feed) = Speaker::start(cfg).await.context("start the BGP speaker")?;
     let speaker = Arc::new(speaker);
-    tracing::info!(asn, router_id = %s.public_ip, %listen, restarting, "BGP speaker started");
+    tracing::info!(asn, router_id = %s.public_ip, ?listen, restarting, "BGP speaker started");
 
     let table = PeerTable::default();
     let mut follower = Follower {
@@ -179,6 +190,8 @@ pub async fn run(
     let nodes = follower.peers().await?;
     cluster.set_protected(protected(underlay, address, &nodes));
     let pool_list = cluster.pools().await.context("read the pools")?;
+    let kinds = follower.kinds();
+    update_guard(&speaker, &*routes, &nodes, &pool_list, &kinds, s).await;
     let mut nat = NatOutgoing::new(ns.try_clone().context("clone the netns handle")?);
     sync_nat(&mut nat, &pool_list, status).await;
 
@@ -190,7 +203,8 @@ pub async fn run(
         .sync(alloc.blocks().await)
         .await
         .context("program this node's blocks")?;
-    let routing = routing::Routing::new(routes, status.clone(), policy).inherit(previous.clone());
+    let routing =
+        routing::Routing::new(routes.clone(), status.clone(), policy).inherit(previous.clone());
     let _feed = AbortOnDrop(tokio::spawn(routing.clone().follow(feed)));
 
     let pools = ipam::PoolCache::default();
@@ -269,6 +283,8 @@ pub async fn run(
         };
         if let Some(nodes) = &nodes {
             cluster.set_protected(protected(underlay, address, nodes));
+            let kinds = follower.kinds();
+            update_guard(&speaker, &*routes, nodes, &pool_list, &kinds, s).await;
         }
         sync_nat(&mut nat, &pool_list, status).await;
         if let Some(nodes) = nodes {
@@ -421,6 +437,78 @@ impl Round<'_> {
     }
 }
 
+/// The BGP import guard's data: this node's addresses and underlay
+/// subnets (not the subnets of its pod-facing links), every node's
+/// address, the pools and cluster networks, and which peers are nodes.
+async fn guard(
+    routes: &dyn RouteTable,
+    nodes: &[NodeSettings],
+    pools: &[Pool],
+    kinds: &BTreeMap<IpAddr, PeerKind>,
+    s: &Settings,
+) -> plexus_bgp::Guard {
+    let addrs = match routes.addresses().await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "listing the node's addresses for the BGP guard");
+            Vec::new()
+        }
+    };
+    let pod_side = |link: &str| {
+        link == "cni0"
+            || link.starts_with("flannel.")
+            || link.starts_with("flannel-v6.")
+            || link == encap::TUNNEL_DEV
+            || link.starts_with("plx")
+            || link.starts_with("veth")
+    };
+    let mut g = plexus_bgp::Guard::default();
+    for (net, link) in &addrs {
+        g.own_addresses.insert(net.addr());
+        let host = net.prefix_len() == net.max_prefix_len();
+        if !host && !pod_side(link) && !net.addr().is_loopback() {
+            g.connected.insert(net.trunc());
+        }
+    }
+    g.own_addresses.insert(IpAddr::V4(s.public_ip));
+    g.node_addresses = nodes.iter().filter_map(|n| n.address).collect();
+    g.node_addresses.insert(IpAddr::V4(s.public_ip));
+    g.pools = pools
+        .iter()
+        .map(|p| p.cidr)
+        .chain(s.cluster_networks.iter().copied())
+        .collect();
+    g.peers = kinds
+        .iter()
+        .map(|(a, k)| {
+            let kind = match k {
+                PeerKind::Mesh | PeerKind::RrClient | PeerKind::RouteReflector => {
+                    plexus_bgp::policy::PeerKind::Plexus
+                }
+                PeerKind::Global | PeerKind::NodeSpecific => plexus_bgp::policy::PeerKind::External,
+            };
+            (*a, kind)
+        })
+        .collect();
+    g
+}
+
+/// A new guard for the speaker when anything it rests on changed (the
+/// speaker re-judges every stored route at once).
+async fn update_guard(
+    speaker: &Speaker,
+    routes: &dyn RouteTable,
+    nodes: &[NodeSettings],
+    pools: &[Pool],
+    kinds: &BTreeMap<IpAddr, PeerKind>,
+    s: &Settings,
+) {
+    let g = guard(routes, nodes, pools, kinds, s).await;
+    if let Err(e) = speaker.set_guard(g).await {
+        tracing::warn!(error = %e, "setting the BGP import guard");
+    }
+}
+
 /// The prefixes no pool may overlap: the node's underlay subnet and every
 /// node's address.
 fn protected(underlay: Option<IpNet>, me: IpAddr, nodes: &[NodeSettings]) -> Vec<IpNet> {
@@ -502,6 +590,16 @@ pub struct Follower {
 }
 
 impl Follower {
+    /// Each configured neighbour's kind.
+    pub fn kinds(&self) -> BTreeMap<IpAddr, PeerKind> {
+        self.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(a, d)| (*a, d.kind))
+            .collect()
+    }
+
     /// One round: read the BGP config, nodes and peers; add and remove
     /// the speaker's peers to match. Returns the nodes read.
     pub async fn peers(&mut self) -> anyhow::Result<Vec<NodeSettings>> {

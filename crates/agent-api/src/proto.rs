@@ -125,6 +125,13 @@ pub struct BgpPeer {
     pub info: String,
     pub prefixes_received: usize,
     pub prefixes_sent: usize,
+    /// Of those received: taking part in route selection, and refused by
+    /// the import guard (martian, the node's own subnets or addresses,
+    /// pools from outside) or by a filter.
+    #[serde(default)]
+    pub prefixes_accepted: usize,
+    #[serde(default)]
+    pub prefixes_rejected: usize,
 }
 
 /// The answer to [`Request::Status`]: the agent's whole status document;

@@ -54,6 +54,8 @@ fn live(address: &str, kind: &str, state: &str) -> BgpPeer {
         info: String::new(),
         prefixes_received: 0,
         prefixes_sent: 0,
+        prefixes_accepted: 0,
+        prefixes_rejected: 0,
     }
 }
 
