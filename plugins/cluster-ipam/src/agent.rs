@@ -29,8 +29,9 @@ pub fn agent_err(socket: &Path, e: ClientError, what: &str) -> CniError {
         ),
             )
         }
-        ClientError::Agent(a) => CniError::plugin(
-            a.code.unwrap_or(plexus_codes::DELEGATE_FAILED),
+        // The agent's code as it is: spec codes (7, 11) as well as ours.
+        ClientError::Agent(a) => CniError::new(
+            ErrorCode::Plugin(a.code.unwrap_or(plexus_codes::DELEGATE_FAILED)),
             format!("cannot {what}: {}", a.error),
         ),
         e => CniError::plugin(plexus_codes::DELEGATE_FAILED, format!("cannot {what}: {e}")),
