@@ -11,6 +11,8 @@
 //! - [`routed`]: the calico-style routed network (block IPAM on the
 //!   control socket, blackholes, the BGP speaker and its routes), chosen
 //!   when the store holds a routed pool.
+//! - [`clusteripam`]: cluster IPAM for any network (plexus-cluster-ipam's
+//!   requests on the control socket), whatever else the node runs.
 //! - [`underlay`]: choosing the public interface and address.
 //! - [`masq`]: flannel's masquerade rules as an nftables batch.
 //! - [`netconf`]: the routed network's pools and BGP settings as files
@@ -22,6 +24,7 @@
 //!   control socket and on the optional metrics/health listener.
 
 pub mod bfd;
+pub mod clusteripam;
 pub mod ctlsock;
 pub mod dataplane;
 pub mod fake;

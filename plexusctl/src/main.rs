@@ -56,7 +56,8 @@ enum Top {
     /// Per-node settings, a node leaving the cluster, and `node status`
     /// (the local agent's view).
     Node(node::NodeCmd),
-    /// Block IPAM: pools' and blocks' use.
+    /// Block IPAM: the routed pools' and the cluster-IPAM ranges' use, and
+    /// `ipam check` for leaked cluster-IPAM addresses.
     Ipam(ipam::IpamCmd),
     /// The cluster as the network sees it: nodes, subnets, blocks, BGP
     /// sessions, pods (text, Graphviz DOT or SVG).

@@ -403,8 +403,8 @@ impl FakeAgent {
                         rest: Default::default(),
                     })
                     .to_line(),
-                    Request::BgpStatus => Answer::<Status>::Err(plexus_agent_api::AgentError {
-                        error: "this test double has no BGP".into(),
+                    _ => Answer::<Status>::Err(plexus_agent_api::AgentError {
+                        error: "this test double has no BGP and no cluster IPAM".into(),
                         code: None,
                     })
                     .to_line(),

@@ -293,6 +293,11 @@ impl Handler for RoutedHandler {
             }
             Request::BgpStatus => self.bgp_status().await,
             Request::Status => error("status is answered by the control socket", None),
+            // Cluster IPAM has its own handler (crate::clusteripam).
+            _ => error(
+                "this request is not served by the routed network",
+                Some(crate::ctlsock::CODE_TRY_AGAIN),
+            ),
         }
     }
 }

@@ -11,16 +11,22 @@
 //!
 //! * [`cidr`]: an address with its prefix length, as the messages carry it;
 //! * [`proto`]: the messages, and the route protocol number of pod routes;
+//! * [`clusteripam`]: the payloads of the cluster-IPAM commands;
 //! * [`client`]: a blocking client with a bounded timeout.
 //!
 //! Only serde, serde_json and std: a CNI plugin links this crate.
 
 pub mod cidr;
 pub mod client;
+pub mod clusteripam;
 pub mod proto;
 
 pub use cidr::Cidr;
 pub use client::{call, ClientError, DEFAULT_TIMEOUT, SOCKET_NAME};
+pub use clusteripam::{
+    ClusterAllocate, ClusterAllocation, ClusterCheck, ClusterGc, ClusterIp, ClusterRange,
+    ClusterRelease, PodRef,
+};
 pub use proto::{
     AgentError, Allocation, Answer, AttachmentKey, BgpPeer, BgpStatus, GcDone, Released, Request,
     Status, MAX_LINE, ROUTE_PROTOCOL_POD,

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::cidr::Cidr;
+use crate::clusteripam::{ClusterAllocate, ClusterCheck, ClusterGc, ClusterRelease};
 
 /// The route protocol number (RTPROT) of the node's routes to its pods
 /// (`ip route ... proto 112`): the agent tells the routes of local pods
@@ -62,6 +63,26 @@ pub enum Request {
     /// The node's BGP sessions (`plexusctl bgp status`); answered with
     /// [`BgpStatus`].
     BgpStatus,
+    /// Cluster IPAM (`plexus-cluster-ipam`): addresses for one attachment
+    /// from whereabouts-style ranges; see [`crate::clusteripam`].
+    ClusterIpamAllocate(ClusterAllocate),
+    ClusterIpamRelease(ClusterRelease),
+    ClusterIpamGc(ClusterGc),
+    ClusterIpamCheck(ClusterCheck),
+}
+
+impl Request {
+    /// Whether the request is one of the cluster-IPAM commands (served by
+    /// the cluster-IPAM handler whatever network model the node runs).
+    pub fn is_cluster_ipam(&self) -> bool {
+        matches!(
+            self,
+            Request::ClusterIpamAllocate(_)
+                | Request::ClusterIpamRelease(_)
+                | Request::ClusterIpamGc(_)
+                | Request::ClusterIpamCheck(_)
+        )
+    }
 }
 
 impl Request {

@@ -40,11 +40,16 @@
 //!
 //! The agent installs a blackhole route per held block and announces them:
 //! [`Allocator::blocks`] locally, [`Cluster::blocks_of`] for any node.
+//!
+//! # Cluster IPAM for any network
+//! [`clusterpool`]: whereabouts-style ranges served from blocks under their
+//! own prefix (`/plexus/clusteripam`), for `plexus-cluster-ipam`.
 
 pub mod allocator;
 pub mod arith;
 pub mod checked;
 pub mod cluster;
+pub mod clusterpool;
 pub mod declared;
 pub mod layout;
 pub mod records;

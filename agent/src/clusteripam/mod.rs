@@ -1,0 +1,241 @@
+//! The control socket's cluster-IPAM commands (`plexus-cluster-ipam`, an
+//! IPAM plugin for any network): `cluster_ipam_allocate`, `_release`,
+//! `_gc` and `_check`, served from this node's
+//! [`plexus_ipam::clusterpool::ClusterAllocator`] under its own key prefix.
+//! It needs only the store and the node name: no routed pool, no overlay
+//! config, no BGP, so a node that only serves cluster IPAM runs it alone.
+//!
+//! [`WithClusterIpam`] is the handler to put in the control socket's slot:
+//! it answers cluster-IPAM requests itself and hands every other request
+//! to the handler the running network model installs in its own slot
+//! (code 11 until there is one). [`heartbeat`] keeps the node's
+//! last-seen record fresh for `plexusctl ipam check`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use plexus_agent_api::{
+    AgentError, Cidr, ClusterAllocate, ClusterAllocation, ClusterIp, GcDone, Released, Request,
+};
+use plexus_ipam::clusterpool::{
+    cni_code, AllocRequest, Attachment, ClusterAllocator, ClusterLayout, Range,
+};
+use plexus_ipam::IpamError;
+use plexus_store::Kv;
+use serde_json::{json, Value};
+
+use crate::ctlsock::{Handler, Handlers, CODE_TRY_AGAIN};
+
+#[cfg(test)]
+mod tests;
+
+/// How often [`heartbeat`] says the agent is alive; `ipam check`'s grace
+/// period should be several of these.
+pub const HEARTBEAT: Duration = Duration::from_secs(60);
+
+fn error(e: impl std::fmt::Display, code: Option<u32>) -> Value {
+    serde_json::to_value(AgentError {
+        error: e.to_string(),
+        code,
+    })
+    .unwrap_or_else(|_| json!({"error": "internal"}))
+}
+
+fn ipam_error(e: &IpamError) -> Value {
+    error(e, cni_code(e))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Serves the cluster-IPAM requests.
+#[derive(Debug)]
+pub struct ClusterIpamHandler {
+    alloc: Arc<ClusterAllocator>,
+}
+
+impl ClusterIpamHandler {
+    /// Load `node`'s allocations from the store and say the node is alive.
+    pub async fn open(
+        kv: Arc<dyn Kv>,
+        layout: ClusterLayout,
+        node: &str,
+    ) -> Result<ClusterIpamHandler, IpamError> {
+        let alloc = ClusterAllocator::load(kv, layout, node).await?;
+        alloc.touch(now()).await?;
+        Ok(ClusterIpamHandler {
+            alloc: Arc::new(alloc),
+        })
+    }
+
+    pub fn allocator(&self) -> &Arc<ClusterAllocator> {
+        &self.alloc
+    }
+
+    async fn allocate(&self, a: ClusterAllocate) -> Value {
+        let req = match alloc_request(a) {
+            Ok(r) => r,
+            Err(e) => return ipam_error(&e),
+        };
+        match self.alloc.allocate(&req).await {
+            Ok(given) => {
+                let ips = given
+                    .into_iter()
+                    .map(|g| ClusterIp {
+                        address: Cidr {
+                            addr: g.address,
+                            prefix_len: g.range.prefix_len(),
+                        },
+                        gateway: g.gateway,
+                        range: cidr(&g.range),
+                    })
+                    .collect();
+                serde_json::to_value(ClusterAllocation { ips }).unwrap_or_else(|e| error(e, None))
+            }
+            Err(e) => {
+                tracing::info!(network = %req.attachment.network, container = %req.attachment.container_id, ifname = %req.attachment.ifname, error = %e, "cluster IPAM allocation refused");
+                ipam_error(&e)
+            }
+        }
+    }
+
+    async fn check(&self, container_id: &str, ifname: &str) -> Value {
+        let ips = self
+            .alloc
+            .held(container_id, ifname)
+            .await
+            .into_iter()
+            .map(|(addr, h)| ClusterIp {
+                address: Cidr {
+                    addr,
+                    prefix_len: h.range.prefix_len(),
+                },
+                gateway: None,
+                range: cidr(&h.range),
+            })
+            .collect();
+        serde_json::to_value(ClusterAllocation { ips }).unwrap_or_else(|e| error(e, None))
+    }
+}
+
+fn cidr(n: &IpNet) -> Cidr {
+    Cidr {
+        addr: n.network(),
+        prefix_len: n.prefix_len(),
+    }
+}
+
+fn net(c: &Cidr) -> Result<IpNet, IpamError> {
+    IpNet::new(c.addr, c.prefix_len)
+        .map(|n| n.trunc())
+        .map_err(|_| IpamError::Invalid(format!("{c} is not a CIDR")))
+}
+
+/// The wire request as the allocator's: every range checked (code 7).
+pub fn alloc_request(a: ClusterAllocate) -> Result<AllocRequest, IpamError> {
+    if a.ranges.is_empty() {
+        return Err(IpamError::Invalid("no range to allocate from".into()));
+    }
+    let ranges = a
+        .ranges
+        .iter()
+        .map(|r| {
+            let exclude = r.exclude.iter().map(net).collect::<Result<Vec<_>, _>>()?;
+            Range::new(
+                net(&r.range)?,
+                r.range_start,
+                r.range_end,
+                &exclude,
+                r.gateway,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AllocRequest {
+        attachment: Attachment {
+            network: a.network,
+            container_id: a.container_id,
+            ifname: a.ifname,
+            pod_namespace: a.pod.namespace,
+            pod_name: a.pod.name,
+            pod_uid: a.pod.uid,
+        },
+        network_name: a.network_name,
+        overlapping: a.overlapping,
+        ranges,
+        requested: a.requested,
+        block_size_v4: a.block_size_v4,
+        block_size_v6: a.block_size_v6,
+    })
+}
+
+#[async_trait::async_trait]
+impl Handler for ClusterIpamHandler {
+    async fn handle(&self, request: Request) -> Value {
+        match request {
+            Request::ClusterIpamAllocate(a) => self.allocate(a).await,
+            Request::ClusterIpamRelease(r) => {
+                match self.alloc.release(&r.container_id, &r.ifname).await {
+                    Ok(released) => json!(Released { released }),
+                    Err(e) => ipam_error(&e),
+                }
+            }
+            Request::ClusterIpamGc(g) => {
+                let valid: HashSet<(String, String)> = g
+                    .valid
+                    .into_iter()
+                    .map(|k| (k.container_id, k.ifname))
+                    .collect();
+                match self.alloc.gc(&g.network, &valid).await {
+                    Ok(released) => json!(GcDone { released }),
+                    Err(e) => ipam_error(&e),
+                }
+            }
+            Request::ClusterIpamCheck(c) => self.check(&c.container_id, &c.ifname).await,
+            _ => error(
+                "this request is not a cluster IPAM command",
+                Some(CODE_TRY_AGAIN),
+            ),
+        }
+    }
+}
+
+/// The control socket's handler on a node serving cluster IPAM: its
+/// requests answered here, the others by whatever the network model puts
+/// in `rest` (code 11 while that is empty).
+pub struct WithClusterIpam {
+    pub cluster: Arc<ClusterIpamHandler>,
+    pub rest: Handlers,
+}
+
+#[async_trait::async_trait]
+impl Handler for WithClusterIpam {
+    async fn handle(&self, request: Request) -> Value {
+        if request.is_cluster_ipam() {
+            return self.cluster.handle(request).await;
+        }
+        let rest = self.rest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match rest {
+            Some(h) => h.handle(request).await,
+            None => error(
+                "the node agent has no routed network ready (yet)",
+                Some(CODE_TRY_AGAIN),
+            ),
+        }
+    }
+}
+
+/// Refresh the node's last-seen record every `every` until dropped (a
+/// failed write is logged; the next round tries again).
+pub async fn heartbeat(alloc: Arc<ClusterAllocator>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = alloc.touch(now()).await {
+            tracing::warn!(error = %e, "cluster IPAM: cannot refresh this node's last-seen record");
+        }
+    }
+}

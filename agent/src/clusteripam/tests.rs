@@ -1,0 +1,195 @@
+//! The handler on the file store, as the control socket calls it.
+
+use super::*;
+use plexus_agent_api::{
+    AttachmentKey, ClusterCheck, ClusterGc, ClusterRange, ClusterRelease, PodRef,
+};
+
+async fn handler(dir: &std::path::Path, node: &str) -> (Arc<dyn Kv>, ClusterIpamHandler) {
+    let kv: Arc<dyn Kv> = Arc::new(plexus_store::FileKv::open(&dir.join("store")).unwrap());
+    let h = ClusterIpamHandler::open(kv.clone(), ClusterLayout::default(), node)
+        .await
+        .unwrap();
+    (kv, h)
+}
+
+fn range(cidr: &str) -> ClusterRange {
+    ClusterRange {
+        range: cidr.parse().unwrap(),
+        range_start: None,
+        range_end: None,
+        exclude: Vec::new(),
+        gateway: None,
+    }
+}
+
+fn allocate(cid: &str, ranges: Vec<ClusterRange>) -> Request {
+    Request::ClusterIpamAllocate(ClusterAllocate {
+        network: "macvlan-net".into(),
+        container_id: cid.into(),
+        ifname: "net1".into(),
+        network_name: String::new(),
+        overlapping: true,
+        ranges,
+        requested: Vec::new(),
+        pod: PodRef {
+            namespace: "default".into(),
+            name: format!("pod-{cid}"),
+            uid: format!("uid-{cid}"),
+        },
+        block_size_v4: None,
+        block_size_v6: None,
+    })
+}
+
+#[tokio::test]
+async fn allocate_check_release_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kv, h) = handler(dir.path(), "n1").await;
+    // The node said it is alive when the handler opened.
+    let seen = kv
+        .get("/plexus/clusteripam/nodes/n1")
+        .await
+        .unwrap()
+        .unwrap();
+    let seen: Value = serde_json::from_slice(&seen.value).unwrap();
+    assert!(seen["lastSeen"].as_u64().unwrap() > 0, "{seen}");
+
+    let mut r = range("192.168.60.0/24");
+    r.gateway = Some("192.168.60.1".parse().unwrap());
+    let a = h
+        .handle(allocate("c1", vec![r.clone(), range("fd00:60::/64")]))
+        .await;
+    assert_eq!(
+        a,
+        json!({"ips": [
+            {"address": "192.168.60.2/24", "gateway": "192.168.60.1", "range": "192.168.60.0/24"},
+            {"address": "fd00:60::1/64", "range": "fd00:60::/64"}
+        ]}),
+        "{a}"
+    );
+    assert_eq!(
+        h.handle(allocate("c1", vec![r.clone(), range("fd00:60::/64")]))
+            .await,
+        a
+    );
+    let check = |cid: &str| {
+        Request::ClusterIpamCheck(ClusterCheck {
+            network: "macvlan-net".into(),
+            container_id: cid.into(),
+            ifname: "net1".into(),
+        })
+    };
+    let held = h.handle(check("c1")).await;
+    assert_eq!(held["ips"].as_array().unwrap().len(), 2, "{held}");
+    assert_eq!(h.handle(check("nobody")).await, json!({"ips": []}));
+
+    let rel = Request::ClusterIpamRelease(ClusterRelease {
+        network: "macvlan-net".into(),
+        container_id: "c1".into(),
+        ifname: "net1".into(),
+    });
+    assert_eq!(h.handle(rel.clone()).await, json!({"released": 2}));
+    assert_eq!(h.handle(rel).await, json!({"released": 0}));
+
+    h.handle(allocate("c2", vec![r.clone()])).await;
+    h.handle(allocate("c3", vec![r.clone()])).await;
+    let gc = Request::ClusterIpamGc(ClusterGc {
+        network: "macvlan-net".into(),
+        valid: vec![AttachmentKey {
+            container_id: "c3".into(),
+            ifname: "net1".into(),
+        }],
+    });
+    assert_eq!(h.handle(gc).await, json!({"released": 1}));
+}
+
+#[tokio::test]
+async fn refusals_carry_their_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_kv, h) = handler(dir.path(), "n1").await;
+    // A /30: two usable addresses.
+    let tiny = range("10.9.0.0/30");
+    h.handle(allocate("c1", vec![tiny.clone()])).await;
+    h.handle(allocate("c2", vec![tiny.clone()])).await;
+    let e = h.handle(allocate("c3", vec![tiny.clone()])).await;
+    assert_eq!(e["code"], 100, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("10.9.0.0/30 is exhausted"),
+        "{e}"
+    );
+
+    let mut want = allocate("c4", vec![range("10.9.1.0/24")]);
+    if let Request::ClusterIpamAllocate(a) = &mut want {
+        a.requested = vec!["10.9.0.1".parse().unwrap()];
+    }
+    let e = h.handle(want).await;
+    assert_eq!(e["code"], 7, "outside every range: {e}");
+
+    let mut taken = allocate("c4", vec![tiny.clone()]);
+    if let Request::ClusterIpamAllocate(a) = &mut taken {
+        a.requested = vec!["10.9.0.1".parse().unwrap()];
+    }
+    assert_eq!(h.handle(taken).await["code"], 102);
+
+    let mut bad = range("10.9.2.0/24");
+    bad.range_start = Some("10.9.3.1".parse().unwrap());
+    let e = h.handle(allocate("c5", vec![bad])).await;
+    assert_eq!(e["code"], 7, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("range_start"), "{e}");
+    assert_eq!(h.handle(allocate("c5", Vec::new())).await["code"], 7);
+    let mut odd = allocate("c5", vec![range("10.9.2.0/24")]);
+    if let Request::ClusterIpamAllocate(a) = &mut odd {
+        a.block_size_v4 = Some(8);
+    }
+    assert_eq!(h.handle(odd).await["code"], 7);
+}
+
+/// Answers every request it gets with `{"released": 7}`.
+struct Routed;
+
+#[async_trait::async_trait]
+impl Handler for Routed {
+    async fn handle(&self, _: Request) -> Value {
+        json!({"released": 7})
+    }
+}
+
+#[tokio::test]
+async fn cluster_ipam_is_served_whatever_else_the_node_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_kv, h) = handler(dir.path(), "n1").await;
+    let w = WithClusterIpam {
+        cluster: Arc::new(h),
+        rest: Handlers::default(),
+    };
+    let routed = Request::Release {
+        network: "routed".into(),
+        container_id: "c".into(),
+        ifname: "eth0".into(),
+    };
+    // No routed network: cluster IPAM works, the routed commands wait.
+    let a = w.handle(allocate("c1", vec![range("10.9.0.0/24")])).await;
+    assert_eq!(a["ips"][0]["address"], "10.9.0.1/24", "{a}");
+    assert_eq!(w.handle(routed.clone()).await["code"], CODE_TRY_AGAIN);
+    // Through the socket's dispatch, the wrapper in the slot.
+    let slot = Handlers::default();
+    *slot.lock().unwrap() = Some(Arc::new(WithClusterIpam {
+        cluster: w.cluster.clone(),
+        rest: w.rest.clone(),
+    }));
+    let line = String::from_utf8(allocate("c1", vec![range("10.9.0.0/24")]).to_line()).unwrap();
+    let v = crate::ctlsock::dispatch(&line, &crate::status::Shared::default(), &slot).await;
+    assert_eq!(v, a);
+    // Once the routed network installs its handler, it gets the rest.
+    *w.rest.lock().unwrap() = Some(Arc::new(Routed));
+    assert_eq!(w.handle(routed).await, json!({"released": 7}));
+    // And the cluster handler refuses what is not its own.
+    assert_eq!(
+        w.cluster.handle(Request::BgpStatus).await["code"],
+        CODE_TRY_AGAIN
+    );
+}
