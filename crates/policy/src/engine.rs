@@ -300,16 +300,29 @@ fn numeric(spec: &PortSpec) -> Option<(Proto, u16, u16)> {
     }
 }
 
+/// The allowing rules of `rule_sets` (invalid ones allow nothing), with
+/// the addresses of their peers (every address when they name none).
+fn allowing<'r>(
+    rule_sets: &'r [&'r Vec<Resolved>],
+) -> impl Iterator<Item = (AddrSet, &'r Option<ResolvedPeers>, &'r Ports)> {
+    rule_sets
+        .iter()
+        .flat_map(|rs| rs.iter())
+        .filter_map(|r| match r {
+            Resolved::Invalid => None,
+            Resolved::Allow { peers, ports } => {
+                let addrs = peers
+                    .as_ref()
+                    .map_or_else(AddrSet::all, |p| p.addrs.clone());
+                Some((addrs, peers, ports))
+            }
+        })
+}
+
 /// Ingress: the peers are sources; named ports are the selected pod's.
 fn ingress_rules(rule_sets: &[&Vec<Resolved>], pod: &PodInfo) -> DirectionRules {
     let mut allows = Vec::new();
-    for r in rule_sets.iter().flat_map(|rs| rs.iter()) {
-        let Resolved::Allow { peers, ports } = r else {
-            continue;
-        };
-        let addrs = peers
-            .as_ref()
-            .map_or_else(AddrSet::all, |p| p.addrs.clone());
+    for (addrs, _, ports) in allowing(rule_sets) {
         let ports = match ports {
             Ports::Any => None,
             Ports::List(list) => Some(
@@ -332,13 +345,7 @@ fn ingress_rules(rule_sets: &[&Vec<Resolved>], pod: &PodInfo) -> DirectionRules 
 /// pod's own.
 fn egress_rules(rule_sets: &[&Vec<Resolved>], index: &Index, net: &Network) -> DirectionRules {
     let mut allows = Vec::new();
-    for r in rule_sets.iter().flat_map(|rs| rs.iter()) {
-        let Resolved::Allow { peers, ports } = r else {
-            continue;
-        };
-        let addrs = peers
-            .as_ref()
-            .map_or_else(AddrSet::all, |p| p.addrs.clone());
+    for (addrs, peers, ports) in allowing(rule_sets) {
         let list = match ports {
             Ports::Any => {
                 allows.push(Allow { addrs, ports: None });

@@ -221,40 +221,15 @@ impl Policy {
         }
 
         let ns = &id.namespace;
-
         let ingress = has_ingress.then(|| {
-            let rules = spec.ingress.as_deref().unwrap_or_default();
-            rules
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let checked = match r {
-                        Lenient::Ok(r) => check_rule(r.from.as_deref(), r.ports.as_deref()),
-                        Lenient::Bad(e) => Err(format!("malformed ({e})")),
-                    };
-                    checked.unwrap_or_else(|e| {
-                        problem(format!("ingress rule {i}: {e}; it allows nothing"));
-                        Rule::Invalid
-                    })
-                })
-                .collect()
+            check_rules(spec.ingress.as_deref(), "ingress", &mut problem, |r| {
+                (r.from.as_deref(), r.ports.as_deref())
+            })
         });
         let egress = has_egress.then(|| {
-            let rules = spec.egress.as_deref().unwrap_or_default();
-            rules
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let checked = match r {
-                        Lenient::Ok(r) => check_rule(r.to.as_deref(), r.ports.as_deref()),
-                        Lenient::Bad(e) => Err(format!("malformed ({e})")),
-                    };
-                    checked.unwrap_or_else(|e| {
-                        problem(format!("egress rule {i}: {e}; it allows nothing"));
-                        Rule::Invalid
-                    })
-                })
-                .collect()
+            check_rules(spec.egress.as_deref(), "egress", &mut problem, |r| {
+                (r.to.as_deref(), r.ports.as_deref())
+            })
         });
 
         let networks = match kind {
@@ -289,6 +264,34 @@ impl Policy {
             problems,
         )
     }
+}
+
+/// One direction's rules, each checked on its own; `parts` gives a rule's
+/// peers and ports.
+fn check_rules<R>(
+    rules: Option<&[Lenient<R>]>,
+    dir: &str,
+    problem: &mut impl FnMut(String),
+    parts: impl Fn(&R) -> (Option<&[api::Peer]>, Option<&[api::PolicyPort]>),
+) -> Vec<Rule> {
+    rules
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let checked = match r {
+                Lenient::Ok(r) => {
+                    let (peers, ports) = parts(r);
+                    check_rule(peers, ports)
+                }
+                Lenient::Bad(e) => Err(format!("malformed ({e})")),
+            };
+            checked.unwrap_or_else(|e| {
+                problem(format!("{dir} rule {i}: {e}; it allows nothing"));
+                Rule::Invalid
+            })
+        })
+        .collect()
 }
 
 /// The networks of a `policy-for` annotation as `namespace/name` (a bare

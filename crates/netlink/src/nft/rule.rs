@@ -240,29 +240,35 @@ impl Rule {
         self
     }
 
-    /// `ip[6] saddr|daddr @SET`: the address is in the named set (whose
-    /// key is `v`'s address type).
-    pub fn addr_in(mut self, v: IpVersion, which: AddrField, set: &str) -> Rule {
-        self = self.nfproto(v);
-        self.exprs.push(Expr::Payload {
+    /// `meta nfproto V` and the whole address into NFT_REG_1: the start of
+    /// a set lookup by address.
+    fn load_addr(self, v: IpVersion, which: AddrField) -> Rule {
+        self.nfproto(v).push(Expr::Payload {
             base: PayloadBase::Network,
             offset: which.offset(v),
             len: v.addr_len(),
-        });
-        self.exprs.push(Expr::Lookup {
+        })
+    }
+
+    fn lookup(self, set: &str) -> Rule {
+        self.push(Expr::Lookup {
             set: set.into(),
             set_id: None,
             sreg: NFT_REG_1,
             invert: false,
-        });
-        self
+        })
+    }
+
+    /// `ip[6] saddr|daddr @SET`: the address is in the named set (whose
+    /// key is `v`'s address type).
+    pub fn addr_in(self, v: IpVersion, which: AddrField, set: &str) -> Rule {
+        self.load_addr(v, which).lookup(set)
     }
 
     /// `ip[6] saddr|daddr . meta l4proto . th dport @SET`: the address, the
     /// layer 4 protocol and the destination port are in the named set
     /// (key `ADDR . inet_proto . inet_service`), loaded the way `nft` does.
-    pub fn addr_proto_port_in(mut self, v: IpVersion, which: AddrField, set: &str) -> Rule {
-        self = self.nfproto(v);
+    pub fn addr_proto_port_in(self, v: IpVersion, which: AddrField, set: &str) -> Rule {
         // The address fills 1 (IPv4) or 4 (IPv6) 4-byte registers. After
         // an IPv6 address `nft` names the next one by its 16-byte number
         // (NFT_REG_2, the same storage as reg32(4)); we do as it does.
@@ -270,33 +276,23 @@ impl Rule {
             IpVersion::V4 => (reg32(1), reg32(2)),
             IpVersion::V6 => (NFT_REG_1 + 1, reg32(5)),
         };
-        self.exprs.push(Expr::Payload {
-            base: PayloadBase::Network,
-            offset: which.offset(v),
-            len: v.addr_len(),
-        });
-        self.exprs.push(Expr::MetaInto {
-            key: MetaKey::L4Proto,
-            dreg: proto_reg,
-        });
-        self.exprs.push(Expr::Hton {
-            reg: proto_reg,
-            size: 2,
-            len: 1,
-        });
-        self.exprs.push(Expr::PayloadInto {
-            base: PayloadBase::Transport,
-            offset: 2,
-            len: 2,
-            dreg: port_reg,
-        });
-        self.exprs.push(Expr::Lookup {
-            set: set.into(),
-            set_id: None,
-            sreg: NFT_REG_1,
-            invert: false,
-        });
-        self
+        self.load_addr(v, which)
+            .push(Expr::MetaInto {
+                key: MetaKey::L4Proto,
+                dreg: proto_reg,
+            })
+            .push(Expr::Hton {
+                reg: proto_reg,
+                size: 2,
+                len: 1,
+            })
+            .push(Expr::PayloadInto {
+                base: PayloadBase::Transport,
+                offset: 2,
+                len: 2,
+                dreg: port_reg,
+            })
+            .lookup(set)
     }
 
     /// `counter name "NAME"`.
