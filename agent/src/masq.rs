@@ -18,10 +18,7 @@
 //! its own chain in the same table through [`apply_chain`].
 
 use ipnet::IpNet;
-use plexus_netlink::nft::{
-    self, BaseChain, Batch, ChainType, CmpOp, Expr, Family, Hook, MetaKey, PayloadBase, Policy,
-    Verdict,
-};
+use plexus_netlink::nft::{self, BaseChain, Batch, CmpOp, Expr, Family, IpVersion, Rule};
 
 use crate::dataplane::MasqRules;
 
@@ -29,98 +26,30 @@ pub const TABLE: &str = "plexusd";
 pub const CHAIN: &str = "overlay-masq";
 const COMMENT: &str = "plexusd overlay ipMasq";
 
-const MASQ_CHAIN: BaseChain = BaseChain {
-    chain_type: ChainType::Nat,
-    hook: Hook::Postrouting,
-    priority: nft::priority::SRCNAT,
-    policy: Policy::Accept,
-};
-
 /// kube-proxy's masquerade mark (`--masquerade-bit` 14): packets it marked
 /// are NATed by kube-proxy's own rules, not a second time here.
 const KUBE_PROXY_MARK: u32 = 0x4000;
 
 /// `meta mark & 0x4000 == 0x4000 accept`, once for both families.
 pub(crate) fn kube_proxy_rule() -> Vec<Expr> {
-    let mark = KUBE_PROXY_MARK.to_ne_bytes();
-    vec![
-        Expr::Meta(MetaKey::Mark),
-        Expr::Bitwise {
-            mask: mark.to_vec(),
-            xor: vec![0; 4],
-        },
-        Expr::cmp(CmpOp::Eq, &mark),
-        Expr::Verdict(Verdict::Accept),
-    ]
-}
-
-/// (nfproto, saddr offset, daddr offset, multicast prefix, its length)
-pub(crate) fn family_layout(net: &IpNet) -> (u8, u32, u32, Vec<u8>, u32) {
-    match net {
-        IpNet::V4(_) => (2, 12, 16, vec![224, 0, 0, 0], 4),
-        IpNet::V6(_) => {
-            let mut ff00 = vec![0u8; 16];
-            ff00[0] = 0xff;
-            (10, 8, 24, ff00, 8)
-        }
-    }
-}
-
-pub(crate) fn addr_bytes(net: &IpNet) -> Vec<u8> {
-    match net {
-        IpNet::V4(n) => n.network().octets().to_vec(),
-        IpNet::V6(n) => n.network().octets().to_vec(),
-    }
+    Rule::new().mark_has(KUBE_PROXY_MARK).accept()
 }
 
 /// The four rules for one family: (source, destination, action).
 fn rules(network: IpNet, subnet: IpNet) -> Vec<Vec<Expr>> {
-    let (nfproto, saddr, daddr, mcast, mcast_len) = family_layout(&network);
-    let m = |off: u32, net: &IpNet, op: CmpOp| {
-        Expr::prefix_match(
-            PayloadBase::Network,
-            off,
-            &addr_bytes(net),
-            net.prefix_len().into(),
-            op,
-        )
-    };
-    let mcast_match =
-        Expr::prefix_match(PayloadBase::Network, daddr, &mcast, mcast_len, CmpOp::Neq);
-    let head = || {
-        vec![
-            Expr::Meta(MetaKey::NfProto),
-            Expr::cmp(CmpOp::Eq, &[nfproto]),
-        ]
-    };
-    let rule = |parts: Vec<Vec<Expr>>, last: Expr| {
-        let mut r = head();
-        for p in parts {
-            r.extend(p);
-        }
-        r.push(last);
-        r
-    };
+    use CmpOp::{Eq, Neq};
+    let v = IpVersion::of(&network);
     vec![
-        rule(
-            vec![m(saddr, &network, CmpOp::Eq), m(daddr, &network, CmpOp::Eq)],
-            Expr::Verdict(Verdict::Accept),
-        ),
-        rule(
-            vec![m(saddr, &network, CmpOp::Neq), m(daddr, &subnet, CmpOp::Eq)],
-            Expr::Verdict(Verdict::Accept),
-        ),
-        rule(
-            vec![m(saddr, &network, CmpOp::Eq), mcast_match],
-            Expr::MasqRandomFully,
-        ),
-        rule(
-            vec![
-                m(saddr, &network, CmpOp::Neq),
-                m(daddr, &network, CmpOp::Eq),
-            ],
-            Expr::MasqRandomFully,
-        ),
+        Rule::ip(v).saddr(&network, Eq).daddr(&network, Eq).accept(),
+        Rule::ip(v).saddr(&network, Neq).daddr(&subnet, Eq).accept(),
+        Rule::ip(v)
+            .saddr(&network, Eq)
+            .daddr_not_multicast(v)
+            .masquerade_fully_random(),
+        Rule::ip(v)
+            .saddr(&network, Neq)
+            .daddr(&network, Eq)
+            .masquerade_fully_random(),
     ]
 }
 
@@ -144,7 +73,13 @@ fn overlay_rules(r: &MasqRules) -> Vec<Vec<Expr>> {
 pub fn write_chain(chain: &str, comment: &str, rules: &[Vec<Expr>]) -> Batch {
     let mut b = Batch::new();
     b.add_table(Family::Inet, TABLE)
-        .add_chain(Family::Inet, TABLE, chain, Some(&MASQ_CHAIN), Some(comment))
+        .add_chain(
+            Family::Inet,
+            TABLE,
+            chain,
+            Some(&BaseChain::SRCNAT),
+            Some(comment),
+        )
         .flush_chain(Family::Inet, TABLE, chain);
     for exprs in rules {
         b.add_rule(Family::Inet, TABLE, chain, exprs, Some(comment));
@@ -230,7 +165,10 @@ mod tests {
         assert_eq!(rs[0][3], Expr::cmp(CmpOp::Eq, &[10, 5]));
         assert_eq!(rs[1][5], Expr::cmp(CmpOp::Eq, &[10, 5, 1]));
         assert_eq!(rs[2].last(), Some(&Expr::MasqRandomFully));
-        assert_eq!(rs[0].last(), Some(&Expr::Verdict(Verdict::Accept)));
+        assert_eq!(
+            rs[0].last(),
+            Some(&Expr::Verdict(plexus_netlink::nft::Verdict::Accept))
+        );
         assert_eq!(remove_chain(CHAIN).len(), 2);
     }
 }

@@ -21,6 +21,7 @@ pub mod cni;
 pub mod etcd;
 pub mod example;
 pub mod ipam;
+pub mod probe;
 pub mod routers;
 
 pub use cni::{CniSandbox, CtlOutput};

@@ -13,12 +13,11 @@
 //! [`rules`] is pure; [`NatOutgoing`] writes the chain when the pools
 //! change and removes it when no pool wants NAT any more.
 
-use ipnet::IpNet;
 use plexus_ipam::Pool;
-use plexus_netlink::nft::{CmpOp, Expr, MetaKey, PayloadBase, Verdict};
+use plexus_netlink::nft::{CmpOp, Expr, IpVersion, Rule};
 use plexus_netlink::Netns;
 
-use crate::masq::{addr_bytes, family_layout, kube_proxy_rule};
+use crate::masq::kube_proxy_rule;
 
 pub const CHAIN: &str = "routed-nat-outgoing";
 const COMMENT: &str = "plexusd routed nat-outgoing";
@@ -29,44 +28,19 @@ pub fn rules(pools: &[Pool]) -> Option<Vec<Vec<Expr>>> {
     if !pools.iter().any(|p| p.nat_outgoing) {
         return None;
     }
-    let head = |net: &IpNet| {
-        let (nfproto, ..) = family_layout(net);
-        vec![
-            Expr::Meta(MetaKey::NfProto),
-            Expr::cmp(CmpOp::Eq, &[nfproto]),
-        ]
-    };
-    let matches = |net: &IpNet, dst: bool, op: CmpOp| {
-        let (_, saddr, daddr, ..) = family_layout(net);
-        let off = if dst { daddr } else { saddr };
-        Expr::prefix_match(
-            PayloadBase::Network,
-            off,
-            &addr_bytes(net),
-            net.prefix_len().into(),
-            op,
-        )
-    };
     let mut all = vec![kube_proxy_rule()];
     for p in pools {
-        let mut r = head(&p.cidr);
-        r.extend(matches(&p.cidr, true, CmpOp::Eq));
-        r.push(Expr::Verdict(Verdict::Accept));
-        all.push(r);
+        let v = IpVersion::of(&p.cidr);
+        all.push(Rule::ip(v).daddr(&p.cidr, CmpOp::Eq).accept());
     }
     for p in pools.iter().filter(|p| p.nat_outgoing) {
-        let (_, _, daddr, mcast, mcast_len) = family_layout(&p.cidr);
-        let mut r = head(&p.cidr);
-        r.extend(matches(&p.cidr, false, CmpOp::Eq));
-        r.extend(Expr::prefix_match(
-            PayloadBase::Network,
-            daddr,
-            &mcast,
-            mcast_len,
-            CmpOp::Neq,
-        ));
-        r.push(Expr::MasqRandomFully);
-        all.push(r);
+        let v = IpVersion::of(&p.cidr);
+        all.push(
+            Rule::ip(v)
+                .saddr(&p.cidr, CmpOp::Eq)
+                .daddr_not_multicast(v)
+                .masquerade_fully_random(),
+        );
     }
     Some(all)
 }
@@ -137,8 +111,11 @@ mod tests {
         assert_eq!(r[0], kube_proxy_rule());
         for (i, p) in pools.iter().enumerate() {
             let rule = &r[1 + i];
-            assert_eq!(rule.last(), Some(&Expr::Verdict(Verdict::Accept)));
-            let (nfproto, ..) = family_layout(&p.cidr);
+            assert_eq!(
+                rule.last(),
+                Some(&Expr::Verdict(plexus_netlink::nft::Verdict::Accept))
+            );
+            let nfproto = IpVersion::of(&p.cidr).nfproto();
             assert_eq!(rule[1], Expr::cmp(CmpOp::Eq, &[nfproto]));
         }
         // ip saddr 10.96.0.0/16 (a 2-byte compare after the load)...

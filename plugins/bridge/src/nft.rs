@@ -17,7 +17,7 @@
 use ipnet::IpNet;
 pub use plexus_netlink::nft::Batch;
 use plexus_netlink::nft::{
-    self, BaseChain, ChainType, CmpOp, Expr, Family, Hook, MetaKey, PayloadBase, Policy,
+    self, BaseChain, ChainType, CmpOp, Expr, Family, Hook, IpVersion, Policy, Rule,
 };
 use plexus_netlink::MacAddr;
 use sha2::{Digest, Sha256};
@@ -30,12 +30,7 @@ const COMMENT_MAX: usize = nft::COMMENT_MAX;
 const COMMENT_PREFIX: &str = "plexus-bridge";
 
 /// `type nat hook postrouting priority srcnat; policy accept;`
-const MASQ_CHAIN: BaseChain = BaseChain {
-    chain_type: ChainType::Nat,
-    hook: Hook::Postrouting,
-    priority: nft::priority::SRCNAT,
-    policy: Policy::Accept,
-};
+const MASQ_CHAIN: BaseChain = BaseChain::SRCNAT;
 
 /// `type filter hook prerouting priority -300; policy accept;`
 const SPOOF_CHAIN: BaseChain = BaseChain {
@@ -137,55 +132,12 @@ fn declare(b: &mut Batch, family: Family, chain: &str, base: &BaseChain, comment
 /// (`ip6 ... ff00::/8` for IPv6), preceded by the `meta nfproto ipv4|ipv6`
 /// that `nft` adds in the inet family.
 fn masq_exprs(ip: &IpNet) -> Vec<Expr> {
-    let net = PayloadBase::Network;
-    // (nfproto, saddr offset, daddr offset, address, subnet, multicast range)
-    let (nfproto, saddr, daddr, addr, subnet, mcast, mcast_len): (u8, u32, u32, Vec<u8>, _, _, _) =
-        match ip {
-            IpNet::V4(n) => (
-                2, // NFPROTO_IPV4
-                12,
-                16,
-                n.addr().octets().to_vec(),
-                n.trunc().addr().octets().to_vec(),
-                [224, 0, 0, 0].to_vec(),
-                4,
-            ),
-            IpNet::V6(n) => {
-                let mut ff00 = [0u8; 16];
-                ff00[0] = 0xff;
-                (
-                    10, // NFPROTO_IPV6
-                    8,
-                    24,
-                    n.addr().octets().to_vec(),
-                    n.trunc().addr().octets().to_vec(),
-                    ff00.to_vec(),
-                    8,
-                )
-            }
-        };
-    let full = addr.len() as u32 * 8;
-    let mut e = vec![
-        Expr::Meta(MetaKey::NfProto),
-        Expr::cmp(CmpOp::Eq, &[nfproto]),
-    ];
-    e.extend(Expr::prefix_match(net, saddr, &addr, full, CmpOp::Eq));
-    e.extend(Expr::prefix_match(
-        net,
-        daddr,
-        &subnet,
-        ip.prefix_len().into(),
-        CmpOp::Neq,
-    ));
-    e.extend(Expr::prefix_match(
-        net,
-        daddr,
-        &mcast,
-        mcast_len,
-        CmpOp::Neq,
-    ));
-    e.push(Expr::Masq);
-    e
+    let v = IpVersion::of(ip);
+    Rule::ip(v)
+        .saddr(&IpNet::from(ip.addr()), CmpOp::Eq)
+        .daddr(ip, CmpOp::Neq)
+        .daddr_not_multicast(v)
+        .masquerade()
 }
 
 /// Masquerade traffic from each of `ips` to anything outside its subnet
@@ -203,22 +155,10 @@ pub fn add_masq(b: &mut Batch, a: &Attachment, ips: &[IpNet]) {
 pub fn add_spoof(b: &mut Batch, a: &Attachment, host_veth: &str, mac: MacAddr) {
     let (chain, comment) = (a.spoof_chain(), a.comment());
     declare(b, Family::Bridge, &chain, &SPOOF_CHAIN, &comment);
-    // The kernel compares the whole IFNAMSIZ field, NUL padded (as nft).
-    let mut ifname = [0u8; 16];
-    let n = host_veth.len().min(15);
-    ifname[..n].copy_from_slice(&host_veth.as_bytes()[..n]);
-    let exprs = [
-        Expr::Meta(MetaKey::IifName),
-        Expr::cmp(CmpOp::Eq, &ifname),
-        // ether saddr: 6 bytes at offset 6 of the Ethernet header.
-        Expr::Payload {
-            base: PayloadBase::LinkLayer,
-            offset: 6,
-            len: 6,
-        },
-        Expr::cmp(CmpOp::Neq, &mac.octets()),
-        Expr::Verdict(nft::Verdict::Drop),
-    ];
+    let exprs = Rule::new()
+        .iifname(host_veth, CmpOp::Eq)
+        .ether_saddr(mac.octets(), CmpOp::Neq)
+        .drop();
     b.add_rule(Family::Bridge, TABLE, &chain, &exprs, Some(&comment));
 }
 

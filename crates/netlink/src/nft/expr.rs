@@ -1,10 +1,13 @@
 //! The nf_tables expressions Plexus needs, encoded as libnftnl does.
 //!
-//! Every load goes to NFT_REG_1 (a 16-byte register) and every compare reads
+//! Simple loads go to NFT_REG_1 (a 16-byte register) and every compare reads
 //! it, like `nft` does for simple matches, so a rule is a flat list of
-//! "load; [bitwise;] cmp" groups followed by a statement.
+//! "load; [bitwise;] cmp" groups followed by a statement. A concatenated
+//! set key is the exception: its fields are loaded one after the other into
+//! consecutive 4-byte registers ([`reg32`]) and looked up from the first
+//! ([`Expr::Lookup`]), as `nft` does for `ip saddr . th dport @s`.
 
-use super::wire::{nest, put, put_be32, put_str};
+use super::wire::{nest, put, put_be32, put_be64, put_str};
 
 // struct nft_expr attributes (NFTA_LIST_ELEM > NFTA_EXPR_*).
 const NFTA_LIST_ELEM: u16 = 1;
@@ -18,7 +21,15 @@ const NFTA_VERDICT_CODE: u16 = 1;
 
 const NFT_REG_VERDICT: u32 = 0;
 /// The first 16-byte register (NFT_REG_1; the 4-byte ones start at 8).
-const NFT_REG_1: u32 = 1;
+pub const NFT_REG_1: u32 = 1;
+
+/// The `n`-th 4-byte register (NFT_REG32_00 + n). Registers overlap:
+/// `reg32(0..4)` are NFT_REG_1, so a concatenation that starts with a
+/// 4-byte field in NFT_REG_1 continues in `reg32(1)`; `nft` prints these
+/// as `reg 9`, `reg 10`, ...
+pub const fn reg32(n: u32) -> u32 {
+    8 + n
+}
 
 /// What `meta` loads (enum nft_meta_keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,16 +41,49 @@ pub enum MetaKey {
     NfProto,
     /// The packet mark (4 bytes, host byte order): `meta mark`.
     Mark,
+    /// Output interface name (16 bytes, NUL padded): `oifname`.
+    OifName,
+    /// Layer 4 protocol number (1 byte, after IPv6 extension headers):
+    /// `meta l4proto`.
+    L4Proto,
 }
 
 impl MetaKey {
     fn code(self) -> u32 {
         match self {
             MetaKey::IifName => 6,  // NFT_META_IIFNAME
+            MetaKey::OifName => 7,  // NFT_META_OIFNAME
             MetaKey::NfProto => 15, // NFT_META_NFPROTO
+            MetaKey::L4Proto => 16, // NFT_META_L4PROTO
             MetaKey::Mark => 3,     // NFT_META_MARK
         }
     }
+}
+
+/// What `ct` loads (enum nft_ct_keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CtKey {
+    /// The connection's state bits (4 bytes, host byte order): `ct state`.
+    State,
+}
+
+impl CtKey {
+    fn code(self) -> u32 {
+        match self {
+            CtKey::State => 0, // NFT_CT_STATE
+        }
+    }
+}
+
+/// `ct state` bits (NF_CT_STATE_BIT of enum ip_conntrack_info, and the
+/// untracked bit), to be OR-ed into a mask.
+pub mod ct_state {
+    pub const INVALID: u32 = 1;
+    pub const ESTABLISHED: u32 = 1 << 1;
+    pub const RELATED: u32 = 1 << 2;
+    pub const NEW: u32 = 1 << 3;
+    pub const UNTRACKED: u32 = 1 << 6;
 }
 
 /// Which header a `payload` offset counts from (enum nft_payload_bases).
@@ -57,20 +101,29 @@ pub enum PayloadBase {
 pub enum CmpOp {
     Eq = 0,
     Neq = 1,
+    /// The register, read as a big-endian number, is less than the data
+    /// (and so on): nft's `<`, `<=`, `>`, `>=` and ranges.
+    Lt = 2,
+    Lte = 3,
+    Gt = 4,
+    Gte = 5,
 }
 
-/// Terminal verdicts (NF_DROP / NF_ACCEPT).
+/// Verdicts: NF_DROP / NF_ACCEPT end the hook's evaluation; `return`
+/// ends the chain (in a base chain: its policy applies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Drop,
     Accept,
+    Return,
 }
 
 impl Verdict {
     fn code(self) -> u32 {
         match self {
-            Verdict::Drop => 0,   // NF_DROP
-            Verdict::Accept => 1, // NF_ACCEPT
+            Verdict::Drop => 0,                // NF_DROP
+            Verdict::Accept => 1,              // NF_ACCEPT
+            Verdict::Return => (-5i32) as u32, // NFT_RETURN
         }
     }
 }
@@ -97,8 +150,38 @@ pub enum Expr {
     /// flannel asks iptables for), avoiding port-reuse races between
     /// connections from different pods.
     MasqRandomFully,
-    /// `immediate reg 0 VERDICT`: drop / accept.
+    /// `immediate reg 0 VERDICT`: drop / accept / return.
     Verdict(Verdict),
+    /// `meta load KEY => reg DREG`: a load into another register than
+    /// NFT_REG_1 (a later field of a concatenation, see [`reg32`]).
+    MetaInto { key: MetaKey, dreg: u32 },
+    /// `payload load LEN @ BASE + OFFSET => reg DREG`.
+    PayloadInto {
+        base: PayloadBase,
+        offset: u32,
+        len: u32,
+        dreg: u32,
+    },
+    /// `ct load KEY => reg 1`.
+    Ct(CtKey),
+    /// `byteorder reg R = hton(reg R, SIZE, LEN)`: what `nft` emits after
+    /// loading `meta l4proto` into a concatenation (with SIZE 2 and LEN 1
+    /// it changes nothing; kept so the rule reads back as `nft` wrote it).
+    Hton { reg: u32, size: u32, len: u32 },
+    /// `lookup reg SREG set NAME`: matches when the key starting at SREG is
+    /// in the set (or is not, with `invert`). `set_id` names a set added
+    /// earlier in the same batch (an anonymous one has no usable name).
+    Lookup {
+        set: String,
+        set_id: Option<u32>,
+        sreg: u32,
+        invert: bool,
+    },
+    /// `counter name NAME`: counts into the table's named counter object,
+    /// which keeps its value when the rule is replaced.
+    CounterRef(String),
+    /// `counter`: an anonymous counter owned by the rule.
+    Counter,
 }
 
 impl Expr {
@@ -156,21 +239,63 @@ impl Expr {
             Expr::Cmp { .. } => "cmp",
             Expr::Masq | Expr::MasqRandomFully => "masq",
             Expr::Verdict(_) => "immediate",
+            Expr::MetaInto { .. } => "meta",
+            Expr::PayloadInto { .. } => "payload",
+            Expr::Ct(_) => "ct",
+            Expr::Hton { .. } => "byteorder",
+            Expr::Lookup { .. } => "lookup",
+            Expr::CounterRef(_) => "objref",
+            Expr::Counter => "counter",
         }
     }
 
     /// The NFTA_EXPR_DATA attributes, in libnftnl's order.
     fn encode_data(&self, b: &mut Vec<u8>) {
         match self {
-            Expr::Meta(key) => {
-                put_be32(b, 2, key.code()); // NFTA_META_KEY
-                put_be32(b, 1, NFT_REG_1); // NFTA_META_DREG
-            }
+            Expr::Meta(key) => encode_meta(b, *key, NFT_REG_1),
+            Expr::MetaInto { key, dreg } => encode_meta(b, *key, *dreg),
             Expr::Payload { base, offset, len } => {
-                put_be32(b, 1, NFT_REG_1); // NFTA_PAYLOAD_DREG
-                put_be32(b, 2, *base as u32); // NFTA_PAYLOAD_BASE
-                put_be32(b, 3, *offset); // NFTA_PAYLOAD_OFFSET
-                put_be32(b, 4, *len); // NFTA_PAYLOAD_LEN
+                encode_payload(b, *base, *offset, *len, NFT_REG_1)
+            }
+            Expr::PayloadInto {
+                base,
+                offset,
+                len,
+                dreg,
+            } => encode_payload(b, *base, *offset, *len, *dreg),
+            Expr::Ct(key) => {
+                put_be32(b, 2, key.code()); // NFTA_CT_KEY
+                put_be32(b, 1, NFT_REG_1); // NFTA_CT_DREG
+            }
+            Expr::Hton { reg, size, len } => {
+                put_be32(b, 1, *reg); // NFTA_BYTEORDER_SREG
+                put_be32(b, 2, *reg); // NFTA_BYTEORDER_DREG
+                put_be32(b, 3, 1); // NFTA_BYTEORDER_OP: NFT_BYTEORDER_HTON
+                put_be32(b, 4, *len); // NFTA_BYTEORDER_LEN
+                put_be32(b, 5, *size); // NFTA_BYTEORDER_SIZE
+            }
+            Expr::Lookup {
+                set,
+                set_id,
+                sreg,
+                invert,
+            } => {
+                put_str(b, 1, set); // NFTA_LOOKUP_SET
+                put_be32(b, 2, *sreg); // NFTA_LOOKUP_SREG
+                if let Some(id) = set_id {
+                    put_be32(b, 4, *id); // NFTA_LOOKUP_SET_ID
+                }
+                if *invert {
+                    put_be32(b, 5, 1); // NFTA_LOOKUP_FLAGS: NFT_LOOKUP_F_INV
+                }
+            }
+            Expr::CounterRef(name) => {
+                put_be32(b, 1, OBJECT_COUNTER); // NFTA_OBJREF_IMM_TYPE
+                put_str(b, 2, name); // NFTA_OBJREF_IMM_NAME
+            }
+            Expr::Counter => {
+                put_be64(b, 1, 0); // NFTA_COUNTER_BYTES
+                put_be64(b, 2, 0); // NFTA_COUNTER_PACKETS
             }
             Expr::Bitwise { mask, xor } => {
                 put_be32(b, 1, NFT_REG_1); // NFTA_BITWISE_SREG
@@ -199,6 +324,12 @@ impl Expr {
         }
     }
 
+    /// Whether a rule ending with this expression ends with a statement
+    /// (a verdict or NAT), not a match.
+    pub fn is_statement(&self) -> bool {
+        matches!(self, Expr::Verdict(_) | Expr::Masq | Expr::MasqRandomFully)
+    }
+
     /// Appends this expression as one NFTA_LIST_ELEM of NFTA_RULE_EXPRESSIONS.
     pub(crate) fn encode(&self, b: &mut Vec<u8>) {
         nest(b, NFTA_LIST_ELEM, |b| {
@@ -207,6 +338,21 @@ impl Expr {
             nest(b, NFTA_EXPR_DATA, |b| self.encode_data(b));
         });
     }
+}
+
+/// NFT_OBJECT_COUNTER: the type of named counter objects.
+pub(crate) const OBJECT_COUNTER: u32 = 1;
+
+fn encode_meta(b: &mut Vec<u8>, key: MetaKey, dreg: u32) {
+    put_be32(b, 2, key.code()); // NFTA_META_KEY
+    put_be32(b, 1, dreg); // NFTA_META_DREG
+}
+
+fn encode_payload(b: &mut Vec<u8>, base: PayloadBase, offset: u32, len: u32, dreg: u32) {
+    put_be32(b, 1, dreg); // NFTA_PAYLOAD_DREG
+    put_be32(b, 2, base as u32); // NFTA_PAYLOAD_BASE
+    put_be32(b, 3, offset); // NFTA_PAYLOAD_OFFSET
+    put_be32(b, 4, len); // NFTA_PAYLOAD_LEN
 }
 
 #[cfg(test)]

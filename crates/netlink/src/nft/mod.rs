@@ -13,12 +13,17 @@
 //!   opens it: open it on a thread that is already in the target netns
 //!   (e.g. inside [`crate::Netns::run`], or on the main thread of a plugin
 //!   acting on the node netns).
-//! * [`Batch`]: tables, chains (with hooks and comments), flushes, deletes
-//!   and rules built from [`Expr`]s; [`Batch::commit`] sends it in one
+//! * [`Batch`]: tables, chains (with hooks and comments), sets (named or
+//!   anonymous, interval, concatenated keys) and their elements, named
+//!   counters, flushes, deletes and rules built from [`Expr`]s (by hand or
+//!   with the [`Rule`] builder); [`Batch::commit`] sends it in one
 //!   `sendmsg` and reports the first failing message.
-//! * [`list_chains`]: the chains of one table with their comments.
+//! * [`list_tables`], [`list_chains`] (with their comments) and
+//!   [`list_counters`] (packets and bytes of named counters).
 
 mod expr;
+mod rule;
+mod set;
 pub(crate) mod wire;
 
 use std::cell::Cell;
@@ -27,7 +32,9 @@ use std::time::Duration;
 
 use rtnetlink::sys::{protocols::NETLINK_NETFILTER, Socket as NlSocket};
 
-pub use expr::{CmpOp, Expr, MetaKey, PayloadBase, Verdict};
+pub use expr::{ct_state, reg32, CmpOp, CtKey, Expr, MetaKey, PayloadBase, Verdict, NFT_REG_1};
+pub use rule::{AddrField, IpVersion, Rule};
+pub use set::{Elem, Key, KeyType, Range, SetSpec};
 pub use wire::{decode_comment, encode_comment, COMMENT_MAX};
 
 use crate::error::{Error, Result};
@@ -36,7 +43,7 @@ use rtnetlink::packet_core::{
     NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR,
     NLM_F_REQUEST,
 };
-use wire::{attrs, get_str, put, put_be32, put_msg, put_str};
+use wire::{attrs, get_be32, get_be64, get_str, put, put_be32, put_be64, put_msg, put_str};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -44,11 +51,19 @@ const NFNL_MSG_BATCH_END: u16 = 0x11;
 
 // enum nf_tables_msg_types
 const NFT_MSG_NEWTABLE: u8 = 0;
+const NFT_MSG_GETTABLE: u8 = 1;
+const NFT_MSG_DELTABLE: u8 = 2;
 const NFT_MSG_NEWCHAIN: u8 = 3;
 const NFT_MSG_GETCHAIN: u8 = 4;
 const NFT_MSG_DELCHAIN: u8 = 5;
 const NFT_MSG_NEWRULE: u8 = 6;
 const NFT_MSG_DELRULE: u8 = 8;
+const NFT_MSG_NEWSET: u8 = 9;
+const NFT_MSG_DELSET: u8 = 11;
+const NFT_MSG_NEWSETELEM: u8 = 12;
+const NFT_MSG_DELSETELEM: u8 = 14;
+const NFT_MSG_NEWOBJ: u8 = 18;
+const NFT_MSG_GETOBJ: u8 = 19;
 
 // NFTA_TABLE_*, NFTA_CHAIN_*, NFTA_HOOK_*, NFTA_RULE_*
 const NFTA_TABLE_NAME: u16 = 1;
@@ -65,6 +80,12 @@ const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_RULE_USERDATA: u16 = 7;
+const NFTA_OBJ_TABLE: u16 = 1;
+const NFTA_OBJ_NAME: u16 = 2;
+const NFTA_OBJ_TYPE: u16 = 3;
+const NFTA_OBJ_DATA: u16 = 4;
+const NFTA_COUNTER_BYTES: u16 = 1;
+const NFTA_COUNTER_PACKETS: u16 = 2;
 
 /// How long to wait for the kernel. Batches are processed synchronously
 /// inside `sendmsg`, so their answers are already queued; this only bounds
@@ -132,6 +153,8 @@ pub enum Policy {
 pub mod priority {
     /// `srcnat` in the ip/ip6/inet families.
     pub const SRCNAT: i32 = 100;
+    /// `filter` in the ip/ip6/inet families.
+    pub const FILTER: i32 = 0;
     /// `dstnat` in the bridge family (the earliest bridge hook users get).
     pub const BRIDGE_DSTNAT: i32 = -300;
 }
@@ -143,6 +166,46 @@ pub struct BaseChain {
     pub hook: Hook,
     pub priority: i32,
     pub policy: Policy,
+}
+
+impl BaseChain {
+    /// `type nat hook postrouting priority srcnat; policy accept;`: where
+    /// every masquerade rule of Plexus lives.
+    pub const SRCNAT: BaseChain = BaseChain {
+        chain_type: ChainType::Nat,
+        hook: Hook::Postrouting,
+        priority: priority::SRCNAT,
+        policy: Policy::Accept,
+    };
+
+    /// `type filter hook HOOK priority filter; policy accept;`
+    pub const fn filter(hook: Hook) -> BaseChain {
+        BaseChain {
+            chain_type: ChainType::Filter,
+            hook,
+            priority: priority::FILTER,
+            policy: Policy::Accept,
+        }
+    }
+}
+
+/// A set added to a batch by [`Batch::add_anonymous_set`]: rules look it
+/// up by its batch ID, in the same batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnonymousSet {
+    id: u32,
+}
+
+impl AnonymousSet {
+    /// `lookup reg SREG set __setN`.
+    pub fn lookup(&self, sreg: u32, invert: bool) -> Expr {
+        Expr::Lookup {
+            set: set::ANONYMOUS_NAME.into(),
+            set_id: Some(self.id),
+            sreg,
+            invert,
+        }
+    }
 }
 
 /// One message of a batch, kept encoded (just the attributes) so a batch
@@ -165,7 +228,11 @@ struct Msg {
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     msgs: Vec<Msg>,
-    invalid: Option<(String, &'static str)>,
+    /// The first invalid input: (what, value, reason).
+    invalid: Option<(&'static str, String, String)>,
+    /// The last NFTA_SET_ID handed out (sets of one batch refer to each
+    /// other by these).
+    set_ids: u32,
 }
 
 impl Batch {
@@ -197,10 +264,161 @@ impl Batch {
         match encode_comment(c) {
             Ok(u) => Some(u),
             Err(reason) => {
-                self.invalid.get_or_insert((c.to_string(), reason));
+                self.invalid
+                    .get_or_insert(("nftables comment", c.to_string(), reason.into()));
                 None
             }
         }
+    }
+
+    fn next_set_id(&mut self) -> u32 {
+        self.set_ids += 1;
+        self.set_ids
+    }
+
+    /// `delete table FAMILY NAME`, with everything in it: fails with
+    /// ENOENT if it does not exist (after `add_table` in the same batch it
+    /// cannot).
+    pub fn delete_table(&mut self, family: Family, name: &str) -> &mut Self {
+        let mut b = Vec::new();
+        put_str(&mut b, NFTA_TABLE_NAME, name);
+        self.push(
+            NFT_MSG_DELTABLE,
+            0,
+            family,
+            b,
+            format!("delete table {family} {name}"),
+        );
+        self
+    }
+
+    /// `add set FAMILY TABLE NAME { type ..; [flags interval;] }`: creates
+    /// it unless it exists (an existing set of the same type is left as it
+    /// is, elements included; one of another type is an error).
+    pub fn add_set(&mut self, family: Family, table: &str, set: &SetSpec) -> &mut Self {
+        let id = self.next_set_id();
+        let body = set.encode(table, id, false);
+        self.push(
+            NFT_MSG_NEWSET,
+            NLM_F_CREATE,
+            family,
+            body,
+            format!("add set {family} {table} {}", set.name),
+        );
+        self
+    }
+
+    /// `flush set`: removes every element.
+    pub fn flush_set(&mut self, family: Family, table: &str, set: &str) -> &mut Self {
+        self.push(
+            NFT_MSG_DELSETELEM,
+            0,
+            family,
+            set::encode_set_ref(table, set),
+            format!("flush set {family} {table} {set}"),
+        );
+        self
+    }
+
+    /// `delete set`: fails with ENOENT if it does not exist, EBUSY while a
+    /// rule refers to it.
+    pub fn delete_set(&mut self, family: Family, table: &str, set: &str) -> &mut Self {
+        self.push(
+            NFT_MSG_DELSET,
+            0,
+            family,
+            set::encode_set_name(table, set),
+            format!("delete set {family} {table} {set}"),
+        );
+        self
+    }
+
+    /// `add element FAMILY TABLE SET { .. }`, in as many messages as the
+    /// elements need. Elements that do not fit `set`'s key are reported
+    /// by `commit`; interval elements must be disjoint and not adjacent.
+    pub fn add_elements(
+        &mut self,
+        family: Family,
+        table: &str,
+        set: &SetSpec,
+        elems: &[Elem],
+    ) -> &mut Self {
+        self.push_elements(family, table, set, &set.name, None, elems);
+        self
+    }
+
+    fn push_elements(
+        &mut self,
+        family: Family,
+        table: &str,
+        set: &SetSpec,
+        name: &str,
+        id: Option<u32>,
+        elems: &[Elem],
+    ) {
+        if let Some(reason) = elems.iter().find_map(|e| set.check(e).err()) {
+            self.invalid
+                .get_or_insert(("nftables set element", set.name.clone(), reason));
+            return;
+        }
+        for body in set.encode_elem_msgs(table, name, id, elems) {
+            self.push(
+                NFT_MSG_NEWSETELEM,
+                NLM_F_CREATE,
+                family,
+                body,
+                format!("add element {family} {table} {}", set.name),
+            );
+        }
+    }
+
+    /// An anonymous constant set holding `elems` (`{ a, b, c }` in a rule):
+    /// it belongs to the rule that looks it up through the returned
+    /// handle, in this batch, and goes away with that rule.
+    pub fn add_anonymous_set(
+        &mut self,
+        family: Family,
+        table: &str,
+        key: &[KeyType],
+        interval: bool,
+        elems: &[Elem],
+    ) -> AnonymousSet {
+        let id = self.next_set_id();
+        let spec = SetSpec {
+            name: format!("anonymous set {id}"),
+            key: key.to_vec(),
+            interval,
+        };
+        self.push(
+            NFT_MSG_NEWSET,
+            NLM_F_CREATE,
+            family,
+            spec.encode(table, id, true),
+            format!("add anonymous set {family} {table}"),
+        );
+        self.push_elements(family, table, &spec, set::ANONYMOUS_NAME, Some(id), elems);
+        AnonymousSet { id }
+    }
+
+    /// `add counter FAMILY TABLE NAME`: a named counter starting at zero,
+    /// unless it exists (then it keeps counting from where it is).
+    pub fn add_counter(&mut self, family: Family, table: &str, name: &str) -> &mut Self {
+        let mut b = Vec::new();
+        put_str(&mut b, NFTA_OBJ_TABLE, table);
+        put_str(&mut b, NFTA_OBJ_NAME, name);
+        put_be32(&mut b, NFTA_OBJ_TYPE, expr::OBJECT_COUNTER);
+        wire::nest(&mut b, NFTA_OBJ_DATA, |b| {
+            put_be64(b, NFTA_COUNTER_BYTES, 0);
+            put_be64(b, NFTA_COUNTER_PACKETS, 0);
+        });
+        self.push(
+            NFT_MSG_NEWOBJ,
+            NLM_F_CREATE,
+            family,
+            b,
+            format!("add counter {family} {table} {name}"),
+        );
+        self
     }
 
     /// `add table FAMILY NAME`: creates it unless it exists.
@@ -371,8 +589,8 @@ impl Batch {
     /// (message 4 of 4): No such file or directory`). An empty batch
     /// succeeds without a syscall.
     pub fn commit(&self, sock: &Socket) -> Result<()> {
-        if let Some((value, reason)) = &self.invalid {
-            return Err(Error::invalid("nftables comment", value, *reason));
+        if let Some((what, value, reason)) = &self.invalid {
+            return Err(Error::invalid(what, value, reason.clone()));
         }
         if self.msgs.is_empty() {
             return Ok(());
@@ -381,6 +599,7 @@ impl Batch {
         let first = sock.take_seqs(n as u32 + 2);
         let data = self.encode(first);
         tracing::debug!(messages = n, bytes = data.len(), "nftables batch");
+        sock.fit_buffers(data.len(), n)?;
         sock.send(&data, "send nftables batch")?;
 
         // One answer per message; the kernel processes the whole batch
@@ -444,6 +663,9 @@ pub(crate) fn parse_error(m: &wire::RawMsg) -> (i32, Option<String>) {
 pub struct Socket {
     sock: NlSocket,
     seq: Cell<u32>,
+    /// The send and receive buffer sizes we set, once a batch needed more
+    /// than the defaults (0 until then).
+    bufs: Cell<(usize, usize)>,
 }
 
 impl fmt::Debug for Socket {
@@ -474,7 +696,34 @@ impl Socket {
             // `nft monitor` / strace output; uniqueness per socket is all
             // that matters.
             seq: Cell::new(std::process::id().wrapping_shl(12)),
+            bufs: Cell::new((0, 0)),
         })
+    }
+
+    /// Grows the socket's buffers for a batch of `bytes` bytes and `msgs`
+    /// answers. The kernel refuses a datagram larger than the send buffer
+    /// (EMSGSIZE), and it queues every answer of a batch before `sendmsg`
+    /// returns: answers past the receive buffer would be lost and the
+    /// commit would wait for them in vain. Like `nft`, it forces the sizes
+    /// (root may exceed `net.core.[rw]mem_max`).
+    fn fit_buffers(&self, bytes: usize, msgs: usize) -> Result<()> {
+        use nix::sys::socket::{setsockopt, sockopt};
+        const DEFAULT: usize = 208 * 1024;
+        // An answer with a capped error costs about one page of receive
+        // buffer (skb overhead included).
+        let want = (bytes + 4096, (msgs + 2) * 4096);
+        let (snd, rcv) = self.bufs.get();
+        let ctx = "size netfilter netlink socket buffers";
+        if want.0 > DEFAULT && want.0 > snd {
+            setsockopt(&self.sock, sockopt::SndBufForce, &want.0)
+                .map_err(|e| Error::errno(ctx, e))?;
+        }
+        if want.1 > DEFAULT && want.1 > rcv {
+            setsockopt(&self.sock, sockopt::RcvBufForce, &want.1)
+                .map_err(|e| Error::errno(ctx, e))?;
+        }
+        self.bufs.set((snd.max(want.0), rcv.max(want.1)));
+        Ok(())
     }
 
     fn take_seqs(&self, n: u32) -> u32 {
@@ -519,38 +768,104 @@ pub struct ChainInfo {
 /// The chains of `table` in `family`. A missing table is an empty list
 /// (the dump covers the family, so there is no ENOENT to tell apart).
 pub fn list_chains(sock: &Socket, family: Family, table: &str) -> Result<Vec<ChainInfo>> {
-    // A dump interrupted by a concurrent change (NLM_F_DUMP_INTR) may have
-    // skipped or repeated chains: start over, like nft does.
+    dump(
+        sock,
+        NFT_MSG_GETCHAIN,
+        family,
+        &[],
+        &format!("list chains of {family} {table}"),
+        |p| parse_chain(p, table),
+    )
+}
+
+/// The names of the tables of `family`.
+pub fn list_tables(sock: &Socket, family: Family) -> Result<Vec<String>> {
+    dump(
+        sock,
+        NFT_MSG_GETTABLE,
+        family,
+        &[],
+        &format!("list {family} tables"),
+        |p| {
+            attrs(p.get(wire::NFGENMSG_LEN..)?)
+                .find(|(ty, _)| *ty == NFTA_TABLE_NAME)
+                .map(|(_, v)| get_str(v))
+        },
+    )
+}
+
+/// A named counter as listed by [`list_counters`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterInfo {
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The named counters of `table` in `family` (empty if there is no such
+/// table).
+pub fn list_counters(sock: &Socket, family: Family, table: &str) -> Result<Vec<CounterInfo>> {
+    let mut filter = Vec::new();
+    put_str(&mut filter, NFTA_OBJ_TABLE, table);
+    put_be32(&mut filter, NFTA_OBJ_TYPE, expr::OBJECT_COUNTER);
+    dump(
+        sock,
+        NFT_MSG_GETOBJ,
+        family,
+        &filter,
+        &format!("list counters of {family} {table}"),
+        |p| parse_counter(p, table),
+    )
+}
+
+/// A dump request of `ty` answered by one message per object, each parsed
+/// by `parse` (`None` skips it). A dump interrupted by a concurrent change
+/// (NLM_F_DUMP_INTR) may have skipped or repeated objects: start over, like
+/// nft does. ENOENT (a filter naming a missing table) is an empty list.
+fn dump<T>(
+    sock: &Socket,
+    ty: u8,
+    family: Family,
+    body: &[u8],
+    ctx: &str,
+    parse: impl Fn(&[u8]) -> Option<T>,
+) -> Result<Vec<T>> {
     for _ in 0..5 {
-        if let Some(chains) = dump_chains(sock, family, table)? {
-            return Ok(chains);
+        if let Some(v) = dump_once(sock, ty, family, body, ctx, &parse)? {
+            return Ok(v);
         }
     }
     Err(Error::protocol(
-        format!("list chains of {family} {table}"),
+        ctx,
         "the ruleset kept changing during the dump",
     ))
 }
 
-fn dump_chains(sock: &Socket, family: Family, table: &str) -> Result<Option<Vec<ChainInfo>>> {
-    let ctx = || format!("list chains of {family} {table}");
+fn dump_once<T>(
+    sock: &Socket,
+    ty: u8,
+    family: Family,
+    body: &[u8],
+    ctx: &str,
+    parse: &impl Fn(&[u8]) -> Option<T>,
+) -> Result<Option<Vec<T>>> {
     let seq = sock.take_seqs(1);
     let mut req = Vec::new();
     put_msg(
         &mut req,
-        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN as u16,
+        (NFNL_SUBSYS_NFTABLES << 8) | ty as u16,
         NLM_F_REQUEST | NLM_F_DUMP,
         seq,
         family as u8,
         0,
-        &[],
+        body,
     );
-    sock.send(&req, &ctx())?;
+    sock.send(&req, ctx)?;
     let mut out = Vec::new();
     let mut intr = false;
     let mut buf = Vec::with_capacity(RECV_BUF);
     loop {
-        sock.recv(&mut buf, &ctx())?;
+        sock.recv(&mut buf, ctx)?;
         for m in wire::messages(&buf) {
             if m.seq != seq {
                 continue;
@@ -567,16 +882,12 @@ fn dump_chains(sock: &Socket, family: Family, table: &str) -> Result<Option<Vec<
                         return Ok(Some(Vec::new()));
                     }
                     return Err(Error::Kernel {
-                        context: ctx(),
+                        context: ctx.to_string(),
                         errno,
                         message,
                     });
                 }
-                _ => {
-                    if let Some(c) = parse_chain(m.payload, table) {
-                        out.push(c);
-                    }
-                }
+                _ => out.extend(parse(m.payload)),
             }
         }
     }
@@ -599,6 +910,34 @@ fn parse_chain(payload: &[u8], table: &str) -> Option<ChainInfo> {
     Some(ChainInfo {
         name: name?,
         comment,
+    })
+}
+
+/// A NEWOBJ dump entry, if it is a counter of `table`.
+fn parse_counter(payload: &[u8], table: &str) -> Option<CounterInfo> {
+    let (mut t, mut name, mut ty, mut data) = (None, None, None, None);
+    for (a, p) in attrs(payload.get(wire::NFGENMSG_LEN..)?) {
+        match a {
+            NFTA_OBJ_TABLE => t = Some(get_str(p)),
+            NFTA_OBJ_NAME => name = Some(get_str(p)),
+            NFTA_OBJ_TYPE => ty = get_be32(p),
+            NFTA_OBJ_DATA => data = Some(p),
+            _ => {}
+        }
+    }
+    (t.as_deref() == Some(table) && ty == Some(expr::OBJECT_COUNTER)).then_some(())?;
+    let (mut packets, mut bytes) = (0, 0);
+    for (a, p) in attrs(data?) {
+        match a {
+            NFTA_COUNTER_BYTES => bytes = get_be64(p)?,
+            NFTA_COUNTER_PACKETS => packets = get_be64(p)?,
+            _ => {}
+        }
+    }
+    Some(CounterInfo {
+        name: name?,
+        packets,
+        bytes,
     })
 }
 

@@ -128,11 +128,12 @@ fn bad_comment_is_reported_by_commit() {
     );
     assert!(!b.is_empty());
     // Fails before any socket use: the check needs no root.
-    let Some((value, reason)) = &b.invalid else {
+    let Some((what, value, reason)) = &b.invalid else {
         panic!("not flagged")
     };
+    assert_eq!(*what, "nftables comment");
     assert_eq!(value.len(), 200);
-    assert_eq!(*reason, "longer than 128 bytes");
+    assert_eq!(reason, "longer than 128 bytes");
     assert!(Batch::new().is_empty());
 }
 

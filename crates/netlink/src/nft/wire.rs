@@ -38,6 +38,20 @@ pub(crate) fn put_be32(buf: &mut Vec<u8>, ty: u16, v: u32) {
     put(buf, ty, &v.to_be_bytes());
 }
 
+pub(crate) fn put_be64(buf: &mut Vec<u8>, ty: u16, v: u64) {
+    put(buf, ty, &v.to_be_bytes());
+}
+
+/// A big-endian integer attribute payload (NLA_BE32 / NLA_BE64); `None`
+/// if it has the wrong length.
+pub(crate) fn get_be32(payload: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(payload.try_into().ok()?))
+}
+
+pub(crate) fn get_be64(payload: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(payload.try_into().ok()?))
+}
+
 /// Appends a nested attribute whose payload `f` writes.
 pub(crate) fn nest(buf: &mut Vec<u8>, ty: u16, f: impl FnOnce(&mut Vec<u8>)) {
     let start = buf.len();
