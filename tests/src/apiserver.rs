@@ -1200,10 +1200,6 @@ fn watch(
         Ok(s) => s,
         Err((code, s)) => return respond(&mut conn, code, &s),
     };
-    write!(
-        conn,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-    )?;
     let end = |conn: &mut TcpStream| write!(conn, "0\r\n\r\n");
     let expired = |conn: &mut TcpStream, last: u64| -> std::io::Result<()> {
         let s = status(410, "Expired", &format!("too old resource version: {last}"));
@@ -1218,7 +1214,14 @@ fn watch(
     let expired0 = guard.expired.get(&id).copied().unwrap_or(0);
     let interval = guard.bookmark_interval;
     drop(guard);
+    // The controls' counts are read before the client hears the watch
+    // started: a control used after that applies to this watch.
+    let started = write!(
+        conn,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
     let result = (|| -> std::io::Result<()> {
+        started?;
         let mut guard = st.lock().unwrap();
         let mut last: u64 = match query_param(query, "resourceVersion")
             .unwrap_or_default()

@@ -20,7 +20,9 @@ pub mod cluster;
 pub mod cni;
 pub mod etcd;
 pub mod example;
+pub mod informer;
 pub mod ipam;
+pub mod proxy;
 pub mod routers;
 
 pub use cni::{CniSandbox, CtlOutput};

@@ -50,8 +50,11 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde::de::DeserializeOwned;
 
 use crate::kubewatch::{Change as KubeChange, Selectors, Tick, Watch};
+
 use crate::kv::{KeyValue, Kv, KvEvent};
 use crate::{Revision, StoreError};
+/// What a [`KubeSource`] hands its decoder.
+pub use kube::api::DynamicObject as KubeObject;
 
 /// How long a watch may stay completely silent before it is replaced:
 /// longer than etcd's default progress-notification interval (10 min) and

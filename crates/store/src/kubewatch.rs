@@ -9,14 +9,18 @@
 //!   a bookmark moves the resume point and, like a call made again, is a
 //!   sign of life ([`Tick::Progress`]) for a caller that watches for a
 //!   silent stream ([`crate::informer`]).
-//! - A call the server ends (`timeoutSeconds`) is made again from the last
-//!   `resourceVersion` seen (objects and bookmarks), so nothing is missed.
+//! - A call the server ends (`timeoutSeconds`), or that kube ends as
+//!   resumable (an unexpected EOF, a read timeout), is made again from the
+//!   last `resourceVersion` seen (objects and bookmarks), so nothing is
+//!   missed. A call that ends at once without a word is an error instead,
+//!   so a server that keeps hanging up is not called in a tight loop.
 //! - Lost history (410 Gone, as a status or as an ERROR event) is
 //!   `Err(Compacted)`, a broken stream `Err(Unavailable)`, any other ERROR
 //!   event `Err(Other)`; after an error the watch ends (the caller lists
 //!   again and starts a new one).
 
 use std::fmt::Debug;
+use std::time::{Duration, Instant};
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -28,6 +32,8 @@ use crate::StoreError;
 
 /// A watch call's server-side length.
 pub(crate) const WATCH_SECONDS: u32 = 290;
+/// A call ending sooner than this with nothing delivered is a failure.
+const SHORTEST_CALL: Duration = Duration::from_secs(1);
 
 /// What a watch call may select by: label and field selectors.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +69,9 @@ pub(crate) struct Watch<K> {
     selectors: Selectors,
     rv: String,
     stream: Option<Events<K>>,
+    /// When the current call was made, and whether it delivered anything.
+    opened: Instant,
+    delivered: bool,
     done: bool,
 }
 
@@ -110,6 +119,8 @@ where
             selectors,
             rv: after.to_string(),
             stream: None,
+            opened: Instant::now(),
+            delivered: false,
             done: false,
         };
         w.open().await?;
@@ -134,6 +145,8 @@ where
             .await
             .map_err(|e| call_error(&self.what, e))?;
         self.stream = Some(s.boxed());
+        self.opened = Instant::now();
+        self.delivered = false;
         Ok(())
     }
 
@@ -171,7 +184,18 @@ where
                 }
                 return Some(Ok(Tick::Progress));
             };
-            match stream.next().await {
+            let item = stream.next().await;
+            if item.is_some() {
+                self.delivered = true;
+            }
+            match item {
+                None if !self.delivered && self.opened.elapsed() < SHORTEST_CALL => {
+                    let e = StoreError::Unavailable(format!(
+                        "Kubernetes API: {} watch call ended at once",
+                        self.what
+                    ));
+                    return self.fail(e);
+                }
                 // The server ended this call: on from the last version seen.
                 None => self.stream = None,
                 Some(Err(e)) => {
