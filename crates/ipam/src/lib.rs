@@ -45,6 +45,7 @@ pub mod allocator;
 pub mod arith;
 pub mod cluster;
 pub mod declared;
+pub mod follow;
 pub mod layout;
 pub mod records;
 pub mod stored;
@@ -53,6 +54,7 @@ pub mod validate;
 pub use allocator::{Allocator, Stats};
 pub use cluster::{BlockUsage, Cluster, Freed, PoolUsage, Usage};
 pub use declared::{parse_bgp, parse_pools, Applied};
+pub use follow::{Follow, Kinds, Record, RecordEvent, RecordId, Records};
 pub use layout::{Layout, DEFAULT_PREFIX};
 pub use records::{default_block_size, BgpConfig, Block, Encap, Handle, NodeSettings, Peer, Pool};
 
