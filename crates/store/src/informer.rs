@@ -22,7 +22,10 @@
 //! - The watch starts right after the list's version, so a change made
 //!   while listing arrives through the watch.
 //! - It lists again when history is gone (etcd compaction, 410 Gone), when
-//!   the stream breaks or ends, and when it goes silent: nothing at all
+//!   the stream breaks or ends (a Kubernetes watch call that the server
+//!   ends, or that kube ends as resumable, is first made again from the
+//!   last version seen inside [`KubeSource`], as client-go does; 410 on
+//!   that call is a relist), and when it goes silent: nothing at all
 //!   (not even a progress notification or a bookmark) for the idle timeout.
 //!   Sources send signs of life on a quiet stream: etcd progress
 //!   notifications (asked for on every watch), Kubernetes bookmarks and
@@ -37,6 +40,9 @@
 //! - [`Cache`] is readable at any time from any task; it holds exactly
 //!   what the events handed out so far say (each event is applied as it
 //!   is handed out).
+//! - Batching: [`Informer::into_stream`] with `ready_chunks(n)` hands out
+//!   everything already at hand (a relist, a 1000-key transaction) as one
+//!   chunk, for one round of programming.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Display;
