@@ -393,7 +393,7 @@ enum Change<T> {
 type ChangeStream<T> = BoxStream<'static, Result<Change<T>, StoreError>>;
 
 #[async_trait::async_trait]
-trait Feed<T>: Send + Sync {
+trait Feed<T>: Send + Sync + 'static {
     async fn list(&self) -> Result<(Vec<Decoded<T>>, String), StoreError>;
     async fn watch(&self, version: &str) -> Result<ChangeStream<T>, StoreError>;
 }
@@ -586,15 +586,24 @@ enum Relist {
     Silent,
 }
 
+/// A list and the watch opened after it.
+type Listed<T> = Result<(Vec<Decoded<T>>, String, Result<ChangeStream<T>, StoreError>), StoreError>;
+
 /// One source, decoded, cached, as events. See the module docs.
 pub struct Informer<T> {
-    feed: Box<dyn Feed<T>>,
+    feed: Arc<dyn Feed<T>>,
     what: String,
     idle: Duration,
     tracker: Tracker<T>,
     pending: VecDeque<Event<T>>,
     stream: Option<ChangeStream<T>>,
+    /// A list is due, and why.
     relist: Option<Relist>,
+    /// The list under way, in a task of its own: a caller that drops
+    /// `next()` (a `select!` arm) does not start it over, however often.
+    listing: Option<tokio::task::JoinHandle<Listed<T>>>,
+    /// The next list not before this (the backoff).
+    not_before: Option<tokio::time::Instant>,
     /// The current stream delivered something (it is not failing at once).
     delivered: bool,
     backoff: Duration,
@@ -605,6 +614,14 @@ impl<T> std::fmt::Debug for Informer<T> {
         f.debug_struct("Informer")
             .field("source", &self.what)
             .finish()
+    }
+}
+
+impl<T> Drop for Informer<T> {
+    fn drop(&mut self) {
+        if let Some(l) = &self.listing {
+            l.abort();
+        }
     }
 }
 
@@ -620,7 +637,7 @@ impl<T: PartialEq + Send + Sync + 'static> Informer<T> {
         let what = source.describe();
         let stats = Arc::new(Stats::default());
         Informer {
-            feed: Box::new(Decoding {
+            feed: Arc::new(Decoding {
                 source,
                 decode: Arc::new(decode),
             }),
@@ -635,6 +652,8 @@ impl<T: PartialEq + Send + Sync + 'static> Informer<T> {
             pending: VecDeque::new(),
             stream: None,
             relist: Some(Relist::Start),
+            listing: None,
+            not_before: None,
             delivered: false,
             backoff: BACKOFF_MIN,
         }
@@ -663,40 +682,42 @@ impl<T: PartialEq + Send + Sync + 'static> Informer<T> {
 
     /// The next event; waits as long as it takes (failures are retried and
     /// logged). The cache includes the event once it is returned.
+    /// Cancel-safe: a dropped call loses nothing and starts nothing over.
     pub async fn next(&mut self) -> Event<T> {
         loop {
             if let Some(ev) = self.pending.pop_front() {
                 self.tracker.apply(&ev);
                 return ev;
             }
-            if let Some(why) = self.relist.take() {
-                self.list(why).await;
+            if self.relist.is_some() {
+                let listed = self.list().await;
+                self.listed(listed);
                 continue;
             }
             let Some(stream) = self.stream.as_mut() else {
-                self.relist = Some(Relist::Start);
+                self.relist_after(Relist::Start);
                 continue;
             };
             match tokio::time::timeout(self.idle, stream.next()).await {
                 Err(_) => {
                     tracing::warn!(source = %self.what, idle = ?self.idle, "watch silent; listing again");
                     Stats::bump(&self.tracker.stats.silent);
-                    self.end_watch(Relist::Silent);
+                    self.relist_after(Relist::Silent);
                 }
                 Ok(None) => {
                     tracing::info!(source = %self.what, "watch ended; listing again");
                     Stats::bump(&self.tracker.stats.broken);
-                    self.end_watch(Relist::Broken);
+                    self.relist_after(Relist::Broken);
                 }
                 Ok(Some(Err(StoreError::Compacted(rev)))) => {
                     tracing::info!(source = %self.what, revision = rev, "watch history gone; listing again");
                     Stats::bump(&self.tracker.stats.compacted);
-                    self.end_watch(Relist::Compacted);
+                    self.relist_after(Relist::Compacted);
                 }
                 Ok(Some(Err(e))) => {
                     tracing::warn!(source = %self.what, error = %e, "watch broke; listing again");
                     Stats::bump(&self.tracker.stats.broken);
-                    self.end_watch(Relist::Broken);
+                    self.relist_after(Relist::Broken);
                 }
                 Ok(Some(Ok(change))) => {
                     self.delivered = true;
@@ -716,54 +737,79 @@ impl<T: PartialEq + Send + Sync + 'static> Informer<T> {
         .boxed()
     }
 
-    fn end_watch(&mut self, why: Relist) {
-        self.stream = None;
-        self.relist = Some(why);
-    }
-
-    /// List, queue the differences and Synced, and open the watch after
-    /// the listing's version. On failure, a relist is due again.
-    async fn list(&mut self, why: Relist) {
+    /// End the watch; list again, after the backoff if `why` calls for it.
+    fn relist_after(&mut self, why: Relist) {
         let wait = match why {
             Relist::Start | Relist::Silent => false,
             Relist::Compacted => !self.delivered,
             Relist::Broken => true,
         };
         if wait {
-            tokio::time::sleep(self.backoff).await;
+            self.not_before = Some(tokio::time::Instant::now() + self.backoff);
             self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
         }
-        self.delivered = false;
-        let listed = match tokio::time::timeout(LIST_TIMEOUT, self.feed.list()).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "no answer within {LIST_TIMEOUT:?}"
-            ))),
-        };
-        let (items, version) = match listed {
-            Ok(l) => l,
-            Err(e) => {
+        self.stream = None;
+        self.relist = Some(why);
+    }
+
+    /// Wait out the backoff, then list and open the watch after the
+    /// listing's version (in a task, see `listing`).
+    async fn list(&mut self) -> Result<Listed<T>, tokio::task::JoinError> {
+        if self.listing.is_none() {
+            if let Some(t) = self.not_before {
+                tokio::time::sleep_until(t).await;
+            }
+            self.not_before = None;
+            self.delivered = false;
+            let feed = self.feed.clone();
+            self.listing = Some(tokio::spawn(async move {
+                let (items, version) = tokio::time::timeout(LIST_TIMEOUT, feed.list())
+                    .await
+                    .map_err(|_| {
+                        StoreError::Unavailable(format!("no answer within {LIST_TIMEOUT:?}"))
+                    })??;
+                let watch = feed.watch(&version).await;
+                Ok((items, version, watch))
+            }));
+        }
+        let done = self.listing.as_mut().expect("a list under way").await;
+        self.listing = None;
+        done
+    }
+
+    /// Queue a listing's differences and Synced, and keep its watch; on
+    /// failure, a list is due again.
+    fn listed(&mut self, listed: Result<Listed<T>, tokio::task::JoinError>) {
+        let (items, version, watch) = match listed {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
                 tracing::warn!(source = %self.what, error = %e, retry_in = ?self.backoff, "list failed");
-                self.relist = Some(Relist::Broken);
+                self.relist_after(Relist::Broken);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(source = %self.what, error = %e, "the list task failed");
+                self.relist_after(Relist::Broken);
                 return;
             }
         };
+        self.relist = None;
         Stats::bump(&self.tracker.stats.lists);
         let events = self.tracker.relist(items);
         tracing::debug!(source = %self.what, version, changes = events.len(), "listed");
         self.pending.extend(events);
         self.pending.push_back(Event::Synced);
-        match self.feed.watch(&version).await {
+        match watch {
             Ok(s) => self.stream = Some(s),
             Err(StoreError::Compacted(rev)) => {
                 tracing::info!(source = %self.what, revision = rev, "history gone before the watch started; listing again");
                 Stats::bump(&self.tracker.stats.compacted);
-                self.relist = Some(Relist::Compacted);
+                self.relist_after(Relist::Compacted);
             }
             Err(e) => {
                 tracing::warn!(source = %self.what, error = %e, "watch could not start; listing again");
                 Stats::bump(&self.tracker.stats.broken);
-                self.relist = Some(Relist::Broken);
+                self.relist_after(Relist::Broken);
             }
         }
     }

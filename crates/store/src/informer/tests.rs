@@ -477,3 +477,46 @@ fn a_store_that_fails_is_retried_until_it_answers() {
         assert_eq!(i.stats().counts().lists, 1);
     });
 }
+
+#[test]
+fn a_caller_that_keeps_dropping_next_still_gets_everything_once() {
+    // A list slower than the caller's patience: each call is dropped long
+    // before the list is done, as a select! with a fast tick would.
+    struct Slow(KvSource);
+    #[async_trait::async_trait]
+    impl Source for Slow {
+        type Raw = KeyValue;
+        fn describe(&self) -> String {
+            "slow".into()
+        }
+        async fn list(&self) -> Result<Listing<KeyValue>, StoreError> {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.0.list().await
+        }
+        async fn watch(&self, v: &str) -> Result<RawStream<KeyValue>, StoreError> {
+            self.0.watch(v).await
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let kv = Faulty::open(dir.path());
+        put(&*kv, "/p/a", "1").await;
+        let mut i = Informer::new(Slow(KvSource::new(kv.clone(), "/p/")), decode);
+        let mut got = Vec::new();
+        let all = async {
+            while got.len() < 3 {
+                if let Ok(ev) = tokio::time::timeout(Duration::from_millis(10), i.next()).await {
+                    got.push(ev);
+                    if got.len() == 2 {
+                        put(&*kv, "/p/b", "2").await;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), all)
+            .await
+            .expect("every event within 20 s");
+        assert_eq!(got, [added("/p/a", "1"), Event::Synced, added("/p/b", "2")]);
+        assert_eq!(i.stats().counts().lists, 1);
+    });
+}
