@@ -20,8 +20,10 @@ pub mod cluster;
 pub mod cni;
 pub mod etcd;
 pub mod example;
+pub mod informer;
 pub mod ipam;
 pub mod probe;
+pub mod proxy;
 pub mod routers;
 
 pub use cni::{CniSandbox, CtlOutput};

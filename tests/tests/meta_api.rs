@@ -225,7 +225,8 @@ fn pod_and_nads_from_the_api_and_network_status_written() {
     // The pod and every NAD vanish from the API (and the NAD files too):
     // DEL works from the plan cache, without asking the API anything.
     env.api.remove_pod("default", "web");
-    env.api.state.lock().unwrap().nads.clear();
+    env.api
+        .delete_all("network-attachment-definitions.k8s.cni.cncf.io");
     std::fs::remove_dir_all(&env.attachments).unwrap();
     let before = env.requests().len();
     env.run("del", None).ok();
@@ -333,7 +334,8 @@ fn del_without_a_plan_and_without_the_pod_still_cleans_up() {
     // NotFound, and deletes what the delegates' result cache remembers.
     std::fs::remove_dir_all(env.cache.join("plans")).unwrap();
     env.api.remove_pod("default", "web");
-    env.api.state.lock().unwrap().nads.clear();
+    env.api
+        .delete_all("network-attachment-definitions.k8s.cni.cncf.io");
     env.run("del", None).ok();
     env.assert_clean();
 }

@@ -51,6 +51,7 @@ pub mod checked;
 pub mod cluster;
 pub mod clusterpool;
 pub mod declared;
+pub mod follow;
 pub mod layout;
 pub mod records;
 pub mod stored;
@@ -59,6 +60,7 @@ pub mod validate;
 pub use allocator::{Allocator, Journal, Reasserted, Stats};
 pub use cluster::{BlockListing, BlockUsage, Cluster, Freed, PoolUsage, Usage};
 pub use declared::{parse_bgp, parse_pools, Applied};
+pub use follow::{Follow, Kinds, Record, RecordEvent, RecordId, Records};
 pub use layout::{Layout, DEFAULT_PREFIX};
 pub use records::{default_block_size, BgpConfig, Block, Encap, Handle, NodeSettings, Peer, Pool};
 

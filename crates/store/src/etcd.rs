@@ -563,6 +563,10 @@ impl Kv for EtcdKv {
             "range_end": b64(&prefix_end(prefix.as_bytes())),
             "start_revision": from.max(0).to_string(),
             "prev_kv": true,
+            // An idle watch gets an empty answer now and then
+            // (`--experimental-watch-progress-notify-interval`, 10 min by
+            // default): a quiet stream is then told from a dead one.
+            "progress_notify": true,
         }});
         let resp = self.send("/v3/watch", &req).await?;
         if !resp.status().is_success() {
@@ -591,8 +595,10 @@ impl Kv for EtcdKv {
                     Ok(None) => return None,
                     Err(e) => return Some((Err(e), (lines, None, true))),
                     Ok(Some(line)) => match watch_batch(&line) {
-                        Ok(Some(b)) if !b.is_empty() => return Some((Ok(b), (lines, None, false))),
-                        Ok(_) => continue,
+                        // Events, or an empty batch for a progress
+                        // notification (see Kv::watch).
+                        Ok(Some(b)) => return Some((Ok(b), (lines, None, false))),
+                        Ok(None) => continue,
                         Err(e) => return Some((Err(e), (lines, None, true))),
                     },
                 }
@@ -611,8 +617,9 @@ impl Kv for EtcdKv {
     }
 }
 
-/// The events of one watch answer line; `Ok(None)` for answers without
-/// events (created, progress); an error for compaction or cancellation.
+/// The events of one watch answer line: `Ok(None)` for the answer that
+/// says the watch was created, an empty batch for a progress
+/// notification; an error for compaction or cancellation.
 fn watch_batch(line: &Value) -> Result<Option<Vec<KvEvent>>, StoreError> {
     if let Some(e) = line.get("error") {
         return Err(etcd_error("watch", e));
@@ -635,7 +642,8 @@ fn watch_batch(line: &Value) -> Result<Option<Vec<KvEvent>>, StoreError> {
         return Err(unavailable(format!("etcd cancelled the watch: {why}")));
     }
     let Some(events) = r.get("events").and_then(Value::as_array) else {
-        return Ok(None);
+        let created = r.get("created").and_then(Value::as_bool) == Some(true);
+        return Ok((!created).then(Vec::new));
     };
     let mut out = Vec::with_capacity(events.len());
     for ev in events {
@@ -742,6 +750,9 @@ mod tests {
             serde_json::from_str(r#"{"result":{"header":{"revision":"5"},"created":true}}"#)
                 .unwrap();
         assert_eq!(watch_batch(&created).unwrap(), None);
+        let progress: Value =
+            serde_json::from_str(r#"{"result":{"header":{"revision":"6"}}}"#).unwrap();
+        assert_eq!(watch_batch(&progress).unwrap(), Some(vec![]));
         let ev: Value = serde_json::from_str(
             r#"{"result":{"header":{"revision":"7"},"events":[{"kv":{"key":"YQ==","create_revision":"6","mod_revision":"6","version":"1","value":"eA==","lease":"99"}},{"type":"DELETE","kv":{"key":"Yg==","mod_revision":"7"},"prev_kv":{"key":"Yg==","value":"eQ==","mod_revision":"3"}}]}}"#,
         )

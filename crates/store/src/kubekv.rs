@@ -24,7 +24,8 @@
 //!   range over a directory (the pools, the blocks, the nodes) is a
 //!   label-selected list and only those keys travel; the result is still
 //!   filtered by `spec.key`. A watch is a PlexusKey watch from a
-//!   `resourceVersion`, filtered the same way; 410 Gone is `Compacted`.
+//!   `resourceVersion`, filtered the same way; 410 Gone is `Compacted`;
+//!   bookmarks are empty batches (progress).
 //! - TTL leases have no counterpart: the routed records need none (the
 //!   overlay's leases in this mode are Node objects, [`crate::kube`]).
 
@@ -38,7 +39,7 @@ use kube::api::{
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::kubewatch::{Change, Watch, WATCH_SECONDS};
+use crate::kubewatch::{Change, Tick, Watch, WATCH_SECONDS};
 use crate::kv::{KeyValue, Kv, KvEvent, KvWatchStream, LeaseId, RangeResult};
 use crate::{Revision, StoreError, StoreOptions};
 
@@ -382,10 +383,12 @@ impl Kv for KubeKv {
         // A Kubernetes watch starts after the version it is given.
         let after = (from - 1).max(0).to_string();
         let w = Watch::start(self.api.clone(), PLURAL, dir_selector(&prefix), &after).await?;
-        Ok(w.into_stream(move |change| {
-            let (obj, deleted) = match change {
-                Change::Applied(o) => (o, false),
-                Change::Deleted(o) => (o, true),
+        Ok(w.into_ticks(move |tick| {
+            let (obj, deleted) = match tick {
+                Tick::Change(Change::Applied(o)) => (o, false),
+                Tick::Change(Change::Deleted(o)) => (o, true),
+                // An empty batch: the watch is alive (see Kv::watch).
+                Tick::Progress => return Some(Vec::new()),
             };
             let kv = ours(&obj).filter(|kv| kv.key.starts_with(&prefix))?;
             Some(vec![if deleted {

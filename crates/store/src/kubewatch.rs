@@ -5,14 +5,22 @@
 //!
 //! - The first call is made at [`Watch::start`], so an unreachable API is
 //!   an error there, not a silent empty stream.
-//! - A call the server ends (`timeoutSeconds`) is made again from the last
-//!   `resourceVersion` seen (objects and bookmarks), so nothing is missed.
+//! - Label and field selectors (pods by `spec.nodeName`), and bookmarks:
+//!   a bookmark moves the resume point and, like a call made again, is a
+//!   sign of life ([`Tick::Progress`]) for a caller that watches for a
+//!   silent stream ([`crate::informer`]).
+//! - A call the server ends (`timeoutSeconds`), or that kube ends as
+//!   resumable (an unexpected EOF, a read timeout), is made again from the
+//!   last `resourceVersion` seen (objects and bookmarks), so nothing is
+//!   missed. A call that ends at once without a word is an error instead,
+//!   so a server that keeps hanging up is not called in a tight loop.
 //! - Lost history (410 Gone, as a status or as an ERROR event) is
 //!   `Err(Compacted)`, a broken stream `Err(Unavailable)`, any other ERROR
 //!   event `Err(Other)`; after an error the watch ends (the caller lists
 //!   again and starts a new one).
 
 use std::fmt::Debug;
+use std::time::{Duration, Instant};
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -24,6 +32,23 @@ use crate::StoreError;
 
 /// A watch call's server-side length.
 pub(crate) const WATCH_SECONDS: u32 = 290;
+/// A call ending sooner than this with nothing delivered is a failure.
+const SHORTEST_CALL: Duration = Duration::from_secs(1);
+
+/// What a watch call may select by: label and field selectors.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Selectors {
+    pub labels: Option<String>,
+    pub fields: Option<String>,
+}
+
+/// One change, or a sign that the watch is alive and up to date.
+#[derive(Debug)]
+pub(crate) enum Tick<K> {
+    Change(Change<K>),
+    /// A bookmark arrived, or a call the server ended was made again.
+    Progress,
+}
 
 /// One change to an object.
 #[derive(Debug)]
@@ -39,11 +64,14 @@ type Events<K> = BoxStream<'static, Result<WatchEvent<K>, kube::Error>>;
 pub(crate) struct Watch<K> {
     api: Api<K>,
     /// The resource, for messages (`nodes`, `plexuskeys`).
-    what: &'static str,
-    /// A label selector, if only some objects are wanted.
-    selector: Option<String>,
+    what: String,
+    /// Selectors, if only some objects are wanted.
+    selectors: Selectors,
     rv: String,
     stream: Option<Events<K>>,
+    /// When the current call was made, and whether it delivered anything.
+    opened: Instant,
+    delivered: bool,
     done: bool,
 }
 
@@ -67,16 +95,32 @@ where
     /// selector) picks, or all.
     pub(crate) async fn start(
         api: Api<K>,
-        what: &'static str,
+        what: &str,
         selector: Option<String>,
+        after: &str,
+    ) -> Result<Watch<K>, StoreError> {
+        let selectors = Selectors {
+            labels: selector,
+            fields: None,
+        };
+        Watch::start_with(api, what, selectors, after).await
+    }
+
+    /// [`Watch::start`] with label and field selectors.
+    pub(crate) async fn start_with(
+        api: Api<K>,
+        what: &str,
+        selectors: Selectors,
         after: &str,
     ) -> Result<Watch<K>, StoreError> {
         let mut w = Watch {
             api,
-            what,
-            selector,
+            what: what.to_string(),
+            selectors,
             rv: after.to_string(),
             stream: None,
+            opened: Instant::now(),
+            delivered: false,
             done: false,
         };
         w.open().await?;
@@ -84,9 +128,14 @@ where
     }
 
     async fn open(&mut self) -> Result<(), StoreError> {
+        // Bookmarks are asked for (kube's default): they keep the resume
+        // point fresh on a quiet resource and show the stream is alive.
         let mut wp = WatchParams::default().timeout(WATCH_SECONDS);
-        if let Some(sel) = &self.selector {
+        if let Some(sel) = &self.selectors.labels {
             wp = wp.labels(sel);
+        }
+        if let Some(sel) = &self.selectors.fields {
+            wp = wp.fields(sel);
         }
         // rbac(plexus-kube-store): watch nodes
         // rbac(plexus-kube-store): watch plexuskeys.plexus.io
@@ -94,8 +143,10 @@ where
             .api
             .watch(&wp, &self.rv)
             .await
-            .map_err(|e| call_error(self.what, e))?;
+            .map_err(|e| call_error(&self.what, e))?;
         self.stream = Some(s.boxed());
+        self.opened = Instant::now();
+        self.delivered = false;
         Ok(())
     }
 
@@ -105,13 +156,24 @@ where
         }
     }
 
-    fn fail(&mut self, e: StoreError) -> Option<Result<Change<K>, StoreError>> {
+    fn fail<T>(&mut self, e: StoreError) -> Option<Result<T, StoreError>> {
         self.done = true;
         Some(Err(e))
     }
 
     /// The next change; `None` after an error was returned.
     pub(crate) async fn next(&mut self) -> Option<Result<Change<K>, StoreError>> {
+        loop {
+            match self.next_tick().await? {
+                Ok(Tick::Change(c)) => return Some(Ok(c)),
+                Ok(Tick::Progress) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The next change or sign of life; `None` after an error was returned.
+    pub(crate) async fn next_tick(&mut self) -> Option<Result<Tick<K>, StoreError>> {
         loop {
             if self.done {
                 return None;
@@ -120,36 +182,50 @@ where
                 if let Err(e) = self.open().await {
                     return self.fail(e);
                 }
-                continue;
+                return Some(Ok(Tick::Progress));
             };
-            match stream.next().await {
+            let item = stream.next().await;
+            if item.is_some() {
+                self.delivered = true;
+            }
+            match item {
+                None if !self.delivered && self.opened.elapsed() < SHORTEST_CALL => {
+                    let e = StoreError::Unavailable(format!(
+                        "Kubernetes API: {} watch call ended at once",
+                        self.what
+                    ));
+                    return self.fail(e);
+                }
                 // The server ended this call: on from the last version seen.
                 None => self.stream = None,
                 Some(Err(e)) => {
-                    let what = self.what;
-                    return self.fail(StoreError::Unavailable(format!(
-                        "Kubernetes API: {what} watch broke: {e}"
-                    )));
+                    let what = &self.what;
+                    let e =
+                        StoreError::Unavailable(format!("Kubernetes API: {what} watch broke: {e}"));
+                    return self.fail(e);
                 }
                 Some(Ok(WatchEvent::Added(o))) | Some(Ok(WatchEvent::Modified(o))) => {
                     self.seen(&o);
-                    return Some(Ok(Change::Applied(o)));
+                    return Some(Ok(Tick::Change(Change::Applied(o))));
                 }
                 Some(Ok(WatchEvent::Deleted(o))) => {
                     self.seen(&o);
-                    return Some(Ok(Change::Deleted(o)));
+                    return Some(Ok(Tick::Change(Change::Deleted(o))));
                 }
-                Some(Ok(WatchEvent::Bookmark(b))) => self.rv = b.metadata.resource_version,
+                Some(Ok(WatchEvent::Bookmark(b))) => {
+                    self.rv = b.metadata.resource_version;
+                    return Some(Ok(Tick::Progress));
+                }
                 Some(Ok(WatchEvent::Error(s))) if s.code == 410 => {
-                    tracing::info!(resource = self.what, "watch expired (410)");
+                    tracing::info!(resource = %self.what, "watch expired (410)");
                     return self.fail(StoreError::Compacted(0));
                 }
                 Some(Ok(WatchEvent::Error(s))) => {
-                    let what = self.what;
-                    return self.fail(StoreError::Other(format!(
-                        "Kubernetes API: {what} watch: {} ({})",
-                        s.message, s.code
-                    )));
+                    let e = StoreError::Other(format!(
+                        "Kubernetes API: {} watch: {} ({})",
+                        self.what, s.message, s.code
+                    ));
+                    return self.fail(e);
                 }
             }
         }
@@ -160,11 +236,23 @@ where
         self,
         f: impl Fn(Change<K>) -> Option<T> + Send + 'static,
     ) -> BoxStream<'static, Result<T, StoreError>> {
+        self.into_ticks(move |t| match t {
+            Tick::Change(c) => f(c),
+            Tick::Progress => None,
+        })
+    }
+
+    /// Changes and signs of life as a stream, each mapped by `f` (`None`:
+    /// skipped).
+    pub(crate) fn into_ticks<T: Send + 'static>(
+        self,
+        f: impl Fn(Tick<K>) -> Option<T> + Send + 'static,
+    ) -> BoxStream<'static, Result<T, StoreError>> {
         futures::stream::unfold((self, f), |(mut w, f)| async move {
             loop {
-                match w.next().await? {
-                    Ok(c) => {
-                        if let Some(t) = f(c) {
+                match w.next_tick().await? {
+                    Ok(t) => {
+                        if let Some(t) = f(t) {
                             return Some((Ok(t), (w, f)));
                         }
                     }

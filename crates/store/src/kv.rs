@@ -120,7 +120,9 @@ pub trait Kv: Send + Sync {
     /// Changes to keys under `prefix` from revision `from` (inclusive).
     /// History before the store's compaction point gives
     /// `Err(StoreError::Compacted)`, at the start or as a stream item; the
-    /// stream ending means the watch broke.
+    /// stream ending means the watch broke. An empty batch is a progress
+    /// notification (etcd's, a Kubernetes bookmark): nothing changed, the
+    /// watch is alive.
     async fn watch(&self, prefix: &str, from: Revision) -> Result<KvWatchStream, StoreError>;
 
     /// Drop history before `revision` (etcd's compaction).

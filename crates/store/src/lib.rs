@@ -13,7 +13,9 @@
 //!
 //! Modules: [`kv`] (the trait), [`etcd`] (etcd v3 over its JSON gateway),
 //! [`file`] (the embedded store), [`kubekv`] (keys as Kubernetes objects),
-//! [`registry`] (leases over a Kv), [`kube`] (leases on Node objects).
+//! [`registry`] (leases over a Kv), [`kube`] (leases on Node objects),
+//! [`informer`] (list-and-watch of a Kv prefix or a Kubernetes resource as
+//! typed events and a cache).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use plexus_subnet::{Lease, LeaseAttrs, NetworkConfig};
 
 pub mod etcd;
 pub mod file;
+pub mod informer;
 pub mod kube;
 pub mod kubekv;
 mod kubewatch;
@@ -31,6 +34,7 @@ pub mod registry;
 
 pub use etcd::EtcdKv;
 pub use file::FileKv;
+pub use informer::{Cache, Event, Informer, KubeSource, KvSource, Source};
 pub use kube::{KubeLeaseRegistry, KubeNodes};
 pub use kubekv::KubeKv;
 pub use kv::{KeyValue, Kv, KvEvent, LeaseId, RangeResult};
