@@ -112,6 +112,18 @@ fn a_next_hop_off_every_connected_subnet_is_rejected_unless_it_is_a_node() {
 }
 
 #[test]
+fn an_external_router_cannot_speak_for_a_node() {
+    // The ToR announces a prefix via another node: that node would send it
+    // back to the ToR's side (a loop), so it is the node's to announce.
+    assert_eq!(
+        check(TOR, "192.0.2.0/24", MESH),
+        Err(Reason::NodeNextHop { next_hop: ip(MESH) })
+    );
+    // The node itself may (it is its own next hop).
+    assert_eq!(check(MESH, "10.244.3.0/26", MESH), Ok(()));
+}
+
+#[test]
 fn next_hops_of_the_wrong_family_or_none_are_rejected() {
     let g = guard();
     assert_eq!(

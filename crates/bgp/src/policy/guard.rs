@@ -7,7 +7,8 @@
 //! never take over on a node):
 //! - the next hop is martian, one of this node's addresses, or on none of
 //!   its connected subnets and no node's underlay address (a node across
-//!   subnets is reached through IP-in-IP);
+//!   subnets is reached through IP-in-IP); from an external router, a next
+//!   hop that is a node's address (a router cannot speak for a node);
 //! - the prefix is martian;
 //! - the prefix is inside (or equal to) a connected subnet, or contains
 //!   this node's or any node's underlay address (a route to a node must
@@ -96,11 +97,16 @@ impl Guard {
         prefix: &IpNet,
         next_hop: Option<IpAddr>,
     ) -> Result<(), Reason> {
-        self.check_next_hop(prefix, next_hop)?;
+        self.check_next_hop(peer, prefix, next_hop)?;
         self.check_prefix(peer, prefix)
     }
 
-    fn check_next_hop(&self, prefix: &IpNet, next_hop: Option<IpAddr>) -> Result<(), Reason> {
+    fn check_next_hop(
+        &self,
+        peer: &IpAddr,
+        prefix: &IpNet,
+        next_hop: Option<IpAddr>,
+    ) -> Result<(), Reason> {
         let Some(nh) = next_hop else {
             return Err(Reason::NoNextHop);
         };
@@ -116,6 +122,10 @@ impl Guard {
         }
         if self.own_addresses.contains(&nh) {
             return Err(Reason::OwnNextHop { next_hop: nh });
+        }
+        let node = self.node_addresses.contains(&nh);
+        if node && self.peer_kind(peer) == PeerKind::External && canonical(*peer) != nh {
+            return Err(Reason::NodeNextHop { next_hop: nh });
         }
         let on_link = self.connected.iter().any(|n| n.contains(&nh));
         if !self.connected.is_empty() && !on_link && !self.node_addresses.contains(&nh) {

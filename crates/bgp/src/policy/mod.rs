@@ -81,6 +81,9 @@ pub enum Reason {
     OwnNextHop { next_hop: IpAddr },
     /// Neither on a connected subnet nor a node's underlay address.
     UnreachableNextHop { next_hop: IpAddr },
+    /// From an external router, a next hop that is a Plexus node: a router
+    /// cannot speak for a node (the node would forward it back: a loop).
+    NodeNextHop { next_hop: IpAddr },
     /// Loopback, multicast, reserved, link-local, "this network"...
     MartianPrefix,
     /// Inside (or equal to) one of this node's connected subnets.
@@ -126,6 +129,10 @@ impl fmt::Display for Reason {
             Reason::UnreachableNextHop { next_hop } => write!(
                 f,
                 "next hop {next_hop} is on no connected subnet and is no node's address"
+            ),
+            Reason::NodeNextHop { next_hop } => write!(
+                f,
+                "next hop {next_hop} is a node's address and the peer is an external router"
             ),
             Reason::MartianPrefix => f.write_str("the prefix is a martian range"),
             Reason::ConnectedPrefix { subnet } => {
