@@ -55,6 +55,21 @@ impl CtlOutput {
     }
 }
 
+/// A plexusctl call running in the background.
+#[derive(Debug)]
+pub struct CtlChild(std::process::Child);
+
+impl CtlChild {
+    pub fn wait(self) -> CtlOutput {
+        let out = self.0.wait_with_output().expect("wait for plexusctl");
+        CtlOutput {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl Default for CniSandbox {
     fn default() -> Self {
         Self::new()
@@ -105,8 +120,44 @@ impl CniSandbox {
         self.ctl_args(node, &args, env)
     }
 
+    /// [`CniSandbox::ctl`] started in the background (a call the test
+    /// interferes with while it runs); [`CtlChild::wait`] for its outcome.
+    pub fn spawn_ctl(
+        &self,
+        node: &Netns,
+        op: &str,
+        net: &str,
+        pod: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> CtlChild {
+        let mut args = vec![op.to_string(), net.to_string()];
+        if let Some(p) = pod {
+            args.push(p.display().to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut c = self.ctl_command(node, &args, env);
+        let child = c
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn plexusctl");
+        CtlChild(child)
+    }
+
     /// `plexusctl cni ARGS...` inside `node`.
     pub fn ctl_args(&self, node: &Netns, args: &[&str], env: &[(&str, &str)]) -> CtlOutput {
+        let out = self
+            .ctl_command(node, args, env)
+            .output()
+            .expect("spawn plexusctl");
+        CtlOutput {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn ctl_command(&self, node: &Netns, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut c: Command = node.cmd(bin_dir().join("plexusctl"));
         c.arg("cni").args(args);
         c.env("NETCONFPATH", &self.conf_dir)
@@ -118,12 +169,7 @@ impl CniSandbox {
         for (k, v) in env {
             c.env(k, v);
         }
-        let out = c.output().expect("spawn plexusctl");
-        CtlOutput {
-            success: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        c
     }
 
     /// Addresses host-local (ours or the reference) still holds in

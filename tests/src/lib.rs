@@ -26,7 +26,7 @@ pub mod probe;
 pub mod proxy;
 pub mod routers;
 
-pub use cni::{CniSandbox, CtlOutput};
+pub use cni::{CniSandbox, CtlChild, CtlOutput};
 
 /// Where Debian's containernetworking-plugins puts the reference plugins.
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";

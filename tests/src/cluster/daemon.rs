@@ -129,6 +129,14 @@ impl Daemon {
         }
     }
 
+    /// SIGKILL now (no clean-up of its own) and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Freeze the agent (SIGSTOP): its socket stays, nothing answers.
     pub fn pause(&self) {
         self.signal(libc::SIGSTOP);
