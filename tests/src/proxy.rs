@@ -18,6 +18,8 @@ struct Conn {
     client: TcpStream,
     upstream: TcpStream,
     stalled: AtomicBool,
+    /// The proxy drops the server's answers (requests still pass).
+    deaf: Arc<AtomicBool>,
     /// What the client sent so far (capped): which requests it carried.
     seen: Mutex<Vec<u8>>,
 }
@@ -39,6 +41,7 @@ pub struct FaultProxy {
     pub addr: SocketAddr,
     conns: Arc<Mutex<Vec<Arc<Conn>>>>,
     stop: Arc<AtomicBool>,
+    deaf: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -63,7 +66,7 @@ fn pump(conn: Arc<Conn>, from: &TcpStream, to: &TcpStream, record: bool) {
                 seen.extend_from_slice(&buf[..n]);
             }
         }
-        if conn.stalled.load(Ordering::SeqCst) {
+        if conn.stalled.load(Ordering::SeqCst) || (!record && conn.deaf.load(Ordering::SeqCst)) {
             continue;
         }
         if to.write_all(&buf[..n]).is_err() {
@@ -79,7 +82,8 @@ impl FaultProxy {
     pub fn start(ns: &Netns, ip: &str, upstream: SocketAddr) -> FaultProxy {
         let conns: Arc<Mutex<Vec<Arc<Conn>>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, s) = (conns.clone(), stop.clone());
+        let deaf = Arc::new(AtomicBool::new(false));
+        let (c, s, d) = (conns.clone(), stop.clone(), deaf.clone());
         // Threads started from a thread inside the namespace stay in it,
         // so the upstream connections are made there too.
         let addr = ns.run(move || {
@@ -106,6 +110,7 @@ impl FaultProxy {
                         client: client.try_clone().unwrap(),
                         upstream: upstream.try_clone().unwrap(),
                         stalled: AtomicBool::new(false),
+                        deaf: d.clone(),
                         seen: Mutex::new(Vec::new()),
                     });
                     c.lock().unwrap().push(conn.clone());
@@ -117,7 +122,19 @@ impl FaultProxy {
             });
             addr
         });
-        FaultProxy { addr, conns, stop }
+        FaultProxy {
+            addr,
+            conns,
+            stop,
+            deaf,
+        }
+    }
+
+    /// While on, every connection (open or new) passes what clients send
+    /// and drops what the server answers: requests are carried out, their
+    /// answers lost (a store that stalls after applying a write).
+    pub fn lose_answers(&self, on: bool) {
+        self.deaf.store(on, Ordering::SeqCst);
     }
 
     fn matching(&self, pattern: &str) -> Vec<Arc<Conn>> {

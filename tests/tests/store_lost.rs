@@ -6,8 +6,9 @@
 //! and every pod talking (overlay and routed), the agents wait unready, and
 //! once the store is re-seeded they write back their leases, node records
 //! and blocks with every allocation before serving, so no address a running
-//! pod holds is handed out again; an allocation written while etcd was
-//! frozen (after the agent gave up) is freed by the DEL that follows; an
+//! pod holds is handed out again; an allocation that landed in etcd but
+//! whose answer was lost (the agent gave up) is freed by the DEL that
+//! follows; an
 //! ADD in flight when plexusd is killed fails with code 11; a container ID
 //! beyond the limit is refused with code 4; a node restarted with a new
 //! underlay address takes its lease along, the other nodes follow, its
@@ -17,8 +18,7 @@ use std::time::Duration;
 
 use plexus_agent_api::{call, Allocation, Request};
 use plexus_tests::cluster::routed::{
-    add_pool, add_routed_pod, allocations_of, established, first_ip, write_routed_conf,
-    ROUTED_NET,
+    add_pool, add_routed_pod, allocations_of, established, first_ip, write_routed_conf, ROUTED_NET,
 };
 use plexus_tests::cluster::{key_to_cidr, vxlan_config, wait_for, Cluster, Daemon, Node};
 use plexus_tests::require_overlay;
@@ -51,7 +51,9 @@ fn both() -> Both {
     let mut routed = Vec::new();
     for (i, n) in c.nodes.iter().enumerate() {
         write_routed_conf(n);
-        wait_for(&format!("{}: mesh Established", n.name), || established(n, 1));
+        wait_for(&format!("{}: mesh Established", n.name), || {
+            established(n, 1)
+        });
         overlay.push(n.add_pod(&format!("ov{i}")));
         let p = plexus_tests::Netns::new(&format!("rt{i}"));
         let ip = first_ip(&add_routed_pod(n, &p, "eth0"));
@@ -85,7 +87,11 @@ fn a_wiped_store_stops_no_agent_and_gets_every_record_back() {
     let mut b = both();
     wait_for("pods talk on both networks", || b.all_talk());
     let leases: Vec<(String, Value)> = b.c.leases();
-    let held: Vec<usize> = b.c.nodes.iter().map(|n| allocations_of(&b.c, &n.name)).collect();
+    let held: Vec<usize> =
+        b.c.nodes
+            .iter()
+            .map(|n| allocations_of(&b.c, &n.name))
+            .collect();
     assert_eq!(held, [1, 1]);
 
     b.c.etcd.restart_wiped();
@@ -100,7 +106,10 @@ fn a_wiped_store_stops_no_agent_and_gets_every_record_back() {
     for a in &mut b.agents {
         assert!(a.try_wait().is_none(), "an agent exited:\n{}", a.log_text());
     }
-    assert!(b.all_talk(), "pods lost connectivity while the store was empty");
+    assert!(
+        b.all_talk(),
+        "pods lost connectivity while the store was empty"
+    );
 
     // Re-seeded: every node writes back its lease (the same subnet), its
     // node record and its block with the pod's address.
@@ -116,7 +125,9 @@ fn a_wiped_store_stops_no_agent_and_gets_every_record_back() {
         wait_for(&format!("{}'s block is back with its pod", n.name), || {
             allocations_of(&b.c, &n.name) == 1
         });
-        wait_for(&format!("{} ready again", n.name), || node_status(n)["ready"] == true);
+        wait_for(&format!("{} ready again", n.name), || {
+            node_status(n)["ready"] == true
+        });
     }
     // A new pod on node1 never gets an address a running pod holds.
     let p = plexus_tests::Netns::new("rtnew");
@@ -125,44 +136,48 @@ fn a_wiped_store_stops_no_agent_and_gets_every_record_back() {
         b.routed.iter().all(|(_, held)| *held != ip),
         "{ip} handed out twice"
     );
-    wait_for("everything talks", || b.all_talk() && p.ping(&b.routed[0].1));
+    wait_for("everything talks", || {
+        b.all_talk() && p.ping(&b.routed[0].1)
+    });
     drop(b.agents);
 }
 
 #[test]
-fn an_allocation_written_while_the_store_was_frozen_is_freed_by_del() {
+fn an_allocation_whose_answer_was_lost_is_freed_by_the_del_that_follows() {
     require_overlay!();
     let c = Cluster::new(1);
     add_pool(&c, 26);
-    let agents = c.start_agents(&[]);
+    // The agent reaches etcd through a proxy that can lose etcd's answers
+    // while passing the requests on (a store stalled after a write).
+    let proxy = plexus_tests::proxy::FaultProxy::start(
+        &c.etcd_ns,
+        plexus_tests::cluster::ETCD_IP,
+        format!("{}:2379", plexus_tests::cluster::ETCD_IP)
+            .parse()
+            .unwrap(),
+    );
     let n = &c.nodes[0];
+    let agent = n.start_agent(&format!("etcd://{}", proxy.addr), &[]);
     write_routed_conf(n);
     // A first pod: the block exists, the next allocation is one write.
     let first = plexus_tests::Netns::new("fz0");
     add_routed_pod(n, &first, "eth0");
     let pod = plexus_tests::Netns::new("fz1");
-    c.etcd.freeze(true);
-    let add = n
+    proxy.lose_answers(true);
+    let err = n
         .cni
-        .ctl(&n.ns, "add", ROUTED_NET, Some(&pod.path()), &[]);
-    let err = add.err();
+        .ctl(&n.ns, "add", ROUTED_NET, Some(&pod.path()), &[])
+        .err();
     assert_eq!(err["code"], 11, "{err}");
-    // The runtime's DEL while the store is still frozen: try again later.
-    let del = n.cni.ctl(&n.ns, "del", ROUTED_NET, Some(&pod.path()), &[]);
-    c.etcd.freeze(false);
-    if !del.success {
-        assert_eq!(del.err()["code"], 11);
-        n.cni
-            .ctl(&n.ns, "del", ROUTED_NET, Some(&pod.path()), &[])
-            .ok();
-    }
-    // Whatever the frozen write left, the DEL freed: only the first pod's.
-    wait_for("only the first pod's address is held", || {
-        allocations_of(&c, &n.name) == 1
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(allocations_of(&c, &n.name), 1);
-    drop(agents);
+    // The write landed although no one heard of it.
+    proxy.lose_answers(false);
+    assert_eq!(allocations_of(&c, &n.name), 2, "the lost write did land");
+    // The runtime's DEL after the failed ADD frees it.
+    n.cni
+        .ctl(&n.ns, "del", ROUTED_NET, Some(&pod.path()), &[])
+        .ok();
+    assert_eq!(allocations_of(&c, &n.name), 1, "the DEL freed what landed");
+    drop(agent);
 }
 
 #[test]
@@ -176,7 +191,9 @@ fn an_add_in_flight_when_the_agent_is_killed_gets_11() {
     let pod = plexus_tests::Netns::new("kill0");
     // The ADD waits on the frozen store inside the agent; then the agent dies.
     c.etcd.freeze(true);
-    let ctl = n.cni.spawn_ctl(&n.ns, "add", ROUTED_NET, Some(&pod.path()), &[]);
+    let ctl = n
+        .cni
+        .spawn_ctl(&n.ns, "add", ROUTED_NET, Some(&pod.path()), &[]);
     std::thread::sleep(Duration::from_secs(2));
     agents[0].kill();
     let out = ctl.wait();
@@ -228,11 +245,15 @@ fn a_node_whose_address_changed_takes_its_lease_along() {
     wait_for("pods talk", || pod1.ns.ping(pod0.ip4()));
     let (key, before) = c.lease_of(&n0.ip).expect("node0's lease");
     let subnet = key_to_cidr(&key);
-    let mac = before["BackendData"]["VtepMAC"].as_str().unwrap().to_string();
+    let mac = before["BackendData"]["VtepMAC"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // node0 comes back at 10.200.0.20.
     agents[0].stop();
-    n0.ns.ip(&["addr", "del", &format!("{}/24", n0.ip), "dev", "eth0"]);
+    n0.ns
+        .ip(&["addr", "del", &format!("{}/24", n0.ip), "dev", "eth0"]);
     n0.ns.ip(&["addr", "add", "10.200.0.20/24", "dev", "eth0"]);
     let mut moved = n0.spawn_agent(&c.etcd.url(), &["--public-ip", "10.200.0.20"]);
     moved.wait_ready();
@@ -240,9 +261,13 @@ fn a_node_whose_address_changed_takes_its_lease_along() {
     let (k, after) = c.lease_of("10.200.0.20").expect("the lease moved");
     assert_eq!(k, key, "same subnet");
     assert_eq!(after["BackendData"]["VtepMAC"], mac.as_str());
-    assert!(c.lease_of(&n0.ip).is_none(), "the old address's lease lingers");
+    assert!(
+        c.lease_of(&n0.ip).is_none(),
+        "the old address's lease lingers"
+    );
     wait_for("node1 follows the move", || {
-        n1.vxlan_entries("flannel.1", &subnet, &mac, "10.200.0.20").all()
+        n1.vxlan_entries("flannel.1", &subnet, &mac, "10.200.0.20")
+            .all()
     });
     assert_eq!(n0.route_to(&subnet).expect("cni0's route")["dev"], "cni0");
     wait_for("pods talk again", || pod1.ns.ping(pod0.ip4()));
