@@ -229,9 +229,38 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
         .await
         .inspect_err(|_| status.store_error())
         .with_context(|| format!("open the store {}", args.store))?;
+    // Cluster IPAM (plexus-cluster-ipam) is served whatever else the node
+    // runs, from the moment the store is open; the network models answer
+    // the rest of the socket's requests once they run.
+    let routed_slot = ctlsock::Handlers::default();
+    let cluster_ipam = plexusd::clusteripam::ClusterIpamHandler::open(
+        kv.clone(),
+        plexus_ipam::clusterpool::ClusterLayout::default(),
+        &args.node_name,
+    )
+    .await
+    .inspect_err(|_| status.store_error())
+    .context("load this node's cluster IPAM allocations")?;
+    let cluster_ipam = std::sync::Arc::new(cluster_ipam);
+    *handlers.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some(std::sync::Arc::new(plexusd::clusteripam::WithClusterIpam {
+            cluster: cluster_ipam.clone(),
+            rest: routed_slot.clone(),
+        }));
+    let _heartbeat = AbortOnDrop(tokio::spawn(plexusd::clusteripam::heartbeat(
+        cluster_ipam.allocator().clone(),
+        plexusd::clusteripam::HEARTBEAT,
+    )));
+    let handlers = &routed_slot;
+
     // A store without any network config (not seeded yet, or wiped) is
-    // waited for: unready, nothing created or removed. Only the embedded
-    // file store, which no one else can write while we hold it, is final.
+    // waited for: unready, nothing created or removed. A node that never
+    // served a network (no lease file, no block journal in its run
+    // directory) serves cluster IPAM meanwhile and is ready for it. Only
+    // the embedded file store, which no one else can write while we hold
+    // it, is final.
+    let served_before = runfiles::subnet_env_path(&args.run_dir).exists()
+        || args.run_dir.join(runfiles::BLOCKS).exists();
     let mut waited = false;
     let (routed, overlay) = loop {
         let routed = routed_cluster(args, kv.clone(), &files, status).await?;
@@ -262,7 +291,13 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
     };
     if waited {
         tracing::info!("the store holds a network config now");
-        status.set_waiting(&args.run_dir, "store", None);
+        if served_before {
+            status.set_waiting(&args.run_dir, "store", None);
+        } else {
+            // Ready for cluster IPAM already; ready again once the
+            // networks starting now are.
+            status.restart_readiness(&args.run_dir);
+        }
     }
     match (routed, overlay) {
         (None, Some(reg)) => run_overlay(args, reg.as_ref(), status).await,

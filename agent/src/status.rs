@@ -180,6 +180,18 @@ impl Shared {
         Ok(true)
     }
 
+    /// Readiness starts over (networks are starting after the node was
+    /// ready for cluster IPAM alone): not ready until they report.
+    pub fn restart_readiness(&self, run_dir: &Path) {
+        {
+            let mut g = self.lock();
+            g.status.ready = false;
+            g.all_reported = false;
+            g.networks_pending = None;
+        }
+        crate::runfiles::clear_ready(run_dir);
+    }
+
     pub fn store_error(&self) {
         self.lock().counters.store_errors += 1;
     }
