@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ipnet::{Ipv4Net, Ipv6Net};
-use plexus_cni::files::{read_limited_string, write_atomic};
+use plexus_base::files::{read_limited_string, write_atomic};
 use plexus_netlink::MacAddr;
 use plexus_subnet::SubnetEnv;
 

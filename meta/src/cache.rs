@@ -10,13 +10,13 @@
 //! * `delegates/results/<network>-<containerID>-<ifname>`: the inner
 //!   runtime's libcni result cache.
 //!
-//! Every write is `plexus_cni::files::write_atomic` (an O_EXCL|O_NOFOLLOW
+//! Every write is `plexus_base::files::write_atomic` (an O_EXCL|O_NOFOLLOW
 //! temporary, then rename); every read is bounded. The formats are
 //! documented in meta/README.md.
 
 use std::path::{Path, PathBuf};
 
-use plexus_cni::files;
+use plexus_base::files;
 use plexus_runtime::cache::ResultCache;
 use serde::de::DeserializeOwned;
 

@@ -9,7 +9,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use plexus_cni::files;
+use plexus_base::files;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -138,7 +138,7 @@ impl ResultCache {
         Ok(())
     }
 
-    /// Write atomically (`plexus_cni::files::write_atomic`: an
+    /// Write atomically (`plexus_base::files::write_atomic`: an
     /// O_EXCL|O_NOFOLLOW temporary, fsync, rename; 0600 in a 0700
     /// directory) so a crash never leaves a half-written entry that would
     /// block DEL, and a planted symlink is never written through.
@@ -221,7 +221,7 @@ impl ResultCache {
     }
 }
 
-/// Remove what the writer before `plexus_cni::files::write_atomic` left when
+/// Remove what the writer before `plexus_base::files::write_atomic` left when
 /// it was killed: `.<name>.tmp.<pid>`, older than `age`. Returns how many.
 pub fn sweep_legacy_temporaries(dir: &Path, age: Duration) -> usize {
     files::sweep_old_files(dir, age, |name| {

@@ -5,9 +5,10 @@ use std::io::ErrorKind;
 use std::path::Path;
 use std::time::Duration;
 
+use plexus_base::files;
 use plexus_cni::config::VALID_ATTACHMENTS_KEY;
 use plexus_cni::plugin::{Plugin, Request};
-use plexus_cni::{files, CniError, CniResult, ErrorCode};
+use plexus_cni::{CniError, CniResult, ErrorCode};
 use plexus_runtime::delegate;
 use plexus_subnet::SubnetEnv;
 use serde_json::{json, Map, Value};
