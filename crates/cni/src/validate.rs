@@ -1,10 +1,13 @@
 //! Input validation exactly as libcni does it (pkg/utils), so a name that one
 //! runtime accepts is accepted by every Plexus component and vice versa.
 
+use plexus_netlink::ifname::{ifname_problem, IfnameProblem};
+
 use crate::error::{CniError, ErrorCode};
 
-/// Linux IFNAMSIZ minus the trailing NUL.
-pub const MAX_IFNAME_LEN: usize = 15;
+/// Linux IFNAMSIZ minus the trailing NUL (the kernel's rule is
+/// plexus-netlink's, the one copy every check shares).
+pub use plexus_netlink::ifname::MAX_IFNAME_LEN;
 
 fn is_valid_name(s: &str) -> bool {
     let mut chars = s.chars();
@@ -51,46 +54,6 @@ pub fn network_name(name: &str) -> Result<(), CniError> {
         );
     }
     Ok(())
-}
-
-/// Why an interface name is refused: the kernel's `dev_valid_name`, which
-/// libcni's `ValidateInterfaceName` mirrors. The one copy of the rule:
-/// plexus-netlink checks names with it too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IfnameProblem {
-    Empty,
-    TooLong,
-    Dots,
-    BadChar,
-}
-
-impl IfnameProblem {
-    pub fn reason(self) -> &'static str {
-        match self {
-            IfnameProblem::Empty => "interface name is empty",
-            IfnameProblem::TooLong => "interface name is too long",
-            IfnameProblem::Dots => "interface name is . or ..",
-            IfnameProblem::BadChar => "interface name contains / or : or whitespace characters",
-        }
-    }
-}
-
-/// `None` when `name` is a valid interface name.
-pub fn ifname_problem(name: &str) -> Option<IfnameProblem> {
-    if name.is_empty() {
-        Some(IfnameProblem::Empty)
-    } else if name.len() > MAX_IFNAME_LEN {
-        Some(IfnameProblem::TooLong)
-    } else if name == "." || name == ".." {
-        Some(IfnameProblem::Dots)
-    } else if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
-    {
-        Some(IfnameProblem::BadChar)
-    } else {
-        None
-    }
 }
 
 /// CNI_IFNAME: code 4 when the kernel would refuse it.
