@@ -677,6 +677,53 @@ fn cache_dir_must_be_absolute_and_stale_temporaries_go() {
     env.assert_clean();
 }
 
+#[test]
+fn state_directories_planted_as_links_or_given_away_are_refused() {
+    require_root!();
+    require_reference_plugins!();
+    let env = Env::new(json!({}));
+    let elsewhere = env.cache.parent().unwrap().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    // A plan someone else wrote behind the link: it must never be run.
+    std::fs::write(elsewhere.join("planted.json"), "{}").unwrap();
+    let refused = |what: &str, path: &std::path::Path, why: &str| {
+        // (CHECK stops at plexusctl's own result cache: nothing was added.)
+        for op in ["add", "del"] {
+            let err = env.run(op, "storage", POD_ARGS).err();
+            assert_eq!(err["code"], 5, "{what} {op}: {err}");
+            let msg = err["msg"].as_str().unwrap();
+            assert!(
+                msg.contains(&path.display().to_string()),
+                "{what} {op}: {msg}"
+            );
+            assert!(msg.contains(why), "{what} {op}: {msg}");
+        }
+        assert_eq!(env.pod_links(), Vec::<String>::new(), "{what}: pod links");
+        assert_eq!(env.leases(), Vec::<String>::new(), "{what}: leases");
+        assert_eq!(
+            CniSandbox::files_under(&elsewhere),
+            ["planted.json"],
+            "{what}: written through the link"
+        );
+    };
+    for sub in ["plans", "status", "locks", "delegates", "delegates/results"] {
+        let link = env.cache.join(sub);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        refused(sub, &link, "symbolic link");
+        std::fs::remove_file(&link).unwrap();
+    }
+    let plans = env.cache.join("plans");
+    std::fs::create_dir_all(&plans).unwrap();
+    std::os::unix::fs::chown(&plans, Some(65534), Some(65534)).unwrap();
+    refused("plans of uid 65534", &plans, "uid 65534");
+    std::os::unix::fs::chown(&plans, Some(0), Some(0)).unwrap();
+    // Repaired, the same cache works.
+    env.add("storage").ok();
+    env.del("storage").ok();
+    env.assert_clean();
+}
+
 /// Wait (without a time limit that could pass a test) for `cond`; a guard
 /// against hanging forever fails the test after a generous while.
 fn wait_for(what: &str, cond: impl Fn() -> bool) {

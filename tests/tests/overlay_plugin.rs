@@ -229,6 +229,33 @@ fn bad_delegate_is_refused_before_anything_is_written() {
 }
 
 #[test]
+fn a_data_dir_planted_as_a_symlink_is_refused_before_anything_runs() {
+    require_root!();
+    let node = Node::new(json!({}));
+    node.write_lease(true);
+    let elsewhere = node.cni.dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &node.data_dir).unwrap();
+    let pod = Netns::new("vxp");
+    for op in ["add", "del"] {
+        let e = node.call(op, &pod.path()).err();
+        assert_eq!(e["code"], 5, "{op}: {e}");
+        let msg = e["msg"].as_str().unwrap();
+        assert!(
+            msg.contains(&node.data_dir.display().to_string()) && msg.contains("symbolic link"),
+            "{op}: {msg}"
+        );
+    }
+    assert!(
+        CniSandbox::files_under(&elsewhere).is_empty(),
+        "written through the link"
+    );
+    assert!(!node.ns.has_link("cni0"), "the delegate ran");
+    assert!(node.cni.leases().is_empty());
+    assert_eq!(pod.links(), vec!["lo"]);
+}
+
+#[test]
 fn gc_releases_attachments_not_in_the_valid_list() {
     require_root!();
     let node = Node::new(json!({}));

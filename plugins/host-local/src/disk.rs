@@ -15,8 +15,10 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use plexus_base::files;
 
 use crate::addr;
 use crate::error::Error;
@@ -64,29 +66,22 @@ impl DiskStore {
         Ok(data_dir.join(safe_component(network)?))
     }
 
-    /// Create `<dataDir>/<network>` if needed, and lock it (blocking).
+    /// Create `<dataDir>/<network>` if needed, and lock it (blocking). A
+    /// network directory (or dataDir) that is a symlink or not ours is
+    /// refused before anything is created or locked there.
     pub fn open(data_dir: &Path, network: &str) -> Result<DiskStore, Error> {
-        let dir = Self::network_dir(data_dir, network)?;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(&dir)
-            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        let name = safe_component(network)?;
+        let dir = files::create_state_dir(data_dir, Path::new(name), DIR_MODE)?;
         Self::lock_dir(dir)
     }
 
     /// Like [`DiskStore::open`] but never creates anything: `None` when the
     /// network directory does not exist (nothing was ever allocated).
     pub fn open_existing(data_dir: &Path, network: &str) -> Result<Option<DiskStore>, Error> {
-        let dir = Self::network_dir(data_dir, network)?;
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.is_dir() => Self::lock_dir(dir).map(Some),
-            Ok(_) => Err(Error::io(
-                format!("{} is not a directory", dir.display()),
-                std::io::Error::from(ErrorKind::NotADirectory),
-            )),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("cannot stat {}", dir.display()), e)),
+        let name = safe_component(network)?;
+        match files::existing_state_dir(data_dir, Path::new(name))? {
+            Some(dir) => Self::lock_dir(dir).map(Some),
+            None => Ok(None),
         }
     }
 

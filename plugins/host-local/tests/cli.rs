@@ -606,3 +606,87 @@ fn resolv_conf_is_read_with_a_limit() {
         assert!(!dir.join("net1").exists(), "nothing allocated");
     }
 }
+
+/// [`v4`] in a version that has GC and STATUS.
+fn v4_gc(dir: &std::path::Path) -> Value {
+    conf("1.1.0", "net1", dir, json!({"subnet": "10.10.0.0/24"}))
+}
+
+/// Every command on `c`: each must refuse with code 5, naming `refused`.
+fn assert_every_command_refuses(c: &Value, refused: &std::path::Path) {
+    for cmd in ["ADD", "CHECK", "DEL", "GC", "STATUS"] {
+        let out = call(OURS, cmd, c, "ctr1", "eth0", &[]);
+        assert_eq!(out.code(), 5, "{cmd}: {}", out.raw);
+        let msg = out.json["msg"].as_str().unwrap_or_default();
+        assert!(msg.contains(&refused.display().to_string()), "{cmd}: {msg}");
+    }
+}
+
+#[test]
+fn a_network_directory_planted_as_a_symlink_is_refused() {
+    let (_t, dir) = tempdir();
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    // Someone else's leases (and lock) behind the link: untouched.
+    std::fs::write(elsewhere.join("10.10.0.2"), "other\r\neth0").unwrap();
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, data.join("net1")).unwrap();
+    let c = v4_gc(&data);
+    let before = snapshot(&elsewhere);
+    assert_every_command_refuses(&c, &data.join("net1"));
+    let out = call(OURS, "ADD", &c, "ctr1", "eth0", &[]);
+    assert!(
+        out.json["msg"].as_str().unwrap().contains("symbolic link"),
+        "{}",
+        out.raw
+    );
+    assert_eq!(snapshot(&elsewhere), before, "written through the link");
+
+    // dataDir itself a link: the same.
+    let linked = dir.join("linked");
+    std::os::unix::fs::symlink(&elsewhere, &linked).unwrap();
+    assert_every_command_refuses(&v4_gc(&linked), &linked);
+    assert_eq!(snapshot(&elsewhere), before, "written through the link");
+}
+
+#[test]
+fn a_network_directory_of_another_user_is_refused() {
+    if !is_root_or_skip() {
+        return;
+    }
+    let (_t, dir) = tempdir();
+    let net = dir.join("net1");
+    std::fs::create_dir(&net).unwrap();
+    std::os::unix::fs::chown(&net, Some(65534), Some(65534)).unwrap();
+    let c = v4_gc(&dir);
+    assert_every_command_refuses(&c, &net);
+    let out = call(OURS, "ADD", &c, "ctr1", "eth0", &[]);
+    assert!(
+        out.json["msg"].as_str().unwrap().contains("uid 65534"),
+        "{}",
+        out.raw
+    );
+    assert!(names(&net).is_empty(), "written into it: {:?}", names(&net));
+    // Given back to root, the same directory works.
+    std::os::unix::fs::chown(&net, Some(0), Some(0)).unwrap();
+    assert_eq!(
+        call(OURS, "ADD", &c, "ctr1", "eth0", &[]).ips(),
+        ["10.10.0.2/24"]
+    );
+}
+
+/// Root, or a SKIP (a failure under `PLEXUS_REQUIRE_ALL=1`): only root can
+/// give a directory to another user.
+fn is_root_or_skip() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("PLEXUS_REQUIRE_ALL").is_none_or(|v| v != "1"),
+        "PLEXUS_REQUIRE_ALL=1 and this test needs root to chown a directory"
+    );
+    eprintln!("SKIPPED: needs root to chown a directory");
+    false
+}
