@@ -699,8 +699,17 @@ fn long_container_ids_are_accepted_and_fully_removed() {
     let node = Netns::new("node");
     let conf = plugin_conf(&sb, json!({"ipMasq": true, "macspoofchk": true}));
     // libcni accepts any length; 300 was refused before, 65,000 panicked.
-    for len in [300, 65_000] {
-        let cid = format!("c{}", "0123456789".repeat(len / 10))[..len].to_string();
+    // 1024 is the longest Plexus accepts (plexus_cni::validate); 65,000 is
+    // now code 4 and creates nothing.
+    let pod = Netns::new("long");
+    let p = pod.path().display().to_string();
+    let (ok, e) = call_plugin_as(&node, "ADD", &"c".repeat(65_000), Some(&p), &conf, "");
+    assert!(!ok && e["code"] == 4, "{e}");
+    assert!(allocated(&sb).is_empty() && veths(&node).is_empty(), "{e}");
+    assert_eq!(pod.links(), ["lo"]);
+    drop(pod);
+    for len in [300, 1_024] {
+        let cid = format!("c{}", "0123456789".repeat(len / 10 + 1))[..len].to_string();
         let pod = Netns::new("long");
         let p = pod.path().display().to_string();
         let (ok, r) = call_plugin_as(&node, "ADD", &cid, Some(&p), &conf, "");

@@ -13,7 +13,8 @@
 //! * [`proto`]: the messages, and the route protocol number of pod routes;
 //! * [`client`]: a blocking client with a bounded timeout.
 //!
-//! Only serde, serde_json and std: a CNI plugin links this crate.
+//! Only serde, serde_json, std and plexus-cni (for the container-ID limit;
+//! every CNI plugin links it already): a CNI plugin links this crate.
 
 pub mod cidr;
 pub mod client;
@@ -21,6 +22,10 @@ pub mod proto;
 
 pub use cidr::Cidr;
 pub use client::{call, ClientError, DEFAULT_TIMEOUT, SOCKET_NAME};
+/// The longest container ID a request may carry (bytes): the limit
+/// plexus-cni applies to CNI_CONTAINERID (code 4 beyond it), one rule for
+/// the plugins and the agent's socket.
+pub use plexus_cni::validate::MAX_CONTAINER_ID_LEN as MAX_CONTAINER_ID;
 pub use proto::{
     AgentError, Allocation, Answer, AttachmentKey, BgpPeer, BgpStatus, GcDone, Released, Request,
     Status, MAX_LINE, ROUTE_PROTOCOL_POD,

@@ -36,9 +36,11 @@ pub const TEMP_PREFIX: &str = ".plexus-tmp.";
 /// writes them since v1.2 (Debian's 1.1.1 still used 0644; the files carry
 /// container IDs, so the stricter mode is the one we keep).
 pub const DIR_MODE: u32 = 0o755;
-/// `<containerID>\r\n<ifname>` at its longest.
-const MAX_RECORD: usize =
-    plexus_cni::validate::MAX_CONTAINER_ID_LEN + 2 + plexus_cni::validate::MAX_IFNAME_LEN;
+/// `<containerID>\r\n<ifname>` at its longest. Not our own container-ID
+/// limit: records the reference or an older Plexus wrote may carry any ID
+/// an environment variable holds (128 KiB), and must stay readable so GC
+/// can release them.
+const MAX_RECORD: usize = (128 << 10) + 2 + plexus_cni::validate::MAX_IFNAME_LEN;
 pub const LOCK_MODE: u32 = 0o750;
 pub const FILE_MODE: u32 = 0o600;
 
