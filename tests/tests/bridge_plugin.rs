@@ -309,7 +309,7 @@ fn vlan_trunk_and_preserve_default_vlan() {
 fn vlan_without_kernel_support_is_a_clean_error() {
     require_root!();
     if vlan_filtering_supported() {
-        plexus_tests::skip_kernel_feature(
+        plexus_tests::skip_kernel_has_feature(
             "this kernel filters VLANs; the missing-feature error cannot be provoked",
         );
         return;

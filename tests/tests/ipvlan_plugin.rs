@@ -212,7 +212,7 @@ fn bad_configs_are_clear_errors_and_leave_nothing() {
 fn kernel_without_ipvlan_is_code_101() {
     require_root!();
     if ipvlan_supported() {
-        plexus_tests::skip_kernel_feature(
+        plexus_tests::skip_kernel_has_feature(
             "this kernel has IPVLAN; the missing-feature error cannot be provoked here",
         );
         return;

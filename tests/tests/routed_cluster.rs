@@ -589,7 +589,8 @@ fn agents_with_conf(c: &Cluster) -> Vec<Daemon> {
 
 // The kernel of the development machines has no ipip module: these tests
 // skip there (skip_kernel_feature) and run in the QEMU VM with the Debian
-// kernel (tests/vm/kernel-tests.sh runs this file's tests named *ipip*).
+// kernel (tests/vm/kernel-tests.sh runs the tests tests/vm/kernel-tests.list
+// names).
 
 /// Whether this kernel makes IP-in-IP devices (the ipip module gives every
 /// netns a `tunl0`; without it, creating one fails).
