@@ -227,7 +227,7 @@ fn pods_and_nads_from_the_api_on_two_kubernetes_mode_nodes() {
             &name,
             json!({"k8s.v1.cni.cncf.io/networks": "data"}),
         );
-        let res = meta(n, "add", pod, &name).ok().json();
+        let res = meta(n, "add", pod, &name).expect_success().json();
         let ips: Vec<&str> = res["ips"]
             .as_array()
             .unwrap()
@@ -274,7 +274,7 @@ fn pods_and_nads_from_the_api_on_two_kubernetes_mode_nodes() {
     assert!(pods[1].ping(&eth0[0]));
 
     for (i, (n, pod)) in c.nodes.iter().zip(&pods).enumerate() {
-        meta(n, "del", pod, &format!("web{i}")).ok();
+        meta(n, "del", pod, &format!("web{i}")).expect_success();
         let left: Vec<String> = pod.links().into_iter().filter(|l| l != "lo").collect();
         assert_eq!(left, Vec::<String>::new(), "pod links left on {}", n.name);
     }
