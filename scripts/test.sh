@@ -14,7 +14,9 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 # failure here, never a silent pass (tests/src/lib.rs: skip).
 export PLEXUS_REQUIRE_ALL=1
 if [ -z "${PLEXUS_SKIP_VM:-}" ]; then
-  # The VM run below covers what this kernel lacks (ipvlan, VLAN filtering, ipip).
+  # The VM run below covers what this kernel lacks (ipvlan, VLAN filtering, ipip):
+  # exactly the tests in tests/vm/kernel-tests.list, the only ones whose
+  # kernel-feature skip passes here (tests/src/kernel.rs).
   export PLEXUS_KERNEL_TESTS_COVERED=1
 fi
 

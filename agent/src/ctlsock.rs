@@ -77,6 +77,15 @@ pub async fn dispatch(request: &str, status: &Shared, handlers: &Handlers) -> se
         Ok(plexus_agent_api::Request::Status) | Err(_) => return respond(request, status),
         Ok(req) => req,
     };
+    // Every record a request changes carries its container ID, and every
+    // watcher of that record reads it again: bound it for every command.
+    let max = plexus_agent_api::MAX_CONTAINER_ID;
+    if req.container_ids().iter().any(|c| c.len() > max) {
+        return serde_json::json!({
+            "error": format!("a container ID longer than {max} bytes is refused"),
+            "code": plexus_cni::error::ErrorCode::InvalidEnvironment.code(),
+        });
+    }
     let handler = handlers.lock().unwrap_or_else(|p| p.into_inner()).clone();
     match handler {
         Some(h) => h.handle(req).await,

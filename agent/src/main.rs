@@ -128,7 +128,7 @@ enum NodeCleanup {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    plexus_cni::logging::init(Some(&args.log_level), None);
+    plexus_base::logging::init(Some(&args.log_level), None);
     // One thread: the agent waits on the store and the kernel, it does not
     // compute; a single thread keeps RSS and idle CPU low.
     let rt = match tokio::runtime::Builder::new_current_thread()

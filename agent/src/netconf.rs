@@ -43,7 +43,7 @@ impl Files {
     /// Read and check both files; the error names the file.
     pub fn load(&self) -> Result<Declared, String> {
         let read = |p: &Path| {
-            plexus_cni::files::read_limited(p, MAX_FILE)
+            plexus_base::files::read_limited(p, MAX_FILE)
                 .map_err(|e| format!("{}: {e}", p.display()))
         };
         let pools = match &self.pools {

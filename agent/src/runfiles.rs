@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use ipnet::{Ipv4Net, Ipv6Net};
-use plexus_cni::files::{read_limited_string, write_atomic};
+use plexus_base::files::{read_limited_string, write_atomic};
 use plexus_netlink::MacAddr;
 use plexus_subnet::SubnetEnv;
 
@@ -110,7 +110,7 @@ impl BlockJournal {
 
 impl plexus_ipam::Journal for BlockJournal {
     fn load(&self) -> Vec<plexus_ipam::Block> {
-        let bytes = match plexus_cni::files::read_limited(&self.path, BLOCKS_MAX) {
+        let bytes = match plexus_base::files::read_limited(&self.path, BLOCKS_MAX) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
             Err(e) => {

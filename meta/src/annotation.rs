@@ -60,22 +60,16 @@ fn err(key: &'static str, msg: impl Into<String>) -> MetaError {
     }
 }
 
-/// Multus's interface-name rule: at most 15 bytes, no whitespace or '/'.
-/// ':' is refused too because the kernel and libcni refuse it.
+/// Multus's interface-name rule is the kernel's (at most 15 bytes, no
+/// whitespace or '/'; ':' is refused too because the kernel and libcni
+/// refuse it): plexus-netlink's one copy of it.
 pub fn check_ifname(name: &str) -> Result<(), String> {
-    if name.is_empty()
-        || name.len() > 15
-        || name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| c.is_whitespace() || c == '/' || c == ':')
-    {
-        return Err(format!(
+    match plexus_netlink::ifname::ifname_problem(name) {
+        None => Ok(()),
+        Some(_) => Err(format!(
             "invalid interface name \"{name}\": it must be 1 to 15 characters without spaces, '/' or ':'"
-        ));
+        )),
     }
-    Ok(())
 }
 
 /// A MAC address an interface can have, in the common forms Go's

@@ -10,13 +10,13 @@
 //! * `delegates/results/<network>-<containerID>-<ifname>`: the inner
 //!   runtime's libcni result cache.
 //!
-//! Every write is `plexus_cni::files::write_atomic` (an O_EXCL|O_NOFOLLOW
+//! Every write is `plexus_base::files::write_atomic` (an O_EXCL|O_NOFOLLOW
 //! temporary, then rename); every read is bounded. The formats are
 //! documented in meta/README.md.
 
 use std::path::{Path, PathBuf};
 
-use plexus_cni::files;
+use plexus_base::files;
 use plexus_runtime::cache::ResultCache;
 use serde::de::DeserializeOwned;
 
@@ -44,6 +44,31 @@ pub use plexus_runtime::cache::STALE_TEMPORARY_AGE;
 /// The inner runtime's cache directory.
 pub fn delegate_cache_dir(cache_dir: &Path) -> PathBuf {
     cache_dir.join(DELEGATE_CACHE_SUBDIR)
+}
+
+/// Every state directory under cacheDir, the inner runtime's included.
+const STATE_SUBDIRS: [&str; 4] = [
+    PLANS_SUBDIR,
+    STATUS_SUBDIR,
+    LOCKS_SUBDIR,
+    "delegates/results",
+];
+
+/// Refuse cacheDir when it, or any state directory under it that exists,
+/// is a symlink, not a directory, or not owned by us
+/// ([`files::existing_state_dir`]). Every command checks before it reads
+/// or writes anything there.
+pub fn check_state_dirs(cache_dir: &Path) -> Result<(), MetaError> {
+    for sub in STATE_SUBDIRS {
+        files::existing_state_dir(cache_dir, Path::new(sub))?;
+    }
+    Ok(())
+}
+
+/// `cacheDir/<sub>` for a write: created 0700 where missing, refused when
+/// it or cacheDir is a symlink or not ours.
+pub fn state_dir(cache_dir: &Path, sub: &str) -> Result<PathBuf, MetaError> {
+    Ok(files::create_state_dir(cache_dir, Path::new(sub), 0o700)?)
 }
 
 /// ADD refuses, before anything is created, an attachment whose files could
@@ -138,8 +163,29 @@ pub struct Listing<T> {
     pub unreadable: Vec<String>,
 }
 
-pub fn list_json<T: DeserializeOwned>(dir: &Path, keep: impl Fn(&T) -> bool) -> Listing<T> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+/// `cacheDir/<sub>`'s files; a refused directory is one unreadable entry
+/// and nothing is read behind it.
+pub fn list_json<T: DeserializeOwned>(
+    cache_dir: &Path,
+    sub: &str,
+    keep: impl Fn(&T) -> bool,
+) -> Listing<T> {
+    let dir = match files::existing_state_dir(cache_dir, Path::new(sub)) {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            return Listing {
+                items: Vec::new(),
+                unreadable: Vec::new(),
+            }
+        }
+        Err(e) => {
+            return Listing {
+                items: Vec::new(),
+                unreadable: vec![e.to_string()],
+            }
+        }
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|rd| {
             rd.filter_map(Result::ok)
                 .map(|e| e.path())
@@ -168,11 +214,11 @@ pub fn list_json<T: DeserializeOwned>(dir: &Path, keep: impl Fn(&T) -> bool) -> 
 /// Remove what writers killed between create and rename left behind in
 /// every directory we write to.
 pub fn sweep_stale_temporaries(cache_dir: &Path) {
-    for d in [
-        cache_dir.join(PLANS_SUBDIR),
-        cache_dir.join(STATUS_SUBDIR),
-        delegate_cache_dir(cache_dir).join("results"),
-    ] {
+    for sub in [PLANS_SUBDIR, STATUS_SUBDIR, "delegates/results"] {
+        // Nothing is removed behind a refused directory.
+        let Ok(Some(d)) = files::existing_state_dir(cache_dir, Path::new(sub)) else {
+            continue;
+        };
         // Ours, and the `.<name>.tmp.<pid>` files of the writer before it.
         let n = files::sweep_stale_temporaries(&d, STALE_TEMPORARY_AGE)
             + plexus_runtime::cache::sweep_legacy_temporaries(&d, STALE_TEMPORARY_AGE);
@@ -185,12 +231,14 @@ pub fn sweep_stale_temporaries(cache_dir: &Path) {
 /// `plans/`: one plan per meta attachment.
 #[derive(Debug, Clone)]
 pub struct PlanCache {
+    cache_dir: PathBuf,
     dir: PathBuf,
 }
 
 impl PlanCache {
     pub fn new(cache_dir: &Path) -> Self {
         PlanCache {
+            cache_dir: cache_dir.to_path_buf(),
             dir: cache_dir.join(PLANS_SUBDIR),
         }
     }
@@ -209,6 +257,7 @@ impl PlanCache {
 
     pub fn write(&self, plan: &Plan) -> Result<(), MetaError> {
         let bytes = serde_json::to_vec_pretty(plan).expect("plan serializes");
+        state_dir(&self.cache_dir, PLANS_SUBDIR)?;
         // Durable: IPAM leases survive a reboot, so must the plan to undo them.
         write_atomic(
             &self.path(&plan.key()),
@@ -219,6 +268,11 @@ impl PlanCache {
     }
 
     pub fn read(&self, key: &AttachmentKey) -> Read<Box<Plan>> {
+        match files::existing_state_dir(&self.cache_dir, Path::new(PLANS_SUBDIR)) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Read::Missing,
+            Err(e) => return Read::Corrupt(e.to_string()),
+        }
         let path = self.path(key);
         match read_json::<Plan>(&path) {
             Read::Found(p) if p.kind == PLAN_KIND && p.key() == *key => Read::Found(Box::new(p)),
@@ -241,7 +295,7 @@ impl PlanCache {
     /// Every readable plan (GC and `plexusctl status`), sorted by container
     /// and interface.
     pub fn list(&self) -> Listing<Plan> {
-        let mut l = list_json::<Plan>(&self.dir, |p| p.kind == PLAN_KIND);
+        let mut l = list_json::<Plan>(&self.cache_dir, PLANS_SUBDIR, |p| p.kind == PLAN_KIND);
         l.items
             .sort_by(|a, b| (&a.container_id, &a.ifname).cmp(&(&b.container_id, &b.ifname)));
         l

@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use plexus_cni::{files, NetConf};
+use plexus_base::files;
+use plexus_cni::NetConf;
 use plexus_runtime::NetworkConfigList;
 use serde::Deserialize;
 use serde_json::Value;

@@ -47,6 +47,10 @@ pub enum MetaError {
         #[source]
         source: std::io::Error,
     },
+    /// cacheDir or a state directory under it is a symlink or not ours
+    /// (code 5).
+    #[error(transparent)]
+    StateDir(#[from] plexus_base::files::StateDirError),
     /// The Kubernetes API failed or refused: code 11 when `transient`
     /// (unreachable, timeout, 429, 5xx), else code 7.
     #[error("{msg}")]
@@ -82,7 +86,7 @@ impl MetaError {
                 [one] => one.to_cni(),
                 _ => CniError::plugin(plexus_codes::DELEGATE_FAILED, self.to_string()),
             },
-            MetaError::Io { .. } => CniError::io(self.to_string()),
+            MetaError::Io { .. } | MetaError::StateDir(_) => CniError::io(self.to_string()),
             MetaError::Route(_) => CniError::kernel(self.to_string()),
         }
     }

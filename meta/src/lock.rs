@@ -14,9 +14,9 @@
 //! old file sees that the path no longer names the file it locked and
 //! starts again on a new one.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -88,12 +88,7 @@ impl AttachmentLock {
     /// Take the lock if nobody holds it.
     pub fn try_acquire(cache_dir: &Path, key: &AttachmentKey) -> Result<Option<Self>, MetaError> {
         let path = lock_path(cache_dir, key);
-        let dir = path.parent().expect("under locks/");
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_err("cannot create lock directory", dir))?;
+        crate::cache::state_dir(cache_dir, LOCKS_SUBDIR)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -85,12 +85,12 @@ fn load_dir(dir: &Path) -> Result<Index, String> {
 
 /// Manifests are small; a FIFO, a device or a huge file in attachmentsDir
 /// is refused, never read until memory runs out.
-pub const MANIFEST_READ_LIMIT: u64 = plexus_cni::files::DEFAULT_READ_LIMIT;
+pub const MANIFEST_READ_LIMIT: u64 = plexus_base::files::DEFAULT_READ_LIMIT;
 
 /// The NADs in one manifest file (a regular file of at most
 /// [`MANIFEST_READ_LIMIT`] bytes).
 pub fn load_file(path: &Path) -> Result<Vec<Nad>, String> {
-    let text = plexus_cni::files::read_limited_string(path, MANIFEST_READ_LIMIT)
+    let text = plexus_base::files::read_limited_string(path, MANIFEST_READ_LIMIT)
         .map_err(|e| e.to_string())?;
     let docs: Vec<Value> = if path.extension().is_some_and(|e| e == "json") {
         vec![serde_json::from_str(&text).map_err(|e| e.to_string())?]

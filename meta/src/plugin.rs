@@ -77,6 +77,9 @@ fn pod_ref(req: &Request) -> PodRef {
 impl<B: Backends, E: Exec + Clone, R: RouteOps> Meta<B, E, R> {
     fn call<'a>(&self, req: &'a Request<'a>) -> Result<Call<'a>, MetaError> {
         let conf = MetaConf::from_netconf(req.conf)?;
+        // Before any command reads a plan or runs a delegate: a planted
+        // link under cacheDir is refused, not followed.
+        cache::check_state_dirs(&conf.cache_dir)?;
         Ok(Call {
             plugin_path: conf.plugin_path(&req.env.path),
             key: AttachmentKey {

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use plexus_base::files;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{self, Listing, Read, STATUS_SUBDIR};
@@ -35,12 +36,14 @@ pub struct StatusFile {
 /// `<cacheDir>/status/<containerID>-<ifname>.json`.
 #[derive(Debug, Clone)]
 pub struct FileStatusSink {
+    cache_dir: PathBuf,
     dir: PathBuf,
 }
 
 impl FileStatusSink {
     pub fn new(cache_dir: &Path) -> Self {
         FileStatusSink {
+            cache_dir: cache_dir.to_path_buf(),
             dir: cache_dir.join(STATUS_SUBDIR),
         }
     }
@@ -50,6 +53,8 @@ impl FileStatusSink {
     }
 
     pub fn read(&self, key: &AttachmentKey) -> Option<StatusFile> {
+        // Nothing is read behind a refused directory.
+        files::existing_state_dir(&self.cache_dir, Path::new(STATUS_SUBDIR)).ok()??;
         match cache::read_json::<StatusFile>(&self.path(key)) {
             Read::Found(f) if f.kind == STATUS_KIND => Some(f),
             _ => None,
@@ -58,7 +63,9 @@ impl FileStatusSink {
 
     /// Every readable status file (`plexusctl status`), in file-name order.
     pub fn list(&self) -> Listing<StatusFile> {
-        cache::list_json(&self.dir, |f: &StatusFile| f.kind == STATUS_KIND)
+        cache::list_json(&self.cache_dir, STATUS_SUBDIR, |f: &StatusFile| {
+            f.kind == STATUS_KIND
+        })
     }
 }
 
@@ -79,6 +86,7 @@ impl StatusSink for FileStatusSink {
             network_status: statuses.to_vec(),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("status serializes");
+        cache::state_dir(&self.cache_dir, STATUS_SUBDIR)?;
         // Not fsynced: the status is rewritten by every ADD and is only
         // information.
         cache::write_atomic(&self.path(key), &bytes, "cannot write status file", false)

@@ -69,7 +69,7 @@ enum Top {
 }
 
 fn main() -> ExitCode {
-    plexus_cni::logging::init(None, None);
+    plexus_base::logging::init(None, None);
     let cli = Cli::parse();
     match cli.command {
         Top::Cni(c) => cni::run(c),

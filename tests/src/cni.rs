@@ -34,8 +34,9 @@ impl CtlOutput {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
     }
 
-    /// Panic with everything printed unless the call succeeded.
-    pub fn ok(self) -> Self {
+    /// Assert that the call succeeded (panic with everything it printed
+    /// otherwise) and hand the output on.
+    pub fn expect_success(self) -> Self {
         assert!(
             self.success,
             "plexusctl failed:\n{}\n{}",

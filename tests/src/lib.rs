@@ -22,11 +22,13 @@ pub mod etcd;
 pub mod example;
 pub mod informer;
 pub mod ipam;
+pub mod kernel;
 pub mod probe;
 pub mod proxy;
 pub mod routers;
 
 pub use cni::{CniSandbox, CtlChild, CtlOutput};
+pub use kernel::{skip_kernel_feature, skip_kernel_has_feature};
 
 /// Where Debian's containernetworking-plugins puts the reference plugins.
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
@@ -53,22 +55,6 @@ pub fn skip(why: &str) {
         "PLEXUS_REQUIRE_ALL=1 and this test cannot run: {why}"
     );
     eprintln!("SKIP: {why}");
-}
-
-/// Skip for a kernel feature this kernel lacks (or has, for tests that provoke
-/// its absence) where another run of the same test covers it: the QEMU VM
-/// (`tests/vm/kernel-tests.sh`) for features the host lacks, the host run for
-/// features the VM has. Under `PLEXUS_REQUIRE_ALL=1` this passes only when
-/// that other run is part of this test run (`scripts/test.sh` sets
-/// `PLEXUS_KERNEL_TESTS_COVERED=1` unless `PLEXUS_SKIP_VM` is set).
-pub fn skip_kernel_feature(why: &str) {
-    let covered = std::env::var_os("PLEXUS_KERNEL_TESTS_COVERED").is_some_and(|v| v == "1")
-        || std::env::var_os("PLEXUS_IN_VM").is_some_and(|v| v == "1");
-    assert!(
-        !require_all() || covered,
-        "PLEXUS_REQUIRE_ALL=1, the kernel-feature tests are not part of this run, and this test cannot run: {why}"
-    );
-    eprintln!("SKIP here (the other kernel runs it): {why}");
 }
 
 /// Return early (a SKIP line, or a failure under `PLEXUS_REQUIRE_ALL=1`) when

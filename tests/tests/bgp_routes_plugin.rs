@@ -45,11 +45,13 @@ fn setup(keys: Value) -> (CniSandbox, Netns) {
 }
 
 fn add(sb: &CniSandbox, node: &Netns, pod: &Netns) -> Value {
-    sb.ctl(node, "add", NET, Some(&pod.path()), &[]).ok().json()
+    sb.ctl(node, "add", NET, Some(&pod.path()), &[])
+        .expect_success()
+        .json()
 }
 
 fn del(sb: &CniSandbox, node: &Netns, pod: &Path) {
-    sb.ctl(node, "del", NET, Some(pod), &[]).ok();
+    sb.ctl(node, "del", NET, Some(pod), &[]).expect_success();
 }
 
 /// The node ends this plugin made.
@@ -147,7 +149,8 @@ fn two_pods_ping_through_node_routes_on_a_node_without_a_default_route() {
 
     assert!(a.ping(&ip_b), "pod a cannot reach pod b");
     assert!(b.ping(&ip_a), "pod b cannot reach pod a");
-    sb.ctl(&node, "check", NET, Some(&a.path()), &[]).ok();
+    sb.ctl(&node, "check", NET, Some(&a.path()), &[])
+        .expect_success();
 
     // CHECK sees a missing node route.
     node.ip(&["route", "del", &format!("{ip_a}/32")]);
@@ -199,7 +202,8 @@ fn dual_stack_pods_ping_over_ipv6_with_a_link_local_gateway() {
     );
     assert!(a.ping(&v6(&rb)), "pod a cannot reach pod b over IPv6");
     assert!(b.ping(&pod_ip(&ra)), "pod b cannot reach pod a over IPv4");
-    sb.ctl(&node, "check", NET, Some(&b.path()), &[]).ok();
+    sb.ctl(&node, "check", NET, Some(&b.path()), &[])
+        .expect_success();
     del(&sb, &node, &a.path());
     del(&sb, &node, &b.path());
     assert!(pod_routes(&node).is_empty());
@@ -222,7 +226,8 @@ fn secondary_network_gets_pool_routes_not_a_second_default() {
     );
     let node = Netns::new("node");
     let pod = Netns::new("pod");
-    sb.ctl(&node, "add", "cluster", Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "add", "cluster", Some(&pod.path()), &[])
+        .expect_success();
     let r = sb
         .ctl(
             &node,
@@ -231,7 +236,7 @@ fn secondary_network_gets_pool_routes_not_a_second_default() {
             Some(&pod.path()),
             &[("CNI_IFNAME", "net1")],
         )
-        .ok()
+        .expect_success()
         .json();
     assert_eq!(
         r["routes"].as_array().unwrap().last().unwrap(),
@@ -245,7 +250,7 @@ fn secondary_network_gets_pool_routes_not_a_second_default() {
         Some(&pod.path()),
         &[("CNI_IFNAME", "net2")],
     )
-    .ok();
+    .expect_success();
     let pr = routes(&pod, false);
     let defaults: Vec<&String> = pr.iter().filter(|r| r.starts_with("default")).collect();
     assert_eq!(defaults.len(), 1, "{pr:?}");
@@ -267,7 +272,7 @@ fn secondary_network_gets_pool_routes_not_a_second_default() {
         Some(&pod.path()),
         &[("CNI_IFNAME", "net1")],
     )
-    .ok();
+    .expect_success();
     for (net, ifname) in [("svc", "net2"), (NET, "net1"), ("cluster", "eth0")] {
         sb.ctl(
             &node,
@@ -276,7 +281,7 @@ fn secondary_network_gets_pool_routes_not_a_second_default() {
             Some(&pod.path()),
             &[("CNI_IFNAME", ifname)],
         )
-        .ok();
+        .expect_success();
     }
     assert_eq!(pod.links(), ["lo"]);
     assert!(node_veths(&node).iter().all(|l| l == "plxbr9"));
@@ -350,8 +355,10 @@ fn bad_configs_are_code_7_and_create_nothing() {
         "extra",
         json!({"ipam": ipam, "someFutureKey": {"x": 1}}),
     );
-    sb.ctl(&node, "add", "extra", Some(&pod.path()), &[]).ok();
-    sb.ctl(&node, "del", "extra", Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "add", "extra", Some(&pod.path()), &[])
+        .expect_success();
+    sb.ctl(&node, "del", "extra", Some(&pod.path()), &[])
+        .expect_success();
 }
 
 /// A test double of plexusd's IPAM endpoint on `<dir>/plexusd.sock`: the
@@ -454,8 +461,9 @@ fn addresses_from_the_agent_socket() {
     assert_eq!(ra["ips"][0]["address"], "10.94.0.3/32", "{ra}");
     assert_eq!(rb["ips"][0]["address"], "10.94.0.4/32", "{rb}");
     assert!(a.ping("10.94.0.4"));
-    sb.ctl(&node, "check", NET, Some(&a.path()), &[]).ok();
-    sb.ctl_args(&node, &["status", NET], &[]).ok();
+    sb.ctl(&node, "check", NET, Some(&a.path()), &[])
+        .expect_success();
+    sb.ctl_args(&node, &["status", NET], &[]).expect_success();
     let a_id = match &agent.requests()[0] {
         Request::Allocate { container_id, .. } => container_id.clone(),
         r => panic!("{r:?}"),
@@ -463,7 +471,7 @@ fn addresses_from_the_agent_socket() {
     // GC keeping pod a: the runtime DELs pod b (a Release), then the
     // agent is told which attachments are valid.
     sb.ctl_args(&node, &["gc", NET, "--valid", &format!("{a_id}/eth0")], &[])
-        .ok();
+        .expect_success();
     assert_eq!(
         node_veths(&node),
         [ra["interfaces"][0]["name"].as_str().unwrap()]
@@ -542,7 +550,8 @@ fn a_failed_add_leaves_nothing_and_check_sees_the_pod_side() {
     node.ip(&["route", "del", "10.90.0.2/32", "dev", "lo"]);
 
     add(&sb, &node, &pod);
-    sb.ctl(&node, "check", NET, Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "check", NET, Some(&pod.path()), &[])
+        .expect_success();
     // Without its default route, then without its gateway's neighbour
     // entry (the pod could not send): CHECK says which.
     pod.ip(&["route", "del", "default"]);

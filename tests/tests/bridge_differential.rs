@@ -61,7 +61,7 @@ fn run(plugin: &str, extra: &Value) -> State {
     let pod = Netns::new("dpod");
     let result = sb
         .ctl(&node, "add", "diffnet", Some(&pod.path()), &[])
-        .ok()
+        .expect_success()
         .json();
     let veth = result["interfaces"][1]["name"]
         .as_str()
@@ -97,9 +97,10 @@ fn run(plugin: &str, extra: &Value) -> State {
     // (The reference 1.1.1 fails its own CHECK on a route without a gateway.)
     if plugin == "plexus-bridge" {
         sb.ctl(&node, "check", "diffnet", Some(&pod.path()), &[])
-            .ok();
+            .expect_success();
     }
-    sb.ctl(&node, "del", "diffnet", Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "del", "diffnet", Some(&pod.path()), &[])
+        .expect_success();
     assert!(!pod.has_link("eth0"), "{plugin}: pod eth0 left behind");
     state
 }

@@ -39,11 +39,13 @@ fn setup(version: &str, extra: Value) -> (CniSandbox, Netns) {
 }
 
 fn add(sb: &CniSandbox, node: &Netns, pod: &Netns, env: &[(&str, &str)]) -> Value {
-    sb.ctl(node, "add", NET, Some(&pod.path()), env).ok().json()
+    sb.ctl(node, "add", NET, Some(&pod.path()), env)
+        .expect_success()
+        .json()
 }
 
 fn del(sb: &CniSandbox, node: &Netns, pod: &Path) {
-    sb.ctl(node, "del", NET, Some(pod), &[]).ok();
+    sb.ctl(node, "del", NET, Some(pod), &[]).expect_success();
 }
 
 /// Container ID plexusctl used (from the cached result's file name).
@@ -154,7 +156,8 @@ fn two_pods_ping_each_other_and_the_gateway_with_mtu() {
     assert!(b.ping("10.88.0.2"));
     assert!(a.ping("10.88.0.1"));
 
-    sb.ctl(&node, "check", NET, Some(&a.path()), &[]).ok();
+    sb.ctl(&node, "check", NET, Some(&a.path()), &[])
+        .expect_success();
 
     del(&sb, &node, &a.path());
     del(&sb, &node, &b.path());
@@ -197,7 +200,8 @@ fn promisc_mode_sets_the_bridge_promiscuous() {
         flags.as_array().unwrap().iter().any(|f| f == "PROMISC"),
         "{flags}"
     );
-    sb.ctl(&node, "check", NET, Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "check", NET, Some(&pod.path()), &[])
+        .expect_success();
     del(&sb, &node, &pod.path());
 }
 
@@ -309,7 +313,7 @@ fn vlan_trunk_and_preserve_default_vlan() {
 fn vlan_without_kernel_support_is_a_clean_error() {
     require_root!();
     if vlan_filtering_supported() {
-        plexus_tests::skip_kernel_feature(
+        plexus_tests::skip_kernel_has_feature(
             "this kernel filters VLANs; the missing-feature error cannot be provoked",
         );
         return;
@@ -345,7 +349,8 @@ fn ipmasq_rule_is_named_and_removed_on_del() {
         spoof.contains(&format!("ether saddr != {mac} drop")),
         "{spoof}"
     );
-    sb.ctl(&node, "check", NET, Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "check", NET, Some(&pod.path()), &[])
+        .expect_success();
     del(&sb, &node, &pod.path());
     assert!(!nft_list(&node, "inet").contains("masq-"));
     assert!(!nft_list(&node, "bridge").contains("spoof-"));
@@ -388,12 +393,14 @@ fn check_detects_a_removed_address_and_a_missing_route() {
     let pod = Netns::new("c");
     let r = add(&sb, &node, &pod, &[]);
     assert_eq!(r["cniVersion"], "0.4.0");
-    sb.ctl(&node, "check", NET, Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "check", NET, Some(&pod.path()), &[])
+        .expect_success();
     pod.ip(&["route", "del", "default"]);
     let e = sb.ctl(&node, "check", NET, Some(&pod.path()), &[]).err();
     assert!(e["msg"].as_str().unwrap().contains("0.0.0.0/0"), "{e}");
     pod.ip(&["route", "add", "default", "via", "10.88.0.1"]);
-    sb.ctl(&node, "check", NET, Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "check", NET, Some(&pod.path()), &[])
+        .expect_success();
     pod.ip(&["addr", "del", "10.88.0.2/24", "dev", "eth0"]);
     let e = sb.ctl(&node, "check", NET, Some(&pod.path()), &[]).err();
     assert!(e["msg"].as_str().unwrap().contains("10.88.0.2"), "{e}");
@@ -475,7 +482,8 @@ fn chained_after_loopback_and_before_tuning() {
     assert_eq!(ours["interface"], 3, "{r}");
     assert_eq!(pod.ip_json(&["link", "show", "eth0"])[0]["mtu"], 1300);
     assert!(pod.ping("10.88.0.1"));
-    sb.ctl(&node, "check", NET, Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "check", NET, Some(&pod.path()), &[])
+        .expect_success();
     del(&sb, &node, &pod.path());
     assert!(allocated(&sb).is_empty());
 }
@@ -492,10 +500,11 @@ fn result_versions() {
         let has_version = r["ips"][0].get("version").is_some();
         assert_eq!(has_version, v.starts_with("0."), "{v}: {r}");
         if v != "0.3.1" {
-            sb.ctl(&node, "check", NET, Some(&pod.path()), &[]).ok();
+            sb.ctl(&node, "check", NET, Some(&pod.path()), &[])
+                .expect_success();
         }
         if v == "1.1.0" {
-            sb.ctl_args(&node, &["status", NET], &[]).ok();
+            sb.ctl_args(&node, &["status", NET], &[]).expect_success();
         }
         del(&sb, &node, &pod.path());
         assert!(!pod.has_link("eth0"));
@@ -515,7 +524,7 @@ fn gc_removes_rules_of_attachments_not_listed() {
     let a_id = container_ids(&sb).pop().unwrap();
     add(&sb, &node, &b, &[]);
     sb.ctl_args(&node, &["gc", NET, "--valid", &format!("{a_id}/eth0")], &[])
-        .ok();
+        .expect_success();
     let masq = nft_list(&node, "inet");
     assert_eq!(masq.matches("masquerade").count(), 1, "{masq}");
     assert!(masq.contains(&a_id), "{masq}");
@@ -699,8 +708,17 @@ fn long_container_ids_are_accepted_and_fully_removed() {
     let node = Netns::new("node");
     let conf = plugin_conf(&sb, json!({"ipMasq": true, "macspoofchk": true}));
     // libcni accepts any length; 300 was refused before, 65,000 panicked.
-    for len in [300, 65_000] {
-        let cid = format!("c{}", "0123456789".repeat(len / 10))[..len].to_string();
+    // 1024 is the longest Plexus accepts (plexus_cni::validate); 65,000 is
+    // now code 4 and creates nothing.
+    let pod = Netns::new("long");
+    let p = pod.path().display().to_string();
+    let (ok, e) = call_plugin_as(&node, "ADD", &"c".repeat(65_000), Some(&p), &conf, "");
+    assert!(!ok && e["code"] == 4, "{e}");
+    assert!(allocated(&sb).is_empty() && veths(&node).is_empty(), "{e}");
+    assert_eq!(pod.links(), ["lo"]);
+    drop(pod);
+    for len in [300, 1_024] {
+        let cid = format!("c{}", "0123456789".repeat(len / 10 + 1))[..len].to_string();
         let pod = Netns::new("long");
         let p = pod.path().display().to_string();
         let (ok, r) = call_plugin_as(&node, "ADD", &cid, Some(&p), &conf, "");

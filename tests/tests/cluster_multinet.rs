@@ -62,25 +62,55 @@ fn all_pairs_reach(pods: &[Pod], ifname: &str) {
     }
 }
 
+/// What an ADD on `node` with the routed network gave the pod: exactly
+/// `links`, eth0 in the node's overlay subnet and as the meta result's
+/// address, net1 a /32 of the routed pool. Returns eth0's address.
+fn assert_eth0_and_net1(
+    net: &MultiNet,
+    node: usize,
+    pod: &str,
+    got: &Attached,
+    links: &[&str],
+) -> String {
+    let have: Vec<&String> = got.addrs.keys().collect();
+    assert_eq!(have, links, "{pod}: {:?}", got.addrs);
+    let overlay = net
+        .node(node)
+        .subnet_env("FLANNEL_SUBNET")
+        .expect("subnet.env");
+    let eth0 = got.ip("eth0");
+    // FLANNEL_SUBNET is the node's /24 with the gateway's address.
+    let prefix = overlay.rsplit_once('.').unwrap().0;
+    assert!(
+        eth0.starts_with(&format!("{prefix}.")),
+        "{pod}: {eth0} in {overlay}"
+    );
+    assert!(
+        got.ip("net1").starts_with("10.96."),
+        "{pod}: {:?}",
+        got.addrs
+    );
+    assert_eq!(got.addrs["net1"][0].split('/').nth(1), Some("32"), "{pod}");
+    // The meta result is the cluster network's.
+    assert_eq!(
+        got.result["ips"][0]["address"]
+            .as_str()
+            .unwrap_or_default()
+            .split('/')
+            .next(),
+        Some(eth0.as_str()),
+        "{pod}: {}",
+        got.result
+    );
+    eth0
+}
+
 fn three_networks_everywhere(opts: Options) {
     let net = MultiNet::start(NODES, opts);
     let pods = add_pods(&net);
     for p in &pods {
-        let links: Vec<&String> = p.got.addrs.keys().collect();
-        assert_eq!(links, ["eth0", "net1", "net2"], "{}", p.ns.name);
-        let overlay = net
-            .node(p.node)
-            .subnet_env("FLANNEL_SUBNET")
-            .expect("subnet.env");
-        let eth0 = p.got.ip("eth0");
-        // FLANNEL_SUBNET is the node's /24 with the gateway's address.
-        let prefix = overlay.rsplit_once('.').unwrap().0;
-        assert!(
-            eth0.starts_with(&format!("{prefix}.")),
-            "{eth0} in {overlay}"
-        );
-        assert!(p.got.ip("net1").starts_with("10.96."), "{:?}", p.got.addrs);
-        assert_eq!(p.got.addrs["net1"][0].split('/').nth(1), Some("32"));
+        let eth0 =
+            assert_eth0_and_net1(&net, p.node, &p.ns.name, &p.got, &["eth0", "net1", "net2"]);
         // The requested macvlan address, as asked.
         let j = pods
             .iter()
@@ -88,15 +118,6 @@ fn three_networks_everywhere(opts: Options) {
             .position(|q| q.ns.name == p.ns.name)
             .unwrap();
         assert_eq!(p.got.addrs["net2"], [macvlan_ip(p.node, j)]);
-        // The meta result is the cluster network's.
-        assert_eq!(
-            p.got.result["ips"][0]["address"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .next(),
-            Some(eth0.as_str())
-        );
         let st = net.network_status(p.node, &p.ns).expect("network status");
         let st: Vec<(String, String, String)> = st
             .as_array()
@@ -126,7 +147,8 @@ fn three_networks_everywhere(opts: Options) {
     }
     // CHECK through the meta plugin checks every delegate's attachment.
     for p in &pods {
-        net.run("check", p.node, &p.ns, &p.annotation).ok();
+        net.run("check", p.node, &p.ns, &p.annotation)
+            .expect_success();
     }
     // ...and fails when one of them is broken (net1 lost its address).
     let p = &pods[0];
@@ -181,10 +203,12 @@ fn add_fails_and_leaves_nothing(net: &MultiNet, pod: &Netns, annotation: &str, s
     assert!(links.is_empty(), "pod links left: {links:?}");
 }
 
-/// The same ADD once the agent is back: it succeeds and the pod reaches
-/// `peer` over eth0 and net1; then DEL, leaving nothing.
+/// The same ADD once the agent is back: it succeeds with eth0 and net1 as
+/// they should be, and the pod reaches `peer` over both; then DEL, leaving
+/// nothing.
 fn add_succeeds_after(net: &MultiNet, pod: &Netns, annotation: &str, peer: &Attached) {
     let got = net.add(0, pod, annotation);
+    let eth0 = assert_eth0_and_net1(net, 0, &pod.name, &got, &["eth0", "net1"]);
     for ifname in ["eth0", "net1"] {
         let target = [peer.ip(ifname)];
         wait_for(&format!("{} reaches {target:?}", pod.name), || {
@@ -192,11 +216,26 @@ fn add_succeeds_after(net: &MultiNet, pod: &Netns, annotation: &str, peer: &Atta
         });
     }
     let st = net.network_status(0, pod).expect("network status");
-    assert_eq!(st.as_array().unwrap().len(), 2, "{st}");
+    let st: Vec<(&str, &str)> = st
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["interface"].as_str().unwrap_or(""),
+                s["ips"][0].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        st,
+        [("eth0", eth0.as_str()), ("net1", got.ip("net1").as_str())],
+        "{}",
+        pod.name
+    );
     net.del(0, pod, annotation);
     let left = net.leftovers(0);
     assert!(left.is_empty(), "DEL left {left:?}");
-    let _ = got;
 }
 
 fn wait_back(net: &mut MultiNet) {
@@ -287,7 +326,7 @@ fn routed_net1_with_requested_ip_and_mac() {
             ask.routed_mac.clone().unwrap().as_str(),
             "{st}"
         );
-        net.run("check", node, &ns, &annotation).ok();
+        net.run("check", node, &ns, &annotation).expect_success();
         pods.push(Pod {
             node,
             ns,

@@ -81,7 +81,7 @@ fn a_pod_through_the_installed_wrapper() {
     ];
     let res: Value = sb
         .ctl(&node, "add", "plexus-cni-network", Some(&pod.path()), &env)
-        .ok()
+        .expect_success()
         .json();
     assert_eq!(res["ips"][0]["address"], "10.78.0.2/24", "{res}");
     assert_eq!(pod.addrs("eth0"), ["10.78.0.2/24"]);
@@ -89,7 +89,7 @@ fn a_pod_through_the_installed_wrapper() {
     assert_eq!(sb.leases(), ["refnet/10.78.0.2"]);
 
     sb.ctl(&node, "del", "plexus-cni-network", Some(&pod.path()), &env)
-        .ok();
+        .expect_success();
     assert!(sb.leases().is_empty());
 
     let un = plexusctl("uninstall", &bin, &sb.conf_dir, &[]);

@@ -222,16 +222,19 @@ fn ctl_refused(ns: &Netns, etcd: &Etcd, args: &[&str], want: &str) {
     assert_eq!(etcd.revision(), rev, "plexusctl {args:?} changed the store");
 }
 
-#[test]
-fn plexusctl_routed_commands_against_etcd() {
-    require_root!();
-    require_etcd!();
+/// A netns with its own etcd for the plexusctl tests below (each test
+/// its own, so one failure does not hide another's result).
+fn ctl_env() -> (Netns, Etcd) {
     let ns = Netns::new("ctl");
     let etcd = Etcd::start(&ns, "127.0.0.1");
-    let e = &etcd;
+    (ns, etcd)
+}
 
+/// `pool add` of blue (10.70.0.0/16, natOutgoing, ipip) and v6
+/// (fd00:70::/64 in /124 blocks) through plexusctl.
+fn ctl_pools(ns: &Netns, e: &Etcd) {
     ctl_ok(
-        &ns,
+        ns,
         e,
         &[
             "pool",
@@ -244,66 +247,70 @@ fn plexusctl_routed_commands_against_etcd() {
         ],
     );
     ctl_ok(
-        &ns,
+        ns,
         e,
         &["pool", "add", "v6", "fd00:70::/64", "--block-size", "124"],
     );
-    ctl_refused(
-        &ns,
-        e,
-        &["pool", "add", "red", "10.70.8.0/24"],
-        "overlaps pool blue",
+}
+
+/// [`ctl_pools`], then n1 allocates 70 addresses of blue (two blocks)
+/// and n2 three of blue and three of v6, through plexus-ipam.
+fn ctl_pools_in_use(ns: &Netns, e: &Etcd) {
+    ctl_pools(ns, e);
+    ns.run(|| {
+        runtime().block_on(async {
+            let c = cluster("127.0.0.1").await;
+            let n1 = Allocator::load(c.clone(), "n1").await.unwrap();
+            let n2 = Allocator::load(c.clone(), "n2").await.unwrap();
+            for i in 0..70 {
+                n1.allocate(&handle(1, i), "blue").await.unwrap();
+            }
+            for i in 0..3 {
+                n2.allocate(&handle(2, i), "blue").await.unwrap();
+                n2.allocate(&handle(2, i), "v6").await.unwrap();
+            }
+        })
+    });
+}
+
+#[test]
+fn plexusctl_pool_add_refuses_bad_pools_and_lists_the_good_ones() {
+    require_root!();
+    require_etcd!();
+    let (ns, etcd) = ctl_env();
+    let e = &etcd;
+    ctl_pools(&ns, e);
+    for (args, why) in [
+        (
+            &["pool", "add", "red", "10.70.8.0/24"][..],
+            "overlaps pool blue",
+        ),
+        (
+            &["pool", "add", "red", "10.71.0.0/16", "--block-size", "33"],
+            "outside 20..32",
+        ),
+        (
+            &["pool", "add", "red", "fd00:71::/64", "--block-size", "64"],
+            "outside 116..128",
+        ),
+        (
+            &["pool", "add", "red", "10.71.0.0/16", "--encap", "gre"],
+            "unknown encapsulation",
+        ),
+        (&["pool", "add", "red", "10.71.0.300/16"], "not a CIDR"),
+        (&["pool", "add", "blue", "10.72.0.0/16"], "already exists"),
+        (&["pool", "remove", "green"], "no pool named green"),
+    ] {
+        ctl_refused(&ns, e, args, why);
+    }
+    assert_eq!(
+        etcd.get_prefix("/plexus/routed/pools/")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect::<Vec<_>>(),
+        ["/plexus/routed/pools/blue", "/plexus/routed/pools/v6"],
+        "a refused pool was stored"
     );
-    ctl_refused(
-        &ns,
-        e,
-        &["pool", "add", "red", "10.71.0.0/16", "--block-size", "33"],
-        "outside 20..32",
-    );
-    ctl_refused(
-        &ns,
-        e,
-        &["pool", "add", "red", "fd00:71::/64", "--block-size", "64"],
-        "outside 116..128",
-    );
-    ctl_refused(
-        &ns,
-        e,
-        &["pool", "add", "red", "10.71.0.0/16", "--encap", "gre"],
-        "unknown encapsulation",
-    );
-    ctl_refused(
-        &ns,
-        e,
-        &["pool", "add", "red", "10.71.0.300/16"],
-        "not a CIDR",
-    );
-    ctl_refused(
-        &ns,
-        e,
-        &["pool", "add", "blue", "10.72.0.0/16"],
-        "already exists",
-    );
-    ctl_refused(&ns, e, &["bgp", "set", "--as", "0"], "reserved");
-    ctl_refused(
-        &ns,
-        e,
-        &["bgp", "set", "--as", "4294967296"],
-        "out of range",
-    );
-    ctl_refused(
-        &ns,
-        e,
-        &["bgp", "peer", "add", "192.0.2.300", "--as", "65001"],
-        "not an IPv4 or IPv6 address",
-    );
-    ctl_refused(
-        &ns,
-        e,
-        &["node", "set", "n1", "--route-reflector", "x"],
-        "cluster ID",
-    );
-    ctl_refused(&ns, e, &["pool", "remove", "green"], "no pool named green");
 
     let list = ctl_ok(&ns, e, &["pool", "list"]);
     assert!(list.starts_with("NAME"), "{list}");
@@ -317,8 +324,14 @@ fn plexusctl_routed_commands_against_etcd() {
     assert_eq!(pools[0]["natOutgoing"], true);
     assert_eq!(pools[1]["cidr"], "fd00:70::/64");
     assert_eq!(pools[1]["blockSize"], 124);
+}
 
-    // Concurrent adds of overlapping pools: exactly one stays.
+#[test]
+fn plexusctl_concurrent_overlapping_pool_adds_leave_exactly_one() {
+    require_root!();
+    require_etcd!();
+    let (ns, etcd) = ctl_env();
+    let e = &etcd;
     let racers: Vec<bool> = std::thread::scope(|s| {
         let t: Vec<_> = (0..6)
             .map(|i| {
@@ -352,7 +365,16 @@ fn plexusctl_routed_commands_against_etcd() {
     assert_eq!(racers.iter().filter(|ok| **ok).count(), 1, "{racers:?}");
     let winner = raced[0].rsplit('/').next().unwrap().to_string();
     ctl_ok(&ns, e, &["pool", "remove", &winner]);
+    assert!(etcd.get_prefix("/plexus/routed/pools/").is_empty());
+}
 
+#[test]
+fn plexusctl_pool_set_changes_only_what_it_names() {
+    require_root!();
+    require_etcd!();
+    let (ns, etcd) = ctl_env();
+    let e = &etcd;
+    ctl_pools(&ns, e);
     ctl_ok(&ns, e, &["pool", "set", "blue", "--disabled", "true"]);
     let blue: Value =
         serde_json::from_str(&etcd.get("/plexus/routed/pools/blue").unwrap()).unwrap();
@@ -361,6 +383,9 @@ fn plexusctl_routed_commands_against_etcd() {
         (Some(true), Some("ipip"))
     );
     ctl_ok(&ns, e, &["pool", "set", "blue", "--disabled", "false"]);
+    let blue: Value =
+        serde_json::from_str(&etcd.get("/plexus/routed/pools/blue").unwrap()).unwrap();
+    assert!(!blue["disabled"].as_bool().unwrap_or(false), "{blue}");
     ctl_refused(
         &ns,
         e,
@@ -368,6 +393,32 @@ fn plexusctl_routed_commands_against_etcd() {
         "IPv4 only",
     );
     ctl_refused(&ns, e, &["pool", "set", "blue"], "nothing to set");
+}
+
+#[test]
+fn plexusctl_bgp_and_node_settings_reach_the_store() {
+    require_root!();
+    require_etcd!();
+    let (ns, etcd) = ctl_env();
+    let e = &etcd;
+    for (args, why) in [
+        (&["bgp", "set", "--as", "0"][..], "reserved"),
+        (&["bgp", "set", "--as", "4294967296"], "out of range"),
+        (
+            &["bgp", "peer", "add", "192.0.2.300", "--as", "65001"],
+            "not an IPv4 or IPv6 address",
+        ),
+        (
+            &["node", "set", "n1", "--route-reflector", "x"],
+            "cluster ID",
+        ),
+    ] {
+        ctl_refused(&ns, e, args, why);
+    }
+    assert!(
+        etcd.get_prefix("/plexus/routed/").is_empty(),
+        "a refused setting was stored"
+    );
 
     ctl_ok(&ns, e, &["bgp", "set", "--as", "4200000000", "--no-mesh"]);
     let cfg = etcd.get("/plexus/routed/bgp/config").unwrap();
@@ -404,6 +455,9 @@ fn plexusctl_routed_commands_against_etcd() {
         &["bgp", "peer", "remove", "192.0.2.1"],
         "no peer 192.0.2.1",
     );
+    let peers: Value =
+        serde_json::from_str(&ctl_ok(&ns, e, &["bgp", "peer", "list", "--json"])).unwrap();
+    assert_eq!(peers.as_array().unwrap().len(), 1, "{peers}");
     ctl_ok(&ns, e, &["node", "set", "n1", "--as", "65010"]);
     ctl_ok(
         &ns,
@@ -415,22 +469,15 @@ fn plexusctl_routed_commands_against_etcd() {
         (n1["asn"].as_u64(), n1["routeReflectorClusterId"].as_str()),
         (Some(65010), Some("244.0.0.1"))
     );
+}
 
-    // Two nodes allocate; ipam show --blocks reports them.
-    ns.run(|| {
-        runtime().block_on(async {
-            let c = cluster("127.0.0.1").await;
-            let n1 = Allocator::load(c.clone(), "n1").await.unwrap();
-            let n2 = Allocator::load(c.clone(), "n2").await.unwrap();
-            for i in 0..70 {
-                n1.allocate(&handle(1, i), "blue").await.unwrap();
-            }
-            for i in 0..3 {
-                n2.allocate(&handle(2, i), "blue").await.unwrap();
-                n2.allocate(&handle(2, i), "v6").await.unwrap();
-            }
-        })
-    });
+#[test]
+fn plexusctl_ipam_show_reports_every_block_with_its_node() {
+    require_root!();
+    require_etcd!();
+    let (ns, etcd) = ctl_env();
+    let e = &etcd;
+    ctl_pools_in_use(&ns, e);
     let show: Value =
         serde_json::from_str(&ctl_ok(&ns, e, &["ipam", "show", "--blocks", "--json"])).unwrap();
     let blocks: Vec<(String, String, u64, u64)> = show["blocks"]
@@ -463,12 +510,26 @@ fn plexusctl_routed_commands_against_etcd() {
         "{text}"
     );
     assert!(!ctl_ok(&ns, e, &["ipam", "show"]).contains("NODE"));
+}
 
+#[test]
+fn plexusctl_pool_and_node_remove_free_their_addresses() {
+    require_root!();
+    require_etcd!();
+    let (ns, etcd) = ctl_env();
+    let e = &etcd;
+    ctl_pools_in_use(&ns, e);
     // Addresses in use: removal refused, then forced.
     ctl_refused(&ns, e, &["pool", "remove", "v6"], "3 address(es) in use");
+    assert!(
+        etcd.get("/plexus/routed/pools/v6").is_some(),
+        "removed anyway"
+    );
     let out = ctl_ok(&ns, e, &["pool", "remove", "v6", "--force"]);
     assert!(out.contains("1 block(s), 3 address(es) freed"), "{out}");
+    assert_eq!(etcd.get("/plexus/routed/pools/v6"), None);
     // A node leaves.
+    ctl_ok(&ns, e, &["node", "set", "n1", "--as", "65010"]);
     let out = ctl_ok(&ns, e, &["node", "remove", "n1"]);
     assert!(out.contains("2 block(s), 70 address(es) freed"), "{out}");
     assert_eq!(etcd.get("/plexus/routed/nodes/n1"), None);

@@ -205,14 +205,15 @@ fn bad_configs_are_clear_errors_and_leave_nothing() {
     assert!(sb.leases().is_empty(), "{:?}", sb.leases());
 
     // DEL of a config ADD rejected still works (and releases nothing).
-    sb.ctl(&node, "del", "badmode", Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "del", "badmode", Some(&pod.path()), &[])
+        .expect_success();
 }
 
 #[test]
 fn kernel_without_ipvlan_is_code_101() {
     require_root!();
     if ipvlan_supported() {
-        plexus_tests::skip_kernel_feature(
+        plexus_tests::skip_kernel_has_feature(
             "this kernel has IPVLAN; the missing-feature error cannot be provoked here",
         );
         return;
@@ -235,7 +236,8 @@ fn kernel_without_ipvlan_is_code_101() {
     assert!(sb.leases().is_empty(), "{:?}", sb.leases());
     assert!(CniSandbox::files_under(&sb.cache_dir).is_empty());
     // DEL after the failed ADD is fine.
-    sb.ctl(&node, "del", "ipvnet", Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "del", "ipvnet", Some(&pod.path()), &[])
+        .expect_success();
 }
 
 // ---------------------------------------------------------------------------
@@ -256,11 +258,11 @@ fn l2_pods_ping_check_del() {
     );
     let ra = sb
         .ctl(&node, "add", "l2net", Some(&a.path()), &[])
-        .ok()
+        .expect_success()
         .json();
     let rb = sb
         .ctl(&node, "add", "l2net", Some(&b.path()), &[])
-        .ok()
+        .expect_success()
         .json();
 
     // The result: one interface, in the sandbox, the address points at it.
@@ -294,7 +296,8 @@ fn l2_pods_ping_check_del() {
     assert!(a.ping("10.82.0.3"), "pod a cannot reach pod b");
     assert!(b.ping("10.82.0.2"), "pod b cannot reach pod a");
 
-    sb.ctl(&node, "check", "l2net", Some(&a.path()), &[]).ok();
+    sb.ctl(&node, "check", "l2net", Some(&a.path()), &[])
+        .expect_success();
     // CHECK notices a removed address.
     a.ip(&["addr", "del", "10.82.0.2/24", "dev", "eth0"]);
     let e = sb.ctl(&node, "check", "l2net", Some(&a.path()), &[]).err();
@@ -302,8 +305,10 @@ fn l2_pods_ping_check_del() {
 
     // DEL: no link, no allocation; and again (idempotent).
     for _ in 0..2 {
-        sb.ctl(&node, "del", "l2net", Some(&a.path()), &[]).ok();
-        sb.ctl(&node, "del", "l2net", Some(&b.path()), &[]).ok();
+        sb.ctl(&node, "del", "l2net", Some(&a.path()), &[])
+            .expect_success();
+        sb.ctl(&node, "del", "l2net", Some(&b.path()), &[])
+            .expect_success();
     }
     assert_links(&a, &[]);
     assert_links(&b, &[]);
@@ -332,13 +337,16 @@ fn l3_pair_routes_between_subnets() {
         json!({"master": "up0", "mode": "l3",
                "ipam": host_local(&sb, "10.83.2.0/24", json!([{"dst": "10.83.1.0/24"}]))}),
     );
-    sb.ctl(&node, "add", "l3a", Some(&a.path()), &[]).ok();
-    sb.ctl(&node, "add", "l3b", Some(&b.path()), &[]).ok();
+    sb.ctl(&node, "add", "l3a", Some(&a.path()), &[])
+        .expect_success();
+    sb.ctl(&node, "add", "l3b", Some(&b.path()), &[])
+        .expect_success();
     let d = link_details(&a, "eth0");
     assert_eq!(d["linkinfo"]["info_data"]["mode"], "l3", "{d}");
     assert!(a.ping("10.83.2.2"), "l3: pod a cannot reach pod b");
     assert!(b.ping("10.83.1.2"), "l3: pod b cannot reach pod a");
-    sb.ctl(&node, "check", "l3a", Some(&a.path()), &[]).ok();
+    sb.ctl(&node, "check", "l3a", Some(&a.path()), &[])
+        .expect_success();
     // A config asking for another mode does not CHECK.
     write_net(
         &sb,
@@ -348,8 +356,10 @@ fn l3_pair_routes_between_subnets() {
     );
     let e = sb.ctl(&node, "check", "l3a", Some(&a.path()), &[]).err();
     assert_error(&e, 100, "mode l3");
-    sb.ctl(&node, "del", "l3a", Some(&a.path()), &[]).ok();
-    sb.ctl(&node, "del", "l3b", Some(&b.path()), &[]).ok();
+    sb.ctl(&node, "del", "l3a", Some(&a.path()), &[])
+        .expect_success();
+    sb.ctl(&node, "del", "l3b", Some(&b.path()), &[])
+        .expect_success();
     assert_links(&a, &[]);
     assert_links(&b, &[]);
     assert!(sb.leases().is_empty(), "{:?}", sb.leases());
@@ -370,24 +380,29 @@ fn del_releases_ipam_when_netns_or_master_is_gone() {
     // The pod netns is deleted before DEL.
     let pod = Netns::new("pod");
     let path = pod.path();
-    sb.ctl(&node, "add", "gone", Some(&path), &[]).ok();
+    sb.ctl(&node, "add", "gone", Some(&path), &[])
+        .expect_success();
     assert_eq!(sb.leases().len(), 1);
     drop(pod);
     assert!(!path.exists());
-    sb.ctl(&node, "del", "gone", Some(&path), &[]).ok();
+    sb.ctl(&node, "del", "gone", Some(&path), &[])
+        .expect_success();
     assert!(sb.leases().is_empty(), "{:?}", sb.leases());
 
     // The master is deleted before DEL (the kernel removes the ipvlan link).
     let pod = Netns::new("pod");
-    sb.ctl(&node, "add", "gone", Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "add", "gone", Some(&pod.path()), &[])
+        .expect_success();
     assert!(pod.has_link("eth0"));
     assert_eq!(sb.leases().len(), 1);
     node.ip(&["link", "del", "up0"]);
-    sb.ctl(&node, "del", "gone", Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "del", "gone", Some(&pod.path()), &[])
+        .expect_success();
     assert!(sb.leases().is_empty(), "{:?}", sb.leases());
     assert_links(&pod, &[]);
     // And once more, with both gone.
-    sb.ctl(&node, "del", "gone", Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "del", "gone", Some(&pod.path()), &[])
+        .expect_success();
 }
 
 #[test]
@@ -406,10 +421,12 @@ fn master_defaults_to_the_default_route_interface() {
         "dflt",
         json!({"ipam": host_local(&sb, "10.85.0.0/24", json!([]))}),
     );
-    sb.ctl(&node, "add", "dflt", Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "add", "dflt", Some(&pod.path()), &[])
+        .expect_success();
     let d = link_details(&pod, "eth0");
     assert_eq!(d["link_index"], ifindex(&node, "up1"), "{d}");
-    sb.ctl(&node, "check", "dflt", Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "check", "dflt", Some(&pod.path()), &[])
+        .expect_success();
     // CHECK compares the master: a config naming another one fails.
     write_net(
         &sb,
@@ -418,7 +435,8 @@ fn master_defaults_to_the_default_route_interface() {
     );
     let e = sb.ctl(&node, "check", "dflt", Some(&pod.path()), &[]).err();
     assert_error(&e, 100, "not on master \"up0\"");
-    sb.ctl(&node, "del", "dflt", Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "del", "dflt", Some(&pod.path()), &[])
+        .expect_success();
     assert_links(&pod, &[]);
     assert!(sb.leases().is_empty());
 }
@@ -439,13 +457,15 @@ fn master_inside_the_pod_with_link_in_container() {
         json!({"master": "pm0", "linkInContainer": true, "mode": "l3s",
                "ipam": host_local(&sb, "10.86.0.0/24", json!([]))}),
     );
-    sb.ctl(&node, "add", "incont", Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "add", "incont", Some(&pod.path()), &[])
+        .expect_success();
     let d = link_details(&pod, "eth0");
     assert_eq!(d["linkinfo"]["info_data"]["mode"], "l3s", "{d}");
     assert_eq!(d["link"], "pm0", "{d}");
     sb.ctl(&node, "check", "incont", Some(&pod.path()), &[])
-        .ok();
-    sb.ctl(&node, "del", "incont", Some(&pod.path()), &[]).ok();
+        .expect_success();
+    sb.ctl(&node, "del", "incont", Some(&pod.path()), &[])
+        .expect_success();
     assert_links(&pod, &["pm0", "pm0p"]);
     assert_links(&node, &[]);
     assert!(sb.leases().is_empty());
@@ -483,7 +503,7 @@ fn chained_without_ipam_uses_prev_result() {
     );
     let r = sb
         .ctl(&node, "add", "chain", Some(&pod.path()), &[])
-        .ok()
+        .expect_success()
         .json();
     assert_eq!(r["interfaces"].as_array().unwrap().len(), 1, "{r}");
     assert_eq!(r["interfaces"][0]["name"], "eth0");
@@ -494,8 +514,10 @@ fn chained_without_ipam_uses_prev_result() {
     assert_eq!(d["link_index"], ifindex(&node, "up0"), "{d}");
     let routes = pod.ip_json(&["route", "show", "10.88.0.0/16"]);
     assert_eq!(routes[0]["gateway"], "10.87.0.1", "{routes}");
-    sb.ctl(&node, "check", "chain", Some(&pod.path()), &[]).ok();
-    sb.ctl(&node, "del", "chain", Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "check", "chain", Some(&pod.path()), &[])
+        .expect_success();
+    sb.ctl(&node, "del", "chain", Some(&pod.path()), &[])
+        .expect_success();
     assert_links(&pod, &[]);
 }
 
@@ -511,23 +533,30 @@ fn dual_stack_status_and_gc() {
         "ipam": {"type": "plexus-host-local", "dataDir": sb.data_dir,
                  "ranges": [[{"subnet": "10.89.0.0/24"}], [{"subnet": "fd00:89::/64"}]]}});
     sb.write_conf("10-ds.conf", &conf);
-    sb.ctl_args(&node, &["status", "ds"], &[]).ok();
-    let r = sb.ctl(&node, "add", "ds", Some(&a.path()), &[]).ok().json();
+    sb.ctl_args(&node, &["status", "ds"], &[]).expect_success();
+    let r = sb
+        .ctl(&node, "add", "ds", Some(&a.path()), &[])
+        .expect_success()
+        .json();
     assert_eq!(r["ips"].as_array().unwrap().len(), 2, "{r}");
     assert_eq!(r["ips"][1]["address"], "fd00:89::2/64");
     assert_eq!(r["ips"][1]["interface"], 0);
-    sb.ctl(&node, "add", "ds", Some(&b.path()), &[]).ok();
+    sb.ctl(&node, "add", "ds", Some(&b.path()), &[])
+        .expect_success();
     assert!(a.ping("10.89.0.3"));
     assert!(a.ping("fd00:89::3"), "IPv6 between l2 pods");
     let notify = a.sh("cat /proc/sys/net/ipv6/conf/eth0/ndisc_notify");
     assert_eq!(String::from_utf8_lossy(&notify.stdout).trim(), "1");
-    sb.ctl(&node, "check", "ds", Some(&a.path()), &[]).ok();
+    sb.ctl(&node, "check", "ds", Some(&a.path()), &[])
+        .expect_success();
     assert_eq!(sb.leases().len(), 4, "{:?}", sb.leases());
     // GC with no valid attachment releases every address.
-    sb.ctl_args(&node, &["gc", "ds"], &[]).ok();
+    sb.ctl_args(&node, &["gc", "ds"], &[]).expect_success();
     assert!(sb.leases().is_empty(), "{:?}", sb.leases());
-    sb.ctl(&node, "del", "ds", Some(&a.path()), &[]).ok();
-    sb.ctl(&node, "del", "ds", Some(&b.path()), &[]).ok();
+    sb.ctl(&node, "del", "ds", Some(&a.path()), &[])
+        .expect_success();
+    sb.ctl(&node, "del", "ds", Some(&b.path()), &[])
+        .expect_success();
     assert_links(&a, &[]);
     assert_links(&b, &[]);
 }

@@ -171,7 +171,7 @@ fn pod_and_nads_from_the_api_and_network_status_written() {
     env.api_nad("default", "apinet", apinet());
 
     // No CAP_ARGS: the annotations must come from the API.
-    let res = env.run("add", None).ok().json();
+    let res = env.run("add", None).expect_success().json();
     assert_eq!(res["ips"][0]["address"], "10.88.0.2/16");
     assert_eq!(env.pod_links(), ["eth0", "net1", "net2"]);
     // apinet from the API, storage from attachmentsDir (the API said 404).
@@ -229,10 +229,10 @@ fn pod_and_nads_from_the_api_and_network_status_written() {
         .delete_all("network-attachment-definitions.k8s.cni.cncf.io");
     std::fs::remove_dir_all(&env.attachments).unwrap();
     let before = env.requests().len();
-    env.run("del", None).ok();
+    env.run("del", None).expect_success();
     env.assert_clean();
     assert_eq!(env.requests()[before..], [] as [String; 0]);
-    env.run("del", None).ok();
+    env.run("del", None).expect_success();
 }
 
 #[test]
@@ -247,7 +247,7 @@ fn runtime_annotations_take_precedence_over_the_api() {
         json!({"k8s.v1.cni.cncf.io/networks": "apinet"}),
     );
     env.api_nad("default", "apinet", apinet());
-    env.run("add", Some("data")).ok();
+    env.run("add", Some("data")).expect_success();
     assert_eq!(env.pod_links(), ["eth0", "net1"]);
     assert_eq!(env.pod.addrs("net1"), ["10.20.0.2/24"]);
     let reqs = env.requests();
@@ -256,7 +256,7 @@ fn runtime_annotations_take_precedence_over_the_api() {
     let ns = env.network_status();
     assert_eq!(ns[1]["name"], "default/data");
     assert_eq!(ns[1]["interface"], "net1");
-    env.run("del", Some("data")).ok();
+    env.run("del", Some("data")).expect_success();
     env.assert_clean();
 }
 
@@ -274,7 +274,7 @@ fn pod_not_in_the_api_is_an_error_and_nothing_is_created() {
     );
     env.assert_clean();
     // DEL of what was never added is fine, API or not.
-    env.run("del", None).ok();
+    env.run("del", None).expect_success();
 }
 
 #[test]
@@ -328,7 +328,7 @@ fn del_without_a_plan_and_without_the_pod_still_cleans_up() {
         json!({"k8s.v1.cni.cncf.io/networks": "apinet,data"}),
     );
     env.api_nad("default", "apinet", apinet());
-    env.run("add", None).ok();
+    env.run("add", None).expect_success();
     assert_eq!(env.pod_links(), ["eth0", "net1", "net2"]);
     // Plan lost, pod and NADs gone from the API: DEL asks the API, hears
     // NotFound, and deletes what the delegates' result cache remembers.
@@ -336,7 +336,7 @@ fn del_without_a_plan_and_without_the_pod_still_cleans_up() {
     env.api.remove_pod("default", "web");
     env.api
         .delete_all("network-attachment-definitions.k8s.cni.cncf.io");
-    env.run("del", None).ok();
+    env.run("del", None).expect_success();
     env.assert_clean();
 }
 

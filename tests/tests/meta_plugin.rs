@@ -157,7 +157,7 @@ fn three_networks_with_requests_and_default_route() {
     require_root!();
     require_reference_plugins!();
     let env = Env::new(json!({}));
-    let res = env.add(THREE).ok().json();
+    let res = env.add(THREE).expect_success().json();
 
     // The result is the cluster network's, in the plexus entry's version.
     assert_eq!(res["cniVersion"], "1.0.0");
@@ -226,12 +226,12 @@ fn three_networks_with_requests_and_default_route() {
 
     env.sb
         .ctl(&env.node, "check", "plexus", Some(&env.pod.path()), &[])
-        .ok();
+        .expect_success();
 
-    env.del(THREE).ok();
+    env.del(THREE).expect_success();
     env.assert_clean();
     // DEL twice is fine (the runtime may retry).
-    env.del(THREE).ok();
+    env.del(THREE).expect_success();
 }
 
 /// Addresses, interfaces and status names of a fresh sandbox's ADD.
@@ -246,7 +246,7 @@ fn scenario(parallel: bool) -> (Value, Vec<(String, Vec<String>)>, Value) {
     );
     let res = env
         .add(r#"[{"name":"storage"},{"name":"data","interface":"data0"},{"name":"extra"}]"#)
-        .ok()
+        .expect_success()
         .json();
     let addrs = env
         .pod_links()
@@ -260,7 +260,7 @@ fn scenario(parallel: bool) -> (Value, Vec<(String, Vec<String>)>, Value) {
     for s in st.as_array_mut().unwrap() {
         s.as_object_mut().unwrap().remove("mac");
     }
-    env.del("").ok();
+    env.del("").expect_success();
     env.assert_clean();
     let mut res = res;
     res.as_object_mut().unwrap().remove("interfaces");
@@ -318,12 +318,12 @@ fn del_after_the_nads_are_deleted_still_cleans_up() {
     require_root!();
     require_reference_plugins!();
     let env = Env::new(json!({}));
-    env.add("storage,data").ok();
+    env.add("storage,data").expect_success();
     assert_eq!(env.pod_links(), ["eth0", "net1", "net2"]);
     std::fs::remove_dir_all(&env.attachments).unwrap();
     std::fs::remove_dir_all(&env.plexus_dir).unwrap();
     // The pod's annotations are gone too.
-    env.run("del", "", "").ok();
+    env.run("del", "", "").expect_success();
     env.assert_clean();
 }
 
@@ -332,7 +332,7 @@ fn del_with_the_pod_netns_gone() {
     require_root!();
     require_reference_plugins!();
     let env = Env::new(json!({}));
-    env.add("storage,data").ok();
+    env.add("storage,data").expect_success();
     let path = env.pod.path();
     let Env {
         sb,
@@ -350,7 +350,7 @@ fn del_with_the_pod_netns_gone() {
         Some(&path),
         &[("CNI_ARGS", POD_ARGS)],
     )
-    .ok();
+    .expect_success();
     assert_eq!(CniSandbox::files_under(&cache), Vec::<String>::new());
     let leases: Vec<String> = CniSandbox::files_under(&sb.data_dir)
         .into_iter()
@@ -370,7 +370,7 @@ fn corrupt_plan_cache_does_not_block_del() {
     require_root!();
     require_reference_plugins!();
     let env = Env::new(json!({}));
-    env.add("storage,data@fast0").ok();
+    env.add("storage,data@fast0").expect_success();
     let plan = env
         .cache
         .join("plans")
@@ -379,7 +379,7 @@ fn corrupt_plan_cache_does_not_block_del() {
     // With the NADs gone as well, only the delegates' own result cache
     // still knows net1 and fast0.
     std::fs::remove_dir_all(&env.attachments).unwrap();
-    env.run("del", "", "").ok();
+    env.run("del", "", "").expect_success();
     env.assert_clean();
 }
 
@@ -390,9 +390,11 @@ fn namespace_isolation_is_enforced() {
     let env = Env::new(json!({}));
     let team_a = "K8S_POD_NAMESPACE=team-a;K8S_POD_NAME=api";
     // Own namespace and the global "default" namespace are allowed.
-    env.run("add", "backend,default/data", team_a).ok();
+    env.run("add", "backend,default/data", team_a)
+        .expect_success();
     assert_eq!(env.pod_links(), ["eth0", "net1", "net2"]);
-    env.run("del", "backend,default/data", team_a).ok();
+    env.run("del", "backend,default/data", team_a)
+        .expect_success();
     env.assert_clean();
     // A pod in default may not use team-a's network.
     let err = env.add("team-a/backend").err();
@@ -469,8 +471,8 @@ fn readiness_indicator_file_gates_add() {
     assert_eq!(err["code"], 11, "{err}");
     env.assert_clean();
     std::fs::write(&ready, "").unwrap();
-    env.add("storage").ok();
-    env.del("storage").ok();
+    env.add("storage").expect_success();
+    env.del("storage").expect_success();
     env.assert_clean();
 }
 
@@ -502,7 +504,7 @@ impl Env {
         let msg = err["msg"].as_str().unwrap();
         assert!(msg.contains(says), "{networks}: {msg}");
         self.assert_clean();
-        self.del(networks).ok();
+        self.del(networks).expect_success();
         self.assert_clean();
     }
 }
@@ -564,7 +566,7 @@ fn a_second_add_leaves_the_first_attachment_alone() {
     require_root!();
     require_reference_plugins!();
     let env = Env::new(json!({}));
-    env.add("storage").ok();
+    env.add("storage").expect_success();
     let links = env.pod_links();
     let leases = env.leases();
     assert_eq!(links, ["eth0", "net1"]);
@@ -578,7 +580,7 @@ fn a_second_add_leaves_the_first_attachment_alone() {
     assert_eq!(env.pod_links(), links);
     assert_eq!(env.leases(), leases);
     assert!(env.pod.ping("10.88.0.1"));
-    env.del("storage").ok();
+    env.del("storage").expect_success();
     env.assert_clean();
 }
 
@@ -602,9 +604,10 @@ fn silently_ignored_requests_are_refused() {
         7,
         "\"ips\" capability",
     );
-    env.add(r#"[{"name":"plain","ips":["10.42.0.7/24"]}]"#).ok();
+    env.add(r#"[{"name":"plain","ips":["10.42.0.7/24"]}]"#)
+        .expect_success();
     assert_eq!(env.pod.addrs("net1"), ["10.42.0.7/24"]);
-    env.del("").ok();
+    env.del("").expect_success();
     env.assert_clean();
     // Inline delegates that are not network configurations.
     for bad in [json!([5]), json!(["x"]), json!([{"cniVersion": "1.0.0"}])] {
@@ -632,9 +635,9 @@ fn config_and_manifest_files_are_read_bounded() {
         std::os::unix::fs::symlink("/dev/zero", dir.join("00-zero.json")).unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.join("00-zero.conflist")).unwrap();
     }
-    env.add("storage").ok();
+    env.add("storage").expect_success();
     assert_eq!(env.pod_links(), ["eth0", "net1"]);
-    env.del("storage").ok();
+    env.del("storage").expect_success();
     env.assert_clean();
 }
 
@@ -669,11 +672,58 @@ fn cache_dir_must_be_absolute_and_stale_temporaries_go() {
             .set_modified(old)
             .unwrap();
     }
-    env.add("storage").ok();
-    env.del("storage").ok();
+    env.add("storage").expect_success();
+    env.del("storage").expect_success();
     for f in &stale {
         assert!(!f.exists(), "{} left", f.display());
     }
+    env.assert_clean();
+}
+
+#[test]
+fn state_directories_planted_as_links_or_given_away_are_refused() {
+    require_root!();
+    require_reference_plugins!();
+    let env = Env::new(json!({}));
+    let elsewhere = env.cache.parent().unwrap().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    // A plan someone else wrote behind the link: it must never be run.
+    std::fs::write(elsewhere.join("planted.json"), "{}").unwrap();
+    let refused = |what: &str, path: &std::path::Path, why: &str| {
+        // (CHECK stops at plexusctl's own result cache: nothing was added.)
+        for op in ["add", "del"] {
+            let err = env.run(op, "storage", POD_ARGS).err();
+            assert_eq!(err["code"], 5, "{what} {op}: {err}");
+            let msg = err["msg"].as_str().unwrap();
+            assert!(
+                msg.contains(&path.display().to_string()),
+                "{what} {op}: {msg}"
+            );
+            assert!(msg.contains(why), "{what} {op}: {msg}");
+        }
+        assert_eq!(env.pod_links(), Vec::<String>::new(), "{what}: pod links");
+        assert_eq!(env.leases(), Vec::<String>::new(), "{what}: leases");
+        assert_eq!(
+            CniSandbox::files_under(&elsewhere),
+            ["planted.json"],
+            "{what}: written through the link"
+        );
+    };
+    for sub in ["plans", "status", "locks", "delegates", "delegates/results"] {
+        let link = env.cache.join(sub);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        refused(sub, &link, "symbolic link");
+        std::fs::remove_file(&link).unwrap();
+    }
+    let plans = env.cache.join("plans");
+    std::fs::create_dir_all(&plans).unwrap();
+    std::os::unix::fs::chown(&plans, Some(65534), Some(65534)).unwrap();
+    refused("plans of uid 65534", &plans, "uid 65534");
+    std::os::unix::fs::chown(&plans, Some(0), Some(0)).unwrap();
+    // Repaired, the same cache works.
+    env.add("storage").expect_success();
+    env.del("storage").expect_success();
     env.assert_clean();
 }
 
@@ -791,7 +841,7 @@ esac"#
                 .contains("waiting for the attachment lock")
         });
         std::fs::write(state.join("go"), "").unwrap();
-        del.join().unwrap().ok();
+        del.join().unwrap().expect_success();
         // Everything settles: the worker is gone, and DEL came after it.
         wait_for("the worker to exit", || !pid_alive(worker));
     });

@@ -67,7 +67,10 @@ fn add(sb: &CniSandbox, node: &Netns, pod: &Netns) -> (String, Value) {
 
 fn add_net(sb: &CniSandbox, node: &Netns, pod: &Netns, net: &str) -> (String, Value) {
     let before = CniSandbox::files_under(&sb.cache_dir);
-    let r = sb.ctl(node, "add", net, Some(&pod.path()), &[]).ok().json();
+    let r = sb
+        .ctl(node, "add", net, Some(&pod.path()), &[])
+        .expect_success()
+        .json();
     let cid = CniSandbox::files_under(&sb.cache_dir)
         .into_iter()
         .filter(|f| !before.contains(f))
@@ -166,15 +169,18 @@ fn rules_read_back_exactly_and_del_removes_them() {
     assert_eq!(nft_list(&other, "inet"), want.masq_table);
     assert_eq!(nft_list(&other, "bridge"), want.spoof_table);
 
-    sb.ctl(&node, "check", NET, Some(&pod.path()), &[]).ok();
-    sb.ctl(&node, "del", NET, Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "check", NET, Some(&pod.path()), &[])
+        .expect_success();
+    sb.ctl(&node, "del", NET, Some(&pod.path()), &[])
+        .expect_success();
     assert_eq!(nft_list(&node, "inet"), "table inet plexus_bridge {\n}\n");
     assert_eq!(
         nft_list(&node, "bridge"),
         "table bridge plexus_bridge {\n}\n"
     );
     // DEL again: nothing left to remove, still a success.
-    sb.ctl(&node, "del", NET, Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "del", NET, Some(&pod.path()), &[])
+        .expect_success();
     assert!(sb.leases().is_empty(), "{:?}", sb.leases());
 }
 
@@ -196,7 +202,7 @@ fn gc_removes_only_stale_chains_of_this_network() {
          add chain bridge plexus_bridge operator-chain\n",
     );
     sb.ctl_args(&node, &["gc", NET, "--valid", &format!("{a_id}/eth0")], &[])
-        .ok();
+        .expect_success();
     let (masq, spoof) = (nft_list(&node, "inet"), nft_list(&node, "bridge"));
     let (ha, hb) = (chain_hash(&a_id), chain_hash(&b_id));
     assert!(masq.contains(&format!("chain masq-{ha} ")), "{masq}");
@@ -207,8 +213,10 @@ fn gc_removes_only_stale_chains_of_this_network() {
     assert!(spoof.contains("chain operator-chain "), "{spoof}");
     assert_eq!(masq.matches("masquerade").count(), 2, "{masq}");
 
-    sb.ctl(&node, "del", NET, Some(&a.path()), &[]).ok();
-    sb.ctl(&node, "del", NET, Some(&b.path()), &[]).ok();
+    sb.ctl(&node, "del", NET, Some(&a.path()), &[])
+        .expect_success();
+    sb.ctl(&node, "del", NET, Some(&b.path()), &[])
+        .expect_success();
     let masq = nft_list(&node, "inet");
     assert!(!masq.contains("masquerade"), "{masq}");
 }
@@ -232,7 +240,7 @@ fn gc_keeps_live_chains_of_networks_with_long_names() {
         let masq = nft_list(&node, "inet");
         assert_eq!(masq.matches("masquerade").count(), 4, "{masq}");
         sb.ctl_args(&node, &["gc", net, "--valid", &format!("{a_id}/eth0")], &[])
-            .ok();
+            .expect_success();
         let (masq, spoof) = (nft_list(&node, "inet"), nft_list(&node, "bridge"));
         // Pod A (dual stack): both masquerade rules and its spoof check stay.
         assert_eq!(masq.matches("masquerade").count(), 2, "{net}: {masq}");
@@ -241,10 +249,12 @@ fn gc_keeps_live_chains_of_networks_with_long_names() {
         assert!(!masq.contains(&b_id[..20]), "{net}: {masq}");
         // Everything of a still listed pod survives a second GC too.
         sb.ctl_args(&node, &["gc", net, "--valid", &format!("{a_id}/eth0")], &[])
-            .ok();
+            .expect_success();
         assert_eq!(nft_list(&node, "inet").matches("masquerade").count(), 2);
-        sb.ctl(&node, "del", net, Some(&a.path()), &[]).ok();
-        sb.ctl(&node, "del", net, Some(&b.path()), &[]).ok();
+        sb.ctl(&node, "del", net, Some(&a.path()), &[])
+            .expect_success();
+        sb.ctl(&node, "del", net, Some(&b.path()), &[])
+            .expect_success();
         assert!(!nft_list(&node, "inet").contains("masquerade"));
     }
 }

@@ -5,18 +5,19 @@
 //! cluster flannel's annotations are for.
 //!
 //! In the first test the stand-in listens on node0's loopback, so only
-//! node0 runs an agent. The second is a cluster as Kubernetes has it: the
+//! node0 runs an agent. The others are a cluster as Kubernetes has it: the
 //! stand-in on the underlay serves Nodes, Pods and NADs to plexusd on two
 //! nodes and to the meta plugin in API mode (kubeconfig) on each; a pod's
 //! annotation selects a NAD, ADD goes through meta, and the
-//! network-status annotation lands on the Pod object; then one node's Node
-//! is deleted and the other node drops its overlay entries.
+//! network-status annotation lands on the Pod object; and, in a cluster of
+//! its own, one node's Node is deleted and the other node drops its
+//! overlay entries.
 
 use plexus_k8s::NETWORK_STATUS_ANNOTATION;
 use plexus_store::kubekv::{GROUP, PLURAL, VERSION};
 use plexus_tests::apiserver::FakeApiServer;
 use plexus_tests::cluster::{
-    example_network_config, flanneld, wait_for, Cluster, Node, ETCD_IP, NETWORK,
+    example_network_config, flanneld, wait_for, Cluster, Daemon, Node, ETCD_IP, NETWORK,
 };
 use plexus_tests::{require_overlay, Netns};
 use serde_json::{json, Value};
@@ -155,68 +156,89 @@ fn meta(n: &Node, op: &str, pod: &Netns, name: &str) -> plexus_tests::CtlOutput 
     )
 }
 
+/// Two agents in Kubernetes mode against the fake API server, as deploy/'s
+/// DaemonSet runs them (the ConfigMap's files, no routed pool: the overlay
+/// runs; the PlexusKey CRD installed), Nodes with a podCIDR each, a
+/// secondary network "data" only the API knows (a node-local bridge with
+/// its host-local state in the test's directory), and the meta plugin's
+/// conflist on both nodes. Each test builds its own.
+struct KubeOverlay {
+    agents: Vec<Daemon>,
+    _dir: tempfile::TempDir,
+    api: FakeApiServer,
+    c: Cluster,
+}
+
+impl KubeOverlay {
+    fn start() -> KubeOverlay {
+        let c = Cluster::new(2);
+        let api = FakeApiServer::start_at(&c.etcd_ns, ETCD_IP);
+        // Nodes as the controller manager leaves them: a podCIDR each, no
+        // annotations yet (plexusd writes flannel's).
+        for (i, n) in c.nodes.iter().enumerate() {
+            api.add_node(&n.name, &[&format!("10.244.{}.0/24", i + 1)], json!({}));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        api.add_nad(
+            "default",
+            "data",
+            &json!({"cniVersion": "1.0.0", "name": "data", "plugins": [{
+                "type": "plexus-bridge", "bridge": "cni-data0", "isGateway": true,
+                "ipam": {"type": "plexus-host-local", "ranges": [[{"subnet": "10.20.0.0/24"}]],
+                         "dataDir": dir.path().join("data-ipam")}}]}),
+        );
+        api.serve_resource(GROUP, VERSION, PLURAL, "PlexusKey");
+        let conf = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let net_conf = conf("net-conf.json", &example_network_config().to_string());
+        let pools = conf("pools.json", "[]");
+        let bgp = conf("bgp.json", r#"{"asn": 64512, "nodeToNodeMesh": true}"#);
+        let kubeconfig = api.kubeconfig.display().to_string();
+        let agents: Vec<_> = c
+            .nodes
+            .iter()
+            .map(|n| {
+                n.start_agent(
+                    "kubernetes",
+                    &[
+                        "--kubeconfig",
+                        &kubeconfig,
+                        "--net-config",
+                        &net_conf,
+                        "--pools-file",
+                        &pools,
+                        "--bgp-file",
+                        &bgp,
+                    ],
+                )
+            })
+            .collect();
+        for n in &c.nodes {
+            write_meta_conflist(n, &api.kubeconfig);
+        }
+        KubeOverlay {
+            agents,
+            _dir: dir,
+            api,
+            c,
+        }
+    }
+}
+
 #[test]
 fn pods_and_nads_from_the_api_on_two_kubernetes_mode_nodes() {
     require_overlay!();
-    let c = Cluster::new(2);
-    let api = FakeApiServer::start_at(&c.etcd_ns, ETCD_IP);
-    // Nodes as the controller manager leaves them: a podCIDR each, no
-    // annotations yet (plexusd writes flannel's).
-    for (i, n) in c.nodes.iter().enumerate() {
-        api.add_node(&n.name, &[&format!("10.244.{}.0/24", i + 1)], json!({}));
-    }
-    // A secondary network only the API knows: a node-local bridge (its
-    // host-local state in the test's directory rather than each host's
-    // /var/lib/cni/networks).
-    let dir = tempfile::tempdir().unwrap();
-    api.add_nad(
-        "default",
-        "data",
-        &json!({"cniVersion": "1.0.0", "name": "data", "plugins": [{
-            "type": "plexus-bridge", "bridge": "cni-data0", "isGateway": true,
-            "ipam": {"type": "plexus-host-local", "ranges": [[{"subnet": "10.20.0.0/24"}]],
-                     "dataDir": dir.path().join("data-ipam")}}]}),
-    );
-    // plexusd as deploy/'s DaemonSet runs it: the ConfigMap's files (no
-    // routed pool: the overlay runs) and the PlexusKey CRD installed.
-    api.serve_resource(GROUP, VERSION, PLURAL, "PlexusKey");
-    let conf = |name: &str, text: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p.display().to_string()
-    };
-    let net_conf = conf("net-conf.json", &example_network_config().to_string());
-    let pools = conf("pools.json", "[]");
-    let bgp = conf("bgp.json", r#"{"asn": 64512, "nodeToNodeMesh": true}"#);
-    let kubeconfig = api.kubeconfig.display().to_string();
-    let mut agents: Vec<_> = c
-        .nodes
-        .iter()
-        .map(|n| {
-            n.start_agent(
-                "kubernetes",
-                &[
-                    "--kubeconfig",
-                    &kubeconfig,
-                    "--net-config",
-                    &net_conf,
-                    "--pools-file",
-                    &pools,
-                    "--bgp-file",
-                    &bgp,
-                ],
-            )
-        })
-        .collect();
+    let k = KubeOverlay::start();
+    let (c, api) = (&k.c, &k.api);
     let keys: Vec<String> = api
         .objects(GROUP, VERSION, PLURAL)
         .values()
         .map(|o| o["spec"]["key"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(keys, ["/plexus/routed/bgp/config"]);
-    for n in &c.nodes {
-        write_meta_conflist(n, &api.kubeconfig);
-    }
 
     let pods: Vec<Netns> = (0..2).map(|i| Netns::new(&format!("web{i}"))).collect();
     let mut eth0 = Vec::new();
@@ -227,7 +249,7 @@ fn pods_and_nads_from_the_api_on_two_kubernetes_mode_nodes() {
             &name,
             json!({"k8s.v1.cni.cncf.io/networks": "data"}),
         );
-        let res = meta(n, "add", pod, &name).ok().json();
+        let res = meta(n, "add", pod, &name).expect_success().json();
         let ips: Vec<&str> = res["ips"]
             .as_array()
             .unwrap()
@@ -274,18 +296,26 @@ fn pods_and_nads_from_the_api_on_two_kubernetes_mode_nodes() {
     assert!(pods[1].ping(&eth0[0]));
 
     for (i, (n, pod)) in c.nodes.iter().zip(&pods).enumerate() {
-        meta(n, "del", pod, &format!("web{i}")).ok();
+        meta(n, "del", pod, &format!("web{i}")).expect_success();
         let left: Vec<String> = pod.links().into_iter().filter(|l| l != "lo").collect();
         assert_eq!(left, Vec::<String>::new(), "pod links left on {}", n.name);
     }
+}
 
+#[test]
+fn a_deleted_node_is_forgotten_by_the_other_kubernetes_mode_node() {
+    require_overlay!();
+    let mut k = KubeOverlay::start();
+    let c = &k.c;
     // node1 leaves the cluster: its agent stops with the machine and its
     // Node is deleted. Its lease was the Node, so node0 drops its route,
     // neighbour and FDB entries.
     let mac1 = c.nodes[1].mac("flannel.1");
-    assert!(c.nodes[0].any_vxlan_entry("flannel.1", "10.244.2.0/24", &mac1));
-    agents.pop().unwrap().stop();
-    api.delete_node(&c.nodes[1].name);
+    wait_for("node0 programs node1", || {
+        c.nodes[0].any_vxlan_entry("flannel.1", "10.244.2.0/24", &mac1)
+    });
+    k.agents.pop().unwrap().stop();
+    k.api.delete_node(&c.nodes[1].name);
     wait_for("node0 forgets node1", || {
         !c.nodes[0].any_vxlan_entry("flannel.1", "10.244.2.0/24", &mac1)
     });

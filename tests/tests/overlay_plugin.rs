@@ -103,7 +103,7 @@ fn no_lease_is_try_again_later_and_changes_nothing() {
     let e = node.cni.ctl(&node.ns, "status", NET, None, &[]).err();
     assert_eq!(e["code"], 50, "{e}");
     // DEL of that failed ADD finishes.
-    node.call("del", &pod.path()).ok();
+    node.call("del", &pod.path()).expect_success();
 }
 
 #[test]
@@ -111,9 +111,11 @@ fn add_renders_the_lease_and_del_leaves_nothing() {
     require_root!();
     let node = Node::new(json!({"hairpinMode": true, "isDefaultGateway": true}));
     node.write_lease(true);
-    node.cni.ctl(&node.ns, "status", NET, None, &[]).ok();
+    node.cni
+        .ctl(&node.ns, "status", NET, None, &[])
+        .expect_success();
     let pod = Netns::new("vxp");
-    let r = node.call("add", &pod.path()).ok().json();
+    let r = node.call("add", &pod.path()).expect_success().json();
     let addr = r["ips"][0]["address"].as_str().unwrap();
     assert!(addr.starts_with("10.5.7.") && addr.ends_with("/24"), "{r}");
     assert_eq!(r["ips"][0]["gateway"], "10.5.7.1");
@@ -150,13 +152,13 @@ fn add_renders_the_lease_and_del_leaves_nothing() {
     assert_eq!(conf["ipam"]["type"], "plexus-host-local");
     assert_eq!(conf["ipam"]["ranges"], json!([[{"subnet": "10.5.7.0/24"}]]));
 
-    node.call("check", &pod.path()).ok();
-    node.call("del", &pod.path()).ok();
+    node.call("check", &pod.path()).expect_success();
+    node.call("del", &pod.path()).expect_success();
     assert!(node.saved().is_empty());
     assert!(node.cni.leases().is_empty());
     assert!(node.ports().is_empty());
     assert_eq!(pod.links(), vec!["lo"]);
-    node.call("del", &pod.path()).ok();
+    node.call("del", &pod.path()).expect_success();
 }
 
 #[test]
@@ -165,7 +167,7 @@ fn ipmasq_off_in_the_agent_means_the_bridge_masquerades() {
     let node = Node::new(json!({}));
     node.write_lease(false);
     let pod = Netns::new("vxp");
-    node.call("add", &pod.path()).ok();
+    node.call("add", &pod.path()).expect_success();
     let conf = node.saved_conf();
     assert_eq!(conf["ipMasq"], true);
     let masq = |ns: &Netns| {
@@ -180,7 +182,7 @@ fn ipmasq_off_in_the_agent_means_the_bridge_masquerades() {
         "{}",
         node.ns.nft_table("inet", "plexus_bridge")
     );
-    node.call("del", &pod.path()).ok();
+    node.call("del", &pod.path()).expect_success();
     assert_eq!(masq(&node.ns), 0);
 }
 
@@ -193,27 +195,27 @@ fn del_finishes_without_netns_or_saved_config() {
     // The netns is gone before DEL.
     let pod = Netns::new("vxp");
     let pod_path = pod.path();
-    node.call("add", &pod_path).ok();
+    node.call("add", &pod_path).expect_success();
     drop(pod);
-    node.call("del", &pod_path).ok();
+    node.call("del", &pod_path).expect_success();
     assert!(node.saved().is_empty());
     assert!(node.cni.leases().is_empty(), "{:?}", node.cni.leases());
     assert!(node.ports().is_empty(), "{:?}", node.ports());
 
     // The saved config was lost: DEL still releases what the lease renders.
     let pod = Netns::new("vxp");
-    node.call("add", &pod.path()).ok();
+    node.call("add", &pod.path()).expect_success();
     for f in node.saved() {
         std::fs::remove_file(node.data_dir.join(f)).unwrap();
     }
-    node.call("del", &pod.path()).ok();
+    node.call("del", &pod.path()).expect_success();
     assert!(node.cni.leases().is_empty(), "{:?}", node.cni.leases());
     assert!(node.ports().is_empty());
     assert_eq!(pod.links(), vec!["lo"]);
 
     // Neither saved config nor lease: nothing to do, and that is success.
     std::fs::remove_file(&node.subnet_env).unwrap();
-    node.call("del", &pod.path()).ok();
+    node.call("del", &pod.path()).expect_success();
 }
 
 #[test]
@@ -229,15 +231,42 @@ fn bad_delegate_is_refused_before_anything_is_written() {
 }
 
 #[test]
+fn a_data_dir_planted_as_a_symlink_is_refused_before_anything_runs() {
+    require_root!();
+    let node = Node::new(json!({}));
+    node.write_lease(true);
+    let elsewhere = node.cni.dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &node.data_dir).unwrap();
+    let pod = Netns::new("vxp");
+    for op in ["add", "del"] {
+        let e = node.call(op, &pod.path()).err();
+        assert_eq!(e["code"], 5, "{op}: {e}");
+        let msg = e["msg"].as_str().unwrap();
+        assert!(
+            msg.contains(&node.data_dir.display().to_string()) && msg.contains("symbolic link"),
+            "{op}: {msg}"
+        );
+    }
+    assert!(
+        CniSandbox::files_under(&elsewhere).is_empty(),
+        "written through the link"
+    );
+    assert!(!node.ns.has_link("cni0"), "the delegate ran");
+    assert!(node.cni.leases().is_empty());
+    assert_eq!(pod.links(), vec!["lo"]);
+}
+
+#[test]
 fn gc_releases_attachments_not_in_the_valid_list() {
     require_root!();
     let node = Node::new(json!({}));
     node.write_lease(true);
     let keep = Netns::new("vxk");
     let gone = Netns::new("vxg");
-    node.call("add", &keep.path()).ok();
+    node.call("add", &keep.path()).expect_success();
     let keep_id = node.saved()[0].clone();
-    node.call("add", &gone.path()).ok();
+    node.call("add", &gone.path()).expect_success();
     assert_eq!(node.cni.leases().len(), 2);
     node.cni
         .ctl_args(
@@ -245,13 +274,15 @@ fn gc_releases_attachments_not_in_the_valid_list() {
             &["gc", NET, "--valid", &format!("{keep_id}/eth0")],
             &[],
         )
-        .ok();
+        .expect_success();
     assert_eq!(node.saved(), vec![keep_id]);
     assert_eq!(node.cni.leases().len(), 1);
     // With the agent's lease file gone, GC still runs the delegate's GC
     // (with a saved config) and releases what is no longer valid.
     std::fs::remove_file(&node.subnet_env).unwrap();
-    node.cni.ctl_args(&node.ns, &["gc", NET], &[]).ok();
+    node.cni
+        .ctl_args(&node.ns, &["gc", NET], &[])
+        .expect_success();
     assert!(node.saved().is_empty());
     assert!(node.cni.leases().is_empty(), "{:?}", node.cni.leases());
 }
@@ -270,7 +301,7 @@ fn example_conflist_adds_and_deletes() {
     conf["plugins"][0]["ipam"] = json!({"dataDir": node.cni.data_dir});
     node.cni.write_conf(&format!("{NET}.conflist"), &conf);
     let pod = Netns::new("vxp");
-    let r = node.call("add", &pod.path()).ok().json();
+    let r = node.call("add", &pod.path()).expect_success().json();
     assert_eq!(r["cniVersion"], "0.3.1");
     assert!(
         r["ips"][0]["address"]
@@ -279,7 +310,7 @@ fn example_conflist_adds_and_deletes() {
             .starts_with("10.5.7."),
         "{r}"
     );
-    node.call("del", &pod.path()).ok();
+    node.call("del", &pod.path()).expect_success();
     assert!(node.saved().is_empty());
     assert!(node.cni.leases().is_empty());
 }

@@ -41,7 +41,7 @@ fn pods_on_three_nodes_reach_each_other() {
         c.nodes[i]
             .cni
             .ctl(&c.nodes[i].ns, "del", "cbr0", Some(&p.ns.path()), &[])
-            .ok();
+            .expect_success();
         let left = CniSandbox::files_under(&c.nodes[i].cni.dir.path().join("vxlan"));
         let expect = usize::from(i == 0);
         assert_eq!(left.len(), expect, "saved configs on node{i}: {left:?}");

@@ -64,7 +64,7 @@ fn add_check_del_through_reference_plugins() {
                 ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=p1"),
             ],
         )
-        .ok()
+        .expect_success()
         .json();
 
     // The result is the chain's final result, in the list's version.
@@ -104,7 +104,7 @@ fn add_check_del_through_reference_plugins() {
     assert!(CniSandbox::files_under(&sb.data_dir).contains(&"refnet/10.77.0.2".to_string()));
 
     sb.ctl(&node, "check", "refnet", Some(&pod.path()), &[])
-        .ok();
+        .expect_success();
 
     sb.ctl(
         &node,
@@ -113,7 +113,7 @@ fn add_check_del_through_reference_plugins() {
         Some(&pod.path()),
         &[("CAP_ARGS", caps)],
     )
-    .ok();
+    .expect_success();
     assert!(!pod.has_link("eth0"), "pod eth0 left behind");
     let veths: Vec<_> = node
         .links()
@@ -135,7 +135,8 @@ fn add_check_del_through_reference_plugins() {
     );
 
     // DEL again is fine.
-    sb.ctl(&node, "del", "refnet", Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "del", "refnet", Some(&pod.path()), &[])
+        .expect_success();
 }
 
 #[test]
@@ -145,18 +146,19 @@ fn check_detects_a_removed_address() {
     let (sb, node, pod) = setup("0.4.0").unwrap();
     let res = sb
         .ctl(&node, "add", "refnet", Some(&pod.path()), &[])
-        .ok()
+        .expect_success()
         .json();
     assert_eq!(res["cniVersion"], "0.4.0");
     assert_eq!(res["ips"][0]["version"], "4");
     sb.ctl(&node, "check", "refnet", Some(&pod.path()), &[])
-        .ok();
+        .expect_success();
     pod.ip(&["addr", "del", "10.77.0.2/24", "dev", "eth0"]);
     let e = sb
         .ctl(&node, "check", "refnet", Some(&pod.path()), &[])
         .err();
     assert!(e["msg"].as_str().unwrap().contains("10.77.0.2"), "{e}");
-    sb.ctl(&node, "del", "refnet", Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "del", "refnet", Some(&pod.path()), &[])
+        .expect_success();
 }
 
 #[test]
@@ -164,12 +166,14 @@ fn del_after_pod_netns_is_gone_releases_ipam_and_cache() {
     require_root!();
     require_reference_plugins!();
     let (sb, node, pod) = setup("1.0.0").unwrap();
-    sb.ctl(&node, "add", "refnet", Some(&pod.path()), &[]).ok();
+    sb.ctl(&node, "add", "refnet", Some(&pod.path()), &[])
+        .expect_success();
     let path = pod.path();
     drop(pod);
     assert!(!path.exists());
     // cnitool derives the container ID from the path, which still works.
-    sb.ctl(&node, "del", "refnet", Some(&path), &[]).ok();
+    sb.ctl(&node, "del", "refnet", Some(&path), &[])
+        .expect_success();
     assert!(CniSandbox::files_under(&sb.cache_dir).is_empty());
     assert!(!CniSandbox::files_under(&sb.data_dir)
         .iter()
@@ -188,8 +192,10 @@ fn gc_deletes_attachments_not_listed_as_valid() {
     sb.write_conf("10-refnet.conflist", &conf);
     let node = Netns::new("node");
     let (a, b) = (Netns::new("pa"), Netns::new("pb"));
-    sb.ctl(&node, "add", "refnet", Some(&a.path()), &[]).ok();
-    sb.ctl(&node, "add", "refnet", Some(&b.path()), &[]).ok();
+    sb.ctl(&node, "add", "refnet", Some(&a.path()), &[])
+        .expect_success();
+    sb.ctl(&node, "add", "refnet", Some(&b.path()), &[])
+        .expect_success();
     let cid_of = |f: &str| {
         f.strip_prefix("results/refnet-")
             .unwrap()
@@ -212,7 +218,7 @@ fn gc_deletes_attachments_not_listed_as_valid() {
         .clone();
     let valid = format!("{a_id}/eth0");
     sb.ctl_args(&node, &["gc", "refnet", "--valid", &valid], &[])
-        .ok();
+        .expect_success();
     assert_eq!(
         CniSandbox::files_under(&sb.cache_dir),
         [format!("results/refnet-{a_id}-eth0")]
@@ -220,7 +226,7 @@ fn gc_deletes_attachments_not_listed_as_valid() {
     assert!(a.has_link("eth0"), "a valid attachment was deleted");
     assert!(!b.has_link("eth0"), "a stale attachment survived GC");
     // Without --valid, every attachment is stale.
-    sb.ctl(&node, "gc", "refnet", None, &[]).ok();
+    sb.ctl(&node, "gc", "refnet", None, &[]).expect_success();
     assert!(CniSandbox::files_under(&sb.cache_dir).is_empty());
     assert!(!a.has_link("eth0"));
 }

@@ -86,35 +86,120 @@ protocol bgp n1 from plexus { neighbor 10.200.0.11 as 64512; }
 protocol bgp n2 from plexus { neighbor 10.200.0.12 as 64512; }
 "#;
 
-#[test]
-fn mesh_bird_pods_restart_and_node_remove() {
-    require_overlay!();
-    if !tool_available("bird") {
-        plexus_tests::skip("bird2 is not installed (scripts/install-deps.sh)");
-        return;
-    }
-    let (c, router, dir) = cluster_with_router();
-    store(&c, |s| async move {
-        s.add_peer(&Peer {
-            address: "10.200.0.13".parse().unwrap(),
-            asn: 65000,
-            node: None,
-        })
-        .await
-        .unwrap();
-    });
-    let bird = Bird::start(&router.ns, dir.path(), BIRD_CONF);
-    let mut agents: Vec<Daemon> = c.start_agents(&["--metrics-addr", "127.0.0.1:9464"]);
-    for n in &c.nodes {
-        write_conf(n);
+/// Return early (SKIP, or a failure under `PLEXUS_REQUIRE_ALL=1`) without
+/// BIRD.
+macro_rules! require_bird {
+    () => {
+        if !tool_available("bird") {
+            plexus_tests::skip("bird2 is not installed (scripts/install-deps.sh)");
+            return;
+        }
+    };
+}
+
+/// Return early (SKIP, or a failure under `PLEXUS_REQUIRE_ALL=1`) without
+/// GoBGP.
+macro_rules! require_gobgp {
+    () => {
+        if !tool_available("gobgpd") {
+            plexus_tests::skip("gobgpd is not installed (scripts/install-deps.sh)");
+            return;
+        }
+    };
+}
+
+/// Three agents (metrics on 127.0.0.1:9464) with the routed conflist, BIRD
+/// on the underlay as everyone's global peer, and every node's three
+/// sessions (two mesh peers, BIRD) Established. Each test below builds its
+/// own, so one failure does not hide another's result.
+struct MeshWithBird {
+    // Dropped in this order: the agents, BIRD, then the namespaces.
+    agents: Vec<Daemon>,
+    bird: Bird,
+    _router: Node,
+    _dir: tempfile::TempDir,
+    c: Cluster,
+}
+
+/// One pod per node, their addresses, and each node's one block, with
+/// every node routing the others' blocks.
+struct PodPerNode {
+    pods: Vec<plexus_tests::Netns>,
+    ips: Vec<String>,
+    blocks: Vec<String>,
+}
+
+impl MeshWithBird {
+    fn start() -> MeshWithBird {
+        let (c, router, dir) = cluster_with_router();
+        store(&c, |s| async move {
+            s.add_peer(&Peer {
+                address: "10.200.0.13".parse().unwrap(),
+                asn: 65000,
+                node: None,
+            })
+            .await
+            .unwrap();
+        });
+        let bird = Bird::start(&router.ns, dir.path(), BIRD_CONF);
+        let agents = c.start_agents(&["--metrics-addr", "127.0.0.1:9464"]);
+        for n in &c.nodes {
+            write_conf(n);
+        }
+        for n in &c.nodes {
+            wait_for(&format!("{}: 3 sessions Established", n.name), || {
+                established(n, 3)
+            });
+        }
+        MeshWithBird {
+            agents,
+            bird,
+            _router: router,
+            _dir: dir,
+            c,
+        }
     }
 
-    // Sessions: two mesh peers and BIRD on every node.
+    /// ADD one pod on each node; wait until every node routes the other
+    /// nodes' blocks.
+    fn pod_per_node(&self) -> PodPerNode {
+        let c = &self.c;
+        let pods: Vec<_> = (0..3)
+            .map(|i| plexus_tests::Netns::new(&format!("pod{i}")))
+            .collect();
+        let ips: Vec<String> = c
+            .nodes
+            .iter()
+            .zip(&pods)
+            .map(|(n, p)| add_pod(n, p, "eth0"))
+            .collect();
+        let blocks: Vec<String> = c.nodes.iter().map(block_of).collect();
+        assert_eq!(
+            blocks.iter().collect::<BTreeSet<_>>().len(),
+            3,
+            "one block per node: {blocks:?}"
+        );
+        for (i, n) in c.nodes.iter().enumerate() {
+            wait_for(&format!("{}: routes to the other blocks", n.name), || {
+                let r = routes(n, PROTO_BGP);
+                c.nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .all(|(j, o)| r.contains(&(blocks[j].clone(), o.ip.clone())))
+            });
+        }
+        PodPerNode { pods, ips, blocks }
+    }
+}
+
+#[test]
+fn mesh_and_bird_sessions_show_in_bgp_status_and_metrics() {
+    require_overlay!();
+    require_bird!();
+    let m = MeshWithBird::start();
+    let c = &m.c;
     for n in &c.nodes {
-        wait_for(&format!("{}: 3 sessions Established", n.name), || {
-            established(n, 3)
-        });
-        let kinds = peer_kinds(n);
         let mut want: BTreeSet<String> = c
             .nodes
             .iter()
@@ -122,10 +207,9 @@ fn mesh_bird_pods_restart_and_node_remove() {
             .map(|o| format!("{} node-to-node mesh", o.ip))
             .collect();
         want.insert("10.200.0.13 global".into());
-        assert_eq!(kinds, want);
+        assert_eq!(peer_kinds(n), want, "{}", n.name);
     }
-
-    // The table for people, and the metrics.
+    // The table for people.
     let table = plexusctl(&c.nodes[0], &["bgp", "status", "--run-dir"]);
     assert!(
         table.lines().any(|l| l.starts_with("10.200.0.11")
@@ -145,35 +229,17 @@ fn mesh_bird_pods_restart_and_node_remove() {
             .lines()
             .any(|l| l == "plexusd_bgp_sessions{state=\"Established\"} 3")
     });
+}
 
-    // One pod per node; each node holds one block.
-    let pods: Vec<_> = (0..3)
-        .map(|i| plexus_tests::Netns::new(&format!("pod{i}")))
-        .collect();
-    let ips: Vec<String> = c
-        .nodes
-        .iter()
-        .zip(&pods)
-        .map(|(n, p)| add_pod(n, p, "eth0"))
-        .collect();
-    let blocks: Vec<String> = c.nodes.iter().map(block_of).collect();
-    assert_eq!(
-        blocks.iter().collect::<BTreeSet<_>>().len(),
-        3,
-        "{blocks:?}"
-    );
-
-    // Every node routes the others' blocks via their underlay address,
-    // with our protocol and no tunnel.
-    for (i, n) in c.nodes.iter().enumerate() {
-        wait_for(&format!("{}: routes to the other blocks", n.name), || {
-            let r = routes(n, PROTO_BGP);
-            c.nodes
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .all(|(j, o)| r.contains(&(blocks[j].clone(), o.ip.clone())))
-        });
+#[test]
+fn pods_on_three_nodes_ping_over_plain_routes_without_a_tunnel() {
+    require_overlay!();
+    require_bird!();
+    let m = MeshWithBird::start();
+    let p = m.pod_per_node();
+    // Routes via the other nodes' underlay address with our protocol
+    // (pod_per_node waited for them), and no encapsulation device.
+    for n in &m.c.nodes {
         let links = n.ns.links();
         assert!(
             links
@@ -183,34 +249,53 @@ fn mesh_bird_pods_restart_and_node_remove() {
             n.name
         );
     }
-    for (i, p) in pods.iter().enumerate() {
-        for (j, ip) in ips.iter().enumerate() {
+    for (i, pod) in p.pods.iter().enumerate() {
+        for (j, ip) in p.ips.iter().enumerate() {
             if i != j {
-                assert!(p.ping(ip), "pod{i} → pod{j} ({ip})");
+                assert!(pod.ping(ip), "pod{i} → pod{j} ({ip})");
             }
         }
     }
+}
 
-    // BIRD learns every block; its prefix reaches every node.
-    for b in &blocks {
-        wait_for(&format!("BIRD learns {b}"), || bird.route(b).is_some());
+#[test]
+fn bird_learns_every_block_and_its_prefix_reaches_every_node() {
+    require_overlay!();
+    require_bird!();
+    let m = MeshWithBird::start();
+    let p = m.pod_per_node();
+    for b in &p.blocks {
+        wait_for(&format!("BIRD learns {b}"), || m.bird.route(b).is_some());
     }
-    for n in &c.nodes {
+    for n in &m.c.nodes {
         wait_for(&format!("{} learns BIRD's prefix", n.name), || {
             routes(n, PROTO_BGP).contains(&("198.51.100.0/24".into(), "10.200.0.13".into()))
         });
     }
+    wait_for("metrics: prefixes received", || {
+        metrics(&m.c.nodes[0]).lines().any(|l| {
+            l.starts_with("plexusd_bgp_prefixes_received ")
+                && l != "plexusd_bgp_prefixes_received 0"
+        })
+    });
+}
 
-    // An agent restart under a running ping loses nothing.
-    let ping = pods[0]
+#[test]
+fn an_agent_restart_under_a_running_ping_loses_nothing_and_drops_stale_routes() {
+    require_overlay!();
+    require_bird!();
+    let mut m = MeshWithBird::start();
+    let p = m.pod_per_node();
+    let c = &m.c;
+    let ping = p.pods[0]
         .cmd("ping")
-        .args(["-q", "-i", "0.05", "-c", "120", &ips[1]])
+        .args(["-q", "-i", "0.05", "-c", "120", &p.ips[1]])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn ping");
     std::thread::sleep(std::time::Duration::from_millis(500));
     // A route of ours no peer confirms: stale, removed after the resync.
-    let st = agents[1].stop();
+    let st = m.agents[1].stop();
     assert!(st.success(), "plexusd exits 0 on SIGTERM");
     c.nodes[1].ns.ip(&[
         "route",
@@ -223,45 +308,56 @@ fn mesh_bird_pods_restart_and_node_remove() {
         "metric",
         "4000000000",
     ]);
-    agents[1].start_again();
-    agents[1].wait_ready();
+    m.agents[1].start_again();
+    m.agents[1].wait_ready();
     let out = ping.wait_with_output().expect("ping");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(" 0% packet loss"),
         "ping across the restart lost packets:\n{text}\nlog:\n{}",
-        agents[1].log_text()
+        m.agents[1].log_text()
     );
     wait_for("node1 back in the mesh", || established(&c.nodes[1], 3));
-    assert!(agents[1].log_text().contains("restarting=true"));
+    assert!(m.agents[1].log_text().contains("restarting=true"));
     wait_for("the stale route goes", || {
         !routes(&c.nodes[1], PROTO_BGP)
             .iter()
             .any(|(d, _)| d == "203.0.113.0/24")
     });
-    assert!(routes(&c.nodes[1], PROTO_BGP).contains(&(blocks[0].clone(), c.nodes[0].ip.clone())));
-    wait_for("metrics: prefixes received", || {
-        metrics(&c.nodes[0]).lines().any(|l| {
-            l.starts_with("plexusd_bgp_prefixes_received ")
-                && l != "plexusd_bgp_prefixes_received 0"
-        })
-    });
+    assert!(routes(&c.nodes[1], PROTO_BGP).contains(&(p.blocks[0].clone(), c.nodes[0].ip.clone())));
+}
 
-    // node remove node2: its block is withdrawn everywhere.
-    let gone = blocks[2].clone();
-    store(&c, |s| async move {
+#[test]
+fn node_remove_withdraws_the_nodes_block_everywhere() {
+    require_overlay!();
+    require_bird!();
+    let m = MeshWithBird::start();
+    let p = m.pod_per_node();
+    let c = &m.c;
+    let gone = p.blocks[2].clone();
+    for b in &p.blocks {
+        wait_for(&format!("BIRD learns {b}"), || m.bird.route(b).is_some());
+    }
+    store(c, |s| async move {
         s.remove_node("node2").await.unwrap();
     });
     for n in &c.nodes[..2] {
         wait_for(&format!("{} drops {gone}", n.name), || {
             !routes(n, PROTO_BGP).iter().any(|(d, _)| *d == gone)
         });
+        // The remaining node's block stays.
+        let other = if n.name == "node0" { 1 } else { 0 };
+        assert!(
+            routes(n, PROTO_BGP).contains(&(p.blocks[other].clone(), c.nodes[other].ip.clone())),
+            "{} lost {}",
+            n.name,
+            p.blocks[other]
+        );
     }
-    wait_for("BIRD drops node2's block", || bird.route(&gone).is_none());
+    wait_for("BIRD drops node2's block", || m.bird.route(&gone).is_none());
     wait_for("node2's blackhole goes", || {
         routes(&c.nodes[2], PROTO_BLOCK).is_empty()
     });
-    drop(agents);
 }
 
 #[test]
@@ -350,39 +446,53 @@ fn one_agent_serves_the_overlay_and_the_routed_network() {
     }
 }
 
-#[test]
-fn route_reflector_and_a_gobgp_node_peer() {
-    require_overlay!();
-    if !tool_available("gobgpd") {
-        plexus_tests::skip("gobgpd is not installed (scripts/install-deps.sh)");
-        return;
-    }
-    // node0 reflects for node1 and node2 (no mesh); GoBGP is node1's own peer.
-    let (c, router, dir) = cluster_with_router();
-    store(&c, |s| async move {
-        s.set_bgp_config(&BgpConfig {
-            asn: 64512,
-            node_to_node_mesh: false,
-        })
-        .await
-        .unwrap();
-        s.update_node("node0", |n| {
-            n.route_reflector_cluster_id = Some("1.0.0.1".parse().unwrap())
-        })
-        .await
-        .unwrap();
-        s.add_peer(&Peer {
-            address: "10.200.0.13".parse().unwrap(),
-            asn: 65010,
-            node: Some("node1".into()),
-        })
-        .await
-        .unwrap();
-    });
-    let gobgp = GoBgp::start(
-        &router.ns,
-        dir.path(),
-        r#"[global.config]
+/// node0 reflects for node1 and node2 (no mesh); GoBGP on the underlay is
+/// node1's own peer; the agents poll the store once in ten minutes, so
+/// what follows the store is its watch. Every session Established.
+struct ReflectorWithGoBgp {
+    _agents: Vec<Daemon>,
+    gobgp: GoBgp,
+    _router: Node,
+    _dir: tempfile::TempDir,
+    c: Cluster,
+}
+
+/// A pod on node1 and one on node2, their addresses and blocks, with each
+/// node routing the other's block via the other node (reflected routes
+/// keep the originating next hop).
+struct ReflectedPods {
+    pods: Vec<plexus_tests::Netns>,
+    ips: [String; 2],
+    blocks: [String; 2],
+}
+
+impl ReflectorWithGoBgp {
+    fn start() -> ReflectorWithGoBgp {
+        let (c, router, dir) = cluster_with_router();
+        store(&c, |s| async move {
+            s.set_bgp_config(&BgpConfig {
+                asn: 64512,
+                node_to_node_mesh: false,
+            })
+            .await
+            .unwrap();
+            s.update_node("node0", |n| {
+                n.route_reflector_cluster_id = Some("1.0.0.1".parse().unwrap())
+            })
+            .await
+            .unwrap();
+            s.add_peer(&Peer {
+                address: "10.200.0.13".parse().unwrap(),
+                asn: 65010,
+                node: Some("node1".into()),
+            })
+            .await
+            .unwrap();
+        });
+        let gobgp = GoBgp::start(
+            &router.ns,
+            dir.path(),
+            r#"[global.config]
   as = 65010
   router-id = "10.200.0.13"
   local-address-list = ["10.200.0.13"]
@@ -396,18 +506,53 @@ fn route_reflector_and_a_gobgp_node_peer() {
     [neighbors.afi-safis.config]
       afi-safi-name = "ipv4-unicast"
 "#,
-    );
-    // Polling once in ten minutes: what follows the store here is its watch.
-    let _agents: Vec<Daemon> = c.start_agents(&["--routed-poll-interval", "600"]);
-    for n in &c.nodes {
-        write_conf(n);
+        );
+        let agents: Vec<Daemon> = c.start_agents(&["--routed-poll-interval", "600"]);
+        for n in &c.nodes {
+            write_conf(n);
+        }
+        for (i, want) in [2, 2, 1].into_iter().enumerate() {
+            let n = &c.nodes[i];
+            wait_for(&format!("{}: {want} sessions Established", n.name), || {
+                established(n, want)
+            });
+        }
+        wait_for("GoBGP Established", || gobgp.established("10.200.0.11"));
+        ReflectorWithGoBgp {
+            _agents: agents,
+            gobgp,
+            _router: router,
+            _dir: dir,
+            c,
+        }
     }
-    for (i, want) in [2, 2, 1].into_iter().enumerate() {
-        let n = &c.nodes[i];
-        wait_for(&format!("{}: {want} sessions Established", n.name), || {
-            established(n, want)
+
+    fn reflected_pods(&self) -> ReflectedPods {
+        let c = &self.c;
+        let pods: Vec<_> = (1..3)
+            .map(|i| plexus_tests::Netns::new(&format!("rrpod{i}")))
+            .collect();
+        let ips = [
+            add_pod(&c.nodes[1], &pods[0], "eth0"),
+            add_pod(&c.nodes[2], &pods[1], "eth0"),
+        ];
+        let blocks = [block_of(&c.nodes[1]), block_of(&c.nodes[2])];
+        wait_for("node2 routes node1's block via node1", || {
+            routes(&c.nodes[2], PROTO_BGP).contains(&(blocks[0].clone(), c.nodes[1].ip.clone()))
         });
+        wait_for("node1 routes node2's block via node2", || {
+            routes(&c.nodes[1], PROTO_BGP).contains(&(blocks[1].clone(), c.nodes[2].ip.clone()))
+        });
+        ReflectedPods { pods, ips, blocks }
     }
+}
+
+#[test]
+fn route_reflector_and_node_specific_peers_show_in_bgp_status() {
+    require_overlay!();
+    require_gobgp!();
+    let r = ReflectorWithGoBgp::start();
+    let c = &r.c;
     assert_eq!(
         peer_kinds(&c.nodes[0]),
         BTreeSet::from([
@@ -422,43 +567,58 @@ fn route_reflector_and_a_gobgp_node_peer() {
             "10.200.0.13 node specific".to_string()
         ])
     );
-    wait_for("GoBGP Established", || gobgp.established("10.200.0.11"));
+    assert_eq!(
+        peer_kinds(&c.nodes[2]),
+        BTreeSet::from(["10.200.0.10 route reflector".to_string()])
+    );
+}
 
-    let pods: Vec<_> = (1..3)
-        .map(|i| plexus_tests::Netns::new(&format!("rrpod{i}")))
-        .collect();
-    let ip1 = add_pod(&c.nodes[1], &pods[0], "eth0");
-    let ip2 = add_pod(&c.nodes[2], &pods[1], "eth0");
-    let (b1, b2) = (block_of(&c.nodes[1]), block_of(&c.nodes[2]));
-    // Reflected routes keep the originating node as next hop.
-    wait_for("node2 routes node1's block via node1", || {
-        routes(&c.nodes[2], PROTO_BGP).contains(&(b1.clone(), c.nodes[1].ip.clone()))
-    });
-    wait_for("node1 routes node2's block via node2", || {
-        routes(&c.nodes[1], PROTO_BGP).contains(&(b2.clone(), c.nodes[2].ip.clone()))
-    });
-    assert!(pods[0].ping(&ip2), "pod on node1 → pod on node2");
-    assert!(pods[1].ping(&ip1), "pod on node2 → pod on node1");
+#[test]
+fn pods_ping_over_reflected_routes() {
+    require_overlay!();
+    require_gobgp!();
+    let r = ReflectorWithGoBgp::start();
+    let p = r.reflected_pods();
+    assert!(p.pods[0].ping(&p.ips[1]), "pod on node1 → pod on node2");
+    assert!(p.pods[1].ping(&p.ips[0]), "pod on node2 → pod on node1");
+}
 
+#[test]
+fn a_node_specific_gobgp_peer_exchanges_routes_through_the_reflector() {
+    require_overlay!();
+    require_gobgp!();
+    let r = ReflectorWithGoBgp::start();
+    let p = r.reflected_pods();
+    let c = &r.c;
     // GoBGP learns both blocks from node1; its prefix reaches node2
     // through node1 (next-hop-self) and the reflector.
-    for b in [&b1, &b2] {
+    for b in &p.blocks {
         wait_for(&format!("GoBGP learns {b}"), || {
-            gobgp
+            r.gobgp
                 .cli(&["global", "rib", "-a", "ipv4"])
                 .contains(b.as_str())
         });
     }
-    gobgp.cli(&["global", "rib", "add", "192.0.2.0/24", "-a", "ipv4"]);
+    r.gobgp
+        .cli(&["global", "rib", "add", "192.0.2.0/24", "-a", "ipv4"]);
     wait_for("node1 learns GoBGP's prefix", || {
         routes(&c.nodes[1], PROTO_BGP).contains(&("192.0.2.0/24".into(), "10.200.0.13".into()))
     });
     wait_for("node2 learns GoBGP's prefix via node1", || {
         routes(&c.nodes[2], PROTO_BGP).contains(&("192.0.2.0/24".into(), c.nodes[1].ip.clone()))
     });
+}
 
-    // The watch, not the poll, makes node remove take effect.
-    store(&c, |s| async move {
+#[test]
+fn node_remove_takes_effect_through_the_store_watch() {
+    require_overlay!();
+    require_gobgp!();
+    let r = ReflectorWithGoBgp::start();
+    let p = r.reflected_pods();
+    let c = &r.c;
+    // The poll is ten minutes away: only the watch can make this happen.
+    let b2 = p.blocks[1].clone();
+    store(c, |s| async move {
         s.remove_node("node2").await.unwrap();
     });
     wait_for("node1 drops node2's block", || {
@@ -591,7 +751,8 @@ fn agents_with_conf(c: &Cluster) -> Vec<Daemon> {
 
 // The kernel of the development machines has no ipip module: these tests
 // skip there (skip_kernel_feature) and run in the QEMU VM with the Debian
-// kernel (tests/vm/kernel-tests.sh runs this file's tests named *ipip*).
+// kernel (tests/vm/kernel-tests.sh runs the tests tests/vm/kernel-tests.list
+// names).
 
 /// Whether this kernel makes IP-in-IP devices (the ipip module gives every
 /// netns a `tunl0`; without it, creating one fails).

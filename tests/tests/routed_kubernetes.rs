@@ -17,7 +17,7 @@ use plexus_tests::apiserver::FakeApiServer;
 use plexus_tests::cluster::routed::{
     add_routed_pod, bgp_status, first_ip, routes, write_routed_conf, PROTO_BGP, PROTO_BLOCK,
 };
-use plexus_tests::cluster::{wait_for, Cluster, Node, ETCD_IP};
+use plexus_tests::cluster::{wait_for, Cluster, Daemon, Node, ETCD_IP};
 use plexus_tests::{require_overlay, Netns};
 use serde_json::{json, Value};
 
@@ -90,99 +90,141 @@ fn routed_pod(n: &Node, tag: &str) -> (Netns, String) {
     (pod, ip)
 }
 
-#[test]
-fn routed_network_in_kubernetes_mode_and_a_deleted_node_leaves_it() {
-    require_overlay!();
-    let c = Cluster::new(3);
-    // On the underlay, where etcd would be: every node reaches it.
-    let api = FakeApiServer::start_at(&c.etcd_ns, ETCD_IP);
-    api.serve_resource(GROUP, VERSION, PLURAL, "PlexusKey");
-    for n in &c.nodes {
-        api.add_node(&n.name, &[], json!({}));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (pools, bgp) = config_files(dir.path(), &pools_json(), r#"{"asn": 64601}"#);
-    let kubeconfig = api.kubeconfig.display().to_string();
-    // The poll at ten minutes: what follows the store goes through the
-    // PlexusKey watch.
-    let extra = [
-        "--kubeconfig",
-        &kubeconfig,
-        "--pools-file",
-        &pools,
-        "--bgp-file",
-        &bgp,
-        "--routed-poll-interval",
-        "600",
-    ];
-    let mut agents: Vec<_> = c
-        .nodes
-        .iter()
-        .map(|n| n.start_agent("kubernetes", &extra))
-        .collect();
+/// Three agents in Kubernetes mode against the fake API server (a Node
+/// each; the pool and BGP settings from ConfigMap files; the poll at ten
+/// minutes, so what follows the store goes through the PlexusKey watch),
+/// with the mesh Established. Each test builds its own.
+struct KubeRouted {
+    agents: Vec<Daemon>,
+    _dir: tempfile::TempDir,
+    api: FakeApiServer,
+    c: Cluster,
+}
 
+/// A pod per node and each node's block, every node routing the others'.
+struct PodPerNode {
+    pods: Vec<(Netns, String)>,
+    blocks: Vec<String>,
+}
+
+impl KubeRouted {
+    fn start() -> KubeRouted {
+        let c = Cluster::new(3);
+        // On the underlay, where etcd would be: every node reaches it.
+        let api = FakeApiServer::start_at(&c.etcd_ns, ETCD_IP);
+        api.serve_resource(GROUP, VERSION, PLURAL, "PlexusKey");
+        for n in &c.nodes {
+            api.add_node(&n.name, &[], json!({}));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (pools, bgp) = config_files(dir.path(), &pools_json(), r#"{"asn": 64601}"#);
+        let kubeconfig = api.kubeconfig.display().to_string();
+        let extra = [
+            "--kubeconfig",
+            &kubeconfig,
+            "--pools-file",
+            &pools,
+            "--bgp-file",
+            &bgp,
+            "--routed-poll-interval",
+            "600",
+        ];
+        let agents: Vec<_> = c
+            .nodes
+            .iter()
+            .map(|n| n.start_agent("kubernetes", &extra))
+            .collect();
+        // The mesh, from the node records in the API.
+        for n in &c.nodes {
+            wait_for(&format!("{}: 2 mesh sessions Established", n.name), || {
+                sessions(n).0.len() == 2
+            });
+        }
+        KubeRouted {
+            agents,
+            _dir: dir,
+            api,
+            c,
+        }
+    }
+
+    /// A pod per node, a block per node claimed in the API, routes to the
+    /// other nodes' blocks on every node.
+    fn pod_per_node(&self) -> PodPerNode {
+        let c = &self.c;
+        let pods: Vec<(Netns, String)> = c
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| routed_pod(n, &format!("kpod{i}")))
+            .collect();
+        let blocks: Vec<String> = c
+            .nodes
+            .iter()
+            .map(|n| {
+                let b = route_dsts(n, PROTO_BLOCK);
+                assert_eq!(b.len(), 1, "{}: {b:?}", n.name);
+                b.into_iter().next().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            blocks.iter().collect::<BTreeSet<_>>().len(),
+            3,
+            "{blocks:?}"
+        );
+        for (i, n) in c.nodes.iter().enumerate() {
+            wait_for(&format!("{}: routes to the other blocks", n.name), || {
+                let r = route_dsts(n, PROTO_BGP);
+                (0..3).filter(|j| *j != i).all(|j| r.contains(&blocks[j]))
+            });
+        }
+        PodPerNode { pods, blocks }
+    }
+}
+
+#[test]
+fn routed_network_in_kubernetes_mode_keeps_its_state_in_the_api() {
+    require_overlay!();
+    let k = KubeRouted::start();
     // The ConfigMap's pool and BGP settings are in the API, once.
-    let recs = records(&api);
+    let recs = records(&k.api);
     let pool: Vec<&Value> = recs
         .iter()
-        .filter(|(k, _)| k.starts_with("/plexus/routed/pools/"))
+        .filter(|(key, _)| key.starts_with("/plexus/routed/pools/"))
         .map(|(_, v)| v)
         .collect();
     assert_eq!(pool.len(), 1, "{recs:?}");
     assert_eq!(pool[0]["cidr"], POOL);
-    let bgp_rec = recs.iter().find(|(k, _)| k == "/plexus/routed/bgp/config");
+    let bgp_rec = recs
+        .iter()
+        .find(|(key, _)| key == "/plexus/routed/bgp/config");
     assert_eq!(bgp_rec.map(|(_, v)| v["asn"].clone()), Some(json!(64601)));
 
-    // The mesh, from the node records in the API.
-    for n in &c.nodes {
-        wait_for(&format!("{}: 2 mesh sessions Established", n.name), || {
-            sessions(n).0.len() == 2
-        });
-    }
-
-    // A pod per node, a block per node claimed in the API, pings across.
-    let pods: Vec<(Netns, String)> = c
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| routed_pod(n, &format!("kpod{i}")))
-        .collect();
-    let blocks: Vec<String> = c
-        .nodes
-        .iter()
-        .map(|n| {
-            let b = route_dsts(n, PROTO_BLOCK);
-            assert_eq!(b.len(), 1, "{}: {b:?}", n.name);
-            b.into_iter().next().unwrap()
-        })
-        .collect();
-    assert_eq!(
-        blocks.iter().collect::<BTreeSet<_>>().len(),
-        3,
-        "{blocks:?}"
-    );
-    let (holders, _) = stored_nodes(&api);
+    let p = k.pod_per_node();
+    let (holders, _) = stored_nodes(&k.api);
     assert_eq!(holders.len(), 3, "{holders:?}");
-    for (i, n) in c.nodes.iter().enumerate() {
-        wait_for(&format!("{}: routes to the other blocks", n.name), || {
-            let r = route_dsts(n, PROTO_BGP);
-            (0..3).filter(|j| *j != i).all(|j| r.contains(&blocks[j]))
-        });
-    }
+    assert_eq!(p.blocks.len(), 3);
     // The first packet resolves neighbours; on a loaded machine that can
     // outlast one ping's 2 s.
-    for (p, _) in &pods {
-        for (_, ip) in &pods {
-            wait_for(&format!("{} reaches {ip}", p.name), || p.ping(ip));
+    for (pod, _) in &p.pods {
+        for (_, ip) in &p.pods {
+            wait_for(&format!("{} reaches {ip}", pod.name), || pod.ping(ip));
         }
     }
+}
 
+#[test]
+fn a_deleted_node_leaves_the_api_the_mesh_and_the_routes() {
+    require_overlay!();
+    let mut k = KubeRouted::start();
+    let p = k.pod_per_node();
+    let c = &k.c;
     // node2 goes: its agent stops with the machine, its Node is deleted.
     let gone = &c.nodes[2];
-    agents.pop().unwrap().stop();
-    api.delete_node(&gone.name);
+    k.agents.pop().unwrap().stop();
+    k.api.delete_node(&gone.name);
     wait_for("node2's blocks and record leave the API", || {
-        let (holders, nodes) = stored_nodes(&api);
+        let (holders, nodes) = stored_nodes(&k.api);
         !holders.contains(&gone.name) && !nodes.contains(&gone.name)
     });
     for n in &c.nodes[..2] {
@@ -192,13 +234,13 @@ fn routed_network_in_kubernetes_mode_and_a_deleted_node_leaves_it() {
         });
         wait_for(
             &format!("{}: node2's block is no longer routed", n.name),
-            || !route_dsts(n, PROTO_BGP).contains(&blocks[2]),
+            || !route_dsts(n, PROTO_BGP).contains(&p.blocks[2]),
         );
     }
     // The two left still reach each other, and node2's record stays gone
     // (the agents agree; nothing writes it back).
-    assert!(pods[0].0.ping(&pods[1].1));
-    let (holders, nodes) = stored_nodes(&api);
+    wait_for("pod0 reaches pod1", || p.pods[0].0.ping(&p.pods[1].1));
+    let (holders, nodes) = stored_nodes(&k.api);
     assert_eq!(holders, BTreeSet::from(["node0".into(), "node1".into()]));
     assert_eq!(nodes, BTreeSet::from(["node0".into(), "node1".into()]));
 }

@@ -175,7 +175,7 @@ fn an_allocation_whose_answer_was_lost_is_freed_by_the_del_that_follows() {
     // The runtime's DEL after the failed ADD frees it.
     n.cni
         .ctl(&n.ns, "del", ROUTED_NET, Some(&pod.path()), &[])
-        .ok();
+        .expect_success();
     assert_eq!(allocations_of(&c, &n.name), 1, "the DEL freed what landed");
     drop(agent);
 }

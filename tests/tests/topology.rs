@@ -15,7 +15,7 @@ use std::process::Output;
 use plexus_agent_api::{call, Allocation, BgpStatus, Request, DEFAULT_TIMEOUT, SOCKET_NAME};
 use plexus_tests::bin_dir;
 use plexus_tests::cluster::multinet::{macvlan_ip, meta_cache, networks, MultiNet, Options};
-use plexus_tests::cluster::{vxlan_config, wait_for, Cluster, PREFIX};
+use plexus_tests::cluster::{vxlan_config, wait_for, Cluster, Daemon, PREFIX};
 use plexus_tests::{require_overlay, require_reference_plugins, Netns};
 use serde_json::json;
 
@@ -49,65 +49,103 @@ fn mesh_established(sock: &Path) -> bool {
     })
 }
 
+/// Return early (SKIP, or a failure under `PLEXUS_REQUIRE_ALL=1`) without
+/// the binaries and a cluster's prerequisites.
+macro_rules! require_topology {
+    () => {
+        require_overlay!();
+        if !bin_dir().join("plexusctl").exists() {
+            plexus_tests::skip("plexusctl is not built (cargo build --bins -p plexusctl)");
+            return;
+        }
+    };
+}
+
+/// Two nodes with flannel leases written as flanneld writes them, the
+/// routed network configured with plexusctl (a pool, the AS, a global
+/// peer nobody answers for), both agents running and meshed, and node0
+/// holding a block (one address allocated through its socket). Each test
+/// builds its own.
+struct Drawn {
+    _agents: Vec<Daemon>,
+    c: Cluster,
+    store: String,
+    /// `node=run-dir` of each node, as `--run-dir` takes it.
+    run_dirs: Vec<String>,
+}
+
+impl Drawn {
+    fn start() -> Drawn {
+        let c = Cluster::new(2);
+        let store = c.etcd.url();
+        c.set_config(&vxlan_config("10.5.0.0/16"));
+        for (i, n) in c.nodes.iter().enumerate() {
+            c.put_lease(
+                &format!("10.5.{}.0-24", 10 + i),
+                &json!({"PublicIP": n.ip, "PublicIPv6": null, "BackendType": "vxlan",
+                        "BackendData": {"VNI": 1, "VtepMAC": format!("0a:00:00:00:00:0{i}")}}),
+            );
+        }
+        for args in [
+            &["pool", "add", "default", POOL][..],
+            &["bgp", "set", "--as", "64512"],
+            &["bgp", "peer", "add", ROUTER, "--as", "65000"],
+        ] {
+            ok(
+                plexusctl(&c, &[&["--store", &store][..], args].concat()),
+                &format!("plexusctl {args:?}"),
+            );
+        }
+        let agents = c.start_agents(&[]);
+        let sock0 = c.nodes[0].run_dir.join(SOCKET_NAME);
+        let got: Allocation = call(
+            &sock0,
+            &Request::Allocate {
+                network: "routed".into(),
+                container_id: "c0".into(),
+                ifname: "net1".into(),
+                pool: None,
+                addresses: vec![],
+            },
+            DEFAULT_TIMEOUT,
+        )
+        .expect("an address from node0's block");
+        assert_eq!(got.addresses.len(), 1);
+        for n in &c.nodes {
+            wait_for(&format!("{}: mesh Established", n.name), || {
+                mesh_established(&n.run_dir.join(SOCKET_NAME))
+            });
+        }
+        let run_dirs = c
+            .nodes
+            .iter()
+            .map(|n| format!("{}={}", n.name, n.run_dir.display()))
+            .collect();
+        Drawn {
+            _agents: agents,
+            c,
+            store,
+            run_dirs,
+        }
+    }
+
+    /// `topology` with the store, the prefix and every node's run dir,
+    /// then `extra`.
+    fn topology(&self, extra: &[&str]) -> Output {
+        let args: Vec<&str> = ["topology", "--store", &self.store, "--etcd-prefix", PREFIX]
+            .into_iter()
+            .chain(self.run_dirs.iter().flat_map(|r| ["--run-dir", r.as_str()]))
+            .chain(extra.iter().copied())
+            .collect();
+        plexusctl(&self.c, &args)
+    }
+}
+
 #[test]
 fn topology_shows_nodes_subnets_blocks_and_peers() {
-    require_overlay!();
-    if !bin_dir().join("plexusctl").exists() {
-        plexus_tests::skip("plexusctl is not built (cargo build --bins -p plexusctl)");
-        return;
-    }
-    let c = Cluster::new(2);
-    let store = c.etcd.url();
-    c.set_config(&vxlan_config("10.5.0.0/16"));
-    for (i, n) in c.nodes.iter().enumerate() {
-        c.put_lease(
-            &format!("10.5.{}.0-24", 10 + i),
-            &json!({"PublicIP": n.ip, "PublicIPv6": null, "BackendType": "vxlan",
-                    "BackendData": {"VNI": 1, "VtepMAC": format!("0a:00:00:00:00:0{i}")}}),
-        );
-    }
-    for args in [
-        &["pool", "add", "default", POOL][..],
-        &["bgp", "set", "--as", "64512"],
-        &["bgp", "peer", "add", ROUTER, "--as", "65000"],
-    ] {
-        ok(
-            plexusctl(&c, &[&["--store", &store][..], args].concat()),
-            &format!("plexusctl {args:?}"),
-        );
-    }
-    let _agents = c.start_agents(&[]);
-    let sock0 = c.nodes[0].run_dir.join(SOCKET_NAME);
-    let got: Allocation = call(
-        &sock0,
-        &Request::Allocate {
-            network: "routed".into(),
-            container_id: "c0".into(),
-            ifname: "net1".into(),
-            pool: None,
-            addresses: vec![],
-        },
-        DEFAULT_TIMEOUT,
-    )
-    .expect("an address from node0's block");
-    assert_eq!(got.addresses.len(), 1);
-    for n in &c.nodes {
-        wait_for(&format!("{}: mesh Established", n.name), || {
-            mesh_established(&n.run_dir.join(SOCKET_NAME))
-        });
-    }
-
-    let run_dirs: Vec<String> = c
-        .nodes
-        .iter()
-        .map(|n| format!("{}={}", n.name, n.run_dir.display()))
-        .collect();
-    let base: Vec<&str> = ["topology", "--store", &store, "--etcd-prefix", PREFIX]
-        .into_iter()
-        .chain(run_dirs.iter().flat_map(|r| ["--run-dir", r.as_str()]))
-        .collect();
-
-    let text = ok(plexusctl(&c, &base), "plexusctl topology");
+    require_topology!();
+    let d = Drawn::start();
+    let text = ok(d.topology(&[]), "plexusctl topology");
     for want in [
         "overlay network 10.5.0.0/16 (vxlan)",
         &format!("routed pools default {POOL}"),
@@ -125,9 +163,14 @@ fn topology_shows_nodes_subnets_blocks_and_peers() {
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
+}
 
+#[test]
+fn topology_draws_the_cluster_as_dot_and_svg() {
+    require_topology!();
+    let d = Drawn::start();
     let dot = ok(
-        plexusctl(&c, &[&base[..], &["--format", "dot"]].concat()),
+        d.topology(&["--format", "dot"]),
         "plexusctl topology --format dot",
     );
     for want in [
@@ -143,38 +186,38 @@ fn topology_shows_nodes_subnets_blocks_and_peers() {
         assert!(dot.contains(want), "missing {want:?} in:\n{dot}");
     }
 
-    if Path::new("/usr/bin/dot").exists() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("cluster.svg");
-        let file_arg = file.display().to_string();
-        ok(
-            plexusctl(
-                &c,
-                &[&base[..], &["--format", "svg", "--output", &file_arg]].concat(),
-            ),
-            "plexusctl topology --format svg",
-        );
-        let svg = std::fs::read_to_string(&file).expect("the SVG file");
-        assert!(
-            svg.starts_with("<?xml") || svg.starts_with("<svg"),
-            "not SVG: {}",
-            &svg[..svg.len().min(200)]
-        );
-        assert!(svg.contains("</svg>") && svg.contains("node0"), "{svg}");
-    } else {
+    if !Path::new("/usr/bin/dot").exists() {
         plexus_tests::skip("Graphviz is not installed (scripts/install-deps.sh installs graphviz)");
+        return;
     }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.svg");
+    let file_arg = file.display().to_string();
+    ok(
+        d.topology(&["--format", "svg", "--output", &file_arg]),
+        "plexusctl topology --format svg",
+    );
+    let svg = std::fs::read_to_string(&file).expect("the SVG file");
+    assert!(
+        svg.starts_with("<?xml") || svg.starts_with("<svg"),
+        "not SVG: {}",
+        &svg[..svg.len().min(200)]
+    );
+    assert!(svg.contains("</svg>") && svg.contains("node0"), "{svg}");
+}
 
-    // An agent that is not there and a store that does not answer: warnings,
-    // and the rest of the picture.
+#[test]
+fn topology_warns_about_a_missing_agent_and_store_and_draws_the_rest() {
+    require_topology!();
+    let d = Drawn::start();
     let out = plexusctl(
-        &c,
+        &d.c,
         &[
             "topology",
             "--store",
             "etcd://10.200.0.2:2999",
             "--run-dir",
-            &run_dirs[0],
+            &d.run_dirs[0],
             "--run-dir",
             "node9=/nonexistent/plexus",
         ],
@@ -191,8 +234,14 @@ fn topology_shows_nodes_subnets_blocks_and_peers() {
     );
     assert!(text.contains("node node0  public IP 10.200.0.10"), "{text}");
     assert!(text.contains("agent "), "{text}");
+}
 
-    // Bad flags: a clear error, nothing printed on stdout.
+#[test]
+fn topology_bad_flags_are_clear_errors_with_nothing_on_stdout() {
+    require_topology!();
+    // No agents: a flag error comes before anything is asked.
+    let c = Cluster::new(1);
+    let store = c.etcd.url();
     for (args, want) in [
         (
             &["topology", "--format", "png", "--store", &store][..],

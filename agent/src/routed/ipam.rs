@@ -37,11 +37,6 @@ pub struct RoutedHandler {
     pub lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// The longest container ID an attachment may store (CNI_CONTAINERID):
-/// every block record carries it, and every watcher of that block reads
-/// it again on each change. Runtimes use 64 hex digits.
-pub const MAX_CONTAINER_ID: usize = 1024;
-
 fn error(e: impl std::fmt::Display, code: Option<u32>) -> Value {
     serde_json::to_value(AgentError {
         error: e.to_string(),
@@ -237,21 +232,6 @@ impl Handler for RoutedHandler {
             return error(
                 "the store lost the routed network's records; this node is writing its own back",
                 Some(ErrorCode::TryAgainLater.code()),
-            );
-        }
-        let too_long = match &request {
-            Request::Allocate { container_id, .. } | Request::Release { container_id, .. } => {
-                container_id.len() > MAX_CONTAINER_ID
-            }
-            Request::Gc { valid, .. } => valid
-                .iter()
-                .any(|k| k.container_id.len() > MAX_CONTAINER_ID),
-            _ => false,
-        };
-        if too_long {
-            return error(
-                format!("a container ID longer than {MAX_CONTAINER_ID} bytes is refused"),
-                Some(ErrorCode::InvalidEnvironment.code()),
             );
         }
         match request {

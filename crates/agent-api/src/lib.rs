@@ -14,7 +14,8 @@
 //! * [`clusteripam`]: the payloads of the cluster-IPAM commands;
 //! * [`client`]: a blocking client with a bounded timeout.
 //!
-//! Only serde, serde_json and std: a CNI plugin links this crate.
+//! Only serde, serde_json, std and plexus-cni (for the container-ID limit;
+//! every CNI plugin links it already): a CNI plugin links this crate.
 
 pub mod cidr;
 pub mod client;
@@ -27,6 +28,10 @@ pub use clusteripam::{
     ClusterAllocate, ClusterAllocation, ClusterCheck, ClusterGc, ClusterIp, ClusterRange,
     ClusterRelease, PodRef,
 };
+/// The longest container ID a request may carry (bytes): the limit
+/// plexus-cni applies to CNI_CONTAINERID (code 4 beyond it), one rule for
+/// the plugins and the agent's socket.
+pub use plexus_cni::validate::MAX_CONTAINER_ID_LEN as MAX_CONTAINER_ID;
 pub use proto::{
     AgentError, Allocation, Answer, AttachmentKey, BgpPeer, BgpStatus, GcDone, Released, Request,
     Status, MAX_LINE, ROUTE_PROTOCOL_POD,

@@ -86,6 +86,24 @@ impl Request {
 }
 
 impl Request {
+    /// The container IDs the request carries (each one is stored in the
+    /// records it changes): the agent refuses one beyond
+    /// [`crate::MAX_CONTAINER_ID`] with code 4.
+    pub fn container_ids(&self) -> Vec<&str> {
+        match self {
+            Request::Allocate { container_id, .. } | Request::Release { container_id, .. } => {
+                vec![container_id]
+            }
+            Request::ClusterIpamAllocate(a) => vec![&a.container_id],
+            Request::ClusterIpamRelease(r) => vec![&r.container_id],
+            Request::ClusterIpamCheck(c) => vec![&c.container_id],
+            Request::Gc { valid, .. } | Request::ClusterIpamGc(crate::ClusterGc { valid, .. }) => {
+                valid.iter().map(|k| k.container_id.as_str()).collect()
+            }
+            Request::Status | Request::BgpStatus => Vec::new(),
+        }
+    }
+
     /// The request as it goes on the wire: JSON and a newline.
     pub fn to_line(&self) -> Vec<u8> {
         to_line(self)

@@ -183,6 +183,15 @@ mod tests {
         v.retain(|(k, _)| k != "CNI_CONTAINERID");
         v.push(("CNI_CONTAINERID".into(), "../x".into()));
         assert_eq!(CniEnv::from_vars(v).unwrap_err().code, 4);
+        for cmd in ["ADD", "DEL", "CHECK"] {
+            let mut v = full(cmd);
+            v.retain(|(k, _)| k != "CNI_CONTAINERID");
+            let long = "c".repeat(validate::MAX_CONTAINER_ID_LEN + 1);
+            v.push(("CNI_CONTAINERID".into(), long));
+            let e = CniEnv::from_vars(v).unwrap_err();
+            assert_eq!(e.code, 4, "{cmd}: {e}");
+            assert!(e.msg.contains("containerID is 1025 bytes"), "{cmd}: {e}");
+        }
         let mut v = full("ADD");
         v.retain(|(k, _)| k != "CNI_ARGS");
         v.push(("CNI_ARGS".into(), "novalue".into()));

@@ -126,9 +126,33 @@ impl CniError {
     }
 }
 
+/// A refused state directory (a planted symlink, a file, someone else's
+/// directory) is code 5, "failed to perform I/O": the call could not do
+/// the I/O it needs, and the node, not the configuration (7) nor the
+/// runtime's environment (4), is what has to change. Runtimes treat every
+/// code the same way (they retry or give up), so a Plexus-specific code
+/// would tell them nothing more; the message names the directory and why.
+impl From<plexus_base::files::StateDirError> for CniError {
+    fn from(e: plexus_base::files::StateDirError) -> Self {
+        CniError::io(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_state_directory_is_code_5() {
+        let e = plexus_base::files::StateDirError::NotOurs {
+            path: "/var/lib/cni/networks/n".into(),
+            owner: 1000,
+            expected: 0,
+        };
+        let c = CniError::from(e);
+        assert_eq!(c.code, 5);
+        assert!(c.msg.contains("/var/lib/cni/networks/n"), "{}", c.msg);
+    }
 
     #[test]
     fn codes_match_the_spec() {

@@ -3,17 +3,15 @@
 //! formats) and error JSON, plus a small skeleton so a plugin only writes its
 //! ADD/DEL/CHECK/STATUS/GC handlers.
 //!
-//! Nothing here touches the network; this crate is pure data, I/O on
-//! stdin/stdout, and the safe small-file helpers in [`files`] that every
-//! plugin's state needs, so it can be unit-tested without root.
+//! Nothing here touches the network or the file system; this crate is pure
+//! data and I/O on stdin/stdout, so it can be unit-tested without root. The
+//! small-file helpers and logging every plugin needs are plexus-base's.
 
 pub mod args;
 pub mod command;
 pub mod config;
 pub mod env;
 pub mod error;
-pub mod files;
-pub mod logging;
 pub mod panic;
 pub mod plugin;
 pub mod result;

@@ -174,7 +174,7 @@ fn init_logging_from(conf: &NetConf) {
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .map(PathBuf::from);
-    crate::logging::init(level, file.as_deref());
+    plexus_base::logging::init(level, file.as_deref());
 }
 
 /// The `main` of a plugin binary.

@@ -1,10 +1,13 @@
 //! Input validation exactly as libcni does it (pkg/utils), so a name that one
 //! runtime accepts is accepted by every Plexus component and vice versa.
 
+use plexus_netlink::ifname::{ifname_problem, IfnameProblem};
+
 use crate::error::{CniError, ErrorCode};
 
-/// Linux IFNAMSIZ minus the trailing NUL.
-pub const MAX_IFNAME_LEN: usize = 15;
+/// Linux IFNAMSIZ minus the trailing NUL (the kernel's rule is
+/// plexus-netlink's, the one copy every check shares).
+pub use plexus_netlink::ifname::MAX_IFNAME_LEN;
 
 fn is_valid_name(s: &str) -> bool {
     let mut chars = s.chars();
@@ -15,17 +18,24 @@ fn is_valid_name(s: &str) -> bool {
     chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-/// The longest container ID a plugin can be given: one environment string
-/// is at most MAX_ARG_STRLEN (32 pages, 131072 bytes) with its
-/// `CNI_CONTAINERID=` and the NUL, so a longer one could never be passed on
-/// to a delegate. libcni sets no limit of its own; everything up to this
-/// one must work.
-pub const MAX_CONTAINER_ID_LEN: usize = 131_072 - "CNI_CONTAINERID=".len() - 1;
+/// The longest container ID Plexus accepts, in bytes. Runtimes use far
+/// less: containerd, CRI-O, Docker and podman pass a 64-character hex ID,
+/// cnitool and plexusctl a short name or a hash. libcni sets no limit (an
+/// environment string may hold 128 KiB), but an ID travels into every
+/// lease record host-local writes, every file name the result cache and
+/// the meta plugin derive from it, and every allocation plexusd stores in
+/// a block record (and sends in each watch event of that block), so an
+/// unbounded one is a way to bloat all of them. 1 KiB is sixteen times
+/// what any runtime sends and small next to those records. A longer ID is
+/// refused with code 4 (invalid environment) before anything happens;
+/// plexusd refuses one on its socket with the same limit
+/// (`plexus_agent_api::MAX_CONTAINER_ID`).
+pub const MAX_CONTAINER_ID_LEN: usize = 1024;
 
 pub fn container_id(id: &str) -> Result<(), CniError> {
     if id.len() > MAX_CONTAINER_ID_LEN {
         return Err(CniError::invalid_env(format!(
-            "containerID is {} bytes long; at most {MAX_CONTAINER_ID_LEN} fit in an environment variable",
+            "containerID is {} bytes long; Plexus accepts at most {MAX_CONTAINER_ID_LEN}",
             id.len()
         )));
     }
@@ -51,46 +61,6 @@ pub fn network_name(name: &str) -> Result<(), CniError> {
         );
     }
     Ok(())
-}
-
-/// Why an interface name is refused: the kernel's `dev_valid_name`, which
-/// libcni's `ValidateInterfaceName` mirrors. The one copy of the rule:
-/// plexus-netlink checks names with it too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IfnameProblem {
-    Empty,
-    TooLong,
-    Dots,
-    BadChar,
-}
-
-impl IfnameProblem {
-    pub fn reason(self) -> &'static str {
-        match self {
-            IfnameProblem::Empty => "interface name is empty",
-            IfnameProblem::TooLong => "interface name is too long",
-            IfnameProblem::Dots => "interface name is . or ..",
-            IfnameProblem::BadChar => "interface name contains / or : or whitespace characters",
-        }
-    }
-}
-
-/// `None` when `name` is a valid interface name.
-pub fn ifname_problem(name: &str) -> Option<IfnameProblem> {
-    if name.is_empty() {
-        Some(IfnameProblem::Empty)
-    } else if name.len() > MAX_IFNAME_LEN {
-        Some(IfnameProblem::TooLong)
-    } else if name == "." || name == ".." {
-        Some(IfnameProblem::Dots)
-    } else if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
-    {
-        Some(IfnameProblem::BadChar)
-    } else {
-        None
-    }
 }
 
 /// CNI_IFNAME: code 4 when the kernel would refuse it.
@@ -119,10 +89,13 @@ mod tests {
         for bad in ["-abc", "_a", ".a", "a b", "a/b", "a;b", "ä"] {
             assert_eq!(container_id(bad).unwrap_err().code, 4, "{bad}");
         }
+        assert!(container_id(&"a".repeat(64)).is_ok());
         assert!(container_id(&"a".repeat(MAX_CONTAINER_ID_LEN)).is_ok());
-        let e = container_id(&"a".repeat(MAX_CONTAINER_ID_LEN + 1)).unwrap_err();
-        assert_eq!(e.code, 4);
-        assert!(e.msg.contains("at most"), "{}", e.msg);
+        for len in [MAX_CONTAINER_ID_LEN + 1, 900 << 10] {
+            let e = container_id(&"a".repeat(len)).unwrap_err();
+            assert_eq!(e.code, 4);
+            assert!(e.msg.contains("at most 1024"), "{}", e.msg);
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!   the device.
 //! * [`batch`]: many neighbour, FDB and route changes in few datagrams
 //!   ([`RtBatch`] sent through a [`BatchSocket`]).
+//! * [`ifname`]: the kernel's rule for interface names.
 //! * [`Error`]: one error type with `is_not_found` / `is_exists` /
 //!   `is_not_supported` for idempotent DEL and clear feature reports.
 //!
@@ -24,6 +25,7 @@ pub mod detached;
 pub mod error;
 pub mod fdb;
 pub mod handle;
+pub mod ifname;
 pub mod link;
 pub mod mac;
 pub mod neigh;

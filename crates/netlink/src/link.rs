@@ -19,7 +19,7 @@ use crate::mac::MacAddr;
 use crate::netns::Netns;
 
 /// Maximum interface name length in bytes (IFNAMSIZ - 1).
-pub const IFNAME_MAX: usize = plexus_cni::validate::MAX_IFNAME_LEN;
+pub const IFNAME_MAX: usize = crate::ifname::MAX_IFNAME_LEN;
 
 // IFLA_BRPORT_* attribute numbers (linux/if_link.h).
 const IFLA_BRPORT_MODE: u16 = 4; // hairpin
@@ -27,10 +27,10 @@ const IFLA_BRPORT_LEARNING: u16 = 8;
 const IFLA_BRPORT_ISOLATED: u16 = 33;
 
 /// Checks an interface name like the kernel's `dev_valid_name`: 1..=15
-/// bytes, not `.`/`..`, no `/`, `:` or whitespace (the rule is
-/// plexus-cni's, the one copy libcni's checks and ours share).
+/// bytes, not `.`/`..`, no `/`, `:` or whitespace ([`crate::ifname`], the
+/// one copy libcni's checks and ours share).
 pub fn validate_ifname(name: &str) -> Result<()> {
-    match plexus_cni::validate::ifname_problem(name) {
+    match crate::ifname::ifname_problem(name) {
         None => Ok(()),
         Some(p) => Err(Error::invalid("interface name", name, p.reason())),
     }

@@ -137,7 +137,7 @@ fn nft_reads_back_rules_and_comments() {
     }
     let t = TestNs::new();
     if nft_list(&t, "inet").is_none() {
-        eprintln!("skipping: no nft binary");
+        common::skip("no nft binary (apt-get install nftables)");
         return;
     }
     t.ns.run(|| {

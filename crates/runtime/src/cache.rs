@@ -9,7 +9,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use plexus_cni::files;
+use plexus_base::files;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,9 @@ const READ_LIMIT: u64 = files::DEFAULT_READ_LIMIT;
 
 /// The longest file name Linux stores.
 pub const NAME_MAX: usize = 255;
+
+/// Where the entries live under the cache directory (libcni's name).
+pub const RESULTS_SUBDIR: &str = "results";
 
 /// A temporary this old was left by a writer killed between create and
 /// rename.
@@ -96,7 +99,26 @@ impl ResultCache {
     }
 
     fn results_dir(&self) -> PathBuf {
-        self.dir.join("results")
+        self.dir.join(RESULTS_SUBDIR)
+    }
+
+    /// The results directory for a write: created where missing, refused
+    /// when it (or the cache directory) is a symlink or not ours.
+    fn results_dir_for_write(&self) -> Result<PathBuf, RuntimeError> {
+        Ok(files::create_state_dir(
+            &self.dir,
+            Path::new(RESULTS_SUBDIR),
+            0o700,
+        )?)
+    }
+
+    /// The results directory for a read, `None` when nothing was ever
+    /// cached; refused like [`Self::results_dir_for_write`].
+    fn results_dir_for_read(&self) -> Result<Option<PathBuf>, RuntimeError> {
+        Ok(files::existing_state_dir(
+            &self.dir,
+            Path::new(RESULTS_SUBDIR),
+        )?)
     }
 
     pub fn path(
@@ -119,8 +141,10 @@ impl ResultCache {
     }
 
     /// Whether an entry for this attachment can be written at all: its file
-    /// name must fit NAME_MAX (255 bytes). Checked before ADD runs a plugin,
-    /// so a name that cannot be cached fails before anything is created.
+    /// name must fit NAME_MAX (255 bytes), and the results directory must
+    /// not be a symlink or someone else's. Checked before ADD runs a
+    /// plugin, so an entry that cannot be cached fails before anything is
+    /// created.
     pub fn check_storable(
         &self,
         net: &str,
@@ -128,6 +152,7 @@ impl ResultCache {
         ifname: &str,
     ) -> Result<(), RuntimeError> {
         let path = self.path(net, container_id, ifname)?;
+        self.results_dir_for_read()?;
         let len = path.file_name().map_or(0, |n| n.len());
         if len > NAME_MAX {
             return Err(RuntimeError::Config(format!(
@@ -138,21 +163,26 @@ impl ResultCache {
         Ok(())
     }
 
-    /// Write atomically (`plexus_cni::files::write_atomic`: an
+    /// Write atomically (`plexus_base::files::write_atomic`: an
     /// O_EXCL|O_NOFOLLOW temporary, fsync, rename; 0600 in a 0700
     /// directory) so a crash never leaves a half-written entry that would
     /// block DEL, and a planted symlink is never written through.
     pub fn write(&self, entry: &CachedAttachment) -> Result<(), RuntimeError> {
         let path = self.path(&entry.network_name, &entry.container_id, &entry.if_name)?;
         let bytes = serde_json::to_vec(entry).expect("cache entry serializes");
+        self.results_dir_for_write()?;
         files::write_atomic(&path, &bytes, true)
             .map_err(|source| RuntimeError::Cache { path, source })
     }
 
     /// Remove temporaries that killed writers left in the results directory.
+    /// Nothing is removed behind a results directory that is refused.
     pub fn sweep_stale_temporaries(&self) -> usize {
-        files::sweep_stale_temporaries(&self.results_dir(), STALE_TEMPORARY_AGE)
-            + sweep_legacy_temporaries(&self.results_dir(), STALE_TEMPORARY_AGE)
+        let Ok(Some(dir)) = self.results_dir_for_read() else {
+            return 0;
+        };
+        files::sweep_stale_temporaries(&dir, STALE_TEMPORARY_AGE)
+            + sweep_legacy_temporaries(&dir, STALE_TEMPORARY_AGE)
     }
 
     pub fn read(
@@ -162,6 +192,9 @@ impl ResultCache {
         ifname: &str,
     ) -> Result<Option<CachedAttachment>, RuntimeError> {
         let path = self.path(net, container_id, ifname)?;
+        if self.results_dir_for_read()?.is_none() {
+            return Ok(None);
+        }
         let bytes = match files::read_limited(&path, READ_LIMIT) {
             Ok(b) => b,
             Err(e) if is_absent(&e) => return Ok(None),
@@ -172,6 +205,9 @@ impl ResultCache {
 
     pub fn delete(&self, net: &str, container_id: &str, ifname: &str) -> Result<(), RuntimeError> {
         let path = self.path(net, container_id, ifname)?;
+        if self.results_dir_for_read()?.is_none() {
+            return Ok(());
+        }
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if is_absent(&e) => Ok(()),
@@ -183,7 +219,9 @@ impl ResultCache {
     /// Unreadable files are skipped with a warning: GC must still make
     /// progress past them.
     pub fn list(&self, net: Option<&str>) -> Result<Vec<CachedAttachment>, RuntimeError> {
-        let dir = self.results_dir();
+        let Some(dir) = self.results_dir_for_read()? else {
+            return Ok(Vec::new());
+        };
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -221,7 +259,7 @@ impl ResultCache {
     }
 }
 
-/// Remove what the writer before `plexus_cni::files::write_atomic` left when
+/// Remove what the writer before `plexus_base::files::write_atomic` left when
 /// it was killed: `.<name>.tmp.<pid>`, older than `age`. Returns how many.
 pub fn sweep_legacy_temporaries(dir: &Path, age: Duration) -> usize {
     files::sweep_old_files(dir, age, |name| {

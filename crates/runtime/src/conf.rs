@@ -182,10 +182,10 @@ impl NetworkConfigList {
     }
 
     /// Read a conf or conflist file: a regular file of at most
-    /// [`plexus_cni::files::DEFAULT_READ_LIMIT`] bytes (a FIFO or
+    /// [`plexus_base::files::DEFAULT_READ_LIMIT`] bytes (a FIFO or
     /// `/dev/zero` in a config directory must not hang or exhaust memory).
     pub fn from_file(path: &Path) -> Result<Self, RuntimeError> {
-        let bytes = plexus_cni::files::read_limited(path, plexus_cni::files::DEFAULT_READ_LIMIT)
+        let bytes = plexus_base::files::read_limited(path, plexus_base::files::DEFAULT_READ_LIMIT)
             .map_err(|e| RuntimeError::Config(format!("cannot read {}: {e}", path.display())))?;
         let list = if path.extension().is_some_and(|e| e == "conflist") {
             Self::from_bytes(&bytes)

@@ -30,6 +30,9 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// The cache directory or its `results` is a symlink or not ours (5).
+    #[error(transparent)]
+    StateDir(#[from] plexus_base::files::StateDirError),
     #[error("{0}")]
     Unsupported(String),
     /// Several independent failures (DEL and GC keep going past errors).
@@ -52,6 +55,7 @@ impl RuntimeError {
             }
             RuntimeError::BadResult { .. } => CniError::decode(self.to_string()),
             RuntimeError::Cache { .. } => CniError::io(self.to_string()),
+            RuntimeError::StateDir(_) => CniError::io(self.to_string()),
             RuntimeError::Unsupported(m) => {
                 CniError::new(ErrorCode::IncompatibleVersion, m.clone())
             }

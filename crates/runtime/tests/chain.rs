@@ -315,3 +315,32 @@ fn a_network_name_too_long_to_cache_fails_before_any_plugin_and_del_still_works(
     f.cni.del_network_list(&l, &rt("c1")).unwrap();
     assert_eq!(f.seq(), ["a DEL"]);
 }
+
+#[test]
+fn a_results_directory_planted_as_a_symlink_is_refused_before_any_plugin() {
+    let f = fixture();
+    let l = list("1.1.0", json!([{"type": "a"}, {"type": "b"}]));
+    let elsewhere = f._dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let cache = f._dir.path().join("cache");
+    // `results` a link, then the cache directory itself a link.
+    std::fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, cache.join("results")).unwrap();
+    for round in ["results", "cache dir"] {
+        let err = f.cni.add_network_list(&l, &rt("c1")).unwrap_err();
+        assert_eq!(err.to_cni().code, 5, "{round}: {err}");
+        assert!(err.to_string().contains("symbolic link"), "{round}: {err}");
+        let err = f.cni.del_network_list(&l, &rt("c1")).unwrap_err();
+        assert_eq!(err.to_cni().code, 5, "{round}: {err}");
+        let err = f.cni.check_network_list(&l, &rt("c1")).unwrap_err();
+        assert_eq!(err.to_cni().code, 5, "{round}: {err}");
+        assert_eq!(f.seq(), [] as [String; 0], "{round}: a plugin ran");
+        assert_eq!(
+            std::fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "{round}: written through the link"
+        );
+        std::fs::remove_dir_all(&cache).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &cache).unwrap();
+    }
+}

@@ -154,7 +154,7 @@ impl FileKv {
                 path.display()
             ))
         })?;
-        let data = match plexus_cni::files::read_limited(path, MAX_FILE) {
+        let data = match plexus_base::files::read_limited(path, MAX_FILE) {
             Ok(bytes) => serde_json::from_slice::<Data>(&bytes).map_err(|e| {
                 StoreError::Other(format!(
                     "file store {} is not a Plexus store file: {e}",
@@ -207,7 +207,7 @@ impl FileKv {
         let out = f(&mut txn)?;
         if txn.changed {
             let bytes = serde_json::to_vec(&txn.data).expect("store data serialises");
-            plexus_cni::files::write_atomic(&self.inner.path, &bytes, true).map_err(|e| {
+            plexus_base::files::write_atomic(&self.inner.path, &bytes, true).map_err(|e| {
                 StoreError::Other(format!(
                     "file store {}: cannot write: {e}",
                     self.inner.path.display()

@@ -279,7 +279,7 @@ impl KubeLeaseRegistry {
 #[async_trait::async_trait]
 impl LeaseRegistry for KubeLeaseRegistry {
     async fn network_config(&self) -> Result<NetworkConfig, StoreError> {
-        let bytes = plexus_cni::files::read_limited(&self.net_config, 1 << 20)
+        let bytes = plexus_base::files::read_limited(&self.net_config, 1 << 20)
             .map_err(|e| StoreError::NoConfig(format!("{}: {e}", self.net_config.display())))?;
         Ok(NetworkConfig::parse(&bytes)?)
     }

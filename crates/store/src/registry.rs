@@ -261,7 +261,7 @@ impl LeaseRegistry for KvLeaseRegistry {
         }
         match &self.config_file {
             Some(path) => {
-                let bytes = plexus_cni::files::read_limited(path, 1 << 20).map_err(|e| {
+                let bytes = plexus_base::files::read_limited(path, 1 << 20).map_err(|e| {
                     StoreError::NoConfig(format!("{key} (and {}: {e})", path.display()))
                 })?;
                 Ok(NetworkConfig::parse(&bytes)?)

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use plexus_cni::files;
+use plexus_base::files;
 
 use super::record::{backup_path, Record, RecordedFile};
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use nix::sys::signal::{SigSet, Signal};
-use plexus_cni::files;
+use plexus_base::files;
 use serde_json::{Map, Value};
 
 use apply::Desired;

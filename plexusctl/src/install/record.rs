@@ -13,7 +13,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use plexus_cni::files;
+use plexus_base::files;
 use serde::{Deserialize, Serialize};
 
 pub const RECORD_KIND: &str = "plexusInstallV1";

@@ -17,7 +17,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use plexus_cni::{files, NetConf};
+use plexus_base::files;
+use plexus_cni::NetConf;
 use serde_json::{json, Map, Value};
 
 /// Our conflist; the default network is never this file.

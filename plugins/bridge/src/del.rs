@@ -7,10 +7,10 @@ use plexus_netlink::{Link, Netlink, Netns};
 use plexus_plugin::del::{delete_pod_iface, PodIface};
 use plexus_plugin::{netlink_ctx, netlink_err, Collected};
 
+use crate::chains::{attachment, nft_err};
 use crate::config::BridgeConf;
 use crate::host::veth_alias;
-use crate::nft;
-use crate::{ipam, plugin::attachment};
+use crate::{ipam, nft};
 
 pub async fn del(req: &Request<'_>, conf: &BridgeConf) -> Result<(), CniError> {
     let env = req.env;
@@ -36,7 +36,7 @@ pub async fn del(req: &Request<'_>, conf: &BridgeConf) -> Result<(), CniError> {
             tracing::warn!("{e}: no nftables rules to remove");
             Ok(())
         }
-        Some(Ok(r)) => r.map_err(crate::plugin::nft_err),
+        Some(Ok(r)) => r.map_err(nft_err),
     };
     let mut errors = Collected::new();
     if let Some(job) = ipam_job {

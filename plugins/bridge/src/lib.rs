@@ -9,9 +9,10 @@
 //! * [`config`]: the keys, validated before anything is created;
 //! * [`host`]: the node side (bridge, veth, port, gateway addresses);
 //! * [`gateway`]: gateway and default-route computation;
-//! * [`nft`]: ipMasq and macspoofchk chains;
+//! * [`nft`]: ipMasq and macspoofchk chains; `chains` ties them to a call;
 //! * [`plugin`]: the handlers, ADD; [`del`] and [`check`].
 
+mod chains;
 pub mod check;
 pub mod config;
 pub mod del;

@@ -7,38 +7,22 @@ use std::time::Duration;
 use ipnet::IpNet;
 use plexus_cni::error::plexus_codes;
 use plexus_cni::plugin::{Plugin, Request};
-use plexus_cni::{CniEnv, CniError, CniResult, Interface};
+use plexus_cni::{CniError, CniResult, Interface};
 use plexus_netlink::{Link, Netlink, Netns};
 use plexus_plugin::iface::{self, Dad};
 use plexus_plugin::{block_on, netlink_ctx, netlink_err, open_pod_netns};
 use plexus_runtime::delegate;
 
+use crate::chains::{attachment, nft_err};
 use crate::config::BridgeConf;
 use crate::gateway::calc_gateways;
 use crate::host::{self, Wired};
-use crate::nft::{self, Attachment};
+use crate::nft;
 use crate::{check, del, ipam};
 
 /// The plexus-bridge plugin.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BridgePlugin;
-
-pub(crate) fn nft_err(e: nft::NftError) -> CniError {
-    if e.is_not_supported() {
-        CniError::plugin(plexus_codes::KERNEL_FEATURE_MISSING, e.to_string())
-            .with_details("ipMasq and macspoofchk need nftables (nf_tables) in the kernel")
-    } else {
-        CniError::kernel(e.to_string())
-    }
-}
-
-pub(crate) fn attachment<'a>(conf: &'a BridgeConf, env: &'a CniEnv) -> Attachment<'a> {
-    Attachment {
-        network: &conf.network,
-        ifname: &env.ifname,
-        container_id: &env.container_id,
-    }
-}
 
 impl Plugin for BridgePlugin {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {

@@ -15,8 +15,10 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use plexus_base::files;
 
 use crate::addr;
 use crate::error::Error;
@@ -34,9 +36,11 @@ pub const TEMP_PREFIX: &str = ".plexus-tmp.";
 /// writes them since v1.2 (Debian's 1.1.1 still used 0644; the files carry
 /// container IDs, so the stricter mode is the one we keep).
 pub const DIR_MODE: u32 = 0o755;
-/// `<containerID>\r\n<ifname>` at its longest.
-const MAX_RECORD: usize =
-    plexus_cni::validate::MAX_CONTAINER_ID_LEN + 2 + plexus_cni::validate::MAX_IFNAME_LEN;
+/// `<containerID>\r\n<ifname>` at its longest. Not our own container-ID
+/// limit: records the reference or an older Plexus wrote may carry any ID
+/// an environment variable holds (128 KiB), and must stay readable so GC
+/// can release them.
+const MAX_RECORD: usize = (128 << 10) + 2 + plexus_cni::validate::MAX_IFNAME_LEN;
 pub const LOCK_MODE: u32 = 0o750;
 pub const FILE_MODE: u32 = 0o600;
 
@@ -64,29 +68,22 @@ impl DiskStore {
         Ok(data_dir.join(safe_component(network)?))
     }
 
-    /// Create `<dataDir>/<network>` if needed, and lock it (blocking).
+    /// Create `<dataDir>/<network>` if needed, and lock it (blocking). A
+    /// network directory (or dataDir) that is a symlink or not ours is
+    /// refused before anything is created or locked there.
     pub fn open(data_dir: &Path, network: &str) -> Result<DiskStore, Error> {
-        let dir = Self::network_dir(data_dir, network)?;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(&dir)
-            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        let name = safe_component(network)?;
+        let dir = files::create_state_dir(data_dir, Path::new(name), DIR_MODE)?;
         Self::lock_dir(dir)
     }
 
     /// Like [`DiskStore::open`] but never creates anything: `None` when the
     /// network directory does not exist (nothing was ever allocated).
     pub fn open_existing(data_dir: &Path, network: &str) -> Result<Option<DiskStore>, Error> {
-        let dir = Self::network_dir(data_dir, network)?;
-        match fs::symlink_metadata(&dir) {
-            Ok(m) if m.is_dir() => Self::lock_dir(dir).map(Some),
-            Ok(_) => Err(Error::io(
-                format!("{} is not a directory", dir.display()),
-                std::io::Error::from(ErrorKind::NotADirectory),
-            )),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(format!("cannot stat {}", dir.display()), e)),
+        let name = safe_component(network)?;
+        match files::existing_state_dir(data_dir, Path::new(name))? {
+            Some(dir) => Self::lock_dir(dir).map(Some),
+            None => Ok(None),
         }
     }
 

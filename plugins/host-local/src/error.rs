@@ -25,6 +25,9 @@ pub enum Error {
     /// STATUS: some range set has no free address left (50).
     #[error("{0}")]
     NoAddressesLeft(String),
+    /// dataDir or the network's directory is a symlink or not ours (5).
+    #[error(transparent)]
+    StateDir(#[from] plexus_base::files::StateDirError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -48,7 +51,7 @@ impl Error {
             Error::Unavailable(_) => ErrorCode::Plugin(plexus_codes::ADDRESS_UNAVAILABLE),
             Error::NotAllocated(_) => ErrorCode::UnknownContainer,
             Error::NoAddressesLeft(_) => ErrorCode::PluginNotAvailable,
-            Error::Io { .. } => ErrorCode::Io,
+            Error::Io { .. } | Error::StateDir(_) => ErrorCode::Io,
         };
         c.code()
     }

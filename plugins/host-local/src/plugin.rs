@@ -24,7 +24,7 @@ impl HostLocal {
         let dns = match &conf.resolv_conf {
             None => Default::default(),
             Some(p) => resolv::parse(
-                &plexus_cni::files::read_limited_string(p, resolv::MAX_SIZE)
+                &plexus_base::files::read_limited_string(p, resolv::MAX_SIZE)
                     .map_err(|e| Error::io(format!("cannot read resolvConf {}", p.display()), e))?,
             ),
         };

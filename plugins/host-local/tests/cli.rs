@@ -568,8 +568,9 @@ fn long_container_ids_are_released_by_del() {
     let (_t, dir) = tempdir();
     let c = v4(&dir);
     let net = dir.join("net1");
-    // Over 4,096 characters DEL used to answer 0 and keep the lease.
-    for len in [300, 5_000, 100_000] {
+    // Over 4,096 characters DEL used to answer 0 and keep the lease; 1024
+    // is the longest Plexus accepts (plexus_cni::validate).
+    for len in [300, 1_024] {
         let cid = format!("c{}", "x".repeat(len - 1));
         assert_eq!(
             call(OURS, "ADD", &c, &cid, "eth0", &[]).ips(),
@@ -585,6 +586,27 @@ fn long_container_ids_are_released_by_del() {
         );
         // Round robin would move on; start over for the next length.
         std::fs::remove_file(net.join("last_reserved_ip.0")).unwrap();
+    }
+}
+
+#[test]
+fn container_ids_over_the_limit_are_code_4_and_change_nothing() {
+    let (_t, dir) = tempdir();
+    let c = v4(&dir);
+    assert_eq!(
+        call(OURS, "ADD", &c, "c1", "eth0", &[]).ips(),
+        ["10.10.0.2/24"]
+    );
+    let before = snapshot(&dir);
+    // 100,000 bytes went into a lease file before the limit.
+    for len in [1_025, 100_000] {
+        let cid = "c".repeat(len);
+        for cmd in ["ADD", "CHECK", "DEL"] {
+            let out = call(OURS, cmd, &c, &cid, "eth0", &[]);
+            assert_eq!(out.code(), 4, "{len} {cmd}: {}", out.raw);
+            assert!(out.raw.contains("at most 1024"), "{len} {cmd}: {}", out.raw);
+        }
+        assert_eq!(snapshot(&dir), before, "{len}");
     }
 }
 
@@ -605,4 +627,88 @@ fn resolv_conf_is_read_with_a_limit() {
         assert!(out.raw.contains("resolvConf"), "{}", out.raw);
         assert!(!dir.join("net1").exists(), "nothing allocated");
     }
+}
+
+/// [`v4`] in a version that has GC and STATUS.
+fn v4_gc(dir: &std::path::Path) -> Value {
+    conf("1.1.0", "net1", dir, json!({"subnet": "10.10.0.0/24"}))
+}
+
+/// Every command on `c`: each must refuse with code 5, naming `refused`.
+fn assert_every_command_refuses(c: &Value, refused: &std::path::Path) {
+    for cmd in ["ADD", "CHECK", "DEL", "GC", "STATUS"] {
+        let out = call(OURS, cmd, c, "ctr1", "eth0", &[]);
+        assert_eq!(out.code(), 5, "{cmd}: {}", out.raw);
+        let msg = out.json["msg"].as_str().unwrap_or_default();
+        assert!(msg.contains(&refused.display().to_string()), "{cmd}: {msg}");
+    }
+}
+
+#[test]
+fn a_network_directory_planted_as_a_symlink_is_refused() {
+    let (_t, dir) = tempdir();
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    // Someone else's leases (and lock) behind the link: untouched.
+    std::fs::write(elsewhere.join("10.10.0.2"), "other\r\neth0").unwrap();
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, data.join("net1")).unwrap();
+    let c = v4_gc(&data);
+    let before = snapshot(&elsewhere);
+    assert_every_command_refuses(&c, &data.join("net1"));
+    let out = call(OURS, "ADD", &c, "ctr1", "eth0", &[]);
+    assert!(
+        out.json["msg"].as_str().unwrap().contains("symbolic link"),
+        "{}",
+        out.raw
+    );
+    assert_eq!(snapshot(&elsewhere), before, "written through the link");
+
+    // dataDir itself a link: the same.
+    let linked = dir.join("linked");
+    std::os::unix::fs::symlink(&elsewhere, &linked).unwrap();
+    assert_every_command_refuses(&v4_gc(&linked), &linked);
+    assert_eq!(snapshot(&elsewhere), before, "written through the link");
+}
+
+#[test]
+fn a_network_directory_of_another_user_is_refused() {
+    if !is_root_or_skip() {
+        return;
+    }
+    let (_t, dir) = tempdir();
+    let net = dir.join("net1");
+    std::fs::create_dir(&net).unwrap();
+    std::os::unix::fs::chown(&net, Some(65534), Some(65534)).unwrap();
+    let c = v4_gc(&dir);
+    assert_every_command_refuses(&c, &net);
+    let out = call(OURS, "ADD", &c, "ctr1", "eth0", &[]);
+    assert!(
+        out.json["msg"].as_str().unwrap().contains("uid 65534"),
+        "{}",
+        out.raw
+    );
+    assert!(names(&net).is_empty(), "written into it: {:?}", names(&net));
+    // Given back to root, the same directory works.
+    std::os::unix::fs::chown(&net, Some(0), Some(0)).unwrap();
+    assert_eq!(
+        call(OURS, "ADD", &c, "ctr1", "eth0", &[]).ips(),
+        ["10.10.0.2/24"]
+    );
+}
+
+/// Root, or a SKIP (a failure under `PLEXUS_REQUIRE_ALL=1`): only root can
+/// give a directory to another user.
+fn is_root_or_skip() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("PLEXUS_REQUIRE_ALL").is_none_or(|v| v != "1"),
+        "PLEXUS_REQUIRE_ALL=1 and this test needs root to chown a directory"
+    );
+    eprintln!("SKIPPED: needs root to chown a directory");
+    false
 }

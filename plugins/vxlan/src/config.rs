@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use plexus_cni::{files, CniError, NetConf};
+use plexus_base::files;
+use plexus_cni::{CniError, NetConf};
 use serde_json::{Map, Value};
 
 /// Where plexusd writes the lease file (flannel: /run/flannel/subnet.env).

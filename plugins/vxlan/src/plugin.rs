@@ -5,9 +5,10 @@ use std::io::ErrorKind;
 use std::path::Path;
 use std::time::Duration;
 
+use plexus_base::files;
 use plexus_cni::config::VALID_ATTACHMENTS_KEY;
 use plexus_cni::plugin::{Plugin, Request};
-use plexus_cni::{files, CniError, CniResult, ErrorCode};
+use plexus_cni::{CniError, CniResult, ErrorCode};
 use plexus_runtime::delegate;
 use plexus_subnet::SubnetEnv;
 use serde_json::{json, Map, Value};
@@ -52,6 +53,18 @@ fn lease_for_add(path: &Path) -> Result<SubnetEnv, CniError> {
     })
 }
 
+/// dataDir is where the saved configs live: refused (code 5) when it is a
+/// symlink or not ours, before anything is read, written or run; created
+/// when `create`.
+fn state_dir(conf: &VxlanConf, create: bool) -> Result<(), CniError> {
+    if create {
+        files::create_state_dir(&conf.data_dir, Path::new(""), 0o700)?;
+    } else {
+        files::existing_state_dir(&conf.data_dir, Path::new(""))?;
+    }
+    Ok(())
+}
+
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> CniError {
     CniError::io(format!("{what} {}: {e}", path.display()))
 }
@@ -86,6 +99,7 @@ impl Plugin for VxlanPlugin {
         let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
         // Saved before the delegate runs: a DEL after a failed or
         // interrupted ADD must find what to undo.
+        state_dir(&conf, true)?;
         saved::save(&conf.data_dir, cid, ifname, &bytes)
             .map_err(|e| io_err("cannot save the delegate config in", &conf.data_dir, e))?;
         tracing::debug!(delegate = %plugin, container = %cid, "delegating ADD");
@@ -101,6 +115,7 @@ impl Plugin for VxlanPlugin {
 
     fn del(&self, req: &Request) -> Result<(), CniError> {
         let conf = VxlanConf::load(req.conf)?;
+        state_dir(&conf, false)?;
         let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
         let path = saved::path(&conf.data_dir, cid, ifname);
         let Some(bytes) = saved::load(&conf.data_dir, cid, ifname)
@@ -121,6 +136,7 @@ impl Plugin for VxlanPlugin {
 
     fn check(&self, req: &Request) -> Result<(), CniError> {
         let conf = VxlanConf::load(req.conf)?;
+        state_dir(&conf, false)?;
         let (cid, ifname) = (&req.env.container_id, &req.env.ifname);
         let path = saved::path(&conf.data_dir, cid, ifname);
         let bytes = saved::load(&conf.data_dir, cid, ifname)
@@ -161,6 +177,7 @@ impl Plugin for VxlanPlugin {
 
     fn gc(&self, req: &Request) -> Result<(), CniError> {
         let conf = VxlanConf::load(req.conf)?;
+        state_dir(&conf, false)?;
         let valid = req.conf.valid_attachments()?;
         files::sweep_stale_temporaries(&conf.data_dir, Duration::from_secs(600));
         let saved_all = saved::list(&conf.data_dir);

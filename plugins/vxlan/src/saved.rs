@@ -10,7 +10,7 @@
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 
-use plexus_cni::files;
+use plexus_base::files;
 
 const DEFAULT_IFNAME: &str = "eth0";
 /// A saved config is a small JSON object; refuse anything larger.

@@ -327,7 +327,7 @@ impl Node {
         let out = self
             .cni
             .ctl(&self.ns, "add", NETWORK, Some(&ns.path()), &[])
-            .ok()
+            .expect_success()
             .json();
         let ips = out["ips"]
             .as_array()

@@ -199,7 +199,10 @@ impl MultiNet {
 
     /// ADD that must succeed; the result and the pod's addresses.
     pub fn add(&self, node: usize, pod: &Netns, annotation: &str) -> Attached {
-        let result = self.run("add", node, pod, annotation).ok().json();
+        let result = self
+            .run("add", node, pod, annotation)
+            .expect_success()
+            .json();
         let addrs = pod
             .links()
             .into_iter()
@@ -214,7 +217,7 @@ impl MultiNet {
 
     /// DEL that must succeed.
     pub fn del(&self, node: usize, pod: &Netns, annotation: &str) {
-        self.run("del", node, pod, annotation).ok();
+        self.run("del", node, pod, annotation).expect_success();
     }
 
     /// The meta plugin's network status for `pod` on `node` (the

@@ -144,7 +144,7 @@ pub fn add_routed_pod(n: &Node, pod: &crate::Netns, ifname: &str) -> Value {
             Some(&pod.path()),
             &[("CNI_IFNAME", ifname)],
         )
-        .ok()
+        .expect_success()
         .json()
 }
 

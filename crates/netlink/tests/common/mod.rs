@@ -9,14 +9,34 @@ use plexus_netlink::{netns, Netlink, Netns};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// True when the tests can run; otherwise prints why (stderr) and the test returns.
+/// True when the tests can run; otherwise prints why (stderr) and the test
+/// returns. Under `PLEXUS_REQUIRE_ALL=1` (scripts/test.sh, CI), where every
+/// prerequisite is installed, not being root fails the test instead, like
+/// every other skip (plexus-tests' `skip`).
 pub fn root_or_skip(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("skipping {test}: needs root (network namespaces)");
-        false
+        return true;
     }
+    assert!(
+        !require_all(),
+        "PLEXUS_REQUIRE_ALL=1 and {test} cannot run: it needs root (network namespaces)"
+    );
+    eprintln!("SKIP: {test}: needs root (network namespaces)");
+    false
+}
+
+/// Say why a test cannot run: a SKIP line, or a failure under
+/// `PLEXUS_REQUIRE_ALL=1`. The caller returns.
+pub fn skip(why: &str) {
+    assert!(
+        !require_all(),
+        "PLEXUS_REQUIRE_ALL=1 and this test cannot run: {why}"
+    );
+    eprintln!("SKIP: {why}");
+}
+
+fn require_all() -> bool {
+    std::env::var_os("PLEXUS_REQUIRE_ALL").is_some_and(|v| v == "1")
 }
 
 /// A uniquely named netns (`plxnl-<pid>-<n>`), deleted on drop even if the

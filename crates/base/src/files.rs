@@ -12,6 +12,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+mod state_dir;
+
+pub use state_dir::{create_state_dir, existing_state_dir, StateDirError};
+
 /// Where the reference plugins stop reading a user-named file is a few MB;
 /// ours is 4 MiB unless the caller asks for less.
 pub const DEFAULT_READ_LIMIT: u64 = 4 << 20;
@@ -187,11 +191,9 @@ pub fn require_absolute_dir(key: &str, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The two open(2) flags we need, without a libc dependency in this crate.
+/// The open(2) flags we need.
 mod libc_flags {
-    pub const O_CLOEXEC: i32 = 0o2000000;
-    pub const O_NONBLOCK: i32 = 0o4000;
-    pub const O_NOFOLLOW: i32 = 0o400000;
+    pub use libc::{O_CLOEXEC, O_NOFOLLOW, O_NONBLOCK};
 }
 
 #[cfg(test)]
