@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use plexus_netlink::MacAddr;
 use plexus_subnet::{Lease, LeaseAttrs, VxlanBackendData};
 
-use crate::dataplane::{
+use crate::olddp::{
     DataPlane, Entry, Key, MasqRules, Op, Ownership, Underlay, UnderlaySelect, VxlanDevice,
     VxlanSpec,
 };

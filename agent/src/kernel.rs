@@ -14,7 +14,7 @@ use plexus_netlink::{
     Vxlan,
 };
 
-use crate::dataplane::{
+use crate::olddp::{
     DataPlane, Entry, MasqRules, Op, Ownership, Underlay, UnderlaySelect, VxlanDevice, VxlanSpec,
 };
 use crate::underlay::{self, Iface};

@@ -33,6 +33,7 @@ pub mod kernel;
 pub mod masq;
 pub mod netconf;
 pub mod nodeclean;
+pub mod olddp;
 pub mod overlay;
 pub mod routed;
 pub mod runfiles;

@@ -11,9 +11,9 @@ use anyhow::Context;
 use clap::Parser;
 use plexus_netlink::Netns;
 use plexus_store::{lease_registry_over, open_kv, KubeNodes, StoreError, StoreOptions};
-use plexusd::dataplane::DataPlane;
-use plexusd::dataplane::UnderlaySelect;
 use plexusd::kernel::KernelDataPlane;
+use plexusd::olddp::DataPlane;
+use plexusd::olddp::UnderlaySelect;
 use plexusd::overlay::{self, Settings};
 use plexusd::status::Shared;
 use plexusd::{ctlsock, http, netconf, nodeclean, routed, runfiles};
@@ -233,34 +233,22 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
     // runs, from the moment the store is open; the network models answer
     // the rest of the socket's requests once they run.
     let routed_slot = ctlsock::Handlers::default();
-    let cluster_ipam = plexusd::clusteripam::ClusterIpamHandler::open(
+    let front = std::sync::Arc::new(plexusd::clusteripam::WithClusterIpam::new(
+        routed_slot.clone(),
+    ));
+    *handlers.lock().unwrap_or_else(|p| p.into_inner()) = Some(front.clone());
+    let _cluster_ipam = AbortOnDrop(tokio::spawn(serve_cluster_ipam(
         kv.clone(),
-        plexus_ipam::clusterpool::ClusterLayout::default(),
-        &args.node_name,
-    )
-    .await
-    .inspect_err(|_| status.store_error())
-    .context("load this node's cluster IPAM allocations")?;
-    let cluster_ipam = std::sync::Arc::new(cluster_ipam);
-    *handlers.lock().unwrap_or_else(|p| p.into_inner()) =
-        Some(std::sync::Arc::new(plexusd::clusteripam::WithClusterIpam {
-            cluster: cluster_ipam.clone(),
-            rest: routed_slot.clone(),
-        }));
-    let _heartbeat = AbortOnDrop(tokio::spawn(plexusd::clusteripam::heartbeat(
-        cluster_ipam.allocator().clone(),
-        plexusd::clusteripam::HEARTBEAT,
+        args.node_name.clone(),
+        front,
+        status.clone(),
     )));
     let handlers = &routed_slot;
 
     // A store without any network config (not seeded yet, or wiped) is
-    // waited for: unready, nothing created or removed. A node that never
-    // served a network (no lease file, no block journal in its run
-    // directory) serves cluster IPAM meanwhile and is ready for it. Only
-    // the embedded file store, which no one else can write while we hold
-    // it, is final.
-    let served_before = runfiles::subnet_env_path(&args.run_dir).exists()
-        || args.run_dir.join(runfiles::BLOCKS).exists();
+    // waited for: unready, nothing created or removed (cluster IPAM is
+    // served meanwhile). Only the embedded file store, which no one else
+    // can write while we hold it, is final.
     let mut waited = false;
     let (routed, overlay) = loop {
         let routed = routed_cluster(args, kv.clone(), &files, status).await?;
@@ -291,13 +279,7 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
     };
     if waited {
         tracing::info!("the store holds a network config now");
-        if served_before {
-            status.set_waiting(&args.run_dir, "store", None);
-        } else {
-            // Ready for cluster IPAM already; ready again once the
-            // networks starting now are.
-            status.restart_readiness(&args.run_dir);
-        }
+        status.set_waiting(&args.run_dir, "store", None);
     }
     match (routed, overlay) {
         (None, Some(reg)) => run_overlay(args, reg.as_ref(), status).await,
@@ -325,6 +307,40 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
         }
         (None, None) => unreachable!("the loop above waits for one"),
     }
+}
+
+/// Opens cluster IPAM (this node's allocations) and puts it on the control
+/// socket; a store that cannot serve it yet (down, or no PlexusKey CRD in
+/// Kubernetes mode) is tried again, never a reason to stop the agent.
+async fn serve_cluster_ipam(
+    kv: std::sync::Arc<dyn plexus_store::Kv>,
+    node: String,
+    front: std::sync::Arc<plexusd::clusteripam::WithClusterIpam>,
+    status: Shared,
+) {
+    let mut logged = false;
+    let h = loop {
+        match plexusd::clusteripam::ClusterIpamHandler::open(
+            kv.clone(),
+            plexus_ipam::clusterpool::ClusterLayout::default(),
+            &node,
+        )
+        .await
+        {
+            Ok(h) => break std::sync::Arc::new(h),
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(error = %e, "cluster IPAM is not served yet (trying again every 10 s)");
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        }
+    };
+    front.set_cluster(h.clone());
+    status.update(|st| st.cluster_ipam = true);
+    tracing::info!("cluster IPAM served");
+    plexusd::clusteripam::heartbeat(h.allocator().clone(), plexusd::clusteripam::HEARTBEAT).await;
 }
 
 /// How often a store without network config is looked at again.

@@ -20,7 +20,7 @@
 use ipnet::IpNet;
 use plexus_netlink::nft::{self, BaseChain, Batch, CmpOp, Expr, Family, IpVersion, Rule};
 
-use crate::dataplane::MasqRules;
+use crate::olddp::MasqRules;
 
 pub const TABLE: &str = "plexusd";
 pub const CHAIN: &str = "overlay-masq";

@@ -31,6 +31,9 @@ pub struct NodeStatus {
     /// Kernel entries (neighbours, FDB entries, routes) the overlay holds.
     pub entries: usize,
     pub ready: bool,
+    /// The control socket answers cluster-IPAM requests (from the moment
+    /// the store is open, whatever the networks wait for).
+    pub cluster_ipam: bool,
     /// Why the node is not ready now although it was (a network waiting
     /// for the store to hold its config again), by network.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -178,18 +181,6 @@ impl Shared {
         }
         crate::runfiles::mark_ready(run_dir)?;
         Ok(true)
-    }
-
-    /// Readiness starts over (networks are starting after the node was
-    /// ready for cluster IPAM alone): not ready until they report.
-    pub fn restart_readiness(&self, run_dir: &Path) {
-        {
-            let mut g = self.lock();
-            g.status.ready = false;
-            g.all_reported = false;
-            g.networks_pending = None;
-        }
-        crate::runfiles::clear_ready(run_dir);
     }
 
     pub fn store_error(&self) {

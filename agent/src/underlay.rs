@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use anyhow::{anyhow, bail};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::dataplane::{Underlay, Underlay6, UnderlaySelect};
+use crate::olddp::{Underlay, Underlay6, UnderlaySelect};
 
 /// An interface as far as the choice is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]

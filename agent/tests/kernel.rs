@@ -10,10 +10,8 @@ use ipnet::Ipv4Net;
 use plexus_netlink::{MacAddr, Netns as NlNetns};
 use plexus_subnet::{Lease, VxlanBackendData};
 use plexus_tests::{require_root, Netns};
-use plexusd::dataplane::{
-    DataPlane, Entry, Key, MasqRules, Op, Ownership, UnderlaySelect, VxlanSpec,
-};
 use plexusd::kernel::KernelDataPlane;
+use plexusd::olddp::{DataPlane, Entry, Key, MasqRules, Op, Ownership, UnderlaySelect, VxlanSpec};
 use plexusd::overlay::plan::{self, BackendPlan, Local};
 
 fn remote(i: u32) -> Lease {

@@ -42,10 +42,9 @@ impl Agent {
                     .await
                     .unwrap();
                 let slot = Handlers::default();
-                *slot.lock().unwrap() = Some(Arc::new(WithClusterIpam {
-                    cluster: Arc::new(cluster),
-                    rest: Handlers::default(),
-                }));
+                let front = WithClusterIpam::new(Handlers::default());
+                front.set_cluster(Arc::new(cluster));
+                *slot.lock().unwrap() = Some(Arc::new(front));
                 let status = Shared::default();
                 status.update(|s| {
                     s.node_name = node.clone();

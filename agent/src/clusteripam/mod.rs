@@ -57,6 +57,8 @@ fn now() -> u64 {
 #[derive(Debug)]
 pub struct ClusterIpamHandler {
     alloc: Arc<ClusterAllocator>,
+    /// The node's last-seen record has been written this run.
+    touched: std::sync::atomic::AtomicBool,
 }
 
 impl ClusterIpamHandler {
@@ -67,8 +69,14 @@ impl ClusterIpamHandler {
         node: &str,
     ) -> Result<ClusterIpamHandler, IpamError> {
         let alloc = ClusterAllocator::load(kv, layout, node).await?;
-        alloc.touch(now()).await?;
+        // A node's last-seen record only matters while it holds addresses
+        // (`ipam check` finds the dead ones): none is written before.
+        let holds = !alloc.blocks().await.is_empty();
+        if holds {
+            alloc.touch(now()).await?;
+        }
         Ok(ClusterIpamHandler {
+            touched: holds.into(),
             alloc: Arc::new(alloc),
         })
     }
@@ -84,6 +92,15 @@ impl ClusterIpamHandler {
         };
         match self.alloc.allocate(&req).await {
             Ok(given) => {
+                use std::sync::atomic::Ordering;
+                if !self.touched.load(Ordering::SeqCst) {
+                    match self.alloc.touch(now()).await {
+                        Ok(()) => self.touched.store(true, Ordering::SeqCst),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cluster IPAM: cannot write this node's last-seen record")
+                        }
+                    }
+                }
                 let ips = given
                     .into_iter()
                     .map(|g| ClusterIp {
@@ -208,15 +225,40 @@ impl Handler for ClusterIpamHandler {
 /// requests answered here, the others by whatever the network model puts
 /// in `rest` (code 11 while that is empty).
 pub struct WithClusterIpam {
-    pub cluster: Arc<ClusterIpamHandler>,
+    /// Empty until the store could give this node's allocations (code 11).
+    pub cluster: std::sync::RwLock<Option<Arc<ClusterIpamHandler>>>,
     pub rest: Handlers,
+}
+
+impl WithClusterIpam {
+    pub fn new(rest: Handlers) -> WithClusterIpam {
+        WithClusterIpam {
+            cluster: Default::default(),
+            rest,
+        }
+    }
+
+    pub fn set_cluster(&self, h: Arc<ClusterIpamHandler>) {
+        *self.cluster.write().unwrap_or_else(|p| p.into_inner()) = Some(h);
+    }
 }
 
 #[async_trait::async_trait]
 impl Handler for WithClusterIpam {
     async fn handle(&self, request: Request) -> Value {
         if request.is_cluster_ipam() {
-            return self.cluster.handle(request).await;
+            let h = self
+                .cluster
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            return match h {
+                Some(h) => h.handle(request).await,
+                None => error(
+                    "the node agent cannot serve cluster IPAM yet (its store is not ready)",
+                    Some(CODE_TRY_AGAIN),
+                ),
+            };
         }
         let rest = self.rest.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match rest {
@@ -234,6 +276,9 @@ impl Handler for WithClusterIpam {
 pub async fn heartbeat(alloc: Arc<ClusterAllocator>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
+        if alloc.blocks().await.is_empty() {
+            continue;
+        }
         if let Err(e) = alloc.touch(now()).await {
             tracing::warn!(error = %e, "cluster IPAM: cannot refresh this node's last-seen record");
         }

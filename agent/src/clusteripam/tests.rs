@@ -46,15 +46,12 @@ fn allocate(cid: &str, ranges: Vec<ClusterRange>) -> Request {
 async fn allocate_check_release_gc() {
     let dir = tempfile::tempdir().unwrap();
     let (kv, h) = handler(dir.path(), "n1").await;
-    // The node said it is alive when the handler opened.
-    let seen = kv
+    // No last-seen record before the node holds anything.
+    assert!(kv
         .get("/plexus/clusteripam/nodes/n1")
         .await
         .unwrap()
-        .unwrap();
-    let seen: Value = serde_json::from_slice(&seen.value).unwrap();
-    assert!(seen["lastSeen"].as_u64().unwrap() > 0, "{seen}");
-
+        .is_none());
     let mut r = range("192.168.60.0/24");
     r.gateway = Some("192.168.60.1".parse().unwrap());
     let a = h
@@ -68,6 +65,14 @@ async fn allocate_check_release_gc() {
         ]}),
         "{a}"
     );
+    // The node says it is alive once it holds addresses.
+    let seen = kv
+        .get("/plexus/clusteripam/nodes/n1")
+        .await
+        .unwrap()
+        .expect("a last-seen record after the first allocation");
+    let seen: Value = serde_json::from_slice(&seen.value).unwrap();
+    assert!(seen["lastSeen"].as_u64().unwrap() > 0, "{seen}");
     assert_eq!(
         h.handle(allocate("c1", vec![r.clone(), range("fd00:60::/64")]))
             .await,
@@ -162,10 +167,12 @@ impl Handler for Routed {
 async fn cluster_ipam_is_served_whatever_else_the_node_runs() {
     let dir = tempfile::tempdir().unwrap();
     let (_kv, h) = handler(dir.path(), "n1").await;
-    let w = WithClusterIpam {
-        cluster: Arc::new(h),
-        rest: Handlers::default(),
-    };
+    let h = Arc::new(h);
+    let w = WithClusterIpam::new(Handlers::default());
+    // Before the store gave this node's allocations: try again later.
+    let early = w.handle(allocate("c0", vec![range("10.9.0.0/24")])).await;
+    assert_eq!(early["code"], CODE_TRY_AGAIN, "{early}");
+    w.set_cluster(h.clone());
     let routed = Request::Release {
         network: "routed".into(),
         container_id: "c".into(),
@@ -177,10 +184,9 @@ async fn cluster_ipam_is_served_whatever_else_the_node_runs() {
     assert_eq!(w.handle(routed.clone()).await["code"], CODE_TRY_AGAIN);
     // Through the socket's dispatch, the wrapper in the slot.
     let slot = Handlers::default();
-    *slot.lock().unwrap() = Some(Arc::new(WithClusterIpam {
-        cluster: w.cluster.clone(),
-        rest: w.rest.clone(),
-    }));
+    let again = WithClusterIpam::new(w.rest.clone());
+    again.set_cluster(h.clone());
+    *slot.lock().unwrap() = Some(Arc::new(again));
     let line = String::from_utf8(allocate("c1", vec![range("10.9.0.0/24")]).to_line()).unwrap();
     let v = crate::ctlsock::dispatch(&line, &crate::status::Shared::default(), &slot).await;
     assert_eq!(v, a);
@@ -188,8 +194,5 @@ async fn cluster_ipam_is_served_whatever_else_the_node_runs() {
     *w.rest.lock().unwrap() = Some(Arc::new(Routed));
     assert_eq!(w.handle(routed).await, json!({"released": 7}));
     // And the cluster handler refuses what is not its own.
-    assert_eq!(
-        w.cluster.handle(Request::BgpStatus).await["code"],
-        CODE_TRY_AGAIN
-    );
+    assert_eq!(h.handle(Request::BgpStatus).await["code"], CODE_TRY_AGAIN);
 }

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use plexus_store::{LeaseEvent, LeaseRegistry, LeaseSnapshot, StoreError};
 use plexus_subnet::{Lease, NetworkConfig};
 
-use crate::dataplane::{DataPlane, Entry, Key, Op, Ownership, UnderlaySelect};
+use crate::olddp::{DataPlane, Entry, Key, Op, Ownership, UnderlaySelect};
 use crate::status::{Event, Shared};
 use plan::{lease_id, LeaseId, Local};
 

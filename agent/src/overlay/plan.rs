@@ -8,7 +8,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use plexus_netlink::MacAddr;
 use plexus_subnet::Lease;
 
-use crate::dataplane::{Entry, Key, Op};
+use crate::olddp::{Entry, Key, Op};
 
 /// A lease's identity: its subnets (the store key is derived from them).
 pub type LeaseId = (Option<Ipv4Net>, Option<Ipv6Net>);

@@ -15,7 +15,7 @@ use plexus_subnet::{Backend, Lease, LeaseAttrs, NetworkConfig, SubnetEnv, VxlanB
 
 use super::plan::{lease_id, BackendPlan, Local};
 use super::{Overlay, Settings};
-use crate::dataplane::{DataPlane, MasqRules, Ownership, UnderlaySelect, VxlanSpec};
+use crate::olddp::{DataPlane, MasqRules, Ownership, UnderlaySelect, VxlanSpec};
 use crate::runfiles;
 use crate::status::Shared;
 

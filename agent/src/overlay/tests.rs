@@ -15,8 +15,8 @@ use plexus_subnet::{Backend, Lease, NetworkConfig, VxlanConfig};
 
 use super::plan::{lease_id, LeaseId};
 use super::*;
-use crate::dataplane::{Entry, Underlay};
 use crate::fake::FakeDataPlane;
+use crate::olddp::{Entry, Underlay};
 
 type Watcher = mpsc::UnboundedSender<Result<LeaseEvent, StoreError>>;
 

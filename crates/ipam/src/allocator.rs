@@ -446,20 +446,17 @@ impl Allocator {
         let cidr = next.cidr;
         let key = self.cluster.layout().block(&cidr);
         let rev = st.blocks[&cidr].mod_revision;
-        let written = match self
+        // Until the store answers, what it holds is unknown: the write may
+        // be applied and its answer lost (a frozen or lost store), or the
+        // caller may give up on this future before it ends (the control
+        // socket's deadline). Either way the block is read again first.
+        st.uncertain.insert(cidr);
+        let written = self
             .cluster
             .kv()
             .put(&key, &encode(&next), None, Some(rev))
-            .await
-        {
-            Ok(w) => w,
-            Err(e) => {
-                // Sent, perhaps applied, never answered (a frozen or lost
-                // store): what the store holds is unknown until read.
-                st.uncertain.insert(cidr);
-                return Err(e.into());
-            }
-        };
+            .await?;
+        st.uncertain.remove(&cidr);
         if let Some(new_rev) = written {
             self.seen.fetch_max(new_rev, Ordering::SeqCst);
             st.blocks.insert(

@@ -520,6 +520,8 @@ fn blocks_other_nodes_announce_are_never_claimed() {
 struct LostAnswers {
     inner: Arc<dyn Kv>,
     lose: std::sync::atomic::AtomicBool,
+    /// After applying a write, never answer (the caller gives up).
+    hang: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -552,6 +554,9 @@ impl Kv for LostAnswers {
         expect: Option<i64>,
     ) -> Result<Option<i64>, plexus_store::StoreError> {
         let r = self.inner.put(key, value, lease, expect).await;
+        if self.hang.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if self.lose.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(plexus_store::StoreError::Unavailable(
                 "the answer was lost".into(),
@@ -597,6 +602,7 @@ fn a_write_whose_answer_was_lost_is_released_by_the_del_that_follows() {
         let kv = Arc::new(LostAnswers {
             inner: f.kv.clone(),
             lose: Default::default(),
+            hang: Default::default(),
         });
         let cluster = Cluster::new(kv.clone(), Layout::default());
         let a = Allocator::load(cluster.clone(), "n1").await.unwrap();
@@ -615,6 +621,20 @@ fn a_write_whose_answer_was_lost_is_released_by_the_del_that_follows() {
         assert!(landed.contains(&h("c1")), "the write landed");
         // The runtime's DEL after the failed ADD frees what landed.
         assert_eq!(a.release(&h("c1")).await.unwrap(), 1);
+        assert_eq!(held(stored_blocks(&f.cluster).await), [h("c0")]);
+
+        // The caller gives up while the write is under way (the control
+        // socket's deadline): the write landed, the DEL frees it too.
+        kv.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            a.allocate(&h("c2"), "p"),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        kv.hang.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(held(stored_blocks(&f.cluster).await).contains(&h("c2")));
+        assert_eq!(a.release(&h("c2")).await.unwrap(), 1);
         assert_eq!(held(stored_blocks(&f.cluster).await), [h("c0")]);
     });
 }

@@ -14,6 +14,8 @@
 //! * [`batch`]: many neighbour, FDB and route changes in few datagrams
 //!   ([`RtBatch`] sent through a [`BatchSocket`]).
 //! * [`ifname`]: the kernel's rule for interface names.
+//! * [`monitor`]: notifications of kernel changes (links, addresses,
+//!   neighbours, routes, nf_tables), for reconcilers that repair drift.
 //! * [`Error`]: one error type with `is_not_found` / `is_exists` /
 //!   `is_not_supported` for idempotent DEL and clear feature reports.
 //!
@@ -28,6 +30,7 @@ pub mod handle;
 pub mod ifname;
 pub mod link;
 pub mod mac;
+pub mod monitor;
 pub mod neigh;
 pub mod netns;
 pub mod nft;

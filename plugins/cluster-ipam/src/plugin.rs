@@ -144,9 +144,12 @@ impl Plugin for ClusterIpam {
             plexus_agent_api::DEFAULT_TIMEOUT,
         )
         .map_err(|e| unavailable(e.to_string()))?;
-        if !s.ready {
+        // Cluster IPAM is served as soon as the agent has its store, even
+        // while the node's networks wait for theirs.
+        let serving = s.rest.get("cluster_ipam").and_then(|v| v.as_bool()) == Some(true);
+        if !s.ready && !serving {
             return Err(unavailable(format!(
-                "the node agent at {} is not ready yet",
+                "the node agent at {} does not serve cluster IPAM yet",
                 socket.display()
             )));
         }

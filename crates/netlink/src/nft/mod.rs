@@ -57,6 +57,7 @@ const NFT_MSG_NEWCHAIN: u8 = 3;
 const NFT_MSG_GETCHAIN: u8 = 4;
 const NFT_MSG_DELCHAIN: u8 = 5;
 const NFT_MSG_NEWRULE: u8 = 6;
+const NFT_MSG_GETRULE: u8 = 7;
 const NFT_MSG_DELRULE: u8 = 8;
 const NFT_MSG_NEWSET: u8 = 9;
 const NFT_MSG_DELSET: u8 = 11;
@@ -78,6 +79,7 @@ const NFTA_HOOK_HOOKNUM: u16 = 1;
 const NFTA_HOOK_PRIORITY: u16 = 2;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_HANDLE: u16 = 3;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_RULE_USERDATA: u16 = 7;
 const NFTA_OBJ_TABLE: u16 = 1;
@@ -775,6 +777,37 @@ pub fn list_chains(sock: &Socket, family: Family, table: &str) -> Result<Vec<Cha
         &[],
         &format!("list chains of {family} {table}"),
         |p| parse_chain(p, table),
+    )
+}
+
+/// The handles of the rules of `chain` in `table`, in order: a rule
+/// deleted, added or replaced by hand changes them (handles are never
+/// reused). A missing table or chain is an empty list.
+pub fn list_rules(sock: &Socket, family: Family, table: &str, chain: &str) -> Result<Vec<u64>> {
+    let mut filter = Vec::new();
+    put_str(&mut filter, NFTA_RULE_TABLE, table);
+    put_str(&mut filter, NFTA_RULE_CHAIN, chain);
+    dump(
+        sock,
+        NFT_MSG_GETRULE,
+        family,
+        &filter,
+        &format!("list rules of {family} {table} {chain}"),
+        |p| {
+            let mut t = None;
+            let mut c = None;
+            let mut handle = None;
+            for (ty, v) in attrs(p.get(wire::NFGENMSG_LEN..)?) {
+                match ty {
+                    NFTA_RULE_TABLE => t = Some(get_str(v)),
+                    NFTA_RULE_CHAIN => c = Some(get_str(v)),
+                    NFTA_RULE_HANDLE => handle = get_be64(v),
+                    _ => {}
+                }
+            }
+            (t.as_deref() == Some(table) && c.as_deref() == Some(chain)).then_some(())?;
+            handle
+        },
     )
 }
 

@@ -14,7 +14,8 @@
 //!     .saddr(&net, CmpOp::Eq)
 //!     .daddr_not_multicast(v)
 //!     .masquerade_fully_random();
-//! assert_eq!(exprs.len(), 9);
+//! // nfproto (2), a 2-byte prefix compare (2), the 4-bit multicast mask (3), masquerade
+//! assert_eq!(exprs.len(), 8);
 //! ```
 
 use std::net::IpAddr;
