@@ -5,7 +5,7 @@
 //!   hand it entries, it diffs them against what the kernel holds of ours,
 //!   applies the difference in batches and repairs drift.
 //! - [`overlay`]: start-up and the control loop of the flannel-style
-//!   overlay: leases from [`plexus_store::LeaseRegistry`] → desired
+//!   overlay: leases from [`plexus_subnet::registry::LeaseRegistry`] → desired
 //!   entries → diff against the kernel → ordered changes.
 //! - [`routed`]: the calico-style routed network (block IPAM on the
 //!   control socket, blackholes, the BGP speaker and its routes), chosen

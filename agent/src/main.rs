@@ -1,6 +1,7 @@
-//! plexusd: the Plexus node agent. One process per node; holds this node's
-//! subnet lease in the cluster store and programs the overlay for every
-//! other node's lease. See README.md ("plexusd") for the flags and files.
+//! plexusd: the Plexus node agent. One process per node: it serves the
+//! overlay (a subnet lease per node), the routed network (blocks and BGP)
+//! and cluster IPAM, and is the one writer of the node's kernel state (the
+//! data plane). See docs/plexusd.md for the flags and files.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use plexus_netlink::Netns;
-use plexus_store::{lease_registry_over, open_kv, KubeNodes, StoreError, StoreOptions};
+use plexus_store::{open_kv, KubeNodes, StoreError, StoreOptions};
+use plexus_subnet::registry::{lease_registry_over, LeaseRegistry};
 use plexusd::dataplane::DataPlane;
 use plexusd::overlay::{self, Settings};
 use plexusd::status::Shared;
@@ -368,7 +370,7 @@ async fn overlay_alone(
     kv: std::sync::Arc<dyn plexus_store::Kv>,
     opts: &StoreOptions,
     status: &Shared,
-) -> anyhow::Result<Option<Box<dyn plexus_store::LeaseRegistry>>> {
+) -> anyhow::Result<Option<Box<dyn LeaseRegistry>>> {
     let reg = lease_registry_over(&args.store, kv, opts)
         .await
         .inspect_err(|_| status.store_error())
@@ -395,7 +397,7 @@ async fn overlay_beside_routed(
     opts: &StoreOptions,
     cluster: &plexus_ipam::Cluster,
     status: &Shared,
-) -> anyhow::Result<Option<Box<dyn plexus_store::LeaseRegistry>>> {
+) -> anyhow::Result<Option<Box<dyn LeaseRegistry>>> {
     if args.store == "kubernetes" && args.net_config.is_none() {
         return Ok(None);
     }
@@ -423,7 +425,7 @@ async fn publish_dataplane(dp: DataPlane, status: Shared) {
 
 async fn run_overlay(
     args: &Args,
-    reg: &dyn plexus_store::LeaseRegistry,
+    reg: &dyn LeaseRegistry,
     dp: &DataPlane,
     status: &Shared,
 ) -> anyhow::Result<()> {
@@ -538,7 +540,7 @@ async fn run_routed(
         };
         let span = tracing::info_span!("node-cleanup");
         Some(AbortOnDrop(tokio::spawn(
-            cleaner.run(nodes).instrument(span),
+            cleaner.run(nodes, status.clone()).instrument(span),
         )))
     } else {
         None

@@ -28,10 +28,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use futures::stream::BoxStream;
-use futures::StreamExt;
 use plexus_ipam::{Cluster, Freed, IpamError};
-use plexus_store::{Event, KubeNodes, StoreError};
+use plexus_store::{Event, Informer, KubeNodes, StoreError};
+
+use crate::status::Shared;
 
 /// How soon a cleanup the store refused is tried again.
 const RETRY: Duration = Duration::from_secs(5);
@@ -41,16 +41,16 @@ const RETRY: Duration = Duration::from_secs(5);
 #[async_trait::async_trait]
 pub trait Members: Send + Sync {
     /// Every member by name, then each one added or deleted: an
-    /// informer's events, a (re)list ending in `Synced`. Never ends.
-    fn follow(&self) -> BoxStream<'static, Event<()>>;
+    /// informer, each (re)list ending in `Synced`.
+    fn follow(&self) -> Informer<()>;
     /// Whether `name` is a member now.
     async fn exists(&self, name: &str) -> Result<bool, StoreError>;
 }
 
 #[async_trait::async_trait]
 impl Members for KubeNodes {
-    fn follow(&self) -> BoxStream<'static, Event<()>> {
-        KubeNodes::follow(self).into_stream()
+    fn follow(&self) -> Informer<()> {
+        KubeNodes::follow(self)
     }
     async fn exists(&self, name: &str) -> Result<bool, StoreError> {
         KubeNodes::exists(self, name).await
@@ -129,8 +129,9 @@ impl Cleaner {
     /// Follow the members: after each (re)list, reconcile; on each
     /// deletion, forget the node. What the store refuses is tried again
     /// (a deletion is never dropped).
-    pub async fn run(self, members: impl Members) {
+    pub async fn run(self, members: impl Members, status: Shared) {
         let mut events = members.follow();
+        status.add_informer("nodes", events.stats());
         let mut names = BTreeSet::new();
         // Work the store refused: a reconcile, deletions.
         let mut reconcile_due = false;
@@ -140,16 +141,15 @@ impl Cleaner {
         loop {
             tokio::select! {
                 ev = events.next() => match ev {
-                    Some(Event::Added(name, _)) => {
+                    Event::Added(name, _) => {
                         names.insert(name);
                     }
-                    Some(Event::Updated(..)) => {}
-                    Some(Event::Deleted(name, _)) => {
+                    Event::Updated(..) => {}
+                    Event::Deleted(name, _) => {
                         names.remove(&name);
                         deleted.insert(name);
                     }
-                    Some(Event::Synced) => reconcile_due = true,
-                    None => return,
+                    Event::Synced => reconcile_due = true,
                 },
                 _ = retry.tick(), if reconcile_due || !deleted.is_empty() => {}
             }
@@ -184,11 +184,34 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Members for Arc<FakeNodes> {
-        fn follow(&self) -> BoxStream<'static, Event<()>> {
-            futures::stream::pending().boxed()
+        fn follow(&self) -> Informer<()> {
+            Informer::new(Nothing, |_, _| Ok::<(), std::convert::Infallible>(()))
         }
         async fn exists(&self, name: &str) -> Result<bool, StoreError> {
             Ok(self.names.lock().unwrap().contains(name))
+        }
+    }
+
+    /// A source with no members that never changes.
+    struct Nothing;
+
+    #[async_trait::async_trait]
+    impl plexus_store::Source for Nothing {
+        type Raw = ();
+        fn describe(&self) -> String {
+            "nothing".into()
+        }
+        async fn list(&self) -> Result<plexus_store::informer::Listing<()>, StoreError> {
+            Ok(plexus_store::informer::Listing {
+                items: Vec::new(),
+                version: "1".into(),
+            })
+        }
+        async fn watch(
+            &self,
+            _version: &str,
+        ) -> Result<plexus_store::informer::RawStream<()>, StoreError> {
+            Ok(Box::pin(futures::stream::pending()))
         }
     }
 

@@ -110,7 +110,7 @@ impl Event {
 #[derive(Debug, Default)]
 struct Counters {
     store_errors: u64,
-    dataplane_errors: u64,
+    programming_failures: u64,
     events: std::collections::BTreeMap<Event, u64>,
     /// Cumulative counts per bucket, then +Inf.
     latency_buckets: [u64; LATENCY_BUCKETS.len() + 1],
@@ -234,8 +234,10 @@ impl Shared {
         self.lock().status.skipped_records = bad;
     }
 
-    pub fn dataplane_errors(&self, n: usize) {
-        self.lock().counters.dataplane_errors += n as u64;
+    /// `n` entries a network asked for did not get into the kernel (the
+    /// kernel refused them, or an entry not ours holds their place).
+    pub fn programming_failed(&self, n: usize) {
+        self.lock().counters.programming_failures += n as u64;
     }
 
     /// Records how long one round of programming took.
@@ -314,10 +316,10 @@ impl Shared {
             c.store_errors.to_string(),
         );
         gauge(
-            "dataplane_errors_total",
-            "Kernel changes that failed.",
+            "programming_failures_total",
+            "Entries a network asked for that did not get into the kernel (refused, or held by an entry not ours).",
             "counter",
-            c.dataplane_errors.to_string(),
+            c.programming_failures.to_string(),
         );
         for e in Event::ALL {
             gauge(

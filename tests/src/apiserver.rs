@@ -1264,6 +1264,13 @@ fn watch(
                 drop(guard);
                 return expired(&mut conn, last);
             }
+            // History this watch had not sent yet was compacted away: it
+            // cannot go on without a gap, so it ends as expired (as a
+            // watch cache that fell behind does), never silently.
+            if last < guard.compacted.get(&id).copied().unwrap_or(0) {
+                drop(guard);
+                return expired(&mut conn, last);
+            }
             let stalled = guard.stalled > stalled0;
             let mut out = Vec::new();
             if !stalled {

@@ -5,10 +5,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use plexus_store::{
-    open_lease_registry, AcquireRequest, EtcdKv, Event as LeaseChange, Kv, LeaseRegistry,
-    StoreError, StoreOptions,
-};
+use plexus_store::{EtcdKv, Event as LeaseChange, Kv, StoreError, StoreOptions};
+use plexus_subnet::registry::{open_lease_registry, AcquireRequest, LeaseRegistry};
 use plexus_subnet::{Lease, LeaseAttrs, VxlanBackendData};
 use plexus_tests::etcd::Etcd;
 use plexus_tests::{next_event, require_etcd, require_root, Netns};

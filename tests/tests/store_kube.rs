@@ -2,10 +2,9 @@
 //! (tests/src/apiserver.rs), listening inside a namespace this test creates;
 //! the client runs on a thread inside it.
 
-use plexus_store::kube::{BACKEND_DATA, BACKEND_TYPE, PUBLIC_IP, SUBNET_KUBE_MANAGED};
-use plexus_store::{
-    open_lease_registry, AcquireRequest, Event as LeaseChange, StoreError, StoreOptions,
-};
+use plexus_store::{Event as LeaseChange, StoreError, StoreOptions};
+use plexus_subnet::registry::kube::{BACKEND_DATA, BACKEND_TYPE, PUBLIC_IP, SUBNET_KUBE_MANAGED};
+use plexus_subnet::registry::{open_lease_registry, AcquireRequest};
 use plexus_subnet::{Lease, LeaseAttrs, VxlanBackendData};
 use plexus_tests::apiserver::FakeApiServer;
 use plexus_tests::{require_root, Netns};

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use futures::StreamExt;
-use plexus_store::{Event as LeaseChange, LeaseRegistry, StoreError};
+use plexus_store::{Event as LeaseChange, StoreError};
+use plexus_subnet::registry::LeaseRegistry;
 use plexus_subnet::{Lease, NetworkConfig};
 
 use crate::dataplane::{DataPlane, Entry, Key, Outcome, Owner};
@@ -246,7 +247,7 @@ impl Overlay {
         let outcome = dp.set(Owner::Overlay, desired.clone()).await;
         self.missing = outcome.missing().into_iter().cloned().collect();
         self.status
-            .dataplane_errors(outcome.failed.len() + outcome.not_ours.len());
+            .programming_failed(outcome.failed.len() + outcome.not_ours.len());
         for (k, why) in &outcome.failed {
             tracing::warn!(key = %k, error = %why, "kernel change failed; the data plane retries it");
         }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use plexus_netlink::MacAddr;
-use plexus_store::{AcquireRequest, LeaseRegistry, StoreError};
+use plexus_store::StoreError;
+use plexus_subnet::registry::{AcquireRequest, LeaseRegistry};
 use plexus_subnet::{Backend, Lease, LeaseAttrs, NetworkConfig, SubnetEnv, VxlanBackendData};
 
 use super::plan::{lease_id, BackendPlan, Local};

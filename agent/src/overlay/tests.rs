@@ -9,9 +9,8 @@ use futures::channel::mpsc;
 use futures::StreamExt;
 use ipnet::Ipv4Net;
 use plexus_store::informer::{Listing, RawChange, RawItem, RawStream};
-use plexus_store::{
-    AcquireRequest, Informer, LeaseRegistry, LeaseSnapshot, Revision, Source, StoreError,
-};
+use plexus_store::{Informer, Revision, Source, StoreError};
+use plexus_subnet::registry::{AcquireRequest, LeaseRegistry, LeaseSnapshot};
 use plexus_subnet::{Backend, Lease, NetworkConfig, VxlanConfig};
 
 use super::plan::{lease_id, BackendPlan, LeaseId};

@@ -311,7 +311,7 @@ pub async fn run(
         match alloc.resync().await {
             Ok(()) => {
                 if let Err(e) = blocks.sync(alloc.blocks().await).await {
-                    status.dataplane_errors(1);
+                    status.programming_failed(1);
                     tracing::warn!(error = %format!("{e:#}"), "programming the blocks");
                 }
             }
@@ -411,7 +411,7 @@ impl Round<'_> {
                 self.status
                     .count(crate::status::Event::Reregistered, r.restored as u64 + 1);
                 if r.lost > 0 {
-                    self.status.dataplane_errors(r.lost);
+                    self.status.programming_failed(r.lost);
                 }
                 tracing::info!(
                     blocks = r.restored,
@@ -552,7 +552,7 @@ async fn encap_policy(
     let want = Policy::new(pools, nodes, tunnel.own_subnet());
     let (policy, r) = tunnel.sync(want, pools).await;
     if let Err(e) = r {
-        status.dataplane_errors(1);
+        status.programming_failed(1);
         tracing::error!(error = %format!("{e:#}"), "IP-in-IP tunnel: routes stay direct");
     }
     policy

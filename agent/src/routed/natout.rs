@@ -63,7 +63,7 @@ pub async fn sync(dp: &DataPlane, pools: &[Pool], status: &crate::status::Shared
     let entries: Vec<Entry> = chain(pools).into_iter().map(Entry::Chain).collect();
     let o = dp.set(Owner::NatOutgoing, entries).await;
     if !o.is_ok() {
-        status.dataplane_errors(o.failed.len());
+        status.programming_failed(o.failed.len());
         for (k, why) in &o.failed {
             tracing::error!(key = %k, error = %why, "writing the nat-outgoing rules");
         }

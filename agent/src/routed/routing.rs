@@ -168,7 +168,7 @@ impl Routing {
         drop(installed);
         drop(learned);
         self.status.programmed_in(started.elapsed());
-        self.status.dataplane_errors(o.failed.len());
+        self.status.programming_failed(o.failed.len());
         self.status.count(Event::NotOurs, o.not_ours.len() as u64);
         for k in &o.not_ours {
             tracing::warn!(key = %k, "learned route not installed: a route that is not ours holds its place");

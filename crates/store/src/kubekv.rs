@@ -27,7 +27,8 @@
 //!   `resourceVersion`, filtered the same way; 410 Gone is `Compacted`;
 //!   bookmarks are empty batches (progress).
 //! - TTL leases have no counterpart: the routed records need none (the
-//!   overlay's leases in this mode are Node objects, [`crate::kube`]).
+//!   overlay's leases in this mode are Node objects, in plexus-subnet's
+//!   registry).
 
 use std::time::Duration;
 
@@ -39,7 +40,8 @@ use kube::api::{
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::kubewatch::{Change, Tick, Watch, WATCH_SECONDS};
+use crate::kubeclient::{self, bounded};
+use crate::kubewatch::{Change, Tick, Watch};
 use crate::kv::{KeyValue, Kv, KvEvent, KvWatchStream, LeaseId, RangeResult};
 use crate::{Revision, StoreError, StoreOptions};
 
@@ -48,8 +50,6 @@ pub const VERSION: &str = "v1";
 pub const KIND: &str = "PlexusKey";
 pub const PLURAL: &str = "plexuskeys";
 
-/// Connecting and each call (a watch's reads get longer).
-const API_TIMEOUT: Duration = Duration::from_secs(10);
 /// Unconditional puts retry this often when another writer gets in between.
 const PUT_ATTEMPTS: usize = 16;
 
@@ -85,15 +85,11 @@ impl std::fmt::Debug for KubeKv {
 
 fn api_error(op: &str, e: kube::Error) -> StoreError {
     match e {
-        kube::Error::Api(s) if s.code == 410 => StoreError::Compacted(0),
         kube::Error::Api(s) if s.code == 404 && s.details.is_none() => StoreError::NoConfig(format!(
             "{PLURAL}.{GROUP} (the API server does not serve it: apply the CRD in deploy/overlays/kubernetes): {op}: {}",
             s.message
         )),
-        kube::Error::Api(s) => {
-            StoreError::Other(format!("Kubernetes API: {op}: {} ({})", s.message, s.code))
-        }
-        e => StoreError::Unavailable(format!("Kubernetes API: {op}: {e}")),
+        e => kubeclient::api_error(op, e),
     }
 }
 
@@ -193,11 +189,7 @@ fn no_leases() -> StoreError {
 impl KubeKv {
     /// Connect with `--kubeconfig` (or the in-cluster config).
     pub async fn connect(opts: &StoreOptions) -> Result<KubeKv, StoreError> {
-        let read_timeout = Some(Duration::from_secs(WATCH_SECONDS as u64 + 30));
-        let k8s = plexus_k8s::K8s::connect(opts.kubeconfig.as_deref(), API_TIMEOUT, read_timeout)
-            .await
-            .map_err(|e| StoreError::Other(e.to_string()))?;
-        Ok(KubeKv::new(k8s.client()))
+        Ok(KubeKv::new(kubeclient::connect(opts).await?))
     }
 
     pub fn new(client: kube::Client) -> KubeKv {
@@ -257,15 +249,6 @@ impl KubeKv {
             Err(e) => Err(api_error(&op, e)),
         }
     }
-}
-
-/// One API call, bounded (a dead API server is an error within seconds).
-async fn bounded<T>(op: &str, f: impl std::future::Future<Output = T>) -> Result<T, StoreError> {
-    tokio::time::timeout(API_TIMEOUT, f).await.map_err(|_| {
-        StoreError::Unavailable(format!(
-            "Kubernetes API: {op}: no answer within {API_TIMEOUT:?}"
-        ))
-    })
 }
 
 #[async_trait::async_trait]

@@ -43,7 +43,7 @@ pub struct TopologyCmd {
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// The overlay's key prefix in the store (flannel's --etcd-prefix).
-    #[arg(long, default_value = plexus_store::DEFAULT_PREFIX)]
+    #[arg(long, default_value = plexus_subnet::registry::DEFAULT_PREFIX)]
     etcd_prefix: String,
 }
 

@@ -4,7 +4,7 @@
 //! cannot be read becomes a warning; the rest is still returned.
 
 use plexus_ipam::{BgpConfig, BlockUsage, NodeSettings, Peer};
-use plexus_store::{KvLeaseRegistry, LeaseRegistry};
+use plexus_subnet::registry::{KvLeaseRegistry, LeaseRegistry};
 
 use crate::routed::StoreArgs;
 

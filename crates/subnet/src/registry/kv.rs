@@ -11,11 +11,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use plexus_subnet::{alloc, Lease, LeaseAttrs, NetworkConfig};
+use plexus_store::{Informer, KeyValue, Kv, KvSource, LeaseId, Revision, StoreError};
 
-use crate::informer::{Informer, KvSource};
-use crate::kv::{KeyValue, Kv, LeaseId};
-use crate::{AcquireRequest, LeaseRegistry, LeaseSnapshot, Revision, StoreError};
+use super::{AcquireRequest, LeaseRegistry, LeaseSnapshot};
+use crate::{alloc, Lease, LeaseAttrs, NetworkConfig};
 
 /// A lease's TTL, as flannel's (`subnetTTL`).
 pub const SUBNET_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -441,11 +440,10 @@ impl LeaseRegistry for KvLeaseRegistry {
 
 #[cfg(test)]
 mod tests {
+    use super::super::rt;
     use super::*;
-    use crate::rt;
-    use crate::Event;
-    use crate::FileKv;
-    use plexus_subnet::VxlanBackendData;
+    use crate::VxlanBackendData;
+    use plexus_store::{Event, FileKv};
 
     const CONFIG: &str = r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#;
 

@@ -10,17 +10,17 @@
 //! - the network config is a file (flannel's net-conf.json, `--net-config`).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ApiResource, ListParams, Patch, PatchParams};
-use plexus_subnet::{Lease, LeaseAttrs, NetworkConfig, VxlanBackendData};
+use plexus_store::informer::typed;
+use plexus_store::kubeclient::{self, api_error, bounded};
+use plexus_store::{Informer, KubeSource, Revision, StoreError, StoreOptions};
 use serde_json::{json, Map, Value};
 
-use crate::informer::{typed, Informer, KubeSource};
-use crate::kubewatch::WATCH_SECONDS;
-use crate::{AcquireRequest, LeaseRegistry, LeaseSnapshot, Revision, StoreError, StoreOptions};
+use super::{AcquireRequest, LeaseRegistry, LeaseSnapshot};
+use crate::{Lease, LeaseAttrs, NetworkConfig, VxlanBackendData};
 
 /// flannel's annotation prefix.
 pub const ANNOTATION_PREFIX: &str = "flannel.alpha.coreos.com/";
@@ -32,9 +32,6 @@ pub const PUBLIC_IP: &str = "flannel.alpha.coreos.com/public-ip";
 pub const PUBLIC_IPV6: &str = "flannel.alpha.coreos.com/public-ipv6";
 pub const PUBLIC_IP_OVERWRITE: &str = "flannel.alpha.coreos.com/public-ip-overwrite";
 pub const PUBLIC_IPV6_OVERWRITE: &str = "flannel.alpha.coreos.com/public-ipv6-overwrite";
-
-/// Connecting and each call (a watch's reads get longer).
-const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Leases from Node objects.
 pub struct KubeLeaseRegistry {
@@ -48,16 +45,6 @@ impl std::fmt::Debug for KubeLeaseRegistry {
         f.debug_struct("KubeLeaseRegistry")
             .field("node_name", &self.node_name)
             .finish()
-    }
-}
-
-fn api_error(op: &str, e: kube::Error) -> StoreError {
-    match e {
-        kube::Error::Api(s) if s.code == 410 => StoreError::Compacted(0),
-        kube::Error::Api(s) => {
-            StoreError::Other(format!("Kubernetes API: {op}: {} ({})", s.message, s.code))
-        }
-        e => StoreError::Unavailable(format!("Kubernetes API: {op}: {e}")),
     }
 }
 
@@ -167,22 +154,13 @@ impl KubeLeaseRegistry {
                 "the kubernetes store needs the network config file (--net-config, flannel's /etc/kube-flannel/net-conf.json)".into(),
             )
         })?;
-        // Reads get room for a watch's idle stretches.
-        let read_timeout = Some(Duration::from_secs(WATCH_SECONDS as u64 + 30));
-        let k8s = plexus_k8s::K8s::connect(opts.kubeconfig.as_deref(), API_TIMEOUT, read_timeout)
-            .await
-            .map_err(|e| StoreError::Other(e.to_string()))?;
         let reg = KubeLeaseRegistry {
-            nodes: Api::all(k8s.client()),
+            nodes: Api::all(kubeclient::connect(opts).await?),
             node_name: opts.node_name.clone(),
             net_config,
         };
         // One bounded call, so a dead API server or a wrong name fails here.
-        tokio::time::timeout(API_TIMEOUT, reg.own_node())
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!("Kubernetes API: no answer within {API_TIMEOUT:?}"))
-            })??;
+        bounded(&format!("get node {}", opts.node_name), reg.own_node()).await??;
         Ok(reg)
     }
 
@@ -318,53 +296,6 @@ impl LeaseRegistry for KubeLeaseRegistry {
         // A Node without the overlay's annotations or a podCIDR is not a
         // lease (yet, or any more): absent, not refused.
         Informer::filtered(nodes, |_, o| typed::<Node>(o).map(|n| node_lease(&n)))
-    }
-}
-
-/// Which Nodes exist, for cleaning up after the ones deleted (their
-/// routed blocks and node records; `plexusd --node-cleanup`).
-#[derive(Clone)]
-pub struct KubeNodes {
-    nodes: Api<Node>,
-}
-
-impl std::fmt::Debug for KubeNodes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KubeNodes")
-    }
-}
-
-impl KubeNodes {
-    /// Connect with `--kubeconfig` (or the in-cluster config).
-    pub async fn connect(opts: &StoreOptions) -> Result<KubeNodes, StoreError> {
-        let read_timeout = Some(Duration::from_secs(WATCH_SECONDS as u64 + 30));
-        let k8s = plexus_k8s::K8s::connect(opts.kubeconfig.as_deref(), API_TIMEOUT, read_timeout)
-            .await
-            .map_err(|e| StoreError::Other(e.to_string()))?;
-        Ok(KubeNodes {
-            nodes: Api::all(k8s.client()),
-        })
-    }
-
-    /// Every Node by name, then each one added or deleted (the store's
-    /// informer: relisted by itself after 410 Gone or a broken watch).
-    pub fn follow(&self) -> Informer<()> {
-        let nodes = KubeSource::new(
-            self.nodes.clone().into_client(),
-            &ApiResource::erase::<Node>(&()),
-        );
-        Informer::new(nodes, |_, _| Ok::<(), std::convert::Infallible>(()))
-    }
-
-    /// Whether the Node exists now.
-    pub async fn exists(&self, name: &str) -> Result<bool, StoreError> {
-        let op = format!("get node {name}");
-        // rbac(plexus-kube-store): get nodes
-        let n = tokio::time::timeout(API_TIMEOUT, self.nodes.get_opt(name))
-            .await
-            .map_err(|_| StoreError::Unavailable(format!("Kubernetes API: {op}: no answer")))?
-            .map_err(|e| api_error(&op, e))?;
-        Ok(n.is_some())
     }
 }
 
