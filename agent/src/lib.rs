@@ -1,10 +1,9 @@
 //! plexusd, the Plexus node agent, as a library: the binary (`main.rs`)
 //! parses flags and wires these parts together; tests use them directly.
 //!
-//! - [`dataplane`]: the [`dataplane::DataPlane`] trait (devices, neighbours,
-//!   FDB entries, routes, masquerade rules) and its value types.
-//! - [`kernel`]: the data plane over netlink (batched requests).
-//! - [`fake`]: an in-memory data plane for tests without root.
+//! - [`dataplane`]: the one component that writes to the kernel: producers
+//!   hand it entries, it diffs them against what the kernel holds of ours,
+//!   applies the difference in batches and repairs drift.
 //! - [`overlay`]: start-up and the control loop of the flannel-style
 //!   overlay: leases from [`plexus_store::LeaseRegistry`] → desired
 //!   entries → diff against the kernel → ordered changes.
@@ -27,13 +26,10 @@ pub mod bfd;
 pub mod clusteripam;
 pub mod ctlsock;
 pub mod dataplane;
-pub mod fake;
 pub mod http;
-pub mod kernel;
 pub mod masq;
 pub mod netconf;
 pub mod nodeclean;
-pub mod olddp;
 pub mod overlay;
 pub mod routed;
 pub mod runfiles;

@@ -11,11 +11,10 @@ use anyhow::Context;
 use clap::Parser;
 use plexus_netlink::Netns;
 use plexus_store::{lease_registry_over, open_kv, KubeNodes, StoreError, StoreOptions};
-use plexusd::kernel::KernelDataPlane;
-use plexusd::olddp::DataPlane;
-use plexusd::olddp::UnderlaySelect;
+use plexusd::dataplane::DataPlane;
 use plexusd::overlay::{self, Settings};
 use plexusd::status::Shared;
+use plexusd::underlay::{KernelView, NetlinkView, UnderlaySelect};
 use plexusd::{ctlsock, http, netconf, nodeclean, routed, runfiles};
 use tracing::Instrument;
 
@@ -281,9 +280,21 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
         tracing::info!("the store holds a network config now");
         status.set_waiting(&args.run_dir, "store", None);
     }
+    // The one writer of the kernel, for every network this node serves.
+    let ns = Netns::current().context("open this process's network namespace")?;
+    let dp = DataPlane::open(
+        ns,
+        plexusd::dataplane::Settings {
+            resync_every: Duration::from_secs(args.resync_interval.max(1)),
+            ..Default::default()
+        },
+    )
+    .await
+    .context("start the data plane")?;
+    let _dp_metrics = AbortOnDrop(tokio::spawn(publish_dataplane(dp.clone(), status.clone())));
     match (routed, overlay) {
-        (None, Some(reg)) => run_overlay(args, reg.as_ref(), status).await,
-        (Some(cluster), None) => run_routed(args, &opts, cluster, &[], status, handlers).await,
+        (None, Some(reg)) => run_overlay(args, reg.as_ref(), &dp, status).await,
+        (Some(cluster), None) => run_routed(args, &opts, cluster, &[], &dp, status, handlers).await,
         (Some(cluster), Some(reg)) => {
             tracing::info!(
                 "the store holds both networks: serving the overlay and the routed network"
@@ -300,8 +311,8 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
             };
             status.expect_networks(2);
             tokio::try_join!(
-                run_overlay(args, reg.as_ref(), status),
-                run_routed(args, &opts, cluster, &nets, status, handlers),
+                run_overlay(args, reg.as_ref(), &dp, status),
+                run_routed(args, &opts, cluster, &nets, &dp, status, handlers),
             )
             .map(|_| ())
         }
@@ -398,13 +409,22 @@ async fn overlay_beside_routed(
     }
 }
 
+/// The data plane's figures into the status (metrics) every few seconds.
+async fn publish_dataplane(dp: DataPlane, status: Shared) {
+    loop {
+        status.set_dataplane(dp.stats());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 async fn run_overlay(
     args: &Args,
     reg: &dyn plexus_store::LeaseRegistry,
+    dp: &DataPlane,
     status: &Shared,
 ) -> anyhow::Result<()> {
     let ns = Netns::current().context("open this process's network namespace")?;
-    let mut dp = KernelDataPlane::open(ns).await?;
+    let mut view = NetlinkView::open(&ns).await?;
     let settings = Settings {
         network: args.etcd_prefix.clone(),
         select: UnderlaySelect {
@@ -420,8 +440,8 @@ async fn run_overlay(
         store_wait: Duration::from_secs(args.store_wait),
         ..Settings::new(&args.node_name, &args.run_dir)
     };
-    let mut ov = overlay::start(&settings, reg, &mut dp, status).await?;
-    ov.run(reg, &mut dp).await
+    let mut ov = overlay::start(&settings, reg, dp, &mut view, status).await?;
+    ov.run(reg, dp).await
 }
 
 /// The routed network over `kv`, when the store holds one (a pool).
@@ -468,6 +488,7 @@ async fn run_routed(
     opts: &StoreOptions,
     cluster: plexus_ipam::Cluster,
     cluster_networks: &[ipnet::IpNet],
+    dp: &DataPlane,
     status: &Shared,
     handlers: &ctlsock::Handlers,
 ) -> anyhow::Result<()> {
@@ -475,13 +496,13 @@ async fn run_routed(
         Some(ip) => ip,
         None => {
             let ns = Netns::current().context("open this process's network namespace")?;
-            let mut dp = KernelDataPlane::open(ns).await?;
+            let mut view = NetlinkView::open(&ns).await?;
             let sel = UnderlaySelect {
                 iface: args.iface.clone(),
                 want_v4: true,
                 ..Default::default()
             };
-            dp.underlay(&sel)
+            view.underlay(&sel)
                 .await?
                 .v4
                 .map(|(ip, _)| ip)
@@ -519,7 +540,7 @@ async fn run_routed(
         None
     };
     let span = tracing::info_span!("routed", node = %args.node_name);
-    routed::run(&settings, cluster, status, handlers)
+    routed::run(&settings, cluster, dp, status, handlers)
         .instrument(span)
         .await
 }

@@ -14,17 +14,28 @@
 //! ends only this chain, like flannel's RETURN from its FLANNEL-POSTRTG
 //! chain.
 //!
-//! The routed network's `nat-outgoing` (agent/src/routed/natout.rs) writes
-//! its own chain in the same table through [`apply_chain`].
+//! The routed network's `nat-outgoing` (agent/src/routed/natout.rs) has
+//! its own chain in the same table. Both are data plane entries
+//! ([`crate::dataplane::Chain`]): the data plane writes them atomically
+//! and puts them back when changed by hand.
 
-use ipnet::IpNet;
-use plexus_netlink::nft::{self, BaseChain, Batch, CmpOp, Expr, Family, IpVersion, Rule};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use plexus_netlink::nft::{BaseChain, CmpOp, Expr, IpVersion, Rule};
 
-use crate::olddp::MasqRules;
+use crate::dataplane::entry::CHAIN_OVERLAY_MASQ;
+use crate::dataplane::Chain;
 
-pub const TABLE: &str = "plexusd";
-pub const CHAIN: &str = "overlay-masq";
 const COMMENT: &str = "plexusd overlay ipMasq";
+
+/// flannel's masquerade rules for one network: traffic from the pod network
+/// leaving the cluster network is masqueraded, traffic inside it is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasqRules {
+    pub network: Option<Ipv4Net>,
+    pub subnet: Option<Ipv4Net>,
+    pub ipv6_network: Option<Ipv6Net>,
+    pub ipv6_subnet: Option<Ipv6Net>,
+}
 
 /// kube-proxy's masquerade mark (`--masquerade-bit` 14): packets it marked
 /// are NATed by kube-proxy's own rules, not a second time here.
@@ -68,77 +79,19 @@ fn overlay_rules(r: &MasqRules) -> Vec<Vec<Expr>> {
     all
 }
 
-/// The batch that (re)writes `chain` (a nat base chain on postrouting in
-/// our table) to hold exactly `rules`, atomically.
-pub fn write_chain(chain: &str, comment: &str, rules: &[Vec<Expr>]) -> Batch {
-    let mut b = Batch::new();
-    b.add_table(Family::Inet, TABLE)
-        .add_chain(
-            Family::Inet,
-            TABLE,
-            chain,
-            Some(&BaseChain::SRCNAT),
-            Some(comment),
-        )
-        .flush_chain(Family::Inet, TABLE, chain);
-    for exprs in rules {
-        b.add_rule(Family::Inet, TABLE, chain, exprs, Some(comment));
-    }
-    b
-}
-
-/// The batch that removes `chain` (only send it when the chain exists:
-/// the kernel answers ENOENT otherwise).
-pub fn remove_chain(chain: &str) -> Batch {
-    let mut b = Batch::new();
-    b.flush_chain(Family::Inet, TABLE, chain)
-        .delete_chain(Family::Inet, TABLE, chain);
-    b
-}
-
-/// Applies the overlay's rules (or their absence) on the calling thread's
-/// namespace.
-pub fn apply(r: Option<&MasqRules>) -> Result<(), plexus_netlink::Error> {
-    apply_chain(CHAIN, COMMENT, r.map(overlay_rules).as_deref())
-}
-
-/// Writes `chain` with `rules`, or removes it when `None` (no table is
-/// created just to be empty), on the calling thread's namespace.
-pub fn apply_chain(
-    chain: &str,
-    comment: &str,
-    rules: Option<&[Vec<Expr>]>,
-) -> Result<(), plexus_netlink::Error> {
-    match rules {
-        Some(rules) => {
-            let sock = nft::Socket::open()?;
-            write_chain(chain, comment, rules).commit(&sock)
-        }
-        None => {
-            let sock = match nft::Socket::open() {
-                Ok(s) => s,
-                Err(e) if e.is_not_supported() => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            let ours = nft::list_chains(&sock, Family::Inet, TABLE)?
-                .iter()
-                .any(|c| c.name == chain);
-            if ours {
-                remove_chain(chain).commit(&sock)?;
-            }
-            Ok(())
-        }
+/// The overlay's chain for `r`, as the data plane writes it.
+pub fn chain(r: &MasqRules) -> Chain {
+    Chain {
+        name: CHAIN_OVERLAY_MASQ.into(),
+        base: Some(BaseChain::SRCNAT),
+        comment: COMMENT.into(),
+        rules: overlay_rules(r),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The batch that (re)writes the overlay's chain with the rules for `r`.
-    fn install(r: &MasqRules) -> Batch {
-        write_chain(CHAIN, COMMENT, &overlay_rules(r))
-    }
 
     #[test]
     fn dual_stack_chain_has_eight_rules() {
@@ -148,14 +101,14 @@ mod tests {
             ipv6_network: Some("fd00:5::/48".parse().unwrap()),
             ipv6_subnet: Some("fd00:5:1::/64".parse().unwrap()),
         };
-        // table, chain, flush, the kube-proxy rule, then 4 rules per family.
-        assert_eq!(install(&r).len(), 4 + 8);
+        // The kube-proxy rule, then 4 rules per family.
+        assert_eq!(chain(&r).rules.len(), 1 + 8);
         let v4only = MasqRules {
             ipv6_network: None,
             ipv6_subnet: None,
             ..r
         };
-        assert_eq!(install(&v4only).len(), 4 + 4);
+        assert_eq!(chain(&v4only).rules.len(), 1 + 4);
         let rs = rules(
             "10.5.0.0/16".parse().unwrap(),
             "10.5.1.0/24".parse().unwrap(),
@@ -169,6 +122,5 @@ mod tests {
             rs[0].last(),
             Some(&Expr::Verdict(plexus_netlink::nft::Verdict::Accept))
         );
-        assert_eq!(remove_chain(CHAIN).len(), 2);
     }
 }

@@ -128,6 +128,7 @@ pub struct BgpGauges {
 
 #[derive(Debug, Default)]
 struct Inner {
+    dataplane: Option<crate::dataplane::Stats>,
     status: NodeStatus,
     counters: Counters,
     bgp: Option<BgpGauges>,
@@ -249,6 +250,11 @@ impl Shared {
         c.latency_buckets[LATENCY_BUCKETS.len()] += 1;
     }
 
+    /// The data plane's figures, refreshed by the agent.
+    pub fn set_dataplane(&self, s: crate::dataplane::Stats) {
+        self.lock().dataplane = Some(s);
+    }
+
     /// The routed network's BGP gauges, refreshed by its control loop.
     pub fn set_bgp(&self, g: BgpGauges) {
         self.lock().bgp = Some(g);
@@ -335,7 +341,69 @@ impl Shared {
         if let Some(b) = &g.bgp {
             bgp_metrics(&mut o, b);
         }
+        if let Some(d) = &g.dataplane {
+            dataplane_metrics(&mut o, d);
+        }
         o
+    }
+}
+
+fn dataplane_metrics(o: &mut String, d: &crate::dataplane::Stats) {
+    let _ = writeln!(
+        o,
+        "# HELP plexusd_dataplane_desired Kernel entries the producers want, by owner."
+    );
+    let _ = writeln!(o, "# TYPE plexusd_dataplane_desired gauge");
+    for (owner, n) in &d.desired {
+        let _ = writeln!(o, "plexusd_dataplane_desired{{owner=\"{owner}\"}} {n}");
+    }
+    for (name, help, kind, v) in [
+        (
+            "dataplane_programmed",
+            "Kernel entries in place as wanted.",
+            "gauge",
+            d.programmed as u64,
+        ),
+        (
+            "dataplane_failing",
+            "Kernel entries whose last change failed (retried).",
+            "gauge",
+            d.failing as u64,
+        ),
+        (
+            "dataplane_not_ours",
+            "Kernel entries not written: an entry that is not ours holds their place.",
+            "gauge",
+            d.not_ours as u64,
+        ),
+        (
+            "dataplane_repaired_total",
+            "Entries of ours changed or deleted by someone else and put back.",
+            "counter",
+            d.repaired,
+        ),
+        (
+            "dataplane_changes_total",
+            "Kernel changes applied.",
+            "counter",
+            d.applied,
+        ),
+        (
+            "dataplane_errors_total",
+            "Kernel changes and listings that failed.",
+            "counter",
+            d.errors,
+        ),
+        (
+            "dataplane_resyncs_total",
+            "Full listings of the kernel.",
+            "counter",
+            d.resyncs,
+        ),
+    ] {
+        let _ = writeln!(o, "# HELP plexusd_{name} {help}");
+        let _ = writeln!(o, "# TYPE plexusd_{name} {kind}");
+        let _ = writeln!(o, "plexusd_{name} {v}");
     }
 }
 

@@ -1,14 +1,126 @@
 //! Which interface and address the overlay runs over, by flanneld's rules:
 //! `--public-ip`, else the address of `--iface`, else the address of the
-//! interface holding the default route. Pure: the kernel data plane lists
-//! interfaces and default routes, this decides.
+//! interface holding the default route. [`select`] decides, pure;
+//! [`KernelView`] is what the agent reads of the kernel to decide it (and
+//! the MAC of an existing device), read-only: everything plexusd writes
+//! goes through the data plane.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{anyhow, bail};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use plexus_netlink::route::{RouteFilter, TABLE_MAIN};
+use plexus_netlink::{MacAddr, Netlink, Netns};
 
-use crate::olddp::{Underlay, Underlay6, UnderlaySelect};
+/// How to find the underlay (flanneld's rules): `--public-ip`, else the
+/// address of `--iface`, else of the interface holding the default route.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnderlaySelect {
+    pub public_ip: Option<Ipv4Addr>,
+    pub iface: Option<String>,
+    pub public_ipv6: Option<Ipv6Addr>,
+    pub iface_v6: Option<String>,
+    /// Which families the network needs.
+    pub want_v4: bool,
+    pub want_v6: bool,
+}
+
+/// The interface the overlay runs over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Underlay {
+    pub index: u32,
+    pub name: String,
+    pub mtu: u32,
+    /// The public IPv4 address and the on-link network it belongs to.
+    pub v4: Option<(Ipv4Addr, Ipv4Net)>,
+    /// The IPv6 interface (may differ from the IPv4 one).
+    pub v6: Option<Underlay6>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Underlay6 {
+    pub index: u32,
+    pub name: String,
+    pub mtu: u32,
+    pub addr: Ipv6Addr,
+    pub net: Ipv6Net,
+}
+
+/// What the agent reads of the kernel (never writes).
+#[async_trait::async_trait]
+pub trait KernelView: Send {
+    /// The underlay interface and the public addresses on it.
+    async fn underlay(&mut self, sel: &UnderlaySelect) -> anyhow::Result<Underlay>;
+    /// The MAC of VXLAN device `name`, if it exists.
+    async fn device_mac(&mut self, name: &str) -> anyhow::Result<Option<MacAddr>>;
+}
+
+/// [`KernelView`] over netlink in one namespace.
+#[derive(Debug)]
+pub struct NetlinkView {
+    nl: Netlink,
+}
+
+impl NetlinkView {
+    pub async fn open(ns: &Netns) -> anyhow::Result<NetlinkView> {
+        Ok(NetlinkView {
+            nl: Netlink::open(ns).await?,
+        })
+    }
+
+    async fn default_oif(&self, v4: bool) -> anyhow::Result<Option<u32>> {
+        let f = if v4 {
+            RouteFilter::v4()
+        } else {
+            RouteFilter::v6()
+        };
+        let routes = self.nl.routes(f.table(TABLE_MAIN)).await?;
+        Ok(routes
+            .iter()
+            .filter(|r| r.is_default())
+            .min_by_key(|r| r.metric.unwrap_or(0))
+            .and_then(|r| r.oif))
+    }
+}
+
+#[async_trait::async_trait]
+impl KernelView for NetlinkView {
+    async fn underlay(&mut self, sel: &UnderlaySelect) -> anyhow::Result<Underlay> {
+        let mut addrs: BTreeMap<u32, Vec<IpNet>> = BTreeMap::new();
+        for a in self.nl.addrs(None).await? {
+            addrs.entry(a.index).or_default().push(a.net);
+        }
+        let ifaces: Vec<Iface> = self
+            .nl
+            .links()
+            .await?
+            .into_iter()
+            .map(|l| Iface {
+                addrs: addrs.remove(&l.index).unwrap_or_default(),
+                index: l.index,
+                name: l.name,
+                mtu: l.mtu,
+            })
+            .collect();
+        let d4 = self.default_oif(true).await?;
+        let d6 = if sel.want_v6 {
+            self.default_oif(false).await?
+        } else {
+            None
+        };
+        select(sel, &ifaces, d4, d6)
+    }
+
+    async fn device_mac(&mut self, name: &str) -> anyhow::Result<Option<MacAddr>> {
+        Ok(self
+            .nl
+            .link_by_name(name)
+            .await?
+            .filter(|l| l.kind.as_deref() == Some("vxlan"))
+            .and_then(|l| l.mac))
+    }
+}
 
 /// An interface as far as the choice is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +243,7 @@ pub fn select(
         let addr: Ipv6Addr = sel.public_ipv6.unwrap_or(net.addr());
         v6 = Some(Underlay6 {
             index: i.index,
+            name: i.name.clone(),
             mtu: i.mtu,
             addr,
             net: net.trunc(),

@@ -19,6 +19,8 @@ struct State {
     /// Every op applied, in order.
     applied: Vec<Op>,
     lists: usize,
+    /// Calls of `apply` that carried changes.
+    calls: usize,
 }
 
 /// Cheap to clone: clones share the kernel, so a test keeps one while the
@@ -74,6 +76,11 @@ impl FakeKernel {
     pub fn lists(&self) -> usize {
         self.st().lists
     }
+
+    /// How many times the data plane applied changes (one batch each).
+    pub fn apply_calls(&self) -> usize {
+        self.st().calls
+    }
 }
 
 fn ours(e: &Entry, claims: &Claims) -> bool {
@@ -112,6 +119,9 @@ impl Kernel for FakeKernel {
 
     async fn apply(&mut self, ops: &[Op]) -> Vec<Result<(), Failure>> {
         let mut st = self.st();
+        if !ops.is_empty() {
+            st.calls += 1;
+        }
         let mut out = Vec::new();
         for op in ops {
             if st.fail {

@@ -420,6 +420,7 @@ impl<K: Kernel> Reconciler<K> {
                     }
                 }
                 keys.extend(old.keys().filter(|k| !new.contains_key(*k)).cloned());
+                self.retry_now(new.keys());
                 self.st.owned.insert(owner.clone(), new);
                 self.merge_keys(&keys);
                 if let Some(reply) = reply {
@@ -448,6 +449,8 @@ impl<K: Kernel> Reconciler<K> {
                     }
                     keys.push(k);
                 }
+                let asked: Vec<Key> = keys.clone();
+                self.retry_now(asked.iter());
                 self.merge_keys(&keys);
                 if let Some(reply) = reply {
                     waiters.push(Waiter { reply, keys });
@@ -466,6 +469,19 @@ impl<K: Kernel> Reconciler<K> {
             }
         }
         self.refresh_claims();
+    }
+
+    /// A producer asking again for what failed: try it in this pass.
+    fn retry_now<'a>(&mut self, keys: impl Iterator<Item = &'a Key>) {
+        let now = Instant::now();
+        for k in keys {
+            if let Some((f, at)) = self.st.failed.get_mut(k) {
+                if !f.not_ours {
+                    *at = now;
+                    self.st.dirty.insert(k.clone());
+                }
+            }
+        }
     }
 
     /// The merged desired state for `keys`: the first owner (in owner

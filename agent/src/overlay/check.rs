@@ -64,8 +64,8 @@ pub fn remote_lease(
         .collect();
     // The first `own_subnets` of `mine` are pod subnets, the rest underlay.
     let own_subnets = mine.len();
-    mine.extend(local.underlay_v4.map(|(_, n)| IpNet::V4(n)));
-    mine.extend(local.underlay_v6.map(|(_, n)| IpNet::V6(n)));
+    mine.extend(local.underlay_v4.as_ref().map(|(_, n)| IpNet::V4(*n)));
+    mine.extend(local.underlay_v6.as_ref().map(|(_, n)| IpNet::V6(*n)));
     for t in &theirs {
         if let Some(m) = mine.iter().find(|m| m.contains(t) || t.contains(*m)) {
             return Err(format!(
@@ -129,11 +129,11 @@ mod tests {
         let local = Local {
             own: lease_id(&own),
             backend: BackendPlan::Vxlan {
-                dev_v4: Some(7),
+                dev_v4: Some("flannel.1".into()),
                 dev_v6: None,
                 direct_routing: false,
             },
-            underlay_v4: Some((2, "192.168.0.0/24".parse().unwrap())),
+            underlay_v4: Some(("eth0".into(), "192.168.0.0/24".parse().unwrap())),
             underlay_v6: None,
         };
         (cfg, local, own)
@@ -178,7 +178,7 @@ mod tests {
             NetworkConfig::parse(br#"{"Network":"192.168.0.0/16","Backend":{"Type":"vxlan"}}"#)
                 .unwrap();
         let mut local5 = local;
-        local5.underlay_v4 = Some((2, "192.168.5.0/24".parse().unwrap()));
+        local5.underlay_v4 = Some(("eth0".into(), "192.168.5.0/24".parse().unwrap()));
         let got = remote_lease(&wide, &local5, &own, &lease("192.168.5.0/24", "172.16.0.3"));
         assert!(got.unwrap_err().contains("underlay"));
     }

@@ -16,8 +16,9 @@ use futures::StreamExt;
 use plexus_store::{LeaseEvent, LeaseRegistry, LeaseSnapshot, StoreError};
 use plexus_subnet::{Lease, NetworkConfig};
 
-use crate::olddp::{DataPlane, Entry, Key, Op, Ownership, UnderlaySelect};
+use crate::dataplane::{DataPlane, Entry, Key, Outcome, Owner};
 use crate::status::{Event, Shared};
+use crate::underlay::UnderlaySelect;
 use plan::{lease_id, LeaseId, Local};
 
 pub use startup::start;
@@ -62,11 +63,14 @@ pub struct Overlay {
     settings: Settings,
     lease: Lease,
     local: Local,
-    owner: Ownership,
     /// Remote leases (and ours) by subnets.
     leases: BTreeMap<LeaseId, Lease>,
-    /// What the kernel holds, as far as we know.
-    programmed: BTreeMap<Key, Entry>,
+    /// The VXLAN devices and their addresses (always wanted).
+    devices: Vec<Entry>,
+    /// What the overlay last handed the data plane.
+    desired: Vec<Entry>,
+    /// Of those, what is not in the kernel (failed, or not ours there).
+    missing: std::collections::BTreeSet<Key>,
     status: Shared,
     ready: bool,
     cfg: NetworkConfig,
@@ -84,6 +88,13 @@ pub struct Overlay {
     waiting: bool,
 }
 
+/// What one round of reconciling did.
+#[derive(Debug, Default)]
+pub(super) struct Reconciled {
+    pub changed: bool,
+    pub outcome: Outcome,
+}
+
 /// After our lease was found gone with the others, how long remote
 /// entries stay while the other nodes write their leases back.
 const HOLD_AFTER_LOSS: Duration = Duration::from_secs(30);
@@ -95,26 +106,20 @@ impl Overlay {
         &self.lease
     }
 
-    /// The entries the overlay believes are in the kernel.
-    pub fn programmed(&self) -> impl Iterator<Item = &Entry> {
-        self.programmed.values()
+    /// The entries the overlay wants in the kernel now.
+    pub fn desired(&self) -> &[Entry] {
+        &self.desired
     }
 
-    /// Runs until the store or the kernel fails for good. Dropping the
-    /// future (on SIGTERM) leaves the data plane as it is.
-    pub async fn run<D: DataPlane>(
-        &mut self,
-        reg: &dyn LeaseRegistry,
-        dp: &mut D,
-    ) -> anyhow::Result<()> {
+    /// Runs until the store fails for good. Dropping the future (on
+    /// SIGTERM) leaves the data plane as it is. The kernel is the data
+    /// plane's: it repairs drift and resyncs by itself.
+    pub async fn run(&mut self, reg: &dyn LeaseRegistry, dp: &DataPlane) -> anyhow::Result<()> {
         let mut renew = tokio::time::interval(self.settings.renew_every);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await; // the lease was just acquired
-        let mut resync = tokio::time::interval(self.settings.resync_every);
-        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        resync.tick().await;
-        // While our lease is missing (or the store lost the config) nothing
-        // may arrive on the watch: try again on a clock.
+                            // While our lease is missing (or the store lost the config) nothing
+                            // may arrive on the watch: try again on a clock.
         let mut lost = tokio::time::interval(LOST_RETRY);
         lost.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backoff = Duration::from_millis(100);
@@ -131,7 +136,7 @@ impl Overlay {
             };
             let started = Instant::now();
             self.replace_leases(snap.leases);
-            if self.resync_kernel(dp).await? > 0 {
+            if self.reconcile(dp).await?.changed {
                 self.status.programmed_in(started.elapsed());
             }
             self.check_own_lease(reg).await?;
@@ -176,7 +181,7 @@ impl Overlay {
                                 }
                             }
                         }
-                        if self.reconcile(dp).await? > 0 {
+                        if self.reconcile(dp).await?.changed {
                             self.status.programmed_in(started.elapsed());
                         }
                         self.check_own_lease(reg).await?;
@@ -185,16 +190,19 @@ impl Overlay {
                         }
                     }
                     _ = renew.tick() => self.renew(reg).await?,
-                    _ = lost.tick(), if self.waiting || !self.leases.contains_key(&self.local.own) => {
+                    // Also while entries are missing from the kernel: asking
+                    // the data plane again retries them and shows whether
+                    // they are in now.
+                    _ = lost.tick(), if self.waiting
+                        || !self.leases.contains_key(&self.local.own)
+                        || self.hold_deletions_until.is_some()
+                        || !self.missing.is_empty() => {
                         self.check_own_lease(reg).await?;
+                        if self.hold_deletions_until.is_some_and(|t| Instant::now() >= t) {
+                            self.hold_deletions_until = None;
+                        }
                         if self.leases.contains_key(&self.local.own) {
                             self.reconcile(dp).await?;
-                        }
-                    }
-                    _ = resync.tick() => {
-                        let started = Instant::now();
-                        if self.resync_kernel(dp).await? > 0 {
-                            self.status.programmed_in(started.elapsed());
                         }
                     }
                 }
@@ -202,7 +210,7 @@ impl Overlay {
         }
     }
 
-    fn replace_leases(&mut self, leases: Vec<Lease>) {
+    pub(super) fn replace_leases(&mut self, leases: Vec<Lease>) {
         self.leases = leases.into_iter().map(|l| (lease_id(&l), l)).collect();
     }
 
@@ -224,19 +232,10 @@ impl Overlay {
         }
     }
 
-    /// Lists the kernel again, then reconciles; returns the number of changes.
-    async fn resync_kernel<D: DataPlane>(&mut self, dp: &mut D) -> anyhow::Result<usize> {
-        let now = dp
-            .programmed(&self.owner)
-            .await
-            .context("list the overlay's kernel entries")?;
-        self.programmed = now.into_iter().map(|e| (e.key(), e)).collect();
-        self.reconcile(dp).await
-    }
-
-    /// Diffs the store's leases against the kernel model and applies the
-    /// difference; returns the number of changes.
-    async fn reconcile<D: DataPlane>(&mut self, dp: &mut D) -> anyhow::Result<usize> {
+    /// Hands the data plane what the leases want now (the devices and
+    /// every believed remote lease's entries); returns how it went and
+    /// whether anything changed.
+    pub(super) async fn reconcile(&mut self, dp: &DataPlane) -> anyhow::Result<Reconciled> {
         self.check_leases();
         let skipped = &self.skipped;
         let believed = self
@@ -244,55 +243,59 @@ impl Overlay {
             .iter()
             .filter(|(id, _)| !skipped.contains_key(*id))
             .map(|(_, l)| l);
-        let desired = plan::desired(&self.local, believed);
-        let mut ops = plan::plan(&desired, &self.programmed);
+        let mut desired = self.devices.clone();
+        desired.extend(plan::desired(&self.local, believed));
         let holding = !self.leases.contains_key(&self.local.own)
             || self
                 .hold_deletions_until
                 .is_some_and(|t| Instant::now() < t);
         if holding {
-            let before = ops.len();
-            ops.retain(|o| matches!(o, Op::Add(_)));
-            if ops.len() < before {
+            // The store lost our lease too: keep every remote entry until
+            // the other nodes have had time to write theirs back.
+            let keys: std::collections::BTreeSet<Key> = desired.iter().map(Entry::key).collect();
+            let kept: Vec<Entry> = self
+                .desired
+                .iter()
+                .filter(|e| !keys.contains(&e.key()))
+                .cloned()
+                .collect();
+            if !kept.is_empty() {
                 tracing::info!(
-                    kept = before - ops.len(),
+                    kept = kept.len(),
                     "remote entries kept: the store lost our lease too, the other nodes are writing theirs back"
                 );
             }
+            desired.extend(kept);
         }
-        if !ops.is_empty() {
-            let failures = dp.apply(&ops).await.context("program the kernel")?;
-            let mut failed = vec![false; ops.len()];
-            for (i, why) in &failures {
-                tracing::warn!(op = ?ops[*i], error = %why, "kernel change failed; retrying at the next resync");
-                if let Some(f) = failed.get_mut(*i) {
-                    *f = true;
-                }
-            }
-            for (op, failed) in ops.iter().zip(failed) {
-                if failed {
-                    continue;
-                }
-                match op {
-                    Op::Add(e) => {
-                        self.programmed.insert(e.key(), e.clone());
-                    }
-                    Op::Del(e) => {
-                        self.programmed.remove(&e.key());
-                    }
-                }
-            }
-            self.status.dataplane_errors(failures.len());
-            let adds = ops.iter().filter(|o| matches!(o, Op::Add(_))).count();
-            tracing::info!(
-                added = adds,
-                removed = ops.len() - adds,
-                failed = failures.len(),
-                "programmed the overlay"
-            );
+        if desired == self.desired && self.missing.is_empty() {
+            self.publish();
+            return Ok(Reconciled::default());
         }
+        let before: std::collections::BTreeSet<Key> = self.desired.iter().map(Entry::key).collect();
+        let after: std::collections::BTreeSet<Key> = desired.iter().map(Entry::key).collect();
+        let (added, removed) = (
+            after.difference(&before).count(),
+            before.difference(&after).count(),
+        );
+        let outcome = dp.set(Owner::Overlay, desired.clone()).await;
+        self.missing = outcome.missing().into_iter().cloned().collect();
+        self.status
+            .dataplane_errors(outcome.failed.len() + outcome.not_ours.len());
+        for (k, why) in &outcome.failed {
+            tracing::warn!(key = %k, error = %why, "kernel change failed; the data plane retries it");
+        }
+        self.desired = desired;
+        tracing::info!(
+            added,
+            removed,
+            missing = self.missing.len(),
+            "programmed the overlay"
+        );
         self.publish();
-        Ok(ops.len())
+        Ok(Reconciled {
+            changed: true,
+            outcome,
+        })
     }
 
     /// Which leases fail [`check::remote_lease`] (into `skipped`); each
@@ -314,13 +317,15 @@ impl Overlay {
     fn publish(&self) {
         let remote = self
             .leases
-            .values()
-            .filter(|l| {
+            .iter()
+            .filter(|(id, l)| {
                 let e = plan::entries_for(&self.local, l);
-                !e.is_empty() && e.iter().all(|e| self.programmed.get(&e.key()) == Some(e))
+                !self.skipped.contains_key(*id)
+                    && !e.is_empty()
+                    && e.iter().all(|e| !self.missing.contains(&e.key()))
             })
             .count();
-        let (leases, entries) = (self.leases.len(), self.programmed.len());
+        let (leases, entries) = (self.leases.len(), self.desired.len() - self.missing.len());
         self.status.update(|s| {
             s.leases = leases;
             s.remote_nodes_programmed = remote;

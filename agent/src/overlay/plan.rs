@@ -1,14 +1,13 @@
-//! Pure logic: remote leases → the kernel entries they need → the ordered
-//! changes that turn what is programmed into that.
+//! Pure logic: remote leases → the kernel entries they need (the data
+//! plane diffs them against the kernel and orders the changes).
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use plexus_netlink::MacAddr;
 use plexus_subnet::Lease;
 
-use crate::olddp::{Entry, Key, Op};
+use crate::dataplane::{Entry, Hop, Route};
 
 /// A lease's identity: its subnets (the store key is derived from them).
 pub type LeaseId = (Option<Ipv4Net>, Option<Ipv6Net>);
@@ -25,16 +24,16 @@ pub struct Local {
     pub backend: BackendPlan,
     /// The underlay interface and on-link network, per family, for
     /// DirectRouting and host-gw routes.
-    pub underlay_v4: Option<(u32, Ipv4Net)>,
-    pub underlay_v6: Option<(u32, Ipv6Net)>,
+    pub underlay_v4: Option<(String, Ipv4Net)>,
+    pub underlay_v6: Option<(String, Ipv6Net)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendPlan {
     Vxlan {
         /// `flannel.<VNI>` and `flannel-v6.<VNI>`, when those families are on.
-        dev_v4: Option<u32>,
-        dev_v6: Option<u32>,
+        dev_v4: Option<String>,
+        dev_v6: Option<String>,
         direct_routing: bool,
     },
     HostGw,
@@ -75,8 +74,16 @@ pub fn entries_for(local: &Local, lease: &Lease) -> Vec<Entry> {
         )
     });
     let fams = [
-        (v4, local.underlay_v4.map(|(i, n)| (i, IpNet::V4(n))), 4),
-        (v6, local.underlay_v6.map(|(i, n)| (i, IpNet::V6(n))), 6),
+        (
+            v4,
+            local.underlay_v4.as_ref().map(|(i, n)| (i, IpNet::V4(*n))),
+            4,
+        ),
+        (
+            v6,
+            local.underlay_v6.as_ref().map(|(i, n)| (i, IpNet::V6(*n))),
+            6,
+        ),
     ];
     for (remote, underlay, fam) in fams {
         let Some((subnet, public, mac)) = remote else {
@@ -86,12 +93,7 @@ pub fn entries_for(local: &Local, lease: &Lease) -> Vec<Entry> {
         match &local.backend {
             BackendPlan::HostGw => {
                 if let Some((dev, _)) = underlay {
-                    out.push(Entry::Route {
-                        dst: subnet,
-                        gw: public,
-                        dev: Some(dev),
-                        onlink: false,
-                    });
+                    out.push(Entry::Route(Route::via(subnet, Hop::via(public).dev(dev))));
                 }
             }
             BackendPlan::Vxlan {
@@ -99,76 +101,41 @@ pub fn entries_for(local: &Local, lease: &Lease) -> Vec<Entry> {
                 dev_v6,
                 direct_routing,
             } => {
-                let dev = if fam == 4 { *dev_v4 } else { *dev_v6 };
+                let dev = if fam == 4 { dev_v4 } else { dev_v6 };
                 let Some(dev) = dev else { continue };
                 if let (true, Some((udev, _))) = (*direct_routing, direct) {
-                    out.push(Entry::Route {
-                        dst: subnet,
-                        gw: public,
-                        dev: Some(udev),
-                        onlink: false,
-                    });
+                    out.push(Entry::Route(Route::via(subnet, Hop::via(public).dev(udev))));
                     continue;
                 }
                 let Some(mac) = mac else { continue };
                 let mac = MacAddr(mac);
                 let gw = subnet.network();
-                out.push(Entry::Neigh { dev, ip: gw, mac });
+                out.push(Entry::Neigh {
+                    dev: dev.clone(),
+                    ip: gw,
+                    mac,
+                });
                 out.push(Entry::Fdb {
-                    dev,
+                    dev: dev.clone(),
                     mac,
                     dst: public,
                 });
-                out.push(Entry::Route {
-                    dst: subnet,
-                    gw,
-                    dev: Some(dev),
-                    onlink: true,
-                });
+                out.push(Entry::Route(Route::via(
+                    subnet,
+                    Hop::via(gw).dev(dev).onlink(),
+                )));
             }
         }
     }
     out
 }
 
-/// Every entry the given remote leases need, by key.
-pub fn desired<'a>(
-    local: &Local,
-    leases: impl IntoIterator<Item = &'a Lease>,
-) -> BTreeMap<Key, Entry> {
-    let mut out = BTreeMap::new();
-    for l in leases {
-        for e in entries_for(local, l) {
-            out.insert(e.key(), e);
-        }
-    }
-    out
-}
-
-/// The changes from `programmed` to `desired`, ordered so that the kernel
-/// never has to ARP for a remote gateway and no packet meets a route
-/// without its neighbour: stale routes go first, then neighbours and FDB
-/// entries are added (or replaced), then routes, and last the stale
-/// neighbours and FDB entries.
-pub fn plan(desired: &BTreeMap<Key, Entry>, programmed: &BTreeMap<Key, Entry>) -> Vec<Op> {
-    let is_route = |k: &Key| matches!(k, Key::Route(_));
-    let stale = |want_route: bool| {
-        programmed
-            .iter()
-            .filter(move |(k, _)| is_route(k) == want_route && !desired.contains_key(k))
-            .map(|(_, e)| Op::Del(e.clone()))
-    };
-    let missing = |want_route: bool| {
-        desired
-            .iter()
-            .filter(move |(k, e)| is_route(k) == want_route && programmed.get(k) != Some(e))
-            .map(|(_, e)| Op::Add(e.clone()))
-    };
-    let mut ops: Vec<Op> = stale(true).collect();
-    ops.extend(missing(false));
-    ops.extend(missing(true));
-    ops.extend(stale(false));
-    ops
+/// Every entry the given remote leases need.
+pub fn desired<'a>(local: &Local, leases: impl IntoIterator<Item = &'a Lease>) -> Vec<Entry> {
+    leases
+        .into_iter()
+        .flat_map(|l| entries_for(local, l))
+        .collect()
 }
 
 #[cfg(test)]
@@ -197,13 +164,21 @@ mod tests {
         Local {
             own: (Some("10.5.1.0/24".parse().unwrap()), None),
             backend: BackendPlan::Vxlan {
-                dev_v4: Some(7),
+                dev_v4: Some("flannel.1".into()),
                 dev_v6: None,
                 direct_routing,
             },
-            underlay_v4: Some((2, "192.168.0.0/24".parse().unwrap())),
+            underlay_v4: Some(("eth0".into(), "192.168.0.0/24".parse().unwrap())),
             underlay_v6: None,
         }
+    }
+
+    fn route(dst: &str, gw: &str, dev: &str, onlink: bool) -> Entry {
+        let hop = Hop::via(gw.parse().unwrap()).dev(dev);
+        Entry::Route(Route::via(
+            dst.parse().unwrap(),
+            if onlink { hop.onlink() } else { hop },
+        ))
     }
 
     #[test]
@@ -214,21 +189,16 @@ mod tests {
             e,
             vec![
                 Entry::Neigh {
-                    dev: 7,
+                    dev: "flannel.1".into(),
                     ip: "10.5.2.0".parse().unwrap(),
                     mac
                 },
                 Entry::Fdb {
-                    dev: 7,
+                    dev: "flannel.1".into(),
                     mac,
                     dst: "192.168.0.2".parse().unwrap()
                 },
-                Entry::Route {
-                    dst: "10.5.2.0/24".parse().unwrap(),
-                    gw: "10.5.2.0".parse().unwrap(),
-                    dev: Some(7),
-                    onlink: true
-                },
+                route("10.5.2.0/24", "10.5.2.0", "flannel.1", true),
             ]
         );
         // Our own lease and other backends give nothing.
@@ -243,12 +213,7 @@ mod tests {
         let near = entries_for(&local(true), &lease("10.5.2.0/24", "192.168.0.2", 2));
         assert_eq!(
             near,
-            vec![Entry::Route {
-                dst: "10.5.2.0/24".parse().unwrap(),
-                gw: "192.168.0.2".parse().unwrap(),
-                dev: Some(2),
-                onlink: false
-            }]
+            vec![route("10.5.2.0/24", "192.168.0.2", "eth0", false)]
         );
         let far = entries_for(&local(true), &lease("10.5.2.0/24", "172.16.0.2", 2));
         assert_eq!(far.len(), 3);
@@ -263,12 +228,7 @@ mod tests {
         x.attrs.backend_data = None;
         assert_eq!(
             entries_for(&l, &x),
-            vec![Entry::Route {
-                dst: "10.5.4.0/24".parse().unwrap(),
-                gw: "192.168.0.4".parse().unwrap(),
-                dev: Some(2),
-                onlink: false
-            }]
+            vec![route("10.5.4.0/24", "192.168.0.4", "eth0", false)]
         );
     }
 
@@ -276,8 +236,8 @@ mod tests {
     fn ipv6_uses_the_v6_device_and_data() {
         let mut l = local(false);
         l.backend = BackendPlan::Vxlan {
-            dev_v4: Some(7),
-            dev_v6: Some(8),
+            dev_v4: Some("flannel.1".into()),
+            dev_v6: Some("flannel-v6.1".into()),
             direct_routing: false,
         };
         let mut x = lease("10.5.2.0/24", "192.168.0.2", 2);
@@ -289,60 +249,11 @@ mod tests {
         });
         let e = entries_for(&l, &x);
         assert_eq!(e.len(), 6);
-        assert!(e.contains(&Entry::Route {
-            dst: "fd00:5:2::/64".parse().unwrap(),
-            gw: "fd00:5:2::".parse().unwrap(),
-            dev: Some(8),
-            onlink: true
-        }));
+        assert!(e.contains(&route("fd00:5:2::/64", "fd00:5:2::", "flannel-v6.1", true)));
         assert!(e.contains(&Entry::Fdb {
-            dev: 8,
+            dev: "flannel-v6.1".into(),
             mac: MacAddr([2, 0, 0, 0, 6, 2]),
             dst: "fd00::2".parse().unwrap()
         }));
-    }
-
-    #[test]
-    fn plan_orders_changes_so_nothing_arps() {
-        let l = local(false);
-        let a = lease("10.5.2.0/24", "192.168.0.2", 2);
-        let b = lease("10.5.3.0/24", "192.168.0.3", 3);
-        let want = desired(&l, [&a]);
-        let have = desired(&l, [&b]);
-        let ops = plan(&want, &have);
-        let kinds: Vec<String> = ops
-            .iter()
-            .map(|o| match o {
-                Op::Add(e) | Op::Del(e) => format!(
-                    "{}{}",
-                    if matches!(o, Op::Add(_)) { "+" } else { "-" },
-                    match e {
-                        Entry::Neigh { .. } => "neigh",
-                        Entry::Fdb { .. } => "fdb",
-                        Entry::Route { .. } => "route",
-                    }
-                ),
-            })
-            .collect();
-        assert_eq!(
-            kinds,
-            ["-route", "+neigh", "+fdb", "+route", "-neigh", "-fdb"]
-        );
-        // Nothing to do when the kernel already matches.
-        assert!(plan(&want, &want).is_empty());
-    }
-
-    #[test]
-    fn changed_mac_replaces_without_deleting_the_key() {
-        let l = local(false);
-        let old = desired(&l, [&lease("10.5.2.0/24", "192.168.0.2", 2)]);
-        let new = desired(&l, [&lease("10.5.2.0/24", "192.168.0.2", 9)]);
-        let ops = plan(&new, &old);
-        // neighbour replaced in place, new FDB entry, old FDB entry removed,
-        // the route untouched.
-        assert_eq!(ops.len(), 3);
-        assert!(matches!(&ops[0], Op::Add(Entry::Neigh { mac, .. }) if mac.0[5] == 9));
-        assert!(matches!(&ops[1], Op::Add(Entry::Fdb { mac, .. }) if mac.0[5] == 9));
-        assert!(matches!(&ops[2], Op::Del(Entry::Fdb { mac, .. }) if mac.0[5] == 2));
     }
 }

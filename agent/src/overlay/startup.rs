@@ -1,7 +1,8 @@
 //! Start-up, in the order that leaves nothing half-done on failure:
 //! config (a bad one stops us before anything is created), underlay and
-//! public IP, VTEP MAC, lease, then devices, masquerade rules and the lease
-//! file. The first listing and reconciliation happen in [`Overlay::run`].
+//! public IP, VTEP MAC, lease, then the devices with every remote lease's
+//! entries in one go (a restarted agent's entries stay in place: the data
+//! plane changes only what differs), masquerade rules and the lease file.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -15,9 +16,11 @@ use plexus_subnet::{Backend, Lease, LeaseAttrs, NetworkConfig, SubnetEnv, VxlanB
 
 use super::plan::{lease_id, BackendPlan, Local};
 use super::{Overlay, Settings};
-use crate::olddp::{DataPlane, MasqRules, Ownership, UnderlaySelect, VxlanSpec};
+use crate::dataplane::{DataPlane, Entry, Link, OverlayRoutes, Owner, Vxlan};
+use crate::masq::MasqRules;
 use crate::runfiles;
 use crate::status::Shared;
+use crate::underlay::{KernelView, UnderlaySelect};
 
 /// VXLAN over IPv4 adds 50 bytes (outer Ethernet 14 + IPv4 20 + UDP 8 +
 /// VXLAN 8); over IPv6, 70.
@@ -51,10 +54,11 @@ where
 }
 
 /// Brings the node's overlay up: everything but the first reconciliation.
-pub async fn start<D: DataPlane>(
+pub async fn start(
     settings: &Settings,
     reg: &dyn LeaseRegistry,
-    dp: &mut D,
+    dp: &DataPlane,
+    view: &mut dyn KernelView,
     status: &Shared,
 ) -> anyhow::Result<Overlay> {
     let cfg = with_retry(settings.store_wait, "read the network config", || {
@@ -75,7 +79,7 @@ pub async fn start<D: DataPlane>(
         want_v6,
         ..settings.select.clone()
     };
-    let underlay = dp
+    let underlay = view
         .underlay(&sel)
         .await
         .context("find the public interface")?;
@@ -92,7 +96,7 @@ pub async fn start<D: DataPlane>(
     if let Backend::Vxlan(_) = &cfg.backend {
         for (name, on) in [(&name4, want_v4), (&name6, want_v6)] {
             if on {
-                macs.insert(name.clone(), vtep_mac(settings, dp, name).await?);
+                macs.insert(name.clone(), vtep_mac(settings, view, name).await?);
             }
         }
     }
@@ -122,6 +126,9 @@ pub async fn start<D: DataPlane>(
         runfiles::remember_mac(&settings.run_dir, name, *mac)?;
     }
 
+    // The devices and their one address each: the subnet's network
+    // address, /32 or /128 (flannel's VTEP address and gateway).
+    let mut devices: Vec<Entry> = Vec::new();
     let (mut dev_v4, mut dev_v6) = (None, None);
     let mut mtu = underlay.mtu;
     if let Backend::Vxlan(v) = &cfg.backend {
@@ -129,39 +136,44 @@ pub async fn start<D: DataPlane>(
             let m = v
                 .mtu
                 .unwrap_or(underlay.mtu.saturating_sub(VXLAN_OVERHEAD_V4));
-            let spec = vxlan_spec(v, &name4, IpAddr::V4(ip), underlay.index, m, macs[&name4]);
-            let addr = IpNet::V4(Ipv4Net::new(subnet.network(), 32).expect("/32"));
-            let d = dp.ensure_vxlan(&VxlanSpec { addr, ..spec }).await?;
-            dev_v4 = Some(d.index);
+            devices.push(vxlan_entry(
+                v,
+                &name4,
+                IpAddr::V4(ip),
+                &underlay.name,
+                m,
+                macs[&name4],
+            ));
+            devices.push(Entry::Addr {
+                dev: name4.clone(),
+                net: IpNet::V4(Ipv4Net::new(subnet.network(), 32).expect("/32")),
+            });
+            dev_v4 = Some(name4.clone());
             mtu = mtu.min(m);
         }
         if let (Some(subnet), Some(u6)) = (lease.subnet6.filter(|_| want_v6), &underlay.v6) {
             let m = v.mtu.unwrap_or(u6.mtu.saturating_sub(VXLAN_OVERHEAD_V6));
-            let spec = vxlan_spec(v, &name6, IpAddr::V6(u6.addr), u6.index, m, macs[&name6]);
-            let addr = IpNet::V6(Ipv6Net::new(subnet.network(), 128).expect("/128"));
-            let d = dp.ensure_vxlan(&VxlanSpec { addr, ..spec }).await?;
-            dev_v6 = Some(d.index);
+            devices.push(vxlan_entry(
+                v,
+                &name6,
+                IpAddr::V6(u6.addr),
+                &u6.name,
+                m,
+                macs[&name6],
+            ));
+            devices.push(Entry::Addr {
+                dev: name6.clone(),
+                net: IpNet::V6(Ipv6Net::new(subnet.network(), 128).expect("/128")),
+            });
+            dev_v6 = Some(name6.clone());
             mtu = mtu.min(m);
         }
     }
 
-    let masq = MasqRules {
-        network: cfg.network.filter(|_| want_v4),
-        subnet: lease.subnet.filter(|_| want_v4),
-        ipv6_network: cfg.ipv6_network.filter(|_| want_v6),
-        ipv6_subnet: lease.subnet6.filter(|_| want_v6),
-    };
-    dp.set_masq(settings.ip_masq.then_some(&masq))
-        .await
-        .context("masquerade rules")?;
-
-    let env = subnet_env(&cfg, &lease, mtu, settings.ip_masq);
-    runfiles::write_subnet_env(&settings.run_dir, &env)?;
-
     let backend = match &cfg.backend {
         Backend::Vxlan(v) => BackendPlan::Vxlan {
-            dev_v4,
-            dev_v6,
+            dev_v4: dev_v4.clone(),
+            dev_v6: dev_v6.clone(),
             direct_routing: v.direct_routing,
         },
         Backend::HostGw => BackendPlan::HostGw,
@@ -169,11 +181,14 @@ pub async fn start<D: DataPlane>(
     let local = Local {
         own: lease_id(&lease),
         backend,
-        underlay_v4: underlay.v4.map(|(_, n)| (underlay.index, n)),
-        underlay_v6: underlay.v6.as_ref().map(|u| (u.index, u.net)),
+        underlay_v4: underlay.v4.map(|(_, n)| (underlay.name.clone(), n)),
+        underlay_v6: underlay.v6.as_ref().map(|u| (u.name.clone(), u.net)),
     };
-    let owner = Ownership {
-        devices: dev_v4.into_iter().chain(dev_v6).collect(),
+    // Which routes in the kernel are the overlay's (flannel's rule): those
+    // into the cluster networks, but our own subnets, via a gateway or on
+    // our devices.
+    dp.claim_overlay_routes(Some(OverlayRoutes {
+        devices: dev_v4.iter().chain(&dev_v6).cloned().collect(),
         networks: cfg
             .network
             .filter(|_| want_v4)
@@ -187,32 +202,77 @@ pub async fn start<D: DataPlane>(
             .into_iter()
             .chain(lease.subnet6.map(|n| IpNet::V6(n.trunc())))
             .collect(),
-    };
-    publish_identity(settings, status, &cfg, &lease);
-    Ok(Overlay {
+    }));
+    let mut ov = Overlay {
         settings: settings.clone(),
         lease: lease.clone(),
         local,
-        owner,
-        leases: [(lease_id(&lease), lease)].into_iter().collect(),
-        programmed: BTreeMap::new(),
+        leases: [(lease_id(&lease), lease.clone())].into_iter().collect(),
+        devices,
+        desired: Vec::new(),
+        missing: Default::default(),
         status: status.clone(),
         ready: false,
-        cfg,
+        cfg: cfg.clone(),
         skipped: BTreeMap::new(),
         hold_deletions_until: None,
         conflicts: 0,
         waiting: false,
-    })
+    };
+    // The devices with every remote lease's entries at once, so a
+    // restarted agent's entries are kept, not removed and added again.
+    match reg.list().await {
+        Ok(snap) => ov.replace_leases(snap.leases),
+        Err(e) => {
+            status.store_error();
+            tracing::warn!(error = %e, "cannot list leases at start; the control loop retries");
+        }
+    }
+    let outcome = ov.reconcile(dp).await?.outcome;
+    let broken: Vec<String> = outcome
+        .failed
+        .iter()
+        .filter(|(k, _)| {
+            matches!(
+                k,
+                crate::dataplane::Key::Link(_) | crate::dataplane::Key::Addr { .. }
+            )
+        })
+        .map(|(k, why)| format!("{k}: {why}"))
+        .collect();
+    if !broken.is_empty() {
+        bail!("set up the VXLAN device: {}", broken.join("; "));
+    }
+
+    let masq = MasqRules {
+        network: cfg.network.filter(|_| want_v4),
+        subnet: lease.subnet.filter(|_| want_v4),
+        ipv6_network: cfg.ipv6_network.filter(|_| want_v6),
+        ipv6_subnet: lease.subnet6.filter(|_| want_v6),
+    };
+    let chain: Vec<Entry> = settings
+        .ip_masq
+        .then(|| Entry::Chain(crate::masq::chain(&masq)))
+        .into_iter()
+        .collect();
+    let o = dp.set(Owner::OverlayMasq, chain).await;
+    if let Some((_, why)) = o.failed.first() {
+        bail!("masquerade rules: {why}");
+    }
+
+    let env = subnet_env(&cfg, &lease, mtu, settings.ip_masq);
+    runfiles::write_subnet_env(&settings.run_dir, &env)?;
+    publish_identity(settings, status, &cfg, &lease);
+    Ok(ov)
 }
 
 /// The device's current MAC, else the remembered one, else a new one.
-async fn vtep_mac<D: DataPlane>(
+async fn vtep_mac(
     settings: &Settings,
-    dp: &mut D,
+    view: &mut dyn KernelView,
     name: &str,
 ) -> anyhow::Result<MacAddr> {
-    if let Some(mac) = dp.device_mac(name).await? {
+    if let Some(mac) = view.device_mac(name).await? {
         return Ok(mac);
     }
     match runfiles::remembered_mac(&settings.run_dir, name) {
@@ -221,25 +281,24 @@ async fn vtep_mac<D: DataPlane>(
     }
 }
 
-fn vxlan_spec(
+fn vxlan_entry(
     v: &plexus_subnet::VxlanConfig,
     name: &str,
     local: IpAddr,
-    underlay: u32,
+    underlay: &str,
     mtu: u32,
     mac: MacAddr,
-) -> VxlanSpec {
-    VxlanSpec {
+) -> Entry {
+    Entry::Link(Link::Vxlan(Vxlan {
         name: name.into(),
         vni: v.vni,
         port: v.port,
         local,
-        underlay,
+        underlay: underlay.into(),
         learning: v.learning,
         mtu,
         mac,
-        addr: IpNet::V4(Ipv4Net::default()),
-    }
+    }))
 }
 
 fn lease_attrs(

@@ -1,4 +1,5 @@
-//! The control loop against in-memory fakes of the store and the kernel.
+//! The control loop against in-memory fakes of the store and the kernel
+//! (the data plane over its fake kernel).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -13,10 +14,13 @@ use plexus_store::{
 };
 use plexus_subnet::{Backend, Lease, NetworkConfig, VxlanConfig};
 
-use super::plan::{lease_id, LeaseId};
+use super::plan::{lease_id, BackendPlan, LeaseId};
 use super::*;
-use crate::fake::FakeDataPlane;
-use crate::olddp::{Entry, Underlay};
+use crate::dataplane::fake::FakeKernel;
+use crate::dataplane::{Entry, Hop, Kind, Link, Route};
+use crate::underlay::{KernelView, Underlay};
+use plexus_netlink::MacAddr;
+use plexus_subnet::{LeaseAttrs, VxlanBackendData};
 
 type Watcher = mpsc::UnboundedSender<Result<LeaseEvent, StoreError>>;
 
@@ -192,109 +196,198 @@ fn underlay() -> Underlay {
     }
 }
 
+/// Remote node `i`'s VXLAN lease: subnet `10.(100 + i/256).(i%256).0/24`,
+/// public IP `192.168.0.10 + i`, VTEP MAC `02:aa:00:00:HI:LO`.
 fn remote(i: u32) -> Lease {
-    crate::fake::remote_lease(i, Ipv4Addr::new(192, 168, 0, 10))
-}
-
-fn setup(cfg: Option<NetworkConfig>) -> (tempfile::TempDir, FakeRegistry, FakeDataPlane, Shared) {
-    (
-        tempfile::tempdir().unwrap(),
-        FakeRegistry::new(cfg),
-        FakeDataPlane::new(underlay()),
-        Shared::default(),
-    )
-}
-
-fn settings(dir: &std::path::Path) -> Settings {
-    Settings {
-        select: UnderlaySelect {
-            public_ip: Some("192.168.0.1".parse().unwrap()),
-            ..Default::default()
+    let subnet = format!("10.{}.{}.0/24", 100 + i / 256, i % 256);
+    Lease {
+        subnet: Some(subnet.parse().unwrap()),
+        subnet6: None,
+        attrs: LeaseAttrs {
+            public_ip: Some(Ipv4Addr::from(
+                u32::from(Ipv4Addr::new(192, 168, 0, 10)) + i,
+            )),
+            public_ipv6: None,
+            backend_type: "vxlan".into(),
+            backend_data: Some(VxlanBackendData {
+                vni: 1,
+                vtep_mac: [2, 0xaa, 0, 0, (i >> 8) as u8, i as u8],
+            }),
+            backend_v6_data: None,
         },
-        ..Settings::new("node-1", dir)
+    }
+}
+
+/// What the agent reads of the kernel: a fixed underlay, and the MAC of a
+/// VXLAN device the fake kernel holds.
+struct View {
+    underlay: Underlay,
+    k: FakeKernel,
+}
+
+#[async_trait::async_trait]
+impl KernelView for View {
+    async fn underlay(&mut self, sel: &UnderlaySelect) -> anyhow::Result<Underlay> {
+        if sel.want_v6 && self.underlay.v6.is_none() {
+            anyhow::bail!("no IPv6 address on {}", self.underlay.name);
+        }
+        Ok(self.underlay.clone())
+    }
+
+    async fn device_mac(&mut self, name: &str) -> anyhow::Result<Option<MacAddr>> {
+        Ok(match self.k.get(&Key::Link(name.into())) {
+            Some(Entry::Link(Link::Vxlan(v))) => Some(v.mac),
+            _ => None,
+        })
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    reg: FakeRegistry,
+    k: FakeKernel,
+    dp: DataPlane,
+    /// The kernel's notifications, as the tests make them.
+    changes: tokio::sync::mpsc::UnboundedSender<Vec<plexus_netlink::monitor::Change>>,
+    view: View,
+    st: Shared,
+}
+
+fn setup(cfg: Option<NetworkConfig>) -> Env {
+    let k = FakeKernel::default();
+    let (changes, rx) = tokio::sync::mpsc::unbounded_channel();
+    let dp = DataPlane::start(k.clone(), Some(rx), crate::dataplane::Settings::default());
+    Env {
+        changes,
+        dir: tempfile::tempdir().unwrap(),
+        reg: FakeRegistry::new(cfg),
+        view: View {
+            underlay: underlay(),
+            k: k.clone(),
+        },
+        k,
+        dp,
+        st: Shared::default(),
+    }
+}
+
+impl Env {
+    fn settings(&self) -> Settings {
+        Settings {
+            select: UnderlaySelect {
+                public_ip: Some("192.168.0.1".parse().unwrap()),
+                ..Default::default()
+            },
+            ..Settings::new("node-1", self.dir.path())
+        }
+    }
+
+    async fn start(&mut self) -> anyhow::Result<Overlay> {
+        let s = self.settings();
+        start(&s, &self.reg, &self.dp, &mut self.view, &self.st).await
+    }
+
+    fn routes(&self) -> Vec<String> {
+        self.k
+            .of_kind(Kind::Route)
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Route(r) => Some(r.dst.to_string()),
+                _ => None,
+            })
+            .collect()
     }
 }
 
 /// Lets the control loop run until `cond` holds (single-threaded runtime:
-/// everything is in memory, so a bounded number of yields is enough).
+/// everything is in memory, so bounded yields and short sleeps are enough).
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..100_000 {
+    for _ in 0..20_000 {
         if cond() {
             return;
         }
         tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
     }
     panic!("never happened: {what}");
 }
 
-fn routes(dp: &FakeDataPlane) -> Vec<String> {
-    dp.entries
-        .values()
-        .filter_map(|e| match e {
-            Entry::Route { dst, .. } => Some(dst.to_string()),
-            _ => None,
-        })
-        .collect()
+/// The entries a remote lease has on `flannel.1` (as a previous run left them).
+fn entries_on_flannel(l: &Lease) -> Vec<Entry> {
+    let local = Local {
+        own: (Some("10.5.1.0/24".parse().unwrap()), None),
+        backend: BackendPlan::Vxlan {
+            dev_v4: Some("flannel.1".into()),
+            dev_v6: None,
+            direct_routing: false,
+        },
+        underlay_v4: Some(("eth0".into(), "192.168.0.0/24".parse().unwrap())),
+        underlay_v6: None,
+    };
+    plan::entries_for(&local, l)
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn start_reconciles_stale_entries_and_becomes_ready() {
-    let (dir, reg, mut dp, st) = setup(Some(config()));
-    reg.put(remote(1));
-    reg.put(remote(2));
-    let mut ov = start(&settings(dir.path()), &reg, &mut dp, &st)
-        .await
-        .unwrap();
-    let dev = dp.device("flannel.1").unwrap();
+    let mut e = setup(Some(config()));
+    e.reg.put(remote(1));
+    e.reg.put(remote(2));
     // What a lease that vanished while the agent was down left behind
-    // (flannel #2554), and a route outside the cluster network that is not ours.
-    let gone = remote(7);
-    let local = ov.local.clone();
-    for e in plan::entries_for(&local, &gone) {
-        dp.entries.insert(e.key(), e);
+    // (flannel #2554), and a route outside the cluster network that is
+    // not ours.
+    for x in entries_on_flannel(&remote(7)) {
+        e.k.put(x);
     }
-    let foreign = Entry::Route {
-        dst: "172.16.0.0/16".parse().unwrap(),
-        gw: "192.168.0.254".parse().unwrap(),
-        dev: Some(2),
-        onlink: false,
-    };
-    dp.entries.insert(foreign.key(), foreign.clone());
-    assert_eq!(dp.entries.len(), 4);
-
+    let foreign = Entry::Route(Route::via(
+        "172.16.0.0/16".parse().unwrap(),
+        Hop::via("192.168.0.254".parse().unwrap()).dev("eth0"),
+    ));
+    e.k.put(foreign.clone());
+    let mut ov = e.start().await.unwrap();
+    let (reg, dp, st) = (&e.reg, &e.dp, &e.st);
     tokio::select! {
-        r = ov.run(&reg, &mut dp) => panic!("run ended: {r:?}"),
+        r = ov.run(reg, dp) => panic!("run ended: {r:?}"),
         _ = until("ready", || st.status().ready) => {}
     }
     assert_eq!(
-        routes(&dp),
+        e.routes(),
         ["10.100.1.0/24", "10.100.2.0/24", "172.16.0.0/16"]
     );
-    assert_eq!(dp.entries.len(), 3 * 2 + 1);
+    assert_eq!(
+        e.k.of_kind(Kind::Neigh).len() + e.k.of_kind(Kind::Fdb).len(),
+        4
+    );
     let s = st.status();
     assert_eq!((s.leases, s.remote_nodes_programmed), (3, 2));
-    assert!(dir.path().join("ready").exists());
-    assert!(dir.path().join("subnet.env").exists());
-    // The lease publishes the device's MAC.
+    assert!(e.dir.path().join("ready").exists());
+    assert!(e.dir.path().join("subnet.env").exists());
+    // The lease publishes the device's MAC; the device is as configured.
     let mine = reg.lease_of("192.168.0.1").unwrap();
+    let Some(Entry::Link(Link::Vxlan(dev))) = e.k.get(&Key::Link("flannel.1".into())) else {
+        panic!("no flannel.1");
+    };
     assert_eq!(mine.attrs.backend_data.unwrap().vtep_mac, dev.mac.0);
-    assert_eq!(dp.device("flannel.1").unwrap().index, dev.index);
-    let (_, spec) = &dp.devices["flannel.1"];
-    assert_eq!((spec.mtu, spec.port, spec.learning), (1450, 8472, false));
+    assert_eq!((dev.mtu, dev.port, dev.learning), (1450, 8472, false));
+    assert_eq!(dev.underlay, "eth0");
     assert_eq!(
-        spec.addr.to_string(),
-        format!("{}/32", mine.subnet.unwrap().network())
+        e.k.of_kind(Kind::Addr),
+        [Entry::Addr {
+            dev: "flannel.1".into(),
+            net: format!("{}/32", mine.subnet.unwrap().network())
+                .parse()
+                .unwrap(),
+        }]
     );
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_thousand_leases_in_one_transaction_are_one_batch() {
-    let (dir, reg, mut dp, st) = setup(Some(config()));
-    let mut ov = start(&settings(dir.path()), &reg, &mut dp, &st)
-        .await
-        .unwrap();
+    let mut e = setup(Some(config()));
+    let mut ov = e.start().await.unwrap();
+    let (reg, dp, st, k) = (&e.reg, &e.dp, &e.st, &e.k);
+    let (calls, ops) = (k.apply_calls(), k.applied());
     tokio::select! {
-        r = ov.run(&reg, &mut dp) => panic!("run ended: {r:?}"),
+        r = ov.run(reg, dp) => panic!("run ended: {r:?}"),
         _ = async {
             until("ready", || st.status().ready).await;
             for i in 0..1000 {
@@ -307,24 +400,23 @@ async fn a_thousand_leases_in_one_transaction_are_one_batch() {
             until("500 left", || st.status().remote_nodes_programmed == 500).await;
         } => {}
     }
-    assert_eq!(dp.entries.len(), 1500);
-    // Start-up has nothing to apply; the 1000 puts and the 500 deletes
-    // arrived together, so each is one call.
-    assert_eq!(dp.apply_calls, 2);
-    assert_eq!(dp.ops_applied, 3000 + 1500);
+    assert_eq!(k.of_kind(Kind::Route).len(), 500);
+    // The 1000 puts and the 500 deletes each arrived together: one batch
+    // each.
+    assert_eq!(k.apply_calls() - calls, 2);
+    assert_eq!(k.applied() - ops, 3000 + 1500);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn compaction_relists_and_a_lost_delete_is_not_missed() {
-    let (dir, reg, mut dp, st) = setup(Some(config()));
+    let mut e = setup(Some(config()));
     for i in 0..3 {
-        reg.put(remote(i));
+        e.reg.put(remote(i));
     }
-    let mut ov = start(&settings(dir.path()), &reg, &mut dp, &st)
-        .await
-        .unwrap();
+    let mut ov = e.start().await.unwrap();
+    let (reg, dp, st) = (&e.reg, &e.dp, &e.st);
     tokio::select! {
-        r = ov.run(&reg, &mut dp) => panic!("run ended: {r:?}"),
+        r = ov.run(reg, dp) => panic!("run ended: {r:?}"),
         _ = async {
             until("ready", || st.status().remote_nodes_programmed == 3).await;
             // The delete event is lost; then history is compacted.
@@ -337,22 +429,21 @@ async fn compaction_relists_and_a_lost_delete_is_not_missed() {
         } => {}
     }
     assert_eq!(
-        routes(&dp),
+        e.routes(),
         ["10.100.0.0/24", "10.100.2.0/24", "10.100.5.0/24"]
     );
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn changed_vtep_mac_is_replaced_in_order() {
-    let (dir, reg, mut dp, st) = setup(Some(config()));
-    reg.put(remote(1));
-    let mut ov = start(&settings(dir.path()), &reg, &mut dp, &st)
-        .await
-        .unwrap();
+    let mut e = setup(Some(config()));
+    e.reg.put(remote(1));
+    let mut ov = e.start().await.unwrap();
     let mut moved = remote(1);
     moved.attrs.backend_data.as_mut().unwrap().vtep_mac = [2, 0xbb, 0, 0, 0, 1];
+    let (reg, dp, st) = (&e.reg, &e.dp, &e.st);
     tokio::select! {
-        r = ov.run(&reg, &mut dp) => panic!("run ended: {r:?}"),
+        r = ov.run(reg, dp) => panic!("run ended: {r:?}"),
         _ = async {
             until("ready", || st.status().remote_nodes_programmed == 1).await;
             let rounds = st.rounds();
@@ -360,117 +451,115 @@ async fn changed_vtep_mac_is_replaced_in_order() {
             until("programmed again", || st.rounds() > rounds).await;
         } => {}
     }
-    let macs: Vec<_> = dp
-        .entries
-        .values()
-        .filter_map(|e| match e {
-            Entry::Fdb { mac, .. } | Entry::Neigh { mac, .. } => Some(mac.0[1]),
-            _ => None,
-        })
-        .collect();
+    let macs: Vec<_> =
+        e.k.of_kind(Kind::Neigh)
+            .into_iter()
+            .chain(e.k.of_kind(Kind::Fdb))
+            .filter_map(|x| match x {
+                Entry::Fdb { mac, .. } | Entry::Neigh { mac, .. } => Some(mac.0[1]),
+                _ => None,
+            })
+            .collect();
     assert_eq!(macs, [0xbb, 0xbb]);
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn failed_changes_are_retried_at_resync() {
-    let (dir, reg, mut dp, st) = setup(Some(config()));
-    reg.put(remote(1));
-    let mut s = settings(dir.path());
-    s.resync_every = std::time::Duration::from_millis(5);
-    let mut ov = start(&s, &reg, &mut dp, &st).await.unwrap();
-    let route_key = plan::entries_for(&ov.local, &remote(1))[2].key();
-    dp.refuse.insert(route_key);
+async fn failed_changes_are_retried() {
+    let mut e = setup(Some(config()));
+    let mut ov = e.start().await.unwrap();
+    let (reg, dp, st, k) = (&e.reg, &e.dp, &e.st, &e.k);
     tokio::select! {
-        r = ov.run(&reg, &mut dp) => panic!("run ended: {r:?}"),
-        _ = until("ready", || st.status().ready) => {}
-    }
-    assert_eq!(st.status().remote_nodes_programmed, 0);
-    assert_eq!(dp.entries.len(), 2);
-    dp.refuse.clear();
-    tokio::select! {
-        r = ov.run(&reg, &mut dp) => panic!("run ended: {r:?}"),
+        r = ov.run(reg, dp) => panic!("run ended: {r:?}"),
         _ = async {
-            // Run again: a fresh listing repairs it; so does a resync tick.
-            while st.status().remote_nodes_programmed == 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
+            until("ready", || st.status().ready).await;
+            k.fail(true);
+            reg.put(remote(1));
+            until("tried", || st.status().leases == 2).await;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            assert_eq!(st.status().remote_nodes_programmed, 0);
+            k.fail(false);
+            until("retried and programmed", || st.status().remote_nodes_programmed == 1).await;
         } => {}
     }
-    assert_eq!(dp.entries.len(), 3);
+    assert_eq!(e.routes(), ["10.100.1.0/24"]);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn restart_keeps_subnet_and_vtep_mac() {
-    let (dir, reg, mut dp, st) = setup(Some(config()));
-    let first = start(&settings(dir.path()), &reg, &mut dp, &st)
-        .await
-        .unwrap();
-    let mac = dp.device("flannel.1").unwrap().mac;
+    let mut e = setup(Some(config()));
+    let first = e.start().await.unwrap();
+    let mac = |k: &FakeKernel| match k.get(&Key::Link("flannel.1".into())) {
+        Some(Entry::Link(Link::Vxlan(v))) => v.mac,
+        other => panic!("{other:?}"),
+    };
+    let m = mac(&e.k);
     // Restart with the device still there.
-    let again = start(&settings(dir.path()), &reg, &mut dp, &st)
-        .await
-        .unwrap();
+    let again = e.start().await.unwrap();
     assert_eq!(again.lease().subnet, first.lease().subnet);
-    assert_eq!(dp.device("flannel.1").unwrap().mac, mac);
+    assert_eq!(mac(&e.k), m);
     // The device was deleted while the agent was down: same MAC from the
     // run directory, and the lease still says so.
-    dp.devices.clear();
-    let third = start(&settings(dir.path()), &reg, &mut dp, &st)
-        .await
+    e.k.delete(&Key::Link("flannel.1".into()));
+    e.changes
+        .send(vec![plexus_netlink::monitor::Change::Link])
         .unwrap();
+    let third = e.start().await.unwrap();
     assert_eq!(third.lease().subnet, first.lease().subnet);
-    assert_eq!(dp.device("flannel.1").unwrap().mac, mac);
+    assert_eq!(mac(&e.k), m);
     assert_eq!(
         third.lease().attrs.backend_data.as_ref().unwrap().vtep_mac,
-        mac.0
+        m.0
     );
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn bad_config_leaves_nothing_behind() {
-    let (dir, reg, mut dp, st) = setup(None);
-    let e = start(&settings(dir.path()), &reg, &mut dp, &st)
-        .await
-        .unwrap_err();
-    assert!(format!("{e:#}").contains("no network config"), "{e:#}");
-    assert!(dp.devices.is_empty() && dp.masq.is_none());
-    assert!(!dir.path().join("subnet.env").exists());
-    assert!(reg.st.lock().unwrap().leases.is_empty());
+    let mut e = setup(None);
+    let err = e.start().await.unwrap_err();
+    assert!(format!("{err:#}").contains("no network config"), "{err:#}");
+    assert!(e.k.of_kind(Kind::Link).is_empty() && e.k.of_kind(Kind::Nft).is_empty());
+    assert!(!e.dir.path().join("subnet.env").exists());
+    assert!(e.reg.st.lock().unwrap().leases.is_empty());
     // IPv6 asked for on an underlay without IPv6: fails before any lease.
     let mut c = config();
     c.enable_ipv6 = true;
     c.ipv6_network = Some("fd00:5::/48".parse().unwrap());
-    let reg = FakeRegistry::new(Some(c));
-    assert!(start(&settings(dir.path()), &reg, &mut dp, &st)
-        .await
-        .is_err());
-    assert!(dp.devices.is_empty());
-    assert!(reg.st.lock().unwrap().leases.is_empty());
+    e.reg = FakeRegistry::new(Some(c));
+    assert!(e.start().await.is_err());
+    assert!(e.k.of_kind(Kind::Link).is_empty());
+    assert!(e.reg.st.lock().unwrap().leases.is_empty());
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn ip_masq_rules_follow_the_flag() {
-    let (dir, reg, mut dp, st) = setup(Some(config()));
-    let mut s = settings(dir.path());
+    let mut e = setup(Some(config()));
+    let mut s = e.settings();
     s.ip_masq = true;
-    let ov = start(&s, &reg, &mut dp, &st).await.unwrap();
-    let m = dp.masq.clone().unwrap();
-    assert_eq!(m.network, Some("10.0.0.0/8".parse().unwrap()));
-    assert_eq!(m.subnet, ov.lease().subnet);
+    let ov = start(&s, &e.reg, &e.dp, &mut e.view, &e.st).await.unwrap();
+    let chain = |k: &FakeKernel| match k.get(&Key::NftChain("overlay-masq".into())) {
+        Some(Entry::Chain(c)) => Some(c),
+        _ => None,
+    };
+    let want = crate::masq::chain(&crate::masq::MasqRules {
+        network: Some("10.0.0.0/8".parse().unwrap()),
+        subnet: ov.lease().subnet,
+        ipv6_network: None,
+        ipv6_subnet: None,
+    });
+    assert_eq!(chain(&e.k), Some(want));
     s.ip_masq = false;
-    start(&s, &reg, &mut dp, &st).await.unwrap();
-    assert!(dp.masq.is_none());
+    start(&s, &e.reg, &e.dp, &mut e.view, &e.st).await.unwrap();
+    assert_eq!(chain(&e.k), None);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn own_lease_deleted_is_acquired_again() {
-    let (dir, reg, mut dp, st) = setup(Some(config()));
-    let mut ov = start(&settings(dir.path()), &reg, &mut dp, &st)
-        .await
-        .unwrap();
+    let mut e = setup(Some(config()));
+    let mut ov = e.start().await.unwrap();
     let mine = lease_id(ov.lease());
+    let (reg, dp, st) = (&e.reg, &e.dp, &e.st);
     tokio::select! {
-        r = ov.run(&reg, &mut dp) => panic!("run ended: {r:?}"),
+        r = ov.run(reg, dp) => panic!("run ended: {r:?}"),
         _ = async {
             until("ready", || st.status().ready).await;
             reg.delete(mine);

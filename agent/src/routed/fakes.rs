@@ -1,5 +1,6 @@
-//! In-memory stand-ins for the kernel's route table and the BGP speaker,
-//! for the routed control logic's unit tests (no root, no sockets).
+//! In-memory stand-ins for the kernel (the data plane over its fake
+//! kernel, and a fake view of the node) and the BGP speaker, for the
+//! routed control logic's unit tests (no root, no sockets).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -13,8 +14,9 @@ use plexus_bgp::fsm::State;
 use plexus_bgp::{BestRoute, BgpError, PeerConfig, PeerStatus, RouteChange};
 
 use super::bgp::Announcer;
-use super::encap::Hop;
-use super::kernel::{RouteTable, PROTO_BLOCK};
+use super::kernel::NodeView;
+use crate::dataplane::fake::FakeKernel;
+use crate::dataplane::{DataPlane, Entry, Kind};
 
 pub fn net(s: &str) -> IpNet {
     s.parse().unwrap()
@@ -39,105 +41,72 @@ pub fn best(prefix: &str, via: Option<&str>) -> RouteChange {
     }
 }
 
-/// (protocol, prefix) → next hop; the tunnel device's address, if up.
-#[derive(Default)]
-pub struct FakeRoutes {
-    table: Mutex<BTreeMap<(u8, IpNet), Option<Hop>>>,
-    tunnel: Mutex<Option<Ipv4Addr>>,
-    fail: AtomicBool,
-    calls: AtomicUsize,
+/// A data plane over the fake kernel, for the routed network's unit tests.
+pub fn data_plane() -> (DataPlane, FakeKernel) {
+    let k = FakeKernel::default();
+    let dp = DataPlane::start(k.clone(), None, crate::dataplane::Settings::default());
+    (dp, k)
 }
 
-impl FakeRoutes {
-    pub fn put(&self, proto: u8, prefix: &str, via: Option<&str>) {
-        self.table.lock().unwrap().insert(
-            (proto, net(prefix)),
-            via.map(|v| Hop::direct(v.parse().unwrap())),
-        );
-    }
-    /// (prefix, next hop), the next hop followed by " tunl0" for a route
-    /// through the tunnel.
-    pub fn table(&self, proto: u8) -> Vec<(String, Option<String>)> {
-        self.table
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|((p, _), _)| *p == proto)
-            .map(|((_, d), v)| {
-                let via = v.map(|h| match h.tunnel {
-                    true => format!("{} tunl0", h.next_hop),
-                    false => h.next_hop.to_string(),
-                });
-                (d.to_string(), via)
-            })
-            .collect()
-    }
-    /// The tunnel device's address (None: down or absent).
-    pub fn tunnel(&self) -> Option<Ipv4Addr> {
-        *self.tunnel.lock().unwrap()
-    }
-    pub fn prefixes(&self, proto: u8) -> Vec<String> {
-        self.table(proto).into_iter().map(|(d, _)| d).collect()
-    }
-    /// Make every change fail (a kernel refusing).
-    pub fn fail(&self, on: bool) {
-        self.fail.store(on, Ordering::SeqCst);
-    }
-    /// How many changes were asked for.
-    pub fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-    fn change(&self) -> anyhow::Result<()> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.fail.load(Ordering::SeqCst) {
-            anyhow::bail!("the fake kernel refuses");
-        }
-        Ok(())
-    }
+/// The fake kernel's routes of `proto` as (prefix, next hop), the next
+/// hop followed by " tunl0" for a route through the tunnel (several, for
+/// ECMP, joined by ",").
+pub fn table(k: &FakeKernel, proto: u8) -> Vec<(String, Option<String>)> {
+    k.of_kind(Kind::Route)
+        .into_iter()
+        .filter_map(|e| match e {
+            Entry::Route(r) if r.proto == Some(proto) => Some(r),
+            _ => None,
+        })
+        .map(|r| {
+            let hops: Vec<String> = r
+                .hops
+                .iter()
+                .map(|h| {
+                    let gw = h.gateway.map(|g| g.to_string()).unwrap_or_default();
+                    match h.dev.as_deref() {
+                        Some(d) if h.onlink => format!("{gw} {d}"),
+                        _ => gw,
+                    }
+                })
+                .collect();
+            (r.dst.to_string(), (!r.blackhole).then(|| hops.join(",")))
+        })
+        .collect()
 }
+
+pub fn prefixes(k: &FakeKernel, proto: u8) -> Vec<String> {
+    table(k, proto).into_iter().map(|(d, _)| d).collect()
+}
+
+/// The tunnel device's address in the fake kernel, if it is up.
+pub fn tunnel(k: &FakeKernel) -> Option<Ipv4Addr> {
+    let up = k.of_kind(Kind::Link).iter().any(|l| {
+        matches!(l, Entry::Link(crate::dataplane::Link::Ipip { name, up: true, .. }) if name == "tunl0")
+    });
+    if !up {
+        return None;
+    }
+    k.of_kind(Kind::Addr).iter().find_map(|a| match a {
+        Entry::Addr {
+            dev,
+            net: IpNet::V4(n),
+        } if dev == "tunl0" => Some(n.addr()),
+        _ => None,
+    })
+}
+
+/// A node whose address is on a /24 of a 1500-byte link.
+#[derive(Default)]
+pub struct FakeView;
 
 #[async_trait::async_trait]
-impl RouteTable for FakeRoutes {
-    async fn ours(&self, proto: u8) -> anyhow::Result<BTreeSet<IpNet>> {
-        Ok(self.prefixes(proto).iter().map(|p| net(p)).collect())
-    }
-    async fn add_blackhole(&self, block: IpNet) -> anyhow::Result<()> {
-        self.change()?;
-        self.table
-            .lock()
-            .unwrap()
-            .insert((PROTO_BLOCK, block), None);
-        Ok(())
-    }
-    async fn install(&self, prefix: IpNet, hop: Hop) -> anyhow::Result<()> {
-        self.change()?;
-        // As the kernel: no route through a device that is not there.
-        if hop.tunnel && self.tunnel().is_none() {
-            anyhow::bail!("no tunnel device");
-        }
-        self.table
-            .lock()
-            .unwrap()
-            .insert((super::kernel::PROTO_BGP, prefix), Some(hop));
-        Ok(())
-    }
-    async fn remove(&self, prefix: IpNet, proto: u8) -> anyhow::Result<()> {
-        self.change()?;
-        self.table.lock().unwrap().remove(&(proto, prefix));
-        Ok(())
-    }
+impl NodeView for FakeView {
     async fn underlay(&self, ip: Ipv4Addr) -> anyhow::Result<Option<(ipnet::Ipv4Net, u32)>> {
         Ok(Some((ipnet::Ipv4Net::new(ip, 24)?, 1500)))
     }
-    async fn tunnel_up(&self, address: Ipv4Addr, _underlay_mtu: u32) -> anyhow::Result<()> {
-        self.change()?;
-        *self.tunnel.lock().unwrap() = Some(address);
-        Ok(())
-    }
-    async fn tunnel_down(&self) -> anyhow::Result<()> {
-        self.change()?;
-        *self.tunnel.lock().unwrap() = None;
-        Ok(())
+    async fn addresses(&self) -> anyhow::Result<Vec<(IpNet, String)>> {
+        Ok(Vec::new())
     }
 }
 

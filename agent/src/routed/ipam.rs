@@ -285,11 +285,12 @@ impl Handler for RoutedHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routed::fakes::{FakeBgp, FakeRoutes};
+    use crate::dataplane::fake::FakeKernel;
+    use crate::routed::fakes::{data_plane, prefixes, FakeBgp};
     use crate::routed::kernel::PROTO_BLOCK;
     use plexus_agent_api::AttachmentKey;
 
-    async fn handler(dir: &std::path::Path) -> (RoutedHandler, Arc<FakeRoutes>, Arc<FakeBgp>) {
+    async fn handler(dir: &std::path::Path) -> (RoutedHandler, FakeKernel, Arc<FakeBgp>) {
         let kv = plexus_store::FileKv::open(&dir.join("store")).unwrap();
         let cluster = Cluster::new(Arc::new(kv), plexus_ipam::Layout::default());
         cluster
@@ -297,11 +298,9 @@ mod tests {
             .await
             .unwrap();
         let alloc = Arc::new(Allocator::load(cluster.clone(), "n1").await.unwrap());
-        let (routes, bgp) = (
-            Arc::new(FakeRoutes::default()),
-            Arc::new(FakeBgp::default()),
-        );
-        let blocks = Arc::new(Blocks::new(routes.clone(), bgp.clone()).await.unwrap());
+        let (dp, routes) = data_plane();
+        let bgp = Arc::new(FakeBgp::default());
+        let blocks = Arc::new(Blocks::new(dp, bgp.clone()).await.unwrap());
         let h = RoutedHandler {
             cluster,
             pools: PoolCache::default(),
@@ -339,7 +338,7 @@ mod tests {
         };
         let a = h.handle(ask("c1", "10.96.1.70")).await;
         assert_eq!(a["addresses"], json!(["10.96.1.70/32"]), "{a}");
-        assert_eq!(routes.prefixes(PROTO_BLOCK), ["10.96.1.64/26"]);
+        assert_eq!(prefixes(&routes, PROTO_BLOCK), ["10.96.1.64/26"]);
         assert_eq!(h.handle(ask("c1", "10.96.1.70")).await, a);
         let taken = h.handle(ask("c2", "10.96.1.70")).await;
         assert_eq!(taken["code"], 102, "{taken}");
@@ -359,7 +358,7 @@ mod tests {
         assert_eq!(a["addresses"], json!(["10.96.0.0/32"]), "{a}");
         assert_eq!(a["pools"], json!(["10.96.0.0/16"]));
         assert!(a.get("mtu").is_none(), "no MTU without IP-in-IP: {a}");
-        assert_eq!(routes.prefixes(PROTO_BLOCK), ["10.96.0.0/26"]);
+        assert_eq!(prefixes(&routes, PROTO_BLOCK), ["10.96.0.0/26"]);
         assert_eq!(bgp.originated(), ["10.96.0.0/26"]);
         assert_eq!(h.handle(allocate("c1")).await, a);
         let b = h.handle(allocate("c2")).await;
@@ -384,7 +383,7 @@ mod tests {
             .await;
         assert_eq!(gc, json!({"released": 1}));
         // The block stays with the node (aggregated routes stay stable).
-        assert_eq!(routes.prefixes(PROTO_BLOCK), ["10.96.0.0/26"]);
+        assert_eq!(prefixes(&routes, PROTO_BLOCK), ["10.96.0.0/26"]);
     }
 
     #[tokio::test]
@@ -412,7 +411,7 @@ mod tests {
         }
         let e = h.handle(req).await;
         assert_eq!(e["code"], json!(ErrorCode::InvalidConfig.code()), "{e}");
-        assert!(routes.prefixes(PROTO_BLOCK).is_empty());
+        assert!(prefixes(&routes, PROTO_BLOCK).is_empty());
     }
 
     fn pool(name: &str, cidr: &str, disabled: bool) -> Pool {

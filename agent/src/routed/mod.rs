@@ -7,8 +7,9 @@
 //! `--encap ipip` / `ipip-cross-subnet`.
 //!
 //! - [`peers`]: which neighbours (mesh, reflectors, global/node peers), pure;
-//! - [`kernel`]: our route protocol numbers, the [`kernel::RouteTable`]
-//!   the logic needs and its netlink implementation;
+//! - [`kernel`]: what the logic reads of the kernel ([`kernel::NodeView`]:
+//!   the underlay, the node's addresses); every write goes through the
+//!   data plane ([`crate::dataplane`]);
 //! - [`bgp`]: the [`bgp::Announcer`] the logic needs of the speaker;
 //! - [`blocks`]: a held block → blackhole route + announcement;
 //! - [`encap`]: which learned route goes through the tunnel, pure;
@@ -53,10 +54,10 @@ use crate::status::{BgpGauges, Shared};
 use self::bgp::Announcer;
 use self::blocks::Blocks;
 use self::encap::Policy;
-use self::kernel::{KernelRoutes, RouteTable};
-use self::natout::NatOutgoing;
+use self::kernel::{KernelView, NodeView};
 use self::peers::{Desired, Me, PeerKind};
 use self::tunnel::Tunnel;
+use crate::dataplane::{DataPlane, Entry, Owner};
 
 /// Seconds between a peer's connection attempts.
 const CONNECT_RETRY_SECS: u16 = 2;
@@ -109,13 +110,14 @@ pub async fn configured(cluster: &Cluster) -> anyhow::Result<bool> {
 pub async fn run(
     s: &Settings,
     cluster: Cluster,
+    dp: &DataPlane,
     status: &Shared,
     handlers: &Handlers,
 ) -> anyhow::Result<()> {
     let ns = Netns::current().context("open this process's network namespace")?;
     let address = IpAddr::V4(s.public_ip);
-    let routes: Arc<dyn RouteTable> = Arc::new(KernelRoutes::open(&ns).await?);
-    let underlay = routes
+    let view: Arc<dyn NodeView> = Arc::new(KernelView::open(&ns).await?);
+    let underlay = view
         .underlay(s.public_ip)
         .await
         .context("find the underlay")?
@@ -140,10 +142,19 @@ pub async fn run(
     let bgp = cluster.bgp_config().await.context("read the BGP config")?;
     let asn = peers::node_as(&bgp, Some(&me_cfg));
 
-    // Routes of ours in the kernel: a previous run's. Then we restart
-    // gracefully: peers keep our routes, we keep theirs until they resync.
-    let previous = routes.ours(kernel::PROTO_BGP).await?;
-    let restarting = !previous.is_empty() || !routes.ours(kernel::PROTO_BLOCK).await?.is_empty();
+    // Routes of ours in the kernel: a previous run's, taken over as they
+    // are. Then we restart gracefully: peers keep our routes, we keep
+    // theirs until they resync.
+    let previous: std::collections::BTreeSet<ipnet::IpNet> = dp
+        .adopt(Owner::Learned)
+        .await
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Route(r) => Some(r.dst),
+            _ => None,
+        })
+        .collect();
+    let restarting = !previous.is_empty() || !dp.adopt(Owner::Blocks).await.is_empty();
     let mut cfg = SpeakerConfig::new(s.public_ip, asn);
     cfg.cluster_id = me_cfg.route_reflector_cluster_id;
     cfg.next_hop_v6 = s.public_ipv6;
@@ -161,7 +172,7 @@ pub async fn run(
         .iter()
         .map(|a| std::net::SocketAddr::new(*a, plexus_bgp::speaker::BGP_PORT))
         .collect();
-    cfg.guard = guard(&*routes, &nodes0, &[], &BTreeMap::new(), s).await;
+    cfg.guard = guard(&*view, &nodes0, &[], &BTreeMap::new(), s).await;
     // Nodes starting together race: a node's first connect can reach a peer
     // that is not listening yet, or does not know this node yet, and both
     // sides then wait a whole retry interval (30 s by default, 120 s in RFC
@@ -191,20 +202,18 @@ pub async fn run(
     cluster.set_protected(protected(underlay, address, &nodes));
     let pool_list = cluster.pools().await.context("read the pools")?;
     let kinds = follower.kinds();
-    update_guard(&speaker, &*routes, &nodes, &pool_list, &kinds, s).await;
-    let mut nat = NatOutgoing::new(ns.try_clone().context("clone the netns handle")?);
-    sync_nat(&mut nat, &pool_list, status).await;
+    update_guard(&speaker, &*view, &nodes, &pool_list, &kinds, s).await;
+    natout::sync(dp, &pool_list, status).await;
 
     // The tunnel (if a pool wants IP-in-IP) before any route through it.
-    let tunnel = Tunnel::new(routes.clone(), alloc.clone(), s.public_ip).await?;
+    let tunnel = Tunnel::new(dp.clone(), &*view, alloc.clone(), s.public_ip).await?;
     let policy = encap_policy(&tunnel, &pool_list, &nodes, status).await;
-    let blocks = Arc::new(Blocks::new(routes.clone(), speaker.clone()).await?);
+    let blocks = Arc::new(Blocks::new(dp.clone(), speaker.clone()).await?);
     blocks
         .sync(alloc.blocks().await)
         .await
         .context("program this node's blocks")?;
-    let routing =
-        routing::Routing::new(routes.clone(), status.clone(), policy).inherit(previous.clone());
+    let routing = routing::Routing::new(dp.clone(), status.clone(), policy);
     let _feed = AbortOnDrop(tokio::spawn(routing.clone().follow(feed)));
 
     let pools = ipam::PoolCache::default();
@@ -284,9 +293,9 @@ pub async fn run(
         if let Some(nodes) = &nodes {
             cluster.set_protected(protected(underlay, address, nodes));
             let kinds = follower.kinds();
-            update_guard(&speaker, &*routes, nodes, &pool_list, &kinds, s).await;
+            update_guard(&speaker, &*view, nodes, &pool_list, &kinds, s).await;
         }
-        sync_nat(&mut nat, &pool_list, status).await;
+        natout::sync(dp, &pool_list, status).await;
         if let Some(nodes) = nodes {
             let policy = encap_policy(&tunnel, &pool_list, &nodes, status).await;
             routing.set_policy(policy).await;
@@ -441,13 +450,13 @@ impl Round<'_> {
 /// subnets (not the subnets of its pod-facing links), every node's
 /// address, the pools and cluster networks, and which peers are nodes.
 async fn guard(
-    routes: &dyn RouteTable,
+    view: &dyn NodeView,
     nodes: &[NodeSettings],
     pools: &[Pool],
     kinds: &BTreeMap<IpAddr, PeerKind>,
     s: &Settings,
 ) -> plexus_bgp::Guard {
-    let addrs = match routes.addresses().await {
+    let addrs = match view.addresses().await {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "listing the node's addresses for the BGP guard");
@@ -497,13 +506,13 @@ async fn guard(
 /// speaker re-judges every stored route at once).
 async fn update_guard(
     speaker: &Speaker,
-    routes: &dyn RouteTable,
+    view: &dyn NodeView,
     nodes: &[NodeSettings],
     pools: &[Pool],
     kinds: &BTreeMap<IpAddr, PeerKind>,
     s: &Settings,
 ) {
-    let g = guard(routes, nodes, pools, kinds, s).await;
+    let g = guard(view, nodes, pools, kinds, s).await;
     if let Err(e) = speaker.set_guard(g).await {
         tracing::warn!(error = %e, "setting the BGP import guard");
     }
@@ -540,15 +549,6 @@ async fn encap_policy(
         tracing::error!(error = %format!("{e:#}"), "IP-in-IP tunnel: routes stay direct");
     }
     policy
-}
-
-/// The pools' nat-outgoing chain in line with the store (a failure is
-/// counted and logged; the next round tries again).
-async fn sync_nat(nat: &mut NatOutgoing, pools: &[Pool], status: &Shared) {
-    if let Err(e) = nat.sync(pools).await {
-        status.dataplane_errors(1);
-        tracing::error!(error = %format!("{e:#}"), "writing the nat-outgoing rules");
-    }
 }
 
 /// The BGP metrics from the sessions' status (every state the operator

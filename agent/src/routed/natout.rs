@@ -10,16 +10,17 @@
 //! ip saddr NAT_POOL ip daddr != 224.0.0.0/4 masquerade fully-random
 //! ```
 //!
-//! [`rules`] is pure; [`NatOutgoing`] writes the chain when the pools
-//! change and removes it when no pool wants NAT any more.
+//! [`rules`] and [`chain`] are pure; [`sync`] hands the chain to the data
+//! plane (none when no pool wants NAT: then the chain goes).
 
 use plexus_ipam::Pool;
-use plexus_netlink::nft::{CmpOp, Expr, IpVersion, Rule};
-use plexus_netlink::Netns;
+use plexus_netlink::nft::{BaseChain, CmpOp, Expr, IpVersion, Rule};
 
+use crate::dataplane::entry::CHAIN_NAT_OUTGOING;
+use crate::dataplane::{Chain, DataPlane, Entry, Owner};
 use crate::masq::kube_proxy_rule;
 
-pub const CHAIN: &str = "routed-nat-outgoing";
+pub const CHAIN: &str = CHAIN_NAT_OUTGOING;
 const COMMENT: &str = "plexusd routed nat-outgoing";
 
 /// The chain's rules for these pools, or `None` when no pool asks for NAT
@@ -45,35 +46,27 @@ pub fn rules(pools: &[Pool]) -> Option<Vec<Vec<Expr>>> {
     Some(all)
 }
 
-/// The chain in the node's namespace, rewritten only when the rules change.
-pub struct NatOutgoing {
-    ns: Netns,
-    /// What the kernel holds now; `None` before the first sync, so the
-    /// first one also clears a previous run's chain.
-    applied: Option<Option<Vec<Vec<Expr>>>>,
+/// The chain in the node's namespace for these pools, as the data plane
+/// writes it; `None` when no pool asks for NAT (then the chain goes).
+pub fn chain(pools: &[Pool]) -> Option<Chain> {
+    rules(pools).map(|rules| Chain {
+        name: CHAIN_NAT_OUTGOING.into(),
+        base: Some(BaseChain::SRCNAT),
+        comment: COMMENT.into(),
+        rules,
+    })
 }
 
-impl NatOutgoing {
-    pub fn new(ns: Netns) -> NatOutgoing {
-        NatOutgoing { ns, applied: None }
-    }
-
-    /// Brings the chain in line with `pools`.
-    pub async fn sync(&mut self, pools: &[Pool]) -> anyhow::Result<()> {
-        let want = rules(pools);
-        if self.applied.as_ref() == Some(&want) {
-            return Ok(());
+/// Hands the chain for `pools` to the data plane (a failure is counted
+/// and logged; the data plane retries it).
+pub async fn sync(dp: &DataPlane, pools: &[Pool], status: &crate::status::Shared) {
+    let entries: Vec<Entry> = chain(pools).into_iter().map(Entry::Chain).collect();
+    let o = dp.set(Owner::NatOutgoing, entries).await;
+    if !o.is_ok() {
+        status.dataplane_errors(o.failed.len());
+        for (k, why) in &o.failed {
+            tracing::error!(key = %k, error = %why, "writing the nat-outgoing rules");
         }
-        let rules = want.clone();
-        self.ns
-            .run_async(move || crate::masq::apply_chain(CHAIN, COMMENT, rules.as_deref()))
-            .await??;
-        tracing::info!(
-            pools = ?pools.iter().filter(|p| p.nat_outgoing).map(|p| p.cidr).collect::<Vec<_>>(),
-            "nat-outgoing rules written"
-        );
-        self.applied = Some(want);
-        Ok(())
     }
 }
 

@@ -161,7 +161,7 @@ async fn gauges_count_sessions_and_prefixes() {
 #[tokio::test]
 async fn the_tunnel_follows_the_ipip_pools() {
     use super::encap::{Policy, TUNNEL_NETWORK};
-    use super::fakes::FakeRoutes;
+    use super::fakes::{data_plane, tunnel, FakeView};
     use super::tunnel::Tunnel;
     use plexus_ipam::{Allocator, Encap, Pool};
 
@@ -177,10 +177,15 @@ async fn the_tunnel_follows_the_ipip_pools() {
     };
     f.cluster.add_pool(&pool).await.unwrap();
     let alloc = Arc::new(Allocator::load(f.cluster.clone(), "n1").await.unwrap());
-    let routes = Arc::new(FakeRoutes::default());
-    let t = Tunnel::new(routes.clone(), alloc.clone(), "10.0.0.1".parse().unwrap())
-        .await
-        .unwrap();
+    let (dp, k) = data_plane();
+    let t = Tunnel::new(
+        dp.clone(),
+        &FakeView,
+        alloc.clone(),
+        "10.0.0.1".parse().unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(t.own_subnet(), Some("10.0.0.1/24".parse().unwrap()));
     let nodes = f.cluster.nodes().await.unwrap();
 
@@ -191,27 +196,27 @@ async fn the_tunnel_follows_the_ipip_pools() {
     let (p, r) = t.sync(want.clone(), &pools).await;
     r.unwrap();
     assert_eq!(p, want);
-    let addr = routes.tunnel().expect("tunnel up");
+    let addr = tunnel(&k).expect("tunnel up");
     let held = alloc.allocations().await;
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].0, std::net::IpAddr::V4(addr));
     assert_eq!(held[0].1.network, TUNNEL_NETWORK);
     assert!(alloc.blocks().await[0].contains(&std::net::IpAddr::V4(addr)));
     // Again: nothing changes.
-    let calls = routes.calls();
+    let calls = k.applied();
     t.sync(want, &pools).await.1.unwrap();
-    assert_eq!(routes.calls(), calls);
+    assert_eq!(k.applied(), calls);
 
     // The kernel refuses the device: routes stay direct, the error shows.
-    let t2 = Tunnel::new(routes.clone(), alloc.clone(), "10.0.0.1".parse().unwrap())
+    let (dp2, k2) = data_plane();
+    let t2 = Tunnel::new(dp2, &FakeView, alloc.clone(), "10.0.0.1".parse().unwrap())
         .await
         .unwrap();
-    routes.fail(true);
+    k2.fail(true);
     let want = Policy::new(&pools, &nodes, t2.own_subnet());
     let (p, r) = t2.sync(want, &pools).await;
     assert!(r.is_err());
     assert!(!p.needs_tunnel());
-    routes.fail(false);
 
     // No ipip pool any more: the device goes down, the address is freed.
     pool.encap = Encap::None;
@@ -220,6 +225,6 @@ async fn the_tunnel_follows_the_ipip_pools() {
         .await
         .1
         .unwrap();
-    assert_eq!(routes.tunnel(), None);
+    assert_eq!(tunnel(&k), None);
     assert!(alloc.allocations().await.is_empty());
 }

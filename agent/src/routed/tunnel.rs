@@ -3,7 +3,8 @@
 //! IP-in-IP; its address released and the device down when none does.
 //! The address is an IPAM allocation of its own (handle
 //! [`TUNNEL_NETWORK`]/node/tunl0), so it survives restarts and no pod
-//! gets it.
+//! gets it. The device and its address are the data plane's entries of
+//! [`Owner::Tunnel`].
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -14,13 +15,14 @@ use plexus_ipam::{Allocator, Handle, Pool};
 use tokio::sync::Mutex;
 
 use super::encap::{tunnel_pool, Policy, IPIP_OVERHEAD, TUNNEL_DEV, TUNNEL_NETWORK};
-use super::kernel::RouteTable;
+use super::kernel::NodeView;
+use crate::dataplane::{DataPlane, Entry, Link, Owner};
 
 /// MTU assumed when the underlay link cannot be found.
 const DEFAULT_MTU: u32 = 1500;
 
 pub struct Tunnel {
-    routes: Arc<dyn RouteTable>,
+    dp: DataPlane,
     alloc: Arc<Allocator>,
     handle: Handle,
     /// Our underlay subnet and its link's MTU.
@@ -31,11 +33,12 @@ pub struct Tunnel {
 
 impl Tunnel {
     pub async fn new(
-        routes: Arc<dyn RouteTable>,
+        dp: DataPlane,
+        view: &dyn NodeView,
         alloc: Arc<Allocator>,
         public_ip: Ipv4Addr,
     ) -> anyhow::Result<Tunnel> {
-        let underlay = routes
+        let underlay = view
             .underlay(public_ip)
             .await
             .context("find the underlay link")?;
@@ -43,7 +46,7 @@ impl Tunnel {
             tracing::warn!(%public_ip, "no link holds the public address: underlay subnet unknown");
         }
         Ok(Tunnel {
-            routes,
+            dp,
             handle: Handle::new(TUNNEL_NETWORK, alloc.node(), TUNNEL_DEV),
             alloc,
             underlay,
@@ -109,13 +112,49 @@ impl Tunnel {
         if now == Some(addr) {
             return Ok(None);
         }
-        let mtu = self.underlay.map_or(DEFAULT_MTU, |(_, m)| m);
-        self.routes.tunnel_up(addr, mtu).await?;
+        let mtu = self.underlay.map_or(DEFAULT_MTU, |(_, m)| m) - IPIP_OVERHEAD;
+        let o = self
+            .dp
+            .set(
+                Owner::Tunnel,
+                vec![
+                    Entry::Link(Link::Ipip {
+                        name: TUNNEL_DEV.into(),
+                        mtu,
+                        up: true,
+                    }),
+                    Entry::Addr {
+                        dev: TUNNEL_DEV.into(),
+                        net: ipnet::IpNet::V4(Ipv4Net::from(addr)),
+                    },
+                ],
+            )
+            .await;
+        if let Some((k, why)) = o.failed.first() {
+            anyhow::bail!("the IP-in-IP tunnel device (kernel module ipip): {k}: {why}");
+        }
+        tracing::info!(dev = TUNNEL_DEV, %addr, mtu, "IP-in-IP tunnel up");
         Ok(Some(addr))
     }
 
     async fn down(&self) -> anyhow::Result<()> {
-        self.routes.tunnel_down().await?;
+        // The device stays wanted, down and without our address (it is
+        // the kernel's fallback device: never deleted).
+        let mtu = self.underlay.map_or(DEFAULT_MTU, |(_, m)| m) - IPIP_OVERHEAD;
+        let o = self
+            .dp
+            .set(
+                Owner::Tunnel,
+                vec![Entry::Link(Link::Ipip {
+                    name: TUNNEL_DEV.into(),
+                    mtu,
+                    up: false,
+                })],
+            )
+            .await;
+        if let Some((k, why)) = o.failed.first() {
+            anyhow::bail!("set {TUNNEL_DEV} down: {k}: {why}");
+        }
         self.alloc
             .release(&self.handle)
             .await
