@@ -266,7 +266,11 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
             );
         }
         if !waited {
-            tracing::warn!(store = %args.store, "the store holds no network config (neither flannel's nor a routed pool): waiting for one");
+            tracing::warn!(
+                store = %args.store,
+                "the store holds no network config (neither {}/config nor a routed pool): waiting for one",
+                args.etcd_prefix
+            );
             status.set_waiting(
                 &args.run_dir,
                 "store",

@@ -31,37 +31,29 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use plexus_ipam::{Cluster, Freed, IpamError};
-use plexus_store::{KubeNodes, StoreError};
+use plexus_store::{Event, KubeNodes, StoreError};
+
+/// How soon a cleanup the store refused is tried again.
+const RETRY: Duration = Duration::from_secs(5);
 
 /// The cluster's members as the cleanup needs them (Kubernetes Nodes;
 /// a fake in the unit tests).
 #[async_trait::async_trait]
 pub trait Members: Send + Sync {
-    /// Every member's name, and a version to watch from.
-    async fn list(&self) -> Result<(BTreeSet<String>, String), StoreError>;
+    /// Every member by name, then each one added or deleted: an
+    /// informer's events, a (re)list ending in `Synced`. Never ends.
+    fn follow(&self) -> BoxStream<'static, Event<()>>;
     /// Whether `name` is a member now.
     async fn exists(&self, name: &str) -> Result<bool, StoreError>;
-    /// Names of members deleted after `after`; ends (after an error item)
-    /// when history is lost or the watch breaks.
-    async fn deletions(
-        &self,
-        after: &str,
-    ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError>;
 }
 
 #[async_trait::async_trait]
 impl Members for KubeNodes {
-    async fn list(&self) -> Result<(BTreeSet<String>, String), StoreError> {
-        self.names().await
+    fn follow(&self) -> BoxStream<'static, Event<()>> {
+        KubeNodes::follow(self).into_stream()
     }
     async fn exists(&self, name: &str) -> Result<bool, StoreError> {
         KubeNodes::exists(self, name).await
-    }
-    async fn deletions(
-        &self,
-        after: &str,
-    ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError> {
-        KubeNodes::deletions(self, after).await
     }
 }
 
@@ -94,25 +86,24 @@ impl Cleaner {
         Ok(names)
     }
 
-    /// Remove what the store holds for every node that is not a member
-    /// (deleted while no agent watched). Returns the version to watch from.
-    pub async fn reconcile(&self, members: &dyn Members) -> anyhow::Result<String> {
+    /// Remove what the store holds for every node that is not one of
+    /// `members` (deleted while no agent watched).
+    pub async fn reconcile(&self, members: &BTreeSet<String>) -> anyhow::Result<()> {
         let stored = self.stored_nodes().await?;
-        let (names, version) = members.list().await?;
-        if !names.contains(&self.me) {
+        if !members.contains(&self.me) {
             tracing::warn!(
                 node = %self.me,
-                members = names.len(),
+                members = members.len(),
                 "our own Node is not in the Node list: removing nothing"
             );
-            return Ok(version);
+            return Ok(());
         }
-        for gone in stored.difference(&names) {
+        for gone in stored.difference(members) {
             if *gone != self.me {
                 self.forget(gone).await?;
             }
         }
-        Ok(version)
+        Ok(())
     }
 
     /// A member was deleted: forget it unless it is back (or is us).
@@ -135,31 +126,48 @@ impl Cleaner {
         Ok(freed)
     }
 
-    /// Reconcile, then follow deletions; start over after any error.
+    /// Follow the members: after each (re)list, reconcile; on each
+    /// deletion, forget the node. What the store refuses is tried again
+    /// (a deletion is never dropped).
     pub async fn run(self, members: impl Members) {
+        let mut events = members.follow();
+        let mut names = BTreeSet::new();
+        // Work the store refused: a reconcile, deletions.
+        let mut reconcile_due = false;
+        let mut deleted: BTreeSet<String> = BTreeSet::new();
+        let mut retry = tokio::time::interval(RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            match self.follow(&members).await {
-                // Lost watch history is routine (410): list again.
-                Err(e)
-                    if e.chain()
-                        .any(|c| matches!(c.downcast_ref(), Some(StoreError::Compacted(_)))) =>
-                {
-                    tracing::info!("node watch expired; listing the Nodes again")
-                }
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "node cleanup: starting over"),
-                Ok(()) => {}
+            tokio::select! {
+                ev = events.next() => match ev {
+                    Some(Event::Added(name, _)) => {
+                        names.insert(name);
+                    }
+                    Some(Event::Updated(..)) => {}
+                    Some(Event::Deleted(name, _)) => {
+                        names.remove(&name);
+                        deleted.insert(name);
+                    }
+                    Some(Event::Synced) => reconcile_due = true,
+                    None => return,
+                },
+                _ = retry.tick(), if reconcile_due || !deleted.is_empty() => {}
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            if reconcile_due {
+                match self.reconcile(&names).await {
+                    Ok(()) => reconcile_due = false,
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "node cleanup: reconcile failed; trying again")
+                    }
+                }
+            }
+            for name in std::mem::take(&mut deleted) {
+                if let Err(e) = self.deleted(&members, &name).await {
+                    tracing::warn!(node = %name, error = %format!("{e:#}"), "node cleanup failed; trying again");
+                    deleted.insert(name);
+                }
+            }
         }
-    }
-
-    async fn follow(&self, members: &dyn Members) -> anyhow::Result<()> {
-        let version = self.reconcile(members).await?;
-        let mut gone = members.deletions(&version).await?;
-        while let Some(name) = gone.next().await {
-            self.deleted(members, &name?).await?;
-        }
-        Ok(())
     }
 }
 
@@ -176,18 +184,16 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Members for Arc<FakeNodes> {
-        async fn list(&self) -> Result<(BTreeSet<String>, String), StoreError> {
-            Ok((self.names.lock().unwrap().clone(), "1".into()))
+        fn follow(&self) -> BoxStream<'static, Event<()>> {
+            futures::stream::pending().boxed()
         }
         async fn exists(&self, name: &str) -> Result<bool, StoreError> {
             Ok(self.names.lock().unwrap().contains(name))
         }
-        async fn deletions(
-            &self,
-            _after: &str,
-        ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError> {
-            Ok(futures::stream::empty().boxed())
-        }
+    }
+
+    fn names(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
     }
 
     fn rt() -> tokio::runtime::Runtime {
@@ -264,7 +270,7 @@ mod tests {
                 .await
                 .unwrap();
             // n3 was deleted while no agent watched.
-            me.reconcile(&nodes(&["n1", "n2"])).await.unwrap();
+            me.reconcile(&names(&["n1", "n2"])).await.unwrap();
             assert!(c.node("rr").await.unwrap().is_some());
             c.remove_node("rr").await.unwrap();
             assert_eq!(
@@ -275,7 +281,7 @@ mod tests {
                 )
             );
             // A list without ourselves is not trusted: nothing goes.
-            me.reconcile(&nodes(&["n9"])).await.unwrap();
+            me.reconcile(&names(&["n9"])).await.unwrap();
             assert_eq!(stored(&c).await.0.len(), 2);
             // Our own deletion is left to the other agents.
             let members = nodes(&["n2"]);

@@ -129,6 +129,8 @@ pub struct BgpGauges {
 #[derive(Debug, Default)]
 struct Inner {
     dataplane: Option<crate::dataplane::Stats>,
+    /// Each store informer's counters, by what it follows.
+    informers: std::collections::BTreeMap<&'static str, Arc<plexus_store::informer::Stats>>,
     status: NodeStatus,
     counters: Counters,
     bgp: Option<BgpGauges>,
@@ -255,6 +257,12 @@ impl Shared {
         self.lock().dataplane = Some(s);
     }
 
+    /// Report the counters of the informer following `source` (`leases`,
+    /// `routed records`, `nodes`) in the metrics.
+    pub fn add_informer(&self, source: &'static str, stats: Arc<plexus_store::informer::Stats>) {
+        self.lock().informers.insert(source, stats);
+    }
+
     /// The routed network's BGP gauges, refreshed by its control loop.
     pub fn set_bgp(&self, g: BgpGauges) {
         self.lock().bgp = Some(g);
@@ -344,7 +352,67 @@ impl Shared {
         if let Some(d) = &g.dataplane {
             dataplane_metrics(&mut o, d);
         }
+        informer_metrics(&mut o, &g.informers);
         o
+    }
+}
+
+fn informer_metrics(
+    o: &mut String,
+    informers: &std::collections::BTreeMap<&'static str, Arc<plexus_store::informer::Stats>>,
+) {
+    if informers.is_empty() {
+        return;
+    }
+    let counts: Vec<_> = informers
+        .iter()
+        .map(|(src, s)| (*src, s.counts()))
+        .collect();
+    type Pick = fn(&plexus_store::informer::Counts) -> u64;
+    let series: [(&str, &str, &str, Pick); 3] = [
+        (
+            "informer_lists_total",
+            "Lists of the store made by each informer (the first included).",
+            "counter",
+            |c| c.lists,
+        ),
+        (
+            "informer_refused_total",
+            "Store records an informer refused as malformed (each version once).",
+            "counter",
+            |c| c.refused_total,
+        ),
+        (
+            "informer_refused",
+            "Store records refused as malformed now.",
+            "gauge",
+            |c| c.refused,
+        ),
+    ];
+    for (name, help, kind, pick) in series {
+        let _ = writeln!(o, "# HELP plexusd_{name} {help}");
+        let _ = writeln!(o, "# TYPE plexusd_{name} {kind}");
+        for (src, c) in &counts {
+            let _ = writeln!(o, "plexusd_{name}{{source=\"{src}\"}} {}", pick(c));
+        }
+    }
+    let name = "informer_watch_restarts_total";
+    let _ = writeln!(
+        o,
+        "# HELP plexusd_{name} Watches an informer replaced, by why: history gone (compaction, 410), broken, silent."
+    );
+    let _ = writeln!(o, "# TYPE plexusd_{name} counter");
+    for (src, c) in &counts {
+        for (reason, v) in [
+            ("compacted", c.compacted),
+            ("broken", c.broken),
+            ("silent", c.silent),
+        ] {
+            let _ = writeln!(
+                o,
+                "plexusd_{name}{{source=\"{src}\",reason=\"{reason}\"}} {v}"
+            );
+        }
     }
 }
 

@@ -545,18 +545,28 @@ fn two_speakers_graceful_restart_keeps_routes_until_end_of_rib() {
         let rt = runtime_in(&b_ns);
         let mut cfg = speaker_cfg([10, 10, 4, 2]);
         // Like plexusd, whose kernel routes outlive it: forwarding is
-        // always preserved; R only after a restart.
+        // always preserved; R only after a restart. And like plexusd, its
+        // blocks are originated after the sessions may be up.
         cfg.graceful_restart = Some(GracefulRestart {
             restarting,
             forwarding_preserved: true,
             ..gr
         });
+        cfg.local_routes_pending = true;
         let (b, feed) = start_speaker(&rt, cfg);
+        rt.block_on(b.add_peer(PeerConfig::new("10.10.4.1".parse().unwrap(), OUR_AS)))
+            .unwrap();
+        if restarting {
+            // The restart's deferral is over (A's End-of-RIB is in) before
+            // B's own routes are: B's End-of-RIB must still wait for them.
+            wait_for("B synced with A", LIMIT, || {
+                status_of(&rt, &b, "10.10.4.1").synced.then_some(())
+            });
+        }
         for p in blocks {
             rt.block_on(b.originate(net(p))).unwrap();
         }
-        rt.block_on(b.add_peer(PeerConfig::new("10.10.4.1".parse().unwrap(), OUR_AS)))
-            .unwrap();
+        rt.block_on(b.local_routes_complete()).unwrap();
         (rt, b, feed)
     };
     let (b_rt, b, mut b_feed) = start_b(false, &["10.244.2.0/26", "10.244.3.0/26"]);

@@ -5,10 +5,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use plexus_store::{
-    open_lease_registry, AcquireRequest, EtcdKv, Kv, LeaseEvent, LeaseRegistry, StoreError,
-    StoreOptions,
+    open_lease_registry, AcquireRequest, EtcdKv, Event as LeaseChange, Kv, LeaseRegistry,
+    StoreError, StoreOptions,
 };
 use plexus_subnet::{Lease, LeaseAttrs, VxlanBackendData};
 use plexus_tests::etcd::Etcd;
@@ -143,8 +142,20 @@ fn leases_are_written_and_read_in_flannels_format() {
     assert!(ttl.contains("granted with TTL(86400s)"), "{ttl}");
 }
 
+/// The next lease event that is not a `Synced`.
+async fn next_change(f: &mut plexus_store::Informer<Lease>) -> LeaseChange<Lease> {
+    loop {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(60), f.next())
+            .await
+            .expect("an event within 60 s");
+        if ev != LeaseChange::Synced {
+            return ev;
+        }
+    }
+}
+
 #[test]
-fn watch_sees_adds_and_deletes_and_resyncs_after_compaction() {
+fn follow_sees_adds_and_deletes_and_an_agent_away_misses_no_delete() {
     require_root!();
     require_etcd!();
     let (ns, etcd) = setup(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
@@ -157,50 +168,47 @@ fn watch_sees_adds_and_deletes_and_resyncs_after_compaction() {
     let k = |sn: &str| format!("{PREFIX}/subnets/{sn}");
     ns.block_on(async {
         let r = registry(&url).await;
-        let start = r.list().await.unwrap().revision;
-        let mut w = r.watch(start).await.unwrap();
+        let mut f = r.follow();
+        assert_eq!(f.next().await, LeaseChange::Synced);
         etcd.put(&k("10.5.1.0-24"), &value("192.168.0.1"));
-        match next_event(&mut w).await.unwrap() {
-            LeaseEvent::Added(l) => {
+        match next_change(&mut f).await {
+            LeaseChange::Added(_, l) => {
                 assert_eq!(l.attrs.public_ip, Some("192.168.0.1".parse().unwrap()))
             }
             e => panic!("expected Added, got {e:?}"),
         }
         etcd.del(&k("10.5.1.0-24"));
-        match next_event(&mut w).await.unwrap() {
-            LeaseEvent::Removed(l) => {
+        match next_change(&mut f).await {
+            LeaseChange::Deleted(_, l) => {
                 assert_eq!(l.subnet, Some("10.5.1.0/24".parse().unwrap()));
-                // The deleted value's attributes come with it (prev_kv).
+                // The last value's attributes come with it.
                 assert_eq!(l.attrs.public_ip, Some("192.168.0.1".parse().unwrap()));
             }
-            e => panic!("expected Removed, got {e:?}"),
+            e => panic!("expected Deleted, got {e:?}"),
         }
-        drop(w);
+        drop(f);
 
         // An agent that was away: leases 2 and 3 appear, 2 is deleted, and
-        // the history is compacted before it watches again.
-        let before = r.list().await.unwrap().revision;
+        // the history is compacted before it follows again.
         etcd.put(&k("10.5.2.0-24"), &value("192.168.0.2"));
         etcd.put(&k("10.5.3.0-24"), &value("192.168.0.3"));
         etcd.del(&k("10.5.2.0-24"));
         etcd.compact(etcd.revision());
-        let mut w = r.watch(before).await.unwrap();
-        match next_event(&mut w).await.unwrap() {
-            LeaseEvent::Resync(s) => {
-                let subnets: Vec<String> = s.leases.iter().map(|l| l.key()).collect();
-                assert_eq!(
-                    subnets,
-                    ["10.5.3.0-24"],
-                    "the delete of 10.5.2.0 is not missed"
-                );
-            }
-            e => panic!("expected Resync, got {e:?}"),
+        let mut f = r.follow();
+        match f.next().await {
+            LeaseChange::Added(_, l) => assert_eq!(l.key(), "10.5.3.0-24"),
+            e => panic!("expected Added, got {e:?}"),
         }
-        // ...and the watch goes on after the resync.
+        assert_eq!(
+            f.next().await,
+            LeaseChange::Synced,
+            "10.5.2.0 is not handed out"
+        );
+        // ...and the watch goes on after the list.
         etcd.del(&k("10.5.3.0-24"));
-        match next_event(&mut w).await.unwrap() {
-            LeaseEvent::Removed(l) => assert_eq!(l.key(), "10.5.3.0-24"),
-            e => panic!("expected Removed, got {e:?}"),
+        match next_change(&mut f).await {
+            LeaseChange::Deleted(_, l) => assert_eq!(l.key(), "10.5.3.0-24"),
+            e => panic!("expected Deleted, got {e:?}"),
         }
     });
 }
@@ -277,10 +285,25 @@ fn an_unreachable_store_is_a_clear_error_not_a_hang() {
     let url = etcd.url();
     let (watch_end, reopen, refused, unroutable, bad) = ns.block_on(async {
         let r = registry(&url).await;
-        let mut w = r.watch(r.list().await.unwrap().revision).await.unwrap();
+        let mut f = r.follow();
+        assert_eq!(f.next().await, LeaseChange::Synced);
         etcd.kill();
-        // A running watch ends (or reports the break) when the store dies.
-        let watch_end = w.next().await.map(|r| r.map(|_| ()));
+        // A running watch breaks when the store dies; the informer says so
+        // in its counters and goes on trying (it never hands out an error).
+        let stats = f.stats();
+        let broke = async {
+            while stats.counts().broken == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        };
+        let watch_end = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            tokio::select! {
+                ev = f.next() => Some(format!("{ev:?}")),
+                _ = broke => None,
+            }
+        })
+        .await
+        .expect("the informer sees the watch break within 60 s");
         let reopen = open_lease_registry(&url, &StoreOptions::default())
             .await
             .err();
@@ -298,7 +321,7 @@ fn an_unreachable_store_is_a_clear_error_not_a_hang() {
             .err();
         (watch_end, reopen, refused, unroutable, bad)
     });
-    assert!(!matches!(watch_end, Some(Ok(()))), "{watch_end:?}");
+    assert_eq!(watch_end, None, "nothing handed out from a dead store");
     for e in [reopen, refused, unroutable] {
         match e {
             Some(StoreError::Unavailable(m)) => assert!(m.contains("etcd unreachable"), "{m}"),
@@ -454,7 +477,8 @@ fn a_thousand_leases_in_one_transaction_reach_the_watch() {
     script += "\n\n";
     let got = ns.block_on(async {
         let r = registry(&url).await;
-        let mut w = r.watch(r.list().await.unwrap().revision).await.unwrap();
+        let mut f = r.follow();
+        assert_eq!(f.next().await, LeaseChange::Synced);
         let mut c = etcd.ctl();
         c.arg("txn");
         let out = plexus_tests::output_with_stdin(&mut c, script.as_bytes());
@@ -466,14 +490,9 @@ fn a_thousand_leases_in_one_transaction_reach_the_watch() {
         let mut keys = BTreeSet::new();
         while keys.len() < 1000 {
             // A guard against hanging on a lost event, not a speed check.
-            let next = tokio::time::timeout(std::time::Duration::from_secs(120), w.next());
-            match next
-                .await
-                .expect("the watch delivered all 1000 leases")
-                .unwrap()
-                .unwrap()
-            {
-                LeaseEvent::Added(l) => keys.insert(l.key()),
+            let next = tokio::time::timeout(std::time::Duration::from_secs(120), f.next());
+            match next.await.expect("the watch delivered all 1000 leases") {
+                LeaseChange::Added(_, l) => keys.insert(l.key()),
                 e => panic!("expected Added, got {e:?}"),
             };
         }

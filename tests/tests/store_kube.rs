@@ -3,10 +3,12 @@
 //! the client runs on a thread inside it.
 
 use plexus_store::kube::{BACKEND_DATA, BACKEND_TYPE, PUBLIC_IP, SUBNET_KUBE_MANAGED};
-use plexus_store::{open_lease_registry, AcquireRequest, LeaseEvent, StoreError, StoreOptions};
-use plexus_subnet::{LeaseAttrs, VxlanBackendData};
+use plexus_store::{
+    open_lease_registry, AcquireRequest, Event as LeaseChange, StoreError, StoreOptions,
+};
+use plexus_subnet::{Lease, LeaseAttrs, VxlanBackendData};
 use plexus_tests::apiserver::FakeApiServer;
-use plexus_tests::{next_event, require_root, Netns};
+use plexus_tests::{require_root, Netns};
 use serde_json::json;
 
 /// flannel's annotations for a node it manages.
@@ -119,8 +121,20 @@ fn acquire_publishes_flannels_annotations_and_lists_flannel_nodes() {
     assert_eq!(n2.attrs.backend_data.as_ref().unwrap().vtep_mac[5], 2);
 }
 
+/// The next lease event that is not a `Synced`.
+async fn next_change(f: &mut plexus_store::Informer<Lease>) -> LeaseChange<Lease> {
+    loop {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(60), f.next())
+            .await
+            .expect("an event within 60 s");
+        if ev != LeaseChange::Synced {
+            return ev;
+        }
+    }
+}
+
 #[test]
-fn watch_follows_nodes_and_resyncs_after_expiry() {
+fn follow_tracks_nodes_and_lists_again_after_expiry() {
     require_root!();
     let c = cluster();
     c.api.add_node("n1", &["10.5.1.0/24"], json!({}));
@@ -131,51 +145,53 @@ fn watch_follows_nodes_and_resyncs_after_expiry() {
     );
     c.ns.block_on(async {
         let r = open_lease_registry("kubernetes", &c.opts).await.unwrap();
-        let start = r.list().await.unwrap().revision;
-        let mut w = r.watch(start).await.unwrap();
+        let mut f = r.follow();
+        // n1 is no lease (not managed): absent, and not a refusal.
+        match f.next().await {
+            LeaseChange::Added(_, l) => assert_eq!(l.key(), "10.5.2.0-24"),
+            e => panic!("expected Added, got {e:?}"),
+        }
+        assert_eq!(f.next().await, LeaseChange::Synced);
         c.api.add_node(
             "n4",
             &["10.5.4.0/24"],
             flannel_annotations("192.168.0.4", "0a:58:00:00:00:04"),
         );
-        match next_event(&mut w).await.unwrap() {
-            LeaseEvent::Added(l) => assert_eq!(l.key(), "10.5.4.0-24"),
+        match next_change(&mut f).await {
+            LeaseChange::Added(_, l) => assert_eq!(l.key(), "10.5.4.0-24"),
             e => panic!("expected Added, got {e:?}"),
         }
         c.api.delete_node("n2");
-        match next_event(&mut w).await.unwrap() {
-            LeaseEvent::Removed(l) => {
+        match next_change(&mut f).await {
+            LeaseChange::Deleted(_, l) => {
                 assert_eq!(l.key(), "10.5.2.0-24");
                 assert_eq!(l.attrs.public_ip, Some("192.168.0.2".parse().unwrap()));
             }
-            e => panic!("expected Removed, got {e:?}"),
+            e => panic!("expected Deleted, got {e:?}"),
         }
-        // A node that stops being managed (annotation removed) is removed.
+        // A node that stops being managed (annotation removed) is deleted.
         c.api
             .annotate_node("n4", json!({SUBNET_KUBE_MANAGED: null}));
-        match next_event(&mut w).await.unwrap() {
-            LeaseEvent::Removed(l) => assert_eq!(l.key(), "10.5.4.0-24"),
-            e => panic!("expected Removed, got {e:?}"),
+        match next_change(&mut f).await {
+            LeaseChange::Deleted(_, l) => assert_eq!(l.key(), "10.5.4.0-24"),
+            e => panic!("expected Deleted, got {e:?}"),
         }
-        drop(w);
-        // History gone (410 Expired): a Resync with the current set.
+        assert_eq!(f.stats().counts().refused_total, 0);
+        // History gone (410 Expired) while n5 came and n4 went for good:
+        // the informer lists again and hands out just the difference.
         c.api.add_node(
             "n5",
             &["10.5.5.0/24"],
             flannel_annotations("192.168.0.5", "0a:58:00:00:00:05"),
         );
         c.api.compact_nodes();
-        let mut w = r.watch(start).await.unwrap();
-        match next_event(&mut w).await.unwrap() {
-            LeaseEvent::Resync(s) => {
-                let keys: Vec<String> = s.leases.iter().map(|l| l.key()).collect();
-                assert_eq!(keys, ["10.5.5.0-24"]);
-            }
-            e => panic!("expected Resync, got {e:?}"),
+        match next_change(&mut f).await {
+            LeaseChange::Added(_, l) => assert_eq!(l.key(), "10.5.5.0-24"),
+            e => panic!("expected Added, got {e:?}"),
         }
         c.api.delete_node("n5");
         assert!(
-            matches!(next_event(&mut w).await.unwrap(), LeaseEvent::Removed(l) if l.key() == "10.5.5.0-24")
+            matches!(next_change(&mut f).await, LeaseChange::Deleted(_, l) if l.key() == "10.5.5.0-24")
         );
     });
 }

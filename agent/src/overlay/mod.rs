@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use futures::StreamExt;
-use plexus_store::{LeaseEvent, LeaseRegistry, LeaseSnapshot, StoreError};
+use plexus_store::{Event as LeaseChange, LeaseRegistry, StoreError};
 use plexus_subnet::{Lease, NetworkConfig};
 
 use crate::dataplane::{DataPlane, Entry, Key, Outcome, Owner};
@@ -111,99 +111,64 @@ impl Overlay {
         &self.desired
     }
 
-    /// Runs until the store fails for good. Dropping the future (on
+    /// Runs until the kernel or the lease fails for good (the store's
+    /// failures are retried by the informer). Dropping the future (on
     /// SIGTERM) leaves the data plane as it is. The kernel is the data
     /// plane's: it repairs drift and resyncs by itself.
     pub async fn run(&mut self, reg: &dyn LeaseRegistry, dp: &DataPlane) -> anyhow::Result<()> {
         let mut renew = tokio::time::interval(self.settings.renew_every);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        renew.tick().await; // the lease was just acquired
-                            // While our lease is missing (or the store lost the config) nothing
-                            // may arrive on the watch: try again on a clock.
+        // The lease was just acquired.
+        renew.tick().await;
+        // While our lease is missing (or the store lost the config) nothing
+        // may arrive on the watch: try again on a clock.
         let mut lost = tokio::time::interval(LOST_RETRY);
         lost.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut backoff = Duration::from_millis(100);
+        // Everything the store has delivered at once is one round of
+        // programming: 1000 leases written in one transaction, or a
+        // relist, become one diff and one netlink batch.
+        let leases = reg.follow();
+        self.status.add_informer("leases", leases.stats());
+        let listed = leases.cache();
+        let mut chunks = leases.into_stream().ready_chunks(4096);
         loop {
-            let snap = match reg.list().await {
-                Ok(s) => s,
-                Err(e) => {
-                    self.status.store_error();
-                    tracing::warn!(error = %e, "cannot list leases; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            };
-            let started = Instant::now();
-            self.replace_leases(snap.leases);
-            if self.reconcile(dp).await?.changed {
-                self.status.programmed_in(started.elapsed());
-            }
-            self.check_own_lease(reg).await?;
-            self.set_ready();
-            let stream = match reg.watch(snap.revision).await {
-                Ok(s) => s,
-                Err(e) => {
-                    self.status.store_error();
-                    tracing::warn!(error = %e, revision = snap.revision, "cannot watch leases; listing again");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            };
-            backoff = Duration::from_millis(100);
-            // Everything the store has delivered at once is one round of
-            // programming: 1000 leases written in one transaction become
-            // one diff and one netlink batch.
-            let mut chunks = stream.ready_chunks(4096);
-            // Until the watch ends or loses history: then list again and diff.
-            loop {
-                tokio::select! {
-                    chunk = chunks.next() => {
-                        let Some(chunk) = chunk else {
-                            tracing::info!("lease watch ended; listing again");
-                            break;
-                        };
-                        let started = Instant::now();
-                        tracing::debug!(events = chunk.len(), "lease events");
-                        let mut relist = false;
-                        for item in chunk {
-                            match item {
-                                Ok(ev) => self.on_event(ev),
-                                Err(StoreError::Compacted(rev)) => {
-                                    tracing::info!(revision = rev, "watch history compacted; listing again");
-                                    relist = true;
-                                }
-                                Err(e) => {
-                                    self.status.store_error();
-                                    tracing::warn!(error = %e, "lease watch failed; listing again");
-                                    relist = true;
-                                }
-                            }
-                        }
-                        if self.reconcile(dp).await?.changed {
-                            self.status.programmed_in(started.elapsed());
-                        }
-                        self.check_own_lease(reg).await?;
-                        if relist {
-                            break;
-                        }
+            tokio::select! {
+                chunk = chunks.next() => {
+                    // The informer's stream never ends.
+                    let Some(chunk) = chunk else { continue };
+                    let started = Instant::now();
+                    tracing::debug!(events = chunk.len(), "lease events");
+                    let mut synced = false;
+                    for ev in chunk {
+                        synced |= matches!(ev, LeaseChange::Synced);
+                        self.on_event(ev);
                     }
-                    _ = renew.tick() => self.renew(reg).await?,
-                    // Also while entries are missing from the kernel: asking
-                    // the data plane again retries them and shows whether
-                    // they are in now.
-                    _ = lost.tick(), if self.waiting
-                        || !self.leases.contains_key(&self.local.own)
-                        || self.hold_deletions_until.is_some()
-                        || !self.missing.is_empty() => {
-                        self.check_own_lease(reg).await?;
-                        if self.hold_deletions_until.is_some_and(|t| Instant::now() >= t) {
-                            self.hold_deletions_until = None;
-                        }
-                        if self.leases.contains_key(&self.local.own) {
-                            self.reconcile(dp).await?;
-                        }
+                    if synced {
+                        // A (re)list is the truth, whatever start-up read.
+                        self.replace_leases(listed.values().iter().map(|l| (**l).clone()).collect());
+                    }
+                    if self.reconcile(dp).await?.changed {
+                        self.status.programmed_in(started.elapsed());
+                    }
+                    self.check_own_lease(reg).await?;
+                    if synced {
+                        self.set_ready();
+                    }
+                }
+                _ = renew.tick() => self.renew(reg).await?,
+                // Also while entries are missing from the kernel: asking
+                // the data plane again retries them and shows whether
+                // they are in now.
+                _ = lost.tick(), if self.waiting
+                    || !self.leases.contains_key(&self.local.own)
+                    || self.hold_deletions_until.is_some()
+                    || !self.missing.is_empty() => {
+                    self.check_own_lease(reg).await?;
+                    if self.hold_deletions_until.is_some_and(|t| Instant::now() >= t) {
+                        self.hold_deletions_until = None;
+                    }
+                    if self.leases.contains_key(&self.local.own) {
+                        self.reconcile(dp).await?;
                     }
                 }
             }
@@ -214,21 +179,22 @@ impl Overlay {
         self.leases = leases.into_iter().map(|l| (lease_id(&l), l)).collect();
     }
 
-    fn on_event(&mut self, ev: LeaseEvent) {
+    fn on_event(&mut self, ev: LeaseChange<Lease>) {
         match ev {
-            LeaseEvent::Added(l) => {
+            LeaseChange::Added(_, l) => {
                 tracing::trace!(subnet = ?l.subnet, subnet6 = ?l.subnet6, public_ip = ?l.attrs.public_ip, "lease added");
-                self.leases.insert(lease_id(&l), l);
+                self.leases.insert(lease_id(&l), (*l).clone());
             }
-            LeaseEvent::Removed(l) => {
+            LeaseChange::Updated(_, old, l) => {
+                tracing::trace!(subnet = ?l.subnet, subnet6 = ?l.subnet6, public_ip = ?l.attrs.public_ip, "lease changed");
+                self.leases.remove(&lease_id(&old));
+                self.leases.insert(lease_id(&l), (*l).clone());
+            }
+            LeaseChange::Deleted(_, l) => {
                 tracing::trace!(subnet = ?l.subnet, subnet6 = ?l.subnet6, "lease removed");
                 self.leases.remove(&lease_id(&l));
             }
-            LeaseEvent::Resync(snap) => {
-                let LeaseSnapshot { leases, revision } = snap;
-                tracing::info!(revision, leases = leases.len(), "lease resync");
-                self.replace_leases(leases);
-            }
+            LeaseChange::Synced => tracing::debug!("leases listed"),
         }
     }
 

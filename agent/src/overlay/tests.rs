@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc;
-use futures::stream::BoxStream;
 use futures::StreamExt;
 use ipnet::Ipv4Net;
+use plexus_store::informer::{Listing, RawChange, RawItem, RawStream};
 use plexus_store::{
-    AcquireRequest, LeaseEvent, LeaseRegistry, LeaseSnapshot, Revision, StoreError,
+    AcquireRequest, Informer, LeaseRegistry, LeaseSnapshot, Revision, Source, StoreError,
 };
 use plexus_subnet::{Backend, Lease, NetworkConfig, VxlanConfig};
 
@@ -22,7 +22,7 @@ use crate::underlay::{KernelView, Underlay};
 use plexus_netlink::MacAddr;
 use plexus_subnet::{LeaseAttrs, VxlanBackendData};
 
-type Watcher = mpsc::UnboundedSender<Result<LeaseEvent, StoreError>>;
+type Watcher = mpsc::UnboundedSender<Result<RawChange<Lease>, StoreError>>;
 
 #[derive(Default)]
 struct RegState {
@@ -32,19 +32,50 @@ struct RegState {
     renewals: usize,
 }
 
+fn item(l: &Lease, revision: Revision) -> RawItem<Lease> {
+    RawItem {
+        key: l.key(),
+        version: revision.to_string(),
+        raw: l.clone(),
+    }
+}
+
 /// A store with flannel's semantics that tests can poke: put/delete
 /// notify watchers, `compact` breaks them, `forget` deletes silently (as
-/// if the event was lost).
+/// if the event was lost). Followed through the real informer.
 struct FakeRegistry {
     config: Option<NetworkConfig>,
-    st: Mutex<RegState>,
+    st: Arc<Mutex<RegState>>,
+}
+
+/// The fake's leases as an informer's source.
+struct FakeSource(Arc<Mutex<RegState>>);
+
+#[async_trait::async_trait]
+impl Source for FakeSource {
+    type Raw = Lease;
+    fn describe(&self) -> String {
+        "fake leases".into()
+    }
+    async fn list(&self) -> Result<Listing<Lease>, StoreError> {
+        let st = self.0.lock().unwrap();
+        Ok(Listing {
+            items: st.leases.values().map(|l| item(l, st.revision)).collect(),
+            version: st.revision.to_string(),
+        })
+    }
+    async fn watch(&self, _version: &str) -> Result<RawStream<Lease>, StoreError> {
+        let (tx, rx) = mpsc::unbounded();
+        self.0.lock().unwrap().watchers.push(tx);
+        Ok(rx.boxed())
+    }
 }
 
 impl FakeRegistry {
     fn new(config: Option<NetworkConfig>) -> FakeRegistry {
         FakeRegistry {
             config,
-            st: Mutex::new(RegState::default()),
+            st: Arc::default(),
         }
     }
 
@@ -52,16 +83,18 @@ impl FakeRegistry {
         let mut st = self.st.lock().unwrap();
         st.revision += 1;
         st.leases.insert(lease_id(&l), l.clone());
+        let change = RawChange::Put(item(&l, st.revision));
         st.watchers
-            .retain(|w| w.unbounded_send(Ok(LeaseEvent::Added(l.clone()))).is_ok());
+            .retain(|w| w.unbounded_send(Ok(change.clone())).is_ok());
     }
 
     fn delete(&self, id: LeaseId) {
         let mut st = self.st.lock().unwrap();
         st.revision += 1;
         if let Some(l) = st.leases.remove(&id) {
+            let change = RawChange::Delete { key: l.key() };
             st.watchers
-                .retain(|w| w.unbounded_send(Ok(LeaseEvent::Removed(l.clone()))).is_ok());
+                .retain(|w| w.unbounded_send(Ok(change.clone())).is_ok());
         }
     }
 
@@ -151,13 +184,10 @@ impl LeaseRegistry for FakeRegistry {
         })
     }
 
-    async fn watch(
-        &self,
-        _after: Revision,
-    ) -> Result<BoxStream<'static, Result<LeaseEvent, StoreError>>, StoreError> {
-        let (tx, rx) = mpsc::unbounded();
-        self.st.lock().unwrap().watchers.push(tx);
-        Ok(rx.boxed())
+    fn follow(&self) -> Informer<Lease> {
+        Informer::new(FakeSource(self.st.clone()), |_, l: &Lease| {
+            Ok::<_, std::convert::Infallible>(l.clone())
+        })
     }
 }
 

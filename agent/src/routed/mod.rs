@@ -47,6 +47,7 @@ use plexus_bgp::open::GracefulRestart;
 use plexus_bgp::{PeerStatus, Speaker, SpeakerConfig};
 use plexus_ipam::{Allocator, Cluster, NodeSettings, Pool};
 use plexus_netlink::Netns;
+use tracing::Instrument;
 
 use crate::ctlsock::Handlers;
 use crate::status::{BgpGauges, Shared};
@@ -183,6 +184,9 @@ pub async fn run(
         forwarding_preserved: true,
         ..GracefulRestart::default()
     });
+    // Sessions come up while the blocks are still being read: an
+    // End-of-RIB before them would have the peers drop our blocks' routes.
+    cfg.local_routes_pending = true;
     let (speaker, feed) = Speaker::start(cfg).await.context("start the BGP speaker")?;
     let speaker = Arc::new(speaker);
     tracing::info!(asn, router_id = %s.public_ip, ?listen, restarting, "BGP speaker started");
@@ -213,6 +217,10 @@ pub async fn run(
         .sync(alloc.blocks().await)
         .await
         .context("program this node's blocks")?;
+    speaker
+        .local_routes_complete()
+        .await
+        .context("tell the BGP speaker our blocks are announced")?;
     let routing = routing::Routing::new(dp.clone(), status.clone(), policy);
     let _feed = AbortOnDrop(tokio::spawn(routing.clone().follow(feed)));
 
@@ -243,10 +251,9 @@ pub async fn run(
         s.sync_wait,
     )));
     let wake = Arc::new(tokio::sync::Notify::new());
-    let _watch = AbortOnDrop(tokio::spawn(watch::wake_on_change(
-        cluster.clone(),
-        wake.clone(),
-    )));
+    let _watch = AbortOnDrop(tokio::spawn(
+        watch::wake_on_change(cluster.clone(), wake.clone(), status.clone()).in_current_span(),
+    ));
     let mut round = Round {
         settings: s,
         cluster: &cluster,

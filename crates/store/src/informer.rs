@@ -377,11 +377,12 @@ impl Stats {
 
 // ---- decoding (the source's raw type erased) ----
 
-/// An item after the decoder: the value, or why it was refused.
+/// An item after the decoder: the value, none (not an item of this
+/// informer's), or why it was refused.
 struct Decoded<T> {
     key: String,
     version: String,
-    value: Result<T, String>,
+    value: Result<Option<T>, String>,
 }
 
 enum Change<T> {
@@ -404,7 +405,7 @@ struct Decoding<S, F> {
 }
 
 fn decode_item<R, T, E: Display>(
-    decode: &impl Fn(&str, &R) -> Result<T, E>,
+    decode: &impl Fn(&str, &R) -> Result<Option<T>, E>,
     item: RawItem<R>,
 ) -> Decoded<T> {
     Decoded {
@@ -418,7 +419,7 @@ fn decode_item<R, T, E: Display>(
 impl<S, F, T, E> Feed<T> for Decoding<S, F>
 where
     S: Source,
-    F: Fn(&str, &S::Raw) -> Result<T, E> + Send + Sync + 'static,
+    F: Fn(&str, &S::Raw) -> Result<Option<T>, E> + Send + Sync + 'static,
     E: Display,
     T: Send + 'static,
 {
@@ -506,7 +507,7 @@ impl<T: PartialEq> Tracker<T> {
             match item.value {
                 Ok(v) => {
                     self.forget_refusal(&item.key);
-                    listed.insert(item.key, Some(v));
+                    listed.insert(item.key, v);
                 }
                 Err(why) => {
                     self.refuse(&item.key, &item.version, &why);
@@ -539,9 +540,14 @@ impl<T: PartialEq> Tracker<T> {
         match c {
             Change::Progress => None,
             Change::Put(item) => match item.value {
-                Ok(v) => {
+                Ok(Some(v)) => {
                     self.forget_refusal(&item.key);
                     self.put_event(item.key, v)
+                }
+                Ok(None) => {
+                    self.forget_refusal(&item.key);
+                    let last = self.cache.get(&item.key)?;
+                    Some(Event::Deleted(item.key, last))
                 }
                 Err(why) => {
                     self.refuse(&item.key, &item.version, &why);
@@ -632,6 +638,21 @@ impl<T: PartialEq + Send + Sync + 'static> Informer<T> {
     where
         S: Source,
         F: Fn(&str, &S::Raw) -> Result<T, E> + Send + Sync + 'static,
+        E: Display,
+    {
+        Informer::filtered(source, move |key: &str, raw: &S::Raw| {
+            decode(key, raw).map(Some)
+        })
+    }
+
+    /// An informer over the items `decode` keeps: `Ok(None)` is an item
+    /// that is not one of this informer's (a Node without the overlay's
+    /// annotations), treated as absent without a word; `Err` is a bad one,
+    /// logged and counted.
+    pub fn filtered<S, F, E>(source: S, decode: F) -> Informer<T>
+    where
+        S: Source,
+        F: Fn(&str, &S::Raw) -> Result<Option<T>, E> + Send + Sync + 'static,
         E: Display,
     {
         let what = source.describe();

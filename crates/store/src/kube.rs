@@ -9,22 +9,18 @@
 //! - other nodes come from a Node watch;
 //! - the network config is a file (flannel's net-conf.json, `--net-config`).
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures::stream::BoxStream;
-use futures::StreamExt;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, ListParams, Patch, PatchParams};
 use plexus_subnet::{Lease, LeaseAttrs, NetworkConfig, VxlanBackendData};
 use serde_json::{json, Map, Value};
 
-use crate::kubewatch::{Change, Watch, WATCH_SECONDS};
-use crate::{
-    AcquireRequest, LeaseEvent, LeaseRegistry, LeaseSnapshot, Revision, StoreError, StoreOptions,
-};
+use crate::informer::{typed, Informer, KubeSource};
+use crate::kubewatch::WATCH_SECONDS;
+use crate::{AcquireRequest, LeaseRegistry, LeaseSnapshot, Revision, StoreError, StoreOptions};
 
 /// flannel's annotation prefix.
 pub const ANNOTATION_PREFIX: &str = "flannel.alpha.coreos.com/";
@@ -314,131 +310,14 @@ impl LeaseRegistry for KubeLeaseRegistry {
         })
     }
 
-    async fn watch(
-        &self,
-        after: Revision,
-    ) -> Result<BoxStream<'static, Result<LeaseEvent, StoreError>>, StoreError> {
-        let mut w = NodeWatch {
-            nodes: self.nodes.clone(),
-            rv: after.to_string(),
-            watch: None,
-            relist: false,
-            known: std::collections::HashMap::new(),
-            pending: VecDeque::new(),
-            done: false,
-        };
-        // The first watch call now, so an unreachable API is an error here.
-        w.open().await?;
-        Ok(futures::stream::unfold(w, |mut w| async move {
-            let item = w.next().await?;
-            Some((item, w))
-        })
-        .boxed())
-    }
-}
-
-/// Node changes as lease events: a [`Watch`] of Nodes, relisted (a
-/// `Resync`) when its history is lost.
-struct NodeWatch {
-    nodes: Api<Node>,
-    rv: String,
-    watch: Option<Watch<Node>>,
-    relist: bool,
-    /// Each node's lease as last reported, to turn a node losing its
-    /// annotations or podCIDR into Removed.
-    known: std::collections::HashMap<String, Lease>,
-    pending: VecDeque<LeaseEvent>,
-    done: bool,
-}
-
-impl NodeWatch {
-    async fn open(&mut self) -> Result<(), StoreError> {
-        match Watch::start(self.nodes.clone(), "nodes", None, &self.rv).await {
-            Ok(w) => self.watch = Some(w),
-            Err(StoreError::Compacted(_)) => self.relist = true,
-            Err(e) => return Err(e),
-        }
-        Ok(())
-    }
-
-    fn node_event(&mut self, node: &Node, deleted: bool) {
-        let name = node.metadata.name.clone().unwrap_or_default();
-        if let Some(rv) = &node.metadata.resource_version {
-            self.rv = rv.clone();
-        }
-        let lease = if deleted { None } else { node_lease(node) };
-        match (lease, self.known.remove(&name)) {
-            (Some(l), old) => {
-                if old.as_ref() != Some(&l) {
-                    self.pending.push_back(LeaseEvent::Added(l.clone()));
-                }
-                self.known.insert(name, l);
-            }
-            (None, Some(old)) => self.pending.push_back(LeaseEvent::Removed(old)),
-            (None, None) => {
-                // A deleted node we never saw as a lease (watch started
-                // after it was listed): report it from its last state.
-                if deleted {
-                    if let Some(l) = node_lease(node) {
-                        self.pending.push_back(LeaseEvent::Removed(l));
-                    }
-                }
-            }
-        }
-    }
-
-    async fn next(&mut self) -> Option<Result<LeaseEvent, StoreError>> {
-        loop {
-            if let Some(ev) = self.pending.pop_front() {
-                return Some(Ok(ev));
-            }
-            if self.done {
-                return None;
-            }
-            if self.relist {
-                self.relist = false;
-                self.watch = None;
-                // rbac(plexus-kube-store): list nodes
-                let list = match self.nodes.list(&ListParams::default()).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        self.done = true;
-                        return Some(Err(api_error("list nodes", e)));
-                    }
-                };
-                self.rv = list.metadata.resource_version.clone().unwrap_or_default();
-                self.known = list
-                    .items
-                    .iter()
-                    .filter_map(|n| Some((n.metadata.name.clone()?, node_lease(n)?)))
-                    .collect();
-                return Some(Ok(LeaseEvent::Resync(LeaseSnapshot {
-                    leases: self.known.values().cloned().collect(),
-                    revision: parse_rv(Some(&self.rv)),
-                })));
-            }
-            let Some(watch) = self.watch.as_mut() else {
-                if let Err(e) = self.open().await {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-                continue;
-            };
-            match watch.next().await {
-                Some(Ok(Change::Applied(n))) => self.node_event(&n, false),
-                Some(Ok(Change::Deleted(n))) => self.node_event(&n, true),
-                Some(Err(StoreError::Compacted(_))) => {
-                    tracing::info!("node watch expired (410); relisting");
-                    self.relist = true;
-                }
-                Some(Err(e)) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-                // A watch ends only after an error it returned.
-                None => self.watch = None,
-            }
-        }
+    fn follow(&self) -> Informer<Lease> {
+        let nodes = KubeSource::new(
+            self.nodes.clone().into_client(),
+            &ApiResource::erase::<Node>(&()),
+        );
+        // A Node without the overlay's annotations or a podCIDR is not a
+        // lease (yet, or any more): absent, not refused.
+        Informer::filtered(nodes, |_, o| typed::<Node>(o).map(|n| node_lease(&n)))
     }
 }
 
@@ -467,19 +346,14 @@ impl KubeNodes {
         })
     }
 
-    /// Every Node's name, and the list's resourceVersion.
-    pub async fn names(&self) -> Result<(std::collections::BTreeSet<String>, String), StoreError> {
-        // rbac(plexus-kube-store): list nodes
-        let list = tokio::time::timeout(API_TIMEOUT, self.nodes.list(&ListParams::default()))
-            .await
-            .map_err(|_| StoreError::Unavailable("Kubernetes API: list nodes: no answer".into()))?
-            .map_err(|e| api_error("list nodes", e))?;
-        let names = list
-            .items
-            .iter()
-            .filter_map(|n| n.metadata.name.clone())
-            .collect();
-        Ok((names, list.metadata.resource_version.unwrap_or_default()))
+    /// Every Node by name, then each one added or deleted (the store's
+    /// informer: relisted by itself after 410 Gone or a broken watch).
+    pub fn follow(&self) -> Informer<()> {
+        let nodes = KubeSource::new(
+            self.nodes.clone().into_client(),
+            &ApiResource::erase::<Node>(&()),
+        );
+        Informer::new(nodes, |_, _| Ok::<(), std::convert::Infallible>(()))
     }
 
     /// Whether the Node exists now.
@@ -491,21 +365,6 @@ impl KubeNodes {
             .map_err(|_| StoreError::Unavailable(format!("Kubernetes API: {op}: no answer")))?
             .map_err(|e| api_error(&op, e))?;
         Ok(n.is_some())
-    }
-
-    /// The names of Nodes deleted after resourceVersion `after`, watching
-    /// on across the server's watch timeouts. Lost history (410) is an
-    /// `Err(Compacted)` item, a broken watch an `Err(Unavailable)`; the
-    /// stream ends after either (list again, then watch again).
-    pub async fn deletions(
-        &self,
-        after: &str,
-    ) -> Result<BoxStream<'static, Result<String, StoreError>>, StoreError> {
-        let w = Watch::start(self.nodes.clone(), "nodes", None, after).await?;
-        Ok(w.into_stream(|c| match c {
-            Change::Deleted(n) => n.metadata.name,
-            Change::Applied(_) => None,
-        }))
     }
 }
 

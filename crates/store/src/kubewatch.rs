@@ -1,7 +1,7 @@
 //! One Kubernetes watch that outlives the server's watch calls: every
-//! Kubernetes-backed source in this crate (the overlay's Node leases,
-//! [`crate::KubeNodes`]' deletions, [`crate::KubeKv`]'s keys) follows its
-//! objects through it.
+//! Kubernetes-backed source in this crate ([`crate::KubeSource`], which
+//! every informer of Kubernetes objects uses, and [`crate::KubeKv`]'s
+//! keys) follows its objects through it.
 //!
 //! - The first call is made at [`Watch::start`], so an unreachable API is
 //!   an error there, not a silent empty stream.
@@ -161,17 +161,6 @@ where
         Some(Err(e))
     }
 
-    /// The next change; `None` after an error was returned.
-    pub(crate) async fn next(&mut self) -> Option<Result<Change<K>, StoreError>> {
-        loop {
-            match self.next_tick().await? {
-                Ok(Tick::Change(c)) => return Some(Ok(c)),
-                Ok(Tick::Progress) => continue,
-                Err(e) => return Some(Err(e)),
-            }
-        }
-    }
-
     /// The next change or sign of life; `None` after an error was returned.
     pub(crate) async fn next_tick(&mut self) -> Option<Result<Tick<K>, StoreError>> {
         loop {
@@ -229,17 +218,6 @@ where
                 }
             }
         }
-    }
-
-    /// The changes as a stream, each mapped by `f` (`None`: skipped).
-    pub(crate) fn into_stream<T: Send + 'static>(
-        self,
-        f: impl Fn(Change<K>) -> Option<T> + Send + 'static,
-    ) -> BoxStream<'static, Result<T, StoreError>> {
-        self.into_ticks(move |t| match t {
-            Tick::Change(c) => f(c),
-            Tick::Progress => None,
-        })
     }
 
     /// Changes and signs of life as a stream, each mapped by `f` (`None`:

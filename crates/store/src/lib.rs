@@ -20,7 +20,6 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use futures::stream::BoxStream;
 use plexus_subnet::{Lease, LeaseAttrs, NetworkConfig};
 
 pub mod etcd;
@@ -87,18 +86,6 @@ pub struct LeaseSnapshot {
     pub revision: Revision,
 }
 
-/// A change to the set of leases.
-#[derive(Debug, Clone)]
-pub enum LeaseEvent {
-    /// A lease appeared or its attributes changed.
-    Added(Lease),
-    /// A lease was deleted or expired.
-    Removed(Lease),
-    /// History was lost (compaction, a re-established watch): the whole set,
-    /// to be diffed against what is programmed.
-    Resync(LeaseSnapshot),
-}
-
 /// The overlay's view of the store.
 #[async_trait::async_trait]
 pub trait LeaseRegistry: Send + Sync {
@@ -115,12 +102,11 @@ pub trait LeaseRegistry: Send + Sync {
     async fn reassert(&self, lease: &Lease) -> Result<(), StoreError>;
     /// Every lease now.
     async fn list(&self) -> Result<LeaseSnapshot, StoreError>;
-    /// Changes after `after`. Yields `Err(Compacted)` or `Resync` when
-    /// history is gone; the stream ending means the watch broke (re-list).
-    async fn watch(
-        &self,
-        after: Revision,
-    ) -> Result<BoxStream<'static, Result<LeaseEvent, StoreError>>, StoreError>;
+    /// Every lease, then each change, for as long as it is polled: the
+    /// store's informer (it lists again by itself when history is gone or
+    /// the watch breaks or goes silent, and hands out exactly the
+    /// differences; a malformed lease is logged once and left out).
+    fn follow(&self) -> Informer<Lease>;
 }
 
 /// How to reach the store, beyond its URL (flannel's flags).

@@ -5,18 +5,17 @@
 //! - `<prefix>/subnets/<ip>-<len>[&<ip6>-<len6>]`: a lease, value
 //!   `LeaseAttrs` JSON, attached to a 24 h TTL lease, created only if absent.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::stream::BoxStream;
-use futures::StreamExt;
 use plexus_subnet::{alloc, Lease, LeaseAttrs, NetworkConfig};
 
-use crate::kv::{KeyValue, Kv, KvEvent, KvWatchStream, LeaseId};
-use crate::{AcquireRequest, LeaseEvent, LeaseRegistry, LeaseSnapshot, Revision, StoreError};
+use crate::informer::{Informer, KvSource};
+use crate::kv::{KeyValue, Kv, LeaseId};
+use crate::{AcquireRequest, LeaseRegistry, LeaseSnapshot, Revision, StoreError};
 
 /// A lease's TTL, as flannel's (`subnetTTL`).
 pub const SUBNET_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -195,21 +194,6 @@ fn to_lease(prefix: &str, kv: &KeyValue) -> Option<Lease> {
             None
         }
     }
-}
-
-/// A lease for a deleted key: its subnets from the key, its attributes from
-/// the last value when the store still had it.
-fn removed_lease(prefix: &str, key: &str, prev: Option<&KeyValue>) -> Option<Lease> {
-    let short = key.strip_prefix(prefix)?;
-    let (subnet, subnet6) = Lease::parse_key(short).ok()?;
-    let attrs = prev
-        .and_then(|p| LeaseAttrs::from_json(&p.value).ok())
-        .unwrap_or_default();
-    Some(Lease {
-        subnet,
-        subnet6,
-        attrs,
-    })
 }
 
 fn carries_our_ip(l: &Lease, req: &AcquireRequest) -> bool {
@@ -443,123 +427,15 @@ impl LeaseRegistry for KvLeaseRegistry {
         })
     }
 
-    async fn watch(
-        &self,
-        after: Revision,
-    ) -> Result<BoxStream<'static, Result<LeaseEvent, StoreError>>, StoreError> {
+    fn follow(&self) -> Informer<Lease> {
         let prefix = self.subnets_prefix();
-        let (stream, relist) = match self.kv.watch(&prefix, after + 1).await {
-            Ok(s) => (Some(s), false),
-            Err(StoreError::Compacted(_)) => (None, true),
-            Err(e) => return Err(e),
-        };
-        let w = LeaseWatch {
-            kv: self.kv.clone(),
-            prefix,
-            stream,
-            relist,
-            next: after + 1,
-            pending: VecDeque::new(),
-            done: false,
-        };
-        Ok(futures::stream::unfold(w, |mut w| async move {
-            let item = w.next().await?;
-            Some((item, w))
+        let source = KvSource::new(self.kv.clone(), &prefix);
+        Informer::new(source, move |key: &str, kv: &KeyValue| {
+            let short = key
+                .strip_prefix(&prefix)
+                .ok_or_else(|| format!("not under {prefix}"))?;
+            Lease::from_kv(short, &kv.value).map_err(|e| e.to_string())
         })
-        .boxed())
-    }
-}
-
-/// The state of one lease watch: the Kv watch, events not yet handed out,
-/// and where to resume.
-struct LeaseWatch {
-    kv: Arc<dyn Kv>,
-    prefix: String,
-    stream: Option<KvWatchStream>,
-    /// History is gone: list everything (Resync) before watching again.
-    relist: bool,
-    /// The first revision not yet seen.
-    next: Revision,
-    pending: VecDeque<LeaseEvent>,
-    done: bool,
-}
-
-impl LeaseWatch {
-    async fn next(&mut self) -> Option<Result<LeaseEvent, StoreError>> {
-        loop {
-            if let Some(ev) = self.pending.pop_front() {
-                return Some(Ok(ev));
-            }
-            if self.done {
-                return None;
-            }
-            if self.relist {
-                return Some(self.resync().await);
-            }
-            let Some(stream) = self.stream.as_mut() else {
-                match self.kv.watch(&self.prefix, self.next).await {
-                    Ok(s) => self.stream = Some(s),
-                    Err(StoreError::Compacted(_)) => self.relist = true,
-                    Err(e) => {
-                        self.done = true;
-                        return Some(Err(e));
-                    }
-                }
-                continue;
-            };
-            match stream.next().await {
-                None => {
-                    self.done = true;
-                    return None;
-                }
-                Some(Err(StoreError::Compacted(rev))) => {
-                    tracing::info!(revision = rev, "lease watch history compacted; relisting");
-                    self.stream = None;
-                    self.relist = true;
-                }
-                Some(Err(e)) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-                Some(Ok(batch)) => {
-                    for ev in batch {
-                        self.next = self.next.max(ev.revision() + 1);
-                        let lease_ev = match &ev {
-                            KvEvent::Put(kv) => to_lease(&self.prefix, kv).map(LeaseEvent::Added),
-                            KvEvent::Delete { key, prev, .. } => {
-                                removed_lease(&self.prefix, key, prev.as_ref())
-                                    .map(LeaseEvent::Removed)
-                            }
-                        };
-                        self.pending.extend(lease_ev);
-                    }
-                }
-            }
-        }
-    }
-
-    /// List every lease; the watch resumes just after the list's revision,
-    /// so no change (a delete included) falls between the two.
-    async fn resync(&mut self) -> Result<LeaseEvent, StoreError> {
-        let r = match self.kv.range(&self.prefix).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.done = true;
-                return Err(e);
-            }
-        };
-        self.relist = false;
-        self.stream = None;
-        self.next = r.revision + 1;
-        let leases = r
-            .kvs
-            .iter()
-            .filter_map(|kv| to_lease(&self.prefix, kv))
-            .collect();
-        Ok(LeaseEvent::Resync(LeaseSnapshot {
-            leases,
-            revision: r.revision,
-        }))
     }
 }
 
@@ -567,6 +443,7 @@ impl LeaseWatch {
 mod tests {
     use super::*;
     use crate::rt;
+    use crate::Event;
     use crate::FileKv;
     use plexus_subnet::VxlanBackendData;
 
@@ -722,33 +599,27 @@ mod tests {
     }
 
     #[test]
-    fn watch_sees_add_and_delete_and_resyncs_after_compaction() {
+    fn follow_hands_out_leases_as_they_come_and_go_and_skips_malformed_ones() {
         let dir = tempfile::tempdir().unwrap();
         rt().block_on(async {
             let (kv, r) = registry(dir.path()).await;
-            let snap = r.list().await.unwrap();
-            let mut w = r.watch(snap.revision).await.unwrap();
+            let mut f = r.follow();
+            assert_eq!(f.next().await, Event::Synced);
             let a = r.acquire(&req("a", "192.168.0.1", 1)).await.unwrap();
-            match w.next().await.unwrap().unwrap() {
-                LeaseEvent::Added(l) => assert_eq!(l, a),
-                e => panic!("{e:?}"),
-            }
-            kv.delete(&r.lease_key(&a), None).await.unwrap();
-            match w.next().await.unwrap().unwrap() {
-                LeaseEvent::Removed(l) => assert_eq!(l, a, "attributes from the deleted value"),
-                e => panic!("{e:?}"),
-            }
-            // Watching from compacted history: a Resync, then live events.
+            let key = r.lease_key(&a);
+            assert_eq!(
+                f.next().await,
+                Event::Added(key.clone(), Arc::new(a.clone()))
+            );
+            // A malformed lease is no event; the next good one is.
+            kv.put("/coreos.com/network/subnets/10.5.9.0-24", b"{", None, None)
+                .await
+                .unwrap();
+            kv.delete(&key, None).await.unwrap();
+            assert_eq!(f.next().await, Event::Deleted(key, Arc::new(a)));
             let b = r.acquire(&req("b", "192.168.0.2", 2)).await.unwrap();
-            let rev = kv.range("/").await.unwrap().revision;
-            kv.compact(rev).await.unwrap();
-            let mut w = r.watch(snap.revision).await.unwrap();
-            match w.next().await.unwrap().unwrap() {
-                LeaseEvent::Resync(s) => assert_eq!(s.leases, vec![b.clone()]),
-                e => panic!("{e:?}"),
-            }
-            kv.delete(&r.lease_key(&b), None).await.unwrap();
-            assert!(matches!(w.next().await.unwrap().unwrap(), LeaseEvent::Removed(l) if l == b));
+            assert_eq!(f.next().await, Event::Added(r.lease_key(&b), Arc::new(b)));
+            assert_eq!(f.stats().counts().refused, 1);
         });
     }
 }

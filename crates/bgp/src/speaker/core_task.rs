@@ -98,6 +98,8 @@ pub(super) struct Core {
     /// peer has sent its own, or until this deadline, so helpers do not
     /// drop routes we have not relearnt yet.
     deferral: Option<Instant>,
+    /// Our own routes are not all originated yet: no End-of-RIB.
+    local_pending: bool,
     /// Writers of closed connections still flushing (a NOTIFICATION).
     closing: Vec<JoinHandle<()>>,
 }
@@ -113,6 +115,7 @@ impl Core {
             .graceful_restart
             .filter(|g| g.restarting)
             .map(|g| Instant::now() + Duration::from_secs(u64::from(g.restart_time)));
+        let local_pending = cfg.local_routes_pending;
         let mut rib = Rib::new(RibConfig {
             router_id: cfg.router_id,
             cluster_id: cfg.cluster_id,
@@ -132,6 +135,7 @@ impl Core {
             feed,
             next_conn: 1,
             deferral,
+            local_pending,
             closing: Vec::new(),
         }
     }
@@ -297,6 +301,10 @@ impl Core {
                     None => self.rib.withdraw_local(prefix),
                 };
                 self.apply_rib(out);
+                let _ = reply.send(());
+            }
+            Command::LocalRoutesComplete(reply) => {
+                self.local_routes_complete();
                 let _ = reply.send(());
             }
             Command::Refresh(addr, afi, reply) => {
@@ -643,7 +651,7 @@ impl Core {
         }
         let out = self.rib.peer_up(info);
         self.apply_rib(out);
-        if self.deferral.is_none() {
+        if self.deferral.is_none() && !self.local_pending {
             self.send_end_of_rib(peer);
         }
     }
@@ -663,10 +671,31 @@ impl Core {
         }
     }
 
-    /// The restart is over: every established peer gets our End-of-RIB.
+    /// The restart is over: every established peer gets our End-of-RIB
+    /// (once our own routes are all in).
     fn end_deferral(&mut self) {
-        tracing::info!("BGP restart: selection deferral over, sending End-of-RIB");
         self.deferral = None;
+        if self.local_pending {
+            tracing::info!(
+                "BGP restart: selection deferral over; End-of-RIB once our own routes are in"
+            );
+            return;
+        }
+        tracing::info!("BGP restart: selection deferral over, sending End-of-RIB");
+        self.send_pending_end_of_rib();
+    }
+
+    /// Our own routes are all originated: End-of-RIB, unless the restart's
+    /// deferral still holds it.
+    fn local_routes_complete(&mut self) {
+        if !std::mem::take(&mut self.local_pending) || self.deferral.is_some() {
+            return;
+        }
+        tracing::info!("BGP: our own routes are in, sending End-of-RIB");
+        self.send_pending_end_of_rib();
+    }
+
+    fn send_pending_end_of_rib(&mut self) {
         let waiting: Vec<IpAddr> = self
             .peers
             .iter()

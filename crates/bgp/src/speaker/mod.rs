@@ -58,6 +58,11 @@ pub struct SpeakerConfig {
     /// ECMP: most next hops a best route is installed over (paths equal up
     /// to the router-ID / peer-address tie breakers); 1: the best only.
     pub max_paths: usize,
+    /// Our own routes are still to be originated: no End-of-RIB goes out
+    /// until [`Speaker::local_routes_complete`]. A peer keeping our routes
+    /// across our restart drops every one not announced again by our
+    /// End-of-RIB, so it must not come before our table is whole.
+    pub local_routes_pending: bool,
 }
 
 impl SpeakerConfig {
@@ -74,6 +79,7 @@ impl SpeakerConfig {
             next_hop_v6: None,
             guard: Guard::default(),
             max_paths: 1,
+            local_routes_pending: false,
         }
     }
 
@@ -271,6 +277,7 @@ enum Command {
     AdjRibIn(Option<IpAddr>, oneshot::Sender<Vec<AdjRibInEntry>>),
     SetGuard(Guard, oneshot::Sender<()>),
     SetClusterId(Option<Ipv4Addr>, oneshot::Sender<()>),
+    LocalRoutesComplete(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<Vec<JoinHandle<()>>>),
 }
 
@@ -429,6 +436,12 @@ impl Speaker {
     /// them to re-send what was reflected with the old one).
     pub async fn set_cluster_id(&self, id: Option<Ipv4Addr>) -> Result<(), BgpError> {
         self.ask(|tx| Command::SetClusterId(id, tx)).await
+    }
+
+    /// Every route of ours is originated (with
+    /// [`SpeakerConfig::local_routes_pending`]): End-of-RIB may go out.
+    pub async fn local_routes_complete(&self) -> Result<(), BgpError> {
+        self.ask(Command::LocalRoutesComplete).await
     }
 
     /// The Loc-RIB: prefix, the peer of its best path (None: ours), attributes.

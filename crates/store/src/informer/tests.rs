@@ -520,3 +520,27 @@ fn a_caller_that_keeps_dropping_next_still_gets_everything_once() {
         assert_eq!(i.stats().counts().lists, 1);
     });
 }
+
+#[test]
+fn items_not_ours_are_absent_without_a_word() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let kv = Faulty::open(dir.path());
+        put(&*kv, "/p/a", "ours:1").await;
+        put(&*kv, "/p/b", "plain").await;
+        // "ours:" values are items, anything else is not one of ours.
+        let mut i = Informer::filtered(KvSource::new(kv.clone(), "/p/"), |key, kv| {
+            decode(key, kv).map(|v| v.strip_prefix("ours:").map(str::to_string))
+        });
+        assert_eq!(next(&mut i).await, added("/p/a", "1"));
+        assert_eq!(next(&mut i).await, Event::Synced);
+        // An item that stops being ours is handed out as deleted; one that
+        // becomes ours as added; neither is a refusal.
+        put(&*kv, "/p/a", "plain").await;
+        put(&*kv, "/p/b", "ours:2").await;
+        assert_eq!(next(&mut i).await, deleted("/p/a", "1"));
+        assert_eq!(next(&mut i).await, added("/p/b", "2"));
+        let c = i.stats().counts();
+        assert_eq!((c.refused_total, c.refused), (0, 0));
+    });
+}
