@@ -22,6 +22,7 @@
 //! - [`status`], [`ctlsock`], [`http`]: what the agent reports, on its
 //!   control socket and on the optional metrics/health listener.
 
+pub mod answer;
 pub mod bfd;
 pub mod clusteripam;
 pub mod ctlsock;

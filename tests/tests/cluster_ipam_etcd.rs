@@ -9,11 +9,12 @@ use std::sync::{Arc, Barrier};
 
 use ipnet::IpNet;
 use plexus_ipam::clusterpool::{
-    cni_code, AllocRequest, Attachment, ClusterAllocator, ClusterLayout, ClusterPools, Range,
+    AllocRequest, Attachment, ClusterAllocator, ClusterLayout, ClusterPools, Range,
 };
 use plexus_store::{EtcdKv, Kv};
 use plexus_tests::etcd::Etcd;
 use plexus_tests::{bin_dir, require_etcd, require_root, Netns};
+use plexusd::answer::cluster_code;
 use serde_json::Value;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -195,7 +196,7 @@ fn a_28_across_more_nodes_than_blocks_is_fully_used_then_exhausted() {
                 {
                     Ok(g) => got.push(g[0].address),
                     Err(e) => {
-                        assert_eq!(cni_code(&e), Some(100), "{e}");
+                        assert_eq!(cluster_code(&e), Some(100), "{e}");
                         errors.push(e.to_string());
                         break;
                     }
@@ -264,9 +265,12 @@ fn overlapping_ranges_requested_addresses_and_filters_on_etcd() {
         let mut again = req("q1", vec![r.clone()]);
         again.requested = vec![ip("10.153.0.77")];
         let e = n2.allocate(&again).await.unwrap_err();
-        assert_eq!(cni_code(&e), Some(102), "{e}");
+        assert_eq!(cluster_code(&e), Some(102), "{e}");
         again.requested = vec![ip("10.154.0.1")];
-        assert_eq!(cni_code(&n2.allocate(&again).await.unwrap_err()), Some(7));
+        assert_eq!(
+            cluster_code(&n2.allocate(&again).await.unwrap_err()),
+            Some(7)
+        );
 
         // exclude, range_start/range_end, gateway; dual stack.
         let v4 = Range::new(
@@ -296,7 +300,7 @@ fn overlapping_ranges_requested_addresses_and_filters_on_etcd() {
             .allocate(&req("d9", vec![v4.clone(), v6.clone()]))
             .await
             .unwrap_err();
-        assert_eq!(cni_code(&e), Some(100), "{e}");
+        assert_eq!(cluster_code(&e), Some(100), "{e}");
         assert!(
             n2.held("d9", "net1").await.is_empty(),
             "the failed ADD left its IPv6 address"

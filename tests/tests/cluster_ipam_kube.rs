@@ -8,12 +8,13 @@ use std::net::IpAddr;
 use std::sync::{Arc, Barrier};
 
 use plexus_ipam::clusterpool::{
-    cni_code, AllocRequest, Attachment, ClusterAllocator, ClusterLayout, ClusterPools, Range,
+    AllocRequest, Attachment, ClusterAllocator, ClusterLayout, ClusterPools, Range,
 };
 use plexus_store::kubekv::{GROUP, PLURAL, VERSION};
 use plexus_store::{Kv, StoreOptions};
 use plexus_tests::apiserver::FakeApiServer;
 use plexus_tests::{require_root, Netns};
+use plexusd::answer::cluster_code;
 
 async fn kv(api: &FakeApiServer) -> Arc<dyn Kv> {
     let opts = StoreOptions {
@@ -74,7 +75,7 @@ fn on_nodes(
                                     match a.allocate(&req(&format!("n{n}-c{i}"), range)).await {
                                         Ok(g) => got.push(g[0].address),
                                         Err(e) => {
-                                            assert_eq!(cni_code(&e), Some(100), "{e}");
+                                            assert_eq!(cluster_code(&e), Some(100), "{e}");
                                             break;
                                         }
                                     }

@@ -17,15 +17,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use plexus_agent_api::{
-    AgentError, Cidr, ClusterAllocate, ClusterAllocation, ClusterIp, GcDone, Released, Request,
+    Cidr, ClusterAllocate, ClusterAllocation, ClusterIp, GcDone, Released, Request,
 };
-use plexus_ipam::clusterpool::{
-    cni_code, AllocRequest, Attachment, ClusterAllocator, ClusterLayout, Range,
-};
+use plexus_ipam::clusterpool::{AllocRequest, Attachment, ClusterAllocator, ClusterLayout, Range};
 use plexus_ipam::IpamError;
 use plexus_store::Kv;
 use serde_json::{json, Value};
 
+use crate::answer::{self, error};
 use crate::ctlsock::{Handler, Handlers, CODE_TRY_AGAIN};
 
 #[cfg(test)]
@@ -35,16 +34,8 @@ mod tests;
 /// period should be several of these.
 pub const HEARTBEAT: Duration = Duration::from_secs(60);
 
-fn error(e: impl std::fmt::Display, code: Option<u32>) -> Value {
-    serde_json::to_value(AgentError {
-        error: e.to_string(),
-        code,
-    })
-    .unwrap_or_else(|_| json!({"error": "internal"}))
-}
-
 fn ipam_error(e: &IpamError) -> Value {
-    error(e, cni_code(e))
+    error(e, answer::cluster_code(e))
 }
 
 fn now() -> u64 {

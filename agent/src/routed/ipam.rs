@@ -8,15 +8,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use plexus_agent_api::{
-    AgentError, Allocation, BgpPeer, BgpStatus, Cidr, GcDone, Released, Request,
-};
+use plexus_agent_api::{Allocation, BgpPeer, BgpStatus, Cidr, GcDone, Released, Request};
 use plexus_cni::error::ErrorCode;
 use plexus_ipam::{Allocator, Cluster, Encap, Handle, IpamError, Pool};
 use serde_json::{json, Value};
 
 use super::blocks::Blocks;
 use super::PeerTable;
+use crate::answer::{self, error};
 use crate::ctlsock::Handler;
 
 pub struct RoutedHandler {
@@ -37,16 +36,8 @@ pub struct RoutedHandler {
     pub lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
-fn error(e: impl std::fmt::Display, code: Option<u32>) -> Value {
-    serde_json::to_value(AgentError {
-        error: e.to_string(),
-        code,
-    })
-    .unwrap_or_else(|_| json!({"error": "internal"}))
-}
-
 fn ipam_error(e: &IpamError) -> Value {
-    error(e, e.cni_code())
+    error(e, answer::routed_code(e))
 }
 
 /// The pools, shared by the handler and the control loop that re-reads them.

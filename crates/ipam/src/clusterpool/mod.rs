@@ -63,19 +63,6 @@ pub use range::Range;
 pub use records::{Grid, Holder, NodeSeen, RangeRecord, SpaceBlock};
 pub use space::Space;
 
-use crate::IpamError;
-
 /// The CNI code of a range with nothing left (whereabouts' and the CNI
-/// spec's generic plugin failure; the issue asks for it).
+/// spec's generic plugin failure); the agent answers with it.
 pub const RANGE_EXHAUSTED: u32 = 100;
-
-/// The CNI error code a cluster-IPAM failure is answered with: a range
-/// exhausted is 100, a requested address not available 102, bad input 7,
-/// a store away or writers that kept colliding 11. `None`: a failure of
-/// the agent itself (a damaged record).
-pub fn cni_code(e: &IpamError) -> Option<u32> {
-    match e {
-        IpamError::Exhausted(_) => Some(RANGE_EXHAUSTED),
-        other => other.cni_code(),
-    }
-}
