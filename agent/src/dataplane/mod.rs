@@ -274,6 +274,19 @@ struct State {
     contested: BTreeMap<Key, Owner>,
 }
 
+impl State {
+    /// The devices someone wants now, by name.
+    fn wanted_links(&self) -> BTreeSet<String> {
+        self.desired
+            .keys()
+            .filter_map(|k| match k {
+                Key::Link(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// A waiting producer: its reply and the keys its call named.
 struct Waiter {
     reply: oneshot::Sender<Outcome>,
@@ -520,15 +533,7 @@ impl<K: Kernel> Reconciler<K> {
     /// newly wanted is listed (with what is on it) before anything is
     /// written, so a previous run's entries on it are found and diffed.
     fn refresh_claims(&mut self) {
-        let links: BTreeSet<String> = self
-            .st
-            .desired
-            .keys()
-            .filter_map(|k| match k {
-                Key::Link(n) => Some(n.clone()),
-                _ => None,
-            })
-            .collect();
+        let links = self.st.wanted_links();
         let tables = self
             .st
             .desired
@@ -627,15 +632,7 @@ impl<K: Kernel> Reconciler<K> {
                     self.st.dirty.extend(listed.keys().cloned());
                     self.st.actual.extend(listed);
                     // Devices no one wants: no longer ours once listed.
-                    let wanted: BTreeSet<String> = self
-                        .st
-                        .desired
-                        .keys()
-                        .filter_map(|k| match k {
-                            Key::Link(n) => Some(n.clone()),
-                            _ => None,
-                        })
-                        .collect();
+                    let wanted = self.st.wanted_links();
                     if kinds.contains(&Kind::Link) {
                         self.st.claims.links = wanted;
                     }
