@@ -34,6 +34,10 @@ fn record<T: DeserializeOwned + Serialize + PartialEq + std::fmt::Debug>(
 
 fn pool(p: &Pool) {
     let _ = (p.size(), p.block_count());
+    // Whatever the record says, a block a node claims is inside its pool.
+    if let Some(b) = arith::nth_block(&p.cidr, p.block_size, 0) {
+        invariant!(p.cidr.contains(&b), "{p:?}: {b}");
+    }
     if validate::pool(p).is_ok() {
         // The blocks a node would claim first and last.
         let first = arith::nth_block(&p.cidr, p.block_size, 0);
