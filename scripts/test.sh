@@ -5,6 +5,8 @@
 #
 #   scripts/test.sh            everything
 #   PLEXUS_SKIP_VM=1 scripts/test.sh   everything but the VM tests
+#   PLEXUS_SKIP_FUZZ=1 scripts/test.sh everything but the fuzz targets
+#   PLEXUS_FUZZ_SECONDS=N               each fuzz target N s (default 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +30,7 @@ deploy/validate.sh
 
 step "cargo fmt --check"
 cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
@@ -37,6 +40,15 @@ cargo build --workspace --bins
 
 step "cargo test (unit and integration)"
 cargo test --workspace --no-fail-fast
+
+if [ -z "${PLEXUS_SKIP_FUZZ:-}" ]; then
+  step "fuzz targets, ${PLEXUS_FUZZ_SECONDS:-20} s each on the kept corpus (docs/fuzzing.md)"
+  scripts/install-fuzz.sh
+  # Fails on any crash, hang or runaway memory. Two targets at a time (one
+  # per core) and a parallel build keep the step near 10 minutes.
+  FUZZ_WORK="$(mktemp -d)" FUZZ_JOBS=2 FUZZ_CODEGEN_UNITS=16 \
+    bench/fuzz.sh "${PLEXUS_FUZZ_SECONDS:-20}"
+fi
 
 if [ -z "${PLEXUS_SKIP_VM:-}" ] && [ -x tests/vm/kernel-tests.sh ]; then
   step "ipvlan, bridge VLAN and IP-in-IP tests under a Debian kernel (QEMU)"

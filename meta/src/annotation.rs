@@ -383,6 +383,22 @@ mod tests {
         }
     }
 
+    /// Found by fuzz/fuzz_targets/networks_annotation.rs (its corpus keeps
+    /// the input): a number in `cni-args` must reach the delegates as the
+    /// user wrote it; serde_json's default float parsing was one unit in
+    /// the last place off for some long literals, so writing the selection
+    /// out and reading it again changed it.
+    #[test]
+    fn numbers_in_cni_args_survive_a_round_trip() {
+        let v = format!(
+            r#"[{{"name":"a","cni-args":{{"e":{}000}}}}]"#,
+            "5".repeat(12) + "7" + &"5".repeat(69)
+        );
+        let n = short(&v).unwrap();
+        let again = short(&serde_json::to_string(&n).unwrap()).unwrap();
+        assert_eq!(again, n);
+    }
+
     #[test]
     fn helpers() {
         assert!(is_dns1123_label("a") && is_dns1123_label("a-1"));

@@ -92,10 +92,17 @@ pub const MANIFEST_READ_LIMIT: u64 = plexus_base::files::DEFAULT_READ_LIMIT;
 pub fn load_file(path: &Path) -> Result<Vec<Nad>, String> {
     let text = plexus_base::files::read_limited_string(path, MANIFEST_READ_LIMIT)
         .map_err(|e| e.to_string())?;
-    let docs: Vec<Value> = if path.extension().is_some_and(|e| e == "json") {
-        vec![serde_json::from_str(&text).map_err(|e| e.to_string())?]
+    parse_manifest(&text, path.extension().is_some_and(|e| e == "json"))
+}
+
+/// The NADs in a manifest's text: one JSON document when `json`, else any
+/// number of YAML documents (each a NAD, a `kind: List` of them, or another
+/// kind, which is skipped).
+pub fn parse_manifest(text: &str, json: bool) -> Result<Vec<Nad>, String> {
+    let docs: Vec<Value> = if json {
+        vec![serde_json::from_str(text).map_err(|e| e.to_string())?]
     } else {
-        serde_yaml_ng::Deserializer::from_str(&text)
+        serde_yaml_ng::Deserializer::from_str(text)
             .map(Value::deserialize)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?

@@ -208,18 +208,10 @@ pub fn parse_update(update: &BgpUpdateMessage) -> Result<ParsedUpdate, BgpNotifi
     if out.end_of_rib.is_some() {
         return Ok(out);
     }
-    out.withdrawn.extend(
-        update
-            .withdraw_routes()
-            .iter()
-            .map(|a| IpNet::V4(a.network().address())),
-    );
-    out.announced.extend(
-        update
-            .nlri()
-            .iter()
-            .map(|a| IpNet::V4(a.network().address())),
-    );
+    out.withdrawn
+        .extend(update.withdraw_routes().iter().filter_map(v4_prefix));
+    out.announced
+        .extend(update.nlri().iter().filter_map(v4_prefix));
     let mut attrs = PathAttrs::local();
     let mut as4_path: Option<Vec<AsSegment>> = None;
     let mut have_as2 = false;
@@ -278,8 +270,7 @@ pub fn parse_update(update: &BgpUpdateMessage) -> Result<ParsedUpdate, BgpNotifi
             }
             PathAttributeValue::MpReach(MpReach::Ipv4Unicast { next_hop, nlri, .. }) => {
                 attrs.next_hop = Some(*next_hop);
-                out.announced
-                    .extend(nlri.iter().map(|a| IpNet::V4(a.network().address())));
+                out.announced.extend(nlri.iter().filter_map(v4_prefix));
             }
             PathAttributeValue::MpReach(MpReach::Ipv6Unicast {
                 next_hop_global,
@@ -287,15 +278,14 @@ pub fn parse_update(update: &BgpUpdateMessage) -> Result<ParsedUpdate, BgpNotifi
                 ..
             }) => {
                 attrs.next_hop = Some(IpAddr::V6(*next_hop_global));
-                out.announced
-                    .extend(nlri.iter().map(|a| IpNet::V6(a.network().address())));
+                out.announced.extend(nlri.iter().filter_map(v6_prefix));
             }
-            PathAttributeValue::MpUnreach(MpUnreach::Ipv4Unicast { nlri }) => out
-                .withdrawn
-                .extend(nlri.iter().map(|a| IpNet::V4(a.network().address()))),
-            PathAttributeValue::MpUnreach(MpUnreach::Ipv6Unicast { nlri }) => out
-                .withdrawn
-                .extend(nlri.iter().map(|a| IpNet::V6(a.network().address()))),
+            PathAttributeValue::MpUnreach(MpUnreach::Ipv4Unicast { nlri }) => {
+                out.withdrawn.extend(nlri.iter().filter_map(v4_prefix))
+            }
+            PathAttributeValue::MpUnreach(MpUnreach::Ipv6Unicast { nlri }) => {
+                out.withdrawn.extend(nlri.iter().filter_map(v6_prefix))
+            }
             // AGGREGATOR's encoding depends on the session's AS size; it is
             // informational, so it is not passed on.
             PathAttributeValue::Aggregator(_)
@@ -325,6 +315,25 @@ pub fn parse_update(update: &BgpUpdateMessage) -> Result<ParsedUpdate, BgpNotifi
         out.attrs = Some(attrs);
     }
     Ok(out)
+}
+
+/// A prefix as the speaker keeps it: without the bits past its length,
+/// which RFC 4271 §4.3 calls irrelevant (netgauze keeps them, and writes
+/// them as zeros). A peer's `10.1.2.3/24` is `10.1.2.0/24`, the route the
+/// kernel takes and the one we announce and withdraw. `None` when that
+/// prefix is no unicast one (netgauze checks the address as sent:
+/// `249.0.0.0/3` passes, its network `224.0.0.0/3` does not): ignored, as
+/// a prefix we could never announce again.
+fn v4_prefix(a: &Ipv4UnicastAddress) -> Option<IpNet> {
+    let net = a.network().address().trunc();
+    Ipv4Unicast::from_net(net).ok()?;
+    Some(IpNet::V4(net))
+}
+
+fn v6_prefix(a: &Ipv6UnicastAddress) -> Option<IpNet> {
+    let net = a.network().address().trunc();
+    Ipv6Unicast::from_net(net).ok()?;
+    Some(IpNet::V6(net))
 }
 
 /// An optional transitive attribute to pass on; an unrecognised one gets

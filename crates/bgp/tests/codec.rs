@@ -344,3 +344,48 @@ fn announcements_without_mandatory_attributes_are_missing_well_known_attribute()
     };
     assert_eq!(codec::parse_update(&u).unwrap().withdrawn.len(), 1);
 }
+
+/// Found by fuzz/fuzz_targets/bgp_message.rs (its corpus keeps the input):
+/// NLRI whose bits past the prefix length are set. RFC 4271 §4.3 calls
+/// them irrelevant; the speaker must keep the prefix the kernel takes and
+/// that it announces again (netgauze writes those bits as zeros), not one
+/// no later withdrawal or re-announcement matches.
+#[test]
+fn prefixes_with_bits_past_their_length_are_read_as_their_network() {
+    let attrs = attrs_v4();
+    // Withdrawn 192.0.2.129/25, announced 10.1.2.0/22 (bits past /22 set).
+    let m = update(&[25, 192, 0, 2, 129], &attrs, &[22, 10, 1, 2]);
+    let Ok(BgpMessage::Update(u)) = codec::decode(&m, true) else {
+        panic!("{m:?} does not decode");
+    };
+    let p = codec::parse_update(&u).unwrap();
+    assert_eq!(p.announced, ["10.1.0.0/22".parse::<IpNet>().unwrap()]);
+    assert_eq!(p.withdrawn, ["192.0.2.128/25".parse::<IpNet>().unwrap()]);
+
+    // IPv6 in MP_REACH_NLRI: 2020:10d::/29 is 2020:108::/29.
+    let mut mp = vec![0, 2, 1, 16];
+    mp.extend("fd00:1::2".parse::<Ipv6Addr>().unwrap().octets());
+    mp.extend([0, 29, 0x20, 0x20, 0x01, 0x0d]);
+    let mut attrs = vec![0x40, 1, 1, 0, 0x40, 2, 0, 0x90, 14];
+    attrs.extend((mp.len() as u16).to_be_bytes());
+    attrs.extend(mp);
+    let Ok(BgpMessage::Update(u)) = codec::decode(&update(&[], &attrs, &[]), true) else {
+        panic!("MP_REACH_NLRI does not decode");
+    };
+    let p = codec::parse_update(&u).unwrap();
+    assert_eq!(p.announced, ["2020:108::/29".parse::<IpNet>().unwrap()]);
+
+    // 249.0.0.0/3 is sent as a unicast address, but it is 224.0.0.0/3, a
+    // prefix starting with multicast: not taken (nor announced on).
+    let m = update(&[], &attrs_v4(), &[3, 249, 16, 10, 1]);
+    let Ok(BgpMessage::Update(u)) = codec::decode(&m, true) else {
+        panic!("{m:?} does not decode");
+    };
+    let p = codec::parse_update(&u).unwrap();
+    assert_eq!(p.announced, ["10.1.0.0/16".parse::<IpNet>().unwrap()]);
+}
+
+/// ORIGIN, an empty AS_PATH, NEXT_HOP 10.0.0.2.
+fn attrs_v4() -> Vec<u8> {
+    vec![0x40, 1, 1, 0, 0x40, 2, 0, 0x40, 3, 4, 10, 0, 0, 2]
+}

@@ -23,13 +23,14 @@ pub fn distance(base: IpAddr, addr: IpAddr) -> Option<u128> {
 }
 
 /// The `index`-th block of prefix length `block_size` in `pool`, or `None`
-/// past the pool's end.
+/// past the pool's end (and for a block size no block of the pool has:
+/// shorter than the pool's own prefix or longer than an address).
 pub fn nth_block(pool: &IpNet, block_size: u8, index: u128) -> Option<IpNet> {
-    let bits = u32::from(block_size - pool.prefix_len());
+    let bits = u32::from(block_size.checked_sub(pool.prefix_len())?);
     if bits < 128 && index >= (1u128 << bits) {
         return None;
     }
-    let host_bits = u32::from(pool.max_prefix_len() - block_size);
+    let host_bits = u32::from(pool.max_prefix_len().checked_sub(block_size)?);
     let step = 1u128.checked_shl(host_bits)?;
     let addr = offset(pool.network(), index.checked_mul(step)?);
     IpNet::new(addr, block_size).ok()
@@ -102,6 +103,13 @@ mod tests {
             nth_block(&p6, 122, 2),
             Some("fd00::80/122".parse().unwrap())
         );
+        // Found by fuzz/fuzz_targets/routed_records.rs: a pool record
+        // written past the checks, with blocks larger than the pool (or
+        // longer than an address), has no blocks rather than a wrapped
+        // subtraction's (a /13 "block" of a /16 pool).
+        assert_eq!(nth_block(&"10.244.0.0/16".parse().unwrap(), 13, 0), None);
+        assert_eq!(nth_block(&p, 33, 0), None);
+        assert_eq!(nth_block(&p6, 129, 0), None);
         assert!(overlaps(&p, &"10.244.0.128/25".parse().unwrap()));
         assert!(overlaps(&"10.0.0.0/8".parse().unwrap(), &p));
         assert!(!overlaps(&p, &"10.244.1.0/24".parse().unwrap()));

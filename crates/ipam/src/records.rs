@@ -80,9 +80,16 @@ pub fn default_block_size(cidr: &IpNet) -> u8 {
 
 impl Pool {
     /// How many blocks the pool holds (saturating for huge IPv6 pools).
+    /// None when a block would be larger than the pool or longer than an
+    /// address (a record written past the pool checks).
     pub fn block_count(&self) -> u128 {
-        let bits = u32::from(self.block_size - self.cidr.prefix_len());
-        1u128.checked_shl(bits).unwrap_or(u128::MAX)
+        if self.block_size > self.cidr.max_prefix_len() {
+            return 0;
+        }
+        match self.block_size.checked_sub(self.cidr.prefix_len()) {
+            Some(bits) => 1u128.checked_shl(u32::from(bits)).unwrap_or(u128::MAX),
+            None => 0,
+        }
     }
 
     /// How many addresses the pool holds (saturating).
@@ -206,5 +213,32 @@ impl Block {
     /// The address at `ordinal`.
     pub fn address(&self, ordinal: u32) -> IpAddr {
         crate::arith::offset(self.cidr.network(), u128::from(ordinal))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(cidr: &str, block_size: u8) -> Pool {
+        Pool {
+            name: "p".into(),
+            cidr: cidr.parse().unwrap(),
+            block_size,
+            nat_outgoing: false,
+            encap: Encap::None,
+            disabled: false,
+        }
+    }
+
+    #[test]
+    fn block_counts() {
+        assert_eq!(pool("10.244.0.0/16", 26).block_count(), 1024);
+        assert_eq!(pool("fd00::/0", 128).block_count(), u128::MAX);
+        // Found by fuzz/fuzz_targets/routed_records.rs (the corpus keeps
+        // the record): blocks larger than the pool, or longer than an
+        // address, are none at all, not an overflow.
+        assert_eq!(pool("10.244.0.0/16", 13).block_count(), 0);
+        assert_eq!(pool("10.244.0.0/16", 40).block_count(), 0);
     }
 }

@@ -109,6 +109,36 @@ pub struct PodInfo {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// What Plexus reads of a pod the API returned.
+pub fn pod_info(p: Pod) -> PodInfo {
+    PodInfo {
+        uid: p.metadata.uid.unwrap_or_default(),
+        annotations: p.metadata.annotations.unwrap_or_default(),
+    }
+}
+
+/// `spec.config` of the NetworkAttachmentDefinition `obj` the API returned
+/// for `namespace/name`; one without a config (or a blank one) is
+/// [`K8sError::NadWithoutConfig`].
+pub fn nad_spec_config(
+    namespace: &str,
+    name: &str,
+    obj: &DynamicObject,
+) -> Result<String, K8sError> {
+    match obj
+        .data
+        .get("spec")
+        .and_then(|s| s.get("config"))
+        .and_then(|c| c.as_str())
+    {
+        Some(c) if !c.trim().is_empty() => Ok(c.to_string()),
+        _ => Err(K8sError::NadWithoutConfig {
+            namespace: namespace.into(),
+            name: name.into(),
+        }),
+    }
+}
+
 fn nad_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition"),
@@ -185,10 +215,7 @@ impl K8s {
             .get_opt(&path_segment(name))
             .await
             .map_err(Self::api_err(format!("get pod {namespace}/{name}")))?;
-        Ok(pod.map(|p| PodInfo {
-            uid: p.metadata.uid.unwrap_or_default(),
-            annotations: p.metadata.annotations.unwrap_or_default(),
-        }))
+        Ok(pod.map(pod_info))
     }
 
     /// `spec.config` of a NetworkAttachmentDefinition, or `None` when it does
@@ -216,18 +243,7 @@ impl K8s {
         else {
             return Ok(None);
         };
-        match obj
-            .data
-            .get("spec")
-            .and_then(|s| s.get("config"))
-            .and_then(|c| c.as_str())
-        {
-            Some(c) if !c.trim().is_empty() => Ok(Some(c.to_string())),
-            _ => Err(K8sError::NadWithoutConfig {
-                namespace: namespace.into(),
-                name: name.into(),
-            }),
-        }
+        nad_spec_config(namespace, name, &obj).map(Some)
     }
 
     /// Write the network-status annotation (a JSON list) with a merge patch

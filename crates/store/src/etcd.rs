@@ -361,19 +361,7 @@ impl EtcdKv {
             })?
             .map_err(|e| unavailable(format!("etcd {path}: {e}")))?
             .to_bytes();
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            StoreError::Other(format!(
-                "etcd {path}: HTTP {status}, not JSON ({e}): {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-            ))
-        })?;
-        if !status.is_success() || v.get("error").is_some() {
-            return Err(etcd_error(
-                path,
-                v.get("error").filter(|e| e.is_object()).unwrap_or(&v),
-            ));
-        }
-        Ok(v)
+        unary_answer(path, status, &bytes)
     }
 
     /// A unary call; an expired auth token is renewed once.
@@ -394,9 +382,83 @@ impl EtcdKv {
                 json!({"compare": [compare], "success": [success]}),
             )
             .await?;
-        let ok = v.get("succeeded").and_then(Value::as_bool).unwrap_or(false);
-        Ok(ok.then(|| header_revision(&v)))
+        Ok(txn_answer(&v))
     }
+}
+
+/// A unary call's answer (`status`, body) as the client reads it: the
+/// JSON object, or the error etcd (or whatever answered) said.
+pub fn unary_answer(
+    path: &str,
+    status: hyper::StatusCode,
+    body: &[u8],
+) -> Result<Value, StoreError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        StoreError::Other(format!(
+            "etcd {path}: HTTP {status}, not JSON ({e}): {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        ))
+    })?;
+    if !status.is_success() || v.get("error").is_some() {
+        return Err(etcd_error(
+            path,
+            v.get("error").filter(|e| e.is_object()).unwrap_or(&v),
+        ));
+    }
+    Ok(v)
+}
+
+/// A transaction's answer: the revision it committed at, `None` when its
+/// compare failed.
+pub fn txn_answer(v: &Value) -> Option<Revision> {
+    let ok = v.get("succeeded").and_then(Value::as_bool).unwrap_or(false);
+    ok.then(|| header_revision(v))
+}
+
+/// A range answer: its keys and the revision it was read at.
+pub fn range_answer(v: &Value) -> Result<RangeResult, StoreError> {
+    let kvs = v
+        .get("kvs")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(key_value).collect::<Result<Vec<_>, _>>())
+        .transpose()?
+        .unwrap_or_default();
+    Ok(RangeResult {
+        kvs,
+        revision: header_revision(v),
+    })
+}
+
+/// A single-key range answer: the key, if it exists.
+pub fn get_answer(v: &Value) -> Result<Option<KeyValue>, StoreError> {
+    match v
+        .get("kvs")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+    {
+        Some(kv) => Ok(Some(key_value(kv)?)),
+        None => Ok(None),
+    }
+}
+
+/// A lease grant's answer: the new lease's ID.
+pub fn grant_answer(v: &Value) -> Result<LeaseId, StoreError> {
+    match num(v, "ID") {
+        0 => Err(StoreError::Other(format!(
+            "etcd lease grant: no lease ID in {v}"
+        ))),
+        id => Ok(id),
+    }
+}
+
+/// A keepalive's first answer line: the lease's remaining TTL, `None` when
+/// the lease is gone.
+pub fn keepalive_answer(line: &Value) -> Result<Option<Duration>, StoreError> {
+    if let Some(e) = line.get("error") {
+        return Err(etcd_error("lease keepalive", e));
+    }
+    let ttl = line.get("result").map_or(0, |r| num(r, "TTL"));
+    Ok((ttl > 0).then(|| Duration::from_secs(ttl as u64)))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -423,14 +485,7 @@ impl Kv for EtcdKv {
         let v = self
             .call("/v3/kv/range", json!({"key": b64(key.as_bytes())}))
             .await?;
-        match v
-            .get("kvs")
-            .and_then(Value::as_array)
-            .and_then(|a| a.first())
-        {
-            Some(kv) => Ok(Some(key_value(kv)?)),
-            None => Ok(None),
-        }
+        get_answer(&v)
     }
 
     async fn range(&self, prefix: &str) -> Result<RangeResult, StoreError> {
@@ -440,16 +495,7 @@ impl Kv for EtcdKv {
                 json!({"key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix.as_bytes()))}),
             )
             .await?;
-        let kvs = v
-            .get("kvs")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().map(key_value).collect::<Result<Vec<_>, _>>())
-            .transpose()?
-            .unwrap_or_default();
-        Ok(RangeResult {
-            kvs,
-            revision: header_revision(&v),
-        })
+        range_answer(&v)
     }
 
     async fn create(
@@ -511,12 +557,7 @@ impl Kv for EtcdKv {
                 json!({"TTL": secs.to_string(), "ID": "0"}),
             )
             .await?;
-        match num(&v, "ID") {
-            0 => Err(StoreError::Other(format!(
-                "etcd lease grant: no lease ID in {v}"
-            ))),
-            id => Ok(id),
-        }
+        grant_answer(&v)
     }
 
     async fn keepalive(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
@@ -538,11 +579,7 @@ impl Kv for EtcdKv {
             .ok_or_else(|| {
                 unavailable("etcd lease keepalive: stream ended without an answer".into())
             })?;
-        if let Some(e) = line.get("error") {
-            return Err(etcd_error("lease keepalive", e));
-        }
-        let ttl = line.get("result").map_or(0, |r| num(r, "TTL"));
-        Ok((ttl > 0).then(|| Duration::from_secs(ttl as u64)))
+        keepalive_answer(&line)
     }
 
     async fn revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
@@ -620,7 +657,7 @@ impl Kv for EtcdKv {
 /// The events of one watch answer line: `Ok(None)` for the answer that
 /// says the watch was created, an empty batch for a progress
 /// notification; an error for compaction or cancellation.
-fn watch_batch(line: &Value) -> Result<Option<Vec<KvEvent>>, StoreError> {
+pub fn watch_batch(line: &Value) -> Result<Option<Vec<KvEvent>>, StoreError> {
     if let Some(e) = line.get("error") {
         return Err(etcd_error("watch", e));
     }
@@ -667,52 +704,81 @@ fn watch_batch(line: &Value) -> Result<Option<Vec<KvEvent>>, StoreError> {
 /// message per line).
 struct LineReader {
     body: Incoming,
-    buf: BytesMut,
-    /// How much of `buf` is known to hold no newline (a thousand-event
-    /// line arrives in many frames; each is scanned once).
-    scanned: usize,
+    lines: LineSplitter,
 }
 
 impl LineReader {
     fn new(body: Incoming) -> LineReader {
         LineReader {
             body,
-            buf: BytesMut::new(),
-            scanned: 0,
+            lines: LineSplitter::default(),
         }
     }
 
     async fn next_line(&mut self) -> Result<Option<Value>, StoreError> {
         loop {
-            let found = self.buf[self.scanned..].iter().position(|b| *b == b'\n');
-            if let Some(pos) = found.map(|p| p + self.scanned) {
-                self.scanned = 0;
-                let line = self.buf.split_to(pos + 1);
-                let line = &line[..pos];
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                return serde_json::from_slice(line)
-                    .map(Some)
-                    .map_err(|e| StoreError::Other(format!("etcd stream: bad JSON line: {e}")));
+            if let Some(line) = self.lines.next_line() {
+                return line.map(Some);
             }
-            self.scanned = self.buf.len();
             match self.body.frame().await {
-                None => {
-                    // A last line without a newline.
-                    if self.buf.iter().all(u8::is_ascii_whitespace) {
-                        return Ok(None);
-                    }
-                    self.buf.extend_from_slice(b"\n");
-                }
+                None => return self.lines.finish().transpose(),
                 Some(Err(e)) => return Err(unavailable(format!("etcd stream broke: {e}"))),
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        self.buf.extend_from_slice(&data);
+                        self.lines.push(&data);
                     }
                 }
             }
         }
+    }
+}
+
+/// The lines of a streamed answer, as its frames arrive: each non-blank
+/// line is one JSON message.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    buf: BytesMut,
+    /// How much of `buf` is known to hold no newline (a thousand-event
+    /// line arrives in many frames; each is scanned once).
+    scanned: usize,
+}
+
+impl LineSplitter {
+    /// Bytes of the body as they arrive.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete line's message, if a whole one has arrived.
+    pub fn next_line(&mut self) -> Option<Result<Value, StoreError>> {
+        loop {
+            let found = self.buf[self.scanned..].iter().position(|b| *b == b'\n');
+            let Some(pos) = found.map(|p| p + self.scanned) else {
+                self.scanned = self.buf.len();
+                return None;
+            };
+            self.scanned = 0;
+            let line = self.buf.split_to(pos + 1);
+            let line = &line[..pos];
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Some(
+                serde_json::from_slice(line)
+                    .map_err(|e| StoreError::Other(format!("etcd stream: bad JSON line: {e}"))),
+            );
+        }
+    }
+
+    /// The body ended: a last line without a newline, if there is one.
+    pub fn finish(&mut self) -> Option<Result<Value, StoreError>> {
+        if self.buf.iter().all(u8::is_ascii_whitespace) {
+            self.buf.clear();
+            self.scanned = 0;
+            return None;
+        }
+        self.buf.extend_from_slice(b"\n");
+        self.next_line()
     }
 }
 
@@ -742,6 +808,59 @@ mod tests {
             let e = parse_endpoints(bad).unwrap_err().to_string();
             assert!(e.contains("invalid store URL"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn lines_split_across_frames() {
+        let mut l = LineSplitter::default();
+        l.push(b"{\"a\":");
+        assert!(l.next_line().is_none());
+        l.push(b"1}\n \n\n{\"b\"");
+        assert_eq!(l.next_line().unwrap().unwrap(), json!({"a": 1}));
+        assert!(l.next_line().is_none());
+        l.push(b":2}\nnot json\n{\"c\":3}");
+        assert_eq!(l.next_line().unwrap().unwrap(), json!({"b": 2}));
+        assert!(l.next_line().unwrap().is_err());
+        assert!(l.next_line().is_none());
+        assert_eq!(l.finish().unwrap().unwrap(), json!({"c": 3}));
+        assert!(l.finish().is_none());
+        l.push(b" \r\t");
+        assert!(l.finish().is_none());
+    }
+
+    #[test]
+    fn unary_answers() {
+        let ok = hyper::StatusCode::OK;
+        let v = unary_answer("/v3/kv/range", ok, br#"{"header":{"revision":"12"},"kvs":[{"key":"YQ==","value":"eA==","mod_revision":"4"}],"count":"1"}"#).unwrap();
+        let r = range_answer(&v).unwrap();
+        assert_eq!((r.revision, r.kvs.len(), r.kvs[0].mod_revision), (12, 1, 4));
+        assert_eq!(get_answer(&v).unwrap().unwrap().key, "a");
+        assert!(get_answer(&json!({})).unwrap().is_none());
+        assert_eq!(
+            txn_answer(&json!({"header":{"revision":"9"},"succeeded":true})),
+            Some(9)
+        );
+        assert_eq!(txn_answer(&json!({"header":{"revision":"9"}})), None);
+        assert_eq!(grant_answer(&json!({"ID":"77","TTL":"10"})).unwrap(), 77);
+        assert!(grant_answer(&json!({})).is_err());
+        assert_eq!(
+            keepalive_answer(&json!({"result":{"ID":"77","TTL":"5"}})).unwrap(),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            keepalive_answer(&json!({"result":{"ID":"77"}})).unwrap(),
+            None
+        );
+        let e = unary_answer("/v3/kv/range", ok, b"<html>").unwrap_err();
+        assert!(e.to_string().contains("not JSON"), "{e}");
+        let e = unary_answer(
+            "/v3/kv/range",
+            hyper::StatusCode::BAD_REQUEST,
+            br#"{"error":"etcdserver: mvcc: required revision has been compacted","code":11}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(e, StoreError::Compacted(_)), "{e}");
+        assert!(range_answer(&json!({"kvs":[{"key":"!!"}]})).is_err());
     }
 
     #[test]

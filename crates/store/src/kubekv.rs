@@ -128,8 +128,9 @@ fn to_kv(obj: &DynamicObject) -> Option<KeyValue> {
 
 /// The key an object holds, if the object is where that key lives (its
 /// name is the key's digest): anything else under this resource was not
-/// written by us and is ignored.
-fn ours(obj: &DynamicObject) -> Option<KeyValue> {
+/// written by us and is ignored. Every object the API returns (get, list,
+/// watch) is read through this.
+pub fn ours(obj: &DynamicObject) -> Option<KeyValue> {
     to_kv(obj).filter(|kv| obj.metadata.name.as_deref() == Some(object_name(&kv.key).as_str()))
 }
 
