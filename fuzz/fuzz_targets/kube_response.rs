@@ -16,8 +16,8 @@ use kube::api::{DynamicObject, ObjectList, WatchEvent};
 use libfuzzer_sys::fuzz_target;
 use plexus_fuzz::{first_line, invariant};
 use plexus_runtime::conf::NetworkConfigList;
-use plexus_subnet::registry::kube::node_lease;
 use plexus_store::kubekv::{object_name, ours};
+use plexus_subnet::registry::kube::node_lease;
 
 fn node(n: &Node) {
     if let Some(l) = node_lease(n) {
