@@ -11,6 +11,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tracing::Instrument;
 
 use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -53,15 +54,18 @@ pub async fn serve(listener: UnixListener, status: Shared, handlers: Handlers) {
             Ok((conn, _)) => {
                 let status = status.clone();
                 let handlers = handlers.clone();
-                tokio::spawn(async move {
-                    let r = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        answer(conn, &status, &handlers),
-                    );
-                    if let Ok(Err(e)) | Err(e) = r.await.map_err(anyhow::Error::from) {
-                        tracing::debug!(error = %e, "control socket request failed");
+                tokio::spawn(
+                    async move {
+                        let r = tokio::time::timeout(
+                            Duration::from_secs(10),
+                            answer(conn, &status, &handlers),
+                        );
+                        if let Ok(Err(e)) | Err(e) = r.await.map_err(anyhow::Error::from) {
+                            tracing::debug!(error = %e, "control socket request failed");
+                        }
                     }
-                });
+                    .in_current_span(),
+                );
             }
             Err(e) => {
                 tracing::warn!(error = %e, "control socket accept failed");
@@ -87,8 +91,17 @@ pub async fn dispatch(request: &str, status: &Shared, handlers: &Handlers) -> se
         });
     }
     let handler = handlers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    // One span per request: what the handler logs says which request.
+    let span = tracing::info_span!(
+        "request",
+        command = req.command(),
+        container = tracing::field::Empty
+    );
+    if let [one] = req.container_ids()[..] {
+        span.record("container", one);
+    }
     match handler {
-        Some(h) => h.handle(req).await,
+        Some(h) => h.handle(req).instrument(span).await,
         None => serde_json::json!({
             "error": "the node agent has no routed network ready (yet)",
             "code": CODE_TRY_AGAIN,

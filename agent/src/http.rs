@@ -4,6 +4,7 @@
 //! the agent must stay small.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,10 +31,13 @@ pub async fn serve(listener: TcpListener, status: Shared) {
         match listener.accept().await {
             Ok((conn, _)) => {
                 let status = status.clone();
-                tokio::spawn(async move {
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(5), answer(conn, &status)).await;
-                });
+                tokio::spawn(
+                    async move {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), answer(conn, &status))
+                            .await;
+                    }
+                    .in_current_span(),
+                );
             }
             Err(e) => {
                 tracing::warn!(error = %e, "metrics listener accept failed");

@@ -142,7 +142,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
+    // Every log line of the agent carries its node; each part adds its
+    // own span below (the overlay, the routed network, each request, each
+    // BGP peer), and spawned tasks keep the span they were started in.
+    let span = tracing::info_span!("plexusd", node = %args.node_name);
+    match rt.block_on(run(args).instrument(span)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -177,26 +181,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let sock_path = args.run_dir.join(runfiles::SOCKET);
     let ctl = ctlsock::bind(&sock_path)?;
     let handlers = ctlsock::Handlers::default();
-    let _ctl = AbortOnDrop(tokio::spawn(ctlsock::serve(
-        ctl,
-        status.clone(),
-        handlers.clone(),
-    )));
+    let _ctl = AbortOnDrop(tokio::spawn(
+        ctlsock::serve(ctl, status.clone(), handlers.clone()).in_current_span(),
+    ));
     let _http = match args.metrics_addr {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("listen on --metrics-addr {addr}"))?;
-            Some(AbortOnDrop(tokio::spawn(http::serve(l, status.clone()))))
+            Some(AbortOnDrop(tokio::spawn(
+                http::serve(l, status.clone()).in_current_span(),
+            )))
         }
         None => None,
     };
 
     let signal = shutdown_signal();
     let agent = agent(&args, &status, &handlers);
-    let span = tracing::info_span!("network", prefix = %args.etcd_prefix, node = %args.node_name);
     let result = tokio::select! {
-        r = agent.instrument(span) => r,
+        r = agent => r,
         s = signal => {
             let s = s?;
             tracing::info!(signal = s, "shutting down; the data plane stays in place");
@@ -238,12 +241,10 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
         routed_slot.clone(),
     ));
     *handlers.lock().unwrap_or_else(|p| p.into_inner()) = Some(front.clone());
-    let _cluster_ipam = AbortOnDrop(tokio::spawn(serve_cluster_ipam(
-        kv.clone(),
-        args.node_name.clone(),
-        front,
-        status.clone(),
-    )));
+    let _cluster_ipam = AbortOnDrop(tokio::spawn(
+        serve_cluster_ipam(kv.clone(), args.node_name.clone(), front, status.clone())
+            .instrument(tracing::info_span!("cluster-ipam")),
+    ));
     let handlers = &routed_slot;
 
     // A store without any network config (not seeded yet, or wiped) is
@@ -297,7 +298,9 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
     )
     .await
     .context("start the data plane")?;
-    let _dp_metrics = AbortOnDrop(tokio::spawn(publish_dataplane(dp.clone(), status.clone())));
+    let _dp_metrics = AbortOnDrop(tokio::spawn(
+        publish_dataplane(dp.clone(), status.clone()).in_current_span(),
+    ));
     match (routed, overlay) {
         (None, Some(reg)) => run_overlay(args, reg.as_ref(), &dp, status).await,
         (Some(cluster), None) => run_routed(args, &opts, cluster, &[], &dp, status, handlers).await,
@@ -446,8 +449,13 @@ async fn run_overlay(
         store_wait: Duration::from_secs(args.store_wait),
         ..Settings::new(&args.node_name, &args.run_dir)
     };
-    let mut ov = overlay::start(&settings, reg, dp, &mut view, status).await?;
-    ov.run(reg, dp).await
+    let span = tracing::info_span!("overlay", prefix = %args.etcd_prefix);
+    async {
+        let mut ov = overlay::start(&settings, reg, dp, &mut view, status).await?;
+        ov.run(reg, dp).await
+    }
+    .instrument(span)
+    .await
 }
 
 /// The routed network over `kv`, when the store holds one (a pool).
@@ -545,7 +553,7 @@ async fn run_routed(
     } else {
         None
     };
-    let span = tracing::info_span!("routed", node = %args.node_name);
+    let span = tracing::info_span!("routed");
     routed::run(&settings, cluster, dp, status, handlers)
         .instrument(span)
         .await

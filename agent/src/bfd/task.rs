@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+use tracing::Instrument;
 
 use plexus_bfd::{Action, Outcome, Params, Rng, Sessions, SplitMix64, State, Timer};
 use tokio::net::UdpSocket;
@@ -179,7 +180,7 @@ impl Core {
         let start = *socket::SOURCE_PORTS.start() + (self.rng.next_u32() % 16384) as u16;
         let tx = socket::open_tx(local, start).map_err(err)?;
         let datagrams = self.datagrams.clone();
-        let reader = tokio::spawn(read_loop(local, rx, datagrams));
+        let reader = tokio::spawn(read_loop(local, rx, datagrams).in_current_span());
         self.sockets.insert(
             local,
             LocalSockets {

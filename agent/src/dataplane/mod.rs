@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use plexus_netlink::monitor::{Change, Monitor, Source};
 use plexus_netlink::Netns;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 pub use claims::{Claims, OverlayRoutes};
 pub use entry::{Chain, Entry, Hop, Key, Kind, Link, Owner, Route, Table, Vxlan};
@@ -158,7 +159,10 @@ impl DataPlane {
             st: State::default(),
             stats: stats.clone(),
         };
-        tokio::spawn(r.run(rx, changes));
+        tokio::spawn(
+            r.run(rx, changes)
+                .instrument(tracing::info_span!("dataplane")),
+        );
         DataPlane { tx, stats }
     }
 
@@ -229,24 +233,27 @@ pub async fn watch_kernel(ns: &Netns) -> anyhow::Result<mpsc::UnboundedReceiver<
             Err(e) => return Err(e).context("subscribe to kernel notifications"),
         };
         let tx = tx.clone();
-        tokio::spawn(async move {
-            loop {
-                match m.next().await {
-                    Ok(c) => {
-                        if tx.send(c).is_err() {
-                            return;
+        tokio::spawn(
+            async move {
+                loop {
+                    match m.next().await {
+                        Ok(c) => {
+                            if tx.send(c).is_err() {
+                                return;
+                            }
                         }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "kernel notifications failed; resyncing");
-                        if tx.send(vec![Change::Lost]).is_err() {
-                            return;
+                        Err(e) => {
+                            tracing::warn!(error = %e, "kernel notifications failed; resyncing");
+                            if tx.send(vec![Change::Lost]).is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                         }
-                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
             }
-        });
+            .instrument(tracing::info_span!("kernel-notifications", ?source)),
+        );
     }
     Ok(rx)
 }

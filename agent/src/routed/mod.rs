@@ -222,7 +222,7 @@ pub async fn run(
         .await
         .context("tell the BGP speaker our blocks are announced")?;
     let routing = routing::Routing::new(dp.clone(), status.clone(), policy);
-    let _feed = AbortOnDrop(tokio::spawn(routing.clone().follow(feed)));
+    let _feed = AbortOnDrop(tokio::spawn(routing.clone().follow(feed).in_current_span()));
 
     let pools = ipam::PoolCache::default();
     *pools.lock().unwrap_or_else(|p| p.into_inner()) = pool_list.clone();
@@ -245,11 +245,12 @@ pub async fn run(
     let node_ready = status.network_ready(&s.run_dir)?;
     tracing::info!(node_ready, "routed network ready");
 
-    let _purge = AbortOnDrop(tokio::spawn(routing.clone().purge_after_sync(
-        speaker.clone(),
-        previous,
-        s.sync_wait,
-    )));
+    let _purge = AbortOnDrop(tokio::spawn(
+        routing
+            .clone()
+            .purge_after_sync(speaker.clone(), previous, s.sync_wait)
+            .in_current_span(),
+    ));
     let wake = Arc::new(tokio::sync::Notify::new());
     let _watch = AbortOnDrop(tokio::spawn(
         watch::wake_on_change(cluster.clone(), wake.clone(), status.clone()).in_current_span(),

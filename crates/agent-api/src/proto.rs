@@ -104,6 +104,22 @@ impl Request {
         }
     }
 
+    /// The command's name on the wire (`allocate`, `cluster_ipam_gc`), for
+    /// logs.
+    pub fn command(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Allocate { .. } => "allocate",
+            Request::Release { .. } => "release",
+            Request::Gc { .. } => "gc",
+            Request::BgpStatus => "bgp_status",
+            Request::ClusterIpamAllocate(_) => "cluster_ipam_allocate",
+            Request::ClusterIpamRelease(_) => "cluster_ipam_release",
+            Request::ClusterIpamGc(_) => "cluster_ipam_gc",
+            Request::ClusterIpamCheck(_) => "cluster_ipam_check",
+        }
+    }
+
     /// The request as it goes on the wire: JSON and a newline.
     pub fn to_line(&self) -> Vec<u8> {
         to_line(self)

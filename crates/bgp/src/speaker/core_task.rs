@@ -530,6 +530,9 @@ impl Core {
 
     /// Feed one event to a peer's FSM and carry out what it says.
     fn event(&mut self, peer: IpAddr, ev: Event) {
+        // What the FSM's actions log is about this peer (the core task
+        // serves them all).
+        let _span = tracing::info_span!("bgp_peer", %peer).entered();
         let Some(slot) = self.peers.get_mut(&peer) else {
             return;
         };

@@ -10,6 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tracing::Instrument;
 
 use ipnet::IpNet;
 use netgauze_bgp_pkt::notification::BgpNotificationMessage;
@@ -352,7 +353,7 @@ impl Speaker {
             .collect();
         let listen = listeners.iter().map(|l| l.addr).collect();
         let core = Core::new(cfg, listeners, tx.clone(), feed_tx);
-        let core = tokio::spawn(core.run(rx));
+        let core = tokio::spawn(core.run(rx).in_current_span());
         Ok((
             Speaker {
                 tx,
