@@ -614,7 +614,18 @@ impl Allocator {
     /// otherwise all race for each next lowest block, one winner a round.
     async fn claim(&self, st: &mut State, pool_name: &str) -> Result<(), IpamError> {
         let pool = self.usable_pool(pool_name).await?;
-        let bits = u32::from(pool.block_size - pool.cidr.prefix_len());
+        // Checked when the pool was read; a bound here too, so no record
+        // can make this arithmetic wrap.
+        let bits = pool
+            .block_size
+            .checked_sub(pool.cidr.prefix_len())
+            .map(u32::from)
+            .ok_or_else(|| {
+                IpamError::Invalid(format!(
+                    "pool {pool_name}: block size /{} is larger than the pool {}",
+                    pool.block_size, pool.cidr
+                ))
+            })?;
         for attempt in 0..ATTEMPTS {
             let start = if attempt == 0 {
                 0
