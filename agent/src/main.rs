@@ -532,6 +532,7 @@ async fn run_routed(
         sync_wait: Duration::from_secs(args.routed_sync_wait),
         bgp_listen: args.bgp_listen.clone(),
         cluster_networks: cluster_networks.to_vec(),
+        secrets: None,
     };
     let cleanup = match args.node_cleanup {
         NodeCleanup::Auto => args.store == "kubernetes",

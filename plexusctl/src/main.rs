@@ -12,6 +12,8 @@
 //! and the meta plugin's caches.
 
 mod bgp;
+mod bgp_filter;
+mod bgp_settings;
 mod bgp_status;
 mod cni;
 mod install;
@@ -75,8 +77,8 @@ fn main() -> ExitCode {
         Top::Cni(c) => cni::run(c),
         Top::Status(s) => status::run(s),
         Top::Pool(c) => routed::run(&cli.store, |cl| pool::run(c, cl)),
-        Top::Bgp(c) => match c.into_status() {
-            Ok((s, json)) => bgp_status::run(s, json),
+        Top::Bgp(c) => match c.into_agent() {
+            Ok((bgp::AgentCmd::Status(s), json)) => bgp_status::run(s, json),
             Err(c) => routed::run(&cli.store, |cl| bgp::run(c, cl)),
         },
         Top::Node(c) => match c.into_status() {

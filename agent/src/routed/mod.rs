@@ -30,6 +30,7 @@ pub mod kernel;
 pub mod natout;
 pub mod peers;
 pub mod routing;
+pub mod secrets;
 pub mod tunnel;
 pub mod watch;
 
@@ -91,6 +92,8 @@ pub struct Settings {
     /// The overlay's networks when this node serves it too: no external
     /// router may announce into them either.
     pub cluster_networks: Vec<IpNet>,
+    /// Reads the Secrets peers' passwords refer to (Kubernetes mode).
+    pub secrets: Option<Arc<dyn secrets::SecretReader>>,
 }
 
 /// After the store was found reset, how long peers whose node record is
@@ -201,6 +204,7 @@ pub async fn run(
         asn: Arc::new(AtomicU32::new(asn)),
         cluster_id: me_cfg.route_reflector_cluster_id,
         keep_missing_until: None,
+        secrets: s.secrets.clone(),
     };
     let nodes = follower.peers().await?;
     cluster.set_protected(protected(underlay, address, &nodes));
@@ -595,6 +599,8 @@ pub struct Follower {
     /// Until then peers whose record is missing are kept (the store was
     /// reset and the nodes are writing their records back).
     pub keep_missing_until: Option<std::time::Instant>,
+    /// Reads the Secrets peers' passwords refer to (Kubernetes mode).
+    pub secrets: Option<Arc<dyn secrets::SecretReader>>,
 }
 
 impl Follower {
@@ -621,7 +627,8 @@ impl Follower {
             asn: peers::node_as(&bgp, mine),
             cluster_id: mine.and_then(|n| n.route_reflector_cluster_id),
         };
-        let want = peers::desired(&me, &bgp, &nodes, &explicit);
+        let lookups = self.lookups(&bgp, &explicit).await?;
+        let want = peers::desired(&me, &bgp, &nodes, &explicit, &lookups);
         let have = self.table.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let new_id = me.cluster_id != self.cluster_id;
         if new_id {
@@ -644,13 +651,25 @@ impl Follower {
             if grace && !new_id && !want.contains_key(addr) {
                 continue;
             }
-            if new_id || want.get(addr).map(|w| &w.config) != Some(&d.config) {
+            let Some(w) = want.get(addr).filter(|_| !new_id) else {
                 self.speaker.remove_peer(*addr).await?;
                 self.table
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(addr);
                 tracing::info!(peer = %addr, "BGP peer removed");
+                continue;
+            };
+            if w.config != d.config {
+                // The speaker resets the session only when more than its
+                // policy (filters, communities, prefix limit) changed.
+                self.speaker.update_peer(w.config.clone()).await?;
+                tracing::info!(peer = %addr, "BGP peer settings changed");
+            }
+            if w.problem != d.problem {
+                if let Some(why) = &w.problem {
+                    tracing::warn!(peer = %addr, problem = %why, "BGP peer settings cannot be applied as written");
+                }
             }
         }
         for (addr, d) in want {
@@ -662,6 +681,9 @@ impl Follower {
             if !known {
                 self.speaker.add_peer(d.config.clone()).await?;
                 tracing::info!(peer = %addr, kind = d.kind.label(), asn = d.config.remote_as, "BGP peer added");
+                if let Some(why) = &d.problem {
+                    tracing::warn!(peer = %addr, problem = %why, "BGP peer settings cannot be applied as written");
+                }
             }
             self.table
                 .lock()
@@ -669,6 +691,40 @@ impl Follower {
                 .insert(addr, d);
         }
         Ok(nodes)
+    }
+
+    /// The filters, and the passwords of the Secrets the peers and the
+    /// mesh refer to.
+    async fn lookups(
+        &self,
+        bgp: &plexus_ipam::BgpConfig,
+        explicit: &[plexus_ipam::Peer],
+    ) -> anyhow::Result<peers::Lookups> {
+        let mut l = peers::Lookups {
+            filters: self.cluster.filters().await?,
+            ..Default::default()
+        };
+        let refs = explicit
+            .iter()
+            .map(|p| &p.settings)
+            .chain([&bgp.mesh])
+            .filter_map(|s| s.password.as_ref()?.secret_key_ref.as_ref());
+        for r in refs {
+            let key = peers::secret_key(r);
+            if l.secrets.contains_key(&key) {
+                continue;
+            }
+            let got = match &self.secrets {
+                None => Err("no Kubernetes API to read Secrets from (plexusd runs with --store kubernetes or --kubeconfig for that)".to_string()),
+                Some(reader) => match reader.read(&key.0, &key.1, &key.2).await {
+                    Ok(Some(v)) => Ok(v),
+                    Ok(None) => Err("no such Secret or key".to_string()),
+                    Err(e) => Err(format!("{e:#}")),
+                },
+            };
+            l.secrets.insert(key, got);
+        }
+        Ok(l)
     }
 }
 

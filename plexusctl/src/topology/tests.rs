@@ -94,6 +94,7 @@ fn sample() -> Topology {
             address: "10.99.0.100".parse().unwrap(),
             asn: 65000,
             node: None,
+            settings: Default::default(),
         }],
         blocks: vec![block("10.244.0.0/26", "n1"), block("10.244.0.64/26", "n2")],
         warnings: vec!["agent at /run/n2: not there".into()],
