@@ -965,6 +965,7 @@ fn bgp_learned_ipv6_routes_reach_the_kernel_and_leave_on_withdraw() {
             address,
             asn: 65000,
             node: None,
+            settings: Default::default(),
         })
         .await
         .unwrap();
