@@ -78,11 +78,15 @@ enum BgpOp {
     /// The local agent's BGP peers (like calicoctl node status); needs no
     /// store, only the agent's socket.
     Status(crate::bgp_status::BgpStatusCmd),
+    /// The routes the local agent received, and why each was accepted or
+    /// rejected (guard rule or filter rule); only the agent's socket.
+    Routes(crate::bgp_status::BgpRoutesCmd),
 }
 
 /// What the local agent answers (no store needed).
 pub enum AgentCmd {
     Status(crate::bgp_status::BgpStatusCmd),
+    Routes(crate::bgp_status::BgpRoutesCmd),
 }
 
 impl BgpCmd {
@@ -92,6 +96,7 @@ impl BgpCmd {
     pub fn into_agent(self) -> Result<(AgentCmd, bool), BgpCmd> {
         match self.op {
             BgpOp::Status(s) => Ok((AgentCmd::Status(s), self.json)),
+            BgpOp::Routes(r) => Ok((AgentCmd::Routes(r), self.json)),
             op => Err(BgpCmd {
                 op,
                 json: self.json,
@@ -303,7 +308,7 @@ pub async fn run(cmd: BgpCmd, c: Cluster) -> anyhow::Result<String> {
             ))
         }
         BgpOp::Filter { op } => crate::bgp_filter::run(op, cmd.json, c).await,
-        BgpOp::Status(_) => {
+        BgpOp::Status(_) | BgpOp::Routes(_) => {
             unreachable!("bgp status/routes are split off by into_agent before a store is opened")
         }
     }

@@ -79,6 +79,7 @@ fn main() -> ExitCode {
         Top::Pool(c) => routed::run(&cli.store, |cl| pool::run(c, cl)),
         Top::Bgp(c) => match c.into_agent() {
             Ok((bgp::AgentCmd::Status(s), json)) => bgp_status::run(s, json),
+            Ok((bgp::AgentCmd::Routes(r), json)) => bgp_status::run_routes(r, json),
             Err(c) => routed::run(&cli.store, |cl| bgp::run(c, cl)),
         },
         Top::Node(c) => match c.into_status() {

@@ -5,7 +5,7 @@
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr};
 
-use plexus_bgp::{BgpError, CommunitySet, PeerConfig, PeerStatus, Speaker};
+use plexus_bgp::{AdjRibInEntry, BgpError, CommunitySet, PeerConfig, PeerStatus, Speaker};
 
 #[async_trait::async_trait]
 pub trait Announcer: Send + Sync {
@@ -17,6 +17,11 @@ pub trait Announcer: Send + Sync {
         self.add_peer(peer).await
     }
     async fn remove_peer(&self, address: IpAddr) -> Result<(), BgpError>;
+    /// BFD saw the path to the peer fail: down now, routes withdrawn.
+    async fn bfd_down(&self, address: IpAddr) -> Result<(), BgpError> {
+        let _ = address;
+        Ok(())
+    }
     async fn originate(&self, prefix: IpNet) -> Result<(), BgpError>;
     /// Originate with communities (announcing again replaces them).
     async fn originate_with(&self, prefix: IpNet, c: CommunitySet) -> Result<(), BgpError> {
@@ -25,6 +30,11 @@ pub trait Announcer: Send + Sync {
     }
     async fn withdraw(&self, prefix: IpNet) -> Result<(), BgpError>;
     async fn peers(&self) -> Result<Vec<PeerStatus>, BgpError>;
+    /// What was received (one peer's, or all), with each path's verdict.
+    async fn adj_rib_in(&self, peer: Option<IpAddr>) -> Result<Vec<AdjRibInEntry>, BgpError> {
+        let _ = peer;
+        Ok(Vec::new())
+    }
     async fn set_cluster_id(&self, id: Option<Ipv4Addr>) -> Result<(), BgpError>;
 }
 
@@ -42,6 +52,9 @@ impl Announcer for Speaker {
     async fn originate_with(&self, prefix: IpNet, c: CommunitySet) -> Result<(), BgpError> {
         Speaker::originate_with(self, prefix, c).await
     }
+    async fn bfd_down(&self, address: IpAddr) -> Result<(), BgpError> {
+        Speaker::bfd_down(self, address).await
+    }
     async fn originate(&self, prefix: IpNet) -> Result<(), BgpError> {
         Speaker::originate(self, prefix).await
     }
@@ -50,6 +63,9 @@ impl Announcer for Speaker {
     }
     async fn peers(&self) -> Result<Vec<PeerStatus>, BgpError> {
         Speaker::status(self).await
+    }
+    async fn adj_rib_in(&self, peer: Option<IpAddr>) -> Result<Vec<AdjRibInEntry>, BgpError> {
+        Speaker::adj_rib_in(self, peer).await
     }
     async fn set_cluster_id(&self, id: Option<Ipv4Addr>) -> Result<(), BgpError> {
         Speaker::set_cluster_id(self, id).await

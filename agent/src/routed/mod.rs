@@ -20,6 +20,7 @@
 //! - [`watch`]: wakes the loop when the store's records change;
 //! - this file: start-up and the loop that follows the store.
 
+pub mod bfdlink;
 pub mod bgp;
 pub mod blocks;
 pub mod encap;
@@ -207,6 +208,12 @@ pub async fn run(
         secrets: s.secrets.clone(),
     };
     let nodes = follower.peers().await?;
+    let bfd_link = Arc::new(bfdlink::BfdLink::new(
+        speaker.clone(),
+        s.public_ip,
+        s.public_ipv6,
+    ));
+    bfd_link.sync(&table).await;
     cluster.set_protected(protected(underlay, address, &nodes));
     let pool_list = cluster.pools().await.context("read the pools")?;
     let kinds = follower.kinds();
@@ -237,6 +244,7 @@ pub async fn run(
         alloc: alloc.clone(),
         blocks: blocks.clone(),
         peers: table.clone(),
+        bfd: Some(bfd_link.clone()),
         router_id: s.public_ip.to_string(),
         ipip_mtu: tunnel.pod_mtu(),
         asn: follower.asn.clone(),
@@ -302,6 +310,7 @@ pub async fn run(
                 None
             }
         };
+        bfd_link.sync(&table).await;
         if let Some(nodes) = &nodes {
             cluster.set_protected(protected(underlay, address, nodes));
             let kinds = follower.kinds();

@@ -17,11 +17,13 @@
 //! Only serde, serde_json, std and plexus-cni (for the container-ID limit;
 //! every CNI plugin links it already): a CNI plugin links this crate.
 
+pub mod bgproutes;
 pub mod cidr;
 pub mod client;
 pub mod clusteripam;
 pub mod proto;
 
+pub use bgproutes::{BgpRoute, BgpRoutes, BgpRoutesQuery};
 pub use cidr::Cidr;
 pub use client::{call, ClientError, DEFAULT_TIMEOUT, SOCKET_NAME};
 pub use clusteripam::{

@@ -56,6 +56,10 @@ fn live(address: &str, kind: &str, state: &str) -> BgpPeer {
         prefixes_sent: 0,
         prefixes_accepted: 0,
         prefixes_rejected: 0,
+        prefixes_rejected_by_guard: 0,
+        prefixes_rejected_by_filter: 0,
+        bfd: None,
+        last_error: None,
     }
 }
 
