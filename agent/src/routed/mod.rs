@@ -32,6 +32,7 @@ pub mod natout;
 pub mod peers;
 pub mod routing;
 pub mod secrets;
+pub mod services;
 pub mod tunnel;
 pub mod watch;
 
@@ -163,6 +164,8 @@ pub async fn run(
     let mut cfg = SpeakerConfig::new(s.public_ip, asn);
     cfg.cluster_id = me_cfg.route_reflector_cluster_id;
     cfg.next_hop_v6 = s.public_ipv6;
+    // ECMP: read once; a change takes a restart of plexusd.
+    cfg.max_paths = bgp.max_paths.map_or(1, |m| m.max(1) as usize);
     // BGP is the node's, on its underlay address: a pod reaching the
     // node's address on its veth must find no listener.
     let listen: Vec<IpAddr> = if s.bgp_listen.is_empty() {
@@ -224,6 +227,9 @@ pub async fn run(
     let tunnel = Tunnel::new(dp.clone(), &*view, alloc.clone(), s.public_ip).await?;
     let policy = encap_policy(&tunnel, &pool_list, &nodes, status).await;
     let blocks = Arc::new(Blocks::new(dp.clone(), speaker.clone()).await?);
+    blocks.set_advertisements(bgp.prefix_advertisements.clone());
+    let services = services::Services::new(speaker.clone());
+    services.sync(&bgp).await;
     blocks
         .sync(alloc.blocks().await)
         .await
@@ -322,6 +328,15 @@ pub async fn run(
             routing.set_policy(policy).await;
         }
         round.exclude_announced(&pool_list).await;
+        match cluster.bgp_config().await {
+            Ok(cfg) => {
+                blocks.set_advertisements(cfg.prefix_advertisements.clone());
+                services.sync(&cfg).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-reading the BGP config for services and communities")
+            }
+        }
         match alloc.resync().await {
             Ok(()) => {
                 if let Err(e) = blocks.sync(alloc.blocks().await).await {

@@ -197,6 +197,9 @@ pub fn desired(
         config.rr_client = kind == PeerKind::RrClient;
         config.local_as = Some(me.asn);
         let problem = apply_settings(&mut config, &cfg.mesh, lookups);
+        if let Some(f) = super::services::mesh_filter(cfg) {
+            config.filters.insert(0, f);
+        }
         out.insert(
             addr,
             Desired {

@@ -170,12 +170,7 @@ impl BgpConfig {
     /// The communities a prefix we originate carries: those of the most
     /// specific [`PrefixAdvertisement`] containing it.
     pub fn communities_for(&self, prefix: &IpNet) -> CommunitySet {
-        self.prefix_advertisements
-            .iter()
-            .filter(|a| a.cidr.contains(prefix))
-            .max_by_key(|a| a.cidr.prefix_len())
-            .map(|a| a.communities.clone())
-            .unwrap_or_default()
+        PrefixAdvertisement::lookup(&self.prefix_advertisements, prefix)
     }
 }
 
@@ -185,6 +180,17 @@ impl BgpConfig {
 pub struct PrefixAdvertisement {
     pub cidr: IpNet,
     pub communities: CommunitySet,
+}
+
+impl PrefixAdvertisement {
+    /// The communities of the most specific entry containing `prefix`.
+    pub fn lookup(list: &[PrefixAdvertisement], prefix: &IpNet) -> CommunitySet {
+        list.iter()
+            .filter(|a| a.cidr.contains(prefix))
+            .max_by_key(|a| a.cidr.prefix_len())
+            .map(|a| a.communities.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// Where a TCP MD5 password comes from: the record itself, or (Kubernetes
