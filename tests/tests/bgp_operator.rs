@@ -21,7 +21,7 @@ use plexus_ipam::{BfdSettings, PasswordSource, Peer, PeerSettings, PrefixAdverti
 use plexus_tests::cluster::routed::{add_pool, bgp_status, plexusctl, store};
 use plexus_tests::cluster::{wait_for, Cluster, Daemon, Node};
 use plexus_tests::require_overlay;
-use plexus_tests::routers::{tool_available, Bird};
+use plexus_tests::routers::{tool_available, Bird, Frr, GoBgp, FRR_BGPD};
 
 const ROUTER: &str = "10.200.0.11";
 const LEARNED: [&str; 3] = ["198.51.100.0/24", "203.0.113.0/24", "192.0.2.0/25"];
@@ -52,10 +52,10 @@ protocol bgp plx {{
     )
 }
 
-struct Setup {
+struct Setup<R = Bird> {
     // Drop order: the agent and the router before the cluster.
     _agents: Vec<Daemon>,
-    bird: Bird,
+    bird: R,
     router: Node,
     c: Cluster,
     _dir: tempfile::TempDir,
@@ -66,21 +66,32 @@ fn setup(settings: PeerSettings) -> Option<Setup> {
         plexus_tests::skip("bird2 is not installed (scripts/install-deps.sh)");
         return None;
     }
+    Some(setup_with(settings, |ns, dir| {
+        Bird::start(ns, dir, &bird_conf("s3cret"))
+    }))
+}
+
+/// One node with plexusd peering with the router `start` starts at
+/// 10.200.0.11.
+fn setup_with<R>(
+    settings: PeerSettings,
+    start: impl FnOnce(&plexus_tests::Netns, &std::path::Path) -> R,
+) -> Setup<R> {
     let mut c = Cluster::new(2);
     let router = c.nodes.pop().unwrap();
     assert_eq!(router.ip, ROUTER);
     add_pool(&c, 26);
     set_peer(&c, settings);
     let dir = tempfile::tempdir().unwrap();
-    let bird = Bird::start(&router.ns, dir.path(), &bird_conf("s3cret"));
+    let bird = start(&router.ns, dir.path());
     let agents = c.start_agents(&[]);
-    Some(Setup {
+    Setup {
         _agents: agents,
         bird,
         router,
         c,
         _dir: dir,
-    })
+    }
 }
 
 /// The router as a global peer with `settings` (added, or changed).
@@ -138,11 +149,52 @@ fn has_route(n: &Node, prefix: &str) -> bool {
         .is_empty()
 }
 
-impl Setup {
+impl<R> Setup<R> {
     fn node(&self) -> &Node {
         &self.c.nodes[0]
     }
 
+    /// Right password: Established (`up` says so on the router's side
+    /// too); wrong, then none: never, and `bgp status` says why; right
+    /// again: Established. All applied live.
+    fn md5_round(&self, up: impl Fn(&R) -> bool) {
+        wait_for("Established with the right password", || {
+            peer_status(self.node())["state"] == "Established" && up(&self.bird)
+        });
+        for wrong in [password("wrong"), None] {
+            set_peer(
+                &self.c,
+                PeerSettings {
+                    password: wrong.clone(),
+                    ..Default::default()
+                },
+            );
+            wait_for("the session down with a wrong or no password", || {
+                peer_status(self.node())["state"] != "Established"
+            });
+            std::thread::sleep(Duration::from_secs(5));
+            let st = peer_status(self.node());
+            assert_ne!(st["state"], "Established", "{wrong:?}: {st}");
+            assert!(!up(&self.bird), "{wrong:?}");
+            if wrong.is_some() {
+                let why = st["last_error"].as_str().unwrap_or("");
+                assert!(why.contains("TCP MD5"), "{st}");
+            }
+        }
+        set_peer(
+            &self.c,
+            PeerSettings {
+                password: password("s3cret"),
+                ..Default::default()
+            },
+        );
+        wait_for("Established with the right password again", || {
+            peer_status(self.node())["state"] == "Established" && up(&self.bird)
+        });
+    }
+}
+
+impl Setup {
     fn wait_established(&self) {
         wait_for("the session with BIRD Established", || {
             peer_status(self.node())["state"] == "Established" && self.bird.established("plx")
@@ -177,42 +229,9 @@ fn md5_right_and_wrong_password_with_bird() {
     }) else {
         return;
     };
-    s.wait_established();
-    // A wrong password: the session goes (the key changed, so it is
-    // re-created) and never comes back, and status says why.
-    set_peer(
-        &s.c,
-        PeerSettings {
-            password: password("wrong"),
-            ..Default::default()
-        },
-    );
-    wait_for("the session down with the wrong password", || {
-        let st = peer_status(s.node());
-        st["state"] != "Established"
-            && st["last_error"]
-                .as_str()
-                .is_some_and(|e| e.contains("TCP MD5"))
-    });
-    std::thread::sleep(Duration::from_secs(5));
-    let st = peer_status(s.node());
-    assert_ne!(st["state"], "Established", "{st}");
-    assert!(!s.bird.established("plx"));
+    s.md5_round(|b| b.established("plx"));
     let text = plexusctl(s.node(), &["bgp", "status", "--run-dir"]);
-    assert!(text.contains("password"), "{text}");
-    // No password at all: the same.
-    set_peer(&s.c, PeerSettings::default());
-    std::thread::sleep(Duration::from_secs(5));
-    assert_ne!(peer_status(s.node())["state"], "Established");
-    // The right one again: Established.
-    set_peer(
-        &s.c,
-        PeerSettings {
-            password: password("s3cret"),
-            ..Default::default()
-        },
-    );
-    s.wait_established();
+    assert!(text.contains("Established"), "{text}");
 }
 
 #[test]
@@ -298,7 +317,10 @@ fn communities_services_filters_and_the_prefix_limit_with_bird() {
     });
     let r = s.bird.route("10.96.0.0/12").unwrap();
     eprintln!("{r}");
-    assert!(r.contains("(65000,100)") && r.contains("(65000,200)"), "{r}");
+    assert!(
+        r.contains("(65000,100)") && r.contains("(65000,200)"),
+        "{r}"
+    );
     assert!(r.contains("(65000, 1, 2)"), "{r}");
     // The filter: rule 0 accepts 198.51.100.0/24, rule 1 rejects
     // 203.0.113.0/24, the rest falls through (accepted).
@@ -346,4 +368,139 @@ fn communities_services_filters_and_the_prefix_limit_with_bird() {
             .contains("maximum number of prefixes"),
         "{st}"
     );
+}
+
+#[test]
+fn md5_right_and_wrong_password_with_gobgp() {
+    require_overlay!();
+    if !tool_available("gobgpd") {
+        plexus_tests::skip("gobgpd is not installed (scripts/install-deps.sh)");
+        return;
+    }
+    let s = setup_with(
+        PeerSettings {
+            password: password("s3cret"),
+            ..Default::default()
+        },
+        |ns, dir| {
+            GoBgp::start(
+                ns,
+                dir,
+                &format!(
+                    r#"[global.config]
+  as = 65000
+  router-id = "{ROUTER}"
+  local-address-list = ["{ROUTER}"]
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "10.200.0.10"
+    peer-as = 64512
+    auth-password = "s3cret"
+  [neighbors.timers.config]
+    connect-retry = 2
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+"#
+                ),
+            )
+        },
+    );
+    s.md5_round(|g| g.established("10.200.0.10"));
+}
+
+#[test]
+fn md5_right_and_wrong_password_with_frr() {
+    require_overlay!();
+    if !std::path::Path::new(FRR_BGPD).exists() {
+        plexus_tests::skip("frr is not installed (scripts/install-deps.sh)");
+        return;
+    }
+    let s = setup_with(
+        PeerSettings {
+            password: password("s3cret"),
+            ..Default::default()
+        },
+        |ns, dir| {
+            Frr::start(
+                ns,
+                dir,
+                &format!(
+                    r#"frr defaults traditional
+router bgp 65000
+ bgp router-id {ROUTER}
+ no bgp ebgp-requires-policy
+ neighbor 10.200.0.10 remote-as 64512
+ neighbor 10.200.0.10 password s3cret
+ neighbor 10.200.0.10 timers connect 2
+"#
+                ),
+            )
+        },
+    );
+    s.md5_round(|f| f.established("10.200.0.10"));
+}
+
+#[test]
+fn two_routers_announcing_one_prefix_give_one_multipath_route() {
+    require_overlay!();
+    if !tool_available("bird") {
+        plexus_tests::skip("bird2 is not installed (scripts/install-deps.sh)");
+        return;
+    }
+    let mut c = Cluster::new(3);
+    let r2 = c.nodes.pop().unwrap();
+    let r1 = c.nodes.pop().unwrap();
+    add_pool(&c, 26);
+    store(&c, |s| async move {
+        s.update_bgp_config(|cfg| {
+            cfg.max_paths = Some(4);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        for r in ["10.200.0.11", "10.200.0.12"] {
+            s.add_peer(&Peer {
+                address: r.parse().unwrap(),
+                asn: 65000,
+                node: None,
+                settings: Default::default(),
+            })
+            .await
+            .unwrap();
+        }
+    });
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let conf = |id: &str| {
+        format!(
+            r#"
+router id {id};
+protocol device {{}}
+protocol static announce4 {{ ipv4; route 198.51.100.0/24 blackhole; }}
+protocol bgp plx {{
+  local as 65000;
+  neighbor 10.200.0.10 as 64512;
+  connect retry time 2;
+  ipv4 {{ import all; export where proto = "announce4"; }};
+}}
+"#
+        )
+    };
+    let _b1 = Bird::start(&r1.ns, dirs[0].path(), &conf("10.200.0.11"));
+    let _b2 = Bird::start(&r2.ns, dirs[1].path(), &conf("10.200.0.12"));
+    let _agents = c.start_agents(&[]);
+    let n = &c.nodes[0];
+    wait_for("one route over both routers", || {
+        let r = n.ip_json(&["route", "show", "exact", "198.51.100.0/24"]);
+        let hops: Vec<String> = r
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["nexthops"].as_array().cloned().unwrap_or_default())
+            .filter_map(|h| h["gateway"].as_str().map(String::from))
+            .collect();
+        hops.len() == 2 && hops.contains(&r1.ip) && hops.contains(&r2.ip)
+    });
+    let out = n.ns.sh("ip route show exact 198.51.100.0/24");
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
 }
