@@ -541,7 +541,7 @@ impl<K: Kernel> Reconciler<K> {
     /// written, so a previous run's entries on it are found and diffed.
     fn refresh_claims(&mut self) {
         let links = self.st.wanted_links();
-        let tables = self
+        let tables: BTreeSet<(std::path::PathBuf, String)> = self
             .st
             .desired
             .keys()
@@ -551,6 +551,10 @@ impl<K: Kernel> Reconciler<K> {
             })
             .collect();
         let spoke = |o: &Owner| self.st.owned.contains_key(o);
+        // A table no one wants any more stays ours until it is deleted
+        // (or listed without it), as devices do: else dropping it from
+        // the claims would hide it from the diff that deletes it.
+        let tables = tables.union(&self.st.claims.tables).cloned().collect();
         let claims = Claims {
             // A device no one wants any more stays ours until listed
             // without it (its entries are removed first).
@@ -642,6 +646,17 @@ impl<K: Kernel> Reconciler<K> {
                     let wanted = self.st.wanted_links();
                     if kinds.contains(&Kind::Link) {
                         self.st.claims.links = wanted;
+                    }
+                    if kinds.contains(&Kind::Nft) {
+                        // Tables no one wants and none listed: no longer ours.
+                        let actual = &self.st.actual;
+                        self.st.claims.tables.retain(|(netns, table)| {
+                            let k = Key::NftTable {
+                                netns: netns.clone(),
+                                table: table.clone(),
+                            };
+                            actual.contains_key(&k) || self.st.desired.contains_key(&k)
+                        });
                     }
                 }
                 Err(e) => {
