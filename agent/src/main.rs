@@ -257,6 +257,9 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
         PolicyMode::Off => false,
         PolicyMode::Auto => plexusd::policy::auto_enabled(args.kubeconfig.as_deref()),
     };
+    if policy_on && !args.ip_masq {
+        tracing::warn!("network policy is on without --ip-masq: the overlay's CNI bridge then masquerades pod traffic to other nodes, and policies see the node's address instead of the pod's (run with --ip-masq, as flanneld's rules exempt the cluster network)");
+    }
     // Before anything else: from now on the meta plugin's ADDs wait for us.
     plexusd::policy::mark(&args.run_dir, policy_on)?;
     let policy_front =

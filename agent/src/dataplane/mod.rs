@@ -124,6 +124,7 @@ enum Cmd {
         reply: Option<oneshot::Sender<Outcome>>,
     },
     Claim(Option<OverlayRoutes>),
+    ClaimTables(Vec<(std::path::PathBuf, String)>),
     Adopt {
         owner: Owner,
         reply: oneshot::Sender<Vec<Entry>>,
@@ -204,6 +205,13 @@ impl DataPlane {
         let (reply, rx) = oneshot::channel();
         self.send(Cmd::Adopt { owner, reply });
         rx.await.unwrap_or_default()
+    }
+
+    /// Tables in other namespaces that are ours though no one wants them
+    /// now (a previous run's, for pods no policy isolates any more): listed
+    /// and deleted unless a producer wants them.
+    pub fn claim_tables(&self, tables: Vec<(std::path::PathBuf, String)>) {
+        self.send(Cmd::ClaimTables(tables));
     }
 
     /// The overlay's rule for which routes are its own (flannel's routes
@@ -480,6 +488,13 @@ impl<K: Kernel> Reconciler<K> {
                 if self.st.overlay != c {
                     self.st.overlay = c;
                     self.st.relist.insert(Kind::Route);
+                }
+            }
+            Cmd::ClaimTables(t) => {
+                let before = self.st.claims.tables.len();
+                self.st.claims.tables.extend(t);
+                if self.st.claims.tables.len() != before {
+                    self.st.relist.insert(Kind::Nft);
                 }
             }
             Cmd::Adopt { owner, reply } => {

@@ -359,6 +359,11 @@ pub struct Producer {
     drops: Vec<DropRow>,
     /// Whether addresses are read from the kernel (not in unit tests).
     read_kernel: bool,
+    /// The tables of attached interfaces no policy isolates have been
+    /// claimed (once, after the first complete programming round, so a
+    /// previous run's table of such an interface goes, and none that is
+    /// still wanted is ever gone meanwhile).
+    stale_claimed: bool,
 }
 
 impl Producer {
@@ -375,6 +380,7 @@ impl Producer {
             latency_sum: 0.0,
             drops: Vec::new(),
             read_kernel: true,
+            stale_claimed: false,
         }
     }
 
@@ -592,6 +598,19 @@ impl Producer {
             self.failing.extend(missing);
             self.observe(since.elapsed());
             tracing::debug!(put = n_put, removed = n_remove, took = ?since.elapsed(), "policy programmed");
+        }
+        if !self.stale_claimed && self.st.all_synced() {
+            self.stale_claimed = true;
+            let open: Vec<(PathBuf, String)> = self
+                .st
+                .interfaces
+                .values()
+                .filter(|p| !p.rules.is_isolated())
+                .map(|p| (p.netns.clone(), render::table_name(&p.rules.ifname)))
+                .collect();
+            if !open.is_empty() {
+                self.dp.claim_tables(open);
+            }
         }
         self.answer_ready();
         self.publish();

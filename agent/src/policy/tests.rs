@@ -403,3 +403,55 @@ async fn a_table_deleted_by_hand_is_put_back_and_nothing_else_is_touched() {
     assert!(k.get(&foreign.key()).is_some());
     assert_eq!(dp.stats().repaired, 1);
 }
+
+#[tokio::test]
+async fn a_previous_runs_tables_are_taken_over_or_removed_once_everything_is_listed() {
+    let k = FakeKernel::default();
+    // A previous run left tables on a's eth0 (still isolated) and on b's
+    // eth0 (no policy isolates it any more).
+    for pod in ["a", "b"] {
+        k.put(Entry::Table(crate::dataplane::Table {
+            netns: format!("/run/netns/{pod}").into(),
+            name: "plexus_policy_eth0".into(),
+            batch: Default::default(),
+            fingerprint: 1,
+        }));
+    }
+    let mut p = producer(&k);
+    p.input(Input::Namespace(namespace("x")));
+    p.input(Input::Namespace(namespace("y")));
+    p.input(Input::Pod(pod("x", "a", "n1", "10.5.1.2", json!({}))));
+    p.input(Input::Pod(pod("y", "b", "n1", "10.5.1.3", json!({}))));
+    p.input(Input::Policy(Event::Added(
+        "x/deny".into(),
+        Arc::new(deny_all("x")),
+    )));
+    for (ns, name) in [("x", "a"), ("y", "b")] {
+        let a = attach(
+            ns,
+            name,
+            &format!("/run/netns/{name}"),
+            &[("cluster", "eth0", "10.5.1.2", true)],
+        );
+        p.st.attached.insert(a.container_id.clone(), a);
+    }
+    // Not everything listed yet: nothing of the previous run is touched.
+    p.touch();
+    p.program().await;
+    assert_eq!(tables(&k).len(), 2);
+    synced(&mut p);
+    p.program().await;
+    // A listing pass of the data plane happens on its next command.
+    p.dp.update(Owner::Policy, Vec::new(), Vec::new()).await;
+    assert_eq!(
+        tables(&k),
+        [("/run/netns/a".to_string(), "plexus_policy_eth0".to_string())]
+    );
+    let Some(Entry::Table(t)) = k.get(&Key::NftTable {
+        netns: "/run/netns/a".into(),
+        table: "plexus_policy_eth0".into(),
+    }) else {
+        panic!("a's table gone")
+    };
+    assert_ne!(t.fingerprint, 1, "a's table re-sent as this run renders it");
+}
