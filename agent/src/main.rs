@@ -115,9 +115,21 @@ struct Args {
     /// never every address, which would include the pods' side).
     #[arg(long, value_delimiter = ',')]
     bgp_listen: Vec<std::net::IpAddr>,
+    /// Network policy (NetworkPolicy, MultiNetworkPolicy) from the
+    /// Kubernetes API: `auto` is on when an API is configured
+    /// (--kubeconfig, or in-cluster credentials), whatever --store is.
+    #[arg(long, value_enum, default_value_t = PolicyMode::Auto)]
+    policy: PolicyMode,
     /// Log level or `target=level,...` directives (PLEXUS_LOG wins).
     #[arg(long, default_value = "info")]
     log_level: String,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum PolicyMode {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,7 +252,19 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
     let front = std::sync::Arc::new(plexusd::clusteripam::WithClusterIpam::new(
         routed_slot.clone(),
     ));
-    *handlers.lock().unwrap_or_else(|p| p.into_inner()) = Some(front.clone());
+    let policy_on = match args.policy {
+        PolicyMode::On => true,
+        PolicyMode::Off => false,
+        PolicyMode::Auto => plexusd::policy::auto_enabled(args.kubeconfig.as_deref()),
+    };
+    if policy_on && !args.ip_masq {
+        tracing::warn!("network policy is on without --ip-masq: the overlay's CNI bridge then masquerades pod traffic to other nodes, and policies see the node's address instead of the pod's (run with --ip-masq, as flanneld's rules exempt the cluster network)");
+    }
+    // Before anything else: from now on the meta plugin's ADDs wait for us.
+    plexusd::policy::mark(&args.run_dir, policy_on)?;
+    let policy_front =
+        std::sync::Arc::new(plexusd::policy::WithPolicy::new(policy_on, front.clone()));
+    *handlers.lock().unwrap_or_else(|p| p.into_inner()) = Some(policy_front.clone());
     let _cluster_ipam = AbortOnDrop(tokio::spawn(
         serve_cluster_ipam(kv.clone(), args.node_name.clone(), front, status.clone())
             .instrument(tracing::info_span!("cluster-ipam")),
@@ -301,6 +325,21 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
     let _dp_metrics = AbortOnDrop(tokio::spawn(
         publish_dataplane(dp.clone(), status.clone()).in_current_span(),
     ));
+    let _policy = policy_on.then(|| {
+        let settings = plexusd::policy::Settings {
+            node: args.node_name.clone(),
+            run_dir: args.run_dir.clone(),
+            resync_every: Duration::from_secs(args.resync_interval.max(1)),
+        };
+        let task = plexusd::policy::serve(
+            settings,
+            opts.clone(),
+            dp.clone(),
+            status.clone(),
+            policy_front,
+        );
+        AbortOnDrop(tokio::spawn(task.instrument(tracing::info_span!("policy"))))
+    });
     match (routed, overlay) {
         (None, Some(reg)) => run_overlay(args, reg.as_ref(), &dp, status).await,
         (Some(cluster), None) => run_routed(args, &opts, cluster, &[], &dp, status, handlers).await,
