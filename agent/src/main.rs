@@ -350,6 +350,11 @@ async fn overlay_alone(
     opts: &StoreOptions,
     status: &Shared,
 ) -> anyhow::Result<Option<Box<dyn LeaseRegistry>>> {
+    // Kubernetes without --net-config: no overlay (a node serving only
+    // cluster IPAM, or waiting for a routed pool).
+    if args.store == "kubernetes" && args.net_config.is_none() {
+        return Ok(None);
+    }
     let reg = lease_registry_over(&args.store, kv, opts)
         .await
         .inspect_err(|_| status.store_error())
