@@ -12,6 +12,9 @@
 //!   when the store holds a routed pool.
 //! - [`clusteripam`]: cluster IPAM for any network (plexus-cluster-ipam's
 //!   requests on the control socket), whatever else the node runs.
+//! - [`policy`]: network policy (NetworkPolicy, MultiNetworkPolicy): the
+//!   API's objects and the meta plugin's attachments → one nftables table
+//!   per pod interface in the pod's namespace, as data plane entries.
 //! - [`underlay`]: choosing the public interface and address.
 //! - [`masq`]: flannel's masquerade rules as an nftables batch.
 //! - [`netconf`]: the routed network's pools and BGP settings as files
@@ -32,6 +35,7 @@ pub mod masq;
 pub mod netconf;
 pub mod nodeclean;
 pub mod overlay;
+pub mod policy;
 pub mod routed;
 pub mod runfiles;
 pub mod status;

@@ -138,6 +138,8 @@ struct Inner {
     networks_pending: Option<usize>,
     /// Every network has reported ready once.
     all_reported: bool,
+    /// Metrics text of parts that keep their own (network policy).
+    extra_metrics: std::collections::BTreeMap<&'static str, String>,
 }
 
 /// Shared, cheap to clone.
@@ -265,6 +267,12 @@ impl Shared {
         self.lock().informers.insert(source, stats);
     }
 
+    /// A part's own metrics text (network policy's), appended to /metrics
+    /// as given; replaces what `part` set before.
+    pub fn set_extra_metrics(&self, part: &'static str, text: String) {
+        self.lock().extra_metrics.insert(part, text);
+    }
+
     /// The routed network's BGP gauges, refreshed by its control loop.
     pub fn set_bgp(&self, g: BgpGauges) {
         self.lock().bgp = Some(g);
@@ -355,6 +363,9 @@ impl Shared {
             dataplane_metrics(&mut o, d);
         }
         informer_metrics(&mut o, &g.informers);
+        for text in g.extra_metrics.values() {
+            o.push_str(text);
+        }
         o
     }
 }

@@ -13,6 +13,8 @@ use crate::error::MetaError;
 
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni/plexus";
 pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d";
+/// plexusd's run directory.
+pub const DEFAULT_RUN_DIR: &str = "/run/plexus";
 /// Multus's default: where clusterNetwork/defaultNetworks NADs and the
 /// default-network annotation's NADs live when no namespace is given.
 pub const DEFAULT_PLEXUS_NAMESPACE: &str = "kube-system";
@@ -47,6 +49,8 @@ struct Raw {
     attachments_dir: Option<PathBuf>,
     #[serde(default)]
     parallel_secondary: bool,
+    /// plexusd's run directory (its socket, the policy marker).
+    run_dir: Option<PathBuf>,
 }
 
 /// The validated configuration.
@@ -67,6 +71,9 @@ pub struct MetaConf {
     pub readiness_indicator_file: Option<PathBuf>,
     pub attachments_dir: Option<PathBuf>,
     pub parallel_secondary: bool,
+    /// plexusd's run directory: `plexusd.sock` and the network-policy
+    /// marker (`runDir`, default /run/plexus, as plexus-bgp-routes has it).
+    pub run_dir: PathBuf,
 }
 
 impl MetaConf {
@@ -126,6 +133,7 @@ impl MetaConf {
                 .map(PathBuf::from),
             attachments_dir: raw.attachments_dir,
             parallel_secondary: raw.parallel_secondary,
+            run_dir: raw.run_dir.unwrap_or_else(|| DEFAULT_RUN_DIR.into()),
         })
     }
 

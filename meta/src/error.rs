@@ -55,6 +55,10 @@ pub enum MetaError {
     /// (unreachable, timeout, 429, 5xx), else code 7.
     #[error("{msg}")]
     Kube { msg: String, transient: bool },
+    /// Network policy is on and plexusd did not confirm the pod's rules
+    /// (code 11: the pod must not run open).
+    #[error("{0}")]
+    Policy(String),
     /// Moving the default route failed (code 100).
     #[error("default route: {0}")]
     Route(String),
@@ -71,9 +75,10 @@ impl MetaError {
                 transient: true, ..
             } => CniError::new(ErrorCode::TryAgainLater, self.to_string()),
             MetaError::Kube { .. } => CniError::invalid_config(self.to_string()),
-            MetaError::NotReady(_) | MetaError::Source(_) | MetaError::Busy(_) => {
-                CniError::new(ErrorCode::TryAgainLater, self.to_string())
-            }
+            MetaError::NotReady(_)
+            | MetaError::Source(_)
+            | MetaError::Busy(_)
+            | MetaError::Policy(_) => CniError::new(ErrorCode::TryAgainLater, self.to_string()),
             MetaError::Delegate { source, .. } => {
                 // Keep the delegate's code, but say which network failed.
                 let inner = source.to_cni();

@@ -19,6 +19,7 @@
 //! * [`routes`]: the `default-route` request;
 //! * [`backends`]: the sources and sinks of one call ([`LocalBackends`]);
 //! * [`kube`]: Kubernetes API mode ([`kube::KubeBackends`]);
+//! * [`policy`]: network policy's attach and detach with plexusd;
 //! * [`plugin`]: [`Meta`], the CNI commands.
 //!
 //! File formats are described in meta/README.md.
@@ -35,6 +36,7 @@ pub mod nad_store;
 pub mod plan;
 pub mod planner;
 pub mod plugin;
+pub mod policy;
 pub mod routes;
 pub mod source;
 pub mod status;

@@ -244,6 +244,17 @@ impl<B: Backends, E: Exec + Clone, R: RouteOps> Meta<B, E, R> {
         for s in self.sinks(&c.conf) {
             s.publish(&c.key, &plan.pod(), &statuses)?;
         }
+        // Last: once this returns the pod's policy is in the kernel (a
+        // failure rolls the ADD back, the runtime's DEL detaches).
+        if let Some(netns) = c.req.env.netns.as_deref() {
+            crate::policy::attach(
+                &c.conf.run_dir,
+                &c.key.container_id,
+                netns,
+                &c.pod,
+                &statuses,
+            )?;
+        }
         Ok(())
     }
 
@@ -263,6 +274,12 @@ impl<B: Backends, E: Exec + Clone, R: RouteOps> Meta<B, E, R> {
         // Waits for an ADD in progress, and for the delegates of an ADD
         // whose meta plugin was killed: they hold the lock until they exit.
         let lock = AttachmentLock::acquire(&c.conf.cache_dir, &c.key, LOCK_WAIT)?;
+        // The pod's policy state goes first (while its namespace is there).
+        crate::policy::detach(
+            &c.conf.run_dir,
+            &c.key.container_id,
+            req.env.netns.as_deref(),
+        );
         let plans = PlanCache::new(&c.conf.cache_dir);
         let plan = match plans.read(&c.key) {
             Read::Found(p) => *p,

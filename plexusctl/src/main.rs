@@ -8,6 +8,9 @@
 //! `plexusctl --store URL pool|bgp|node|ipam ...` edit and show the routed
 //! network's cluster state (plexus-ipam) in the store plexusd uses.
 //!
+//! `plexusctl policy show` asks the local plexusd which pod interfaces
+//! network policy isolates, by which policies, and what it dropped.
+//!
 //! `plexusctl topology` draws the whole cluster from the store, the agents
 //! and the meta plugin's caches.
 
@@ -21,6 +24,7 @@ mod ipam;
 mod netmodel;
 mod node;
 mod node_status;
+mod policy;
 mod pool;
 mod routed;
 mod status;
@@ -61,6 +65,8 @@ enum Top {
     /// Block IPAM: the routed pools' and the cluster-IPAM ranges' use, and
     /// `ipam check` for leaked cluster-IPAM addresses.
     Ipam(ipam::IpamCmd),
+    /// Network policy as the local plexusd enforces it (`policy show`).
+    Policy(policy::PolicyCmd),
     /// The cluster as the network sees it: nodes, subnets, blocks, BGP
     /// sessions, pods (text, Graphviz DOT or SVG).
     Topology(topology::TopologyCmd),
@@ -87,6 +93,7 @@ fn main() -> ExitCode {
             Err(c) => routed::run(&cli.store, |cl| node::run(c, cl)),
         },
         Top::Ipam(c) => routed::run(&cli.store, |cl| ipam::run(c, cl)),
+        Top::Policy(c) => policy::run(c),
         Top::Topology(c) => topology::run(c, &cli.store),
         Top::Install(c) => install::run_install(c),
         Top::Uninstall(c) => install::run_uninstall(c),

@@ -29,8 +29,8 @@ pub enum Owner {
     Tunnel,
     /// The pools' nat-outgoing chain.
     NatOutgoing,
-    /// Network policy of one pod interface (its table in the pod's netns).
-    Policy(String),
+    /// Network policy: one table per pod interface, in the pod's netns.
+    Policy,
 }
 
 /// The chain of plexusd's table each owner writes.
@@ -57,7 +57,7 @@ impl Owner {
             Owner::Learned => "learned".into(),
             Owner::Tunnel => "tunnel".into(),
             Owner::NatOutgoing => "nat-outgoing".into(),
-            Owner::Policy(p) => format!("policy {p}"),
+            Owner::Policy => "policy".into(),
         }
     }
 }

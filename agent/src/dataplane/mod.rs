@@ -124,6 +124,7 @@ enum Cmd {
         reply: Option<oneshot::Sender<Outcome>>,
     },
     Claim(Option<OverlayRoutes>),
+    ClaimTables(Vec<(std::path::PathBuf, String)>),
     Adopt {
         owner: Owner,
         reply: oneshot::Sender<Vec<Entry>>,
@@ -204,6 +205,13 @@ impl DataPlane {
         let (reply, rx) = oneshot::channel();
         self.send(Cmd::Adopt { owner, reply });
         rx.await.unwrap_or_default()
+    }
+
+    /// Tables in other namespaces that are ours though no one wants them
+    /// now (a previous run's, for pods no policy isolates any more): listed
+    /// and deleted unless a producer wants them.
+    pub fn claim_tables(&self, tables: Vec<(std::path::PathBuf, String)>) {
+        self.send(Cmd::ClaimTables(tables));
     }
 
     /// The overlay's rule for which routes are its own (flannel's routes
@@ -482,6 +490,13 @@ impl<K: Kernel> Reconciler<K> {
                     self.st.relist.insert(Kind::Route);
                 }
             }
+            Cmd::ClaimTables(t) => {
+                let before = self.st.claims.tables.len();
+                self.st.claims.tables.extend(t);
+                if self.st.claims.tables.len() != before {
+                    self.st.relist.insert(Kind::Nft);
+                }
+            }
             Cmd::Adopt { owner, reply } => {
                 // The owner has spoken: its kind is claimed from now on.
                 self.st.owned.entry(owner.clone()).or_default();
@@ -541,7 +556,7 @@ impl<K: Kernel> Reconciler<K> {
     /// written, so a previous run's entries on it are found and diffed.
     fn refresh_claims(&mut self) {
         let links = self.st.wanted_links();
-        let tables = self
+        let tables: BTreeSet<(std::path::PathBuf, String)> = self
             .st
             .desired
             .keys()
@@ -551,6 +566,10 @@ impl<K: Kernel> Reconciler<K> {
             })
             .collect();
         let spoke = |o: &Owner| self.st.owned.contains_key(o);
+        // A table no one wants any more stays ours until it is deleted
+        // (or listed without it), as devices do: else dropping it from
+        // the claims would hide it from the diff that deletes it.
+        let tables = tables.union(&self.st.claims.tables).cloned().collect();
         let claims = Claims {
             // A device no one wants any more stays ours until listed
             // without it (its entries are removed first).
@@ -642,6 +661,17 @@ impl<K: Kernel> Reconciler<K> {
                     let wanted = self.st.wanted_links();
                     if kinds.contains(&Kind::Link) {
                         self.st.claims.links = wanted;
+                    }
+                    if kinds.contains(&Kind::Nft) {
+                        // Tables no one wants and none listed: no longer ours.
+                        let actual = &self.st.actual;
+                        self.st.claims.tables.retain(|(netns, table)| {
+                            let k = Key::NftTable {
+                                netns: netns.clone(),
+                                table: table.clone(),
+                            };
+                            actual.contains_key(&k) || self.st.desired.contains_key(&k)
+                        });
                     }
                 }
                 Err(e) => {

@@ -12,6 +12,7 @@
 //! * [`cidr`]: an address with its prefix length, as the messages carry it;
 //! * [`proto`]: the messages, and the route protocol number of pod routes;
 //! * [`clusteripam`]: the payloads of the cluster-IPAM commands;
+//! * [`policy`]: network policy's attach, detach and show, the marker file;
 //! * [`client`]: a blocking client with a bounded timeout.
 //!
 //! Only serde, serde_json, std and plexus-cni (for the container-ID limit;
@@ -21,6 +22,7 @@ pub mod bgproutes;
 pub mod cidr;
 pub mod client;
 pub mod clusteripam;
+pub mod policy;
 pub mod proto;
 
 pub use bgproutes::{BgpRoute, BgpRoutes, BgpRoutesQuery};

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cidr::Cidr;
 use crate::clusteripam::{ClusterAllocate, ClusterCheck, ClusterGc, ClusterRelease};
+use crate::policy::{PolicyAttach, PolicyDetach, PolicyShow};
 
 /// The route protocol number (RTPROT) of the node's routes to its pods
 /// (`ip route ... proto 112`): the agent tells the routes of local pods
@@ -72,6 +73,11 @@ pub enum Request {
     ClusterIpamRelease(ClusterRelease),
     ClusterIpamGc(ClusterGc),
     ClusterIpamCheck(ClusterCheck),
+    /// Network policy (the meta plugin, `plexusctl policy show`); see
+    /// [`crate::policy`].
+    PolicyAttach(PolicyAttach),
+    PolicyDetach(PolicyDetach),
+    PolicyShow(PolicyShow),
 }
 
 impl Request {
@@ -89,6 +95,14 @@ impl Request {
 }
 
 impl Request {
+    /// Whether the request is one of the network-policy commands.
+    pub fn is_policy(&self) -> bool {
+        matches!(
+            self,
+            Request::PolicyAttach(_) | Request::PolicyDetach(_) | Request::PolicyShow(_)
+        )
+    }
+
     /// The container IDs the request carries (each one is stored in the
     /// records it changes): the agent refuses one beyond
     /// [`crate::MAX_CONTAINER_ID`] with code 4.
@@ -100,10 +114,15 @@ impl Request {
             Request::ClusterIpamAllocate(a) => vec![&a.container_id],
             Request::ClusterIpamRelease(r) => vec![&r.container_id],
             Request::ClusterIpamCheck(c) => vec![&c.container_id],
+            Request::PolicyAttach(a) => vec![&a.container_id],
+            Request::PolicyDetach(d) => vec![&d.container_id],
             Request::Gc { valid, .. } | Request::ClusterIpamGc(crate::ClusterGc { valid, .. }) => {
                 valid.iter().map(|k| k.container_id.as_str()).collect()
             }
-            Request::Status | Request::BgpStatus | Request::BgpRoutes(_) => Vec::new(),
+            Request::Status
+            | Request::BgpStatus
+            | Request::BgpRoutes(_)
+            | Request::PolicyShow(_) => Vec::new(),
         }
     }
 
@@ -121,6 +140,9 @@ impl Request {
             Request::ClusterIpamRelease(_) => "cluster_ipam_release",
             Request::ClusterIpamGc(_) => "cluster_ipam_gc",
             Request::ClusterIpamCheck(_) => "cluster_ipam_check",
+            Request::PolicyAttach(_) => "policy_attach",
+            Request::PolicyDetach(_) => "policy_detach",
+            Request::PolicyShow(_) => "policy_show",
         }
     }
 

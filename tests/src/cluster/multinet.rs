@@ -135,6 +135,17 @@ impl MultiNet {
     /// installed; returns once every agent is ready and every node's BGP
     /// mesh is Established.
     pub fn start(nodes: usize, opts: Options) -> MultiNet {
+        MultiNet::start_with(nodes, opts, |_| ((), Vec::new())).0
+    }
+
+    /// [`MultiNet::start`], with `before(cluster)` run once the cluster's
+    /// namespaces exist and before the agents start: it returns what the
+    /// caller keeps (an API stand-in) and extra agent arguments.
+    pub fn start_with<T>(
+        nodes: usize,
+        opts: Options,
+        before: impl FnOnce(&Cluster) -> (T, Vec<String>),
+    ) -> (MultiNet, T) {
         let cluster = Cluster::new(nodes);
         cluster.set_config(&vxlan_config(OVERLAY));
         add_pool(&cluster, 26);
@@ -152,7 +163,9 @@ impl MultiNet {
             n.ns.ip(&["link", "set", "uplink0", "up"]);
             write_meta(n, opts);
         }
-        let agents = cluster.start_agents(&[]);
+        let (kept, extra) = before(&cluster);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let agents = cluster.start_agents(&extra);
         let net = MultiNet { agents, cluster };
         for n in &net.cluster.nodes {
             assert!(
@@ -169,7 +182,7 @@ impl MultiNet {
                 established(n, peers)
             });
         }
-        net
+        (net, kept)
     }
 
     pub fn node(&self, i: usize) -> &Node {
@@ -321,6 +334,8 @@ fn write_meta(n: &Node, opts: Options) {
     p["logFile"] = json!(n.cni.dir.path().join("plexus.log"));
     p["logLevel"] = json!("debug");
     p["parallelSecondary"] = json!(opts.parallel_secondary);
+    // plexusd's socket and policy marker (network policy's attach).
+    p["runDir"] = json!(n.run_dir);
     n.cni.write_conf("00-plexus.conflist", &conf);
     write_nad(
         n,
