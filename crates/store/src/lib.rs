@@ -26,6 +26,7 @@ pub mod kubeclient;
 pub mod kubekv;
 mod kubenodes;
 mod kubepods;
+mod kubesecrets;
 mod kubewatch;
 pub mod kv;
 
@@ -35,6 +36,7 @@ pub use informer::{Cache, Event, Informer, KubeSource, KvSource, Source};
 pub use kubekv::KubeKv;
 pub use kubenodes::KubeNodes;
 pub use kubepods::KubePods;
+pub use kubesecrets::KubeSecrets;
 pub use kv::{KeyValue, Kv, KvEvent, LeaseId, RangeResult};
 
 /// A store revision (etcd's `mod_revision`, a Kubernetes `resourceVersion`
