@@ -140,6 +140,8 @@ where
         // rbac(plexus-kube-store): watch nodes
         // rbac(plexus-kube-store): watch pods
         // rbac(plexus-kube-store): watch plexuskeys.plexus.io
+        // rbac(plexus-kube-store): watch services
+        // rbac(plexus-kube-store): watch endpointslices.discovery.k8s.io
         let s = self
             .api
             .watch(&wp, &self.rv)

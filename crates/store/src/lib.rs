@@ -27,6 +27,7 @@ pub mod kubekv;
 mod kubenodes;
 mod kubepods;
 mod kubesecrets;
+pub mod kubeservices;
 mod kubewatch;
 pub mod kv;
 
@@ -37,6 +38,7 @@ pub use kubekv::KubeKv;
 pub use kubenodes::KubeNodes;
 pub use kubepods::KubePods;
 pub use kubesecrets::KubeSecrets;
+pub use kubeservices::KubeServices;
 pub use kv::{KeyValue, Kv, KvEvent, LeaseId, RangeResult};
 
 /// A store revision (etcd's `mod_revision`, a Kubernetes `resourceVersion`

@@ -128,6 +128,8 @@ impl Source for KubeSource {
         // rbac(plexus-kube-store): list nodes
         // rbac(plexus-kube-store): list pods
         // rbac(plexus-kube-store): list plexuskeys.plexus.io
+        // rbac(plexus-kube-store): list services
+        // rbac(plexus-kube-store): list endpointslices.discovery.k8s.io
         let list = tokio::time::timeout(LIST_TIMEOUT, self.api.list(&lp))
             .await
             .map_err(|_| {
