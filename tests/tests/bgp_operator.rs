@@ -544,6 +544,10 @@ fn bird_next_hops(bird: &Bird, prefix: &str) -> std::collections::BTreeSet<Strin
         .collect()
 }
 
+/// Kubernetes mode: the router's TCP MD5 password from a Secret (the
+/// sessions come up only if plexusd read it through the API); the external
+/// IP range from every node; a Local Service's /32 only from the node with
+/// its endpoint, following the EndpointSlice.
 #[test]
 fn a_local_service_is_announced_only_from_the_nodes_running_its_endpoints() {
     use plexus_store::kubekv::{GROUP, PLURAL, VERSION};
@@ -580,15 +584,33 @@ fn a_local_service_is_announced_only_from_the_nodes_running_its_endpoints() {
         })
         .await
         .unwrap();
+        // The password from a Secret, as Calico's secretKeyRef.
         s.add_peer(&Peer {
             address: router_ip.parse().unwrap(),
             asn: 65000,
             node: None,
-            settings: Default::default(),
+            settings: PeerSettings {
+                password: Some(PasswordSource {
+                    value: None,
+                    secret_key_ref: Some(plexus_ipam::SecretKeyRef {
+                        name: "bgp-passwords".into(),
+                        key: "router".into(),
+                        namespace: None,
+                    }),
+                }),
+                ..Default::default()
+            },
         })
         .await
         .unwrap();
     });
+    api.create(
+        "secrets",
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"namespace": "kube-system", "name": "bgp-passwords"},
+               // "s3cret"
+               "data": {"router": "czNjcmV0"}}),
+    );
     let bird_dir = tempfile::tempdir().unwrap();
     let bird = Bird::start(
         &router.ns,
@@ -597,7 +619,8 @@ fn a_local_service_is_announced_only_from_the_nodes_running_its_endpoints() {
             r#"
 router id {};
 protocol device {{}}
-template bgp plx {{ local as 65000; connect retry time 2; ipv4 {{ import all; export none; }}; }}
+template bgp plx {{ local as 65000; connect retry time 2; password "s3cret";
+  ipv4 {{ import all; export none; }}; }}
 protocol bgp n0 from plx {{ neighbor {} as 64601; }}
 protocol bgp n1 from plx {{ neighbor {} as 64601; }}
 "#,
