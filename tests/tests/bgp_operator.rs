@@ -11,7 +11,9 @@
 //! cluster IP range as BIRD sees them (`show route all`); an import filter
 //! rule (rejected, in `bgp routes` with its filter and rule); the prefix
 //! limit (Cease / Maximum Number of Prefixes Reached, in BIRD's last
-//! error).
+//! error); MD5 also with GoBGP and FRR; ECMP over two BIRD routers; in
+//! Kubernetes mode (API stand-in) the password from a Secret and a Local
+//! Service's /32 following its EndpointSlice.
 
 use std::time::{Duration, Instant};
 
