@@ -22,6 +22,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 triple=$(rustc -vV | sed -n 's/^host: //p')
 RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
     cargo build -q --profile dist --target "$triple" \
-    -p plexus-bridge -p plexus-host-local -p plexus-ipvlan -p plexus-vxlan -p plexus-bgp-routes \
+    -p plexus-bridge -p plexus-host-local -p plexus-ipvlan -p plexus-vxlan -p plexus-bgp-routes -p plexus-cluster-ipam \
     2> >(grep -v -e "statically linked applications requires at runtime" -e "^warning: .*getaddrinfo" >&2)
 echo "$PWD/target/$triple/dist"

@@ -4,7 +4,7 @@
 #
 #   eth0  the flannel-style overlay (plexus-vxlan, plexusd's subnet lease, VXLAN between nodes)
 #   net1  the calico-style routed network (plexus-bgp-routes by annotation, plexusd's blocks, BGP)
-#   net2  macvlan on the node's eth1 with the address the pod asks for
+#   net2  macvlan on the node's eth1, its address from plexus-cluster-ipam (unique across the cluster)
 #
 # It installs what it needs, builds (release), starts a real etcd and three
 # nodes running plexusd, configures both networks, starts BIRD as the
@@ -48,7 +48,6 @@ UNDERLAY=10.210.0
 ETCD_IP=$UNDERLAY.2 ROUTER_IP=$UNDERLAY.100
 STORE=etcd://$ETCD_IP:2379
 POOL=10.96.0.0/16
-MACVLAN=192.168.60
 PIDS=()                          # every process the demo started
 PODS_ADDED=()
 
@@ -57,8 +56,8 @@ in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 etcdctl() { in_ns "$ETCDNS" env ETCDCTL_API=3 /usr/bin/etcdctl --endpoints "http://$ETCD_IP:2379" "$@"; }
 # plexusctl inside node n1, where the store is reachable.
 ctl() { in_ns "$T-n1" "$BIN/plexusctl" "$@"; }
-annotation() { # annotation POD-INDEX: net1 routed, net2 macvlan with a fixed address
-  echo "[{\"name\":\"routed\",\"interface\":\"net1\"},{\"name\":\"macvlan\",\"interface\":\"net2\",\"ips\":[\"$MACVLAN.$((10 + $1))/24\"]}]"
+annotation() { # annotation POD-INDEX: net1 routed, net2 macvlan (cluster IPAM gives the address)
+  echo "[{\"name\":\"routed\",\"interface\":\"net1\"},{\"name\":\"macvlan\",\"interface\":\"net2\"}]"
 }
 meta() { # meta OP NODE POD: plexusctl cni OP plexus <pod netns>, as the runtime on NODE calls the meta plugin
   local op=$1 node=$2 pod=$3
@@ -165,7 +164,7 @@ for n in "${NODES[@]}"; do
                                    cacheDir: ($d + "/meta-cache"), logFile: ($d + "/plexus.log")}' \
     conf/plexus.conflist >"$d/net.d/00-plexus.conflist"
   sed "s|/run/plexus|$d/run|" conf/cluster/attachments/routed.json >"$d/attachments/routed.json"
-  cp conf/cluster/attachments/macvlan.json "$d/attachments/"
+  sed "s|/run/plexus|$d/run|" conf/cluster/attachments/macvlan.json >"$d/attachments/macvlan.json"
   start "$T-$n" "$d/plexusd.log" "$BIN/plexusd" --node-name "$n" --store "$STORE" \
     --public-ip "$(node_ip "$n")" --iface eth0 --run-dir "$d/run"
 done
@@ -181,7 +180,7 @@ for n in "${NODES[@]}"; do
 done
 echo "every plexusd is ready and its BGP sessions are Established"
 
-step "pods: one per node through the meta plugin (eth0 overlay, net1 routed by annotation, net2 macvlan with its requested IP)"
+step "pods: one per node through the meta plugin (eth0 overlay, net1 routed by annotation, net2 macvlan from cluster IPAM)"
 for i in 1 2 3; do
   n=n$i pod=pod$i
   ip netns add "$T-$pod"
@@ -206,7 +205,7 @@ step "plexusctl bgp status on n1"
 ctl bgp status --run-dir "$W/n1/run"
 step "BIRD's view (birdc show route)"
 in_ns "$ROUTER" birdc -s "$W/bird.ctl" show route | sed 1d
-step "plexusctl ipam show --blocks"
+step "plexusctl ipam show --blocks (the routed pool, and the cluster-IPAM range net2 takes its addresses from)"
 ctl --store "$STORE" ipam show --blocks
 step "plexusctl status on n1 (the meta plugin's attachments and their network model)"
 ctl status --cache-dir "$W/n1/meta-cache"
@@ -256,6 +255,9 @@ done
 in_use=$(ctl --store "$STORE" ipam show --json | jq '[.pools[].inUse] | add')
 echo "routed addresses in use: $in_use"
 [ "$in_use" = 0 ] || left=1
+cluster_in_use=$(ctl --store "$STORE" ipam show --json | jq '[.clusterRanges[].used] | add // 0')
+echo "cluster-IPAM addresses in use: $cluster_in_use"
+[ "$cluster_in_use" = 0 ] || left=1
 
 step "stopping plexusd, BIRD and etcd (pids ${PIDS[*]}) and removing the namespaces"
 for pid in "${PIDS[@]}"; do kill "$pid"; done

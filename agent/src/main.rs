@@ -105,8 +105,9 @@ struct Args {
     /// End-of-RIB before removing the previous run's unconfirmed routes.
     #[arg(long, default_value_t = 120)]
     routed_sync_wait: u64,
-    /// Routed network: when a Kubernetes Node is deleted, free its blocks
-    /// and remove its node record (so every agent drops its BGP session).
+    /// When a Kubernetes Node is deleted, free its routed blocks and remove
+    /// its node record (so every agent drops its BGP session), and free its
+    /// cluster-IPAM blocks and addresses.
     /// `auto`: with `--store kubernetes`; `on` needs Node list/watch rights
     /// with any store (--kubeconfig, else the in-cluster config).
     #[arg(long, value_enum, default_value_t = NodeCleanup::Auto)]
@@ -120,6 +121,8 @@ struct Args {
     /// (--kubeconfig, or in-cluster credentials), whatever --store is.
     #[arg(long, value_enum, default_value_t = PolicyMode::Auto)]
     policy: PolicyMode,
+    #[command(flatten)]
+    cluster_ipam: plexusd::clusteripam::Opts,
     /// Log level or `target=level,...` directives (PLEXUS_LOG wins).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -266,8 +269,15 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
         std::sync::Arc::new(plexusd::policy::WithPolicy::new(policy_on, front.clone()));
     *handlers.lock().unwrap_or_else(|p| p.into_inner()) = Some(policy_front.clone());
     let _cluster_ipam = AbortOnDrop(tokio::spawn(
-        serve_cluster_ipam(kv.clone(), args.node_name.clone(), front, status.clone())
-            .instrument(tracing::info_span!("cluster-ipam")),
+        plexusd::clusteripam::serve(
+            kv.clone(),
+            args.node_name.clone(),
+            front,
+            status.clone(),
+            args.cluster_ipam
+                .duties(&args.store, &opts, node_cleanup(args)),
+        )
+        .instrument(tracing::info_span!("cluster-ipam")),
     ));
     let handlers = &routed_slot;
 
@@ -368,40 +378,6 @@ async fn agent(args: &Args, status: &Shared, handlers: &ctlsock::Handlers) -> an
     }
 }
 
-/// Opens cluster IPAM (this node's allocations) and puts it on the control
-/// socket; a store that cannot serve it yet (down, or no PlexusKey CRD in
-/// Kubernetes mode) is tried again, never a reason to stop the agent.
-async fn serve_cluster_ipam(
-    kv: std::sync::Arc<dyn plexus_store::Kv>,
-    node: String,
-    front: std::sync::Arc<plexusd::clusteripam::WithClusterIpam>,
-    status: Shared,
-) {
-    let mut logged = false;
-    let h = loop {
-        match plexusd::clusteripam::ClusterIpamHandler::open(
-            kv.clone(),
-            plexus_ipam::clusterpool::ClusterLayout::default(),
-            &node,
-        )
-        .await
-        {
-            Ok(h) => break std::sync::Arc::new(h),
-            Err(e) => {
-                if !logged {
-                    tracing::warn!(error = %e, "cluster IPAM is not served yet (trying again every 10 s)");
-                    logged = true;
-                }
-                tokio::time::sleep(Duration::from_secs(10)).await;
-            }
-        }
-    };
-    front.set_cluster(h.clone());
-    status.update(|st| st.cluster_ipam = true);
-    tracing::info!("cluster IPAM served");
-    plexusd::clusteripam::heartbeat(h.allocator().clone(), plexusd::clusteripam::HEARTBEAT).await;
-}
-
 /// How often a store without network config is looked at again.
 const STORE_CONFIG_POLL: Duration = Duration::from_secs(2);
 
@@ -413,6 +389,11 @@ async fn overlay_alone(
     opts: &StoreOptions,
     status: &Shared,
 ) -> anyhow::Result<Option<Box<dyn LeaseRegistry>>> {
+    // Kubernetes without --net-config: no overlay (a node serving only
+    // cluster IPAM, or waiting for a routed pool).
+    if args.store == "kubernetes" && args.net_config.is_none() {
+        return Ok(None);
+    }
     let reg = lease_registry_over(&args.store, kv, opts)
         .await
         .inspect_err(|_| status.store_error())
@@ -572,12 +553,7 @@ async fn run_routed(
         bgp_listen: args.bgp_listen.clone(),
         cluster_networks: cluster_networks.to_vec(),
     };
-    let cleanup = match args.node_cleanup {
-        NodeCleanup::Auto => args.store == "kubernetes",
-        NodeCleanup::On => true,
-        NodeCleanup::Off => false,
-    };
-    let _cleanup = if cleanup {
+    let _cleanup = if node_cleanup(args) {
         let nodes = KubeNodes::connect(opts)
             .await
             .context("--node-cleanup: connect to the Kubernetes API")?;
@@ -596,6 +572,15 @@ async fn run_routed(
     routed::run(&settings, cluster, dp, status, handlers)
         .instrument(span)
         .await
+}
+
+/// Whether deleted Kubernetes Nodes are cleaned up after (--node-cleanup).
+fn node_cleanup(args: &Args) -> bool {
+    match args.node_cleanup {
+        NodeCleanup::Auto => args.store == "kubernetes",
+        NodeCleanup::On => true,
+        NodeCleanup::Off => false,
+    }
 }
 
 /// Stops a background task when the agent stops.

@@ -28,6 +28,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use plexus_ipam::clusterpool::ClusterPools;
 use plexus_ipam::{Cluster, Freed, IpamError};
 use plexus_store::{Event, Informer, KubeNodes, StoreError};
 
@@ -57,33 +58,81 @@ impl Members for KubeNodes {
     }
 }
 
-/// Removes deleted nodes' state from the routed network's store.
-pub struct Cleaner {
-    pub cluster: Cluster,
-    /// This node: never removed by itself.
-    pub me: String,
+/// What a deleted node leaves in a store: the routed network's blocks and
+/// node record ([`Cluster`]), or the cluster-IPAM pools' blocks, borrowed
+/// addresses and last-seen record ([`ClusterPools`]).
+#[async_trait::async_trait]
+pub trait NodeState: Send + Sync {
+    /// The agents' nodes the store knows (only names an agent wrote).
+    async fn stored_nodes(&self) -> Result<BTreeSet<String>, IpamError>;
+    /// Free everything `name` holds; idempotent.
+    async fn remove_node(&self, name: &str) -> Result<Freed, IpamError>;
+    /// For logs.
+    fn what(&self) -> &'static str;
+    /// The Node informer's name in the status.
+    fn informer(&self) -> &'static str {
+        "nodes"
+    }
 }
 
-impl Cleaner {
-    /// The agents' nodes the store knows: records an agent registered,
-    /// and block holders.
+#[async_trait::async_trait]
+impl NodeState for Cluster {
+    /// Records an agent registered, and block holders.
     async fn stored_nodes(&self) -> Result<BTreeSet<String>, IpamError> {
         let mut names: BTreeSet<String> = self
-            .cluster
             .nodes()
             .await?
             .into_iter()
             .filter(|n| n.router_id.is_some())
             .map(|n| n.name)
             .collect();
-        names.extend(
-            self.cluster
-                .blocks()
-                .await?
-                .into_iter()
-                .map(|b| b.value.node),
-        );
+        names.extend(self.blocks().await?.into_iter().map(|b| b.value.node));
         Ok(names)
+    }
+    async fn remove_node(&self, name: &str) -> Result<Freed, IpamError> {
+        Cluster::remove_node(self, name).await
+    }
+    fn what(&self) -> &'static str {
+        "routed network"
+    }
+}
+
+#[async_trait::async_trait]
+impl NodeState for ClusterPools {
+    /// Block owners, nodes holding an address (borrowed ones too), and
+    /// last-seen records: all written only by agents.
+    async fn stored_nodes(&self) -> Result<BTreeSet<String>, IpamError> {
+        let s = self.snapshot().await?;
+        let mut names: BTreeSet<String> = s.nodes.into_iter().map(|n| n.name).collect();
+        for b in s.blocks {
+            names.insert(b.block.node.clone());
+            names.extend(b.block.allocations.into_values().map(|h| h.node));
+        }
+        names.remove("");
+        Ok(names)
+    }
+    async fn remove_node(&self, name: &str) -> Result<Freed, IpamError> {
+        ClusterPools::remove_node(self, name).await
+    }
+    fn what(&self) -> &'static str {
+        "cluster IPAM"
+    }
+    fn informer(&self) -> &'static str {
+        "nodes (cluster IPAM)"
+    }
+}
+
+/// Removes deleted nodes' state from a store: the routed network's
+/// ([`Cluster`]) or the cluster-IPAM pools' ([`ClusterPools`]).
+pub struct Cleaner<S = Cluster> {
+    pub cluster: S,
+    /// This node: never removed by itself.
+    pub me: String,
+}
+
+impl<S: NodeState> Cleaner<S> {
+    async fn stored_nodes(&self) -> Result<BTreeSet<String>, IpamError> {
+        self.cluster.stored_nodes().await
     }
 
     /// Remove what the store holds for every node that is not one of
@@ -119,6 +168,7 @@ impl Cleaner {
         let freed = self.cluster.remove_node(name).await?;
         tracing::info!(
             node = name,
+            store = self.cluster.what(),
             blocks = freed.blocks,
             addresses = freed.addresses,
             "node deleted: its blocks and node record are gone from the store"
@@ -131,7 +181,7 @@ impl Cleaner {
     /// (a deletion is never dropped).
     pub async fn run(self, members: impl Members, status: Shared) {
         let mut events = members.follow();
-        status.add_informer("nodes", events.stats());
+        status.add_informer(self.cluster.informer(), events.stats());
         let mut names = BTreeSet::new();
         // Work the store refused: a reconcile, deletions.
         let mut reconcile_due = false;
@@ -345,6 +395,59 @@ mod tests {
             b.deleted(&members, "n3").await.unwrap();
             assert_eq!(b.forget("n3").await.unwrap(), Freed::default());
             assert_eq!(stored(&c).await.0, vec!["n1".to_string(), "n2".to_string()]);
+        });
+    }
+
+    #[test]
+    fn a_deleted_node_loses_its_cluster_ipam_blocks_and_borrowed_addresses() {
+        use plexus_ipam::clusterpool::{
+            AllocRequest, Attachment, ClusterAllocator, ClusterLayout, Range,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let kv: Arc<dyn plexus_store::Kv> =
+                Arc::new(plexus_store::FileKv::open(&dir.path().join("store")).unwrap());
+            // A /29 cut into /30s: two blocks, so n3 has to borrow.
+            let req = |cid: &str| AllocRequest {
+                attachment: Attachment {
+                    network: "net".into(),
+                    container_id: cid.into(),
+                    ifname: "net1".into(),
+                    pod_namespace: String::new(),
+                    pod_name: String::new(),
+                    pod_uid: String::new(),
+                },
+                network_name: String::new(),
+                overlapping: true,
+                ranges: vec![
+                    Range::new("10.7.0.0/29".parse().unwrap(), None, None, &[], None).unwrap(),
+                ],
+                requested: Vec::new(),
+                block_size_v4: Some(30),
+                block_size_v6: None,
+            };
+            for n in ["n1", "n2", "n3"] {
+                let a = ClusterAllocator::load(kv.clone(), ClusterLayout::default(), n)
+                    .await
+                    .unwrap();
+                a.allocate(&req(&format!("{n}-c"))).await.unwrap();
+                a.touch(1).await.unwrap();
+            }
+            let pools = ClusterPools::new(kv.clone(), ClusterLayout::default());
+            assert_eq!(
+                pools.stored_nodes().await.unwrap(),
+                names(&["n1", "n2", "n3"])
+            );
+            let me = Cleaner {
+                cluster: pools.clone(),
+                me: "n1".into(),
+            };
+            // n3 (a borrower only) and n2 (a block owner) were deleted.
+            me.reconcile(&names(&["n1"])).await.unwrap();
+            assert_eq!(pools.stored_nodes().await.unwrap(), names(&["n1"]));
+            let s = pools.snapshot().await.unwrap();
+            let held: usize = s.blocks.iter().map(|b| b.block.allocations.len()).sum();
+            assert_eq!(held, 1, "only n1's address is left: {s:?}");
         });
     }
 }

@@ -2,6 +2,7 @@
 //! leaving the cluster (its blocks and addresses freed).
 
 use clap::{Args, Subcommand};
+use plexus_ipam::clusterpool::{ClusterLayout, ClusterPools};
 use plexus_ipam::{validate, Cluster};
 use serde_json::json;
 
@@ -36,7 +37,8 @@ enum NodeOp {
     /// List the nodes' settings.
     List,
     /// A node leaves: its blocks and every address in them are freed, its
-    /// settings deleted (its agent, if still running, withdraws them).
+    /// settings deleted (its agent, if still running, withdraws them); its
+    /// cluster-IPAM blocks and addresses, borrowed ones too, are freed.
     Remove { node: String },
     /// What this node's agent (plexusd) reports; needs no store.
     Status(crate::node_status::NodeStatusCmd),
@@ -116,13 +118,17 @@ pub async fn run(cmd: NodeCmd, c: Cluster) -> anyhow::Result<String> {
         }
         NodeOp::Remove { node } => {
             let freed = c.remove_node(&node).await?;
+            // Its cluster-IPAM blocks and addresses (borrowed ones too) go
+            // as well: a removed node serves no network.
+            let pools = ClusterPools::new(c.kv().clone(), ClusterLayout::default());
+            let cluster_ipam = pools.remove_node(&node).await?;
             Ok(done(
                 cmd.json,
                 format!(
-                    "node {node} removed ({} block(s), {} address(es) freed)",
-                    freed.blocks, freed.addresses
+                    "node {node} removed ({} block(s), {} address(es) freed; cluster IPAM: {} block(s), {} address(es) freed)",
+                    freed.blocks, freed.addresses, cluster_ipam.blocks, cluster_ipam.addresses
                 ),
-                &json!({"removed": node, "freed": freed}),
+                &json!({"removed": node, "freed": freed, "clusterIpamFreed": cluster_ipam}),
             ))
         }
     }

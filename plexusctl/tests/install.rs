@@ -19,6 +19,7 @@ const PLUGINS: &[&str] = &[
     "plexus-ipvlan",
     "plexus-vxlan",
     "plexus-bgp-routes",
+    "plexus-cluster-ipam",
 ];
 
 const FLANNEL: &str = r#"{

@@ -876,6 +876,68 @@ fn ipip_pods_ping_across_nodes_through_tunl0() {
     assert!(c.nodes[0].ns.ping(&ips[1]), "node0 → pod1 ({})", ips[1]);
 }
 
+/// tunl0 is one of plexusd's data plane entries (the device, its MTU, its
+/// address from the node's block) and so are the routes through it: each
+/// deleted or changed by hand comes back, without an agent restart, and
+/// the pods ping again. Deleting the device itself is not among them: tunl0
+/// is the fallback device ipip.ko makes in every namespace, and the kernel
+/// ignores a delete of it (ip_tunnel_dellink skips the fallback device), so
+/// only its state can drift.
+#[test]
+fn ipip_tunnel_changed_by_hand_is_put_back() {
+    require_ipip!();
+    let c = Cluster::new(2);
+    add_encap_pool(&c, plexus_ipam::Encap::Ipip);
+    let _agents = agents_with_conf(&c);
+    let (pods, ips) = pods_on(&c, "dpod");
+    let blocks: Vec<String> = c.nodes.iter().map(block_of).collect();
+    let (n0, n1) = (&c.nodes[0], &c.nodes[1]);
+    wait_for("node0: node1's block via tunl0", || {
+        route_to(n0, &blocks[1]) == Some((n1.ip.clone(), "tunl0".into(), true))
+    });
+    let addrs = n0.ns.addrs("tunl0");
+    assert_eq!(addrs.len(), 1, "{addrs:?}");
+    let addr = addrs[0].clone();
+    let mtu = |n: &Node| n.ip_json(&["link", "show", "dev", "tunl0"])[0]["mtu"].clone();
+    let up = |n: &Node| {
+        n.ip_json(&["link", "show", "dev", "tunl0"])[0]["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "UP"))
+    };
+
+    // Its address deleted.
+    n0.ns.ip(&["addr", "del", &addr, "dev", "tunl0"]);
+    wait_for("tunl0's address put back", || {
+        n0.ns.addrs("tunl0") == vec![addr.clone()]
+    });
+    // Its MTU changed, then the device set down (which also takes the
+    // routes through it out of the kernel).
+    n0.ns.ip(&["link", "set", "tunl0", "mtu", "1300"]);
+    wait_for("tunl0's MTU put back", || mtu(n0) == 1480);
+    n0.ns.ip(&["link", "set", "tunl0", "down"]);
+    wait_for("tunl0 up again", || up(n0));
+    wait_for("the route through tunl0 back after the link was down", || {
+        route_to(n0, &blocks[1]) == Some((n1.ip.clone(), "tunl0".into(), true))
+    });
+    // The learned route through it deleted, then moved off the tunnel.
+    n0.ns.ip(&["route", "del", &blocks[1]]);
+    wait_for("the learned route through tunl0 put back", || {
+        route_to(n0, &blocks[1]) == Some((n1.ip.clone(), "tunl0".into(), true))
+    });
+    n0.ns.ip(&[
+        "route", "replace", &blocks[1], "via", &n1.ip, "dev", "eth0", "proto", "114",
+    ]);
+    wait_for("the learned route back on tunl0", || {
+        route_to(n0, &blocks[1]) == Some((n1.ip.clone(), "tunl0".into(), true))
+    });
+    // Still one address, and the pods talk through the tunnel.
+    assert_eq!(n0.ns.addrs("tunl0"), vec![addr]);
+    let (tx0, _) = tunnel_packets(n0);
+    ping_n(&pods[0], &ips[1], 3);
+    let (tx0b, _) = tunnel_packets(n0);
+    assert!(tx0b >= tx0 + 3, "node0 tunl0 tx {tx0} → {tx0b}");
+}
+
 #[test]
 fn ipip_cross_subnet_tunnels_only_to_the_other_subnet() {
     require_ipip!();

@@ -9,7 +9,10 @@
 //! it answers cluster-IPAM requests itself and hands every other request
 //! to the handler the running network model installs in its own slot
 //! (code 11 until there is one). [`heartbeat`] keeps the node's
-//! last-seen record fresh for `plexusctl ipam check`.
+//! last-seen record fresh for `plexusctl ipam check`. [`serve`] runs it
+//! all, with, when the Kubernetes API is at hand, the pod reconciler
+//! ([`reconcile`]) and the cleanup after deleted Nodes
+//! ([`crate::nodeclean`] over the cluster-IPAM pools).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,6 +30,7 @@ use serde_json::{json, Value};
 use crate::answer::{self, error};
 use crate::ctlsock::{Handler, Handlers, CODE_TRY_AGAIN};
 
+pub mod reconcile;
 #[cfg(test)]
 mod tests;
 
@@ -274,4 +278,139 @@ pub async fn heartbeat(alloc: Arc<ClusterAllocator>, every: Duration) {
             tracing::warn!(error = %e, "cluster IPAM: cannot refresh this node's last-seen record");
         }
     }
+}
+
+/// plexusd's cluster-IPAM flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Opts {
+    /// Cluster IPAM: release addresses whose pod (by UID) no longer exists.
+    /// `auto`: with `--store kubernetes` or `--kubeconfig`; needs get, list
+    /// and watch rights on pods.
+    #[arg(long, value_enum, default_value_t = Switch::Auto)]
+    pub cluster_ipam_reconcile: Switch,
+    /// Cluster IPAM: seconds a pod must be seen missing before the
+    /// reconciler releases its addresses.
+    #[arg(long, default_value_t = 300)]
+    pub cluster_ipam_reconcile_grace: u64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    Auto,
+    On,
+    Off,
+}
+
+impl Opts {
+    /// What the Kubernetes API does for cluster IPAM, if anything.
+    pub fn duties(
+        &self,
+        store: &str,
+        opts: &plexus_store::StoreOptions,
+        node_cleanup: bool,
+    ) -> Option<KubeDuties> {
+        let api = store == "kubernetes" || opts.kubeconfig.is_some();
+        let reconcile = match self.cluster_ipam_reconcile {
+            Switch::Auto => api,
+            Switch::On => true,
+            Switch::Off => false,
+        };
+        (reconcile || node_cleanup).then(|| KubeDuties {
+            opts: opts.clone(),
+            reconcile: reconcile.then(|| Duration::from_secs(self.cluster_ipam_reconcile_grace)),
+            node_cleanup,
+        })
+    }
+}
+
+/// The Kubernetes API's part in serving cluster IPAM.
+#[derive(Debug, Clone)]
+pub struct KubeDuties {
+    /// How to reach the API (`--kubeconfig`, else in-cluster).
+    pub opts: plexus_store::StoreOptions,
+    /// Release addresses of pods gone (by UID) after this grace period.
+    pub reconcile: Option<Duration>,
+    /// Free the cluster-IPAM state of deleted Nodes.
+    pub node_cleanup: bool,
+}
+
+/// Open cluster IPAM (this node's allocations) and put it on the control
+/// socket; a store that cannot serve it yet (down, or no PlexusKey CRD in
+/// Kubernetes mode) is tried again, never a reason to stop the agent.
+/// Then, with `kube`, start the reconciler and the Node cleanup; then keep
+/// the last-seen record fresh.
+pub async fn serve(
+    kv: Arc<dyn Kv>,
+    node: String,
+    front: Arc<WithClusterIpam>,
+    status: crate::status::Shared,
+    kube: Option<KubeDuties>,
+) {
+    use tracing::Instrument;
+    let mut logged = false;
+    let h = loop {
+        match ClusterIpamHandler::open(kv.clone(), ClusterLayout::default(), &node).await {
+            Ok(h) => break Arc::new(h),
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(error = %e, "cluster IPAM is not served yet (trying again every 10 s)");
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        }
+    };
+    front.set_cluster(h.clone());
+    status.update(|st| st.cluster_ipam = true);
+    tracing::info!("cluster IPAM served");
+    let mut tasks = Vec::new();
+    if let Some(k) = kube.filter(|k| k.reconcile.is_some() || k.node_cleanup) {
+        if let Some(grace) = k.reconcile {
+            match plexus_store::KubePods::connect(&k.opts).await {
+                Ok(pods) => {
+                    let r = reconcile::PodReconciler {
+                        alloc: h.allocator().clone(),
+                        grace,
+                    };
+                    tasks.push(tokio::spawn(
+                        r.run(pods, status.clone())
+                            .instrument(tracing::info_span!("reconciler")),
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cluster IPAM reconciler: cannot connect to the Kubernetes API; not running")
+                }
+            }
+        }
+        if k.node_cleanup {
+            match plexus_store::KubeNodes::connect(&k.opts).await {
+                Ok(nodes) => {
+                    let cleaner = crate::nodeclean::Cleaner {
+                        cluster: plexus_ipam::clusterpool::ClusterPools::new(
+                            kv.clone(),
+                            ClusterLayout::default(),
+                        ),
+                        me: node.clone(),
+                    };
+                    tasks.push(tokio::spawn(
+                        cleaner
+                            .run(nodes, status.clone())
+                            .instrument(tracing::info_span!("node-cleanup")),
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cluster IPAM node cleanup: cannot connect to the Kubernetes API; not running")
+                }
+            }
+        }
+    }
+    // The tasks stop with this future (the agent's end aborts it).
+    struct Abort(Vec<tokio::task::JoinHandle<()>>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            self.0.iter().for_each(|t| t.abort());
+        }
+    }
+    let _tasks = Abort(tasks);
+    heartbeat(h.allocator().clone(), HEARTBEAT).await;
 }

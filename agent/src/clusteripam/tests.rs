@@ -196,3 +196,91 @@ async fn cluster_ipam_is_served_whatever_else_the_node_runs() {
     // And the cluster handler refuses what is not its own.
     assert_eq!(h.handle(Request::BgpStatus).await["code"], CODE_TRY_AGAIN);
 }
+
+/// Pods as a map `namespace/name` → UID, read directly by the reconciler.
+struct FakePods(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+#[async_trait::async_trait]
+impl reconcile::Pods for FakePods {
+    fn follow(&self, _node: &str) -> plexus_store::Informer<String> {
+        unreachable!("the test calls round() with the UIDs itself")
+    }
+    async fn uid(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<String>, plexus_store::StoreError> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .get(&format!("{namespace}/{name}"))
+            .cloned())
+    }
+}
+
+fn allocate_for(cid: &str, pod: &str, uid: &str) -> Request {
+    let Request::ClusterIpamAllocate(mut a) = allocate(cid, vec![range("192.168.61.0/24")]) else {
+        unreachable!()
+    };
+    a.pod.name = pod.into();
+    a.pod.uid = uid.into();
+    Request::ClusterIpamAllocate(a)
+}
+
+#[tokio::test]
+async fn the_reconciler_releases_by_uid_after_grace_and_never_a_live_pod() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let (_kv, h) = handler(dir.path(), "n1").await;
+    // web-0 (uid-old) here, gone; web-0 re-created as uid-new elsewhere;
+    // db-0 alive here but not yet in the (lagging) informer's cache.
+    h.handle(allocate_for("c-old", "web-0", "uid-old")).await;
+    h.handle(allocate_for("c-db", "db-0", "uid-db")).await;
+    let pods = FakePods(std::sync::Mutex::new(
+        [
+            ("default/web-0".to_string(), "uid-new".to_string()),
+            ("default/db-0".to_string(), "uid-db".to_string()),
+        ]
+        .into(),
+    ));
+    let grace = Duration::from_secs(30);
+    let r = reconcile::PodReconciler {
+        alloc: h.allocator().clone(),
+        grace,
+    };
+    let mut rec = plexus_ipam::clusterpool::Reconciler::new(grace);
+    let t0 = Instant::now();
+    let cache: HashSet<String> = ["uid-new".to_string()].into();
+    assert_eq!(r.round(&mut rec, &pods, &cache, true, t0).await, 0);
+    assert_eq!(h.allocator().allocations().await.len(), 2);
+    // After the grace period: the old web-0 goes; db-0's direct read
+    // finds it alive, so it stays.
+    assert_eq!(r.round(&mut rec, &pods, &cache, true, t0 + grace).await, 1);
+    let left: Vec<String> = h
+        .allocator()
+        .allocations()
+        .await
+        .into_iter()
+        .map(|(_, h)| h.pod_uid)
+        .collect();
+    assert_eq!(left, vec!["uid-db".to_string()]);
+    // However often it runs, the live pod keeps its address.
+    for i in 2..6 {
+        assert_eq!(
+            r.round(&mut rec, &pods, &cache, true, t0 + grace * i).await,
+            0
+        );
+    }
+    // db-0 deleted for good: it goes one grace period after it is missed.
+    pods.0.lock().unwrap().clear();
+    assert_eq!(
+        r.round(&mut rec, &pods, &cache, true, t0 + grace * 6).await,
+        0
+    );
+    assert_eq!(
+        r.round(&mut rec, &pods, &cache, true, t0 + grace * 7).await,
+        1
+    );
+    assert!(h.allocator().allocations().await.is_empty());
+}

@@ -138,6 +138,7 @@ where
             wp = wp.fields(sel);
         }
         // rbac(plexus-kube-store): watch nodes
+        // rbac(plexus-kube-store): watch pods
         // rbac(plexus-kube-store): watch plexuskeys.plexus.io
         // rbac(plexus-policy): watch pods
         // rbac(plexus-policy): watch namespaces

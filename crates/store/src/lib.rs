@@ -25,6 +25,7 @@ pub mod informer;
 pub mod kubeclient;
 pub mod kubekv;
 mod kubenodes;
+mod kubepods;
 mod kubewatch;
 pub mod kv;
 
@@ -33,6 +34,7 @@ pub use file::FileKv;
 pub use informer::{Cache, Event, Informer, KubeSource, KvSource, Source};
 pub use kubekv::KubeKv;
 pub use kubenodes::KubeNodes;
+pub use kubepods::KubePods;
 pub use kv::{KeyValue, Kv, KvEvent, LeaseId, RangeResult};
 
 /// A store revision (etcd's `mod_revision`, a Kubernetes `resourceVersion`

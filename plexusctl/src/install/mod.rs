@@ -37,6 +37,7 @@ pub const PLUGINS: &[&str] = &[
     "plexus-ipvlan",
     "plexus-vxlan",
     "plexus-bgp-routes",
+    "plexus-cluster-ipam",
 ];
 /// Our directory in the conf dir: the record and the kubeconfig.
 const STATE_DIR: &str = "plexus.d";

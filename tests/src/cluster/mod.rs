@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use crate::{run_ok, CniSandbox, Netns};
 
+pub mod clusteripam;
 mod daemon;
 pub mod flanneld;
 pub mod multinet;

@@ -581,6 +581,26 @@ impl ClusterAllocator {
         .await
     }
 
+    /// Free exactly these holders of this node (the reconciler's verdict),
+    /// each only if the store still holds that very holder at that address:
+    /// reads the store first, as [`ClusterAllocator::gc`] does. Returns how
+    /// many went.
+    pub async fn release_holders(&self, doomed: &[(IpAddr, Holder)]) -> Result<usize, IpamError> {
+        let mut st = self.state.lock().await;
+        let all = self.list(&self.layout.blocks()).await?;
+        self.reconcile(&mut st, None, &all);
+        let me = self.node.clone();
+        let holders: HashSet<&Holder> = doomed
+            .iter()
+            .map(|(_, h)| h)
+            .filter(|h| h.node == me)
+            .collect();
+        if holders.is_empty() {
+            return Ok(0);
+        }
+        self.free_where(&mut st, |h| holders.contains(h)).await
+    }
+
     async fn free_where(
         &self,
         st: &mut State,

@@ -50,6 +50,7 @@ pub mod admin;
 pub mod allocator;
 pub mod layout;
 pub mod range;
+pub mod reconcile;
 pub mod records;
 pub mod space;
 
@@ -60,6 +61,7 @@ pub use admin::{
 pub use allocator::{AllocRequest, Attachment, ClusterAllocator, ClusterStats, Given};
 pub use layout::{ClusterLayout, DEFAULT_CLUSTER_PREFIX};
 pub use range::Range;
+pub use reconcile::{confirm, PodNow, Reconciler};
 pub use records::{Grid, Holder, NodeSeen, RangeRecord, SpaceBlock};
 pub use space::Space;
 

@@ -126,6 +126,7 @@ impl Source for KubeSource {
         }
         // The resource is the caller's; these are the ones listed so far.
         // rbac(plexus-kube-store): list nodes
+        // rbac(plexus-kube-store): list pods
         // rbac(plexus-kube-store): list plexuskeys.plexus.io
         // rbac(plexus-policy): list pods
         // rbac(plexus-policy): list namespaces
