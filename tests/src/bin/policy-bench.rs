@@ -27,6 +27,8 @@
 //! Knobs: NODES (3), PODS (200), POLICIES (200), RSS_PODS (1000),
 //! RSS_POLICIES (500), IPERF_SECS (3), ROUNDS (3), CONN_SECS (2).
 
+#![allow(clippy::print_stdout)] // the report is what this program prints
+
 #[path = "cluster-bench/iperf.rs"]
 mod iperf;
 
