@@ -94,6 +94,7 @@ pub fn parse_bgp(text: &[u8]) -> Result<BgpConfig, IpamError> {
         asn: validate::asn(&s.asn.to_string())
             .map_err(|e| IpamError::Invalid(format!("bgp: {e}")))?,
         node_to_node_mesh: s.node_to_node_mesh,
+        ..Default::default()
     })
 }
 
@@ -220,7 +221,8 @@ mod tests {
             parse_bgp(br#"{"asn": 65001}"#).unwrap(),
             BgpConfig {
                 asn: 65001,
-                node_to_node_mesh: true
+                node_to_node_mesh: true,
+                ..Default::default()
             }
         );
         for (bad, want) in [
