@@ -36,7 +36,8 @@ if [[ -n ${BENCH_BIN:-} ]]; then
     bin=$BENCH_BIN
 else
     (cd "$root" && cargo build -q --release -p plexusd -p plexusctl -p plexus -p plexus-vxlan \
-        -p plexus-bridge -p plexus-host-local -p plexus-bgp-routes -p plexus-tests --bin policy-bench)
+        -p plexus-bridge -p plexus-host-local -p plexus-bgp-routes &&
+        cargo build -q --release -p plexus-tests --bin policy-bench)
     bin=$root/target/release
 fi
 
