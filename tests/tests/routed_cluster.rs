@@ -916,9 +916,10 @@ fn ipip_tunnel_changed_by_hand_is_put_back() {
     wait_for("tunl0's MTU put back", || mtu(n0) == 1480);
     n0.ns.ip(&["link", "set", "tunl0", "down"]);
     wait_for("tunl0 up again", || up(n0));
-    wait_for("the route through tunl0 back after the link was down", || {
-        route_to(n0, &blocks[1]) == Some((n1.ip.clone(), "tunl0".into(), true))
-    });
+    wait_for(
+        "the route through tunl0 back after the link was down",
+        || route_to(n0, &blocks[1]) == Some((n1.ip.clone(), "tunl0".into(), true)),
+    );
     // The learned route through it deleted, then moved off the tunnel.
     n0.ns.ip(&["route", "del", &blocks[1]]);
     wait_for("the learned route through tunl0 put back", || {
