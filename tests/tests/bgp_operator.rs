@@ -504,3 +504,158 @@ protocol bgp plx {{
     let out = n.ns.sh("ip route show exact 198.51.100.0/24");
     eprintln!("{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// Runs `f` against the routed records kept in the API stand-in (what
+/// plexusctl --store kubernetes edits), from inside the underlay.
+fn kube_store<T: Send, F: std::future::Future<Output = T>>(
+    c: &Cluster,
+    api: &plexus_tests::apiserver::FakeApiServer,
+    f: impl FnOnce(plexus_ipam::Cluster) -> F + Send,
+) -> T {
+    let kubeconfig = api.kubeconfig.clone();
+    c.etcd_ns.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let opts = plexus_store::StoreOptions {
+                kubeconfig: Some(kubeconfig),
+                ..Default::default()
+            };
+            let kv = plexus_store::open_kv("kubernetes", &opts)
+                .await
+                .expect("open the API store");
+            f(plexus_ipam::Cluster::new(
+                kv,
+                plexus_ipam::Layout::default(),
+            ))
+            .await
+        })
+    })
+}
+
+/// The next hops BIRD has for exactly `prefix` (empty: no route).
+fn bird_next_hops(bird: &Bird, prefix: &str) -> std::collections::BTreeSet<String> {
+    bird.birdc(&["show", "route", prefix])
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("via "))
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
+}
+
+#[test]
+fn a_local_service_is_announced_only_from_the_nodes_running_its_endpoints() {
+    use plexus_store::kubekv::{GROUP, PLURAL, VERSION};
+    use serde_json::json;
+    require_overlay!();
+    if !tool_available("bird") {
+        plexus_tests::skip("bird2 is not installed (scripts/install-deps.sh)");
+        return;
+    }
+    let mut c = Cluster::new(3);
+    let router = c.nodes.pop().unwrap();
+    let api = plexus_tests::apiserver::FakeApiServer::start_at(
+        &c.etcd_ns,
+        plexus_tests::cluster::ETCD_IP,
+    );
+    api.serve_resource(GROUP, VERSION, PLURAL, "PlexusKey");
+    for n in &c.nodes {
+        api.add_node(&n.name, &[], json!({}));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (pools, bgp) = (dir.path().join("pools.json"), dir.path().join("bgp.json"));
+    std::fs::write(
+        &pools,
+        json!([{"name": "routed", "cidr": "10.97.0.0/16", "blockSize": 26}]).to_string(),
+    )
+    .unwrap();
+    std::fs::write(&bgp, r#"{"asn": 64601}"#).unwrap();
+    let router_ip = router.ip.clone();
+    kube_store(&c, &api, |s| async move {
+        s.update_bgp_config(|cfg| {
+            cfg.asn = 64601;
+            cfg.service_external_ips = vec!["192.0.2.0/24".parse().unwrap()];
+            Ok(())
+        })
+        .await
+        .unwrap();
+        s.add_peer(&Peer {
+            address: router_ip.parse().unwrap(),
+            asn: 65000,
+            node: None,
+            settings: Default::default(),
+        })
+        .await
+        .unwrap();
+    });
+    let bird_dir = tempfile::tempdir().unwrap();
+    let bird = Bird::start(
+        &router.ns,
+        bird_dir.path(),
+        &format!(
+            r#"
+router id {};
+protocol device {{}}
+template bgp plx {{ local as 65000; connect retry time 2; ipv4 {{ import all; export none; }}; }}
+protocol bgp n0 from plx {{ neighbor {} as 64601; }}
+protocol bgp n1 from plx {{ neighbor {} as 64601; }}
+"#,
+            router.ip, c.nodes[0].ip, c.nodes[1].ip
+        ),
+    );
+    let kubeconfig = api.kubeconfig.display().to_string();
+    let (pools, bgp) = (pools.display().to_string(), bgp.display().to_string());
+    let extra = [
+        "--kubeconfig",
+        &kubeconfig,
+        "--pools-file",
+        &pools,
+        "--bgp-file",
+        &bgp,
+    ];
+    let _agents: Vec<Daemon> = c
+        .nodes
+        .iter()
+        .map(|n| n.start_agent("kubernetes", &extra))
+        .collect();
+    wait_for("BIRD Established with both nodes", || {
+        bird.established("n0") && bird.established("n1")
+    });
+    let both: std::collections::BTreeSet<String> = c.nodes.iter().map(|n| n.ip.clone()).collect();
+    // The range, from every node.
+    wait_for("the external IP range from both nodes", || {
+        bird_next_hops(&bird, "192.0.2.0/24") == both
+    });
+    api.create(
+        "services",
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"namespace": "default", "name": "web"},
+               "spec": {"externalTrafficPolicy": "Local", "externalIPs": ["192.0.2.10"],
+                        "ports": [{"port": 80}]}}),
+    );
+    let slice = |node: &str| {
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"namespace": "default", "name": "web-1",
+                            "labels": {"kubernetes.io/service-name": "web"}},
+               "addressType": "IPv4",
+               "endpoints": [{"addresses": ["10.97.0.5"], "nodeName": node,
+                              "conditions": {"ready": true}}]})
+    };
+    let only = |i: usize| std::collections::BTreeSet::from([c.nodes[i].ip.clone()]);
+    api.apply("endpointslices.discovery.k8s.io", slice(&c.nodes[0].name));
+    wait_for("192.0.2.10/32 from node 0 only", || {
+        bird_next_hops(&bird, "192.0.2.10/32") == only(0)
+    });
+    // The endpoint moves: so does the /32.
+    api.apply("endpointslices.discovery.k8s.io", slice(&c.nodes[1].name));
+    wait_for("192.0.2.10/32 from node 1 only", || {
+        bird_next_hops(&bird, "192.0.2.10/32") == only(1)
+    });
+    // No endpoint: no /32; the range stays.
+    api.delete("endpointslices.discovery.k8s.io", "default", "web-1");
+    wait_for("192.0.2.10/32 gone", || {
+        bird_next_hops(&bird, "192.0.2.10/32").is_empty()
+    });
+    assert_eq!(bird_next_hops(&bird, "192.0.2.0/24"), both);
+}

@@ -33,6 +33,7 @@ pub mod peers;
 pub mod routing;
 pub mod secrets;
 pub mod services;
+pub mod svclocal;
 pub mod tunnel;
 pub mod watch;
 
@@ -96,6 +97,9 @@ pub struct Settings {
     pub cluster_networks: Vec<IpNet>,
     /// Reads the Secrets peers' passwords refer to (Kubernetes mode).
     pub secrets: Option<Arc<dyn secrets::SecretReader>>,
+    /// Services and EndpointSlices (Kubernetes mode): Local services'
+    /// host routes.
+    pub kube_services: Option<plexus_store::KubeServices>,
 }
 
 /// After the store was found reset, how long peers whose node record is
@@ -228,8 +232,15 @@ pub async fn run(
     let policy = encap_policy(&tunnel, &pool_list, &nodes, status).await;
     let blocks = Arc::new(Blocks::new(dp.clone(), speaker.clone()).await?);
     blocks.set_advertisements(bgp.prefix_advertisements.clone());
-    let services = services::Services::new(speaker.clone());
+    let services = Arc::new(services::Services::new(speaker.clone()));
     services.sync(&bgp).await;
+    let bgp_now = Arc::new(std::sync::Mutex::new(bgp.clone()));
+    let _local_services = s.kube_services.clone().map(|k| {
+        AbortOnDrop(tokio::spawn(
+            svclocal::follow(k, s.node.clone(), services.clone(), bgp_now.clone())
+                .in_current_span(),
+        ))
+    });
     blocks
         .sync(alloc.blocks().await)
         .await
@@ -332,6 +343,7 @@ pub async fn run(
             Ok(cfg) => {
                 blocks.set_advertisements(cfg.prefix_advertisements.clone());
                 services.sync(&cfg).await;
+                *bgp_now.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "re-reading the BGP config for services and communities")

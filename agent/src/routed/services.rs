@@ -6,7 +6,7 @@
 //! kube-proxy, and a node's route to a service range would pull that
 //! traffic to another node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -23,12 +23,18 @@ pub const MESH_FILTER: &str = "plexus-services-not-to-nodes";
 pub struct Services {
     bgp: Arc<dyn Announcer>,
     announced: Mutex<BTreeMap<IpNet, CommunitySet>>,
+    /// The config last synced, and the Local services' host routes this
+    /// node announces (Kubernetes mode, [`super::svclocal`]).
+    state: std::sync::Mutex<(BgpConfig, BTreeSet<IpNet>)>,
 }
 
-/// What `cfg` says to announce, with communities.
-pub fn wanted(cfg: &BgpConfig) -> BTreeMap<IpNet, CommunitySet> {
+/// What `cfg` says to announce, with communities, and `local` (host
+/// routes of Local services with an endpoint here).
+pub fn wanted(cfg: &BgpConfig, local: &BTreeSet<IpNet>) -> BTreeMap<IpNet, CommunitySet> {
     cfg.service_ranges()
-        .map(|(_, net)| (*net, cfg.communities_for(net)))
+        .map(|(_, net)| *net)
+        .chain(local.iter().copied())
+        .map(|net| (net, cfg.communities_for(&net)))
         .collect()
 }
 
@@ -61,12 +67,31 @@ impl Services {
         Services {
             bgp,
             announced: Mutex::new(BTreeMap::new()),
+            state: Default::default(),
         }
     }
 
-    /// Announce what `cfg` says, withdraw the rest.
+    /// The Local services' host routes to announce from now on.
+    pub async fn set_local(&self, local: BTreeSet<IpNet>) {
+        let cfg = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.1 == local {
+                return;
+            }
+            st.1 = local;
+            st.0.clone()
+        };
+        self.sync(&cfg).await;
+    }
+
+    /// Announce what `cfg` says (and the Local services' host routes),
+    /// withdraw the rest.
     pub async fn sync(&self, cfg: &BgpConfig) {
-        let want = wanted(cfg);
+        let want = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.0 = cfg.clone();
+            wanted(cfg, &st.1)
+        };
         let mut have = self.announced.lock().await;
         let gone: Vec<IpNet> = have
             .keys()
@@ -120,6 +145,10 @@ mod tests {
         assert_eq!(bgp.originated(), ["10.96.0.0/12"]);
         cfg.service_cluster_ips.clear();
         s.sync(&cfg).await;
+        assert!(bgp.originated().is_empty());
+        s.set_local(["192.0.2.7/32".parse().unwrap()].into()).await;
+        assert_eq!(bgp.originated(), ["192.0.2.7/32"]);
+        s.set_local(BTreeSet::new()).await;
         assert!(bgp.originated().is_empty());
         assert!(mesh_filter(&cfg).is_none());
     }
