@@ -929,8 +929,20 @@ fn ipip_tunnel_changed_by_hand_is_put_back() {
     wait_for("the learned route through tunl0 put back", || {
         route_to(n0, &blocks[1]) == Some((n1.ip.clone(), "tunl0".into(), true))
     });
+    // In place: same destination, protocol and metric (a route at another
+    // metric is another route, and not ours).
     n0.ns.ip(&[
-        "route", "replace", &blocks[1], "via", &n1.ip, "dev", "eth0", "proto", "114",
+        "route",
+        "replace",
+        &blocks[1],
+        "via",
+        &n1.ip,
+        "dev",
+        "eth0",
+        "proto",
+        "114",
+        "metric",
+        "4000000000",
     ]);
     wait_for("the learned route back on tunl0", || {
         route_to(n0, &blocks[1]) == Some((n1.ip.clone(), "tunl0".into(), true))
