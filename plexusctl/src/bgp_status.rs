@@ -231,4 +231,54 @@ mod tests {
         );
         assert_eq!(age(0, UNIX_EPOCH + Duration::from_secs(90_000)), "1d01h");
     }
+
+    #[test]
+    fn routes_say_why() {
+        let row = |prefix: &str, stage: Option<&str>, reason: Option<&str>, best: bool| {
+            plexus_agent_api::BgpRoute {
+                peer: "10.0.0.9".into(),
+                prefix: prefix.into(),
+                next_hop: Some("10.0.0.9".into()),
+                as_path: vec![65000],
+                communities: vec!["65000:100".into()],
+                verdict: if stage.is_some() {
+                    "rejected"
+                } else {
+                    "accepted"
+                }
+                .into(),
+                stage: stage.map(String::from),
+                reason: reason.map(String::from),
+                best,
+                multipath: false,
+                stale: false,
+            }
+        };
+        let out = render_routes(&BgpRoutes {
+            routes: vec![
+                row("198.51.100.0/24", None, None, true),
+                row(
+                    "203.0.113.0/24",
+                    Some("filter"),
+                    Some("filter \"edge\" rule 1 rejects it"),
+                    false,
+                ),
+            ],
+        });
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("PREFIX"), "{out}");
+        assert!(
+            lines[1].starts_with("*198.51.100.0/24") && lines[1].contains("accepted"),
+            "{out}"
+        );
+        assert!(
+            lines[2].contains("rejected (filter)")
+                && lines[2].ends_with("filter \"edge\" rule 1 rejects it"),
+            "{out}"
+        );
+        assert_eq!(
+            render_routes(&BgpRoutes { routes: vec![] }),
+            "No routes received.\n"
+        );
+    }
 }
