@@ -43,7 +43,9 @@ path, name = sys.argv[1], sys.argv[2]
 docs = [d for d in yaml.safe_load_all(open(path)) if d]
 kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
 want = {("CustomResourceDefinition", "network-attachment-definitions.k8s.cni.cncf.io"),
+        ("CustomResourceDefinition", "multi-networkpolicies.k8s.cni.cncf.io"),
         ("ServiceAccount", "plexus"), ("ClusterRole", "plexus"), ("ClusterRoleBinding", "plexus"),
+        ("ClusterRole", "plexus-policy"), ("ClusterRoleBinding", "plexus-policy"),
         ("ConfigMap", "plexus-config"), ("DaemonSet", "plexus")}
 if name == "kubernetes":
     want |= {("ClusterRole", "plexus-kube-store"), ("ClusterRoleBinding", "plexus-kube-store"),

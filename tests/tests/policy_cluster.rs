@@ -2,15 +2,18 @@
 //! nodes, etcd, the API stand-in serving pods, namespaces,
 //! NetworkPolicies and MultiNetworkPolicies), pods wired by the meta
 //! plugin: eth0 on the overlay (the cluster network), net2 on macvlan (a
-//! secondary network, NAD `default/macvlan`, no host-side device).
+//! secondary network, NAD `default/macvlan`, no host-side device), and in
+//! the e2e model net1 on the routed network too (NAD `default/routed`,
+//! plexus-bgp-routes, BGP between the nodes).
 //!
 //! * `e2e_truth_table`: the Kubernetes e2e suite's model (namespaces x, y,
 //!   z with pods a, b, c spread over both nodes; TCP 80, TCP 81 and UDP 80
-//!   probed between every pair on both networks) after each policy case:
+//!   probed between every pair on every network) after each policy case:
 //!   every answer must be what the engine's evaluator says for the API's
 //!   objects (and, for the first cases, what a hand-written truth table
-//!   says), for NetworkPolicy on eth0 and MultiNetworkPolicy on net2, each
-//!   never touching the other's interfaces.
+//!   says), for NetworkPolicy on eth0 and MultiNetworkPolicy on net2
+//!   (macvlan) and net1 (routed) in the same cases, each never touching
+//!   the others' interfaces.
 //! * `updates_add_del_and_restart`: pod labels, namespace labels, a pod
 //!   re-created with a new address, a policy edited then deleted converge;
 //!   an ADD into an isolated namespace is never open (probed the moment
@@ -34,6 +37,10 @@ use serde_json::{json, Value};
 const NP: &str = "networkpolicies.networking.k8s.io";
 const MNP: &str = "multi-networkpolicies.k8s.cni.cncf.io";
 const MACVLAN: &str = "default/macvlan";
+const ROUTED: &str = "default/routed";
+
+/// A pod's address on one network.
+type AddrOf = fn(&TestPod) -> Option<IpAddr>;
 
 struct TestPod {
     node: usize,
@@ -41,6 +48,8 @@ struct TestPod {
     uid: String,
     eth0: IpAddr,
     net2: IpAddr,
+    /// On the routed network (plexus-bgp-routes), when the env has it.
+    net1: Option<IpAddr>,
     _servers: Vec<probe::Server>,
 }
 
@@ -52,10 +61,12 @@ struct Env {
     /// Pods added so far per node (their macvlan address).
     slots: [usize; 2],
     created: usize,
+    /// Pods also get net1 on the routed network (NAD `default/routed`).
+    routed: bool,
 }
 
 impl Env {
-    fn start() -> Env {
+    fn start(routed: bool) -> Env {
         let (net, api) = MultiNet::start_with(2, Options::default(), |c| {
             let api = FakeApiServer::start_at(&c.etcd_ns, ETCD_IP);
             let args = vec![
@@ -85,6 +96,7 @@ impl Env {
             pods: BTreeMap::new(),
             slots: [0, 0],
             created: 0,
+            routed,
         }
     }
 
@@ -98,7 +110,12 @@ impl Env {
     /// The meta plugin's CNI operation for pod `ns/name` on `node`.
     /// `who`: the pod's namespace, name and UID.
     fn cni(&self, op: &str, node: usize, who: [&str; 3], netns: &Netns, net2: &str) -> CtlOutput {
-        let ann = json!([{"name": "macvlan", "namespace": "default", "interface": "net2", "ips": [net2]}]);
+        let mut ann = json!([{"name": "macvlan", "namespace": "default", "interface": "net2", "ips": [net2]}]);
+        if self.routed {
+            ann.as_array_mut()
+                .unwrap()
+                .push(json!({"name": "routed", "namespace": "default", "interface": "net1"}));
+        }
         let caps = json!({"io.kubernetes.cri.pod-annotations":
                           {"k8s.v1.cni.cncf.io/networks": ann.to_string()}})
         .to_string();
@@ -167,10 +184,17 @@ impl Env {
                 .unwrap()
         };
         let (eth0, net2) = (ip("eth0"), ip("net2"));
-        let status = json!([
+        let net1 = self.routed.then(|| ip("net1"));
+        let mut status = json!([
             {"name": "cbr0", "interface": "eth0", "ips": [eth0.to_string()], "default": true},
             {"name": MACVLAN, "interface": "net2", "ips": [net2.to_string()]}
         ]);
+        if let Some(a) = net1 {
+            status
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": ROUTED, "interface": "net1", "ips": [a.to_string()]}));
+        }
         self.api.patch(
             "pods",
             ns,
@@ -178,10 +202,13 @@ impl Env {
             json!({"metadata": {"annotations": {api::NETWORK_STATUS: status.to_string()}},
                    "status": {"podIP": eth0.to_string(), "podIPs": [{"ip": eth0.to_string()}]}}),
         );
-        let servers = vec![
+        let mut servers = vec![
             probe::Server::start(&netns, eth0, &[80, 81], &[80]),
             probe::Server::start(&netns, net2, &[80, 81], &[80]),
         ];
+        if let Some(a) = net1 {
+            servers.push(probe::Server::start(&netns, a, &[80, 81], &[80]));
+        }
         self.pods.insert(
             format!("{ns}/{name}"),
             TestPod {
@@ -190,6 +217,7 @@ impl Env {
                 uid,
                 eth0,
                 net2,
+                net1,
                 _servers: servers,
             },
         );
@@ -263,13 +291,15 @@ impl Env {
     fn matrix(&self) -> Vec<(String, bool, bool)> {
         let rules = self.expected();
         let mut jobs = Vec::new();
-        for (ifname, addr) in [
-            ("eth0", (|p: &TestPod| p.eth0) as fn(&TestPod) -> IpAddr),
-            ("net2", |p| p.net2),
-        ] {
+        let mut nets: Vec<(&str, AddrOf)> =
+            vec![("eth0", |p| Some(p.eth0)), ("net2", |p| Some(p.net2))];
+        if self.routed {
+            nets.push(("net1", |p| p.net1));
+        }
+        for (ifname, addr) in nets {
             for (from, fp) in &self.pods {
                 for (to, tp) in self.pods.iter().filter(|(t, _)| *t != from) {
-                    let (src, dst) = (addr(fp), addr(tp));
+                    let (src, dst) = (addr(fp).unwrap(), addr(tp).unwrap());
                     let out = rules.get(&(from.clone(), ifname.to_string()));
                     let inn = rules.get(&(to.clone(), ifname.to_string()));
                     for (proto, port) in [(6u8, 80u16), (6, 81), (17, 80)] {
@@ -400,8 +430,12 @@ fn np(ns: &str, name: &str, spec: Value) -> Value {
 }
 
 fn mnp(ns: &str, name: &str, spec: Value) -> Value {
+    mnp_for(ns, name, MACVLAN, spec)
+}
+
+fn mnp_for(ns: &str, name: &str, network: &str, spec: Value) -> Value {
     json!({"metadata": {"namespace": ns, "name": name,
-                        "annotations": {api::POLICY_FOR: MACVLAN}},
+                        "annotations": {api::POLICY_FOR: network}},
            "spec": spec})
 }
 
@@ -414,7 +448,7 @@ fn blocked(m: &[(String, bool, bool)], net: &str) -> usize {
 #[test]
 fn e2e_truth_table() {
     require_overlay!();
-    let mut env = Env::start();
+    let mut env = Env::start(true);
     for ns in ["x", "y", "z"] {
         env.namespace(ns, json!({"ns": ns}));
     }
@@ -428,8 +462,9 @@ fn e2e_truth_table() {
     // No policy: everything reaches everything (9×8 pairs × 3 probes × 2
     // networks).
     let m = env.converge("no policy");
-    assert_eq!(m.len(), 432);
-    assert_eq!(blocked(&m, "eth0") + blocked(&m, "net2"), 0);
+    // (9×8 pairs × 3 probes × 3 networks)
+    assert_eq!(m.len(), 648);
+    assert_eq!(m.iter().filter(|(_, _, got)| !got).count(), 0);
 
     // The truth table by hand for the first cases: deny all ingress into
     // x blocks the 8 sources of each of x's 3 pods, every probe, on eth0
@@ -564,11 +599,15 @@ fn e2e_truth_table() {
                     json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
                 ),
             ],
-            &[mnp("y", "case", spec.clone())],
+            &[
+                mnp("y", "case", spec.clone()),
+                mnp_for("z", "case", ROUTED, spec.clone()),
+            ],
         );
         let m = env.converge(name);
         assert!(
-            blocked(&m, "eth0") + blocked(&m, "net2") > 0 || name.contains("[{}]"),
+            blocked(&m, "eth0") + blocked(&m, "net2") + blocked(&m, "net1") > 0
+                || name.contains("[{}]"),
             "{name}: nothing blocked"
         );
     }
@@ -603,7 +642,7 @@ fn e2e_truth_table() {
     env.converge("union of two policies");
     env.set_policies(&[], &[]);
     let m = env.converge("all policies deleted");
-    assert_eq!(blocked(&m, "eth0") + blocked(&m, "net2"), 0);
+    assert_eq!(m.iter().filter(|(_, _, got)| !got).count(), 0);
     for key in env.pods.keys() {
         assert!(env.policy_tables(key).is_empty(), "{key}: tables left");
     }
@@ -612,7 +651,7 @@ fn e2e_truth_table() {
 #[test]
 fn updates_add_del_and_restart() {
     require_overlay!();
-    let mut env = Env::start();
+    let mut env = Env::start(false);
     env.namespace("x", json!({"ns": "x"}));
     env.namespace("y", json!({"ns": "y"}));
     env.add_pod(0, "x", "a", json!({"pod": "a"}));

@@ -589,7 +589,11 @@ impl<K: Kernel> Reconciler<K> {
         if !claims.links.is_subset(&old.links) {
             self.st.relist.extend(Kind::ALL);
         }
-        if claims.tables != old.tables || claims.chains != old.chains {
+        // A table newly wanted needs no listing first: its batch recreates
+        // it whatever is there (and one listing enters every pod's
+        // namespace, too dear for each new pod); one no longer wanted is
+        // still in `actual`, so the diff deletes it.
+        if claims.chains != old.chains {
             self.st.relist.insert(Kind::Nft);
         }
         if (claims.blocks, claims.learned) != (old.blocks, old.learned) {

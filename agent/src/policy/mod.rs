@@ -424,6 +424,9 @@ impl Producer {
                 _ = tick.tick() => {
                     if self.read_kernel {
                         self.refresh_addrs().await;
+                        if self.st.attached.values().any(|a| !Path::new(&a.netns).exists()) {
+                            self.touch();
+                        }
                     }
                 }
                 Some(d) = drops_rx.recv() => {
@@ -575,6 +578,9 @@ impl Producer {
         let Some(since) = self.dirty.take() else {
             return;
         };
+        if self.read_kernel {
+            self.prune_gone();
+        }
         let (put, remove) = self.st.recompute();
         if !put.is_empty() || !remove.is_empty() {
             let keys: Vec<Key> = put
@@ -614,6 +620,23 @@ impl Producer {
         }
         self.answer_ready();
         self.publish();
+    }
+
+    /// Attachments whose namespace is gone (a pod whose DEL never came):
+    /// its tables went with it; the record goes too.
+    fn prune_gone(&mut self) {
+        let gone: Vec<String> = self
+            .st
+            .attached
+            .values()
+            .filter(|a| !Path::new(&a.netns).exists())
+            .map(|a| a.container_id.clone())
+            .collect();
+        for c in gone {
+            tracing::info!(container = %c, "the pod's namespace is gone: its attachment is dropped");
+            self.st.attached.remove(&c);
+            let _ = std::fs::remove_file(api::attachment_record(&self.settings.run_dir, &c));
+        }
     }
 
     fn observe(&mut self, d: Duration) {

@@ -140,6 +140,12 @@ where
         // rbac(plexus-kube-store): watch nodes
         // rbac(plexus-kube-store): watch pods
         // rbac(plexus-kube-store): watch plexuskeys.plexus.io
+        // rbac(plexus-policy): watch pods
+        // rbac(plexus-policy): watch namespaces
+        // rbac(plexus-policy): watch networkpolicies.networking.k8s.io
+        // rbac(plexus-policy): watch multi-networkpolicies.k8s.cni.cncf.io
+        // rbac(plexus-kube-store): watch services
+        // rbac(plexus-kube-store): watch endpointslices.discovery.k8s.io
         let s = self
             .api
             .watch(&wp, &self.rv)
