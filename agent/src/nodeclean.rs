@@ -12,9 +12,9 @@
 //! node free it once and report nothing the second time.
 //!
 //! Races guarded against:
-//! - a node that joins while we reconcile: the store is read *before* the
-//!   Node list, and an agent registers in the store only after its Node
-//!   exists, so a registered node is always in the later list;
+//! - a node that joins while we reconcile: an agent registers in the store
+//!   only after its Node exists, and every node the store holds but the
+//!   list lacks is asked about again (`exists`) before it is removed;
 //! - a Node deleted and created again under the same name: a deletion is
 //!   acted on only if the Node does not exist now;
 //! - a wrong or empty list (another cluster's credentials): nothing is
@@ -136,8 +136,14 @@ impl<S: NodeState> Cleaner<S> {
     }
 
     /// Remove what the store holds for every node that is not one of
-    /// `members` (deleted while no agent watched).
-    pub async fn reconcile(&self, members: &BTreeSet<String>) -> anyhow::Result<()> {
+    /// `members` (deleted while no agent watched); with `now`, each only
+    /// if it is not a member now either (a node that joined between the
+    /// list and the store read is not removed).
+    pub async fn reconcile(
+        &self,
+        members: &BTreeSet<String>,
+        now: Option<&dyn Members>,
+    ) -> anyhow::Result<()> {
         let stored = self.stored_nodes().await?;
         if !members.contains(&self.me) {
             tracing::warn!(
@@ -148,8 +154,12 @@ impl<S: NodeState> Cleaner<S> {
             return Ok(());
         }
         for gone in stored.difference(members) {
-            if *gone != self.me {
-                self.forget(gone).await?;
+            match now {
+                Some(m) => self.deleted(m, gone).await?,
+                None if *gone != self.me => {
+                    self.forget(gone).await?;
+                }
+                None => {}
             }
         }
         Ok(())
@@ -204,7 +214,7 @@ impl<S: NodeState> Cleaner<S> {
                 _ = retry.tick(), if reconcile_due || !deleted.is_empty() => {}
             }
             if reconcile_due {
-                match self.reconcile(&names).await {
+                match self.reconcile(&names, Some(&members)).await {
                     Ok(()) => reconcile_due = false,
                     Err(e) => {
                         tracing::warn!(error = %format!("{e:#}"), "node cleanup: reconcile failed; trying again")
@@ -343,7 +353,7 @@ mod tests {
                 .await
                 .unwrap();
             // n3 was deleted while no agent watched.
-            me.reconcile(&names(&["n1", "n2"])).await.unwrap();
+            me.reconcile(&names(&["n1", "n2"]), None).await.unwrap();
             assert!(c.node("rr").await.unwrap().is_some());
             c.remove_node("rr").await.unwrap();
             assert_eq!(
@@ -354,7 +364,7 @@ mod tests {
                 )
             );
             // A list without ourselves is not trusted: nothing goes.
-            me.reconcile(&names(&["n9"])).await.unwrap();
+            me.reconcile(&names(&["n9"]), None).await.unwrap();
             assert_eq!(stored(&c).await.0.len(), 2);
             // Our own deletion is left to the other agents.
             let members = nodes(&["n2"]);
@@ -443,7 +453,12 @@ mod tests {
                 me: "n1".into(),
             };
             // n3 (a borrower only) and n2 (a block owner) were deleted.
-            me.reconcile(&names(&["n1"])).await.unwrap();
+            // n2 joined again after the list: asked now, it stays.
+            me.reconcile(&names(&["n1"]), Some(&nodes(&["n1", "n2"])))
+                .await
+                .unwrap();
+            assert!(pools.stored_nodes().await.unwrap().contains("n2"));
+            me.reconcile(&names(&["n1"]), None).await.unwrap();
             assert_eq!(pools.stored_nodes().await.unwrap(), names(&["n1"]));
             let s = pools.snapshot().await.unwrap();
             let held: usize = s.blocks.iter().map(|b| b.block.allocations.len()).sum();
