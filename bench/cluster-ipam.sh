@@ -17,7 +17,8 @@
 # every pod (must be 0).
 #
 # Knobs (environment): RANGE (10.80.0.0/22), PARALLEL (1: ADD threads per
-# node), PLEXUS_LOG (warn). BENCH_BIN=DIR takes plexusd, plexusctl, the
+# node), IDLE_SECS (10: the agents' store requests at rest, measured before
+# the ADDs), PLEXUS_LOG (warn). BENCH_BIN=DIR takes plexusd, plexusctl, the
 # driver and the plugins from DIR instead of building them.
 #
 # Binaries: plexusd, plexusctl and the driver from `cargo build --release`,

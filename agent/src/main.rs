@@ -552,6 +552,8 @@ async fn run_routed(
         sync_wait: Duration::from_secs(args.routed_sync_wait),
         bgp_listen: args.bgp_listen.clone(),
         cluster_networks: cluster_networks.to_vec(),
+        secrets: routed::secrets::for_store(&args.store, opts).await,
+        kube_services: routed::svclocal::for_store(&args.store, opts).await,
     };
     let _cleanup = if node_cleanup(args) {
         let nodes = KubeNodes::connect(opts)

@@ -15,6 +15,8 @@
 //! and the meta plugin's caches.
 
 mod bgp;
+mod bgp_filter;
+mod bgp_settings;
 mod bgp_status;
 mod cni;
 mod install;
@@ -81,8 +83,9 @@ fn main() -> ExitCode {
         Top::Cni(c) => cni::run(c),
         Top::Status(s) => status::run(s),
         Top::Pool(c) => routed::run(&cli.store, |cl| pool::run(c, cl)),
-        Top::Bgp(c) => match c.into_status() {
-            Ok((s, json)) => bgp_status::run(s, json),
+        Top::Bgp(c) => match c.into_agent() {
+            Ok((bgp::AgentCmd::Status(s), json)) => bgp_status::run(s, json),
+            Ok((bgp::AgentCmd::Routes(r), json)) => bgp_status::run_routes(r, json),
             Err(c) => routed::run(&cli.store, |cl| bgp::run(c, cl)),
         },
         Top::Node(c) => match c.into_status() {

@@ -6,7 +6,7 @@
 //! versions, plural, namespaced or not, status subresource, custom or
 //! built in):
 //!
-//! - built in: `nodes`, `pods`, `namespaces`, `services` (core v1),
+//! - built in: `nodes`, `pods`, `namespaces`, `services`, `secrets` (core v1),
 //!   `networkpolicies.networking.k8s.io` (v1), `endpointslices.
 //!   discovery.k8s.io` (v1); custom: `network-attachment-definitions.
 //!   k8s.cni.cncf.io` (v1), `multi-networkpolicies.k8s.cni.cncf.io` (v1beta1
@@ -127,6 +127,7 @@ fn default_kinds() -> BTreeMap<String, Kind> {
         with_status(builtin("", &["v1"], "pods", "Pod", true)),
         with_status(builtin("", &["v1"], "namespaces", "Namespace", false)),
         with_status(builtin("", &["v1"], "services", "Service", true)),
+        builtin("", &["v1"], "secrets", "Secret", true),
         builtin(
             "networking.k8s.io",
             &["v1"],

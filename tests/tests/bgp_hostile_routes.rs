@@ -47,6 +47,7 @@ fn hostile() -> Option<Hostile> {
             address: ROUTER.parse().unwrap(),
             asn: 65010,
             node: None,
+            settings: Default::default(),
         })
         .await
         .unwrap();

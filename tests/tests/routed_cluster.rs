@@ -137,6 +137,7 @@ impl MeshWithBird {
                 address: "10.200.0.13".parse().unwrap(),
                 asn: 65000,
                 node: None,
+                settings: Default::default(),
             })
             .await
             .unwrap();
@@ -473,6 +474,7 @@ impl ReflectorWithGoBgp {
             s.set_bgp_config(&BgpConfig {
                 asn: 64512,
                 node_to_node_mesh: false,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -485,6 +487,7 @@ impl ReflectorWithGoBgp {
                 address: "10.200.0.13".parse().unwrap(),
                 asn: 65010,
                 node: Some("node1".into()),
+                settings: Default::default(),
             })
             .await
             .unwrap();
@@ -650,6 +653,7 @@ fn malformed_bgp_messages_get_notifications_and_the_agent_carries_on() {
             address: "10.200.0.12".parse().unwrap(),
             asn: 65099,
             node: None,
+            settings: Default::default(),
         })
         .await
         .unwrap();
@@ -925,8 +929,20 @@ fn ipip_tunnel_changed_by_hand_is_put_back() {
     wait_for("the learned route through tunl0 put back", || {
         route_to(n0, &blocks[1]) == Some((n1.ip.clone(), "tunl0".into(), true))
     });
+    // In place: same destination, protocol and metric (a route at another
+    // metric is another route, and not ours).
     n0.ns.ip(&[
-        "route", "replace", &blocks[1], "via", &n1.ip, "dev", "eth0", "proto", "114",
+        "route",
+        "replace",
+        &blocks[1],
+        "via",
+        &n1.ip,
+        "dev",
+        "eth0",
+        "proto",
+        "114",
+        "metric",
+        "4000000000",
     ]);
     wait_for("the learned route back on tunl0", || {
         route_to(n0, &blocks[1]) == Some((n1.ip.clone(), "tunl0".into(), true))
@@ -1024,6 +1040,7 @@ fn bgp_learned_ipv6_routes_reach_the_kernel_and_leave_on_withdraw() {
             address,
             asn: 65000,
             node: None,
+            settings: Default::default(),
         })
         .await
         .unwrap();

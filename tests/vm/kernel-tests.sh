@@ -11,6 +11,8 @@
 #   tests/vm/kernel-tests.sh [ARGS...]     extra ARGS go to every test binary
 #
 # PLEXUS_VM_TESTS_TIMEOUT (seconds, default 900) bounds the VM run.
+# PLEXUS_VM_TESTS_ONLY=TARGET runs only that target's listed tests (to retry one
+# while working on it; CI runs them all).
 # Inside the VM PLEXUS_IN_VM=1 is set, so a missing kernel feature makes the
 # tests fail instead of skip.
 set -euo pipefail
@@ -31,6 +33,7 @@ while read -r target name extra; do
         exit 1
     fi
     [[ -e tests/tests/$target.rs ]] || { log "$list: no test target tests/tests/$target.rs"; exit 1; }
+    [[ -z ${PLEXUS_VM_TESTS_ONLY:-} || $target == "$PLEXUS_VM_TESTS_ONLY" ]] || continue
     [[ -n ${names[$target]+x} ]] || targets+=("$target")
     names[$target]="${names[$target]:-} $name"
 done <"$list"

@@ -284,3 +284,34 @@ async fn the_reconciler_releases_by_uid_after_grace_and_never_a_live_pod() {
     );
     assert!(h.allocator().allocations().await.is_empty());
 }
+
+#[test]
+fn the_reconciler_and_node_cleanup_run_only_with_an_api() {
+    let opts = |reconcile| Opts {
+        cluster_ipam_reconcile: reconcile,
+        cluster_ipam_reconcile_grace: 30,
+    };
+    let store = plexus_store::StoreOptions::default();
+    let with_kubeconfig = plexus_store::StoreOptions {
+        kubeconfig: Some("/k".into()),
+        ..Default::default()
+    };
+    // etcd without a kubeconfig: nothing of the API's.
+    assert!(opts(Switch::Auto)
+        .duties("etcd://10.0.0.1:2379", &store, false)
+        .is_none());
+    // Kubernetes mode, or etcd with a kubeconfig: the reconciler.
+    for (url, o) in [("kubernetes", &store), ("etcd://e:2379", &with_kubeconfig)] {
+        let d = opts(Switch::Auto).duties(url, o, false).unwrap();
+        assert_eq!(d.reconcile, Some(std::time::Duration::from_secs(30)));
+        assert!(!d.node_cleanup);
+    }
+    // Off stays off; node cleanup alone still needs the API.
+    assert!(opts(Switch::Off)
+        .duties("kubernetes", &store, false)
+        .is_none());
+    let d = opts(Switch::Off)
+        .duties("kubernetes", &store, true)
+        .unwrap();
+    assert_eq!((d.reconcile, d.node_cleanup), (None, true));
+}

@@ -3,11 +3,14 @@
 //! removed when the block goes (released, `node remove`). The blackholes
 //! are the data plane's entries of [`Owner::Blocks`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use ipnet::IpNet;
 use tokio::sync::Mutex;
+
+use plexus_bgp::CommunitySet;
+use plexus_ipam::PrefixAdvertisement;
 
 use super::bgp::Announcer;
 use super::kernel::PROTO_BLOCK;
@@ -16,8 +19,10 @@ use crate::dataplane::{DataPlane, Entry, Key, Owner, Route};
 pub struct Blocks {
     dp: DataPlane,
     bgp: Arc<dyn Announcer>,
-    /// Announced to BGP now.
-    announced: Mutex<BTreeSet<IpNet>>,
+    /// Announced to BGP now, with the communities.
+    announced: Mutex<BTreeMap<IpNet, CommunitySet>>,
+    /// Communities by prefix (the BGP config's prefixAdvertisements).
+    advertisements: std::sync::Mutex<Vec<PrefixAdvertisement>>,
 }
 
 fn blackhole(block: IpNet) -> Entry {
@@ -39,8 +44,18 @@ impl Blocks {
         Ok(Blocks {
             dp,
             bgp,
-            announced: Mutex::new(BTreeSet::new()),
+            announced: Mutex::new(BTreeMap::new()),
+            advertisements: Default::default(),
         })
+    }
+
+    /// The communities our blocks carry from now on (the next
+    /// [`Blocks::sync`] announces the changed ones again).
+    pub fn set_advertisements(&self, ads: Vec<PrefixAdvertisement>) {
+        *self
+            .advertisements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = ads;
     }
 
     pub fn bgp(&self) -> &dyn Announcer {
@@ -55,7 +70,16 @@ impl Blocks {
     pub async fn sync(&self, want: Vec<IpNet>) -> anyhow::Result<()> {
         let want: BTreeSet<IpNet> = want.into_iter().collect();
         let mut announced = self.announced.lock().await;
-        let gone: Vec<IpNet> = announced.difference(&want).copied().collect();
+        let gone: Vec<IpNet> = announced
+            .keys()
+            .filter(|b| !want.contains(b))
+            .copied()
+            .collect();
+        let ads = self
+            .advertisements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         for b in &gone {
             self.bgp.withdraw(*b).await?;
             announced.remove(b);
@@ -74,9 +98,10 @@ impl Blocks {
                 failed.push(*b);
                 continue;
             }
-            if !announced.contains(b) {
-                self.bgp.originate(*b).await?;
-                announced.insert(*b);
+            let communities = PrefixAdvertisement::lookup(&ads, b);
+            if announced.get(b) != Some(&communities) {
+                self.bgp.originate_with(*b, communities.clone()).await?;
+                announced.insert(*b, communities);
             }
         }
         if !failed.is_empty() {

@@ -26,6 +26,8 @@ pub struct RoutedHandler {
     pub alloc: Arc<Allocator>,
     pub blocks: Arc<Blocks>,
     pub peers: PeerTable,
+    /// The BFD sessions (their state in `bgp_status`).
+    pub bfd: Option<Arc<super::bfdlink::BfdLink>>,
     pub router_id: String,
     /// The MTU for pods of IP-in-IP pools (the tunnel's).
     pub ipip_mtu: u32,
@@ -161,6 +163,10 @@ impl RoutedHandler {
             Ok(s) => s,
             Err(e) => return error(e, None),
         };
+        let bfd = match &self.bfd {
+            Some(b) => b.status().await,
+            None => Default::default(),
+        };
         let peers = status
             .into_iter()
             .map(|s| {
@@ -200,6 +206,19 @@ impl RoutedHandler {
                     prefixes_sent: s.prefixes_sent,
                     prefixes_accepted: s.prefixes_accepted,
                     prefixes_rejected: s.prefixes_rejected_by_guard + s.prefixes_rejected_by_filter,
+                    prefixes_rejected_by_guard: s.prefixes_rejected_by_guard,
+                    prefixes_rejected_by_filter: s.prefixes_rejected_by_filter,
+                    bfd: kinds.get(&s.address).and_then(|d| d.bfd).map(|_| {
+                        bfd.get(&s.address)
+                            .map_or("starting".to_string(), |b| format!("{:?}", b.session.state))
+                    }),
+                    last_error: {
+                        let problem = kinds.get(&s.address).and_then(|d| d.problem.clone());
+                        match (s.last_error.clone(), problem) {
+                            (Some(e), Some(p)) => Some(format!("{e}; {p}")),
+                            (e, p) => e.or(p),
+                        }
+                    },
                 }
             })
             .collect();
@@ -209,6 +228,59 @@ impl RoutedHandler {
             peers,
         })
         .unwrap_or_else(|e| error(e, None))
+    }
+}
+
+impl RoutedHandler {
+    async fn bgp_routes(&self, peer: Option<IpAddr>) -> Value {
+        let entries = match self.blocks.bgp().adj_rib_in(peer).await {
+            Ok(e) => e,
+            Err(e) => return error(e, None),
+        };
+        serde_json::to_value(plexus_agent_api::BgpRoutes {
+            routes: entries.iter().map(route_row).collect(),
+        })
+        .unwrap_or_else(|e| error(e, None))
+    }
+}
+
+/// One received path as `plexusctl bgp routes` shows it.
+pub fn route_row(e: &plexus_bgp::AdjRibInEntry) -> plexus_agent_api::BgpRoute {
+    let a = &e.attrs;
+    let communities = a
+        .communities
+        .iter()
+        .map(|c| plexus_bgp::Community(*c).to_string())
+        .chain(a.large_communities.iter().map(ToString::to_string))
+        .collect();
+    let as_path = a
+        .as_path
+        .iter()
+        .flat_map(|seg| seg.asns.iter().copied())
+        .collect();
+    let (verdict, stage, reason) = match e.verdict.reason() {
+        None => ("accepted", None, None),
+        Some(r) => (
+            "rejected",
+            Some(match r.stage() {
+                plexus_bgp::policy::Stage::Guard => "guard",
+                plexus_bgp::policy::Stage::Filter => "filter",
+            }),
+            Some(r.to_string()),
+        ),
+    };
+    plexus_agent_api::BgpRoute {
+        peer: e.peer.to_string(),
+        prefix: e.prefix.to_string(),
+        next_hop: a.next_hop.map(|n| n.to_string()),
+        as_path,
+        communities,
+        verdict: verdict.into(),
+        stage: stage.map(String::from),
+        reason,
+        best: e.best,
+        multipath: e.multipath,
+        stale: e.stale,
     }
 }
 
@@ -263,6 +335,7 @@ impl Handler for RoutedHandler {
                 }
             }
             Request::BgpStatus => self.bgp_status().await,
+            Request::BgpRoutes(q) => self.bgp_routes(q.peer).await,
             Request::Status => error("status is answered by the control socket", None),
             // Cluster IPAM has its own handler (crate::clusteripam).
             _ => error(
@@ -298,6 +371,7 @@ mod tests {
             alloc,
             blocks,
             peers: PeerTable::default(),
+            bfd: None,
             router_id: "10.0.0.1".into(),
             ipip_mtu: 1480,
             asn: Arc::new(64512.into()),

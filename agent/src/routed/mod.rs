@@ -20,6 +20,7 @@
 //! - [`watch`]: wakes the loop when the store's records change;
 //! - this file: start-up and the loop that follows the store.
 
+pub mod bfdlink;
 pub mod bgp;
 pub mod blocks;
 pub mod encap;
@@ -30,6 +31,9 @@ pub mod kernel;
 pub mod natout;
 pub mod peers;
 pub mod routing;
+pub mod secrets;
+pub mod services;
+pub mod svclocal;
 pub mod tunnel;
 pub mod watch;
 
@@ -91,6 +95,11 @@ pub struct Settings {
     /// The overlay's networks when this node serves it too: no external
     /// router may announce into them either.
     pub cluster_networks: Vec<IpNet>,
+    /// Reads the Secrets peers' passwords refer to (Kubernetes mode).
+    pub secrets: Option<Arc<dyn secrets::SecretReader>>,
+    /// Services and EndpointSlices (Kubernetes mode): Local services'
+    /// host routes.
+    pub kube_services: Option<plexus_store::KubeServices>,
 }
 
 /// After the store was found reset, how long peers whose node record is
@@ -159,6 +168,8 @@ pub async fn run(
     let mut cfg = SpeakerConfig::new(s.public_ip, asn);
     cfg.cluster_id = me_cfg.route_reflector_cluster_id;
     cfg.next_hop_v6 = s.public_ipv6;
+    // ECMP: read once; a change takes a restart of plexusd.
+    cfg.max_paths = bgp.max_paths.map_or(1, |m| m.max(1) as usize);
     // BGP is the node's, on its underlay address: a pod reaching the
     // node's address on its veth must find no listener.
     let listen: Vec<IpAddr> = if s.bgp_listen.is_empty() {
@@ -201,8 +212,15 @@ pub async fn run(
         asn: Arc::new(AtomicU32::new(asn)),
         cluster_id: me_cfg.route_reflector_cluster_id,
         keep_missing_until: None,
+        secrets: s.secrets.clone(),
     };
     let nodes = follower.peers().await?;
+    let bfd_link = Arc::new(bfdlink::BfdLink::new(
+        speaker.clone(),
+        s.public_ip,
+        s.public_ipv6,
+    ));
+    bfd_link.sync(&table).await;
     cluster.set_protected(protected(underlay, address, &nodes));
     let pool_list = cluster.pools().await.context("read the pools")?;
     let kinds = follower.kinds();
@@ -213,6 +231,16 @@ pub async fn run(
     let tunnel = Tunnel::new(dp.clone(), &*view, alloc.clone(), s.public_ip).await?;
     let policy = encap_policy(&tunnel, &pool_list, &nodes, status).await;
     let blocks = Arc::new(Blocks::new(dp.clone(), speaker.clone()).await?);
+    blocks.set_advertisements(bgp.prefix_advertisements.clone());
+    let services = Arc::new(services::Services::new(speaker.clone()));
+    services.sync(&bgp).await;
+    let bgp_now = Arc::new(std::sync::Mutex::new(bgp.clone()));
+    let _local_services = s.kube_services.clone().map(|k| {
+        AbortOnDrop(tokio::spawn(
+            svclocal::follow(k, s.node.clone(), services.clone(), bgp_now.clone())
+                .in_current_span(),
+        ))
+    });
     blocks
         .sync(alloc.blocks().await)
         .await
@@ -233,6 +261,7 @@ pub async fn run(
         alloc: alloc.clone(),
         blocks: blocks.clone(),
         peers: table.clone(),
+        bfd: Some(bfd_link.clone()),
         router_id: s.public_ip.to_string(),
         ipip_mtu: tunnel.pod_mtu(),
         asn: follower.asn.clone(),
@@ -298,6 +327,7 @@ pub async fn run(
                 None
             }
         };
+        bfd_link.sync(&table).await;
         if let Some(nodes) = &nodes {
             cluster.set_protected(protected(underlay, address, nodes));
             let kinds = follower.kinds();
@@ -309,6 +339,16 @@ pub async fn run(
             routing.set_policy(policy).await;
         }
         round.exclude_announced(&pool_list).await;
+        match cluster.bgp_config().await {
+            Ok(cfg) => {
+                blocks.set_advertisements(cfg.prefix_advertisements.clone());
+                services.sync(&cfg).await;
+                *bgp_now.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-reading the BGP config for services and communities")
+            }
+        }
         match alloc.resync().await {
             Ok(()) => {
                 if let Err(e) = blocks.sync(alloc.blocks().await).await {
@@ -595,6 +635,8 @@ pub struct Follower {
     /// Until then peers whose record is missing are kept (the store was
     /// reset and the nodes are writing their records back).
     pub keep_missing_until: Option<std::time::Instant>,
+    /// Reads the Secrets peers' passwords refer to (Kubernetes mode).
+    pub secrets: Option<Arc<dyn secrets::SecretReader>>,
 }
 
 impl Follower {
@@ -621,7 +663,8 @@ impl Follower {
             asn: peers::node_as(&bgp, mine),
             cluster_id: mine.and_then(|n| n.route_reflector_cluster_id),
         };
-        let want = peers::desired(&me, &bgp, &nodes, &explicit);
+        let lookups = self.lookups(&bgp, &explicit).await?;
+        let want = peers::desired(&me, &bgp, &nodes, &explicit, &lookups);
         let have = self.table.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let new_id = me.cluster_id != self.cluster_id;
         if new_id {
@@ -644,13 +687,25 @@ impl Follower {
             if grace && !new_id && !want.contains_key(addr) {
                 continue;
             }
-            if new_id || want.get(addr).map(|w| &w.config) != Some(&d.config) {
+            let Some(w) = want.get(addr).filter(|_| !new_id) else {
                 self.speaker.remove_peer(*addr).await?;
                 self.table
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(addr);
                 tracing::info!(peer = %addr, "BGP peer removed");
+                continue;
+            };
+            if w.config != d.config {
+                // The speaker resets the session only when more than its
+                // policy (filters, communities, prefix limit) changed.
+                self.speaker.update_peer(w.config.clone()).await?;
+                tracing::info!(peer = %addr, "BGP peer settings changed");
+            }
+            if w.problem != d.problem {
+                if let Some(why) = &w.problem {
+                    tracing::warn!(peer = %addr, problem = %why, "BGP peer settings cannot be applied as written");
+                }
             }
         }
         for (addr, d) in want {
@@ -662,6 +717,9 @@ impl Follower {
             if !known {
                 self.speaker.add_peer(d.config.clone()).await?;
                 tracing::info!(peer = %addr, kind = d.kind.label(), asn = d.config.remote_as, "BGP peer added");
+                if let Some(why) = &d.problem {
+                    tracing::warn!(peer = %addr, problem = %why, "BGP peer settings cannot be applied as written");
+                }
             }
             self.table
                 .lock()
@@ -669,6 +727,40 @@ impl Follower {
                 .insert(addr, d);
         }
         Ok(nodes)
+    }
+
+    /// The filters, and the passwords of the Secrets the peers and the
+    /// mesh refer to.
+    async fn lookups(
+        &self,
+        bgp: &plexus_ipam::BgpConfig,
+        explicit: &[plexus_ipam::Peer],
+    ) -> anyhow::Result<peers::Lookups> {
+        let mut l = peers::Lookups {
+            filters: self.cluster.filters().await?,
+            ..Default::default()
+        };
+        let refs = explicit
+            .iter()
+            .map(|p| &p.settings)
+            .chain([&bgp.mesh])
+            .filter_map(|s| s.password.as_ref()?.secret_key_ref.as_ref());
+        for r in refs {
+            let key = peers::secret_key(r);
+            if l.secrets.contains_key(&key) {
+                continue;
+            }
+            let got = match &self.secrets {
+                None => Err("no Kubernetes API to read Secrets from (plexusd runs with --store kubernetes or --kubeconfig for that)".to_string()),
+                Some(reader) => match reader.read(&key.0, &key.1, &key.2).await {
+                    Ok(Some(v)) => Ok(v),
+                    Ok(None) => Err("no such Secret or key".to_string()),
+                    Err(e) => Err(format!("{e:#}")),
+                },
+            };
+            l.secrets.insert(key, got);
+        }
+        Ok(l)
     }
 }
 

@@ -28,6 +28,7 @@ async fn follower(dir: &std::path::Path) -> (Follower, Arc<FakeBgp>) {
         asn: Arc::new(64512.into()),
         cluster_id: None,
         keep_missing_until: None,
+        secrets: None,
     };
     (f, bgp)
 }
@@ -52,6 +53,7 @@ async fn peers_follow_the_store() {
             address: "10.0.0.100".parse().unwrap(),
             asn: 65000,
             node: None,
+            settings: Default::default(),
         })
         .await
         .unwrap();
@@ -84,6 +86,7 @@ async fn peers_follow_the_store() {
         .set_bgp_config(&BgpConfig {
             asn: 64512,
             node_to_node_mesh: false,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -18,12 +18,14 @@
 //! Only serde, serde_json, std and plexus-cni (for the container-ID limit;
 //! every CNI plugin links it already): a CNI plugin links this crate.
 
+pub mod bgproutes;
 pub mod cidr;
 pub mod client;
 pub mod clusteripam;
 pub mod policy;
 pub mod proto;
 
+pub use bgproutes::{BgpRoute, BgpRoutes, BgpRoutesQuery};
 pub use cidr::Cidr;
 pub use client::{call, ClientError, DEFAULT_TIMEOUT, SOCKET_NAME};
 pub use clusteripam::{

@@ -64,6 +64,9 @@ pub enum Request {
     /// The node's BGP sessions (`plexusctl bgp status`); answered with
     /// [`BgpStatus`].
     BgpStatus,
+    /// The paths the node's BGP speaker received, with their verdicts
+    /// (`plexusctl bgp routes`); answered with [`crate::BgpRoutes`].
+    BgpRoutes(crate::BgpRoutesQuery),
     /// Cluster IPAM (`plexus-cluster-ipam`): addresses for one attachment
     /// from whereabouts-style ranges; see [`crate::clusteripam`].
     ClusterIpamAllocate(ClusterAllocate),
@@ -116,7 +119,10 @@ impl Request {
             Request::Gc { valid, .. } | Request::ClusterIpamGc(crate::ClusterGc { valid, .. }) => {
                 valid.iter().map(|k| k.container_id.as_str()).collect()
             }
-            Request::Status | Request::BgpStatus | Request::PolicyShow(_) => Vec::new(),
+            Request::Status
+            | Request::BgpStatus
+            | Request::BgpRoutes(_)
+            | Request::PolicyShow(_) => Vec::new(),
         }
     }
 
@@ -129,6 +135,7 @@ impl Request {
             Request::Release { .. } => "release",
             Request::Gc { .. } => "gc",
             Request::BgpStatus => "bgp_status",
+            Request::BgpRoutes(_) => "bgp_routes",
             Request::ClusterIpamAllocate(_) => "cluster_ipam_allocate",
             Request::ClusterIpamRelease(_) => "cluster_ipam_release",
             Request::ClusterIpamGc(_) => "cluster_ipam_gc",
@@ -206,6 +213,19 @@ pub struct BgpPeer {
     pub prefixes_accepted: usize,
     #[serde(default)]
     pub prefixes_rejected: usize,
+    /// The rejected ones by stage: the node's guard, the peer's filters.
+    #[serde(default)]
+    pub prefixes_rejected_by_guard: usize,
+    #[serde(default)]
+    pub prefixes_rejected_by_filter: usize,
+    /// The BFD session's state (`Up`, `Down`, `Init`, `AdminDown`), when
+    /// BFD is on for the peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<String>,
+    /// The last error (a wrong or missing TCP MD5 password says so here),
+    /// and anything of the peer's settings that could not be applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// The answer to [`Request::Status`]: the agent's whole status document;

@@ -112,6 +112,11 @@ pub enum Event {
         limit: u32,
         restart: u16,
     },
+    /// BFD says the path to the peer failed (RFC 5882 §4.3): the session
+    /// goes down at once, without graceful restart (the peer's forwarding
+    /// is what failed), with Cease / BFD Down (RFC 9384) sent in case the
+    /// link still carries it; connecting resumes as usual.
+    BfdDown,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -248,8 +253,28 @@ impl Fsm {
                 limit,
                 restart,
             } => self.prefix_limit(afi, limit, restart, &mut out),
+            Event::BfdDown => self.bfd_down(&mut out),
         }
         out
+    }
+
+    fn bfd_down(&mut self, out: &mut Actions) {
+        if self.conns.is_empty() {
+            return;
+        }
+        self.set_error("BFD session went down: the path to the peer failed".into());
+        let ids: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
+        for id in ids {
+            let n = codec::cease(CeaseError::BfdDown {
+                value: Box::new([]),
+            });
+            self.notify_and_drop(id, n, out);
+        }
+        // Routes held stale from an earlier restart are no good either.
+        if !self.stale.is_empty() {
+            self.stale.clear();
+            out.push(Action::PurgeStale(None));
+        }
     }
 
     fn prefix_limit(&mut self, afi: Afi, limit: u32, restart: u16, out: &mut Actions) {

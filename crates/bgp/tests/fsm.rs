@@ -811,3 +811,25 @@ fn a_per_peer_restart_time_is_announced_and_caps_how_long_stale_routes_stay() {
     h.ev(Event::Message(2, BgpMessage::KeepAlive));
     assert_eq!(h.timers.get(&Timer::GrStale), Some(&(h.now + 45)));
 }
+
+#[test]
+fn bfd_down_ends_the_session_at_once_without_graceful_restart_and_reconnects() {
+    let mut h = Harness::new(gr_cfg());
+    // The peer can restart gracefully: a plain close would keep its routes.
+    h.establish(open_gr(65002, 90, [10, 0, 0, 2], Some((120, false, true))));
+    let a = h.ev(Event::BfdDown);
+    // Cease / BFD Down (RFC 9384 subcode 10), then the connection closes.
+    assert_eq!(notifications(&a), vec![(1, (6, 10))]);
+    assert!(closed(&a).contains(&1));
+    assert!(a.contains(&Action::Down {
+        graceful: false,
+        reason: h.fsm.last_error().unwrap().to_string()
+    }));
+    assert!(h.fsm.last_error().unwrap().contains("BFD"));
+    assert!(!h.fsm.has_stale());
+    assert_eq!(h.fsm.state(), State::Active);
+    // Connecting resumes on the retry timer.
+    assert!(h.timers.contains_key(&Timer::ConnectRetry));
+    // Without a session it does nothing.
+    assert!(h.ev(Event::BfdDown).is_empty());
+}

@@ -191,7 +191,19 @@ pub fn peer(layout: &Layout, key: &str, p: &Peer) -> Result<(), String> {
     if let Some(n) = &p.node {
         validate::name("node", n).map_err(|e| e.to_string())?;
     }
+    validate::peer_settings(&p.settings).map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// A filter record at `key`: the key names it, its rules can work.
+pub fn filter(layout: &Layout, key: &str, f: &plexus_bgp::BgpFilter) -> Result<(), String> {
+    if key != layout.filter(&f.name) {
+        return Err(format!(
+            "the record names filter {:?}, the key another",
+            f.name
+        ));
+    }
+    validate::filter(f).map_err(|e| e.to_string())
 }
 
 /// An address a host or router can have: not unspecified, loopback,
@@ -315,12 +327,34 @@ mod tests {
             address: "10.0.0.9".parse().unwrap(),
             asn: 65000,
             node: None,
+            settings: Default::default(),
         };
         assert!(peer(&l, &l.peer(&p.address), &p).is_ok());
         assert!(peer(&l, &l.peer(&"10.0.0.8".parse().unwrap()), &p).is_err());
-        let mut zero = p;
+        let mut zero = p.clone();
         zero.asn = 0;
         assert!(peer(&l, &l.peer(&zero.address), &zero).is_err());
+        let mut bad = p;
+        bad.settings.ttl_security = Some(0);
+        assert!(peer(&l, &l.peer(&bad.address), &bad)
+            .unwrap_err()
+            .contains("TTL"));
+        bad.settings.ttl_security = None;
+        bad.settings.bfd = Some(crate::records::BfdSettings {
+            min_tx_ms: 1,
+            ..Default::default()
+        });
+        assert!(peer(&l, &l.peer(&bad.address), &bad)
+            .unwrap_err()
+            .contains("minTxMs"));
+        bad.settings.bfd = None;
+        bad.settings.password = Some(crate::records::PasswordSource {
+            value: Some("x".repeat(81)),
+            secret_key_ref: None,
+        });
+        assert!(peer(&l, &l.peer(&bad.address), &bad)
+            .unwrap_err()
+            .contains("1 to 80"));
     }
 
     #[test]

@@ -339,11 +339,14 @@ impl Cluster {
         let got = stored::get::<BgpConfig>(&*self.kv, &key)
             .await
             .and_then(|r| match r {
-                Some(v) if v.value.asn == 0 => Err(IpamError::Corrupt {
-                    key: key.clone(),
-                    error: "AS number 0 is reserved".into(),
-                }),
-                r => Ok(r),
+                Some(v) => match validate::bgp_config(&v.value) {
+                    Ok(()) => Ok(Some(v)),
+                    Err(e) => Err(IpamError::Corrupt {
+                        key: key.clone(),
+                        error: e.to_string(),
+                    }),
+                },
+                None => Ok(None),
             });
         match got {
             Ok(r) => {
@@ -359,13 +362,127 @@ impl Cluster {
     }
 
     pub async fn set_bgp_config(&self, cfg: &BgpConfig) -> Result<(), IpamError> {
-        if cfg.asn == 0 {
-            return Err(IpamError::Invalid("AS number 0 is reserved".into()));
-        }
+        validate::bgp_config(cfg)?;
         self.kv
             .put(&self.layout.bgp_config(), &encode(cfg), None, None)
             .await?;
         Ok(())
+    }
+
+    /// Change the BGP settings with `f` (compare-and-swap), starting from
+    /// the defaults when none were set.
+    pub async fn update_bgp_config(
+        &self,
+        f: impl Fn(&mut BgpConfig) -> Result<(), IpamError>,
+    ) -> Result<BgpConfig, IpamError> {
+        let key = self.layout.bgp_config();
+        for _ in 0..CAS_ATTEMPTS {
+            let cur = stored::get::<BgpConfig>(&*self.kv, &key).await?;
+            let (mut cfg, rev) = match cur {
+                Some(v) => (v.value, v.mod_revision),
+                None => (BgpConfig::default(), 0),
+            };
+            f(&mut cfg)?;
+            validate::bgp_config(&cfg)?;
+            if self
+                .kv
+                .put(&key, &encode(&cfg), None, Some(rev))
+                .await?
+                .is_some()
+            {
+                return Ok(cfg);
+            }
+        }
+        Err(IpamError::Conflict(
+            "the BGP settings kept changing under us; try again".into(),
+        ))
+    }
+
+    /// Change one peer's settings with `f` (compare-and-swap); its address
+    /// cannot change.
+    pub async fn update_peer(
+        &self,
+        address: &IpAddr,
+        f: impl Fn(&mut Peer) -> Result<(), IpamError>,
+    ) -> Result<Peer, IpamError> {
+        let key = self.layout.peer(address);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(cur) = stored::get::<Peer>(&*self.kv, &key).await? else {
+                return Err(IpamError::NotFound(format!("no peer {address}")));
+            };
+            let mut next = cur.value.clone();
+            f(&mut next)?;
+            next.address = *address;
+            check_peer(&next)?;
+            if self
+                .kv
+                .put(&key, &encode(&next), None, Some(cur.mod_revision))
+                .await?
+                .is_some()
+            {
+                return Ok(next);
+            }
+        }
+        Err(IpamError::Conflict(format!(
+            "peer {address} kept changing under us; try again"
+        )))
+    }
+
+    // ---- BGP filters ----
+
+    /// The filters that pass their checks, by name.
+    pub async fn filters(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, plexus_bgp::BgpFilter>, IpamError> {
+        let layout = &self.layout;
+        Ok(self
+            .checked_list::<plexus_bgp::BgpFilter>(&layout.filters(), |k, f| {
+                checked::filter(layout, k, f)
+            })
+            .await?
+            .into_iter()
+            .map(|(_, r, _)| (r.value.name.clone(), r.value))
+            .collect())
+    }
+
+    /// Create or replace a filter.
+    pub async fn set_filter(&self, f: &plexus_bgp::BgpFilter) -> Result<(), IpamError> {
+        validate::filter(f)?;
+        self.kv
+            .put(&self.layout.filter(&f.name), &encode(f), None, None)
+            .await?;
+        Ok(())
+    }
+
+    /// Remove a filter; refused while a peer or the mesh names it.
+    pub async fn remove_filter(&self, name: &str) -> Result<(), IpamError> {
+        let users: Vec<String> = self
+            .peers()
+            .await?
+            .iter()
+            .filter(|p| p.settings.filters.iter().any(|f| f == name))
+            .map(|p| p.address.to_string())
+            .chain(
+                self.bgp_config()
+                    .await?
+                    .mesh
+                    .filters
+                    .iter()
+                    .any(|f| f == name)
+                    .then(|| "the mesh".to_string()),
+            )
+            .collect();
+        if !users.is_empty() {
+            return Err(IpamError::InUse(format!(
+                "filter {name} is used by {}: take it off them first",
+                users.join(", ")
+            )));
+        }
+        if self.kv.delete(&self.layout.filter(name), None).await? {
+            Ok(())
+        } else {
+            Err(IpamError::NotFound(format!("no filter named {name}")))
+        }
     }
 
     pub async fn peers(&self) -> Result<Vec<Peer>, IpamError> {
@@ -380,12 +497,7 @@ impl Cluster {
 
     /// Add a peer; an address already configured is refused (remove it first).
     pub async fn add_peer(&self, peer: &Peer) -> Result<(), IpamError> {
-        if peer.asn == 0 {
-            return Err(IpamError::Invalid("AS number 0 is reserved".into()));
-        }
-        if let Some(n) = &peer.node {
-            validate::name("node", n)?;
-        }
+        check_peer(peer)?;
         match self
             .kv
             .create(&self.layout.peer(&peer.address), &encode(peer), None)
@@ -585,6 +697,17 @@ impl Cluster {
             blocks: block_rows,
         })
     }
+}
+
+/// A peer record as plexusctl may write it.
+fn check_peer(peer: &Peer) -> Result<(), IpamError> {
+    if peer.asn == 0 {
+        return Err(IpamError::Invalid("AS number 0 is reserved".into()));
+    }
+    if let Some(n) = &peer.node {
+        validate::name("node", n)?;
+    }
+    validate::peer_settings(&peer.settings)
 }
 
 /// The CIDR a block key segment names (`10.96.0.64-26`), if it names one.

@@ -94,6 +94,7 @@ pub fn parse_bgp(text: &[u8]) -> Result<BgpConfig, IpamError> {
         asn: validate::asn(&s.asn.to_string())
             .map_err(|e| IpamError::Invalid(format!("bgp: {e}")))?,
         node_to_node_mesh: s.node_to_node_mesh,
+        ..Default::default()
     })
 }
 
@@ -129,8 +130,14 @@ impl Cluster {
         if let Some(bgp) = bgp {
             let key = self.layout().bgp_config();
             let stored = crate::stored::get::<BgpConfig>(&**self.kv(), &key).await?;
-            if stored.map(|s| s.value).as_ref() != Some(bgp) {
-                self.set_bgp_config(bgp).await?;
+            // The file declares the AS and the mesh; the other settings
+            // (sessions, services, ECMP: plexusctl's) stay as stored.
+            let had = stored.map(|s| s.value);
+            let mut next = had.clone().unwrap_or_default();
+            next.asn = bgp.asn;
+            next.node_to_node_mesh = bgp.node_to_node_mesh;
+            if had.as_ref() != Some(&next) {
+                self.set_bgp_config(&next).await?;
                 out.bgp_set = true;
             }
         }
@@ -220,7 +227,8 @@ mod tests {
             parse_bgp(br#"{"asn": 65001}"#).unwrap(),
             BgpConfig {
                 asn: 65001,
-                node_to_node_mesh: true
+                node_to_node_mesh: true,
+                ..Default::default()
             }
         );
         for (bad, want) in [

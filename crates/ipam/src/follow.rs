@@ -30,6 +30,7 @@ pub enum Record {
     Block(Block),
     BgpConfig(BgpConfig),
     Peer(Peer),
+    Filter(plexus_bgp::BgpFilter),
     Node(NodeSettings),
 }
 
@@ -40,6 +41,7 @@ pub enum RecordId {
     Block(IpNet),
     BgpConfig,
     Peer(IpAddr),
+    Filter(String),
     Node(String),
 }
 
@@ -50,6 +52,7 @@ impl Record {
             Record::Block(b) => RecordId::Block(b.cidr),
             Record::BgpConfig(_) => RecordId::BgpConfig,
             Record::Peer(p) => RecordId::Peer(p.address),
+            Record::Filter(f) => RecordId::Filter(f.name.clone()),
             Record::Node(n) => RecordId::Node(n.name.clone()),
         }
     }
@@ -149,9 +152,7 @@ fn decode(prefix: &str, key: &str, kv: &KeyValue) -> Result<Record, IpamError> {
     }
     if rest == "bgp/config" {
         let c: BgpConfig = json(key, kv)?;
-        if c.asn == 0 {
-            return Err(corrupt(key, "AS number 0 is reserved"));
-        }
+        validate::bgp_config(&c).map_err(bad)?;
         return Ok(Record::BgpConfig(c));
     }
     if let Some(seg) = leaf(rest, "bgp/peers/") {
@@ -165,7 +166,16 @@ fn decode(prefix: &str, key: &str, kv: &KeyValue) -> Result<Record, IpamError> {
         if let Some(n) = &p.node {
             validate::name("node", n).map_err(bad)?;
         }
+        validate::peer_settings(&p.settings).map_err(bad)?;
         return Ok(Record::Peer(p));
+    }
+    if let Some(name) = leaf(rest, "bgp/filters/") {
+        let f: plexus_bgp::BgpFilter = json(key, kv)?;
+        validate::filter(&f).map_err(bad)?;
+        if f.name != name {
+            return Err(corrupt(key, format!("the record is filter {:?}", f.name)));
+        }
+        return Ok(Record::Filter(f));
     }
     if let Some(name) = leaf(rest, "nodes/") {
         let n: NodeSettings = json(key, kv)?;
@@ -398,6 +408,7 @@ mod tests {
             c.set_bgp_config(&BgpConfig {
                 asn: 65001,
                 node_to_node_mesh: false,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -405,6 +416,7 @@ mod tests {
                 address: "2001:db8::7".parse().unwrap(),
                 asn: 65002,
                 node: None,
+                settings: Default::default(),
             };
             c.add_peer(&peer).await.unwrap();
             c.update_pool("a", |p| p.nat_outgoing = true).await.unwrap();

@@ -7,6 +7,7 @@
 //! | `<prefix>/blocks/<cidr-key>` | [`crate::Block`] (owner node and allocations) |
 //! | `<prefix>/bgp/config` | [`crate::BgpConfig`] |
 //! | `<prefix>/bgp/peers/<address>` | [`crate::Peer`] |
+//! | `<prefix>/bgp/filters/<name>` | [`plexus_bgp::BgpFilter`] (named by peers' `filters`) |
 //! | `<prefix>/nodes/<name>` | [`crate::NodeSettings`] |
 //!
 //! A block's key is its CIDR with `/` written `-` (`10.244.3.64-26`,
@@ -68,6 +69,14 @@ impl Layout {
 
     pub fn peer(&self, address: &std::net::IpAddr) -> String {
         format!("{}{address}", self.peers())
+    }
+
+    pub fn filters(&self) -> String {
+        format!("{}/bgp/filters/", self.prefix)
+    }
+
+    pub fn filter(&self, name: &str) -> String {
+        format!("{}{name}", self.filters())
     }
 
     pub fn nodes(&self) -> String {

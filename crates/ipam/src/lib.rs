@@ -62,7 +62,11 @@ pub use cluster::{BlockListing, BlockUsage, Cluster, Freed, PoolUsage, Usage};
 pub use declared::{parse_bgp, parse_pools, Applied};
 pub use follow::{Follow, Kinds, Record, RecordEvent, RecordId, Records};
 pub use layout::{Layout, DEFAULT_PREFIX};
-pub use records::{default_block_size, BgpConfig, Block, Encap, Handle, NodeSettings, Peer, Pool};
+pub use plexus_bgp::BgpFilter;
+pub use records::{
+    default_block_size, BfdSettings, BgpConfig, Block, Encap, Handle, NodeSettings, PasswordSource,
+    Peer, PeerSettings, Pool, PrefixAdvertisement, SecretKeyRef,
+};
 
 /// What can go wrong; each message is meant for an operator.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
+use plexus_bgp::attrs::CommunitySet;
 use serde::{Deserialize, Serialize};
 
 /// How traffic between nodes leaves a pool's pods.
@@ -99,7 +100,9 @@ impl Pool {
     }
 }
 
-/// The cluster's BGP settings (`plexusctl bgp set`).
+/// The cluster's BGP settings (`plexusctl bgp set`), Calico's
+/// BGPConfiguration: the AS, the mesh and its session settings, ECMP, the
+/// service addresses every node announces, and communities by prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BgpConfig {
@@ -107,6 +110,30 @@ pub struct BgpConfig {
     pub asn: u32,
     /// A full iBGP mesh among the nodes; off when route reflectors are used.
     pub node_to_node_mesh: bool,
+    /// The sessions between nodes (mesh and route reflectors): Calico's
+    /// nodeMeshPassword and nodeMeshMaxRestartTime, and BFD.
+    #[serde(default, skip_serializing_if = "PeerSettings::is_empty")]
+    pub mesh: PeerSettings,
+    /// ECMP: the most next hops one learned prefix is installed over
+    /// (unset or 1: the best path only). Read when plexusd starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_paths: Option<u32>,
+    /// Calico's serviceClusterIPs: announced by every node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_cluster_ips: Vec<IpNet>,
+    /// Calico's serviceExternalIPs: announced by every node; a Service with
+    /// externalTrafficPolicy Local has its addresses in these ranges
+    /// announced as /32 (/128) by the nodes running an endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_external_ips: Vec<IpNet>,
+    /// Calico's serviceLoadBalancerIPs, as the external ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_load_balancer_ips: Vec<IpNet>,
+    /// Calico's prefixAdvertisements: communities added to every prefix we
+    /// originate inside `cidr` (a pool's blocks, service addresses); the
+    /// most specific matching entry wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefix_advertisements: Vec<PrefixAdvertisement>,
 }
 
 /// Calico's defaults: private AS 64512, full mesh.
@@ -115,7 +142,144 @@ impl Default for BgpConfig {
         BgpConfig {
             asn: 64512,
             node_to_node_mesh: true,
+            mesh: PeerSettings::default(),
+            max_paths: None,
+            service_cluster_ips: Vec::new(),
+            service_external_ips: Vec::new(),
+            service_load_balancer_ips: Vec::new(),
+            prefix_advertisements: Vec::new(),
         }
+    }
+}
+
+impl BgpConfig {
+    /// Every configured service range, each with its kind.
+    pub fn service_ranges(&self) -> impl Iterator<Item = (&'static str, &IpNet)> {
+        let tag = |k: &'static str| move |n| (k, n);
+        self.service_cluster_ips
+            .iter()
+            .map(tag("clusterIP"))
+            .chain(self.service_external_ips.iter().map(tag("externalIP")))
+            .chain(
+                self.service_load_balancer_ips
+                    .iter()
+                    .map(tag("loadBalancerIP")),
+            )
+    }
+
+    /// The communities a prefix we originate carries: those of the most
+    /// specific [`PrefixAdvertisement`] containing it.
+    pub fn communities_for(&self, prefix: &IpNet) -> CommunitySet {
+        PrefixAdvertisement::lookup(&self.prefix_advertisements, prefix)
+    }
+}
+
+/// Communities for the prefixes we originate inside `cidr`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrefixAdvertisement {
+    pub cidr: IpNet,
+    pub communities: CommunitySet,
+}
+
+impl PrefixAdvertisement {
+    /// The communities of the most specific entry containing `prefix`.
+    pub fn lookup(list: &[PrefixAdvertisement], prefix: &IpNet) -> CommunitySet {
+        list.iter()
+            .filter(|a| a.cidr.contains(prefix))
+            .max_by_key(|a| a.cidr.prefix_len())
+            .map(|a| a.communities.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Where a TCP MD5 password comes from: the record itself, or (Kubernetes
+/// mode) a key of a Secret, as Calico's `password.secretKeyRef`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PasswordSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+}
+
+/// A key of a Kubernetes Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+    /// Default: plexusd's `--secret-namespace` (kube-system).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// BFD for a session (RFC 5880/5881, single hop). Present: on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BfdSettings {
+    /// How often we would like to send (milliseconds).
+    #[serde(default = "default_bfd_ms")]
+    pub min_tx_ms: u32,
+    /// How often we can take the peer's packets (milliseconds).
+    #[serde(default = "default_bfd_ms")]
+    pub min_rx_ms: u32,
+    /// Packets missed before the session is declared down.
+    #[serde(default = "default_bfd_multiplier")]
+    pub multiplier: u8,
+}
+
+fn default_bfd_ms() -> u32 {
+    300
+}
+
+fn default_bfd_multiplier() -> u8 {
+    3
+}
+
+impl Default for BfdSettings {
+    fn default() -> Self {
+        BfdSettings {
+            min_tx_ms: default_bfd_ms(),
+            min_rx_ms: default_bfd_ms(),
+            multiplier: default_bfd_multiplier(),
+        }
+    }
+}
+
+/// A session's settings beyond address and AS, for explicit peers and for
+/// the mesh ([`BgpConfig::mesh`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PeerSettings {
+    /// TCP MD5 (RFC 2385).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<PasswordSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdSettings>,
+    /// Added to everything announced to the peer (standard and large).
+    #[serde(skip_serializing_if = "CommunitySet::is_empty")]
+    pub communities: CommunitySet,
+    /// Names of [`plexus_bgp::BgpFilter`] records, evaluated in order after
+    /// the node's import guard.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<String>,
+    /// GTSM (RFC 5082): the peer is at most this many hops away.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_security: Option<u8>,
+    /// More prefixes than this from the peer reset the session (Cease,
+    /// Maximum Number of Prefixes Reached).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_prefixes: Option<u32>,
+    /// Calico's maxRestartTime (seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graceful_restart_time: Option<u16>,
+}
+
+impl PeerSettings {
+    pub fn is_empty(&self) -> bool {
+        *self == PeerSettings::default()
     }
 }
 
@@ -128,6 +292,8 @@ pub struct Peer {
     pub asn: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    #[serde(flatten)]
+    pub settings: PeerSettings,
 }
 
 /// One node's settings. The agent fills in `address`/`router_id`; the

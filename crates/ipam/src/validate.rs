@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 
-use crate::records::{Encap, Pool};
+use crate::records::{BgpConfig, Encap, PeerSettings, Pool};
 use crate::IpamError;
 
 fn invalid(msg: String) -> IpamError {
@@ -108,6 +108,102 @@ pub fn pool(p: &Pool) -> Result<(), IpamError> {
         )));
     }
     Ok(())
+}
+
+/// The longest TCP MD5 key the kernel takes (`TCP_MD5SIG_MAXKEYLEN`).
+pub const MD5_MAX_KEY: usize = 80;
+
+/// BFD intervals we accept, in milliseconds: below 10 ms a userspace
+/// daemon cannot keep time; above a minute BFD detects nothing BGP would
+/// not.
+pub const BFD_MS: std::ops::RangeInclusive<u32> = 10..=60_000;
+
+/// A session's settings on their own (a peer's or the mesh's); filters are
+/// checked by name only (the filter records on their own).
+pub fn peer_settings(s: &PeerSettings) -> Result<(), IpamError> {
+    if let Some(p) = &s.password {
+        match (&p.value, &p.secret_key_ref) {
+            (Some(v), None) => {
+                if v.is_empty() || v.len() > MD5_MAX_KEY {
+                    return Err(invalid(format!(
+                        "a TCP MD5 password has 1 to {MD5_MAX_KEY} bytes"
+                    )));
+                }
+            }
+            (None, Some(r)) => {
+                if r.name.is_empty() || r.key.is_empty() {
+                    return Err(invalid(
+                        "a password's secretKeyRef needs a name and a key".into(),
+                    ));
+                }
+                if let Some(ns) = &r.namespace {
+                    name("namespace", ns)?;
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    "a password is either a value or a secretKeyRef, exactly one".into(),
+                ))
+            }
+        }
+    }
+    if let Some(b) = &s.bfd {
+        for (what, ms) in [("minTxMs", b.min_tx_ms), ("minRxMs", b.min_rx_ms)] {
+            if !BFD_MS.contains(&ms) {
+                return Err(invalid(format!(
+                    "BFD {what} {ms} is outside {}..{} ms",
+                    BFD_MS.start(),
+                    BFD_MS.end()
+                )));
+            }
+        }
+        if b.multiplier == 0 {
+            return Err(invalid("the BFD multiplier is at least 1".into()));
+        }
+    }
+    for f in &s.filters {
+        name("filter", f)?;
+    }
+    if s.ttl_security == Some(0) {
+        return Err(invalid("TTL security needs at least 1 hop".into()));
+    }
+    if s.max_prefixes == Some(0) {
+        return Err(invalid("maxPrefixes is at least 1".into()));
+    }
+    Ok(())
+}
+
+/// The cluster's BGP settings on their own.
+pub fn bgp_config(c: &BgpConfig) -> Result<(), IpamError> {
+    if c.asn == 0 {
+        return Err(invalid("AS number 0 is reserved".into()));
+    }
+    peer_settings(&c.mesh).map_err(|e| invalid(format!("mesh: {e}")))?;
+    if c.max_paths == Some(0) {
+        return Err(invalid("maxPaths is at least 1".into()));
+    }
+    for (kind, net) in c.service_ranges() {
+        if net.trunc() != *net {
+            return Err(invalid(format!(
+                "service {kind} range {net} has host bits set"
+            )));
+        }
+    }
+    for a in &c.prefix_advertisements {
+        if a.cidr.trunc() != a.cidr {
+            return Err(invalid(format!(
+                "prefixAdvertisements CIDR {} has host bits set",
+                a.cidr
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A filter record on its own.
+pub fn filter(f: &plexus_bgp::BgpFilter) -> Result<(), IpamError> {
+    name("filter", &f.name)?;
+    f.validate().map_err(invalid)
 }
 
 #[cfg(test)]

@@ -120,6 +120,7 @@ fn bgp_settings_peers_and_nodes() {
         let cfg = BgpConfig {
             asn: 4_200_000_000,
             node_to_node_mesh: false,
+            ..Default::default()
         };
         c.set_bgp_config(&cfg).await.unwrap();
         assert_eq!(c.bgp_config().await.unwrap(), cfg);
@@ -127,6 +128,7 @@ fn bgp_settings_peers_and_nodes() {
             address: "192.0.2.1".parse().unwrap(),
             asn: 65001,
             node: None,
+            settings: Default::default(),
         };
         c.add_peer(&peer).await.unwrap();
         let e = c.add_peer(&peer).await.unwrap_err();
@@ -135,6 +137,7 @@ fn bgp_settings_peers_and_nodes() {
             address: "2001:db8::2".parse().unwrap(),
             asn: 65002,
             node: Some("n1".into()),
+            settings: Default::default(),
         };
         c.add_peer(&p2).await.unwrap();
         assert_eq!(c.peers().await.unwrap(), vec![peer.clone(), p2]);

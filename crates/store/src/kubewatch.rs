@@ -144,6 +144,8 @@ where
         // rbac(plexus-policy): watch namespaces
         // rbac(plexus-policy): watch networkpolicies.networking.k8s.io
         // rbac(plexus-policy): watch multi-networkpolicies.k8s.cni.cncf.io
+        // rbac(plexus-kube-store): watch services
+        // rbac(plexus-kube-store): watch endpointslices.discovery.k8s.io
         let s = self
             .api
             .watch(&wp, &self.rv)

@@ -26,6 +26,8 @@ pub mod kubeclient;
 pub mod kubekv;
 mod kubenodes;
 mod kubepods;
+mod kubesecrets;
+pub mod kubeservices;
 mod kubewatch;
 pub mod kv;
 
@@ -35,6 +37,8 @@ pub use informer::{Cache, Event, Informer, KubeSource, KvSource, Source};
 pub use kubekv::KubeKv;
 pub use kubenodes::KubeNodes;
 pub use kubepods::KubePods;
+pub use kubesecrets::KubeSecrets;
+pub use kubeservices::KubeServices;
 pub use kv::{KeyValue, Kv, KvEvent, LeaseId, RangeResult};
 
 /// A store revision (etcd's `mod_revision`, a Kubernetes `resourceVersion`

@@ -100,6 +100,7 @@ pub async fn read(args: &StoreArgs, etcd_prefix: &str) -> StoreView {
             Ok(BgpConfig {
                 asn,
                 node_to_node_mesh,
+                ..
             }) => {
                 v.bgp = Some(Bgp {
                     asn,

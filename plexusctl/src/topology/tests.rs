@@ -56,6 +56,10 @@ fn live(address: &str, kind: &str, state: &str) -> BgpPeer {
         prefixes_sent: 0,
         prefixes_accepted: 0,
         prefixes_rejected: 0,
+        prefixes_rejected_by_guard: 0,
+        prefixes_rejected_by_filter: 0,
+        bfd: None,
+        last_error: None,
     }
 }
 
@@ -94,6 +98,7 @@ fn sample() -> Topology {
             address: "10.99.0.100".parse().unwrap(),
             asn: 65000,
             node: None,
+            settings: Default::default(),
         }],
         blocks: vec![block("10.244.0.0/26", "n1"), block("10.244.0.64/26", "n2")],
         warnings: vec!["agent at /run/n2: not there".into()],

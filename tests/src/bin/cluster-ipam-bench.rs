@@ -15,7 +15,8 @@
 //!    time until every ADD returned, ADD p50/p99 of both IPAMs and their
 //!    ratio, the p99 of the first 100 cluster-IPAM ADDs (in start order,
 //!    cluster-wide) against the last 100, store requests per ADD (etcd's
-//!    grpc_server_started_total over the phase, by method; the host-local
+//!    grpc_server_started_total over the phase, by method, also net of the
+//!    agents' rate at rest measured over IDLE_SECS before; the host-local
 //!    ADDs make none), and duplicates (addresses given twice: results and
 //!    the store's records).
 //! 2. DEL phase: every pod's two DELs; then the addresses the store still
@@ -23,7 +24,7 @@
 //!
 //! Environment: PLEXUS_BIN_DIR (plexusd, plexusctl), PLEXUS_PLUGIN_DIR
 //! (plexus-cluster-ipam, plexus-host-local), PLEXUS_LOG (the agents' log
-//! level), RANGE, PARALLEL. Everything lives in namespaces named
+//! level), RANGE, PARALLEL, IDLE_SECS (10). Everything lives in namespaces named
 //! `plx-<this pid>-...`, deleted on exit; the agents and etcd are this
 //! program's children, killed by pid on exit.
 
@@ -47,6 +48,7 @@ struct Opts {
     pods: usize,
     range: String,
     parallel: usize,
+    idle_secs: u64,
     plugins: PathBuf,
 }
 
@@ -78,6 +80,10 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .filter(|n| *n > 0)
             .unwrap_or(1),
+        idle_secs: std::env::var("IDLE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10),
         plugins,
     };
     if let Err(e) = run(&o) {
@@ -238,6 +244,23 @@ fn run(o: &Opts) -> Result<(), String> {
             .etcd_ns
             .http_get(&format!("{ETCD_IP}:2379"), "/metrics")
     };
+    // The agents' requests at rest (a node serving only cluster IPAM
+    // still looks for a network config now and then), to tell them from
+    // the ADDs'.
+    let idle0 = grpc_started(&metrics());
+    let idle_t = Instant::now();
+    std::thread::sleep(Duration::from_secs(o.idle_secs));
+    let idle_calls = grpc_started(&metrics());
+    let idle_secs = idle_t.elapsed().as_secs_f64();
+    let idle_rate: BTreeMap<String, f64> = idle_calls
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (v - idle0.get(k).copied().unwrap_or(0.0)) / idle_secs,
+            )
+        })
+        .collect();
     let calls0 = grpc_started(&metrics());
     let seq = AtomicUsize::new(0);
     let t0 = Instant::now();
@@ -344,25 +367,36 @@ fn run(o: &Opts) -> Result<(), String> {
             "",
         );
     }
-    let mut per_add: Vec<(String, f64)> = calls1
+    let at_rest: f64 = idle_rate.values().sum::<f64>() + 0.0;
+    row(
+        "store requests at rest, per node per minute",
+        format!("{:.1}", at_rest * 60.0 / o.nodes as f64),
+        &format!("(over {} s before the ADDs)", o.idle_secs),
+    );
+    let phase = all_returned.as_secs_f64();
+    let mut per_add: Vec<(String, f64, f64)> = calls1
         .iter()
         .map(|(k, v)| {
+            let raw = v - calls0.get(k).copied().unwrap_or(0.0);
+            let rest = idle_rate.get(k).copied().unwrap_or(0.0) * phase;
             (
                 k.clone(),
-                (v - calls0.get(k).copied().unwrap_or(0.0)) / total as f64,
+                raw / total as f64,
+                (raw - rest).max(0.0) / total as f64,
             )
         })
-        .filter(|(_, v)| *v > 0.0)
+        .filter(|(_, v, _)| *v > 0.0)
         .collect();
     per_add.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let sum: f64 = per_add.iter().map(|(_, v)| v).sum::<f64>() + 0.0;
+    let sum: f64 = per_add.iter().map(|(_, v, _)| v).sum::<f64>() + 0.0;
+    let net_sum: f64 = per_add.iter().map(|(_, _, v)| v).sum::<f64>() + 0.0;
     row(
-        "store requests per cluster-IPAM ADD",
-        format!("{sum:.2}"),
+        "store requests per cluster-IPAM ADD, all / net of at rest",
+        format!("{sum:.2} / {net_sum:.2}"),
         "(etcd grpc_server_started_total over the ADD phase)",
     );
-    for (m, v) in &per_add {
-        row(&format!("  {m}"), format!("{v:.2}"), "");
+    for (m, v, n) in &per_add {
+        row(&format!("  {m}"), format!("{v:.2} / {n:.2}"), "");
     }
     row(
         "duplicates (addresses given twice)",

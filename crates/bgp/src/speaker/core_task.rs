@@ -295,6 +295,15 @@ impl Core {
                 let addr = canonical(addr);
                 let _ = reply.send(self.remove_peer(addr));
             }
+            Command::BfdDown(addr, reply) => {
+                if !self.peers.contains_key(&addr) {
+                    let _ = reply.send(Err(BgpError::NoSuchPeer(addr)));
+                    return;
+                }
+                tracing::warn!(peer = %addr, "BFD down: BGP session torn down");
+                self.event(addr, Event::BfdDown);
+                let _ = reply.send(Ok(()));
+            }
             Command::Originate(prefix, communities, reply) => {
                 let out = match communities {
                     Some(c) => self.rib.originate_with(prefix, &c),

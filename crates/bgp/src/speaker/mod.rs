@@ -270,6 +270,7 @@ enum Command {
     AddPeer(PeerConfig, oneshot::Sender<Result<(), BgpError>>),
     UpdatePeer(PeerConfig, oneshot::Sender<Result<(), BgpError>>),
     RemovePeer(IpAddr, oneshot::Sender<Result<(), BgpError>>),
+    BfdDown(IpAddr, oneshot::Sender<Result<(), BgpError>>),
     /// Some(communities): originate; None: withdraw.
     Originate(IpNet, Option<CommunitySet>, oneshot::Sender<()>),
     Refresh(IpAddr, Afi, oneshot::Sender<Result<(), BgpError>>),
@@ -398,6 +399,14 @@ impl Speaker {
     /// Stop a peer's session (Cease) and withdraw its routes.
     pub async fn remove_peer(&self, address: IpAddr) -> Result<(), BgpError> {
         self.ask(|tx| Command::RemovePeer(address, tx)).await?
+    }
+
+    /// BFD saw the path to the peer fail: its session goes down now (no
+    /// graceful restart), its routes are withdrawn, and it reconnects as
+    /// usual.
+    pub async fn bfd_down(&self, address: IpAddr) -> Result<(), BgpError> {
+        self.ask(|tx| Command::BfdDown(canonical(address), tx))
+            .await?
     }
 
     /// Announce one of the node's prefixes.

@@ -132,6 +132,8 @@ impl Source for KubeSource {
         // rbac(plexus-policy): list namespaces
         // rbac(plexus-policy): list networkpolicies.networking.k8s.io
         // rbac(plexus-policy): list multi-networkpolicies.k8s.cni.cncf.io
+        // rbac(plexus-kube-store): list services
+        // rbac(plexus-kube-store): list endpointslices.discovery.k8s.io
         let list = tokio::time::timeout(LIST_TIMEOUT, self.api.list(&lp))
             .await
             .map_err(|_| {
