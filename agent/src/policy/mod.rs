@@ -447,7 +447,15 @@ impl Producer {
                     }.in_current_span());
                 }
                 _ = sleep_until(next_deadline) => self.expire(),
-                _ = std::future::ready(()), if self.dirty.is_some() => self.program().await,
+                _ = std::future::ready(()), if self.dirty.is_some() => {
+                    // Everything the informers already hold goes into this
+                    // round (a relist, a mass deletion): one computation.
+                    use futures::FutureExt;
+                    while let Some(Some(i)) = inputs.next().now_or_never() {
+                        self.input(i);
+                    }
+                    self.program().await
+                }
                 else => return,
             }
             if inputs_done && cmds_done && self.dirty.is_none() && self.pending.is_empty() {

@@ -78,6 +78,8 @@ pub struct State {
     pub interfaces: BTreeMap<Key, Programmed>,
     /// Policy problems counted so far (each policy version once).
     pub problems_total: u64,
+    /// The node addresses `interfaces` were rendered with.
+    rendered_for: Vec<IpAddr>,
 }
 
 impl State {
@@ -168,8 +170,18 @@ impl State {
                 continue;
             };
             let netns = PathBuf::from(&a.netns);
-            let entry = table_entry(&netns, &rules, &self.node_addrs);
-            let key = entry.key();
+            let key = Key::NftTable {
+                netns: netns.clone(),
+                table: render::table_name(&rules.ifname),
+            };
+            // Rendering is the dear part of a round: an interface whose
+            // rules did not change keeps its entry.
+            let entry = match self.interfaces.get(&key) {
+                Some(before) if before.rules == rules && self.rendered_for == self.node_addrs => {
+                    before.entry.clone()
+                }
+                _ => table_entry(&netns, &rules, &self.node_addrs),
+            };
             now.insert(
                 key,
                 Programmed {
@@ -198,6 +210,7 @@ impl State {
             }
         }
         self.interfaces = now;
+        self.rendered_for = self.node_addrs.clone();
         (put, remove)
     }
 

@@ -228,6 +228,9 @@ fn main() {
 
     // 3. Data path: two real pods on node0 (eth0 on the overlay).
     api.delete_all(NP);
+    wait_for("node0 holds no policy", || {
+        show(&net.node(0).run_dir, None).policies == 0
+    });
     let cli = real_pod(&net, &api, "cli");
     let srv = real_pod(&net, &api, "srv");
     accept_forever(&srv.0, srv.1, 8080);
