@@ -47,24 +47,7 @@ tmp=$(mktemp -d /tmp/plexus-bench-cipam.XXXXXX)
 driver='' dpid=''
 cleanup() {
     set +e
-    if [[ -n $driver ]] && mine "$driver"; then
-        # Freeze the driver so it starts nothing new, then stop its
-        # children (by parent pid), then the driver itself.
-        kill -STOP "$driver"
-        local p
-        for p in $(awk -v d="$driver" '$4 == d {print $1}' /proc/[0-9]*/stat 2>/dev/null); do
-            kill -KILL "$p" 2>/dev/null
-        done
-        kill -KILL "$driver"
-        wait "$driver" 2>/dev/null
-    fi
-    local n
-    if [[ -n $dpid ]]; then
-        for n in $(ip netns list 2>/dev/null | awk -v p="plx-$dpid-" 'index($1, p) == 1 {print $1}'); do
-            ip netns del "$n"
-        done
-    fi
-    rm -rf "$tmp"
+    bench_stop_driver "$driver" "$dpid" "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

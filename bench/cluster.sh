@@ -80,38 +80,8 @@ tmp=$(mktemp -d /tmp/plexus-bench-cluster.XXXXXX)
 driver='' dpid=''
 cleanup() {
     set +e
-    if [[ -n $driver ]] && mine "$driver"; then
-        # Freeze the driver so it starts nothing new, then stop what it
-        # started (its children, by parent pid), then the driver itself.
-        kill -STOP "$driver"
-        local kids=() p
-        for p in $(awk -v d="$driver" '$4 == d {print $1}' /proc/[0-9]*/stat 2>/dev/null); do
-            kids+=("$p:$(started_at "$p")")
-        done
-        for k in "${kids[@]}"; do kill -TERM "${k%%:*}" 2>/dev/null; done
-        for _ in $(seq 100); do
-            local live=0
-            for k in "${kids[@]}"; do
-                [[ $(started_at "${k%%:*}") == "${k#*:}" && $(awk '{print $3}' "/proc/${k%%:*}/stat" 2>/dev/null) != Z ]] && live=1
-            done
-            ((live)) || break
-            sleep 0.1
-        done
-        for k in "${kids[@]}"; do
-            [[ $(started_at "${k%%:*}") == "${k#*:}" ]] && kill -KILL "${k%%:*}" 2>/dev/null
-        done
-        kill -KILL "$driver"
-        wait "$driver" 2>/dev/null
-    fi
-    # The driver deletes its namespaces itself unless it was killed.
-    local n
-    if [[ -n $dpid ]]; then
-        for n in $(ip netns list 2>/dev/null | awk -v p="plx-$dpid-" 'index($1, p) == 1 {print $1}'); do
-            ip netns del "$n"
-        done
-    fi
+    bench_stop_driver "$driver" "$dpid" "$tmp"
     restore_neigh
-    rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -45,27 +45,7 @@ tmp=$(mktemp -d /tmp/plexus-bench-policy.XXXXXX)
 driver='' dpid=''
 cleanup() {
     set +e
-    if [[ -n $driver ]] && mine "$driver"; then
-        kill -STOP "$driver"
-        local kids=() p
-        for p in $(awk -v d="$driver" '$4 == d {print $1}' /proc/[0-9]*/stat 2>/dev/null); do
-            kids+=("$p:$(started_at "$p")")
-        done
-        for k in "${kids[@]}"; do kill -TERM "${k%%:*}" 2>/dev/null; done
-        sleep 1
-        for k in "${kids[@]}"; do
-            [[ $(started_at "${k%%:*}") == "${k#*:}" ]] && kill -KILL "${k%%:*}" 2>/dev/null
-        done
-        kill -KILL "$driver"
-        wait "$driver" 2>/dev/null
-    fi
-    local n
-    if [[ -n $dpid ]]; then
-        for n in $(ip netns list 2>/dev/null | awk -v p="plx-$dpid-" 'index($1, p) == 1 {print $1}'); do
-            ip netns del "$n"
-        done
-    fi
-    rm -rf "$tmp"
+    bench_stop_driver "$driver" "$dpid" "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
