@@ -187,6 +187,7 @@ fn three_nodes_two_pods_three_networks_parallel_secondary() {
     require_reference_plugins!();
     three_networks_everywhere(Options {
         parallel_secondary: true,
+        ..Options::default()
     });
 }
 

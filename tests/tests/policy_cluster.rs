@@ -67,7 +67,11 @@ struct Env {
 
 impl Env {
     fn start(routed: bool) -> Env {
-        let (net, api) = MultiNet::start_with(2, Options::default(), |c| {
+        Env::start_with(routed, Options::default())
+    }
+
+    fn start_with(routed: bool, opts: Options) -> Env {
+        let (net, api) = MultiNet::start_with(2, opts, |c| {
             let api = FakeApiServer::start_at(&c.etcd_ns, ETCD_IP);
             let args = vec![
                 "--policy".to_string(),
@@ -445,6 +449,70 @@ fn blocked(m: &[(String, bool, bool)], net: &str) -> usize {
         .count()
 }
 
+/// The e2e suite's cases this model runs, each as a policy spec.
+fn e2e_cases() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "allow ingress from the same namespace",
+            json!({
+            "podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}),
+        ),
+        (
+            "allow ingress to a from b in any namespace",
+            json!({
+            "podSelector": {"matchLabels": {"pod": "a"}},
+            "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": "b"}}}]}]}),
+        ),
+        (
+            "allow TCP 80 from namespace y only",
+            json!({
+            "podSelector": {},
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}],
+                         "ports": [{"protocol": "TCP", "port": 80}]}]}),
+        ),
+        (
+            "named port serve-81-tcp from anywhere",
+            json!({
+            "podSelector": {}, "ingress": [{"ports": [{"port": "serve-81-tcp"}]}]}),
+        ),
+        (
+            "port range 80-81 TCP (endPort)",
+            json!({
+            "podSelector": {}, "ingress": [{"ports": [{"protocol": "TCP", "port": 80, "endPort": 81}]}]}),
+        ),
+        (
+            "matchExpressions: namespaces y,z, pods not c",
+            json!({
+            "podSelector": {},
+            "ingress": [{"from": [{
+                "namespaceSelector": {"matchExpressions": [{"key": "ns", "operator": "In", "values": ["y", "z"]}]},
+                "podSelector": {"matchExpressions": [{"key": "pod", "operator": "NotIn", "values": ["c"]}]}}]}]}),
+        ),
+        (
+            "deny all egress",
+            json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+        ),
+        (
+            "egress to namespace z on UDP only",
+            json!({
+            "podSelector": {}, "policyTypes": ["Egress"],
+            "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "z"}}}],
+                        "ports": [{"protocol": "UDP", "port": 80}]}]}),
+        ),
+        (
+            "ingress and egress: a talks to b only",
+            json!({
+            "podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": "b"}}}]}],
+            "egress": [{"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": "b"}}}]}]}),
+        ),
+        (
+            "allow all ingress ([{}]) beside deny",
+            json!({"podSelector": {}, "ingress": [{}]}),
+        ),
+    ]
+}
+
 #[test]
 fn e2e_truth_table() {
     require_overlay!();
@@ -518,66 +586,7 @@ fn e2e_truth_table() {
     // The e2e suite's cases, each alone, on both networks, against the
     // evaluator. (spec, as NetworkPolicy on eth0 and as MultiNetworkPolicy
     // on net2 at once, with different namespaces so the two differ.)
-    let cases: Vec<(&str, Value)> = vec![
-        (
-            "allow ingress from the same namespace",
-            json!({
-            "podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}),
-        ),
-        (
-            "allow ingress to a from b in any namespace",
-            json!({
-            "podSelector": {"matchLabels": {"pod": "a"}},
-            "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": "b"}}}]}]}),
-        ),
-        (
-            "allow TCP 80 from namespace y only",
-            json!({
-            "podSelector": {},
-            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}],
-                         "ports": [{"protocol": "TCP", "port": 80}]}]}),
-        ),
-        (
-            "named port serve-81-tcp from anywhere",
-            json!({
-            "podSelector": {}, "ingress": [{"ports": [{"port": "serve-81-tcp"}]}]}),
-        ),
-        (
-            "port range 80-81 TCP (endPort)",
-            json!({
-            "podSelector": {}, "ingress": [{"ports": [{"protocol": "TCP", "port": 80, "endPort": 81}]}]}),
-        ),
-        (
-            "matchExpressions: namespaces y,z, pods not c",
-            json!({
-            "podSelector": {},
-            "ingress": [{"from": [{
-                "namespaceSelector": {"matchExpressions": [{"key": "ns", "operator": "In", "values": ["y", "z"]}]},
-                "podSelector": {"matchExpressions": [{"key": "pod", "operator": "NotIn", "values": ["c"]}]}}]}]}),
-        ),
-        (
-            "deny all egress",
-            json!({"podSelector": {}, "policyTypes": ["Egress"]}),
-        ),
-        (
-            "egress to namespace z on UDP only",
-            json!({
-            "podSelector": {}, "policyTypes": ["Egress"],
-            "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "z"}}}],
-                        "ports": [{"protocol": "UDP", "port": 80}]}]}),
-        ),
-        (
-            "ingress and egress: a talks to b only",
-            json!({
-            "podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": "b"}}}]}],
-            "egress": [{"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"pod": "b"}}}]}]}),
-        ),
-        (
-            "allow all ingress ([{}]) beside deny",
-            json!({"podSelector": {}, "ingress": [{}]}),
-        ),
-    ];
+    let cases = e2e_cases();
     // ipBlock with except: the whole overlay but one pod's address, and
     // the macvlan segment but one pod's.
     let yb = &env.pods["y/b"];
@@ -640,6 +649,91 @@ fn e2e_truth_table() {
         &[],
     );
     env.converge("union of two policies");
+    env.set_policies(&[], &[]);
+    let m = env.converge("all policies deleted");
+    assert_eq!(m.iter().filter(|(_, _, got)| !got).count(), 0);
+    for key in env.pods.keys() {
+        assert!(env.policy_tables(key).is_empty(), "{key}: tables left");
+    }
+}
+
+/// NetworkPolicy on the routed network as the cluster network (eth0 from
+/// plexus-bgp-routes, /32 routes behind 169.254.1.1, BGP between the
+/// nodes): the same e2e cases, each matrix against the evaluator; the
+/// MultiNetworkPolicy twin of each case on net2 (macvlan) at once.
+#[test]
+fn e2e_truth_table_on_the_routed_cluster_network() {
+    require_overlay!();
+    let mut env = Env::start_with(
+        false,
+        Options {
+            routed_cluster_network: true,
+            ..Options::default()
+        },
+    );
+    for ns in ["x", "y", "z"] {
+        env.namespace(ns, json!({"ns": ns}));
+    }
+    let mut i = 0;
+    for ns in ["x", "y", "z"] {
+        for pod in ["a", "b", "c"] {
+            env.add_pod(i % 2, ns, pod, json!({"pod": pod}));
+            i += 1;
+        }
+    }
+    // eth0 is the routed network's: an address of its pool.
+    let pool: ipnet::IpNet = plexus_tests::cluster::routed::POOL.parse().unwrap();
+    assert!(env.pods.values().all(|p| pool.contains(&p.eth0)));
+    let m = env.converge("no policy");
+    // (9×8 pairs × 3 probes × 2 networks)
+    assert_eq!(m.len(), 432);
+    assert_eq!(m.iter().filter(|(_, _, got)| !got).count(), 0);
+    env.set_policies(
+        &[np(
+            "x",
+            "deny",
+            json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+        )],
+        &[],
+    );
+    let m = env.converge("NetworkPolicy: deny all ingress in x");
+    for (w, _, got) in &m {
+        assert_eq!(!got, w.starts_with("eth0") && w.contains("-> x/"), "{w}");
+    }
+    for (name, spec) in &e2e_cases() {
+        env.set_policies(
+            &[
+                np("x", "case", spec.clone()),
+                np(
+                    "x",
+                    "deny",
+                    json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+                ),
+            ],
+            &[mnp("y", "case", spec.clone())],
+        );
+        let m = env.converge(name);
+        assert!(
+            blocked(&m, "eth0") + blocked(&m, "net2") > 0 || name.contains("[{}]"),
+            "{name}: nothing blocked"
+        );
+    }
+    // ipBlock with except over the pool: all of it but one pod's address.
+    let yb = env.pods["y/b"].eth0;
+    env.set_policies(
+        &[np(
+            "x",
+            "block",
+            json!({"podSelector": {}, "policyTypes": ["Ingress"],
+                   "ingress": [{"from": [{"ipBlock": {"cidr": pool.to_string(),
+                                                      "except": [format!("{yb}/32")]}}]}]}),
+        )],
+        &[],
+    );
+    let m = env.converge("ipBlock with except");
+    for (w, _, got) in &m {
+        assert_eq!(!got, w.starts_with("eth0 y/b -> x/"), "{w}");
+    }
     env.set_policies(&[], &[]);
     let m = env.converge("all policies deleted");
     assert_eq!(m.iter().filter(|(_, _, got)| !got).count(), 0);

@@ -49,6 +49,9 @@ pub const POD_NAMESPACE: &str = "default";
 pub struct Options {
     /// The meta plugin's `parallelSecondary`.
     pub parallel_secondary: bool,
+    /// The cluster network (eth0, `cbr0`) is the routed network
+    /// (plexus-bgp-routes) instead of the overlay.
+    pub routed_cluster_network: bool,
 }
 
 /// A cluster whose nodes run plexusd for both networks. Field order is
@@ -314,13 +317,19 @@ pub fn write_nad(n: &Node, name: &str, config: &Value) {
 }
 
 /// conf/plexus.conflist with the node's overlay conflist (`cbr0`, see
-/// [`Node::vxlan_conflist`]) as the cluster network, and the routed and
-/// macvlan NADs.
+/// [`Node::vxlan_conflist`]) or a plexus-bgp-routes one as the cluster
+/// network, and the routed and macvlan NADs.
 fn write_meta(n: &Node, opts: Options) {
     // kube-flannel's conflist says 0.3.1, which has no CHECK: the meta
     // plugin's CHECK (1.0.0) would refuse to run it on eth0.
-    let mut cbr0 = n.vxlan_conflist();
-    cbr0["cniVersion"] = json!("1.0.0");
+    let cbr0 = if opts.routed_cluster_network {
+        json!({"cniVersion": "1.0.0", "name": NETWORK,
+               "plugins": [{"type": "plexus-bgp-routes", "runDir": n.run_dir}]})
+    } else {
+        let mut c = n.vxlan_conflist();
+        c["cniVersion"] = json!("1.0.0");
+        c
+    };
     n.cni.write_conf(&format!("{NETWORK}.conflist"), &cbr0);
     let mut conf: Value = serde_json::from_slice(
         &std::fs::read(crate::example::conf_src().join("plexus.conflist")).unwrap(),
