@@ -87,7 +87,8 @@
 //! attribute resets the session, RFC 4271 style; only policy rejections are
 //! treated as withdrawals); AGGREGATOR is not passed on; no IPv4 prefixes with IPv6
 //! next hops (RFC 8950); no ADD-PATH, TCP-AO, enhanced route refresh,
-//! long-lived graceful restart, damping, DelayOpen, BFD or timer jitter;
+//! long-lived graceful restart, damping, DelayOpen or timer jitter (BFD itself
+//! is plexus-bfd's: the FSM only takes its Down as `Event::BfdDown`);
 //! filters cannot modify routes (no set actions beyond the communities
 //! above); a peer's password, TTL security, AS or graceful-restart time
 //! change resets its session ([`Speaker::update_peer`]).
