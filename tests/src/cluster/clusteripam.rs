@@ -54,18 +54,8 @@ impl CipamNet {
     /// cluster IPAM.
     pub fn start(nodes: usize, store: Store, ipam: &Value, extra: &[&str]) -> CipamNet {
         let cluster = Cluster::new(nodes);
-        cluster.lan.ip(&["link", "add", "lan1", "type", "bridge"]);
-        cluster.lan.ip(&["link", "set", "lan1", "up"]);
-        for (i, n) in cluster.nodes.iter().enumerate() {
-            let host_end = format!("vu{i}");
-            cluster.lan.ip(&[
-                "link", "add", &host_end, "type", "veth", "peer", "name", "uplink0", "netns",
-                &n.ns.name,
-            ]);
-            cluster
-                .lan
-                .ip(&["link", "set", &host_end, "master", "lan1", "up"]);
-            n.ns.ip(&["link", "set", "uplink0", "up"]);
+        cluster.add_macvlan_segment();
+        for n in &cluster.nodes {
             n.cni.write_conf("10-macnet.conflist", &conflist(n, ipam));
         }
         let api = (store == Store::Kubernetes).then(|| {

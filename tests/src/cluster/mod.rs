@@ -166,6 +166,24 @@ impl Cluster {
             .collect()
     }
 
+    /// A second L2 segment for macvlan networks: bridge `lan1` in the lan
+    /// netns and a veth from it into every node as `uplink0` (up), so
+    /// macvlan pods on different nodes share one segment.
+    pub fn add_macvlan_segment(&self) {
+        self.lan.ip(&["link", "add", "lan1", "type", "bridge"]);
+        self.lan.ip(&["link", "set", "lan1", "up"]);
+        for (i, n) in self.nodes.iter().enumerate() {
+            let host_end = format!("vu{i}");
+            self.lan.ip(&[
+                "link", "add", &host_end, "type", "veth", "peer", "name", "uplink0", "netns",
+                &n.ns.name,
+            ]);
+            self.lan
+                .ip(&["link", "set", &host_end, "master", "lan1", "up"]);
+            n.ns.ip(&["link", "set", "uplink0", "up"]);
+        }
+    }
+
     /// Write flannel's network config at `<prefix>/config`.
     pub fn set_config(&self, config: &Value) {
         self.etcd

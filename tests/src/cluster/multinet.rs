@@ -152,18 +152,8 @@ impl MultiNet {
         let cluster = Cluster::new(nodes);
         cluster.set_config(&vxlan_config(OVERLAY));
         add_pool(&cluster, 26);
-        cluster.lan.ip(&["link", "add", "lan1", "type", "bridge"]);
-        cluster.lan.ip(&["link", "set", "lan1", "up"]);
-        for (i, n) in cluster.nodes.iter().enumerate() {
-            let host_end = format!("vu{i}");
-            cluster.lan.ip(&[
-                "link", "add", &host_end, "type", "veth", "peer", "name", "uplink0", "netns",
-                &n.ns.name,
-            ]);
-            cluster
-                .lan
-                .ip(&["link", "set", &host_end, "master", "lan1", "up"]);
-            n.ns.ip(&["link", "set", "uplink0", "up"]);
+        cluster.add_macvlan_segment();
+        for n in &cluster.nodes {
             write_meta(n, opts);
         }
         let (kept, extra) = before(&cluster);
