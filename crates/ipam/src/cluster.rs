@@ -268,27 +268,28 @@ impl Cluster {
         Ok(())
     }
 
-    /// Change a pool's settings with `f` (compare-and-swap). Its name,
-    /// CIDR and block size cannot change: blocks were cut by them.
-    pub async fn update_pool(&self, name: &str, f: impl Fn(&mut Pool)) -> Result<Pool, IpamError> {
-        let key = self.layout.pool(name);
+    /// Read, change and write back one record, compare-and-swap on the
+    /// revision read, up to [`CAS_ATTEMPTS`] times. `absent` is what to
+    /// start from when the key holds nothing (or the error to return);
+    /// `change` gets the stored value and the copy to edit, and checks it.
+    /// `what` names the record in the error when it kept changing.
+    async fn update_record<T: Serialize + DeserializeOwned + Clone>(
+        &self,
+        key: &str,
+        what: &str,
+        absent: impl Fn() -> Result<T, IpamError>,
+        change: impl Fn(&T, &mut T) -> Result<(), IpamError>,
+    ) -> Result<T, IpamError> {
         for _ in 0..CAS_ATTEMPTS {
-            let Some(cur) = stored::get::<Pool>(&*self.kv, &key).await? else {
-                return Err(IpamError::NotFound(format!("no pool named {name}")));
+            let (cur, rev) = match stored::get::<T>(&*self.kv, key).await? {
+                Some(v) => (v.value, v.mod_revision),
+                None => (absent()?, 0),
             };
-            let mut next = cur.value.clone();
-            f(&mut next);
-            if (&next.name, next.cidr, next.block_size)
-                != (&cur.value.name, cur.value.cidr, cur.value.block_size)
-            {
-                return Err(IpamError::Invalid(format!(
-                    "pool {name}: name, CIDR and block size cannot change (remove and add it again)"
-                )));
-            }
-            validate::pool(&next)?;
+            let mut next = cur.clone();
+            change(&cur, &mut next)?;
             if self
                 .kv
-                .put(&key, &encode(&next), None, Some(cur.mod_revision))
+                .put(key, &encode(&next), None, Some(rev))
                 .await?
                 .is_some()
             {
@@ -296,8 +297,30 @@ impl Cluster {
             }
         }
         Err(IpamError::Conflict(format!(
-            "pool {name} kept changing under us; try again"
+            "{what} kept changing under us; try again"
         )))
+    }
+
+    /// Change a pool's settings with `f` (compare-and-swap). Its name,
+    /// CIDR and block size cannot change: blocks were cut by them.
+    pub async fn update_pool(&self, name: &str, f: impl Fn(&mut Pool)) -> Result<Pool, IpamError> {
+        let missing = || Err(IpamError::NotFound(format!("no pool named {name}")));
+        self.update_record(
+            &self.layout.pool(name),
+            &format!("pool {name}"),
+            missing,
+            |cur, next: &mut Pool| {
+                f(next);
+                if (&next.name, next.cidr, next.block_size) != (&cur.name, cur.cidr, cur.block_size)
+                {
+                    return Err(IpamError::Invalid(format!(
+                    "pool {name}: name, CIDR and block size cannot change (remove and add it again)"
+                )));
+                }
+                validate::pool(next)
+            },
+        )
+        .await
     }
 
     /// Remove a pool. Its blocks go with it; if any address is in use the
@@ -375,27 +398,17 @@ impl Cluster {
         &self,
         f: impl Fn(&mut BgpConfig) -> Result<(), IpamError>,
     ) -> Result<BgpConfig, IpamError> {
-        let key = self.layout.bgp_config();
-        for _ in 0..CAS_ATTEMPTS {
-            let cur = stored::get::<BgpConfig>(&*self.kv, &key).await?;
-            let (mut cfg, rev) = match cur {
-                Some(v) => (v.value, v.mod_revision),
-                None => (BgpConfig::default(), 0),
-            };
-            f(&mut cfg)?;
-            validate::bgp_config(&cfg)?;
-            if self
-                .kv
-                .put(&key, &encode(&cfg), None, Some(rev))
-                .await?
-                .is_some()
-            {
-                return Ok(cfg);
-            }
-        }
-        Err(IpamError::Conflict(
-            "the BGP settings kept changing under us; try again".into(),
-        ))
+        let defaults = || Ok(BgpConfig::default());
+        self.update_record(
+            &self.layout.bgp_config(),
+            "the BGP settings",
+            defaults,
+            |_, cfg| {
+                f(cfg)?;
+                validate::bgp_config(cfg)
+            },
+        )
+        .await
     }
 
     /// Change one peer's settings with `f` (compare-and-swap); its address
@@ -405,27 +418,18 @@ impl Cluster {
         address: &IpAddr,
         f: impl Fn(&mut Peer) -> Result<(), IpamError>,
     ) -> Result<Peer, IpamError> {
-        let key = self.layout.peer(address);
-        for _ in 0..CAS_ATTEMPTS {
-            let Some(cur) = stored::get::<Peer>(&*self.kv, &key).await? else {
-                return Err(IpamError::NotFound(format!("no peer {address}")));
-            };
-            let mut next = cur.value.clone();
-            f(&mut next)?;
-            next.address = *address;
-            check_peer(&next)?;
-            if self
-                .kv
-                .put(&key, &encode(&next), None, Some(cur.mod_revision))
-                .await?
-                .is_some()
-            {
-                return Ok(next);
-            }
-        }
-        Err(IpamError::Conflict(format!(
-            "peer {address} kept changing under us; try again"
-        )))
+        let missing = || Err(IpamError::NotFound(format!("no peer {address}")));
+        self.update_record(
+            &self.layout.peer(address),
+            &format!("peer {address}"),
+            missing,
+            |_, next: &mut Peer| {
+                f(next)?;
+                next.address = *address;
+                check_peer(next)
+            },
+        )
+        .await
     }
 
     // ---- BGP filters ----
@@ -545,32 +549,22 @@ impl Cluster {
         f: impl Fn(&mut NodeSettings),
     ) -> Result<NodeSettings, IpamError> {
         validate::name("node", name)?;
-        let key = self.layout.node(name);
-        for _ in 0..CAS_ATTEMPTS {
-            let cur = stored::get::<NodeSettings>(&*self.kv, &key).await?;
-            let (mut node, rev) = match cur {
-                Some(v) => (v.value, v.mod_revision),
-                None => (
-                    NodeSettings {
-                        name: name.into(),
-                        ..Default::default()
-                    },
-                    0,
-                ),
-            };
-            f(&mut node);
-            if self
-                .kv
-                .put(&key, &encode(&node), None, Some(rev))
-                .await?
-                .is_some()
-            {
-                return Ok(node);
-            }
-        }
-        Err(IpamError::Conflict(format!(
-            "node {name} kept changing under us; try again"
-        )))
+        let fresh = || {
+            Ok(NodeSettings {
+                name: name.into(),
+                ..Default::default()
+            })
+        };
+        self.update_record(
+            &self.layout.node(name),
+            &format!("node {name}"),
+            fresh,
+            |_, node| {
+                f(node);
+                Ok(())
+            },
+        )
+        .await
     }
 
     /// A node leaves: its blocks (and every address in them) are freed and
