@@ -27,14 +27,7 @@ name=bench/routed.sh
 . "$root/bench/lib/routed-env.sh"
 need bird birdc
 routed_env_init plexus-bench-routed
-etcdns=plxbench-etcd-$tag node=plxbench-node-$tag birdnode=plxbench-bird-$tag ann=plxbench-ann-$tag
-mkns "$etcdns"; plug "$etcdns" "$etcd_ip/24"
-mkns "$node"; plug "$node" 10.200.0.10/24
-mkns "$birdnode"; plug "$birdnode" 10.200.0.11/24
-mkns "$ann"; plug "$ann" 10.200.0.13/24
-start_etcd "$etcdns"
-etcd_put /plexus/routed/pools/default '{"name":"default","cidr":"10.96.0.0/16","blockSize":26}'
-etcd_put /plexus/routed/bgp/config '{"asn":64512,"nodeToNodeMesh":true}'
+bird_upstream_env
 etcd_put /plexus/routed/bgp/peers/10.200.0.13 '{"address":"10.200.0.13","asn":65000}'
 start_plexusd "$node" 10.200.0.10
 

@@ -7,7 +7,8 @@
 #
 # Provides: tag, tmp, lan, etcd_ip, netns[], pids[], agent_bin (BENCH_BIN or
 # a release build), mkns NS, plug NS IP/LEN, start_etcd NS, etcd_put KEY
-# VALUE, start_plexusd NS IP (sets agent_pid, waits for ready), and the
+# VALUE, start_plexusd NS IP (sets agent_pid, waits for ready),
+# bird_upstream_env (the four namespaces of the BIRD benchmarks), and the
 # latency statistics `stats FILE` / `ratio A B`.
 
 . "$root/bench/lib.sh" # bench_requires, mine
@@ -91,6 +92,22 @@ start_plexusd() { # NS PUBLIC_IP: plexusd node n1 against the etcd above
     pids+=("$agent_pid")
     for _ in $(seq 600); do [[ -e $tmp/run/ready ]] && return; sleep 0.05; done
     die "plexusd not ready: $(cat "$tmp/plexusd.log")"
+}
+
+# bird_upstream_env: the topology bench/routed.sh and bench/bgp-failover.sh
+# share: etcd (.2), the plexusd node (.10), a BIRD node (.11) and the
+# upstream router announcing to both (.13), each in its own netns on the
+# lan; etcd started with the default pool and a full-mesh BGP config
+# (AS 64512). Sets etcdns, node, birdnode, ann.
+bird_upstream_env() {
+    etcdns=plxbench-etcd-$tag node=plxbench-node-$tag birdnode=plxbench-bird-$tag ann=plxbench-ann-$tag
+    mkns "$etcdns"; plug "$etcdns" "$etcd_ip/24"
+    mkns "$node"; plug "$node" 10.200.0.10/24
+    mkns "$birdnode"; plug "$birdnode" 10.200.0.11/24
+    mkns "$ann"; plug "$ann" 10.200.0.13/24
+    start_etcd "$etcdns"
+    etcd_put /plexus/routed/pools/default '{"name":"default","cidr":"10.96.0.0/16","blockSize":26}'
+    etcd_put /plexus/routed/bgp/config '{"asn":64512,"nodeToNodeMesh":true}'
 }
 
 stats() { # FILE of "seconds rss_kib" lines -> "p50_ms p99_ms maxrss_kib sum_s"
